@@ -1,0 +1,182 @@
+//! NDJSON decoding: one JSON object per non-blank line; offset = 1-based line number.
+
+use serde_json::Value;
+
+use super::builder::RowSink;
+use super::convert::Reject;
+use super::Decoded;
+use crate::dead_letter::DeadLetterReason;
+use crate::error::ConnectorError;
+use crate::schema::DeclaredSchema;
+
+pub(super) fn decode(
+    partition: &str,
+    data: &[u8],
+    schema: &DeclaredSchema,
+    batch_size: usize,
+) -> Result<Decoded, ConnectorError> {
+    let mut sink = RowSink::new(partition, schema, batch_size);
+    for (index, line) in data.split(|&b| b == b'\n').enumerate() {
+        let line_number = index as u64 + 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let text = match std::str::from_utf8(line) {
+            Ok(text) => text,
+            Err(e) => {
+                let reject = Reject {
+                    reason: DeadLetterReason::InvalidUtf8,
+                    detail: format!(
+                        "line is not valid UTF-8 (first invalid byte at byte {} of the line); \
+                         `raw` shows invalid bytes as U+FFFD",
+                        e.valid_up_to() + 1
+                    ),
+                };
+                sink.reject(
+                    line_number,
+                    reject,
+                    String::from_utf8_lossy(line).into_owned(),
+                );
+                continue;
+            }
+        };
+        let object = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(object)) => object,
+            Ok(other) => {
+                let kind = match other {
+                    Value::Array(_) => "an array",
+                    Value::String(_) => "a string",
+                    Value::Number(_) => "a number",
+                    Value::Bool(_) => "a bool",
+                    _ => "null",
+                };
+                let reject = Reject {
+                    reason: DeadLetterReason::MalformedRecord,
+                    detail: format!("expected a JSON object, found {kind}"),
+                };
+                sink.reject(line_number, reject, text.to_string());
+                continue;
+            }
+            Err(e) => {
+                let reject = Reject {
+                    reason: DeadLetterReason::MalformedRecord,
+                    detail: format!("invalid JSON: {e}"),
+                };
+                sink.reject(line_number, reject, text.to_string());
+                continue;
+            }
+        };
+        sink.push_row(
+            line_number,
+            |target, _| target.from_json(object.get(&target.spec.name)),
+            || text.to_string(),
+        )?;
+    }
+    sink.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{AsArray, Float64Array, Int64Array};
+    use arrow::datatypes::TimestampMicrosecondType;
+
+    use crate::dead_letter::DeadLetterReason as R;
+    use crate::decode::{decode_file, FileFormat};
+    use crate::schema::{DeclaredSchema, FieldSpec, FieldType};
+
+    fn schema() -> DeclaredSchema {
+        DeclaredSchema::new(
+            vec![
+                FieldSpec::new("id", FieldType::Int, false),
+                FieldSpec::new("amount", FieldType::Float, true),
+                FieldSpec::new("ok", FieldType::Bool, true),
+                FieldSpec::new("name", FieldType::String, true),
+                FieldSpec::new("t", FieldType::Timestamp, false),
+            ],
+            "t",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn every_reason_with_exact_line_numbers() {
+        let mut data = Vec::new();
+        let lines: [&[u8]; 13] = [
+            br#"{"id":1,"amount":1.5,"ok":true,"name":"a","t":"2026-01-01T00:00:00Z","extra":[1]}"#, // 1 good
+            b"",                                                                                   // 2 blank
+            br#"{"id":2,"t":"2026-01-01T00:00:00Z""#,                                               // 3 malformed
+            br#"[1,2]"#,                                                                           // 4 not an object
+            br#"{"id":3,"amount":"abc","t":"2026-01-01T00:00:00Z"}"#,                                // 5 wrong type
+            br#"{"amount":1,"t":"2026-01-01T00:00:00Z"}"#,                                           // 6 missing id
+            br#"{"id":null,"t":"2026-01-01T00:00:00Z"}"#,                                            // 7 null id
+            br#"{"id":4}"#,                                                                        // 8 missing event time
+            br#"{"id":5,"t":"yesterday"}"#,                                                        // 9 invalid event time
+            b"{\"id\":6,\"name\":\"\xff\xfe\",\"t\":1767225600000}",                               // 10 invalid utf-8
+            br#"{"id":7,"amount":2,"t":1767225600123}"#,                                           // 11 good, epoch ms
+            br#"{"id":8.0,"t":"2026-01-01 00:00:00.5"}"#,                                           // 12 float for int
+            b"   \r",                                                                              // 13 blank
+        ];
+        for line in lines {
+            data.extend_from_slice(line);
+            data.push(b'\n');
+        }
+        data.extend_from_slice(br#"{"id":9,"t":"2026-01-01T00:00:00.123+02:00"}"#); // 14, no newline
+
+        let decoded = decode_file(FileFormat::Ndjson, "f.ndjson", &data, &schema(), 2).unwrap();
+        let got: Vec<(u64, R)> = decoded
+            .dead_letters
+            .iter()
+            .map(|d| (d.offset, d.reason))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (3, R::MalformedRecord),
+                (4, R::MalformedRecord),
+                (5, R::WrongType),
+                (6, R::MissingField),
+                (7, R::MissingField),
+                (8, R::MissingEventTime),
+                (9, R::InvalidEventTime),
+                (10, R::InvalidUtf8),
+                (12, R::WrongType),
+            ]
+        );
+        let wrong = &decoded.dead_letters[2];
+        assert_eq!(wrong.detail, "field `amount`: expected float, found string \"abc\"");
+        assert_eq!(wrong.raw, r#"{"id":3,"amount":"abc","t":"2026-01-01T00:00:00Z"}"#);
+        assert_eq!(wrong.partition, "f.ndjson");
+        assert!(decoded.dead_letters[7].raw.contains('\u{FFFD}'));
+
+        assert_eq!(decoded.batches.len(), 2, "batch_size 2 splits 3 good rows");
+        let offsets: Vec<u64> = decoded
+            .batches
+            .iter()
+            .flat_map(|b| b.offsets.clone())
+            .collect();
+        assert_eq!(offsets, vec![1, 11, 14]);
+        let first = &decoded.batches[0].batch;
+        assert_eq!(first.schema(), schema().arrow_schema());
+        let ids = first.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(ids.values().to_vec(), vec![1, 7]);
+        let amounts = first.column(1).as_any().downcast_ref::<Float64Array>().unwrap();
+        assert_eq!(amounts.value(1), 2.0);
+        let times = first.column(4).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(times.value(0), 1_767_225_600_000_000);
+        assert_eq!(times.value(1), 1_767_225_600_123_000);
+        let last = decoded.batches[1]
+            .batch
+            .column(4)
+            .as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(last.value(0), 1_767_225_600_123_000 - 7_200_000_000);
+        assert!(decoded.batches[1].batch.column(1).is_null(0));
+    }
+
+    #[test]
+    fn empty_input_gives_nothing() {
+        let decoded = decode_file(FileFormat::Ndjson, "f", b"\n\n", &schema(), 10).unwrap();
+        assert!(decoded.batches.is_empty());
+        assert!(decoded.dead_letters.is_empty());
+    }
+}

@@ -1,0 +1,407 @@
+//! Parquet decoding: select the declared columns by name, cast them to the declared types, and
+//! dead-letter rows whose non-nullable values are null or failed to cast; offset = 0-based row
+//! index in the file.
+
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, Array, ArrayRef, BooleanArray};
+use arrow::compute::{can_cast_types, cast_with_options, filter_record_batch, CastOptions};
+use arrow::datatypes::{Field, Schema};
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+
+use super::convert::Reject;
+use super::Decoded;
+use crate::dead_letter::{DeadLetter, DeadLetterReason};
+use crate::error::ConnectorError;
+use crate::position::SourceBatch;
+use crate::render::json_row;
+use crate::schema::DeclaredSchema;
+
+fn file_error(partition: &str, detail: String) -> ConnectorError {
+    ConnectorError::Parquet {
+        partition: partition.to_string(),
+        detail,
+    }
+}
+
+/// Why row `row` must be rejected, if it must: checks the event-time column first, then the
+/// others in declared order.
+fn row_reject(
+    schema: &DeclaredSchema,
+    order: &[usize],
+    source: &[Option<ArrayRef>],
+    cast: &[ArrayRef],
+    row: usize,
+) -> Option<Reject> {
+    for &i in order {
+        let (Some(field), Some(column)) = (schema.fields.get(i), cast.get(i)) else {
+            continue;
+        };
+        if column.is_valid(row) {
+            continue;
+        }
+        let is_event_time = field.name == schema.event_time;
+        let original = source.get(i).and_then(Option::as_ref);
+        let present = original.is_some_and(|a| a.is_valid(row));
+        if present {
+            let (reason, what) = if is_event_time {
+                (DeadLetterReason::InvalidEventTime, "event-time field")
+            } else {
+                (DeadLetterReason::WrongType, "field")
+            };
+            let found = original
+                .map(|a| crate::render::json_value(a.as_ref(), row).to_string())
+                .unwrap_or_default();
+            return Some(Reject {
+                reason,
+                detail: format!(
+                    "{what} `{}`: value {found} cannot be converted to {}",
+                    field.name,
+                    field.field_type.as_str()
+                ),
+            });
+        }
+        let what = if original.is_some() { "is null" } else { "is missing" };
+        if is_event_time {
+            return Some(Reject {
+                reason: DeadLetterReason::MissingEventTime,
+                detail: format!("event-time field `{}` {what}", field.name),
+            });
+        }
+        if !field.nullable {
+            return Some(Reject {
+                reason: DeadLetterReason::MissingField,
+                detail: format!(
+                    "non-nullable field `{}` {what}; declare it `nullable: true` to accept this",
+                    field.name
+                ),
+            });
+        }
+    }
+    None
+}
+
+pub(super) fn decode(
+    partition: &str,
+    data: &[u8],
+    schema: &DeclaredSchema,
+    batch_size: usize,
+) -> Result<Decoded, ConnectorError> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::copy_from_slice(data))
+        .map_err(|e| {
+            file_error(
+                partition,
+                format!(
+                    "cannot read the file metadata: {e}; the file is truncated, corrupt or \
+                     not Parquet"
+                ),
+            )
+        })?;
+    let file_schema = builder.schema().clone();
+
+    // Declared column -> index of the top-level file column with that name.
+    let mut file_index = Vec::with_capacity(schema.fields.len());
+    for (i, field) in schema.fields.iter().enumerate() {
+        let found = file_schema.index_of(&field.name).ok();
+        match found {
+            None if !schema.is_nullable(i) => {
+                return Err(file_error(
+                    partition,
+                    format!(
+                        "the file has no column `{}`, which is declared non-nullable (file \
+                         columns: {}); fix the name in the schema or declare it `nullable: true`",
+                        field.name,
+                        file_schema
+                            .fields()
+                            .iter()
+                            .map(|f| format!("`{}`", f.name()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ))
+            }
+            Some(j) => {
+                let from = file_schema.field(j).data_type();
+                let to = field.field_type.arrow_type();
+                if !can_cast_types(from, &to) {
+                    return Err(file_error(
+                        partition,
+                        format!(
+                            "column `{}` has type {from}, which cannot be converted to the \
+                             declared type {}; change the declared type",
+                            field.name,
+                            field.field_type.as_str()
+                        ),
+                    ));
+                }
+            }
+            None => {}
+        }
+        file_index.push(found);
+    }
+
+    let mut roots: Vec<usize> = file_index.iter().flatten().copied().collect();
+    roots.sort_unstable();
+    roots.dedup();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(batch_size)
+        .build()
+        .map_err(|e| file_error(partition, format!("cannot start reading: {e}")))?;
+
+    let declared = schema.arrow_schema();
+    // Nulls are filtered out only after building, so the working batch allows them everywhere.
+    let relaxed = Arc::new(Schema::new(
+        declared
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let event_time = schema.event_time_index();
+    let order: Vec<usize> = std::iter::once(event_time)
+        .chain((0..schema.fields.len()).filter(|&i| i != event_time))
+        .collect();
+    let cast_options = CastOptions {
+        safe: true,
+        ..CastOptions::default()
+    };
+    let arrow_error = |source| ConnectorError::Arrow {
+        context: partition.to_string(),
+        source,
+    };
+
+    let mut decoded = Decoded::default();
+    let mut base: u64 = 0;
+    for read in reader {
+        let chunk = read.map_err(|e| {
+            file_error(
+                partition,
+                format!("cannot decode data near row {base}: {e}; the file is corrupt"),
+            )
+        })?;
+        let rows = chunk.num_rows();
+        let source: Vec<Option<ArrayRef>> = schema
+            .fields
+            .iter()
+            .map(|f| chunk.column_by_name(&f.name).cloned())
+            .collect();
+        let mut cast = Vec::with_capacity(source.len());
+        for (field, column) in schema.fields.iter().zip(&source) {
+            let to = field.field_type.arrow_type();
+            cast.push(match column {
+                None => new_null_array(&to, rows),
+                Some(column) => cast_with_options(column, &to, &cast_options).map_err(|e| {
+                    file_error(
+                        partition,
+                        format!(
+                            "cannot convert column `{}` to {}: {e}; change the declared type",
+                            field.name,
+                            field.field_type.as_str()
+                        ),
+                    )
+                })?,
+            });
+        }
+
+        let mut keep = Vec::with_capacity(rows);
+        let mut offsets = Vec::with_capacity(rows);
+        let may_reject = cast.iter().any(|c| c.null_count() > 0);
+        for row in 0..rows {
+            let offset = base + row as u64;
+            let reject = if may_reject {
+                row_reject(schema, &order, &source, &cast, row)
+            } else {
+                None
+            };
+            match reject {
+                None => {
+                    keep.push(true);
+                    offsets.push(offset);
+                }
+                Some(reject) => {
+                    keep.push(false);
+                    decoded.dead_letters.push(DeadLetter {
+                        reason: reject.reason,
+                        detail: reject.detail,
+                        partition: partition.to_string(),
+                        offset,
+                        raw: json_row(&chunk, row),
+                    });
+                }
+            }
+        }
+        base += rows as u64;
+
+        let working = RecordBatch::try_new(relaxed.clone(), cast).map_err(arrow_error)?;
+        let kept = if offsets.len() == rows {
+            working
+        } else {
+            filter_record_batch(&working, &BooleanArray::from(keep)).map_err(arrow_error)?
+        };
+        if kept.num_rows() == 0 {
+            continue;
+        }
+        let batch =
+            RecordBatch::try_new(declared.clone(), kept.columns().to_vec()).map_err(arrow_error)?;
+        decoded.batches.push(SourceBatch {
+            batch,
+            partition: partition.to_string(),
+            offsets,
+        });
+    }
+    Ok(decoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{
+        AsArray, Float64Array, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
+    };
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMicrosecondType};
+    use arrow::record_batch::RecordBatch;
+
+    use crate::dead_letter::DeadLetterReason as R;
+    use crate::decode::{decode_file, FileFormat};
+    use crate::error::ConnectorError;
+    use crate::schema::{DeclaredSchema, FieldSpec, FieldType};
+    use crate::writer::write_file;
+
+    fn schema() -> DeclaredSchema {
+        DeclaredSchema::new(
+            vec![
+                FieldSpec::new("id", FieldType::Int, false),
+                FieldSpec::new("amount", FieldType::Float, true),
+                FieldSpec::new("note", FieldType::String, true),
+                FieldSpec::new("t", FieldType::Timestamp, false),
+            ],
+            "t",
+        )
+        .unwrap()
+    }
+
+    /// A file whose types differ from the declared ones (Int32, ms timestamps, strings for
+    /// floats) and that has an extra column and lacks the nullable `note`.
+    fn file_batch() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("extra", DataType::Utf8, true),
+            Field::new("t", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            Field::new("amount", DataType::Utf8, true),
+            Field::new("id", DataType::Int32, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["a", "b", "c", "d", "e"])),
+                Arc::new(TimestampMillisecondArray::from(vec![
+                    Some(1_767_225_600_000),
+                    None,
+                    Some(1_767_225_600_002),
+                    Some(1_767_225_600_003),
+                    Some(1_767_225_600_004),
+                ])),
+                Arc::new(StringArray::from(vec![
+                    Some("1.5"),
+                    Some("2"),
+                    Some("oops"),
+                    None,
+                    Some("4"),
+                ])),
+                Arc::new(Int32Array::from(vec![Some(0), Some(1), Some(2), Some(3), None])),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn roundtrip_with_casts_and_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.parquet");
+        assert_eq!(write_file(FileFormat::Parquet, &path, &[file_batch()]).unwrap(), 5);
+        let data = std::fs::read(&path).unwrap();
+        let decoded = decode_file(FileFormat::Parquet, "x.parquet", &data, &schema(), 2).unwrap();
+
+        let got: Vec<(u64, R)> = decoded
+            .dead_letters
+            .iter()
+            .map(|d| (d.offset, d.reason))
+            .collect();
+        assert_eq!(got, vec![(1, R::MissingEventTime), (2, R::WrongType), (4, R::MissingField)]);
+        assert_eq!(
+            decoded.dead_letters[0].raw,
+            r#"{"t":null,"amount":"2","id":1}"#
+        );
+        assert!(decoded.dead_letters[1].detail.contains("`amount`"));
+
+        let offsets: Vec<u64> = decoded.batches.iter().flat_map(|b| b.offsets.clone()).collect();
+        assert_eq!(offsets, vec![0, 3]);
+        let first = &decoded.batches[0].batch;
+        assert_eq!(first.schema(), schema().arrow_schema());
+        let ids = first.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(ids.value(0), 0);
+        let amounts = first.column(1).as_any().downcast_ref::<Float64Array>().unwrap();
+        assert_eq!(amounts.value(0), 1.5);
+        assert!(first.column(2).is_null(0), "absent nullable column is null");
+        let t = first.column(3).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(t.value(0), 1_767_225_600_000_000);
+        let second = &decoded.batches[1].batch;
+        assert!(second.column(1).is_null(0), "null amount stays null");
+    }
+
+    #[test]
+    fn roundtrip_of_declared_schema_is_lossless() {
+        let decoded_in = crate::decode::decode_file(
+            FileFormat::Ndjson,
+            "in",
+            br#"{"id":1,"amount":2.25,"note":"n","t":"2026-01-01T00:00:00.000001Z"}
+{"id":2,"t":"2026-01-02T00:00:00Z"}"#,
+            &schema(),
+            10,
+        )
+        .unwrap();
+        let batch = decoded_in.batches[0].batch.clone();
+        let dir = tempfile::tempdir().unwrap();
+        for format in [FileFormat::Parquet, FileFormat::Ndjson, FileFormat::Csv] {
+            let path = dir.path().join(format!("y.{}", format.as_str()));
+            write_file(format, &path, &[batch.clone()]).unwrap();
+            let data = std::fs::read(&path).unwrap();
+            let out = decode_file(format, "y", &data, &schema(), 10).unwrap();
+            assert!(out.dead_letters.is_empty(), "{format:?}: {:?}", out.dead_letters);
+            assert_eq!(out.batches.len(), 1);
+            assert_eq!(out.batches[0].batch, batch, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn file_level_errors_name_the_file() {
+        let err = decode_file(FileFormat::Parquet, "bad.parquet", b"not parquet", &schema(), 8)
+            .unwrap_err();
+        assert!(matches!(err, ConnectorError::Parquet { .. }));
+        assert!(err.to_string().contains("bad.parquet"), "{err}");
+
+        let only_extra = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)])),
+            vec![Arc::new(Int64Array::from(vec![1]))],
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z.parquet");
+        write_file(FileFormat::Parquet, &path, &[only_extra]).unwrap();
+        let err = decode_file(
+            FileFormat::Parquet,
+            "z.parquet",
+            &std::fs::read(&path).unwrap(),
+            &schema(),
+            8,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("z.parquet") && err.contains("`id`"), "{err}");
+    }
+}

@@ -1,0 +1,24 @@
+//! Quiver sources and sinks: the declared input schema, source positions, dead letters, the
+//! deterministic transaction generator, files on object stores, NDJSON/CSV/Parquet decoding and
+//! file writing.
+
+pub mod datagen;
+pub mod dead_letter;
+pub mod decode;
+pub mod error;
+pub mod files;
+pub mod position;
+pub mod schema;
+pub mod writer;
+
+mod render;
+mod timestamp;
+
+pub use datagen::{datagen_schema, Datagen, DatagenConfig, DATAGEN_PARTITION};
+pub use dead_letter::{DeadLetter, DeadLetterReason, DeadLetterWriter};
+pub use decode::{decode_file, Decoded, FileFormat};
+pub use error::ConnectorError;
+pub use files::InputFiles;
+pub use position::{SourceBatch, SourceRange};
+pub use schema::{DeclaredSchema, FieldSpec, FieldType};
+pub use writer::write_file;

@@ -1,0 +1,21 @@
+//! Kernel errors.
+
+/// Errors from window kernels. They signal a broken contract between the runtime and the
+/// kernels (the runtime guarantees event-time order per key), never bad user data.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// Events of one key arrived out of event-time order.
+    #[error("event time {time} for a key arrived after {last}: window kernels need non-decreasing event time per key (the reorder buffer must release events in order)")]
+    OutOfOrder {
+        /// Time of the offending event (microseconds).
+        time: i64,
+        /// Latest time already applied for the key.
+        last: i64,
+    },
+    /// Input columns do not match the plan.
+    #[error("window input mismatch: {0}")]
+    InputMismatch(String),
+    /// A snapshot could not be encoded or decoded.
+    #[error("window state snapshot: {0}")]
+    Snapshot(String),
+}

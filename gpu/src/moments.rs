@@ -1,0 +1,127 @@
+//! Running moments of a window: count, sum and the spread around a shift value.
+
+use crate::compensated::CompensatedSum;
+use serde::{Deserialize, Serialize};
+
+/// Count, sum and shifted sums of squares of the non-null values in a window.
+///
+/// Variance is computed from sums of `x - shift` where `shift` is the first value that entered
+/// an empty window. Values near the shift cancel exactly, so a window of identical amounts (a
+/// card-testing burst) has variance exactly 0 instead of rounding noise.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Moments {
+    n: u64,
+    shift: f64,
+    sum: CompensatedSum,
+    shifted_sum: CompensatedSum,
+    shifted_squares: CompensatedSum,
+}
+
+impl Moments {
+    /// Adds a value entering the window.
+    #[inline]
+    pub fn add(&mut self, x: f64) {
+        if self.n == 0 {
+            *self = Moments {
+                shift: x,
+                ..Moments::default()
+            };
+        }
+        self.n += 1;
+        self.sum.add(x);
+        let d = x - self.shift;
+        self.shifted_sum.add(d);
+        self.shifted_squares.add(d * d);
+    }
+
+    /// Removes a value leaving the window (it must have been added).
+    #[inline]
+    pub fn remove(&mut self, x: f64) {
+        self.n = self.n.saturating_sub(1);
+        if self.n == 0 {
+            *self = Moments::default();
+            return;
+        }
+        self.sum.remove(x);
+        let d = x - self.shift;
+        self.shifted_sum.remove(d);
+        self.shifted_squares.remove(d * d);
+    }
+
+    /// Number of values in the window.
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+
+    /// Sum of the values, or `None` for an empty window.
+    pub fn sum(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.sum.value())
+    }
+
+    /// Mean of the values, or `None` for an empty window.
+    pub fn mean(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.sum.value() / self.n as f64)
+    }
+
+    /// Sum of squared deviations from the mean.
+    fn m2(&self) -> f64 {
+        let n = self.n as f64;
+        let s1 = self.shifted_sum.value();
+        (self.shifted_squares.value() - s1 * s1 / n).max(0.0)
+    }
+
+    /// Sample variance, or `None` with fewer than two values.
+    pub fn var_samp(&self) -> Option<f64> {
+        (self.n > 1).then(|| self.m2() / (self.n - 1) as f64)
+    }
+
+    /// Population variance, or `None` for an empty window.
+    pub fn var_pop(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.m2() / self.n as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_values_have_zero_variance() {
+        let mut m = Moments::default();
+        for _ in 0..1000 {
+            m.add(0.37);
+        }
+        assert_eq!(m.var_samp(), Some(0.0));
+        m.remove(0.37);
+        assert_eq!(m.var_samp(), Some(0.0));
+    }
+
+    #[test]
+    fn matches_two_pass_variance() {
+        let xs: Vec<f64> = (0..500).map(|i| 100.0 + ((i * 37) % 101) as f64 * 0.01).collect();
+        let mut m = Moments::default();
+        for &x in &xs {
+            m.add(x);
+        }
+        for &x in &xs[..200] {
+            m.remove(x);
+        }
+        let rest = &xs[200..];
+        let mean = rest.iter().sum::<f64>() / rest.len() as f64;
+        let var = rest.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (rest.len() - 1) as f64;
+        let got = m.var_samp().unwrap();
+        assert!(((got - var) / var).abs() < 1e-12, "{got} vs {var}");
+        assert_eq!(m.count(), 300);
+    }
+
+    #[test]
+    fn empty_and_single() {
+        let mut m = Moments::default();
+        assert_eq!(m.sum(), None);
+        m.add(2.0);
+        assert_eq!(m.var_samp(), None);
+        assert_eq!(m.var_pop(), Some(0.0));
+        m.remove(2.0);
+        assert_eq!(m.mean(), None);
+    }
+}

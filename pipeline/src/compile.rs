@@ -1,0 +1,151 @@
+//! From a loaded config to compiled transforms and views, collecting every problem.
+
+use crate::config::{ConfigError, LoadedConfig};
+use crate::error::JobError;
+use crate::event_time::is_timestamp;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use quiver_connectors::{datagen_schema, DeclaredSchema};
+use quiver_sql::{FeatureView, StreamSchema, Transform, OFFSET_COLUMN};
+use std::sync::Arc;
+
+/// A pipeline ready to run.
+pub struct CompiledPipeline {
+    /// The config it came from.
+    pub loaded: LoadedConfig,
+    /// Declared schema of the raw input.
+    pub source_schema: DeclaredSchema,
+    /// Schema of source batches as the runtime feeds them to SQL (declared + offset column).
+    pub source_stream_schema: SchemaRef,
+    /// Transforms in order.
+    pub transforms: Vec<Transform>,
+    /// Schema of the stream the views read.
+    pub feature_stream_schema: SchemaRef,
+    /// Feature views.
+    pub views: Vec<FeatureView>,
+}
+
+/// The raw stream schema: declared columns plus the hidden source-offset column.
+pub fn with_offset_column(schema: &Schema) -> SchemaRef {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(OFFSET_COLUMN, DataType::UInt64, false));
+    Arc::new(Schema::new(fields))
+}
+
+impl CompiledPipeline {
+    /// Compiles everything; on failure returns every problem found, not just the first.
+    pub async fn compile(loaded: LoadedConfig) -> Result<Self, JobError> {
+        let c = &loaded.config;
+        let cfg_err = |key: &str, m: String| ConfigError::at_key(&loaded.path, &loaded.text, key, m);
+        let event_time = c.event_time.column.clone();
+        let source_schema = match (&c.source.datagen, &c.source.files) {
+            (Some(_), _) => datagen_schema(),
+            (None, Some(files)) => DeclaredSchema::new(files.schema.clone(), event_time.clone())
+                .map_err(|e| {
+                    cfg_err("schema", e.to_string()).with_help(format!(
+                        "declare the event-time column: `- {{name: {event_time}, type: timestamp}}`"
+                    ))
+                })?,
+            (None, None) => return Err(cfg_err("source", "no source".into()).into()),
+        };
+        let source_stream_schema = with_offset_column(&source_schema.arrow_schema());
+        let mut problems: Vec<JobError> = Vec::new();
+        let mut streams = vec![StreamSchema {
+            name: c.source.name.clone(),
+            schema: Arc::clone(&source_stream_schema),
+        }];
+        let mut transforms = Vec::new();
+        for step in &c.transforms {
+            let (sql, file) = match loaded.step_sql(step) {
+                Ok(x) => x,
+                Err(e) => {
+                    problems.push(e.into());
+                    continue;
+                }
+            };
+            let previous = streams.last().map(|s| s.name.clone()).unwrap_or_default();
+            match Transform::compile(&step.name, &file, &sql, &streams).await {
+                Ok(t) if t.input() != previous => problems.push(
+                    cfg_err(
+                        "name",
+                        format!("transform `{}` reads `{}`, but transforms form a chain: it must read `{previous}`", step.name, t.input()),
+                    )
+                    .into(),
+                ),
+                Ok(t) => {
+                    streams.push(StreamSchema {
+                        name: step.name.clone(),
+                        schema: t.output_schema(),
+                    });
+                    transforms.push(t);
+                }
+                Err(e) => problems.push(e.into()),
+            }
+        }
+        let feature_stream = streams.last().cloned();
+        let feature_stream_schema = feature_stream
+            .as_ref()
+            .map(|s| Arc::clone(&s.schema))
+            .unwrap_or_else(|| Arc::new(Schema::empty()));
+        if problems.is_empty() {
+            match feature_stream_schema.field_with_name(&event_time) {
+                Ok(f) if is_timestamp(f.data_type()) => {}
+                Ok(f) => problems.push(
+                    cfg_err("column", format!("event-time column `{event_time}` has type {}, not a timestamp", f.data_type()))
+                        .with_help("declare it as `type: timestamp` or CAST it in a transform")
+                        .into(),
+                ),
+                Err(_) => problems.push(
+                    cfg_err("column", format!("event-time column `{event_time}` is not in stream `{}`", loaded.feature_stream()))
+                        .with_help(format!(
+                            "columns of `{}`: {}",
+                            loaded.feature_stream(),
+                            feature_stream_schema
+                                .fields()
+                                .iter()
+                                .filter(|f| f.name() != OFFSET_COLUMN)
+                                .map(|f| f.name().as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                        .into(),
+                ),
+            }
+        }
+        let mut views = Vec::new();
+        for step in &c.views {
+            let (sql, file) = match loaded.step_sql(step) {
+                Ok(x) => x,
+                Err(e) => {
+                    problems.push(e.into());
+                    continue;
+                }
+            };
+            // Views may only read the feature stream: register just that one.
+            let visible: Vec<StreamSchema> = feature_stream.iter().cloned().collect();
+            match FeatureView::compile(&step.name, &file, &sql, &visible, &event_time).await {
+                Ok(v) => views.push(v),
+                Err(e) => problems.push(e.into()),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(if problems.len() == 1 {
+                problems.remove(0)
+            } else {
+                JobError::Many(problems)
+            });
+        }
+        Ok(CompiledPipeline {
+            loaded,
+            source_schema,
+            source_stream_schema,
+            transforms,
+            feature_stream_schema,
+            views,
+        })
+    }
+
+    /// Event-time column.
+    pub fn event_time(&self) -> &str {
+        &self.loaded.config.event_time.column
+    }
+}

@@ -1,0 +1,361 @@
+//! Pipeline configs (YAML): what to read, how to transform it, which feature views to compute,
+//! where to write. Unknown keys are errors; every error names the file and line.
+
+use crate::duration::Duration;
+use quiver_connectors::{DatagenConfig, FieldSpec, FileFormat};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A whole pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Pipeline name (used for default output paths).
+    pub name: String,
+    /// The input.
+    pub source: SourceConfig,
+    /// The event-time column of the stream the views read, and the disorder bound.
+    pub event_time: EventTimeConfig,
+    /// SQL transforms, applied in order; each reads the previous stream.
+    #[serde(default)]
+    pub transforms: Vec<SqlStep>,
+    /// Feature views; all read the last stream (the last transform, or the source).
+    pub views: Vec<SqlStep>,
+    /// Where results go.
+    #[serde(default)]
+    pub output: OutputConfig,
+}
+
+/// The input of a pipeline: exactly one of `datagen` or `files`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Stream name SQL uses for the raw input (default `source`).
+    #[serde(default = "default_source_name")]
+    pub name: String,
+    /// Built-in deterministic transaction generator.
+    pub datagen: Option<DatagenConfig>,
+    /// NDJSON, CSV or Parquet files on a local path or object store.
+    pub files: Option<FilesConfig>,
+}
+
+fn default_source_name() -> String {
+    "source".to_string()
+}
+
+/// File input.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Local path, directory, glob (`data/*.ndjson`) or URL (`s3://bucket/prefix/`).
+    pub location: String,
+    /// File format; by default from each file's extension.
+    pub format: Option<FileFormat>,
+    /// Declared columns; the event-time column must be among them, typed `timestamp`.
+    pub schema: Vec<FieldSpec>,
+    /// Object store options (e.g. `aws_endpoint`, `aws_region`); values are never logged.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// Rows per batch (default 8192).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+}
+
+fn default_batch_size() -> usize {
+    8192
+}
+
+/// Event time and lateness.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTimeConfig {
+    /// Timestamp column every window is ordered by.
+    pub column: String,
+    /// Largest disorder tolerated: results are exact for any arrival order whose disorder is
+    /// at most this; older events are dead-lettered as `late`. Default 0.
+    #[serde(default)]
+    pub max_lateness: Duration,
+}
+
+/// A named SQL statement, inline or in a file (relative to the config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlStep {
+    /// Name of the produced stream (transform) or view.
+    pub name: String,
+    /// Inline SQL.
+    pub sql: Option<String>,
+    /// SQL file, relative to the config file.
+    pub file: Option<PathBuf>,
+}
+
+/// Outputs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Directory of feature rows: `<path>/<view>/part-NNNNN.parquet` (default `out/<name>`).
+    pub path: Option<PathBuf>,
+    /// Dead-letter NDJSON file (default `<path>/dead_letter.ndjson`).
+    pub dead_letter: Option<PathBuf>,
+    /// Rows per Parquet file before rolling to the next (default 1,000,000).
+    #[serde(default = "default_rows_per_file")]
+    pub rows_per_file: usize,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            path: None,
+            dead_letter: None,
+            rows_per_file: default_rows_per_file(),
+        }
+    }
+}
+
+fn default_rows_per_file() -> usize {
+    1_000_000
+}
+
+/// A config mistake, located.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}{}: error: {message}{}", location(*.line, *.column), help.as_ref().map(|h| format!("\n  help: {h}")).unwrap_or_default())]
+pub struct ConfigError {
+    /// Config file.
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub help: Option<String>,
+}
+
+fn location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        (Some(l), None) => format!(":{l}"),
+        _ => String::new(),
+    }
+}
+
+impl ConfigError {
+    /// An error about `file`, located at the line where `key` first appears (if it does).
+    pub fn at_key(file: &Path, text: &str, key: &str, message: impl Into<String>) -> Self {
+        let line = text
+            .lines()
+            .position(|l| l.trim_start().trim_start_matches("- ").starts_with(&format!("{key}:")))
+            .map(|i| i + 1);
+        ConfigError {
+            file: file.display().to_string(),
+            line,
+            column: None,
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    /// Adds a fix hint.
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// A parsed config with the file it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// The config.
+    pub config: PipelineConfig,
+    /// Path of the config file.
+    pub path: PathBuf,
+    /// Its text (for locating errors found after parsing).
+    pub text: String,
+}
+
+impl LoadedConfig {
+    /// Reads and parses `path`, checking structure (unknown keys, types, one source kind).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: None,
+            column: None,
+            message: format!("cannot read config: {e}"),
+            help: Some("pass the path of a pipeline YAML file, e.g. configs/fraud-demo.yaml".into()),
+        })?;
+        Self::parse(path, text)
+    }
+
+    /// Parses config `text` as if read from `path`.
+    pub fn parse(path: &Path, text: String) -> Result<Self, ConfigError> {
+        let config: PipelineConfig = serde_yaml::from_str(&text).map_err(|e| {
+            let message = e.to_string();
+            let message = match message.rfind(" at line ") {
+                Some(i) => message[..i].to_string(),
+                None => message,
+            };
+            let help = if message.contains("unknown field") {
+                Some("remove the key or fix its spelling; the accepted keys are listed above".to_string())
+            } else {
+                None
+            };
+            ConfigError {
+                file: path.display().to_string(),
+                line: e.location().map(|l| l.line()),
+                column: e.location().map(|l| l.column()),
+                message,
+                help,
+            }
+        })?;
+        let loaded = LoadedConfig {
+            config,
+            path: path.to_path_buf(),
+            text,
+        };
+        loaded.check_structure()?;
+        Ok(loaded)
+    }
+
+    fn check_structure(&self) -> Result<(), ConfigError> {
+        let c = &self.config;
+        let err = |key: &str, m: String| ConfigError::at_key(&self.path, &self.text, key, m);
+        match (&c.source.datagen, &c.source.files) {
+            (Some(_), Some(_)) => {
+                return Err(err("source", "source has both `datagen` and `files`".into())
+                    .with_help("keep exactly one of them"))
+            }
+            (None, None) => {
+                return Err(err("source", "source has neither `datagen` nor `files`".into())
+                    .with_help("add `datagen: {}` for generated transactions, or `files: {location: ..., schema: [...]}`"))
+            }
+            _ => {}
+        }
+        if let Some(d) = &c.source.datagen {
+            d.validate().map_err(|e| err("datagen", e.to_string()))?;
+        }
+        if let Some(f) = &c.source.files {
+            if f.batch_size == 0 {
+                return Err(err("batch_size", "batch_size must be at least 1".into()));
+            }
+        }
+        if c.views.is_empty() {
+            return Err(err("views", "the pipeline has no feature views".into())
+                .with_help("add `views: [{name: card_features, file: features/card_features.sql}]`"));
+        }
+        let mut names = vec![c.source.name.as_str()];
+        for step in c.transforms.iter().chain(&c.views) {
+            match (&step.sql, &step.file) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(err("name", format!("`{}` needs exactly one of `sql` or `file`", step.name)))
+                }
+                _ => {}
+            }
+            if names.contains(&step.name.as_str()) {
+                return Err(err("name", format!("name `{}` is used twice", step.name))
+                    .with_help("give every source, transform and view its own name"));
+            }
+            names.push(&step.name);
+        }
+        if c.output.rows_per_file == 0 {
+            return Err(err("rows_per_file", "rows_per_file must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The SQL text of a step and the name to report errors against.
+    pub fn step_sql(&self, step: &SqlStep) -> Result<(String, String), ConfigError> {
+        match (&step.sql, &step.file) {
+            (Some(sql), _) => Ok((sql.clone(), format!("{}#{}", self.path.display(), step.name))),
+            (None, Some(file)) => {
+                let path = self.path.parent().unwrap_or(Path::new(".")).join(file);
+                let sql = std::fs::read_to_string(&path).map_err(|e| {
+                    ConfigError::at_key(
+                        &self.path,
+                        &self.text,
+                        "file",
+                        format!("cannot read SQL file `{}` of `{}`: {e}", path.display(), step.name),
+                    )
+                    .with_help("SQL file paths are relative to the config file's directory")
+                })?;
+                Ok((sql, path.display().to_string()))
+            }
+            (None, None) => Err(ConfigError::at_key(&self.path, &self.text, "name", format!("`{}` has no SQL", step.name))),
+        }
+    }
+
+    /// Directory of feature-row output.
+    pub fn output_dir(&self) -> PathBuf {
+        self.config
+            .output
+            .path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("out").join(&self.config.name))
+    }
+
+    /// Dead-letter file.
+    pub fn dead_letter_path(&self) -> PathBuf {
+        self.config
+            .output
+            .dead_letter
+            .clone()
+            .unwrap_or_else(|| self.output_dir().join("dead_letter.ndjson"))
+    }
+
+    /// Name of the stream the views read.
+    pub fn feature_stream(&self) -> &str {
+        self.config
+            .transforms
+            .last()
+            .map_or(self.config.source.name.as_str(), |t| t.name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "name: t\nsource:\n  datagen: {events: 10}\nevent_time:\n  column: event_time\n  max_lateness: 5s\nviews:\n  - name: v\n    sql: SELECT 1\n";
+
+    #[test]
+    fn parses_a_good_config() {
+        let c = LoadedConfig::parse(Path::new("p.yaml"), GOOD.into()).unwrap();
+        assert_eq!(c.config.event_time.max_lateness.as_micros(), 5_000_000);
+        assert_eq!(c.feature_stream(), "source");
+        assert_eq!(c.output_dir(), PathBuf::from("out/t"));
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let text = GOOD.replace("  column: event_time", "  colum: event_time");
+        let e = LoadedConfig::parse(Path::new("p.yaml"), text).unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("unknown field `colum`"), "{e}");
+        assert!(e.to_string().starts_with("p.yaml:5:"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_located() {
+        let text = GOOD.replace("{events: 10}", "{events: many}");
+        let e = LoadedConfig::parse(Path::new("p.yaml"), text).unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_is_explained() {
+        let text = GOOD.replace("5s", "5 parsecs");
+        let e = LoadedConfig::parse(Path::new("p.yaml"), text).unwrap_err();
+        assert!(e.message.contains("unknown unit"), "{e}");
+        assert_eq!(e.line, Some(6));
+    }
+
+    #[test]
+    fn two_sources_are_refused() {
+        let text = GOOD.replace("  datagen: {events: 10}", "  datagen: {events: 10}\n  files: {location: x, schema: []}");
+        let e = LoadedConfig::parse(Path::new("p.yaml"), text).unwrap_err();
+        assert!(e.message.contains("both"), "{e}");
+        assert_eq!(e.line, Some(2));
+    }
+}

@@ -1,0 +1,156 @@
+//! The `quiver` command line.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use quiver_connectors::{write_file, Datagen, DatagenConfig, FileFormat};
+use quiver_pipeline::backfill::backfill;
+use quiver_pipeline::run::{run, RunOptions};
+use quiver_pipeline::source::SourceOverrides;
+use quiver_pipeline::validate::validate;
+use quiver_pipeline::{CompiledPipeline, LoadedConfig, RunSummary};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Quiver: streaming feature pipelines with exact SQL window semantics.
+#[derive(Parser)]
+#[command(name = "quiver", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags shared by `run` and `backfill`.
+#[derive(clap::Args)]
+struct JobArgs {
+    /// Pipeline config (YAML), e.g. configs/fraud-demo.yaml.
+    config: PathBuf,
+    /// Read these files instead of the configured source (path, directory, glob or URL).
+    #[arg(long)]
+    input: Option<String>,
+    /// Number of events to generate (datagen sources only).
+    #[arg(long)]
+    events: Option<u64>,
+    /// Output directory (default: the config's output.path, else out/<name>).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Also write the summary as JSON to this file.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline as a stream: features are emitted as the watermark passes events.
+    Run(JobArgs),
+    /// Compute a pipeline's views over bounded (historical) input as fast as possible.
+    Backfill(JobArgs),
+    /// Check a config and its SQL without running anything.
+    Validate {
+        /// Pipeline config (YAML).
+        config: PathBuf,
+    },
+    /// Write generated transactions to a file (NDJSON, CSV or Parquet by extension).
+    Generate {
+        /// Output file, e.g. data/transactions.parquet.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of events.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Generator seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Take the other generator settings from this pipeline config's `source.datagen`.
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(args) => job(args, false).await,
+        Command::Backfill(args) => job(args, true).await,
+        Command::Validate { config } => {
+            let report = validate(&config).await?;
+            for line in report.lines {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Generate {
+            out,
+            events,
+            seed,
+            from,
+        } => generate(&out, events, seed, from.as_deref()),
+    }
+}
+
+async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
+    let loaded = LoadedConfig::load(&args.config)?;
+    let pipeline = CompiledPipeline::compile(loaded).await?;
+    let options = RunOptions {
+        source: SourceOverrides {
+            events: args.events,
+            input: args.input,
+        },
+        output: args.output,
+        progress: !args.no_progress && std::io::stderr().is_terminal(),
+    };
+    let summary: RunSummary = if is_backfill {
+        backfill(pipeline, options).await?
+    } else {
+        run(pipeline, options).await?
+    };
+    print!("{summary}");
+    if let Some(path) = args.summary_json {
+        let json = serde_json::to_string_pretty(&summary)?;
+        std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn generate(out: &Path, events: u64, seed: u64, from: Option<&Path>) -> anyhow::Result<()> {
+    let format = FileFormat::from_path(&out.to_string_lossy()).with_context(|| {
+        format!("cannot tell the format of `{}`: use .parquet, .ndjson or .csv", out.display())
+    })?;
+    let mut config = match from {
+        Some(path) => LoadedConfig::load(path)?
+            .config
+            .source
+            .datagen
+            .with_context(|| format!("`{}` has no source.datagen section", path.display()))?,
+        None => DatagenConfig::default(),
+    };
+    config.events = events;
+    config.seed = seed;
+    let batches: Vec<_> = Datagen::new(config)?.map(|b| b.batch).collect();
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let rows = write_file(format, out, &batches)?;
+    println!("wrote {rows} generated transactions to {}", out.display());
+    Ok(())
+}

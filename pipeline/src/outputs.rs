@@ -1,0 +1,111 @@
+//! The outputs of a job: feature rows per view and the dead-letter file.
+
+use crate::compile::CompiledPipeline;
+use crate::error::JobError;
+use crate::summary::ViewSummary;
+use crate::view_operator::ViewOperator;
+use arrow::record_batch::RecordBatch;
+use quiver_connectors::{DeadLetter, DeadLetterReason, DeadLetterWriter};
+use quiver_store::FeatureRowWriter;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Feature-row writers (one per view, same order as the views) and the dead-letter writer.
+pub struct Outputs {
+    writers: Vec<FeatureRowWriter>,
+    dead_letters: DeadLetterWriter,
+    dead_letter_path: PathBuf,
+    /// Time spent writing.
+    pub busy: Duration,
+}
+
+impl Outputs {
+    /// Opens outputs under `dir` (default: the config's output path).
+    pub fn open(pipeline: &CompiledPipeline, dir: Option<PathBuf>) -> Result<Self, JobError> {
+        let dir = dir.unwrap_or_else(|| pipeline.loaded.output_dir());
+        let rows_per_file = pipeline.loaded.config.output.rows_per_file;
+        let writers = pipeline
+            .views
+            .iter()
+            .map(|v| FeatureRowWriter::new(&dir, v.name(), v.output_schema(), rows_per_file))
+            .collect::<Result<Vec<_>, _>>()?;
+        let dead_letter_path = match &pipeline.loaded.config.output.dead_letter {
+            Some(p) => p.clone(),
+            None => dir.join("dead_letter.ndjson"),
+        };
+        // A run replaces the previous run's dead letters, like its feature rows.
+        if dead_letter_path.exists() {
+            std::fs::remove_file(&dead_letter_path).map_err(|e| {
+                JobError::Other(format!("cannot replace `{}`: {e}", dead_letter_path.display()))
+            })?;
+        }
+        Ok(Outputs {
+            writers,
+            dead_letters: DeadLetterWriter::new(dead_letter_path.clone()),
+            dead_letter_path,
+            busy: Duration::ZERO,
+        })
+    }
+
+    /// Appends feature rows of view number `view`.
+    pub fn write_features(&mut self, view: usize, batch: &RecordBatch) -> Result<(), JobError> {
+        let started = std::time::Instant::now();
+        if let Some(w) = self.writers.get_mut(view) {
+            w.write(batch)?;
+        }
+        self.busy += started.elapsed();
+        Ok(())
+    }
+
+    /// Appends dead letters.
+    pub fn write_dead_letters(&mut self, records: &[DeadLetter]) -> Result<(), JobError> {
+        if !records.is_empty() {
+            self.dead_letters.write(records)?;
+        }
+        Ok(())
+    }
+
+    /// Dead letters so far by reason.
+    pub fn dead_letter_counts(&self) -> BTreeMap<String, u64> {
+        self.dead_letters
+            .counts()
+            .iter()
+            .map(|(r, n)| (r.as_str().to_string(), *n))
+            .collect()
+    }
+
+    /// Late events so far.
+    pub fn late(&self) -> u64 {
+        self.dead_letters
+            .counts()
+            .get(&DeadLetterReason::Late)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Dead-letter file.
+    pub fn dead_letter_path(&self) -> PathBuf {
+        self.dead_letter_path.clone()
+    }
+
+    /// Closes every file; returns per-view summaries.
+    pub fn finish(mut self, operators: &[ViewOperator]) -> Result<Vec<ViewSummary>, JobError> {
+        self.dead_letters.flush()?;
+        let mut views = Vec::new();
+        for (writer, op) in self.writers.into_iter().zip(operators) {
+            let rows = writer.rows();
+            let dir = writer.dir().to_path_buf();
+            writer.finish()?;
+            let (keys, retained_events) = op.state_size();
+            views.push(ViewSummary {
+                view: op.view().name().to_string(),
+                rows,
+                dir,
+                keys,
+                retained_events,
+            });
+        }
+        Ok(views)
+    }
+}

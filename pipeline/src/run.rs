@@ -1,0 +1,152 @@
+//! The streaming run: events flow through as they arrive; features are emitted once the
+//! watermark guarantees they are final.
+
+use crate::compile::CompiledPipeline;
+use crate::dead_letters::row_dead_letter;
+use crate::error::JobError;
+use crate::ingest::ingest;
+use crate::outputs::Outputs;
+use crate::progress::events_bar;
+use crate::reorder::ReorderBuffer;
+use crate::source::{start, SourceItem, SourceOverrides};
+use crate::summary::RunSummary;
+use crate::view_operator::ViewOperator;
+use crate::watermark::Watermark;
+use arrow::array::BooleanArray;
+use arrow::compute::filter_record_batch;
+use arrow::record_batch::RecordBatch;
+use quiver_connectors::DeadLetterReason;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Options of a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Source overrides.
+    pub source: SourceOverrides,
+    /// Output directory override.
+    pub output: Option<PathBuf>,
+    /// Show a progress bar (on a terminal).
+    pub progress: bool,
+}
+
+/// Source events between sweeps of idle window state.
+const EXPIRE_EVERY_EVENTS: u64 = 256 * 1024;
+
+/// Runs the pipeline over its source until the source ends.
+pub async fn run(mut pipeline: CompiledPipeline, options: RunOptions) -> Result<RunSummary, JobError> {
+    let started = Instant::now();
+    let mut source = start(&pipeline, &options.source).await?;
+    let mut outputs = Outputs::open(&pipeline, options.output.clone())?;
+    let mut operators: Vec<ViewOperator> = std::mem::take(&mut pipeline.views)
+        .into_iter()
+        .map(ViewOperator::new)
+        .collect();
+    let lateness = pipeline.loaded.config.event_time.max_lateness.as_micros();
+    let mut watermark = Watermark::new(lateness);
+    let mut reorder = ReorderBuffer::new(pipeline.feature_stream_schema.clone());
+    let bar = events_bar(source.expected_events, options.progress, "run");
+    let mut engine = Duration::ZERO;
+    let (mut events, mut accepted, mut since_expire) = (0u64, 0u64, 0u64);
+    let mut files_done = 0usize;
+    while let Some(item) = source.items.recv().await {
+        match item? {
+            SourceItem::DeadLetters(records) => {
+                events += records.len() as u64;
+                bar.inc(records.len() as u64);
+                outputs.write_dead_letters(&records)?;
+            }
+            SourceItem::FileDone { name } => {
+                files_done += 1;
+                if let Some(total) = source.files {
+                    bar.set_message(format!("file {files_done}/{total} {name}"));
+                }
+            }
+            SourceItem::Batch(batch) => {
+                let rows = batch.batch.num_rows() as u64;
+                events += rows;
+                since_expire += rows;
+                let step = Instant::now();
+                let ingested = ingest(&pipeline, batch).await?;
+                outputs.write_dead_letters(&ingested.dead_letters)?;
+                let on_time = watermark.observe(&ingested.times);
+                let mut batch = ingested.batch;
+                let mut times = ingested.times;
+                if on_time.iter().any(|ok| !ok) {
+                    let late: Vec<_> = on_time
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, ok)| !**ok)
+                        .map(|(row, _)| {
+                            row_dead_letter(
+                                &batch,
+                                row,
+                                &ingested.partition,
+                                DeadLetterReason::Late,
+                                format!(
+                                    "event time is older than the watermark (max event time seen minus max_lateness {})",
+                                    pipeline.loaded.config.event_time.max_lateness
+                                ),
+                            )
+                        })
+                        .collect();
+                    outputs.write_dead_letters(&late)?;
+                    let keep: BooleanArray = on_time.iter().map(|&ok| Some(ok)).collect();
+                    batch = filter_record_batch(&batch, &keep).map_err(|e| JobError::Other(e.to_string()))?;
+                    times = times.into_iter().zip(&on_time).filter(|(_, ok)| **ok).map(|(t, _)| t).collect();
+                }
+                accepted += batch.num_rows() as u64;
+                reorder.push(batch, times);
+                let ready = reorder
+                    .release(watermark.current())
+                    .map_err(|e| JobError::Other(e.to_string()))?;
+                engine += step.elapsed();
+                if let Some(ready) = ready {
+                    engine += emit(&mut operators, &mut outputs, ready).await?;
+                }
+                if since_expire >= EXPIRE_EVERY_EVENTS {
+                    since_expire = 0;
+                    let step = Instant::now();
+                    for op in &mut operators {
+                        op.expire(watermark.current());
+                    }
+                    engine += step.elapsed();
+                }
+                bar.inc(rows);
+            }
+        }
+    }
+    // The source ended: every buffered event is final.
+    if let Some(rest) = reorder.drain().map_err(|e| JobError::Other(e.to_string()))? {
+        engine += emit(&mut operators, &mut outputs, rest).await?;
+    }
+    bar.finish_and_clear();
+    let late = outputs.late();
+    let dead_letters = outputs.dead_letter_counts();
+    let dead_letter_path = outputs.dead_letter_path();
+    let views = outputs.finish(&operators)?;
+    Ok(RunSummary {
+        mode: "run".into(),
+        pipeline: pipeline.loaded.config.name.clone(),
+        events,
+        accepted,
+        late,
+        dead_letters,
+        dead_letter_path,
+        views,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        engine_s: engine.as_secs_f64(),
+    })
+}
+
+/// Computes and writes the features of released events; returns the engine time spent.
+async fn emit(operators: &mut [ViewOperator], outputs: &mut Outputs, ready: RecordBatch) -> Result<Duration, JobError> {
+    let mut engine = Duration::ZERO;
+    for (i, op) in operators.iter_mut().enumerate() {
+        let step = Instant::now();
+        let features = op.process(ready.clone(), |_| {}).await?;
+        engine += step.elapsed();
+        outputs.write_features(i, &features)?;
+    }
+    Ok(engine)
+}

@@ -1,0 +1,128 @@
+//! What a run did, printed at the end and optionally written as JSON.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+/// Feature rows written for one view.
+#[derive(Debug, Clone, Serialize)]
+pub struct ViewSummary {
+    /// View name.
+    pub view: String,
+    /// Rows written.
+    pub rows: u64,
+    /// Output directory.
+    pub dir: PathBuf,
+    /// Keys with state at the end.
+    pub keys: usize,
+    /// Events retained in window state at the end.
+    pub retained_events: usize,
+}
+
+/// Summary of a run or backfill.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// `run` or `backfill`.
+    pub mode: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Records read from the source (good and bad).
+    pub events: u64,
+    /// Events that reached the feature views.
+    pub accepted: u64,
+    /// Events rejected as late.
+    pub late: u64,
+    /// Dead letters by reason (late included).
+    pub dead_letters: BTreeMap<String, u64>,
+    /// Dead-letter file.
+    pub dead_letter_path: PathBuf,
+    /// Per view output.
+    pub views: Vec<ViewSummary>,
+    /// Wall-clock seconds.
+    pub elapsed_s: f64,
+    /// Seconds in the engine (transforms, event time, windows), excluding source and output I/O.
+    pub engine_s: f64,
+}
+
+impl RunSummary {
+    /// Source events per wall-clock second.
+    pub fn events_per_s(&self) -> f64 {
+        self.events as f64 / self.elapsed_s.max(1e-9)
+    }
+
+    /// Source events per engine second.
+    pub fn engine_events_per_s(&self) -> f64 {
+        self.events as f64 / self.engine_s.max(1e-9)
+    }
+
+    /// Total dead letters.
+    pub fn dead_letter_total(&self) -> u64 {
+        self.dead_letters.values().sum()
+    }
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "quiver {} `{}`: {} events in {:.2} s ({} events/s; engine {:.2} s, {} events/s)",
+            self.mode,
+            self.pipeline,
+            thousands(self.events),
+            self.elapsed_s,
+            thousands(self.events_per_s() as u64),
+            self.engine_s,
+            thousands(self.engine_events_per_s() as u64),
+        )?;
+        writeln!(
+            f,
+            "  accepted {} · late {} · dead letters {}",
+            thousands(self.accepted),
+            thousands(self.late),
+            thousands(self.dead_letter_total())
+        )?;
+        if !self.dead_letters.is_empty() {
+            let reasons: Vec<String> = self
+                .dead_letters
+                .iter()
+                .map(|(r, n)| format!("{r} {}", thousands(*n)))
+                .collect();
+            writeln!(f, "    {} -> {}", reasons.join(", "), self.dead_letter_path.display())?;
+        }
+        for v in &self.views {
+            writeln!(
+                f,
+                "  view {}: {} feature rows -> {} (state: {} keys, {} events in windows)",
+                v.view,
+                thousands(v.rows),
+                v.dir.display(),
+                thousands(v.keys as u64),
+                thousands(v.retained_events as u64)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(super::thousands(1_234_567), "1,234,567");
+        assert_eq!(super::thousands(12), "12");
+    }
+}

@@ -1,0 +1,488 @@
+//! A feature view's SQL compiled for incremental evaluation.
+//!
+//! DataFusion plans the view; Quiver cuts the plan at its window nodes. The part below the
+//! windows is row-local (scan, filter, projection) and runs per batch in DataFusion; the window
+//! aggregates run in Quiver's kernels; the projection above the windows (which may combine
+//! features, e.g. `amount / avg(amount) OVER w`) is evaluated per row with DataFusion's
+//! physical expressions. The result has exactly the schema DataFusion gives the same SQL.
+
+use crate::diagnostic::Diagnostic;
+use crate::error::SqlError;
+use crate::session::{StreamSchema, StreamSession};
+use crate::window_frame::to_kernel_frame;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::logical_expr::expr::WindowFunction;
+use datafusion::logical_expr::{Expr, LogicalPlan, WindowFunctionDefinition};
+use datafusion::physical_expr::PhysicalExpr;
+use quiver_gpu::{AggKind, FeatureOutput, WindowPlan, WindowSpec};
+use std::sync::Arc;
+
+/// The per-batch inputs of the window kernels, evaluated from one batch of the stream.
+pub struct ViewInputs {
+    /// The rows after the view's row-local part (its WHERE, if any).
+    pub batch: RecordBatch,
+    /// Encoded entity key of each row.
+    pub keys: Rows,
+    /// Event time of each row, microseconds since the epoch.
+    pub times: Vec<i64>,
+    /// Per kernel input: values as f64.
+    pub values: Vec<Vec<f64>>,
+    /// Per kernel input: validity (`None` = all valid).
+    pub validity: Vec<Option<Vec<bool>>>,
+}
+
+impl ViewInputs {
+    /// Row indices sorted by event time (stable), the order the kernels need.
+    pub fn time_order(&self) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..self.times.len() as u32).collect();
+        order.sort_by_key(|&i| self.times[i as usize]);
+        order
+    }
+
+    /// The encoded keys as byte slices.
+    pub fn key_bytes(&self) -> Vec<&[u8]> {
+        (0..self.keys.num_rows()).map(|i| self.keys.row(i).data()).collect()
+    }
+}
+
+/// A kernel input: an argument expression of one or more window aggregates.
+struct KernelInput {
+    expr: Arc<dyn PhysicalExpr>,
+    /// Only counted (any type is fine; only nullness matters).
+    count_only: bool,
+}
+
+/// One projection level above the windows.
+struct PostProjection {
+    exprs: Vec<Arc<dyn PhysicalExpr>>,
+    schema: SchemaRef,
+}
+
+/// A compiled feature view.
+pub struct FeatureView {
+    name: String,
+    stream: String,
+    session: StreamSession,
+    pre_plan: Option<LogicalPlan>,
+    key_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    key_names: Vec<String>,
+    key_converter: RowConverter,
+    time_expr: Arc<dyn PhysicalExpr>,
+    inputs: Vec<KernelInput>,
+    window_plan: WindowPlan,
+    window_schema: SchemaRef,
+    feature_types: Vec<DataType>,
+    post: Vec<PostProjection>,
+    output_schema: SchemaRef,
+}
+
+impl std::fmt::Debug for FeatureView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeatureView")
+            .field("name", &self.name)
+            .field("stream", &self.stream)
+            .field("keys", &self.key_names)
+            .field("specs", &self.window_plan.specs())
+            .finish()
+    }
+}
+
+/// The window function of a window node expression, looking through aliases.
+fn window_function(expr: &Expr) -> Option<&WindowFunction> {
+    match expr {
+        Expr::WindowFunction(w) => Some(w),
+        Expr::Alias(a) => window_function(&a.expr),
+        _ => None,
+    }
+}
+
+/// Output names (aliases) of the top projection that read each window column, for locating
+/// errors in the SQL text.
+fn alias_of(projections: &[&LogicalPlan], window_column: &str) -> Option<String> {
+    let LogicalPlan::Projection(p) = projections.first()? else {
+        return None;
+    };
+    p.expr.iter().find_map(|e| match e {
+        Expr::Alias(a) if matches!(&*a.expr, Expr::Column(c) if c.name == window_column) => {
+            Some(a.name.clone())
+        }
+        _ => None,
+    })
+}
+
+impl FeatureView {
+    /// Compiles the view `name` from `sql` (read from `file`) over `streams`; `event_time` is
+    /// the stream's event-time column, which every window must be ordered by.
+    pub async fn compile(
+        name: &str,
+        file: &str,
+        sql: &str,
+        streams: &[StreamSchema],
+        event_time: &str,
+    ) -> Result<Self, SqlError> {
+        let session = StreamSession::new(streams)?;
+        let plan = session.plan(file, sql).await?;
+        let err = |message: String| Diagnostic::new(file, message);
+
+        // Above the windows: projections (and aliases) only.
+        let mut node = &plan;
+        let mut above: Vec<&LogicalPlan> = Vec::new();
+        loop {
+            match node {
+                LogicalPlan::Projection(p) => {
+                    above.push(node);
+                    node = &p.input;
+                }
+                LogicalPlan::SubqueryAlias(a) => node = &a.input,
+                LogicalPlan::Window(_) => break,
+                other => {
+                    let what = other.display().to_string();
+                    let what = what.split(':').next().unwrap_or("this clause").trim();
+                    return Err(err(format!(
+                        "`{what}` is not supported in a feature view: a view computes one row of features per event"
+                    ))
+                    .with_help("remove ORDER BY / LIMIT / GROUP BY / DISTINCT from the view; put per-event filters in WHERE or in a transform")
+                    .at_word(sql, first_keyword(other))
+                    .into());
+                }
+            }
+        }
+        // The window nodes, top to bottom.
+        let mut windows = Vec::new();
+        while let LogicalPlan::Window(w) = node {
+            windows.push(w);
+            node = &w.input;
+        }
+        if windows.is_empty() {
+            return Err(err("the view has no window aggregate".into())
+                .with_help("a feature view selects at least one `agg(col) OVER (PARTITION BY key ORDER BY event_time RANGE BETWEEN INTERVAL '1 hour' PRECEDING AND CURRENT ROW)`")
+                .into());
+        }
+        let below = node;
+        let stream = check_row_local(below, file, sql)?;
+        let top_window = windows[0];
+        windows.reverse(); // bottom first: the order of their columns in the output schema
+
+        let below_schema = below.schema();
+        let mut specs = Vec::new();
+        let mut input_exprs: Vec<(Expr, bool)> = Vec::new();
+        let mut partition: Option<&Vec<Expr>> = None;
+        let mut feature_types = Vec::new();
+        let first_feature = below_schema.fields().len();
+        for w in &windows {
+            for expr in &w.window_expr {
+                let column = expr.schema_name().to_string();
+                let alias = alias_of(&above, &column).unwrap_or_else(|| column.clone());
+                let at = |d: Diagnostic| d.at_word(sql, &alias);
+                let Some(f) = window_function(expr) else {
+                    return Err(at(err(format!("unsupported window expression `{column}`"))).into());
+                };
+                let fname = f.fun.name().to_string();
+                let kind = match (&f.fun, AggKind::from_sql_name(&fname)) {
+                    (WindowFunctionDefinition::AggregateUDF(_), Some(kind)) => kind,
+                    _ => {
+                        return Err(at(err(format!("window function `{fname}` is not supported in feature views")))
+                            .with_help(format!("supported aggregates: {}", AggKind::SUPPORTED_SQL_NAMES))
+                            .into())
+                    }
+                };
+                let p = &f.params;
+                if p.distinct {
+                    return Err(at(err(format!("`{fname}(DISTINCT ...)` is not supported in windows")))
+                        .with_help("drop DISTINCT; distinct counts over sliding windows are planned (approximate sketches)")
+                        .into());
+                }
+                if p.filter.is_some() {
+                    return Err(at(err("FILTER (WHERE ...) on window aggregates is not supported".into()))
+                        .with_help("use a CASE expression as the argument, e.g. sum(CASE WHEN cond THEN amount END)")
+                        .into());
+                }
+                if p.partition_by.is_empty() {
+                    return Err(at(err(format!("window `{alias}` has no PARTITION BY")))
+                        .with_help("partition by the view's entity key, e.g. OVER (PARTITION BY card_id ORDER BY event_time ...)")
+                        .into());
+                }
+                match partition {
+                    None => partition = Some(&p.partition_by),
+                    Some(keys) if *keys == p.partition_by => {}
+                    Some(_) => {
+                        return Err(at(err(format!("window `{alias}` is partitioned differently from the view's other windows")))
+                            .with_help("a view has one entity key: put windows over other keys (e.g. merchant) in their own view file")
+                            .into())
+                    }
+                }
+                check_order_by(&p.order_by, event_time).map_err(|m| {
+                    at(err(m)).with_help(format!(
+                        "order every window by the event-time column: ORDER BY {event_time}"
+                    ))
+                })?;
+                let frame = to_kernel_frame(&p.window_frame)
+                    .map_err(|fp| at(err(fp.message)).with_help(fp.help))?;
+                let arg = match p.args.as_slice() {
+                    [arg] => arg.clone(),
+                    _ => {
+                        return Err(at(err(format!("`{fname}` takes exactly one argument here"))).into())
+                    }
+                };
+                let count_only = kind == AggKind::Count;
+                if !count_only {
+                    let arg_type = arg
+                        .get_type(below_schema)
+                        .map_err(|e| SqlError::execution(name, e))?;
+                    if !arg_type.is_numeric() {
+                        return Err(at(err(format!("`{fname}` over a `{arg_type}` argument is not supported")))
+                            .with_help("aggregate a numeric column, or CAST(... AS DOUBLE)")
+                            .into());
+                    }
+                }
+                let input = match input_exprs.iter().position(|(e, _)| *e == arg) {
+                    Some(i) => {
+                        input_exprs[i].1 &= count_only;
+                        i
+                    }
+                    None => {
+                        input_exprs.push((arg, count_only));
+                        input_exprs.len() - 1
+                    }
+                };
+                specs.push(WindowSpec { kind, input, frame });
+                let field_index = first_feature + feature_types.len();
+                feature_types.push(top_window.schema.field(field_index).data_type().clone());
+            }
+        }
+        let partition = partition.cloned().unwrap_or_default();
+
+        let key_exprs = partition
+            .iter()
+            .map(|e| session.physical_expr(e, below_schema, name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let key_names = partition.iter().map(|e| e.schema_name().to_string()).collect();
+        let key_fields = partition
+            .iter()
+            .map(|e| e.get_type(below_schema).map(SortField::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SqlError::execution(name, e))?;
+        let key_converter =
+            RowConverter::new(key_fields).map_err(|e| SqlError::execution(name, e))?;
+        let time_column = Expr::Column(
+            below_schema
+                .qualified_field_with_unqualified_name(event_time)
+                .map(|(q, f)| datafusion::common::Column::new(q.cloned(), f.name()))
+                .map_err(|e| SqlError::execution(name, e))?,
+        );
+        let time_expr = session.physical_expr(&time_column, below_schema, name)?;
+        let inputs = input_exprs
+            .iter()
+            .map(|(e, count_only)| {
+                Ok(KernelInput {
+                    expr: session.physical_expr(e, below_schema, name)?,
+                    count_only: *count_only,
+                })
+            })
+            .collect::<Result<Vec<_>, SqlError>>()?;
+        let window_plan = WindowPlan::new(specs, inputs.len())
+            .map_err(|e| SqlError::execution(name, e))?;
+
+        let mut post = Vec::new();
+        for level in above.iter().rev() {
+            let LogicalPlan::Projection(p) = level else { continue };
+            let exprs = p
+                .expr
+                .iter()
+                .map(|e| session.physical_expr(e, p.input.schema(), name))
+                .collect::<Result<Vec<_>, _>>()?;
+            post.push(PostProjection {
+                exprs,
+                schema: Arc::new(p.schema.as_arrow().clone()),
+            });
+        }
+        let pre_plan = match below {
+            LogicalPlan::TableScan(_) => None,
+            other => Some(session.optimize(other, name)?),
+        };
+        Ok(FeatureView {
+            name: name.to_string(),
+            stream,
+            session,
+            pre_plan,
+            key_exprs,
+            key_names,
+            key_converter,
+            time_expr,
+            inputs,
+            window_plan,
+            window_schema: Arc::new(top_window.schema.as_arrow().clone()),
+            feature_types,
+            output_schema: Arc::new(plan.schema().as_arrow().clone()),
+            post,
+        })
+    }
+
+    /// View name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The stream the view reads.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The kernel plan (one spec per window aggregate, in output order).
+    pub fn window_plan(&self) -> &WindowPlan {
+        &self.window_plan
+    }
+
+    /// The entity key expressions, as SQL names.
+    pub fn key_names(&self) -> &[String] {
+        &self.key_names
+    }
+
+    /// Schema of the feature rows, exactly as DataFusion types the view's SQL.
+    pub fn output_schema(&self) -> SchemaRef {
+        Arc::clone(&self.output_schema)
+    }
+
+    /// Evaluates the row-local part of the view and the kernel inputs for one stream batch.
+    pub async fn prepare(&self, batch: RecordBatch) -> Result<ViewInputs, SqlError> {
+        let batch = match &self.pre_plan {
+            Some(plan) => self.session.run(plan, &self.stream, batch, &self.name).await?,
+            None => batch,
+        };
+        let fail = |e: &dyn std::fmt::Display| SqlError::execution(&self.name, e);
+        let rows = batch.num_rows();
+        let eval = |e: &Arc<dyn PhysicalExpr>| -> Result<ArrayRef, SqlError> {
+            e.evaluate(&batch)
+                .and_then(|v| v.into_array(rows))
+                .map_err(|e| fail(&e))
+        };
+        let key_columns = self.key_exprs.iter().map(eval).collect::<Result<Vec<_>, _>>()?;
+        let keys = self
+            .key_converter
+            .convert_columns(&key_columns)
+            .map_err(|e| fail(&e))?;
+        let time = cast(
+            &eval(&self.time_expr)?,
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )
+        .map_err(|e| fail(&e))?;
+        if time.null_count() > 0 {
+            return Err(fail(&"event time is null (null event times must be dead-lettered before the windows)"));
+        }
+        let times = time.as_primitive::<TimestampMicrosecondType>().values().to_vec();
+        let mut values = Vec::with_capacity(self.inputs.len());
+        let mut validity = Vec::with_capacity(self.inputs.len());
+        for input in &self.inputs {
+            let array = eval(&input.expr)?;
+            let valid = array
+                .logical_nulls()
+                .map(|n| n.iter().collect::<Vec<bool>>());
+            if input.count_only {
+                values.push(vec![1.0; rows]);
+            } else {
+                let floats = cast(&array, &DataType::Float64).map_err(|e| fail(&e))?;
+                values.push(floats.as_primitive::<datafusion::arrow::datatypes::Float64Type>().values().to_vec());
+            }
+            validity.push(valid);
+        }
+        Ok(ViewInputs {
+            batch,
+            keys,
+            times,
+            values,
+            validity,
+        })
+    }
+
+    /// Builds the feature rows of a prepared batch from the kernels' output.
+    pub fn finish(&self, inputs: &ViewInputs, features: FeatureOutput) -> Result<RecordBatch, SqlError> {
+        let fail = |e: &dyn std::fmt::Display| SqlError::execution(&self.name, e);
+        let mut columns: Vec<ArrayRef> = inputs.batch.columns().to_vec();
+        for ((values, valid), data_type) in features
+            .values
+            .into_iter()
+            .zip(features.valid)
+            .zip(&self.feature_types)
+        {
+            let nulls = NullBuffer::from(valid);
+            let nulls = (nulls.null_count() > 0).then_some(nulls);
+            let array: ArrayRef = Arc::new(Float64Array::new(values.into(), nulls));
+            let array = if data_type == &DataType::Float64 {
+                array
+            } else {
+                cast(&array, data_type).map_err(|e| fail(&e))?
+            };
+            columns.push(array);
+        }
+        let mut batch = RecordBatch::try_new(Arc::clone(&self.window_schema), columns)
+            .map_err(|e| fail(&e))?;
+        for level in &self.post {
+            let rows = batch.num_rows();
+            let columns = level
+                .exprs
+                .iter()
+                .map(|e| e.evaluate(&batch).and_then(|v| v.into_array(rows)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| fail(&e))?;
+            batch = RecordBatch::try_new(Arc::clone(&level.schema), columns).map_err(|e| fail(&e))?;
+        }
+        Ok(batch)
+    }
+}
+
+/// The stream a row-local plan reads; errors for anything that is not row-local.
+fn check_row_local(plan: &LogicalPlan, file: &str, sql: &str) -> Result<String, SqlError> {
+    match plan {
+        LogicalPlan::TableScan(scan) => Ok(scan.table_name.table().to_string()),
+        LogicalPlan::Projection(p) => check_row_local(&p.input, file, sql),
+        LogicalPlan::Filter(f) => check_row_local(&f.input, file, sql),
+        LogicalPlan::SubqueryAlias(a) => check_row_local(&a.input, file, sql),
+        other => Err(Diagnostic::new(
+            file,
+            "a feature view reads one stream directly: joins, subqueries with aggregates and unions are not supported below its windows",
+        )
+        .with_help("move row-level preparation into a transform in the pipeline config and read its stream")
+        .at_word(sql, first_keyword(other))
+        .into()),
+    }
+}
+
+/// A keyword to point at for an unsupported plan node.
+fn first_keyword(plan: &LogicalPlan) -> &'static str {
+    match plan {
+        LogicalPlan::Sort(_) => "order",
+        LogicalPlan::Limit(_) => "limit",
+        LogicalPlan::Aggregate(_) => "group",
+        LogicalPlan::Distinct(_) => "distinct",
+        LogicalPlan::Join(_) => "join",
+        LogicalPlan::Union(_) => "union",
+        LogicalPlan::Filter(_) => "where",
+        _ => "select",
+    }
+}
+
+/// Checks `ORDER BY <event_time> [ASC]`.
+fn check_order_by(
+    order_by: &[datafusion::logical_expr::SortExpr],
+    event_time: &str,
+) -> Result<(), String> {
+    match order_by {
+        [] => Err("window has no ORDER BY: a feature window must be ordered by event time".into()),
+        [sort] => match &sort.expr {
+            Expr::Column(c) if c.name == event_time && sort.asc => Ok(()),
+            Expr::Column(c) if c.name == event_time => {
+                Err(format!("window is ordered by `{event_time}` DESC: windows look back in time, so order ascending"))
+            }
+            other => Err(format!(
+                "window is ordered by `{other}`, not by the event-time column `{event_time}`"
+            )),
+        },
+        _ => Err("window has several ORDER BY terms; RANGE windows are ordered by event time alone".into()),
+    }
+}
+

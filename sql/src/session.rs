@@ -1,0 +1,174 @@
+//! A DataFusion session over Quiver's named streams, and SQL planning with located errors.
+
+use crate::batch_table::{BatchSlot, BatchSlotTable};
+use crate::diagnostic::Diagnostic;
+use crate::error::SqlError;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::DFSchema;
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_expr::PhysicalExpr;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A named stream and the schema of its rows.
+#[derive(Debug, Clone)]
+pub struct StreamSchema {
+    /// Stream name, as SQL refers to it in `FROM`.
+    pub name: String,
+    /// Row schema.
+    pub schema: SchemaRef,
+}
+
+/// A DataFusion context with every known stream registered as a swappable table.
+#[derive(Clone)]
+pub(crate) struct StreamSession {
+    ctx: SessionContext,
+    slots: BTreeMap<String, BatchSlot>,
+}
+
+impl StreamSession {
+    /// Registers `streams`; per-batch execution uses a single partition.
+    pub(crate) fn new(streams: &[StreamSchema]) -> Result<Self, SqlError> {
+        let config = SessionConfig::new()
+            .with_target_partitions(1)
+            .with_batch_size(64 * 1024)
+            .with_information_schema(false);
+        let ctx = SessionContext::new_with_config(config);
+        let mut slots = BTreeMap::new();
+        for stream in streams {
+            let slot = BatchSlot::default();
+            ctx.register_table(
+                stream.name.as_str(),
+                Arc::new(BatchSlotTable::new(Arc::clone(&stream.schema), slot.clone())),
+            )
+            .map_err(|e| SqlError::execution(&stream.name, e))?;
+            slots.insert(stream.name.clone(), slot);
+        }
+        Ok(StreamSession { ctx, slots })
+    }
+
+    /// Parses, plans and type-checks `sql` (not optimised: Quiver inspects the plan's shape).
+    pub(crate) async fn plan(&self, file: &str, sql: &str) -> Result<LogicalPlan, SqlError> {
+        let state = self.ctx.state();
+        let plan = state
+            .create_logical_plan(sql)
+            .await
+            .map_err(|e| self.diagnose(file, sql, e))?;
+        state
+            .analyzer()
+            .execute_and_check(plan, state.config_options(), |_, _| {})
+            .map_err(|e| self.diagnose(file, sql, e).into())
+    }
+
+    /// Optimises a plan for repeated execution.
+    pub(crate) fn optimize(&self, plan: &LogicalPlan, context: &str) -> Result<LogicalPlan, SqlError> {
+        self.ctx
+            .state()
+            .optimize(plan)
+            .map_err(|e| SqlError::execution(context, e))
+    }
+
+    /// A physical expression for `expr` over rows of `schema`.
+    pub(crate) fn physical_expr(
+        &self,
+        expr: &Expr,
+        schema: &DFSchema,
+        context: &str,
+    ) -> Result<Arc<dyn PhysicalExpr>, SqlError> {
+        self.ctx
+            .state()
+            .create_physical_expr(expr.clone(), schema)
+            .map_err(|e| SqlError::execution(context, e))
+    }
+
+    /// Runs `plan` with `batch` as the contents of stream `stream`, returning one batch.
+    pub(crate) async fn run(
+        &self,
+        plan: &LogicalPlan,
+        stream: &str,
+        batch: RecordBatch,
+        context: &str,
+    ) -> Result<RecordBatch, SqlError> {
+        let slot = self
+            .slots
+            .get(stream)
+            .ok_or_else(|| SqlError::execution(context, format!("unknown stream `{stream}`")))?;
+        slot.set(vec![batch]);
+        let result = async {
+            let frame = self.ctx.execute_logical_plan(plan.clone()).await?;
+            frame.collect().await
+        }
+        .await;
+        slot.set(Vec::new());
+        let batches = result.map_err(|e| SqlError::execution(context, e))?;
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        concat_batches(&schema, &batches).map_err(|e| SqlError::execution(context, e))
+    }
+
+    /// Turns a DataFusion planning error into a located, actionable diagnostic.
+    fn diagnose(&self, file: &str, sql: &str, e: DataFusionError) -> Diagnostic {
+        let text = e.strip_backtrace();
+        let message = text
+            .trim_start_matches("SQL error: ")
+            .trim_start_matches("Error during planning: ")
+            .trim_start_matches("Schema error: ")
+            .to_string();
+        let mut d = Diagnostic::new(file, message.clone());
+        if let Some((line, column)) = parser_position(&message) {
+            d = d.at(line, column).with_help("fix the SQL syntax at this position");
+        }
+        if let Some(name) = between(&message, "No field named ", ".") {
+            let name = name.trim_matches('"');
+            let bare = name.rsplit('.').next().unwrap_or(name).trim_matches('"');
+            d = d
+                .at_word(sql, bare)
+                .with_help("check the column name against the stream's schema (see `quiver validate` output or the config's schema)");
+        }
+        if let Some(table) = between(&message, "table '", "' not found") {
+            let bare = table.rsplit('.').next().unwrap_or(table);
+            let known: Vec<&str> = self.slots.keys().map(String::as_str).collect();
+            d = d
+                .at_word(sql, bare)
+                .with_help(format!("known streams: {}", known.join(", ")));
+        }
+        if d.line.is_none() {
+            if let Some(name) = between(&message, "Invalid function '", "'") {
+                d = d.at_word(sql, name);
+            }
+        }
+        d
+    }
+}
+
+/// `(line, column)` from a SQL parser message ending in "at Line: L, Column: C".
+fn parser_position(message: &str) -> Option<(usize, usize)> {
+    let line: usize = between(message, "Line: ", ",")?.trim().parse().ok()?;
+    let rest = &message[message.find("Column: ")? + "Column: ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((line, digits.parse().ok()?))
+}
+
+/// The text between the first `start` and the following `end`.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = text.find(start)? + start.len();
+    let len = text[from..].find(end)?;
+    Some(&text[from..from + len])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_parser_positions() {
+        assert_eq!(
+            parser_position("Expected: an expression, found: FROM at Line: 3, Column: 12"),
+            Some((3, 12))
+        );
+        assert_eq!(parser_position("nothing"), None);
+    }
+}

@@ -1,0 +1,32 @@
+//! Store errors.
+
+use std::path::PathBuf;
+
+/// Errors writing feature rows.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file or directory could not be created or written.
+    #[error("cannot write `{path}`: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Parquet encoding failed.
+    #[error("cannot encode Parquet file `{path}`: {message}")]
+    Parquet {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        message: String,
+    },
+    /// A batch's schema differs from the view's.
+    #[error("feature rows for `{view}` changed schema: {message}")]
+    Schema {
+        /// The view.
+        view: String,
+        /// What differs.
+        message: String,
+    },
+}

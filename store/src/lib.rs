@@ -1,0 +1,15 @@
+//! Quiver feature store.
+//!
+//! Today: per-event feature rows written as Parquet files, one directory per view
+//! ([`FeatureRowWriter`]). Next (DESIGN.md): the registry of view versions, the Delta Lake
+//! offline store with source positions in each commit, and the online store.
+
+pub mod error;
+pub mod feature_rows;
+
+pub use error::StoreError;
+pub use feature_rows::FeatureRowWriter;
+
+/// Columns whose names start with this prefix are Quiver's internal bookkeeping (e.g. source
+/// offsets) and are not written as features.
+pub const INTERNAL_COLUMN_PREFIX: &str = "__quiver_";
