@@ -113,13 +113,12 @@ impl DeadLetterWriter {
                 .map_err(|e| self.io_error("opening the dead-letter file", e))?;
             self.file = Some(BufWriter::new(file));
         }
-        match self.file.as_mut() {
-            Some(file) => Ok(file),
-            None => Err(self.io_error(
-                "opening the dead-letter file",
-                std::io::Error::other("file handle missing after open"),
-            )),
-        }
+        let path = &self.path;
+        self.file.as_mut().ok_or_else(|| ConnectorError::Io {
+            path: path.clone(),
+            action: "opening the dead-letter file",
+            source: std::io::Error::other("file handle missing after open"),
+        })
     }
 
     /// Appends `records` (buffered; call [`DeadLetterWriter::flush`] to make them durable).

@@ -45,7 +45,9 @@ pub enum ConnectorError {
     },
 
     /// An object store request failed.
-    #[error("object store error at `{location}`: {source}; check the URL, credentials and network")]
+    #[error(
+        "object store error at `{location}`: {source}; check the URL, credentials and network"
+    )]
     ObjectStore {
         /// The location or object being accessed.
         location: String,

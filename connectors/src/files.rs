@@ -187,12 +187,10 @@ impl InputFiles {
                     .list_with_delimiter(prefix)
                     .await
                     .or_else(|e| match e {
-                        object_store::Error::NotFound { .. } => {
-                            Ok(object_store::ListResult {
-                                common_prefixes: Vec::new(),
-                                objects: Vec::new(),
-                            })
-                        }
+                        object_store::Error::NotFound { .. } => Ok(object_store::ListResult {
+                            common_prefixes: Vec::new(),
+                            objects: Vec::new(),
+                        }),
                         other => Err(other),
                     })
                     .map_err(store_error)?;
@@ -302,7 +300,11 @@ mod tests {
         let all = InputFiles::resolve(&d.to_string(), &none).await.unwrap();
         assert_eq!(
             all.names(),
-            vec![format!("{d}/a.ndjson"), format!("{d}/b.ndjson"), format!("{d}/c.csv")]
+            vec![
+                format!("{d}/a.ndjson"),
+                format!("{d}/b.ndjson"),
+                format!("{d}/c.csv")
+            ]
         );
         assert_eq!(all.len(), 3);
         assert_eq!(&all.read(1).await.unwrap()[..], b"b");
@@ -311,10 +313,17 @@ mod tests {
             Err(ConnectorError::FileIndex { index: 3, len: 3 })
         ));
 
-        let glob = InputFiles::resolve(&format!("{d}/*.ndjson"), &none).await.unwrap();
-        assert_eq!(glob.names(), vec![format!("{d}/a.ndjson"), format!("{d}/b.ndjson")]);
+        let glob = InputFiles::resolve(&format!("{d}/*.ndjson"), &none)
+            .await
+            .unwrap();
+        assert_eq!(
+            glob.names(),
+            vec![format!("{d}/a.ndjson"), format!("{d}/b.ndjson")]
+        );
 
-        let one = InputFiles::resolve(&format!("{d}/c.csv"), &none).await.unwrap();
+        let one = InputFiles::resolve(&format!("{d}/c.csv"), &none)
+            .await
+            .unwrap();
         assert_eq!(one.names(), vec![format!("{d}/c.csv")]);
         assert_eq!(&one.read(0).await.unwrap()[..], b"c");
 
@@ -322,11 +331,16 @@ mod tests {
         let by_url = InputFiles::resolve(&url, &none).await.unwrap();
         assert_eq!(
             by_url.names(),
-            vec![format!("file://{d}/a.ndjson"), format!("file://{d}/b.ndjson")]
+            vec![
+                format!("file://{d}/a.ndjson"),
+                format!("file://{d}/b.ndjson")
+            ]
         );
         assert_eq!(&by_url.read(0).await.unwrap()[..], b"a");
 
-        let dir_url = InputFiles::resolve(&format!("file://{d}/sub/"), &none).await.unwrap();
+        let dir_url = InputFiles::resolve(&format!("file://{d}/sub/"), &none)
+            .await
+            .unwrap();
         assert_eq!(dir_url.names(), vec![format!("file://{d}/sub/d.ndjson")]);
     }
 
@@ -343,7 +357,10 @@ mod tests {
             format!("file://{}/*.parquet", d.display()),
         ] {
             let err = InputFiles::resolve(&location, &none).await.unwrap_err();
-            assert!(matches!(err, ConnectorError::NoMatch { .. }), "{location}: {err}");
+            assert!(
+                matches!(err, ConnectorError::NoMatch { .. }),
+                "{location}: {err}"
+            );
             assert!(err.to_string().contains(&location), "{err}");
         }
         let err = InputFiles::resolve("/a/*/b.csv", &none).await.unwrap_err();

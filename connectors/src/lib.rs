@@ -11,7 +11,7 @@ pub mod position;
 pub mod schema;
 pub mod writer;
 
-mod render;
+pub mod render;
 mod timestamp;
 
 pub use datagen::{datagen_schema, Datagen, DatagenConfig, DATAGEN_PARTITION};

@@ -104,7 +104,13 @@ pub(crate) fn text_value(array: &dyn Array, row: usize) -> Option<String> {
 /// Writes row `row` of `batch` as one JSON object, keys in column order.
 pub(crate) fn write_json_row(batch: &RecordBatch, row: usize, out: &mut Vec<u8>) {
     out.push(b'{');
-    for (i, (field, column)) in batch.schema().fields().iter().zip(batch.columns()).enumerate() {
+    for (i, (field, column)) in batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .enumerate()
+    {
         if i > 0 {
             out.push(b',');
         }
@@ -117,7 +123,7 @@ pub(crate) fn write_json_row(batch: &RecordBatch, row: usize, out: &mut Vec<u8>)
 }
 
 /// Row `row` of `batch` as a JSON object string.
-pub(crate) fn json_row(batch: &RecordBatch, row: usize) -> String {
+pub fn json_row(batch: &RecordBatch, row: usize) -> String {
     let mut out = Vec::new();
     write_json_row(batch, row, &mut out);
     String::from_utf8_lossy(&out).into_owned()
@@ -158,7 +164,10 @@ mod tests {
             r#"{"z":1,"a":"q\"x","f":null,"t":"2026-01-01T00:00:00.001Z","d":"1970-01-01"}"#
         );
         assert_eq!(text_value(batch.column(0).as_ref(), 1), None);
-        assert_eq!(text_value(batch.column(2).as_ref(), 1).as_deref(), Some("2.5"));
+        assert_eq!(
+            text_value(batch.column(2).as_ref(), 1).as_deref(),
+            Some("2.5")
+        );
         assert_eq!(
             text_value(batch.column(3).as_ref(), 1).as_deref(),
             Some("1970-01-01T00:00:00Z")

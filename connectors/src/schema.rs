@@ -207,7 +207,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`t` is declared more than once"), "{err}");
-        let err = DeclaredSchema::new(vec![ts("a")], "t").unwrap_err().to_string();
+        let err = DeclaredSchema::new(vec![ts("a")], "t")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`t` is not declared"), "{err}");
         let err = DeclaredSchema::new(vec![FieldSpec::new("t", FieldType::Int, false)], "t")
             .unwrap_err()
@@ -217,8 +219,7 @@ mod tests {
 
     #[test]
     fn deserializes_field_specs() {
-        let spec: FieldSpec =
-            serde_json::from_str(r#"{"name":"amount","type":"float"}"#).unwrap();
+        let spec: FieldSpec = serde_json::from_str(r#"{"name":"amount","type":"float"}"#).unwrap();
         assert_eq!(spec, FieldSpec::new("amount", FieldType::Float, true));
         assert!(serde_json::from_str::<FieldSpec>(r#"{"name":"a","type":"float","x":1}"#).is_err());
     }

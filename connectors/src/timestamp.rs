@@ -172,8 +172,8 @@ pub(crate) fn parse_rfc3339_micros(text: &str) -> Option<i64> {
     }
 
     let days = days_from_civil(year, month, day);
-    let seconds = days * SECONDS_PER_DAY + i64::from(hour * 3600 + minute * 60 + second)
-        - offset_seconds;
+    let seconds =
+        days * SECONDS_PER_DAY + i64::from(hour * 3600 + minute * 60 + second) - offset_seconds;
     Some(seconds * MICROS_PER_SECOND + micros)
 }
 
@@ -234,7 +234,10 @@ mod tests {
 
     #[test]
     fn parses_the_documented_forms() {
-        assert_eq!(parse_rfc3339_micros("2026-01-01T00:00:00Z"), Some(JAN_1_2026));
+        assert_eq!(
+            parse_rfc3339_micros("2026-01-01T00:00:00Z"),
+            Some(JAN_1_2026)
+        );
         assert_eq!(
             parse_rfc3339_micros("2026-01-01T00:00:00.123+02:00"),
             Some(JAN_1_2026 + 123_000 - 2 * 3600 * MICROS_PER_SECOND)
@@ -243,7 +246,10 @@ mod tests {
             parse_rfc3339_micros("2026-01-01 00:00:00.5"),
             Some(JAN_1_2026 + 500_000)
         );
-        assert_eq!(parse_rfc3339_micros("2026-01-01 00:00:00"), Some(JAN_1_2026));
+        assert_eq!(
+            parse_rfc3339_micros("2026-01-01 00:00:00"),
+            Some(JAN_1_2026)
+        );
         assert_eq!(
             parse_rfc3339_micros("2026-01-01T01:30:00-0130"),
             Some(JAN_1_2026 + 3 * 3600 * MICROS_PER_SECOND)
@@ -274,7 +280,11 @@ mod tests {
             "not a time",
             "2026-1-01T00:00:00Z",
         ] {
-            assert_eq!(parse_rfc3339_micros(bad), None, "{bad:?} should be rejected");
+            assert_eq!(
+                parse_rfc3339_micros(bad),
+                None,
+                "{bad:?} should be rejected"
+            );
         }
         assert!(parse_rfc3339_micros("2024-02-29T00:00:00Z").is_some());
         assert_eq!(parse_text_micros("9223372036854775807"), None);
@@ -283,8 +293,14 @@ mod tests {
     #[test]
     fn formats_and_roundtrips() {
         assert_eq!(micros_to_string(JAN_1_2026), "2026-01-01T00:00:00Z");
-        assert_eq!(micros_to_string(JAN_1_2026 + 120_000), "2026-01-01T00:00:00.120Z");
-        assert_eq!(micros_to_string(JAN_1_2026 + 7), "2026-01-01T00:00:00.000007Z");
+        assert_eq!(
+            micros_to_string(JAN_1_2026 + 120_000),
+            "2026-01-01T00:00:00.120Z"
+        );
+        assert_eq!(
+            micros_to_string(JAN_1_2026 + 7),
+            "2026-01-01T00:00:00.000007Z"
+        );
         assert_eq!(micros_to_string(-1), "1969-12-31T23:59:59.999999Z");
         let mut t = -5_000_000_000_000_000i64;
         while t < 5_000_000_000_000_000 {

@@ -14,7 +14,10 @@ use crate::decode::FileFormat;
 use crate::error::ConnectorError;
 use crate::render::{text_value, write_json_row};
 
-fn io_error(path: &Path, action: &'static str) -> impl Fn(std::io::Error) -> ConnectorError + '_ {
+fn io_error<'a>(
+    path: &'a Path,
+    action: &'static str,
+) -> impl Fn(std::io::Error) -> ConnectorError + 'a {
     move |source| ConnectorError::Io {
         path: path.to_path_buf(),
         action,
@@ -118,9 +121,8 @@ fn write_parquet(path: &Path, file: File, batches: &[RecordBatch]) -> Result<u64
                 .into(),
         ));
     };
-    let parquet_error = |e: parquet::errors::ParquetError| {
-        write_error(path, format!("Parquet output failed: {e}"))
-    };
+    let parquet_error =
+        |e: parquet::errors::ParquetError| write_error(path, format!("Parquet output failed: {e}"));
     let properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();
@@ -167,12 +169,21 @@ mod tests {
     fn writes_text_formats() {
         let dir = tempfile::tempdir().unwrap();
         let ndjson = dir.path().join("sub/x.ndjson");
-        assert_eq!(write_file(FileFormat::Ndjson, &ndjson, &[batch(), batch()]).unwrap(), 4);
+        assert_eq!(
+            write_file(FileFormat::Ndjson, &ndjson, &[batch(), batch()]).unwrap(),
+            4
+        );
         let text = std::fs::read_to_string(&ndjson).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4);
-        assert_eq!(lines[0], r#"{"id":1,"s":"a,\"b\"","t":"2026-01-01T00:00:00Z"}"#);
-        assert_eq!(lines[1], r#"{"id":2,"s":null,"t":"2026-01-01T00:00:00.000001Z"}"#);
+        assert_eq!(
+            lines[0],
+            r#"{"id":1,"s":"a,\"b\"","t":"2026-01-01T00:00:00Z"}"#
+        );
+        assert_eq!(
+            lines[1],
+            r#"{"id":2,"s":null,"t":"2026-01-01T00:00:00.000001Z"}"#
+        );
 
         let csv = dir.path().join("x.csv");
         assert_eq!(write_file(FileFormat::Csv, &csv, &[batch()]).unwrap(), 2);
@@ -192,8 +203,12 @@ mod tests {
             vec![Arc::new(Int64Array::from(vec![1]))],
         )
         .unwrap();
-        let err = write_file(FileFormat::Csv, &dir.path().join("m.csv"), &[batch(), other])
-            .unwrap_err();
+        let err = write_file(
+            FileFormat::Csv,
+            &dir.path().join("m.csv"),
+            &[batch(), other],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("different schemas"), "{err}");
     }
 }

@@ -1,1 +1,122 @@
-//! Shared helpers for end-to-end tests.
+//! Shared helpers for end-to-end tests: temporary pipelines, reading feature rows back, and
+//! comparing them with DataFusion's batch answer.
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::compute::{cast, concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
+use arrow::datatypes::{DataType, Float64Type, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::path::{Path, PathBuf};
+
+/// Writes `files` (relative path, content) under `dir` and returns the path of the first.
+pub fn write_files(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    for (name, content) in files {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create test dir");
+        }
+        std::fs::write(&path, content).expect("write test file");
+    }
+    dir.join(files[0].0)
+}
+
+/// Reads every `part-*.parquet` file of a view directory as one batch.
+pub fn read_view(dir: &Path) -> RecordBatch {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("view dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    paths.sort();
+    let mut batches = Vec::new();
+    let mut schema: Option<SchemaRef> = None;
+    for path in paths {
+        let file = std::fs::File::open(&path).expect("open parquet");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("parquet")
+            .build()
+            .expect("reader");
+        for b in reader {
+            let b = b.expect("batch");
+            schema.get_or_insert(b.schema());
+            batches.push(b);
+        }
+    }
+    match schema {
+        Some(s) => concat_batches(&s, &batches).expect("concat"),
+        None => RecordBatch::new_empty(std::sync::Arc::new(arrow::datatypes::Schema::empty())),
+    }
+}
+
+/// Sorts a batch by the named columns.
+pub fn sorted(batch: &RecordBatch, by: &[&str]) -> RecordBatch {
+    if batch.num_rows() == 0 {
+        return batch.clone();
+    }
+    let columns: Vec<SortColumn> = by
+        .iter()
+        .map(|name| SortColumn {
+            values: batch.column_by_name(name).expect("sort column").clone(),
+            options: None,
+        })
+        .collect();
+    let indices = lexsort_to_indices(&columns, None).expect("sort");
+    take_record_batch(batch, &indices).expect("take")
+}
+
+fn as_strings(array: &ArrayRef) -> Vec<Option<String>> {
+    let s = cast(array, &DataType::Utf8).expect("cast to string");
+    s.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect()
+}
+
+/// Asserts two feature-row batches are equal after sorting by `by`: same columns (by name),
+/// same row count, exact equality except floats, which may differ by 1e-9 relative (absolute
+/// below 1). Returns the number of values compared.
+pub fn assert_same_features(ours: &RecordBatch, reference: &RecordBatch, by: &[&str], what: &str) -> usize {
+    assert_eq!(ours.num_rows(), reference.num_rows(), "{what}: row counts differ");
+    let ours = sorted(ours, by);
+    let reference = sorted(reference, by);
+    let mut compared = 0;
+    for field in reference.schema().fields() {
+        let name = field.name();
+        let theirs = reference.column_by_name(name).expect("reference column");
+        let mine = ours
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("{what}: column `{name}` missing from Quiver's output"));
+        if matches!(field.data_type(), DataType::Float64 | DataType::Float32) {
+            let a = cast(mine, &DataType::Float64).expect("f64");
+            let b = cast(theirs, &DataType::Float64).expect("f64");
+            let (a, b) = (a.as_primitive::<Float64Type>(), b.as_primitive::<Float64Type>());
+            for row in 0..a.len() {
+                match (a.is_valid(row), b.is_valid(row)) {
+                    (true, true) => {
+                        let (x, y) = (a.value(row), b.value(row));
+                        let scale = x.abs().max(y.abs()).max(1.0);
+                        assert!(
+                            (x - y).abs() <= 1e-9 * scale,
+                            "{what}: `{name}` row {row}: quiver {x} vs datafusion {y}\nquiver row: {:?}",
+                            row_text(&ours, row)
+                        );
+                    }
+                    (va, vb) => assert_eq!(va, vb, "{what}: `{name}` row {row} nullness differs: {:?}", row_text(&ours, row)),
+                }
+                compared += 1;
+            }
+        } else {
+            let (a, b) = (as_strings(mine), as_strings(theirs));
+            for row in 0..a.len() {
+                assert_eq!(a[row], b[row], "{what}: `{name}` row {row}: {:?}", row_text(&ours, row));
+                compared += 1;
+            }
+        }
+    }
+    compared
+}
+
+fn row_text(batch: &RecordBatch, row: usize) -> Vec<String> {
+    batch
+        .columns()
+        .iter()
+        .map(|c| as_strings(c)[row].clone().unwrap_or_else(|| "NULL".into()))
+        .collect()
+}

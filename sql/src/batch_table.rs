@@ -11,7 +11,6 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
-use std::any::Any;
 use std::sync::{Arc, Mutex};
 
 /// The batches a [`BatchSlotTable`] currently holds.
@@ -46,10 +45,6 @@ impl BatchSlotTable {
 
 #[async_trait]
 impl TableProvider for BatchSlotTable {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }

@@ -17,7 +17,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicro
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::logical_expr::expr::WindowFunction;
-use datafusion::logical_expr::{Expr, LogicalPlan, WindowFunctionDefinition};
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, WindowFunctionDefinition};
 use datafusion::physical_expr::PhysicalExpr;
 use quiver_gpu::{AggKind, FeatureOutput, WindowPlan, WindowSpec};
 use std::sync::Arc;

@@ -86,7 +86,8 @@ impl Model {
     }
 
     fn home_country(&self, card: u64) -> &'static str {
-        HOME_COUNTRIES[(mix(card ^ self.seed.rotate_left(17)) % HOME_COUNTRIES.len() as u64) as usize]
+        HOME_COUNTRIES
+            [(mix(card ^ self.seed.rotate_left(17)) % HOME_COUNTRIES.len() as u64) as usize]
     }
 
     fn mcc(&self, merchant: u64) -> i64 {

@@ -176,7 +176,11 @@ mod tests {
         assert!(counts[0] > counts[1] && counts[1] > counts[10] && counts[10] > counts[500]);
         let mut ids: Vec<u64> = (0..1000).map(|r| zipf.id_of_rank(r)).collect();
         ids.sort_unstable();
-        assert_eq!(ids, (0..1000).collect::<Vec<_>>(), "rank -> id is a bijection");
+        assert_eq!(
+            ids,
+            (0..1000).collect::<Vec<_>>(),
+            "rank -> id is a bijection"
+        );
         let one = Zipf::new(1, 1.1);
         assert_eq!(one.sample(&mut rng), 0);
     }

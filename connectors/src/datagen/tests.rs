@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use arrow::array::{AsArray, Float64Array, Int64Array, StringArray};
+use arrow::array::{Array, AsArray, Float64Array, Int64Array, StringArray};
 use arrow::datatypes::TimestampMicrosecondType;
 
 use super::*;
@@ -46,7 +46,10 @@ fn same_seed_same_output_and_schema() {
     let a: Vec<SourceBatch> = Datagen::new(config(20_000)).unwrap().collect();
     let b: Vec<SourceBatch> = Datagen::new(config(20_000)).unwrap().collect();
     assert_eq!(a.len(), 5);
-    assert_eq!(a.last().map(|s| s.batch.num_rows()), Some(20_000 - 4 * 4096));
+    assert_eq!(
+        a.last().map(|s| s.batch.num_rows()),
+        Some(20_000 - 4 * 4096)
+    );
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.batch, y.batch);
         assert_eq!(x.offsets, y.offsets);
@@ -74,7 +77,11 @@ fn golden_first_rows_never_change() {
     assert_eq!(rendered, GOLDEN);
 }
 
-const GOLDEN: [&str; 3] = ["", "", ""];
+const GOLDEN: [&str; 3] = [
+    "2 card_010400 Some(9.55) 1767225600048154 0",
+    "0 card_009010 Some(37.41) 1767225600000000 1",
+    "1 card_049488 Some(19.41) 1767225600004379 2",
+];
 
 #[test]
 fn disorder_is_bounded_exactly_and_used() {
@@ -99,8 +106,14 @@ fn disorder_is_bounded_exactly_and_used() {
         }
         max_seen = max_seen.max(*t);
     }
-    assert!(out_of_order > 1000, "only {out_of_order} out-of-order events");
-    assert!(worst > bound / 2, "largest disorder {worst} us barely uses the bound");
+    assert!(
+        out_of_order > 1000,
+        "only {out_of_order} out-of-order events"
+    );
+    assert!(
+        worst > bound / 2,
+        "largest disorder {worst} us barely uses the bound"
+    );
     let ids: HashSet<i64> = rows.iter().map(|r| r.0).collect();
     assert_eq!(ids.len(), rows.len(), "txn ids are unique");
 
@@ -128,7 +141,11 @@ fn ties_nulls_and_bursts_are_present() {
     assert!(card_ties > 100, "{card_ties} same-card ties");
 
     let nulls = rows.iter().filter(|r| r.2.is_none()).count() as f64;
-    assert!((0.005..0.015).contains(&(nulls / n)), "null ratio {}", nulls / n);
+    assert!(
+        (0.005..0.015).contains(&(nulls / n)),
+        "null ratio {}",
+        nulls / n
+    );
 
     // A burst: at least 5 tiny amounts on one card within 60 seconds.
     let mut tiny: HashMap<&str, Vec<i64>> = HashMap::new();
@@ -137,12 +154,12 @@ fn ties_nulls_and_bursts_are_present() {
             tiny.entry(card.as_str()).or_default().push(*t);
         }
     }
+    for times in tiny.values_mut() {
+        times.sort_unstable();
+    }
     let bursts = tiny
-        .values_mut()
-        .filter(|times| {
-            times.sort_unstable();
-            times.windows(5).any(|w| w[4] - w[0] <= 60_000_000)
-        })
+        .values()
+        .filter(|times| times.windows(5).any(|w| w[4] - w[0] <= 60_000_000))
         .count();
     // 200k events * 0.0005 = about 100 bursts.
     assert!((50..200).contains(&bursts), "{bursts} cards with bursts");
@@ -151,13 +168,55 @@ fn ties_nulls_and_bursts_are_present() {
 #[test]
 fn rejects_bad_options() {
     let cases: [(&str, DatagenConfig); 7] = [
-        ("cards", DatagenConfig { cards: 0, ..DatagenConfig::default() }),
-        ("start", DatagenConfig { start: "yesterday".into(), ..DatagenConfig::default() }),
-        ("tie_ratio", DatagenConfig { tie_ratio: 1.5, ..DatagenConfig::default() }),
-        ("burst_ratio", DatagenConfig { burst_ratio: f64::NAN, ..DatagenConfig::default() }),
-        ("events_per_second", DatagenConfig { events_per_second: 0.0, ..DatagenConfig::default() }),
-        ("batch_size", DatagenConfig { batch_size: 0, ..DatagenConfig::default() }),
-        ("zipf_exponent", DatagenConfig { zipf_exponent: -1.0, ..DatagenConfig::default() }),
+        (
+            "cards",
+            DatagenConfig {
+                cards: 0,
+                ..DatagenConfig::default()
+            },
+        ),
+        (
+            "start",
+            DatagenConfig {
+                start: "yesterday".into(),
+                ..DatagenConfig::default()
+            },
+        ),
+        (
+            "tie_ratio",
+            DatagenConfig {
+                tie_ratio: 1.5,
+                ..DatagenConfig::default()
+            },
+        ),
+        (
+            "burst_ratio",
+            DatagenConfig {
+                burst_ratio: f64::NAN,
+                ..DatagenConfig::default()
+            },
+        ),
+        (
+            "events_per_second",
+            DatagenConfig {
+                events_per_second: 0.0,
+                ..DatagenConfig::default()
+            },
+        ),
+        (
+            "batch_size",
+            DatagenConfig {
+                batch_size: 0,
+                ..DatagenConfig::default()
+            },
+        ),
+        (
+            "zipf_exponent",
+            DatagenConfig {
+                zipf_exponent: -1.0,
+                ..DatagenConfig::default()
+            },
+        ),
     ];
     for (field, cfg) in cases {
         let err = Datagen::new(cfg).err().unwrap();

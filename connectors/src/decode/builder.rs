@@ -26,7 +26,9 @@ enum Column {
 impl Column {
     fn new(field_type: FieldType, capacity: usize) -> Self {
         match field_type {
-            FieldType::String => Column::String(StringBuilder::with_capacity(capacity, capacity * 8)),
+            FieldType::String => {
+                Column::String(StringBuilder::with_capacity(capacity, capacity * 8))
+            }
             FieldType::Int => Column::Int(Int64Builder::with_capacity(capacity)),
             FieldType::Float => Column::Float(Float64Builder::with_capacity(capacity)),
             FieldType::Bool => Column::Bool(BooleanBuilder::with_capacity(capacity)),
@@ -122,18 +124,22 @@ impl<'s> RowSink<'s> {
         raw: impl FnOnce() -> String,
     ) -> Result<(), ConnectorError> {
         let mut cells = vec![Cell::Null; self.columns.len()];
-        for position in 0..self.order.len() {
-            let index = self.order[position];
+        let mut rejected = None;
+        for &index in &self.order {
             let Some(target) = self.target(index) else {
                 continue;
             };
             match convert(target, index) {
                 Ok(cell) => cells[index] = cell,
                 Err(reject) => {
-                    self.reject(offset, reject, raw());
-                    return Ok(());
+                    rejected = Some(reject);
+                    break;
                 }
             }
+        }
+        if let Some(reject) = rejected {
+            self.reject(offset, reject, raw());
+            return Ok(());
         }
         for (column, cell) in self.columns.iter_mut().zip(cells.iter()) {
             column.append(*cell);

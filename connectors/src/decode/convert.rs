@@ -91,7 +91,7 @@ impl Target<'_> {
     }
 
     /// Converts a JSON value (`None` when the key is absent).
-    pub fn from_json<'a>(&self, value: Option<&'a Value>) -> Result<Cell<'a>, Reject> {
+    pub fn convert_json<'a>(&self, value: Option<&'a Value>) -> Result<Cell<'a>, Reject> {
         let value = match value {
             None => return self.null(true),
             Some(Value::Null) => return self.null(false),
@@ -112,7 +112,7 @@ impl Target<'_> {
     }
 
     /// Converts a CSV text field; the empty string is null.
-    pub fn from_text<'a>(&self, text: &'a str) -> Result<Cell<'a>, Reject> {
+    pub fn convert_text<'a>(&self, text: &'a str) -> Result<Cell<'a>, Reject> {
         if text.is_empty() {
             return self.null(false);
         }
@@ -176,22 +176,31 @@ mod tests {
             spec: &spec,
             is_event_time: et,
         };
-        assert_eq!(t.from_json(Some(&serde_json::json!(3))), Ok(Cell::Int(3)));
-        let err = t.from_json(Some(&serde_json::json!(3.0))).unwrap_err();
+        assert_eq!(
+            t.convert_json(Some(&serde_json::json!(3))),
+            Ok(Cell::Int(3))
+        );
+        let err = t.convert_json(Some(&serde_json::json!(3.0))).unwrap_err();
         assert_eq!(err.reason, DeadLetterReason::WrongType);
         assert_eq!(err.detail, "field `f`: expected int, found float 3.0");
-        assert_eq!(t.from_json(None), Ok(Cell::Null));
+        assert_eq!(t.convert_json(None), Ok(Cell::Null));
 
         let (spec, _) = target(FieldType::Float, false, false);
         let t = Target {
             spec: &spec,
             is_event_time: false,
         };
-        assert_eq!(t.from_json(Some(&serde_json::json!(3))), Ok(Cell::Float(3.0)));
-        let err = t.from_json(Some(&serde_json::json!("abc"))).unwrap_err();
-        assert_eq!(err.detail, "field `f`: expected float, found string \"abc\"");
         assert_eq!(
-            t.from_json(Some(&Value::Null)).unwrap_err().reason,
+            t.convert_json(Some(&serde_json::json!(3))),
+            Ok(Cell::Float(3.0))
+        );
+        let err = t.convert_json(Some(&serde_json::json!("abc"))).unwrap_err();
+        assert_eq!(
+            err.detail,
+            "field `f`: expected float, found string \"abc\""
+        );
+        assert_eq!(
+            t.convert_json(Some(&Value::Null)).unwrap_err().reason,
             DeadLetterReason::MissingField
         );
 
@@ -201,15 +210,17 @@ mod tests {
             is_event_time: true,
         };
         assert_eq!(
-            t.from_json(Some(&serde_json::json!(1000))),
+            t.convert_json(Some(&serde_json::json!(1000))),
             Ok(Cell::Timestamp(1_000_000))
         );
         assert_eq!(
-            t.from_json(Some(&serde_json::json!(true))).unwrap_err().reason,
+            t.convert_json(Some(&serde_json::json!(true)))
+                .unwrap_err()
+                .reason,
             DeadLetterReason::InvalidEventTime
         );
         assert_eq!(
-            t.from_json(None).unwrap_err().reason,
+            t.convert_json(None).unwrap_err().reason,
             DeadLetterReason::MissingEventTime
         );
     }
@@ -221,21 +232,27 @@ mod tests {
             spec: &spec,
             is_event_time: false,
         };
-        assert_eq!(t.from_text("TRUE"), Ok(Cell::Bool(true)));
-        assert_eq!(t.from_text(""), Ok(Cell::Null));
-        assert_eq!(t.from_text("yes").unwrap_err().reason, DeadLetterReason::WrongType);
+        assert_eq!(t.convert_text("TRUE"), Ok(Cell::Bool(true)));
+        assert_eq!(t.convert_text(""), Ok(Cell::Null));
+        assert_eq!(
+            t.convert_text("yes").unwrap_err().reason,
+            DeadLetterReason::WrongType
+        );
         let (spec, _) = target(FieldType::String, true, false);
         let t = Target {
             spec: &spec,
             is_event_time: false,
         };
-        assert_eq!(t.from_text(" a "), Ok(Cell::Str(" a ")));
+        assert_eq!(t.convert_text(" a "), Ok(Cell::Str(" a ")));
         let (spec, _) = target(FieldType::Int, true, false);
         let t = Target {
             spec: &spec,
             is_event_time: false,
         };
-        assert_eq!(t.from_text(" 42 "), Ok(Cell::Int(42)));
-        assert_eq!(t.from_text("4.2").unwrap_err().reason, DeadLetterReason::WrongType);
+        assert_eq!(t.convert_text(" 42 "), Ok(Cell::Int(42)));
+        assert_eq!(
+            t.convert_text("4.2").unwrap_err().reason,
+            DeadLetterReason::WrongType
+        );
     }
 }

@@ -72,9 +72,29 @@ fn map_header(
     Ok(mapping)
 }
 
+/// Incremental byte offset -> 1-based line number, for offsets visited in increasing order.
+struct LineCounter<'a> {
+    data: &'a [u8],
+    counted_to: usize,
+    line: u64,
+}
+
+impl LineCounter<'_> {
+    fn line_of(&mut self, offset: usize) -> u64 {
+        let offset = offset.clamp(self.counted_to, self.data.len());
+        let newlines = self.data[self.counted_to..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        self.line += newlines as u64;
+        self.counted_to = offset;
+        self.line
+    }
+}
+
 /// The bytes of one record, without the line terminator.
-fn raw_bytes(data: &[u8], start: u64, end: u64) -> &[u8] {
-    let start = usize::try_from(start).unwrap_or(usize::MAX).min(data.len());
+fn raw_bytes(data: &[u8], start: usize, end: u64) -> &[u8] {
+    let start = start.min(data.len());
     let end = usize::try_from(end)
         .unwrap_or(usize::MAX)
         .clamp(start, data.len());
@@ -106,15 +126,28 @@ pub(super) fn decode(
     }
     let mapping = map_header(partition, &record, schema)?;
     let header_len = record.len();
+    let mut lines = LineCounter {
+        data,
+        counted_to: 0,
+        line: 1,
+    };
 
     loop {
         let start = reader.position().clone();
         if !reader.read_byte_record(&mut record).map_err(csv_error)? {
             break;
         }
-        let begin = record.position().unwrap_or(&start);
-        let line = begin.line();
-        let raw = raw_bytes(data, begin.byte(), reader.position().byte());
+        // csv reports a record after blank lines at the first blank line, so find the real
+        // start and count lines ourselves.
+        let begin = record.position().unwrap_or(&start).byte();
+        let begin = usize::try_from(begin).unwrap_or(usize::MAX).min(data.len());
+        let skipped = data[begin..]
+            .iter()
+            .take_while(|&&b| b == b'\n' || b == b'\r')
+            .count();
+        let begin = begin + skipped;
+        let line = lines.line_of(begin);
+        let raw = raw_bytes(data, begin, reader.position().byte());
         let text = match std::str::from_utf8(raw) {
             Ok(text) => text,
             Err(e) => {
@@ -150,7 +183,7 @@ pub(super) fn decode(
                     None => target.null(true),
                     // The whole record was checked to be UTF-8 above, so each field is too.
                     Some(bytes) => match std::str::from_utf8(bytes) {
-                        Ok(field) => target.from_text(field),
+                        Ok(field) => target.convert_text(field),
                         Err(_) => Err(Reject {
                             reason: DeadLetterReason::InvalidUtf8,
                             detail: format!("field `{}` is not valid UTF-8", target.spec.name),
@@ -226,27 +259,52 @@ mod tests {
             decoded.dead_letters[1].detail,
             "field `amount`: expected float, found \"abc\""
         );
-        assert_eq!(decoded.dead_letters[1].raw, "2026-01-01T00:00:00Z,x,3,abc,true,n");
-        assert_eq!(decoded.dead_letters[5].raw, "2026-01-01T00:00:00Z,\u{FFFD},6,1,true,n");
+        assert_eq!(
+            decoded.dead_letters[1].raw,
+            "2026-01-01T00:00:00Z,x,3,abc,true,n"
+        );
+        assert_eq!(
+            decoded.dead_letters[5].raw,
+            "2026-01-01T00:00:00Z,\u{FFFD},6,1,true,n"
+        );
 
         assert_eq!(decoded.batches.len(), 1);
         let sb = &decoded.batches[0];
         assert_eq!(sb.offsets, vec![2, 10, 13]);
-        let ids = sb.batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let ids = sb
+            .batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         assert_eq!(ids.values().to_vec(), vec![1, 7, 9]);
-        let names = sb.batch.column(3).as_any().downcast_ref::<StringArray>().unwrap();
+        let names = sb
+            .batch
+            .column(3)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         assert_eq!(names.value(0), "a,b");
         assert_eq!(names.value(1), "multi\nline");
         assert!(sb.batch.column(1).is_null(1), "empty field is null");
         assert!(!sb.batch.column(2).as_boolean().value(2));
-        let t = sb.batch.column(4).as_primitive::<TimestampMicrosecondType>();
+        let t = sb
+            .batch
+            .column(4)
+            .as_primitive::<TimestampMicrosecondType>();
         assert_eq!(t.value(1), 1_767_225_600_123_000);
     }
 
     #[test]
     fn header_errors_name_the_file_and_column() {
-        let err = decode_file(FileFormat::Csv, "in/x.csv", b"id,amount\n1,2\n", &schema(), 10)
-            .unwrap_err();
+        let err = decode_file(
+            FileFormat::Csv,
+            "in/x.csv",
+            b"id,amount\n1,2\n",
+            &schema(),
+            10,
+        )
+        .unwrap_err();
         let message = err.to_string();
         assert!(matches!(err, ConnectorError::Csv { .. }));
         assert!(message.contains("in/x.csv"), "{message}");

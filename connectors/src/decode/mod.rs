@@ -90,11 +90,20 @@ mod tests {
 
     #[test]
     fn format_from_extension() {
-        assert_eq!(FileFormat::from_path("a/b.ndjson"), Some(FileFormat::Ndjson));
+        assert_eq!(
+            FileFormat::from_path("a/b.ndjson"),
+            Some(FileFormat::Ndjson)
+        );
         assert_eq!(FileFormat::from_path("b.JSONL"), Some(FileFormat::Ndjson));
-        assert_eq!(FileFormat::from_path("s3://x/y.json"), Some(FileFormat::Ndjson));
+        assert_eq!(
+            FileFormat::from_path("s3://x/y.json"),
+            Some(FileFormat::Ndjson)
+        );
         assert_eq!(FileFormat::from_path("y.csv"), Some(FileFormat::Csv));
-        assert_eq!(FileFormat::from_path("file:///y.parquet"), Some(FileFormat::Parquet));
+        assert_eq!(
+            FileFormat::from_path("file:///y.parquet"),
+            Some(FileFormat::Parquet)
+        );
         assert_eq!(FileFormat::from_path("y.txt"), None);
         assert_eq!(FileFormat::from_path("dir.csv/file"), None);
         assert_eq!(FileFormat::from_path("noext"), None);

@@ -69,7 +69,7 @@ pub(super) fn decode(
         };
         sink.push_row(
             line_number,
-            |target, _| target.from_json(object.get(&target.spec.name)),
+            |target, _| target.convert_json(object.get(&target.spec.name)),
             || text.to_string(),
         )?;
     }
@@ -104,18 +104,18 @@ mod tests {
         let mut data = Vec::new();
         let lines: [&[u8]; 13] = [
             br#"{"id":1,"amount":1.5,"ok":true,"name":"a","t":"2026-01-01T00:00:00Z","extra":[1]}"#, // 1 good
-            b"",                                                                                   // 2 blank
-            br#"{"id":2,"t":"2026-01-01T00:00:00Z""#,                                               // 3 malformed
-            br#"[1,2]"#,                                                                           // 4 not an object
-            br#"{"id":3,"amount":"abc","t":"2026-01-01T00:00:00Z"}"#,                                // 5 wrong type
-            br#"{"amount":1,"t":"2026-01-01T00:00:00Z"}"#,                                           // 6 missing id
-            br#"{"id":null,"t":"2026-01-01T00:00:00Z"}"#,                                            // 7 null id
-            br#"{"id":4}"#,                                                                        // 8 missing event time
-            br#"{"id":5,"t":"yesterday"}"#,                                                        // 9 invalid event time
-            b"{\"id\":6,\"name\":\"\xff\xfe\",\"t\":1767225600000}",                               // 10 invalid utf-8
-            br#"{"id":7,"amount":2,"t":1767225600123}"#,                                           // 11 good, epoch ms
-            br#"{"id":8.0,"t":"2026-01-01 00:00:00.5"}"#,                                           // 12 float for int
-            b"   \r",                                                                              // 13 blank
+            b"",                                                      // 2 blank
+            br#"{"id":2,"t":"2026-01-01T00:00:00Z""#,                 // 3 malformed
+            br#"[1,2]"#,                                              // 4 not an object
+            br#"{"id":3,"amount":"abc","t":"2026-01-01T00:00:00Z"}"#, // 5 wrong type
+            br#"{"amount":1,"t":"2026-01-01T00:00:00Z"}"#,            // 6 missing id
+            br#"{"id":null,"t":"2026-01-01T00:00:00Z"}"#,             // 7 null id
+            br#"{"id":4}"#,                                           // 8 missing event time
+            br#"{"id":5,"t":"yesterday"}"#,                           // 9 invalid event time
+            b"{\"id\":6,\"name\":\"\xff\xfe\",\"t\":1767225600000}",  // 10 invalid utf-8
+            br#"{"id":7,"amount":2,"t":1767225600123}"#,              // 11 good, epoch ms
+            br#"{"id":8.0,"t":"2026-01-01 00:00:00.5"}"#,             // 12 float for int
+            b"   \r",                                                 // 13 blank
         ];
         for line in lines {
             data.extend_from_slice(line);
@@ -144,8 +144,14 @@ mod tests {
             ]
         );
         let wrong = &decoded.dead_letters[2];
-        assert_eq!(wrong.detail, "field `amount`: expected float, found string \"abc\"");
-        assert_eq!(wrong.raw, r#"{"id":3,"amount":"abc","t":"2026-01-01T00:00:00Z"}"#);
+        assert_eq!(
+            wrong.detail,
+            "field `amount`: expected float, found string \"abc\""
+        );
+        assert_eq!(
+            wrong.raw,
+            r#"{"id":3,"amount":"abc","t":"2026-01-01T00:00:00Z"}"#
+        );
         assert_eq!(wrong.partition, "f.ndjson");
         assert!(decoded.dead_letters[7].raw.contains('\u{FFFD}'));
 
@@ -158,9 +164,17 @@ mod tests {
         assert_eq!(offsets, vec![1, 11, 14]);
         let first = &decoded.batches[0].batch;
         assert_eq!(first.schema(), schema().arrow_schema());
-        let ids = first.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let ids = first
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         assert_eq!(ids.values().to_vec(), vec![1, 7]);
-        let amounts = first.column(1).as_any().downcast_ref::<Float64Array>().unwrap();
+        let amounts = first
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
         assert_eq!(amounts.value(1), 2.0);
         let times = first.column(4).as_primitive::<TimestampMicrosecondType>();
         assert_eq!(times.value(0), 1_767_225_600_000_000);

@@ -64,7 +64,11 @@ fn row_reject(
                 ),
             });
         }
-        let what = if original.is_some() { "is null" } else { "is missing" };
+        let what = if original.is_some() {
+            "is null"
+        } else {
+            "is missing"
+        };
         if is_event_time {
             return Some(Reject {
                 reason: DeadLetterReason::MissingEventTime,
@@ -90,8 +94,8 @@ pub(super) fn decode(
     schema: &DeclaredSchema,
     batch_size: usize,
 ) -> Result<Decoded, ConnectorError> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::copy_from_slice(data))
-        .map_err(|e| {
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(Bytes::copy_from_slice(data)).map_err(|e| {
             file_error(
                 partition,
                 format!(
@@ -313,7 +317,13 @@ mod tests {
                     None,
                     Some("4"),
                 ])),
-                Arc::new(Int32Array::from(vec![Some(0), Some(1), Some(2), Some(3), None])),
+                Arc::new(Int32Array::from(vec![
+                    Some(0),
+                    Some(1),
+                    Some(2),
+                    Some(3),
+                    None,
+                ])),
             ],
         )
         .unwrap()
@@ -323,7 +333,10 @@ mod tests {
     fn roundtrip_with_casts_and_dead_letters() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.parquet");
-        assert_eq!(write_file(FileFormat::Parquet, &path, &[file_batch()]).unwrap(), 5);
+        assert_eq!(
+            write_file(FileFormat::Parquet, &path, &[file_batch()]).unwrap(),
+            5
+        );
         let data = std::fs::read(&path).unwrap();
         let decoded = decode_file(FileFormat::Parquet, "x.parquet", &data, &schema(), 2).unwrap();
 
@@ -332,20 +345,39 @@ mod tests {
             .iter()
             .map(|d| (d.offset, d.reason))
             .collect();
-        assert_eq!(got, vec![(1, R::MissingEventTime), (2, R::WrongType), (4, R::MissingField)]);
+        assert_eq!(
+            got,
+            vec![
+                (1, R::MissingEventTime),
+                (2, R::WrongType),
+                (4, R::MissingField)
+            ]
+        );
         assert_eq!(
             decoded.dead_letters[0].raw,
             r#"{"t":null,"amount":"2","id":1}"#
         );
         assert!(decoded.dead_letters[1].detail.contains("`amount`"));
 
-        let offsets: Vec<u64> = decoded.batches.iter().flat_map(|b| b.offsets.clone()).collect();
+        let offsets: Vec<u64> = decoded
+            .batches
+            .iter()
+            .flat_map(|b| b.offsets.clone())
+            .collect();
         assert_eq!(offsets, vec![0, 3]);
         let first = &decoded.batches[0].batch;
         assert_eq!(first.schema(), schema().arrow_schema());
-        let ids = first.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let ids = first
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         assert_eq!(ids.value(0), 0);
-        let amounts = first.column(1).as_any().downcast_ref::<Float64Array>().unwrap();
+        let amounts = first
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
         assert_eq!(amounts.value(0), 1.5);
         assert!(first.column(2).is_null(0), "absent nullable column is null");
         let t = first.column(3).as_primitive::<TimestampMicrosecondType>();
@@ -369,10 +401,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for format in [FileFormat::Parquet, FileFormat::Ndjson, FileFormat::Csv] {
             let path = dir.path().join(format!("y.{}", format.as_str()));
-            write_file(format, &path, &[batch.clone()]).unwrap();
+            write_file(format, &path, std::slice::from_ref(&batch)).unwrap();
             let data = std::fs::read(&path).unwrap();
             let out = decode_file(format, "y", &data, &schema(), 10).unwrap();
-            assert!(out.dead_letters.is_empty(), "{format:?}: {:?}", out.dead_letters);
+            assert!(
+                out.dead_letters.is_empty(),
+                "{format:?}: {:?}",
+                out.dead_letters
+            );
             assert_eq!(out.batches.len(), 1);
             assert_eq!(out.batches[0].batch, batch, "{format:?}");
         }
@@ -380,8 +416,14 @@ mod tests {
 
     #[test]
     fn file_level_errors_name_the_file() {
-        let err = decode_file(FileFormat::Parquet, "bad.parquet", b"not parquet", &schema(), 8)
-            .unwrap_err();
+        let err = decode_file(
+            FileFormat::Parquet,
+            "bad.parquet",
+            b"not parquet",
+            &schema(),
+            8,
+        )
+        .unwrap_err();
         assert!(matches!(err, ConnectorError::Parquet { .. }));
         assert!(err.to_string().contains("bad.parquet"), "{err}");
 
