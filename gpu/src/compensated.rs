@@ -61,7 +61,12 @@ mod tests {
         let exact: f64 = (99_990..100_000)
             .map(|i| 0.1 * (i % 7) as f64 + 1e9 * ((i % 2) as f64))
             .sum();
-        assert!((s.value() - exact).abs() <= 1e-6, "{} vs {}", s.value(), exact);
+        assert!(
+            (s.value() - exact).abs() <= 1e-6,
+            "{} vs {}",
+            s.value(),
+            exact
+        );
         assert!((naive - exact).abs() > (s.value() - exact).abs());
     }
 }

@@ -72,7 +72,10 @@ impl KeyedWindows {
 
     /// Number of events retained across keys (memory is proportional to this).
     pub fn retained_events(&self) -> usize {
-        self.states.iter().map(KeyWindowState::retained_events).sum()
+        self.states
+            .iter()
+            .map(KeyWindowState::retained_events)
+            .sum()
     }
 
     fn slot(&mut self, key: &[u8]) -> u32 {
@@ -106,7 +109,9 @@ impl KeyedWindows {
                 self.plan.inputs()
             )));
         }
-        if inputs.iter().any(|c| c.values.len() != rows || c.validity.is_some_and(|v| v.len() != rows))
+        if inputs
+            .iter()
+            .any(|c| c.values.len() != rows || c.validity.is_some_and(|v| v.len() != rows))
             || out.rows() != rows
             || out.values.len() != self.plan.specs().len()
         {
@@ -212,14 +217,36 @@ mod tests {
     const MIN: i64 = 60_000_000;
 
     fn plan() -> WindowPlan {
-        let w = Frame::Range { width_micros: 10 * MIN };
+        let w = Frame::Range {
+            width_micros: 10 * MIN,
+        };
         WindowPlan::new(
             vec![
-                WindowSpec { kind: AggKind::Count, input: 0, frame: w },
-                WindowSpec { kind: AggKind::Sum, input: 1, frame: w },
-                WindowSpec { kind: AggKind::Max, input: 1, frame: w },
-                WindowSpec { kind: AggKind::Count, input: 0, frame: Frame::Unbounded },
-                WindowSpec { kind: AggKind::StddevSamp, input: 1, frame: w },
+                WindowSpec {
+                    kind: AggKind::Count,
+                    input: 0,
+                    frame: w,
+                },
+                WindowSpec {
+                    kind: AggKind::Sum,
+                    input: 1,
+                    frame: w,
+                },
+                WindowSpec {
+                    kind: AggKind::Max,
+                    input: 1,
+                    frame: w,
+                },
+                WindowSpec {
+                    kind: AggKind::Count,
+                    input: 0,
+                    frame: Frame::Unbounded,
+                },
+                WindowSpec {
+                    kind: AggKind::StddevSamp,
+                    input: 1,
+                    frame: w,
+                },
             ],
             2,
         )
@@ -227,13 +254,20 @@ mod tests {
     }
 
     /// Brute force: the contract of DESIGN.md 3.1 written directly.
-    fn brute(keys: &[&[u8]], times: &[i64], amounts: &[Option<f64>], row: usize) -> [Option<f64>; 5] {
+    fn brute(
+        keys: &[&[u8]],
+        times: &[i64],
+        amounts: &[Option<f64>],
+        row: usize,
+    ) -> [Option<f64>; 5] {
         let same = |r: usize| keys[r] == keys[row];
         let in_w: Vec<usize> = (0..times.len())
             .filter(|&r| same(r) && times[r] <= times[row] && times[r] >= times[row] - 10 * MIN)
             .collect();
         let vals: Vec<f64> = in_w.iter().filter_map(|&r| amounts[r]).collect();
-        let life = (0..times.len()).filter(|&r| same(r) && times[r] <= times[row]).count();
+        let life = (0..times.len())
+            .filter(|&r| same(r) && times[r] <= times[row])
+            .count();
         let sum = (!vals.is_empty()).then(|| vals.iter().sum::<f64>());
         let max = vals.iter().cloned().reduce(f64::max);
         let sd = (vals.len() > 1).then(|| {
@@ -282,25 +316,34 @@ mod tests {
                 &k,
                 &times[chunk.clone()],
                 &[
-                    InputColumn { values: &ones[chunk.clone()], validity: None },
-                    InputColumn { values: &vals[chunk.clone()], validity: Some(&valid[chunk.clone()]) },
+                    InputColumn {
+                        values: &ones[chunk.clone()],
+                        validity: None,
+                    },
+                    InputColumn {
+                        values: &vals[chunk.clone()],
+                        validity: Some(&valid[chunk.clone()]),
+                    },
                 ],
                 &order,
                 &mut out,
             )
             .unwrap();
-            for r in 0..n {
-                for s in 0..5 {
-                    got[chunk.start + r][s] = out.valid[s][r].then_some(out.values[s][r]);
+            for (r, features) in got[chunk.clone()].iter_mut().enumerate() {
+                for (s, feature) in features.iter_mut().enumerate() {
+                    *feature = out.valid[s][r].then_some(out.values[s][r]);
                 }
             }
             w.expire(times[chunk.end - 1]);
         }
-        for row in 0..times.len() {
+        for (row, features) in got.iter().enumerate() {
             let want = brute(&keys, &times, &amounts, row);
-            for s in 0..5 {
-                match (got[row][s], want[s]) {
-                    (Some(a), Some(b)) => assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "row {row} spec {s}: {a} vs {b}"),
+            for (s, feature) in features.iter().enumerate() {
+                match (*feature, want[s]) {
+                    (Some(a), Some(b)) => assert!(
+                        (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                        "row {row} spec {s}: {a} vs {b}"
+                    ),
                     (a, b) => assert_eq!(a, b, "row {row} spec {s}"),
                 }
             }
@@ -311,9 +354,14 @@ mod tests {
     fn out_of_order_is_an_error_not_a_panic() {
         let mut w = KeyedWindows::new(plan());
         let ones = [1.0, 1.0];
-        let col = InputColumn { values: &ones, validity: None };
+        let col = InputColumn {
+            values: &ones,
+            validity: None,
+        };
         let mut out = FeatureOutput::new(5, 2);
-        let err = w.process(&[b"k", b"k"], &[10, 5], &[col, col], &[0, 1], &mut out).unwrap_err();
+        let err = w
+            .process(&[b"k", b"k"], &[10, 5], &[col, col], &[0, 1], &mut out)
+            .unwrap_err();
         assert!(matches!(err, KernelError::OutOfOrder { .. }));
     }
 
@@ -321,9 +369,19 @@ mod tests {
     fn snapshot_restores_per_key() {
         let mut w = KeyedWindows::new(plan());
         let vals = [1.0, 2.0, 3.0];
-        let col = InputColumn { values: &vals, validity: None };
+        let col = InputColumn {
+            values: &vals,
+            validity: None,
+        };
         let mut out = FeatureOutput::new(5, 3);
-        w.process(&[b"a", b"b", b"a"], &[1, 2, 3], &[col, col], &[0, 1, 2], &mut out).unwrap();
+        w.process(
+            &[b"a", b"b", b"a"],
+            &[1, 2, 3],
+            &[col, col],
+            &[0, 1, 2],
+            &mut out,
+        )
+        .unwrap();
         let snap = w.snapshot(|k| k == b"a");
         assert_eq!(snap.keys.len(), 1);
         let mut restored = KeyedWindows::new(plan());
@@ -331,9 +389,14 @@ mod tests {
         let mut a = FeatureOutput::new(5, 1);
         let mut b = FeatureOutput::new(5, 1);
         let v = [4.0];
-        let c = InputColumn { values: &v, validity: None };
+        let c = InputColumn {
+            values: &v,
+            validity: None,
+        };
         w.process(&[b"a"], &[4], &[c, c], &[0], &mut a).unwrap();
-        restored.process(&[b"a"], &[4], &[c, c], &[0], &mut b).unwrap();
+        restored
+            .process(&[b"a"], &[4], &[c, c], &[0], &mut b)
+            .unwrap();
         assert_eq!(a, b);
         assert_eq!(a.values[1][0], 8.0);
     }

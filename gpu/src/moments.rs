@@ -98,7 +98,9 @@ mod tests {
 
     #[test]
     fn matches_two_pass_variance() {
-        let xs: Vec<f64> = (0..500).map(|i| 100.0 + ((i * 37) % 101) as f64 * 0.01).collect();
+        let xs: Vec<f64> = (0..500)
+            .map(|i| 100.0 + ((i * 37) % 101) as f64 * 0.01)
+            .collect();
         let mut m = Moments::default();
         for &x in &xs {
             m.add(x);

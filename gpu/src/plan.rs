@@ -144,10 +144,26 @@ mod tests {
     fn groups_share_frames_and_moments() {
         let r = Frame::Range { width_micros: 60 };
         let specs = vec![
-            WindowSpec { kind: AggKind::Sum, input: 0, frame: r },
-            WindowSpec { kind: AggKind::Avg, input: 0, frame: r },
-            WindowSpec { kind: AggKind::Max, input: 0, frame: r },
-            WindowSpec { kind: AggKind::Count, input: 1, frame: Frame::Unbounded },
+            WindowSpec {
+                kind: AggKind::Sum,
+                input: 0,
+                frame: r,
+            },
+            WindowSpec {
+                kind: AggKind::Avg,
+                input: 0,
+                frame: r,
+            },
+            WindowSpec {
+                kind: AggKind::Max,
+                input: 0,
+                frame: r,
+            },
+            WindowSpec {
+                kind: AggKind::Count,
+                input: 1,
+                frame: Frame::Unbounded,
+            },
         ];
         let plan = WindowPlan::new(specs, 2).unwrap();
         assert_eq!(plan.groups.len(), 2);
@@ -156,6 +172,14 @@ mod tests {
         assert_eq!(plan.outputs[2], (0, Slot::Max(0)));
         assert_eq!(plan.longest_range_micros(), Some(60));
         assert!(plan.has_unbounded());
-        assert!(WindowPlan::new(vec![WindowSpec { kind: AggKind::Sum, input: 3, frame: r }], 2).is_err());
+        assert!(WindowPlan::new(
+            vec![WindowSpec {
+                kind: AggKind::Sum,
+                input: 3,
+                frame: r
+            }],
+            2
+        )
+        .is_err());
     }
 }

@@ -66,14 +66,26 @@ pub fn sorted(batch: &RecordBatch, by: &[&str]) -> RecordBatch {
 
 fn as_strings(array: &ArrayRef) -> Vec<Option<String>> {
     let s = cast(array, &DataType::Utf8).expect("cast to string");
-    s.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect()
+    s.as_string::<i32>()
+        .iter()
+        .map(|v| v.map(str::to_string))
+        .collect()
 }
 
 /// Asserts two feature-row batches are equal after sorting by `by`: same columns (by name),
 /// same row count, exact equality except floats, which may differ by 1e-9 relative (absolute
 /// below 1). Returns the number of values compared.
-pub fn assert_same_features(ours: &RecordBatch, reference: &RecordBatch, by: &[&str], what: &str) -> usize {
-    assert_eq!(ours.num_rows(), reference.num_rows(), "{what}: row counts differ");
+pub fn assert_same_features(
+    ours: &RecordBatch,
+    reference: &RecordBatch,
+    by: &[&str],
+    what: &str,
+) -> usize {
+    assert_eq!(
+        ours.num_rows(),
+        reference.num_rows(),
+        "{what}: row counts differ"
+    );
     let ours = sorted(ours, by);
     let reference = sorted(reference, by);
     let mut compared = 0;
@@ -86,7 +98,10 @@ pub fn assert_same_features(ours: &RecordBatch, reference: &RecordBatch, by: &[&
         if matches!(field.data_type(), DataType::Float64 | DataType::Float32) {
             let a = cast(mine, &DataType::Float64).expect("f64");
             let b = cast(theirs, &DataType::Float64).expect("f64");
-            let (a, b) = (a.as_primitive::<Float64Type>(), b.as_primitive::<Float64Type>());
+            let (a, b) = (
+                a.as_primitive::<Float64Type>(),
+                b.as_primitive::<Float64Type>(),
+            );
             for row in 0..a.len() {
                 match (a.is_valid(row), b.is_valid(row)) {
                     (true, true) => {
@@ -98,14 +113,24 @@ pub fn assert_same_features(ours: &RecordBatch, reference: &RecordBatch, by: &[&
                             row_text(&ours, row)
                         );
                     }
-                    (va, vb) => assert_eq!(va, vb, "{what}: `{name}` row {row} nullness differs: {:?}", row_text(&ours, row)),
+                    (va, vb) => assert_eq!(
+                        va,
+                        vb,
+                        "{what}: `{name}` row {row} nullness differs: {:?}",
+                        row_text(&ours, row)
+                    ),
                 }
                 compared += 1;
             }
         } else {
             let (a, b) = (as_strings(mine), as_strings(theirs));
             for row in 0..a.len() {
-                assert_eq!(a[row], b[row], "{what}: `{name}` row {row}: {:?}", row_text(&ours, row));
+                assert_eq!(
+                    a[row],
+                    b[row],
+                    "{what}: `{name}` row {row}: {:?}",
+                    row_text(&ours, row)
+                );
                 compared += 1;
             }
         }

@@ -58,7 +58,9 @@ async fn execute(dir: &Path, location: &str, lateness: &str, is_backfill: bool) 
         ..RunOptions::default()
     };
     if is_backfill {
-        backfill(pipeline, options).await.expect("backfill completes")
+        backfill(pipeline, options)
+            .await
+            .expect("backfill completes")
     } else {
         run(pipeline, options).await.expect("run completes")
     }
@@ -68,7 +70,12 @@ async fn execute(dir: &Path, location: &str, lateness: &str, is_backfill: bool) 
 fn reasons(letters: &[Value]) -> Vec<(String, u64)> {
     let mut v: Vec<(String, u64)> = letters
         .iter()
-        .map(|l| (l["reason"].as_str().unwrap_or("").to_string(), l["offset"].as_u64().unwrap_or(0)))
+        .map(|l| {
+            (
+                l["reason"].as_str().unwrap_or("").to_string(),
+                l["offset"].as_u64().unwrap_or(0),
+            )
+        })
         .collect();
     v.sort_by_key(|(_, o)| *o);
     v
@@ -115,11 +122,20 @@ async fn ndjson_bad_records_become_dead_letters_with_line_numbers() {
         "{letters:#?}"
     );
     for l in &letters {
-        assert!(l["partition"].as_str().unwrap_or("").ends_with("tx.ndjson"), "{l}");
+        assert!(
+            l["partition"].as_str().unwrap_or("").ends_with("tx.ndjson"),
+            "{l}"
+        );
         assert!(!l["detail"].as_str().unwrap_or("").is_empty(), "{l}");
     }
-    let wrong = letters.iter().find(|l| l["reason"] == "wrong_type").expect("wrong_type");
-    assert!(wrong["detail"].as_str().unwrap_or("").contains("amount"), "{wrong}");
+    let wrong = letters
+        .iter()
+        .find(|l| l["reason"] == "wrong_type")
+        .expect("wrong_type");
+    assert!(
+        wrong["detail"].as_str().unwrap_or("").contains("amount"),
+        "{wrong}"
+    );
     assert_eq!(summary.events, 11, "blank lines are not events");
     assert_eq!(summary.late, 1);
     assert_eq!(summary.dead_letter_total(), 8);
@@ -143,13 +159,22 @@ async fn csv_bad_records_become_dead_letters_in_run_and_backfill() {
         std::fs::write(&file, csv).expect("write");
         let summary = execute(dir.path(), file.to_str().expect("utf8"), "0s", is_backfill).await;
         let got = reasons(&dead_letters(&summary));
-        let by_reason: BTreeMap<&str, Vec<u64>> = got.iter().fold(BTreeMap::new(), |mut m, (r, o)| {
-            m.entry(r.as_str()).or_default().push(*o);
-            m
-        });
+        let by_reason: BTreeMap<&str, Vec<u64>> =
+            got.iter().fold(BTreeMap::new(), |mut m, (r, o)| {
+                m.entry(r.as_str()).or_default().push(*o);
+                m
+            });
         assert_eq!(by_reason.get("wrong_type"), Some(&vec![3]), "{got:?}");
-        assert_eq!(by_reason.get("missing_event_time"), Some(&vec![4]), "{got:?}");
-        assert_eq!(by_reason.get("invalid_event_time"), Some(&vec![5]), "{got:?}");
+        assert_eq!(
+            by_reason.get("missing_event_time"),
+            Some(&vec![4]),
+            "{got:?}"
+        );
+        assert_eq!(
+            by_reason.get("invalid_event_time"),
+            Some(&vec![5]),
+            "{got:?}"
+        );
         assert_eq!(by_reason.get("malformed_record"), Some(&vec![6]), "{got:?}");
         assert_eq!(by_reason.get("missing_field"), Some(&vec![7]), "{got:?}");
         assert_eq!(read_view(&dir.path().join("out/card")).num_rows(), 2);
@@ -159,13 +184,21 @@ async fn csv_bad_records_become_dead_letters_in_run_and_backfill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_input_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = write_files(dir.path(), &[("p.yaml", &config("/nonexistent/quiver/*.ndjson", "0s"))]);
+    let path = write_files(
+        dir.path(),
+        &[("p.yaml", &config("/nonexistent/quiver/*.ndjson", "0s"))],
+    );
     let pipeline = CompiledPipeline::compile(LoadedConfig::load(&path).expect("config"))
         .await
         .expect("compiles");
-    let err = run(pipeline, RunOptions { output: Some(dir.path().join("out")), ..RunOptions::default() })
-        .await
-        .err()
-        .expect("fails");
+    let err = run(
+        pipeline,
+        RunOptions {
+            output: Some(dir.path().join("out")),
+            ..RunOptions::default()
+        },
+    )
+    .await
+    .expect_err("fails");
     assert!(err.to_string().contains("/nonexistent/quiver"), "{err}");
 }

@@ -37,7 +37,10 @@ async fn view_error(view: &str) -> String {
 #[tokio::test]
 async fn a_good_pipeline_validates_and_describes_itself() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = write_files(dir.path(), &[("pipeline.yaml", BASE), ("card.sql", GOOD_VIEW)]);
+    let path = write_files(
+        dir.path(),
+        &[("pipeline.yaml", BASE), ("card.sql", GOOD_VIEW)],
+    );
     let report = validate(&path).await.expect("valid");
     let text = report.lines.join("\n");
     assert!(text.contains("view card keyed by"), "{text}");
@@ -47,7 +50,9 @@ async fn a_good_pipeline_validates_and_describes_itself() {
 #[tokio::test]
 async fn the_demo_config_validates() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/fraud-demo.yaml");
-    validate(&root).await.expect("configs/fraud-demo.yaml is valid");
+    validate(&root)
+        .await
+        .expect("configs/fraud-demo.yaml is valid");
 }
 
 #[tokio::test]
@@ -85,7 +90,9 @@ async fn missing_data_files_are_reported() {
 
 #[tokio::test]
 async fn sql_syntax_error_has_line_and_column() {
-    let e = view_error("SELECT card_id,\n  count(* OVER (PARTITION BY card_id)\nFROM transactions_raw").await;
+    let e =
+        view_error("SELECT card_id,\n  count(* OVER (PARTITION BY card_id)\nFROM transactions_raw")
+            .await;
     assert!(e.contains("card.sql:2:"), "{e}");
     assert!(e.contains("error:"), "{e}");
 }
@@ -93,7 +100,7 @@ async fn sql_syntax_error_has_line_and_column() {
 #[tokio::test]
 async fn unknown_column_is_located() {
     let e = view_error(&GOOD_VIEW.replace("PARTITION BY card_id", "PARTITION BY card_idd")).await;
-    assert!(e.contains("card.sql:2:29"), "{e}");
+    assert!(e.contains("card.sql:2:31"), "{e}");
     assert!(e.contains("card_idd"), "{e}");
 }
 
@@ -106,8 +113,12 @@ async fn unknown_stream_lists_known_streams() {
 
 #[tokio::test]
 async fn rows_frames_are_refused_with_the_range_form() {
-    let e = view_error(&GOOD_VIEW.replace("RANGE BETWEEN INTERVAL '10 minutes' PRECEDING", "ROWS BETWEEN 10 PRECEDING")).await;
-    assert!(e.contains("card.sql:4:"), "located at the alias: {e}");
+    let e = view_error(&GOOD_VIEW.replace(
+        "RANGE BETWEEN INTERVAL '10 minutes' PRECEDING",
+        "ROWS BETWEEN 10 PRECEDING",
+    ))
+    .await;
+    assert!(e.contains("card.sql:3:51"), "located at the alias: {e}");
     assert!(e.contains("ROWS frames"), "{e}");
     assert!(e.contains("help: write `RANGE BETWEEN INTERVAL"), "{e}");
 }
@@ -122,12 +133,16 @@ async fn month_intervals_are_refused() {
 #[tokio::test]
 async fn windows_longer_than_30_days_are_refused() {
     let e = view_error(&GOOD_VIEW.replace("'10 minutes'", "'31 days'")).await;
-    assert!(e.contains("exceeds the longest supported window of 30 days"), "{e}");
+    assert!(
+        e.contains("exceeds the longest supported window of 30 days"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
 async fn following_frames_are_refused() {
-    let e = view_error(&GOOD_VIEW.replace("AND CURRENT ROW", "AND INTERVAL '1 minute' FOLLOWING")).await;
+    let e = view_error(&GOOD_VIEW.replace("AND CURRENT ROW", "AND INTERVAL '1 minute' FOLLOWING"))
+        .await;
     assert!(e.contains("must end at the current event"), "{e}");
 }
 
@@ -147,7 +162,17 @@ FROM transactions_raw";
 #[tokio::test]
 async fn windows_must_be_ordered_by_event_time() {
     let e = view_error(&GOOD_VIEW.replace("ORDER BY event_time", "ORDER BY amount")).await;
-    assert!(e.contains("not by the event-time column `event_time`"), "{e}");
+    assert!(e.contains("card.sql:3:29"), "{e}");
+    assert!(e.contains("ordered by the event-time column"), "{e}");
+    let e = view_error(&GOOD_VIEW.replace(
+        "ORDER BY event_time\n    RANGE BETWEEN INTERVAL '10 minutes' PRECEDING",
+        "ORDER BY txn_id\n    RANGE BETWEEN 10 PRECEDING",
+    ))
+    .await;
+    assert!(
+        e.contains("not by the event-time column `event_time`"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -179,9 +204,13 @@ async fn several_problems_are_reported_together() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write_files(
         dir.path(),
-        &[("pipeline.yaml", &yaml), ("card.sql", "SELEC 1"), ("other.sql", "SELECT nope FROM transactions_raw")],
+        &[
+            ("pipeline.yaml", &yaml),
+            ("card.sql", "SELEC 1"),
+            ("other.sql", "SELECT nope FROM transactions_raw"),
+        ],
     );
-    let e = validate(&path).await.err().expect("invalid").to_string();
+    let e = validate(&path).await.expect_err("invalid").to_string();
     assert!(e.contains("card.sql:1:1"), "{e}");
     assert!(e.contains("other.sql:1:8"), "{e}");
 }

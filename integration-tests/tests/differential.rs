@@ -94,7 +94,9 @@ async fn compile(dir: &Path, datagen: &DatagenConfig, max_lateness_ms: u64) -> C
         ],
     );
     let loaded = LoadedConfig::load(&config).expect("config loads");
-    CompiledPipeline::compile(loaded).await.expect("pipeline compiles")
+    CompiledPipeline::compile(loaded)
+        .await
+        .expect("pipeline compiles")
 }
 
 /// DataFusion's answer for both views over the generated events minus `excluded` txn ids.
@@ -102,18 +104,33 @@ async fn reference(datagen: &DatagenConfig, excluded: &HashSet<i64>) -> (RecordB
     let schema = datagen_schema().arrow_schema();
     let mut batches = Vec::new();
     for b in Datagen::new(datagen.clone()).expect("datagen") {
-        let ids = b.batch.column_by_name("txn_id").expect("txn_id").as_primitive::<Int64Type>().clone();
-        let keep: arrow::array::BooleanArray = ids.iter().map(|id| Some(!excluded.contains(&id.unwrap_or(-1)))).collect();
+        let ids = b
+            .batch
+            .column_by_name("txn_id")
+            .expect("txn_id")
+            .as_primitive::<Int64Type>()
+            .clone();
+        let keep: arrow::array::BooleanArray = ids
+            .iter()
+            .map(|id| Some(!excluded.contains(&id.unwrap_or(-1))))
+            .collect();
         batches.push(filter_record_batch(&b.batch, &keep).expect("filter"));
     }
     let raw = vec![("transactions_raw".to_string(), schema.clone(), batches)];
-    let transformed = batch_query(TRANSFORM, &raw).await.expect("reference transform");
-    let tschema = transformed.first().map(|b| b.schema()).unwrap_or_else(|| {
-        std::sync::Arc::new(arrow::datatypes::Schema::empty())
-    });
+    let transformed = batch_query(TRANSFORM, &raw)
+        .await
+        .expect("reference transform");
+    let tschema = transformed
+        .first()
+        .map(|b| b.schema())
+        .unwrap_or_else(|| std::sync::Arc::new(arrow::datatypes::Schema::empty()));
     let tables = vec![("transactions".to_string(), tschema.clone(), transformed)];
-    let card = batch_query(CARD_VIEW, &tables).await.expect("reference card view");
-    let merchant = batch_query(MERCHANT_VIEW, &tables).await.expect("reference merchant view");
+    let card = batch_query(CARD_VIEW, &tables)
+        .await
+        .expect("reference card view");
+    let merchant = batch_query(MERCHANT_VIEW, &tables)
+        .await
+        .expect("reference merchant view");
     let concat = |bs: Vec<RecordBatch>| {
         let s = bs[0].schema();
         arrow::compute::concat_batches(&s, &bs).expect("concat")
@@ -139,7 +156,9 @@ fn late_ids(summary: &RunSummary) -> HashSet<i64> {
 async fn check(datagen: DatagenConfig, max_lateness_ms: u64, expect_late: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     for is_backfill in [false, true] {
-        let out = dir.path().join(if is_backfill { "backfill" } else { "run" });
+        let out = dir
+            .path()
+            .join(if is_backfill { "backfill" } else { "run" });
         let pipeline = compile(dir.path(), &datagen, max_lateness_ms).await;
         let options = RunOptions {
             output: Some(out.clone()),
@@ -152,16 +171,38 @@ async fn check(datagen: DatagenConfig, max_lateness_ms: u64, expect_late: bool) 
         };
         let mode = if is_backfill { "backfill" } else { "run" };
         let late = late_ids(&summary);
-        assert_eq!(late.len() as u64, summary.late, "{mode}: late count matches dead letters");
+        assert_eq!(
+            late.len() as u64,
+            summary.late,
+            "{mode}: late count matches dead letters"
+        );
         if !is_backfill {
-            assert_eq!(!late.is_empty(), expect_late, "{mode}: late events expected = {expect_late}, got {}", late.len());
+            assert_eq!(
+                !late.is_empty(),
+                expect_late,
+                "{mode}: late events expected = {expect_late}, got {}",
+                late.len()
+            );
         }
-        assert_eq!(summary.events, datagen.events, "{mode}: every generated event is counted");
+        assert_eq!(
+            summary.events, datagen.events,
+            "{mode}: every generated event is counted"
+        );
         let (card_ref, merchant_ref) = reference(&datagen, &late).await;
         let what = format!("{mode} seed {} card view", datagen.seed);
-        let n = assert_same_features(&read_view(&out.join("card_features")), &card_ref, &["card_id", "event_time", "txn_id"], &what);
+        let n = assert_same_features(
+            &read_view(&out.join("card_features")),
+            &card_ref,
+            &["card_id", "event_time", "txn_id"],
+            &what,
+        );
         let what = format!("{mode} seed {} merchant view", datagen.seed);
-        assert_same_features(&read_view(&out.join("merchant_features")), &merchant_ref, &["merchant_id", "country", "event_time", "txn_id"], &what);
+        assert_same_features(
+            &read_view(&out.join("merchant_features")),
+            &merchant_ref,
+            &["merchant_id", "country", "event_time", "txn_id"],
+            &what,
+        );
         assert!(n > 0 || datagen.events == 0);
     }
 }
@@ -217,13 +258,35 @@ async fn late_events_are_dead_lettered_and_never_change_results() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_event_and_empty_inputs() {
-    check(DatagenConfig { events: 1, ..small(7) }, 1_000, false).await;
+    check(
+        DatagenConfig {
+            events: 1,
+            ..small(7)
+        },
+        1_000,
+        false,
+    )
+    .await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let pipeline = compile(dir.path(), &DatagenConfig { events: 0, ..small(8) }, 1_000).await;
+    let pipeline = compile(
+        dir.path(),
+        &DatagenConfig {
+            events: 0,
+            ..small(8)
+        },
+        1_000,
+    )
+    .await;
     let out = dir.path().join("out");
-    let summary = run(pipeline, RunOptions { output: Some(out.clone()), ..RunOptions::default() })
-        .await
-        .expect("empty run");
+    let summary = run(
+        pipeline,
+        RunOptions {
+            output: Some(out.clone()),
+            ..RunOptions::default()
+        },
+    )
+    .await
+    .expect("empty run");
     assert_eq!(summary.events, 0);
     assert_eq!(summary.views[0].rows, 0);
 }

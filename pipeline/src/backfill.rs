@@ -16,7 +16,10 @@ use arrow::compute::concat_batches;
 use std::time::{Duration, Instant};
 
 /// Computes every view over the whole source and writes the feature rows.
-pub async fn backfill(mut pipeline: CompiledPipeline, options: RunOptions) -> Result<RunSummary, JobError> {
+pub async fn backfill(
+    mut pipeline: CompiledPipeline,
+    options: RunOptions,
+) -> Result<RunSummary, JobError> {
     let started = Instant::now();
     let mut source = start(&pipeline, &options.source).await?;
     let mut outputs = Outputs::open(&pipeline, options.output.clone())?;
@@ -55,7 +58,11 @@ pub async fn backfill(mut pipeline: CompiledPipeline, options: RunOptions) -> Re
     drop(batches);
     let accepted = all.num_rows() as u64;
     let views = std::mem::take(&mut pipeline.views);
-    let compute_bar = events_bar(Some(accepted * views.len() as u64), options.progress, "features");
+    let compute_bar = events_bar(
+        Some(accepted * views.len() as u64),
+        options.progress,
+        "features",
+    );
     let step = Instant::now();
     let tasks: Vec<_> = views
         .into_iter()

@@ -35,7 +35,8 @@ impl CompiledPipeline {
     /// Compiles everything; on failure returns every problem found, not just the first.
     pub async fn compile(loaded: LoadedConfig) -> Result<Self, JobError> {
         let c = &loaded.config;
-        let cfg_err = |key: &str, m: String| ConfigError::at_key(&loaded.path, &loaded.text, key, m);
+        let cfg_err =
+            |key: &str, m: String| ConfigError::at_key(&loaded.path, &loaded.text, key, m);
         let event_time = c.event_time.column.clone();
         let source_schema = match (&c.source.datagen, &c.source.files) {
             (Some(_), _) => datagen_schema(),
@@ -90,24 +91,36 @@ impl CompiledPipeline {
             match feature_stream_schema.field_with_name(&event_time) {
                 Ok(f) if is_timestamp(f.data_type()) => {}
                 Ok(f) => problems.push(
-                    cfg_err("column", format!("event-time column `{event_time}` has type {}, not a timestamp", f.data_type()))
-                        .with_help("declare it as `type: timestamp` or CAST it in a transform")
-                        .into(),
+                    cfg_err(
+                        "column",
+                        format!(
+                            "event-time column `{event_time}` has type {}, not a timestamp",
+                            f.data_type()
+                        ),
+                    )
+                    .with_help("declare it as `type: timestamp` or CAST it in a transform")
+                    .into(),
                 ),
                 Err(_) => problems.push(
-                    cfg_err("column", format!("event-time column `{event_time}` is not in stream `{}`", loaded.feature_stream()))
-                        .with_help(format!(
-                            "columns of `{}`: {}",
-                            loaded.feature_stream(),
-                            feature_stream_schema
-                                .fields()
-                                .iter()
-                                .filter(|f| f.name() != OFFSET_COLUMN)
-                                .map(|f| f.name().as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ))
-                        .into(),
+                    cfg_err(
+                        "column",
+                        format!(
+                            "event-time column `{event_time}` is not in stream `{}`",
+                            loaded.feature_stream()
+                        ),
+                    )
+                    .with_help(format!(
+                        "columns of `{}`: {}",
+                        loaded.feature_stream(),
+                        feature_stream_schema
+                            .fields()
+                            .iter()
+                            .filter(|f| f.name() != OFFSET_COLUMN)
+                            .map(|f| f.name().as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                    .into(),
                 ),
             }
         }

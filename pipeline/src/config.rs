@@ -146,7 +146,11 @@ impl ConfigError {
     pub fn at_key(file: &Path, text: &str, key: &str, message: impl Into<String>) -> Self {
         let line = text
             .lines()
-            .position(|l| l.trim_start().trim_start_matches("- ").starts_with(&format!("{key}:")))
+            .position(|l| {
+                l.trim_start()
+                    .trim_start_matches("- ")
+                    .starts_with(&format!("{key}:"))
+            })
             .map(|i| i + 1);
         ConfigError {
             file: file.display().to_string(),
@@ -183,7 +187,9 @@ impl LoadedConfig {
             line: None,
             column: None,
             message: format!("cannot read config: {e}"),
-            help: Some("pass the path of a pipeline YAML file, e.g. configs/fraud-demo.yaml".into()),
+            help: Some(
+                "pass the path of a pipeline YAML file, e.g. configs/fraud-demo.yaml".into(),
+            ),
         })?;
         Self::parse(path, text)
     }
@@ -197,7 +203,10 @@ impl LoadedConfig {
                 None => message,
             };
             let help = if message.contains("unknown field") {
-                Some("remove the key or fix its spelling; the accepted keys are listed above".to_string())
+                Some(
+                    "remove the key or fix its spelling; the accepted keys are listed above"
+                        .to_string(),
+                )
             } else {
                 None
             };
@@ -241,14 +250,20 @@ impl LoadedConfig {
             }
         }
         if c.views.is_empty() {
-            return Err(err("views", "the pipeline has no feature views".into())
-                .with_help("add `views: [{name: card_features, file: features/card_features.sql}]`"));
+            return Err(
+                err("views", "the pipeline has no feature views".into()).with_help(
+                    "add `views: [{name: card_features, file: features/card_features.sql}]`",
+                ),
+            );
         }
         let mut names = vec![c.source.name.as_str()];
         for step in c.transforms.iter().chain(&c.views) {
             match (&step.sql, &step.file) {
                 (Some(_), Some(_)) | (None, None) => {
-                    return Err(err("name", format!("`{}` needs exactly one of `sql` or `file`", step.name)))
+                    return Err(err(
+                        "name",
+                        format!("`{}` needs exactly one of `sql` or `file`", step.name),
+                    ))
                 }
                 _ => {}
             }
@@ -259,7 +274,10 @@ impl LoadedConfig {
             names.push(&step.name);
         }
         if c.output.rows_per_file == 0 {
-            return Err(err("rows_per_file", "rows_per_file must be at least 1".into()));
+            return Err(err(
+                "rows_per_file",
+                "rows_per_file must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -267,7 +285,10 @@ impl LoadedConfig {
     /// The SQL text of a step and the name to report errors against.
     pub fn step_sql(&self, step: &SqlStep) -> Result<(String, String), ConfigError> {
         match (&step.sql, &step.file) {
-            (Some(sql), _) => Ok((sql.clone(), format!("{}#{}", self.path.display(), step.name))),
+            (Some(sql), _) => Ok((
+                sql.clone(),
+                format!("{}#{}", self.path.display(), step.name),
+            )),
             (None, Some(file)) => {
                 let path = self.path.parent().unwrap_or(Path::new(".")).join(file);
                 let sql = std::fs::read_to_string(&path).map_err(|e| {
@@ -275,13 +296,22 @@ impl LoadedConfig {
                         &self.path,
                         &self.text,
                         "file",
-                        format!("cannot read SQL file `{}` of `{}`: {e}", path.display(), step.name),
+                        format!(
+                            "cannot read SQL file `{}` of `{}`: {e}",
+                            path.display(),
+                            step.name
+                        ),
                     )
                     .with_help("SQL file paths are relative to the config file's directory")
                 })?;
                 Ok((sql, path.display().to_string()))
             }
-            (None, None) => Err(ConfigError::at_key(&self.path, &self.text, "name", format!("`{}` has no SQL", step.name))),
+            (None, None) => Err(ConfigError::at_key(
+                &self.path,
+                &self.text,
+                "name",
+                format!("`{}` has no SQL", step.name),
+            )),
         }
     }
 
@@ -353,7 +383,10 @@ mod tests {
 
     #[test]
     fn two_sources_are_refused() {
-        let text = GOOD.replace("  datagen: {events: 10}", "  datagen: {events: 10}\n  files: {location: x, schema: []}");
+        let text = GOOD.replace(
+            "  datagen: {events: 10}",
+            "  datagen: {events: 10}\n  files: {location: x, schema: []}",
+        );
         let e = LoadedConfig::parse(Path::new("p.yaml"), text).unwrap_err();
         assert!(e.message.contains("both"), "{e}");
         assert_eq!(e.line, Some(2));

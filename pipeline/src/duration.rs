@@ -29,9 +29,9 @@ impl Duration {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(t.len());
         let (number, unit) = t.split_at(split);
-        let value: f64 = number
-            .parse()
-            .map_err(|_| format!("`{text}` is not a duration: expected e.g. `30s`, `5 minutes`, `1h`"))?;
+        let value: f64 = number.parse().map_err(|_| {
+            format!("`{text}` is not a duration: expected e.g. `30s`, `5 minutes`, `1h`")
+        })?;
         let unit_micros: f64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" if value == 0.0 => 0.0,
             "us" | "µs" | "micros" | "microsecond" | "microseconds" => 1.0,
@@ -80,7 +80,9 @@ impl<'de> Deserialize<'de> for Duration {
                 if v == 0 {
                     Ok(Duration::default())
                 } else {
-                    Err(E::custom(format!("`{v}` has no unit: write e.g. `{v}s` or `{v}ms`")))
+                    Err(E::custom(format!(
+                        "`{v}` has no unit: write e.g. `{v}s` or `{v}ms`"
+                    )))
                 }
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
@@ -98,10 +100,15 @@ mod tests {
     #[test]
     fn parses_units() {
         assert_eq!(Duration::parse("10s").unwrap().as_micros(), 10_000_000);
-        assert_eq!(Duration::parse("5 minutes").unwrap().as_micros(), 300_000_000);
+        assert_eq!(
+            Duration::parse("5 minutes").unwrap().as_micros(),
+            300_000_000
+        );
         assert_eq!(Duration::parse("250ms").unwrap().as_micros(), 250_000);
         assert_eq!(Duration::parse("0").unwrap().as_micros(), 0);
-        assert!(Duration::parse("10 fortnights").unwrap_err().contains("unknown unit"));
+        assert!(Duration::parse("10 fortnights")
+            .unwrap_err()
+            .contains("unknown unit"));
         assert!(Duration::parse("ten s").is_err());
     }
 }

@@ -24,11 +24,19 @@ pub struct Ingested {
 }
 
 /// Runs the transforms over a source batch and checks event times.
-pub async fn ingest(pipeline: &CompiledPipeline, source: SourceBatch) -> Result<Ingested, JobError> {
+pub async fn ingest(
+    pipeline: &CompiledPipeline,
+    source: SourceBatch,
+) -> Result<Ingested, JobError> {
     let mut columns: Vec<ArrayRef> = source.batch.columns().to_vec();
     columns.push(Arc::new(UInt64Array::from(source.offsets)));
     let mut batch = RecordBatch::try_new(Arc::clone(&pipeline.source_stream_schema), columns)
-        .map_err(|e| JobError::Other(format!("source batch from `{}` does not match the declared schema: {e}", source.partition)))?;
+        .map_err(|e| {
+            JobError::Other(format!(
+                "source batch from `{}` does not match the declared schema: {e}",
+                source.partition
+            ))
+        })?;
     let mut dead_letters = Vec::new();
     for transform in &pipeline.transforms {
         let out = transform.apply(batch.clone()).await?;

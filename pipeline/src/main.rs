@@ -72,7 +72,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -134,7 +137,10 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
 
 fn generate(out: &Path, events: u64, seed: u64, from: Option<&Path>) -> anyhow::Result<()> {
     let format = FileFormat::from_path(&out.to_string_lossy()).with_context(|| {
-        format!("cannot tell the format of `{}`: use .parquet, .ndjson or .csv", out.display())
+        format!(
+            "cannot tell the format of `{}`: use .parquet, .ndjson or .csv",
+            out.display()
+        )
     })?;
     let mut config = match from {
         Some(path) => LoadedConfig::load(path)?

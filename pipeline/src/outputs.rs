@@ -37,7 +37,10 @@ impl Outputs {
         // A run replaces the previous run's dead letters, like its feature rows.
         if dead_letter_path.exists() {
             std::fs::remove_file(&dead_letter_path).map_err(|e| {
-                JobError::Other(format!("cannot replace `{}`: {e}", dead_letter_path.display()))
+                JobError::Other(format!(
+                    "cannot replace `{}`: {e}",
+                    dead_letter_path.display()
+                ))
             })?;
         }
         Ok(Outputs {

@@ -53,7 +53,12 @@ impl ReorderBuffer {
         let min = times.iter().copied().min().unwrap_or(i64::MAX);
         let max = times.iter().copied().max().unwrap_or(i64::MIN);
         self.rows += batch.num_rows();
-        self.pending.push(Pending { batch, times, min, max });
+        self.pending.push(Pending {
+            batch,
+            times,
+            min,
+            max,
+        });
     }
 
     /// Removes and returns every row with time older than `watermark`.
@@ -69,10 +74,20 @@ impl ReorderBuffer {
                 let ready: BooleanArray = p.times.iter().map(|&t| Some(t < watermark)).collect();
                 let later: BooleanArray = p.times.iter().map(|&t| Some(t >= watermark)).collect();
                 out.push(filter_record_batch(&p.batch, &ready)?);
-                let times: Vec<i64> = p.times.iter().copied().filter(|&t| t >= watermark).collect();
+                let times: Vec<i64> = p
+                    .times
+                    .iter()
+                    .copied()
+                    .filter(|&t| t >= watermark)
+                    .collect();
                 let batch = filter_record_batch(&p.batch, &later)?;
                 let min = times.iter().copied().min().unwrap_or(i64::MAX);
-                keep.push(Pending { batch, times, min, max: p.max });
+                keep.push(Pending {
+                    batch,
+                    times,
+                    min,
+                    max: p.max,
+                });
             }
         }
         self.pending = keep;
@@ -90,7 +105,9 @@ impl ReorderBuffer {
             return Ok(None);
         }
         let batch = if out.len() == 1 {
-            out.into_iter().next().unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone()))
+            out.into_iter()
+                .next()
+                .unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone()))
         } else {
             concat_batches(&self.schema, &out)?
         };

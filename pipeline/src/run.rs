@@ -34,7 +34,10 @@ pub struct RunOptions {
 const EXPIRE_EVERY_EVENTS: u64 = 256 * 1024;
 
 /// Runs the pipeline over its source until the source ends.
-pub async fn run(mut pipeline: CompiledPipeline, options: RunOptions) -> Result<RunSummary, JobError> {
+pub async fn run(
+    mut pipeline: CompiledPipeline,
+    options: RunOptions,
+) -> Result<RunSummary, JobError> {
     let started = Instant::now();
     let mut source = start(&pipeline, &options.source).await?;
     let mut outputs = Outputs::open(&pipeline, options.output.clone())?;
@@ -92,8 +95,14 @@ pub async fn run(mut pipeline: CompiledPipeline, options: RunOptions) -> Result<
                         .collect();
                     outputs.write_dead_letters(&late)?;
                     let keep: BooleanArray = on_time.iter().map(|&ok| Some(ok)).collect();
-                    batch = filter_record_batch(&batch, &keep).map_err(|e| JobError::Other(e.to_string()))?;
-                    times = times.into_iter().zip(&on_time).filter(|(_, ok)| **ok).map(|(t, _)| t).collect();
+                    batch = filter_record_batch(&batch, &keep)
+                        .map_err(|e| JobError::Other(e.to_string()))?;
+                    times = times
+                        .into_iter()
+                        .zip(&on_time)
+                        .filter(|(_, ok)| **ok)
+                        .map(|(t, _)| t)
+                        .collect();
                 }
                 accepted += batch.num_rows() as u64;
                 reorder.push(batch, times);
@@ -117,7 +126,10 @@ pub async fn run(mut pipeline: CompiledPipeline, options: RunOptions) -> Result<
         }
     }
     // The source ended: every buffered event is final.
-    if let Some(rest) = reorder.drain().map_err(|e| JobError::Other(e.to_string()))? {
+    if let Some(rest) = reorder
+        .drain()
+        .map_err(|e| JobError::Other(e.to_string()))?
+    {
         engine += emit(&mut operators, &mut outputs, rest).await?;
     }
     bar.finish_and_clear();
@@ -140,7 +152,11 @@ pub async fn run(mut pipeline: CompiledPipeline, options: RunOptions) -> Result<
 }
 
 /// Computes and writes the features of released events; returns the engine time spent.
-async fn emit(operators: &mut [ViewOperator], outputs: &mut Outputs, ready: RecordBatch) -> Result<Duration, JobError> {
+async fn emit(
+    operators: &mut [ViewOperator],
+    outputs: &mut Outputs,
+    ready: RecordBatch,
+) -> Result<Duration, JobError> {
     let mut engine = Duration::ZERO;
     for (i, op) in operators.iter_mut().enumerate() {
         let step = Instant::now();

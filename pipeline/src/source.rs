@@ -42,20 +42,31 @@ pub struct SourceHandle {
 }
 
 /// Starts reading.
-pub async fn start(pipeline: &CompiledPipeline, overrides: &SourceOverrides) -> Result<SourceHandle, JobError> {
+pub async fn start(
+    pipeline: &CompiledPipeline,
+    overrides: &SourceOverrides,
+) -> Result<SourceHandle, JobError> {
     let (tx, items) = mpsc::channel(8);
     let source = &pipeline.loaded.config.source;
     let files = overrides.input.clone().map(|location| {
-        let options = source.files.as_ref().map(|f| f.options.clone()).unwrap_or_default();
+        let options = source
+            .files
+            .as_ref()
+            .map(|f| f.options.clone())
+            .unwrap_or_default();
         let format = source.files.as_ref().and_then(|f| f.format);
         let batch_size = source.files.as_ref().map_or(8192, |f| f.batch_size);
         (location, options, format, batch_size)
     });
     let files = files.or_else(|| {
-        source
-            .files
-            .as_ref()
-            .map(|f| (f.location.clone(), f.options.clone(), f.format, f.batch_size))
+        source.files.as_ref().map(|f| {
+            (
+                f.location.clone(),
+                f.options.clone(),
+                f.format,
+                f.batch_size,
+            )
+        })
     });
     if let Some((location, options, format, batch_size)) = files {
         let input = InputFiles::resolve(&location, &options).await?;
@@ -81,7 +92,10 @@ pub async fn start(pipeline: &CompiledPipeline, overrides: &SourceOverrides) -> 
                 match result {
                     Ok(decoded) => {
                         if !decoded.dead_letters.is_empty()
-                            && tx.send(Ok(SourceItem::DeadLetters(decoded.dead_letters))).await.is_err()
+                            && tx
+                                .send(Ok(SourceItem::DeadLetters(decoded.dead_letters)))
+                                .await
+                                .is_err()
                         {
                             return;
                         }

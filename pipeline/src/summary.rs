@@ -101,7 +101,12 @@ impl fmt::Display for RunSummary {
                 .iter()
                 .map(|(r, n)| format!("{r} {}", thousands(*n)))
                 .collect();
-            writeln!(f, "    {} -> {}", reasons.join(", "), self.dead_letter_path.display())?;
+            writeln!(
+                f,
+                "    {} -> {}",
+                reasons.join(", "),
+                self.dead_letter_path.display()
+            )?;
         }
         for v in &self.views {
             writeln!(

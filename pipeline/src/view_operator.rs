@@ -106,14 +106,21 @@ impl ViewOperator {
 
     /// Encodes the state of the keys accepted by `select` (e.g. one source partition's keys).
     pub fn snapshot(&self, select: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>, JobError> {
-        bincode::serialize(&self.windows.snapshot(select))
-            .map_err(|e| JobError::Other(format!("cannot encode window state of `{}`: {e}", self.view.name())))
+        bincode::serialize(&self.windows.snapshot(select)).map_err(|e| {
+            JobError::Other(format!(
+                "cannot encode window state of `{}`: {e}",
+                self.view.name()
+            ))
+        })
     }
 
     /// Restores state encoded by [`ViewOperator::snapshot`].
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), JobError> {
         let snapshot: WindowSnapshot = bincode::deserialize(bytes).map_err(|e| {
-            JobError::Other(format!("cannot decode window state of `{}`: {e}", self.view.name()))
+            JobError::Other(format!(
+                "cannot decode window state of `{}`: {e}",
+                self.view.name()
+            ))
         })?;
         self.windows.restore(snapshot);
         Ok(())

@@ -53,7 +53,10 @@ mod tests {
     #[test]
     fn disorder_within_bound_is_on_time() {
         let mut w = Watermark::new(10);
-        assert_eq!(w.observe(&[100, 95, 90, 120, 110, 109]), vec![true, true, true, true, true, false]);
+        assert_eq!(
+            w.observe(&[100, 95, 90, 120, 110, 109]),
+            vec![true, true, true, true, true, false]
+        );
         assert_eq!(w.current(), 110);
     }
 

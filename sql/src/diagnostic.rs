@@ -47,6 +47,25 @@ impl Diagnostic {
         self
     }
 
+    /// Like [`Diagnostic::at_word`], at the last occurrence (e.g. a query's final ORDER BY
+    /// rather than a window's).
+    pub fn at_last_word(mut self, sql: &str, needle: &str) -> Self {
+        if self.line.is_none() {
+            let mut last = None;
+            let mut from = 0;
+            while let Some((line, column)) = find_word(&sql[from..], needle) {
+                let offset = byte_offset(&sql[from..], line, column);
+                last = Some(line_column(sql, from + offset));
+                from += offset + needle.len();
+            }
+            if let Some((line, column)) = last {
+                self.line = Some(line);
+                self.column = Some(column);
+            }
+        }
+        self
+    }
+
     /// Sets an explicit position.
     pub fn at(mut self, line: usize, column: usize) -> Self {
         self.line = Some(line);
@@ -93,6 +112,20 @@ pub fn find_word(sql: &str, needle: &str) -> Option<(usize, usize)> {
     None
 }
 
+/// Byte offset of 1-based (`line`, `column`) in `text`.
+fn byte_offset(text: &str, line: usize, column: usize) -> usize {
+    let line_start: usize = text
+        .split_inclusive('\n')
+        .take(line - 1)
+        .map(str::len)
+        .sum();
+    line_start
+        + text[line_start..]
+            .char_indices()
+            .nth(column - 1)
+            .map_or(0, |(i, _)| i)
+}
+
 /// 1-based (line, column) of byte offset `at` in `text` (column counts characters).
 pub fn line_column(text: &str, at: usize) -> (usize, usize) {
     let before = &text[..at];
@@ -110,6 +143,8 @@ mod tests {
         let sql = "SELECT amount_x,\n  amount FROM t";
         assert_eq!(find_word(sql, "amount"), Some((2, 3)));
         assert_eq!(find_word(sql, "nope"), None);
+        let d = Diagnostic::new("f", "m").at_last_word("order x\n(order y) order z", "order");
+        assert_eq!((d.line, d.column), (Some(2), Some(11)));
     }
 
     #[test]

@@ -46,7 +46,9 @@ impl ViewInputs {
 
     /// The encoded keys as byte slices.
     pub fn key_bytes(&self) -> Vec<&[u8]> {
-        (0..self.keys.num_rows()).map(|i| self.keys.row(i).data()).collect()
+        (0..self.keys.num_rows())
+            .map(|i| self.keys.row(i).data())
+            .collect()
     }
 }
 
@@ -107,10 +109,16 @@ fn alias_of(projections: &[&LogicalPlan], window_column: &str) -> Option<String>
     let LogicalPlan::Projection(p) = projections.first()? else {
         return None;
     };
-    p.expr.iter().find_map(|e| match e {
-        Expr::Alias(a) if matches!(&*a.expr, Expr::Column(c) if c.name == window_column) => {
-            Some(a.name.clone())
+    /// Whether `e` is the window column, possibly under planner-made aliases.
+    fn reads(e: &Expr, window_column: &str) -> bool {
+        match e {
+            Expr::Column(c) => c.name == window_column,
+            Expr::Alias(a) => reads(&a.expr, window_column),
+            _ => false,
         }
+    }
+    p.expr.iter().find_map(|e| match e {
+        Expr::Alias(a) if reads(&a.expr, window_column) => Some(a.name.clone()),
         _ => None,
     })
 }
@@ -139,7 +147,9 @@ impl FeatureView {
                     node = &p.input;
                 }
                 LogicalPlan::SubqueryAlias(a) => node = &a.input,
-                LogicalPlan::Window(_) => break,
+                LogicalPlan::Window(_) | LogicalPlan::TableScan(_) | LogicalPlan::Filter(_) => {
+                    break
+                }
                 other => {
                     let what = other.display().to_string();
                     let what = what.split(':').next().unwrap_or("this clause").trim();
@@ -147,7 +157,7 @@ impl FeatureView {
                         "`{what}` is not supported in a feature view: a view computes one row of features per event"
                     ))
                     .with_help("remove ORDER BY / LIMIT / GROUP BY / DISTINCT from the view; put per-event filters in WHERE or in a transform")
-                    .at_word(sql, first_keyword(other))
+                    .at_last_word(sql, first_keyword(other))
                     .into());
                 }
             }
@@ -176,7 +186,8 @@ impl FeatureView {
         let first_feature = below_schema.fields().len();
         for w in &windows {
             for expr in &w.window_expr {
-                let column = expr.schema_name().to_string();
+                let field_index = first_feature + feature_types.len();
+                let column = top_window.schema.field(field_index).name().clone();
                 let alias = alias_of(&above, &column).unwrap_or_else(|| column.clone());
                 let at = |d: Diagnostic| d.at_word(sql, &alias);
                 let Some(f) = window_function(expr) else {
@@ -186,9 +197,14 @@ impl FeatureView {
                 let kind = match (&f.fun, AggKind::from_sql_name(&fname)) {
                     (WindowFunctionDefinition::AggregateUDF(_), Some(kind)) => kind,
                     _ => {
-                        return Err(at(err(format!("window function `{fname}` is not supported in feature views")))
-                            .with_help(format!("supported aggregates: {}", AggKind::SUPPORTED_SQL_NAMES))
-                            .into())
+                        return Err(at(err(format!(
+                            "window function `{fname}` is not supported in feature views"
+                        )))
+                        .with_help(format!(
+                            "supported aggregates: {}",
+                            AggKind::SUPPORTED_SQL_NAMES
+                        ))
+                        .into())
                     }
                 };
                 let p = &f.params;
@@ -226,7 +242,9 @@ impl FeatureView {
                 let arg = match p.args.as_slice() {
                     [arg] => arg.clone(),
                     _ => {
-                        return Err(at(err(format!("`{fname}` takes exactly one argument here"))).into())
+                        return Err(
+                            at(err(format!("`{fname}` takes exactly one argument here"))).into(),
+                        )
                     }
                 };
                 let count_only = kind == AggKind::Count;
@@ -235,9 +253,11 @@ impl FeatureView {
                         .get_type(below_schema)
                         .map_err(|e| SqlError::execution(name, e))?;
                     if !arg_type.is_numeric() {
-                        return Err(at(err(format!("`{fname}` over a `{arg_type}` argument is not supported")))
-                            .with_help("aggregate a numeric column, or CAST(... AS DOUBLE)")
-                            .into());
+                        return Err(at(err(format!(
+                            "`{fname}` over a `{arg_type}` argument is not supported"
+                        )))
+                        .with_help("aggregate a numeric column, or CAST(... AS DOUBLE)")
+                        .into());
                     }
                 }
                 let input = match input_exprs.iter().position(|(e, _)| *e == arg) {
@@ -251,7 +271,6 @@ impl FeatureView {
                     }
                 };
                 specs.push(WindowSpec { kind, input, frame });
-                let field_index = first_feature + feature_types.len();
                 feature_types.push(top_window.schema.field(field_index).data_type().clone());
             }
         }
@@ -261,7 +280,10 @@ impl FeatureView {
             .iter()
             .map(|e| session.physical_expr(e, below_schema, name))
             .collect::<Result<Vec<_>, _>>()?;
-        let key_names = partition.iter().map(|e| e.schema_name().to_string()).collect();
+        let key_names = partition
+            .iter()
+            .map(|e| e.schema_name().to_string())
+            .collect();
         let key_fields = partition
             .iter()
             .map(|e| e.get_type(below_schema).map(SortField::new))
@@ -285,12 +307,14 @@ impl FeatureView {
                 })
             })
             .collect::<Result<Vec<_>, SqlError>>()?;
-        let window_plan = WindowPlan::new(specs, inputs.len())
-            .map_err(|e| SqlError::execution(name, e))?;
+        let window_plan =
+            WindowPlan::new(specs, inputs.len()).map_err(|e| SqlError::execution(name, e))?;
 
         let mut post = Vec::new();
         for level in above.iter().rev() {
-            let LogicalPlan::Projection(p) = level else { continue };
+            let LogicalPlan::Projection(p) = level else {
+                continue;
+            };
             let exprs = p
                 .expr
                 .iter()
@@ -351,7 +375,11 @@ impl FeatureView {
     /// Evaluates the row-local part of the view and the kernel inputs for one stream batch.
     pub async fn prepare(&self, batch: RecordBatch) -> Result<ViewInputs, SqlError> {
         let batch = match &self.pre_plan {
-            Some(plan) => self.session.run(plan, &self.stream, batch, &self.name).await?,
+            Some(plan) => {
+                self.session
+                    .run(plan, &self.stream, batch, &self.name)
+                    .await?
+            }
             None => batch,
         };
         let fail = |e: &dyn std::fmt::Display| SqlError::execution(&self.name, e);
@@ -361,7 +389,11 @@ impl FeatureView {
                 .and_then(|v| v.into_array(rows))
                 .map_err(|e| fail(&e))
         };
-        let key_columns = self.key_exprs.iter().map(eval).collect::<Result<Vec<_>, _>>()?;
+        let key_columns = self
+            .key_exprs
+            .iter()
+            .map(eval)
+            .collect::<Result<Vec<_>, _>>()?;
         let keys = self
             .key_converter
             .convert_columns(&key_columns)
@@ -372,9 +404,14 @@ impl FeatureView {
         )
         .map_err(|e| fail(&e))?;
         if time.null_count() > 0 {
-            return Err(fail(&"event time is null (null event times must be dead-lettered before the windows)"));
+            return Err(fail(
+                &"event time is null (null event times must be dead-lettered before the windows)",
+            ));
         }
-        let times = time.as_primitive::<TimestampMicrosecondType>().values().to_vec();
+        let times = time
+            .as_primitive::<TimestampMicrosecondType>()
+            .values()
+            .to_vec();
         let mut values = Vec::with_capacity(self.inputs.len());
         let mut validity = Vec::with_capacity(self.inputs.len());
         for input in &self.inputs {
@@ -386,7 +423,12 @@ impl FeatureView {
                 values.push(vec![1.0; rows]);
             } else {
                 let floats = cast(&array, &DataType::Float64).map_err(|e| fail(&e))?;
-                values.push(floats.as_primitive::<datafusion::arrow::datatypes::Float64Type>().values().to_vec());
+                values.push(
+                    floats
+                        .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                        .values()
+                        .to_vec(),
+                );
             }
             validity.push(valid);
         }
@@ -400,7 +442,11 @@ impl FeatureView {
     }
 
     /// Builds the feature rows of a prepared batch from the kernels' output.
-    pub fn finish(&self, inputs: &ViewInputs, features: FeatureOutput) -> Result<RecordBatch, SqlError> {
+    pub fn finish(
+        &self,
+        inputs: &ViewInputs,
+        features: FeatureOutput,
+    ) -> Result<RecordBatch, SqlError> {
         let fail = |e: &dyn std::fmt::Display| SqlError::execution(&self.name, e);
         let mut columns: Vec<ArrayRef> = inputs.batch.columns().to_vec();
         for ((values, valid), data_type) in features
@@ -419,8 +465,8 @@ impl FeatureView {
             };
             columns.push(array);
         }
-        let mut batch = RecordBatch::try_new(Arc::clone(&self.window_schema), columns)
-            .map_err(|e| fail(&e))?;
+        let mut batch =
+            RecordBatch::try_new(Arc::clone(&self.window_schema), columns).map_err(|e| fail(&e))?;
         for level in &self.post {
             let rows = batch.num_rows();
             let columns = level
@@ -429,7 +475,8 @@ impl FeatureView {
                 .map(|e| e.evaluate(&batch).and_then(|v| v.into_array(rows)))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| fail(&e))?;
-            batch = RecordBatch::try_new(Arc::clone(&level.schema), columns).map_err(|e| fail(&e))?;
+            batch =
+                RecordBatch::try_new(Arc::clone(&level.schema), columns).map_err(|e| fail(&e))?;
         }
         Ok(batch)
     }
@@ -485,4 +532,3 @@ fn check_order_by(
         _ => Err("window has several ORDER BY terms; RANGE windows are ordered by event time alone".into()),
     }
 }
-

@@ -43,7 +43,10 @@ impl StreamSession {
             let slot = BatchSlot::default();
             ctx.register_table(
                 stream.name.as_str(),
-                Arc::new(BatchSlotTable::new(Arc::clone(&stream.schema), slot.clone())),
+                Arc::new(BatchSlotTable::new(
+                    Arc::clone(&stream.schema),
+                    slot.clone(),
+                )),
             )
             .map_err(|e| SqlError::execution(&stream.name, e))?;
             slots.insert(stream.name.clone(), slot);
@@ -65,7 +68,11 @@ impl StreamSession {
     }
 
     /// Optimises a plan for repeated execution.
-    pub(crate) fn optimize(&self, plan: &LogicalPlan, context: &str) -> Result<LogicalPlan, SqlError> {
+    pub(crate) fn optimize(
+        &self,
+        plan: &LogicalPlan,
+        context: &str,
+    ) -> Result<LogicalPlan, SqlError> {
         self.ctx
             .state()
             .optimize(plan)
@@ -119,7 +126,9 @@ impl StreamSession {
             .to_string();
         let mut d = Diagnostic::new(file, message.clone());
         if let Some((line, column)) = parser_position(&message) {
-            d = d.at(line, column).with_help("fix the SQL syntax at this position");
+            d = d
+                .at(line, column)
+                .with_help("fix the SQL syntax at this position");
         }
         if let Some(name) = between(&message, "No field named ", ".") {
             let name = name.trim_matches('"');
@@ -134,6 +143,16 @@ impl StreamSession {
             d = d
                 .at_word(sql, bare)
                 .with_help(format!("known streams: {}", known.join(", ")));
+        }
+        if message.starts_with("type_coercion") {
+            if let Some(literal) = between(&message, "Cannot cast string '", "'") {
+                d = Diagnostic::new(
+                    file,
+                    format!("`{literal}` does not fit the type of the window's ORDER BY column"),
+                )
+                .at_word(sql, literal)
+                .with_help("RANGE windows with INTERVAL bounds must be ordered by the event-time column (a timestamp)");
+            }
         }
         if d.line.is_none() {
             if let Some(name) = between(&message, "Invalid function '", "'") {

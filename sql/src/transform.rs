@@ -139,7 +139,10 @@ fn row_local_input(plan: &LogicalPlan) -> Result<String, &'static str> {
 /// Makes a top-level projection also output the hidden offset column when its input has it,
 /// so every output row keeps its source position.
 fn carry_offsets(plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
-    if plan.schema().has_column_with_unqualified_name(OFFSET_COLUMN) {
+    if plan
+        .schema()
+        .has_column_with_unqualified_name(OFFSET_COLUMN)
+    {
         return Ok(plan);
     }
     let LogicalPlan::Projection(p) = plan else {
@@ -154,5 +157,7 @@ fn carry_offsets(plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
     };
     let mut exprs = p.expr.clone();
     exprs.push(Expr::Column(Column::new(qualifier.cloned(), field.name())));
-    Ok(LogicalPlan::Projection(Projection::try_new(exprs, p.input)?))
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        exprs, p.input,
+    )?))
 }

@@ -67,7 +67,9 @@ pub fn to_kernel_frame(frame: &WindowFrame) -> Result<Frame, FrameProblem> {
                     "use a window of at most INTERVAL '30 days', or UNBOUNDED PRECEDING for a lifetime aggregate",
                 ));
             }
-            Ok(Frame::Range { width_micros: width })
+            Ok(Frame::Range {
+                width_micros: width,
+            })
         }
     }
 }

@@ -28,7 +28,12 @@ pub struct FeatureRowWriter {
 impl FeatureRowWriter {
     /// A writer for view `view` with rows of `schema` under `root/<view>/`. Existing part files
     /// there are removed: a run replaces a view's output.
-    pub fn new(root: &Path, view: &str, schema: SchemaRef, rows_per_file: usize) -> Result<Self, StoreError> {
+    pub fn new(
+        root: &Path,
+        view: &str,
+        schema: SchemaRef,
+        rows_per_file: usize,
+    ) -> Result<Self, StoreError> {
         let dir = root.join(view);
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -37,7 +42,10 @@ impl FeatureRowWriter {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
             let path = entry.map_err(io(&dir))?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             if name.starts_with("part-") {
                 std::fs::remove_file(&path).map_err(io(&path))?;
             }
@@ -83,7 +91,9 @@ impl FeatureRowWriter {
 
     /// Appends feature rows.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
-        let batch = batch.project(&self.keep).map_err(|e| self.schema_error(e))?;
+        let batch = batch
+            .project(&self.keep)
+            .map_err(|e| self.schema_error(e))?;
         let batch = RecordBatch::try_new(Arc::clone(&self.schema), batch.columns().to_vec())
             .map_err(|e| self.schema_error(e))?;
         let mut offset = 0;
@@ -119,7 +129,9 @@ impl FeatureRowWriter {
     }
 
     fn open(&mut self) -> Result<(), StoreError> {
-        let path = self.dir.join(format!("part-{:05}.parquet.tmp", self.next_file));
+        let path = self
+            .dir
+            .join(format!("part-{:05}.parquet.tmp", self.next_file));
         self.next_file += 1;
         let file = File::create(&path).map_err(|source| StoreError::Io {
             path: path.clone(),
@@ -128,12 +140,13 @@ impl FeatureRowWriter {
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .build();
-        let writer = ArrowWriter::try_new(file, Arc::clone(&self.schema), Some(props)).map_err(|e| {
-            StoreError::Parquet {
-                path: path.clone(),
-                message: e.to_string(),
-            }
-        })?;
+        let writer =
+            ArrowWriter::try_new(file, Arc::clone(&self.schema), Some(props)).map_err(|e| {
+                StoreError::Parquet {
+                    path: path.clone(),
+                    message: e.to_string(),
+                }
+            })?;
         self.current = Some((writer, path, 0));
         Ok(())
     }

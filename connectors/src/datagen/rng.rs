@@ -89,7 +89,19 @@ impl Rng {
 #[derive(Debug, Clone)]
 pub(super) struct Zipf {
     cumulative: Vec<f64>,
+    /// `guide[j]` is the first rank whose cumulative weight exceeds `bound(j)`, so a draw in
+    /// `[bound(j), bound(j + 1))` only needs to search between `guide[j]` and `guide[j + 1]`.
+    guide: Vec<usize>,
     multiplier: u64,
+}
+
+/// `target / total`, 0 for an empty table.
+fn rng_fraction(target: f64, total: f64) -> f64 {
+    if total > 0.0 {
+        target / total
+    } else {
+        0.0
+    }
 }
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {
@@ -109,6 +121,13 @@ impl Zipf {
             total += ((k + 1) as f64).powf(-exponent);
             cumulative.push(total);
         }
+        let buckets = cumulative.len();
+        let guide = (0..=buckets)
+            .map(|j| {
+                let bound = Self::bound(j, buckets, total);
+                cumulative.partition_point(|&c| c <= bound)
+            })
+            .collect();
         // A multiplier coprime with n makes `rank * multiplier mod n` a bijection.
         let mut multiplier = ((n as f64 * 0.618_033_988_75) as u64) | 1;
         while gcd(multiplier, n) != 1 {
@@ -116,8 +135,14 @@ impl Zipf {
         }
         Self {
             cumulative,
+            guide,
             multiplier,
         }
+    }
+
+    /// Lower edge of guide bucket `j` of `buckets` in cumulative-weight units.
+    fn bound(j: usize, buckets: usize, total: f64) -> f64 {
+        j as f64 / buckets as f64 * total
     }
 
     fn len(&self) -> u64 {
@@ -128,8 +153,24 @@ impl Zipf {
     pub fn rank(&self, rng: &mut Rng) -> u64 {
         let total = self.cumulative.last().copied().unwrap_or(0.0);
         let target = rng.unit() * total;
-        let rank = self.cumulative.partition_point(|&c| c <= target) as u64;
-        rank.min(self.len().saturating_sub(1))
+        let buckets = self.cumulative.len();
+        // Exactly the rank a binary search over the whole table would give: every weight
+        // before `lo` is <= bound(j) <= target and every weight from `hi` on is > target.
+        let j = ((rng_fraction(target, total) * buckets as f64) as usize).min(buckets);
+        let guided = match (self.guide.get(j), self.guide.get(j + 1)) {
+            (Some(&lo), Some(&hi))
+                if Self::bound(j, buckets, total) <= target
+                    && target < Self::bound(j + 1, buckets, total)
+                    && lo <= hi =>
+            {
+                self.cumulative
+                    .get(lo..hi)
+                    .map(|slice| lo + slice.partition_point(|&c| c <= target))
+            }
+            _ => None,
+        };
+        let rank = guided.unwrap_or_else(|| self.cumulative.partition_point(|&c| c <= target));
+        (rank as u64).min(self.len().saturating_sub(1))
     }
 
     /// Draws an id in `[0, n)`.
@@ -140,7 +181,12 @@ impl Zipf {
     /// The id that has popularity rank `rank`.
     pub fn id_of_rank(&self, rank: u64) -> u64 {
         let n = self.len().max(1);
-        ((u128::from(rank) * u128::from(self.multiplier)) % u128::from(n)) as u64
+        // 64-bit arithmetic whenever it cannot overflow (always for n <= 2^32): a 128-bit
+        // modulo is a slow library call.
+        match rank.checked_mul(self.multiplier) {
+            Some(product) => product % n,
+            None => ((u128::from(rank) * u128::from(self.multiplier)) % u128::from(n)) as u64,
+        }
     }
 }
 
@@ -181,6 +227,18 @@ mod tests {
             (0..1000).collect::<Vec<_>>(),
             "rank -> id is a bijection"
         );
+        // The guide table never changes the answer of a full binary search.
+        let mut rng = Rng::new(3);
+        for n in [1, 2, 7, 1000, 50_000] {
+            let zipf = Zipf::new(n, 1.1);
+            let total = *zipf.cumulative.last().unwrap();
+            for _ in 0..20_000 {
+                let mut copy = rng.clone();
+                let target = copy.unit() * total;
+                let full = (zipf.cumulative.partition_point(|&c| c <= target) as u64).min(n - 1);
+                assert_eq!(zipf.rank(&mut rng), full);
+            }
+        }
         let one = Zipf::new(1, 1.1);
         assert_eq!(one.sample(&mut rng), 0);
     }

@@ -166,6 +166,19 @@ fn ties_nulls_and_bursts_are_present() {
 }
 
 #[test]
+fn ids_are_zero_padded() {
+    let mut text = String::from("junk");
+    padded_id(&mut text, "card_", 123, 6);
+    assert_eq!(text, "card_000123");
+    padded_id(&mut text, "m_", 0, 5);
+    assert_eq!(text, "m_00000");
+    padded_id(&mut text, "card_", 12_345_678, 6);
+    assert_eq!(text, "card_12345678");
+    padded_id(&mut text, "x", u64::MAX, 0);
+    assert_eq!(text, format!("x{}", u64::MAX));
+}
+
+#[test]
 fn rejects_bad_options() {
     let cases: [(&str, DatagenConfig); 7] = [
         (
