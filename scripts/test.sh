@@ -1,13 +1,39 @@
 #!/usr/bin/env bash
 # The test command (README): formats, lints and tests the whole workspace on a fresh machine.
-# Nothing external is needed yet: the generator, files and DataFusion reference are embedded.
+# It starts what the tests need on loopback ports and stops it afterwards:
+#   - an S3-compatible object store (moto's server, pip-installed once into ~/.cache/quiver-test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+CACHE="${QUIVER_TEST_CACHE:-$HOME/.cache/quiver-test}"
+mkdir -p "$CACHE"
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo not found; install Rust from https://rustup.rs" >&2
   exit 1
 fi
+
+# --- S3-compatible object store (moto) ---------------------------------------------------
+if [ ! -x "$CACHE/venv/bin/moto_server" ]; then
+  echo "test.sh: installing moto[server] into $CACHE/venv (once)"
+  python3 -m venv "$CACHE/venv"
+  "$CACHE/venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]'
+fi
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$CACHE/venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$CACHE/moto.log" 2>&1 &
+moto_pid=$!
+trap 'kill $moto_pid 2>/dev/null || true' EXIT
+deadline=$((SECONDS + 60))
+until python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/')" 2>/dev/null; do
+  if [ $SECONDS -ge $deadline ] || ! kill -0 $moto_pid 2>/dev/null; then
+    echo "error: the S3 test server did not start; see $CACHE/moto.log" >&2
+    exit 1
+  fi
+  sleep 0.5
+done
+export QUIVER_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+
+# --- checks and tests -------------------------------------------------------------------
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

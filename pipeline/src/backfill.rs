@@ -9,7 +9,7 @@ use crate::ingest::ingest;
 use crate::outputs::Outputs;
 use crate::progress::events_bar;
 use crate::run::RunOptions;
-use crate::source::{start, SourceItem};
+use crate::source::start;
 use crate::summary::RunSummary;
 use crate::view_operator::ViewOperator;
 use arrow::compute::concat_batches;
@@ -25,32 +25,13 @@ pub async fn backfill(
     let mut outputs = Outputs::open(&pipeline, options.output.clone())?;
     let read_bar = events_bar(source.expected_events, options.progress, "read");
     let mut engine = Duration::ZERO;
-    let mut events = 0u64;
     let mut batches = Vec::new();
-    let mut files_done = 0usize;
-    while let Some(item) = source.items.recv().await {
-        match item? {
-            SourceItem::DeadLetters(records) => {
-                events += records.len() as u64;
-                outputs.write_dead_letters(&records)?;
-            }
-            SourceItem::FileDone { name } => {
-                files_done += 1;
-                if let Some(total) = source.files {
-                    read_bar.set_message(format!("file {files_done}/{total} {name}"));
-                }
-            }
-            SourceItem::Batch(batch) => {
-                let rows = batch.batch.num_rows() as u64;
-                events += rows;
-                let step = Instant::now();
-                let ingested = ingest(&pipeline, batch).await?;
-                engine += step.elapsed();
-                outputs.write_dead_letters(&ingested.dead_letters)?;
-                batches.push(ingested.batch);
-                read_bar.inc(rows);
-            }
-        }
+    while let Some(batch) = source.next_batch(&mut outputs, &read_bar).await? {
+        let step = Instant::now();
+        let ingested = ingest(&pipeline, batch).await?;
+        engine += step.elapsed();
+        outputs.write_dead_letters(&ingested.dead_letters)?;
+        batches.push(ingested.batch);
     }
     read_bar.finish_and_clear();
     let all = concat_batches(&pipeline.feature_stream_schema, &batches)
@@ -96,7 +77,7 @@ pub async fn backfill(
     Ok(RunSummary {
         mode: "backfill".into(),
         pipeline: pipeline.loaded.config.name.clone(),
-        events,
+        events: source.events,
         accepted,
         late: 0,
         dead_letters,

@@ -1,6 +1,6 @@
 //! From a loaded config to compiled transforms and views, collecting every problem.
 
-use crate::config::{ConfigError, LoadedConfig};
+use crate::config::{at_key, LoadedConfig};
 use crate::error::JobError;
 use crate::event_time::is_timestamp;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -35,8 +35,7 @@ impl CompiledPipeline {
     /// Compiles everything; on failure returns every problem found, not just the first.
     pub async fn compile(loaded: LoadedConfig) -> Result<Self, JobError> {
         let c = &loaded.config;
-        let cfg_err =
-            |key: &str, m: String| ConfigError::at_key(&loaded.path, &loaded.text, key, m);
+        let cfg_err = |key: &str, m: String| at_key(&loaded.path, &loaded.text, key, m);
         let event_time = c.event_time.column.clone();
         let source_schema = match (&c.source.datagen, &c.source.files) {
             (Some(_), _) => datagen_schema(),

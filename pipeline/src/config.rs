@@ -117,54 +117,22 @@ fn default_rows_per_file() -> usize {
     1_000_000
 }
 
-/// A config mistake, located.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}{}: error: {message}{}", location(*.line, *.column), help.as_ref().map(|h| format!("\n  help: {h}")).unwrap_or_default())]
-pub struct ConfigError {
-    /// Config file.
-    pub file: String,
-    /// 1-based line, when known.
-    pub line: Option<usize>,
-    /// 1-based column, when known.
-    pub column: Option<usize>,
-    /// What is wrong.
-    pub message: String,
-    /// How to fix it.
-    pub help: Option<String>,
-}
+/// A config mistake, located like a compiler error (file:line:column, message, help).
+pub type ConfigError = quiver_sql::Diagnostic;
 
-fn location(line: Option<usize>, column: Option<usize>) -> String {
-    match (line, column) {
-        (Some(l), Some(c)) => format!(":{l}:{c}"),
-        (Some(l), None) => format!(":{l}"),
-        _ => String::new(),
-    }
-}
-
-impl ConfigError {
-    /// An error about `file`, located at the line where `key` first appears (if it does).
-    pub fn at_key(file: &Path, text: &str, key: &str, message: impl Into<String>) -> Self {
-        let line = text
-            .lines()
-            .position(|l| {
-                l.trim_start()
-                    .trim_start_matches("- ")
-                    .starts_with(&format!("{key}:"))
-            })
-            .map(|i| i + 1);
-        ConfigError {
-            file: file.display().to_string(),
-            line,
-            column: None,
-            message: message.into(),
-            help: None,
-        }
-    }
-
-    /// Adds a fix hint.
-    pub fn with_help(mut self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
-        self
+/// An error about `file`, located at the first line where `key` appears (if it does).
+pub fn at_key(file: &Path, text: &str, key: &str, message: impl Into<String>) -> ConfigError {
+    let line = text
+        .lines()
+        .position(|l| {
+            l.trim_start()
+                .trim_start_matches("- ")
+                .starts_with(&format!("{key}:"))
+        })
+        .map(|i| i + 1);
+    ConfigError {
+        line,
+        ..ConfigError::new(&file.display().to_string(), message)
     }
 }
 
@@ -229,7 +197,7 @@ impl LoadedConfig {
 
     fn check_structure(&self) -> Result<(), ConfigError> {
         let c = &self.config;
-        let err = |key: &str, m: String| ConfigError::at_key(&self.path, &self.text, key, m);
+        let err = |key: &str, m: String| at_key(&self.path, &self.text, key, m);
         match (&c.source.datagen, &c.source.files) {
             (Some(_), Some(_)) => {
                 return Err(err("source", "source has both `datagen` and `files`".into())
@@ -292,7 +260,7 @@ impl LoadedConfig {
             (None, Some(file)) => {
                 let path = self.path.parent().unwrap_or(Path::new(".")).join(file);
                 let sql = std::fs::read_to_string(&path).map_err(|e| {
-                    ConfigError::at_key(
+                    at_key(
                         &self.path,
                         &self.text,
                         "file",
@@ -306,7 +274,7 @@ impl LoadedConfig {
                 })?;
                 Ok((sql, path.display().to_string()))
             }
-            (None, None) => Err(ConfigError::at_key(
+            (None, None) => Err(at_key(
                 &self.path,
                 &self.text,
                 "name",

@@ -8,7 +8,7 @@ use crate::ingest::ingest;
 use crate::outputs::Outputs;
 use crate::progress::events_bar;
 use crate::reorder::ReorderBuffer;
-use crate::source::{start, SourceItem, SourceOverrides};
+use crate::source::{start, SourceOverrides};
 use crate::summary::RunSummary;
 use crate::view_operator::ViewOperator;
 use crate::watermark::Watermark;
@@ -50,79 +50,60 @@ pub async fn run(
     let mut reorder = ReorderBuffer::new(pipeline.feature_stream_schema.clone());
     let bar = events_bar(source.expected_events, options.progress, "run");
     let mut engine = Duration::ZERO;
-    let (mut events, mut accepted, mut since_expire) = (0u64, 0u64, 0u64);
-    let mut files_done = 0usize;
-    while let Some(item) = source.items.recv().await {
-        match item? {
-            SourceItem::DeadLetters(records) => {
-                events += records.len() as u64;
-                bar.inc(records.len() as u64);
-                outputs.write_dead_letters(&records)?;
+    let (mut accepted, mut since_expire) = (0u64, 0u64);
+    while let Some(batch) = source.next_batch(&mut outputs, &bar).await? {
+        since_expire += batch.batch.num_rows() as u64;
+        let step = Instant::now();
+        let ingested = ingest(&pipeline, batch).await?;
+        outputs.write_dead_letters(&ingested.dead_letters)?;
+        let on_time = watermark.observe(&ingested.times);
+        let mut batch = ingested.batch;
+        let mut times = ingested.times;
+        if on_time.iter().any(|ok| !ok) {
+            let late: Vec<_> = on_time
+                .iter()
+                .enumerate()
+                .filter(|(_, ok)| !**ok)
+                .map(|(row, _)| {
+                    row_dead_letter(
+                        &batch,
+                        row,
+                        &ingested.partition,
+                        DeadLetterReason::Late,
+                        format!(
+                            "event time is older than the watermark (max event time seen minus max_lateness {})",
+                            pipeline.loaded.config.event_time.max_lateness
+                        ),
+                    )
+                })
+                .collect();
+            outputs.write_dead_letters(&late)?;
+            let keep: BooleanArray = on_time.iter().map(|&ok| Some(ok)).collect();
+            batch =
+                filter_record_batch(&batch, &keep).map_err(|e| JobError::Other(e.to_string()))?;
+            times = times
+                .into_iter()
+                .zip(&on_time)
+                .filter(|(_, ok)| **ok)
+                .map(|(t, _)| t)
+                .collect();
+        }
+        accepted += batch.num_rows() as u64;
+        reorder.push(batch, times);
+        let ready = reorder
+            .release(watermark.current())
+            .map_err(|e| JobError::Other(e.to_string()))?;
+        engine += step.elapsed();
+        if let Some(ready) = ready {
+            engine += emit(&mut operators, &mut outputs, ready).await?;
+        }
+        if since_expire >= EXPIRE_EVERY_EVENTS {
+            since_expire = 0;
+            let step = Instant::now();
+            for op in &mut operators {
+                op.expire(watermark.current());
             }
-            SourceItem::FileDone { name } => {
-                files_done += 1;
-                if let Some(total) = source.files {
-                    bar.set_message(format!("file {files_done}/{total} {name}"));
-                }
-            }
-            SourceItem::Batch(batch) => {
-                let rows = batch.batch.num_rows() as u64;
-                events += rows;
-                since_expire += rows;
-                let step = Instant::now();
-                let ingested = ingest(&pipeline, batch).await?;
-                outputs.write_dead_letters(&ingested.dead_letters)?;
-                let on_time = watermark.observe(&ingested.times);
-                let mut batch = ingested.batch;
-                let mut times = ingested.times;
-                if on_time.iter().any(|ok| !ok) {
-                    let late: Vec<_> = on_time
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, ok)| !**ok)
-                        .map(|(row, _)| {
-                            row_dead_letter(
-                                &batch,
-                                row,
-                                &ingested.partition,
-                                DeadLetterReason::Late,
-                                format!(
-                                    "event time is older than the watermark (max event time seen minus max_lateness {})",
-                                    pipeline.loaded.config.event_time.max_lateness
-                                ),
-                            )
-                        })
-                        .collect();
-                    outputs.write_dead_letters(&late)?;
-                    let keep: BooleanArray = on_time.iter().map(|&ok| Some(ok)).collect();
-                    batch = filter_record_batch(&batch, &keep)
-                        .map_err(|e| JobError::Other(e.to_string()))?;
-                    times = times
-                        .into_iter()
-                        .zip(&on_time)
-                        .filter(|(_, ok)| **ok)
-                        .map(|(t, _)| t)
-                        .collect();
-                }
-                accepted += batch.num_rows() as u64;
-                reorder.push(batch, times);
-                let ready = reorder
-                    .release(watermark.current())
-                    .map_err(|e| JobError::Other(e.to_string()))?;
-                engine += step.elapsed();
-                if let Some(ready) = ready {
-                    engine += emit(&mut operators, &mut outputs, ready).await?;
-                }
-                if since_expire >= EXPIRE_EVERY_EVENTS {
-                    since_expire = 0;
-                    let step = Instant::now();
-                    for op in &mut operators {
-                        op.expire(watermark.current());
-                    }
-                    engine += step.elapsed();
-                }
-                bar.inc(rows);
-            }
+            engine += step.elapsed();
         }
     }
     // The source ended: every buffered event is final.
@@ -140,7 +121,7 @@ pub async fn run(
     Ok(RunSummary {
         mode: "run".into(),
         pipeline: pipeline.loaded.config.name.clone(),
-        events,
+        events: source.events,
         accepted,
         late,
         dead_letters,

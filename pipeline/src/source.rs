@@ -3,6 +3,8 @@
 
 use crate::compile::CompiledPipeline;
 use crate::error::JobError;
+use crate::outputs::Outputs;
+use indicatif::ProgressBar;
 use quiver_connectors::{decode_file, Datagen, DeadLetter, FileFormat, InputFiles, SourceBatch};
 use tokio::sync::mpsc;
 
@@ -39,6 +41,42 @@ pub struct SourceHandle {
     pub files: Option<usize>,
     /// What is being read, for progress and summaries.
     pub description: String,
+    /// Records read so far (decoded rows and dead letters).
+    pub events: u64,
+    files_done: usize,
+}
+
+impl SourceHandle {
+    /// The next batch of decoded rows, or `None` at the end of the input. On the way, decoding
+    /// dead letters are written to `outputs`, and `bar` counts records and shows file progress.
+    pub async fn next_batch(
+        &mut self,
+        outputs: &mut Outputs,
+        bar: &ProgressBar,
+    ) -> Result<Option<SourceBatch>, JobError> {
+        while let Some(item) = self.items.recv().await {
+            match item? {
+                SourceItem::DeadLetters(records) => {
+                    self.events += records.len() as u64;
+                    bar.inc(records.len() as u64);
+                    outputs.write_dead_letters(&records)?;
+                }
+                SourceItem::FileDone { name } => {
+                    self.files_done += 1;
+                    if let Some(total) = self.files {
+                        bar.set_message(format!("file {}/{total} {name}", self.files_done));
+                    }
+                }
+                SourceItem::Batch(batch) => {
+                    let rows = batch.batch.num_rows() as u64;
+                    self.events += rows;
+                    bar.inc(rows);
+                    return Ok(Some(batch));
+                }
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// Starts reading.
@@ -120,6 +158,8 @@ pub async fn start(
             expected_events: None,
             files: Some(count),
             description: location,
+            events: 0,
+            files_done: 0,
         });
     }
     let mut config = source.datagen.clone().unwrap_or_default();
@@ -140,5 +180,7 @@ pub async fn start(
         expected_events: Some(expected),
         files: None,
         description: "datagen".to_string(),
+        events: 0,
+        files_done: 0,
     })
 }
