@@ -130,7 +130,7 @@ def main():
 
     # Sanity check: the peers compute the same features (sum of txn_count_10m over all rows).
     check_q = (f"SELECT sum(txn_count_10m) FROM read_parquet('{out}/quiver_backfill/card_features/*.parquet')")
-    qsum = subprocess.run([py, "-c", f"import duckdb; print(duckdb.sql(\"{check_q}\").fetchone()[0])"],
+    qsum = subprocess.run([py, "-c", f"import duckdb; print(duckdb.connect().execute(\"{check_q}\").fetchone()[0])"],
                           capture_output=True, text=True, check=True).stdout.strip()
 
     n = args.events

@@ -5,7 +5,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
     /// Events of one key arrived out of event-time order.
-    #[error("event time {time} for a key arrived after {last}: window kernels need non-decreasing event time per key (the reorder buffer must release events in order)")]
+    #[error("event time {time} for a key came after {last} had been applied: window kernels need increasing event time per key, with tied events adjacent in one call (the reorder buffer must release events in order)")]
     OutOfOrder {
         /// Time of the offending event (microseconds).
         time: i64,

@@ -7,6 +7,10 @@ use crate::plan::WindowPlan;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
+/// Key index: foldhash is several times faster than SipHash on short keys and still seeded per
+/// process.
+type KeyIndex = HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>;
+
 /// One input column of a batch, as `f64` values with optional validity (`false` = null).
 #[derive(Debug, Clone, Copy)]
 pub struct InputColumn<'a> {
@@ -41,11 +45,9 @@ pub struct WindowSnapshot {
 #[derive(Debug, Clone)]
 pub struct KeyedWindows {
     plan: WindowPlan,
-    index: HashMap<Box<[u8]>, u32>,
+    index: KeyIndex,
     states: Vec<KeyWindowState>,
     keys: Vec<Box<[u8]>>,
-    /// Scratch: state slot of each row of the current time group.
-    slots: Vec<u32>,
 }
 
 impl KeyedWindows {
@@ -53,10 +55,9 @@ impl KeyedWindows {
     pub fn new(plan: WindowPlan) -> Self {
         KeyedWindows {
             plan,
-            index: HashMap::new(),
+            index: KeyIndex::default(),
             states: Vec::new(),
             keys: Vec::new(),
-            slots: Vec::new(),
         }
     }
 
@@ -90,21 +91,58 @@ impl KeyedWindows {
         slot
     }
 
-    /// Applies rows in the order given by `order` (row indices sorted by non-decreasing time) and
-    /// writes each row's features to `out` at the row's own index.
+    /// The state slot of each row's key, creating state for keys not seen before. Slots are
+    /// dense (`0..key_count()`) until the next [`KeyedWindows::expire`].
+    pub fn slots(&mut self, keys: &[&[u8]]) -> Vec<u32> {
+        keys.iter().map(|k| self.slot(k)).collect()
+    }
+
+    /// The order in which [`KeyedWindows::process`] wants rows: grouped by key, by time within
+    /// a key (ties in input order). Each key's events are then applied back to back, so its
+    /// state stays in cache; keys are independent, so this order gives the same features.
+    pub fn key_time_order(&self, slots: &[u32], times: &[i64]) -> Vec<u32> {
+        let mut by_time: Vec<(i64, u32)> = times
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (t, i as u32))
+            .collect();
+        by_time.sort_unstable();
+        // Stable counting sort by slot keeps the time order within each key.
+        let mut starts = vec![0usize; self.states.len() + 1];
+        for &slot in slots {
+            starts[slot as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut order = vec![0u32; slots.len()];
+        for &(_, row) in &by_time {
+            let slot = slots[row as usize] as usize;
+            order[starts[slot]] = row;
+            starts[slot] += 1;
+        }
+        order
+    }
+
+    /// Applies rows in `order` and writes each row's features to `out` at the row's own index.
+    ///
+    /// `slots` come from [`KeyedWindows::slots`]; `order` lists row indices with each key's
+    /// rows in non-decreasing time and rows of one key with equal time adjacent (as
+    /// [`KeyedWindows::key_time_order`] produces). Rows of one key with equal time are all
+    /// applied before any of them is read, so tied events see each other.
     pub fn process(
         &mut self,
-        keys: &[&[u8]],
+        slots: &[u32],
         times: &[i64],
         inputs: &[InputColumn<'_>],
         order: &[u32],
         out: &mut FeatureOutput,
     ) -> Result<(), KernelError> {
         let rows = times.len();
-        if keys.len() != rows || inputs.len() != self.plan.inputs() {
+        if slots.len() != rows || inputs.len() != self.plan.inputs() {
             return Err(KernelError::InputMismatch(format!(
-                "{} keys, {rows} times, {} inputs for a plan of {} inputs",
-                keys.len(),
+                "{} slots, {rows} times, {} inputs for a plan of {} inputs",
+                slots.len(),
                 inputs.len(),
                 self.plan.inputs()
             )));
@@ -114,55 +152,45 @@ impl KeyedWindows {
             .any(|c| c.values.len() != rows || c.validity.is_some_and(|v| v.len() != rows))
             || out.rows() != rows
             || out.values.len() != self.plan.specs().len()
+            || slots.iter().any(|&s| s as usize >= self.states.len())
         {
-            return Err(KernelError::InputMismatch("column lengths differ".into()));
+            return Err(KernelError::InputMismatch(
+                "column lengths or slots do not match".into(),
+            ));
         }
+        let specs = self.plan.specs().len();
         let mut i = 0;
         while i < order.len() {
-            let t = times[order[i] as usize];
-            let mut j = i;
-            while j < order.len() && times[order[j] as usize] == t {
+            let first = order[i] as usize;
+            let (slot, t) = (slots[first], times[first]);
+            let mut j = i + 1;
+            while j < order.len()
+                && slots[order[j] as usize] == slot
+                && times[order[j] as usize] == t
+            {
                 j += 1;
             }
-            self.apply_time_group(keys, t, inputs, &order[i..j])?;
-            self.read_time_group(&order[i..j], out);
-            i = j;
-        }
-        Ok(())
-    }
-
-    /// Applies every row of one event time before any of them is read.
-    fn apply_time_group(
-        &mut self,
-        keys: &[&[u8]],
-        t: i64,
-        inputs: &[InputColumn<'_>],
-        rows: &[u32],
-    ) -> Result<(), KernelError> {
-        self.slots.clear();
-        for &row in rows {
-            let row = row as usize;
-            let slot = self.slot(keys[row]);
-            self.slots.push(slot);
             let state = &mut self.states[slot as usize];
             if let Some(last) = state.last_time() {
-                if t < last {
+                // An equal time means a tie that was not adjacent: it was read without this row.
+                if t <= last {
                     return Err(KernelError::OutOfOrder { time: t, last });
                 }
             }
             state.advance(&self.plan, t);
-            state.push(&self.plan, t, |input| inputs[input].get(row));
+            for &row in &order[i..j] {
+                let row = row as usize;
+                state.push(&self.plan, t, |input| inputs[input].get(row));
+            }
+            for spec in 0..specs {
+                let value = state.read(&self.plan, spec);
+                for &row in &order[i..j] {
+                    out.set(spec, row as usize, value);
+                }
+            }
+            i = j;
         }
         Ok(())
-    }
-
-    fn read_time_group(&self, rows: &[u32], out: &mut FeatureOutput) {
-        for (&row, &slot) in rows.iter().zip(&self.slots) {
-            let state = &self.states[slot as usize];
-            for spec in 0..self.plan.specs().len() {
-                out.set(spec, row as usize, state.read(&self.plan, spec));
-            }
-        }
     }
 
     /// Releases state no future event can read, given that no event older than `watermark`
@@ -310,10 +338,11 @@ mod tests {
         for chunk in [0..200usize, 200..201, 201..600] {
             let n = chunk.len();
             let mut out = FeatureOutput::new(5, n);
-            let order: Vec<u32> = (0..n as u32).collect();
             let k: Vec<&[u8]> = keys[chunk.clone()].to_vec();
+            let slots = w.slots(&k);
+            let order = w.key_time_order(&slots, &times[chunk.clone()]);
             w.process(
-                &k,
+                &slots,
                 &times[chunk.clone()],
                 &[
                     InputColumn {
@@ -350,9 +379,17 @@ mod tests {
         }
     }
 
+    fn col3() -> InputColumn<'static> {
+        InputColumn {
+            values: &[1.0, 1.0, 1.0],
+            validity: None,
+        }
+    }
+
     #[test]
     fn out_of_order_is_an_error_not_a_panic() {
         let mut w = KeyedWindows::new(plan());
+        assert_eq!(w.slots(&[b"k", b"other"]), vec![0, 1]);
         let ones = [1.0, 1.0];
         let col = InputColumn {
             values: &ones,
@@ -360,9 +397,24 @@ mod tests {
         };
         let mut out = FeatureOutput::new(5, 2);
         let err = w
-            .process(&[b"k", b"k"], &[10, 5], &[col, col], &[0, 1], &mut out)
+            .process(&[0, 0], &[10, 5], &[col, col], &[0, 1], &mut out)
             .unwrap_err();
         assert!(matches!(err, KernelError::OutOfOrder { .. }));
+        // A tie split from its group would be read without its peer: refused, not miscounted.
+        let mut out = FeatureOutput::new(5, 3);
+        let err = w
+            .process(
+                &[0, 1, 0],
+                &[20, 20, 20],
+                &[col3(), col3()],
+                &[0, 1, 2],
+                &mut out,
+            )
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            KernelError::OutOfOrder { time: 20, last: 20 }
+        ));
     }
 
     #[test]
@@ -374,14 +426,9 @@ mod tests {
             validity: None,
         };
         let mut out = FeatureOutput::new(5, 3);
-        w.process(
-            &[b"a", b"b", b"a"],
-            &[1, 2, 3],
-            &[col, col],
-            &[0, 1, 2],
-            &mut out,
-        )
-        .unwrap();
+        let slots = w.slots(&[b"a", b"b", b"a"]);
+        w.process(&slots, &[1, 2, 3], &[col, col], &[0, 1, 2], &mut out)
+            .unwrap();
         let snap = w.snapshot(|k| k == b"a");
         assert_eq!(snap.keys.len(), 1);
         let mut restored = KeyedWindows::new(plan());
@@ -393,9 +440,11 @@ mod tests {
             values: &v,
             validity: None,
         };
-        w.process(&[b"a"], &[4], &[c, c], &[0], &mut a).unwrap();
+        let slot = w.slots(&[b"a"]);
+        w.process(&slot, &[4], &[c, c], &[0], &mut a).unwrap();
+        let slot = restored.slots(&[b"a"]);
         restored
-            .process(&[b"a"], &[4], &[c, c], &[0], &mut b)
+            .process(&slot, &[4], &[c, c], &[0], &mut b)
             .unwrap();
         assert_eq!(a, b);
         assert_eq!(a.values[1][0], 8.0);

@@ -44,33 +44,41 @@ pub async fn backfill(
         options.progress,
         "features",
     );
-    let step = Instant::now();
+    // Each view computes and writes on its own task: views are independent.
     let tasks: Vec<_> = views
         .into_iter()
-        .map(|view| {
+        .zip(outputs.take_feature_writers())
+        .map(|(view, mut writer)| {
             let batch = all.clone();
             let bar = compute_bar.clone();
             tokio::spawn(async move {
                 let mut op = ViewOperator::new(view);
-                let result = op.process(batch, |n| bar.inc(n as u64)).await;
-                (op, result)
+                let result = match op.process(batch, |n| bar.inc(n as u64)).await {
+                    Ok(features) => writer.write(&features).map_err(JobError::from),
+                    Err(e) => Err(e),
+                };
+                (op, writer, result)
             })
         })
         .collect();
     let mut operators = Vec::new();
-    let mut results = Vec::new();
+    let mut writers = Vec::new();
     for task in tasks {
-        let (op, result) = task
+        let (op, writer, result) = task
             .await
             .map_err(|e| JobError::Other(format!("a view task stopped: {e}")))?;
+        result?;
         operators.push(op);
-        results.push(result?);
+        writers.push(writer);
     }
-    engine += step.elapsed();
+    outputs.return_feature_writers(writers);
+    // Views ran in parallel: the engine's share is the slowest view's compute time.
+    engine += operators
+        .iter()
+        .map(ViewOperator::busy)
+        .max()
+        .unwrap_or_default();
     compute_bar.finish_and_clear();
-    for (i, features) in results.iter().enumerate() {
-        outputs.write_features(i, features)?;
-    }
     let dead_letters = outputs.dead_letter_counts();
     let dead_letter_path = outputs.dead_letter_path();
     let views = outputs.finish(&operators)?;

@@ -61,6 +61,17 @@ impl Outputs {
         Ok(())
     }
 
+    /// Hands out the feature-row writers (one per view, in view order) so that views can write
+    /// in parallel; give them back with [`Outputs::return_feature_writers`] before finishing.
+    pub fn take_feature_writers(&mut self) -> Vec<FeatureRowWriter> {
+        std::mem::take(&mut self.writers)
+    }
+
+    /// Takes back writers handed out by [`Outputs::take_feature_writers`].
+    pub fn return_feature_writers(&mut self, writers: Vec<FeatureRowWriter>) {
+        self.writers = writers;
+    }
+
     /// Appends dead letters.
     pub fn write_dead_letters(&mut self, records: &[DeadLetter]) -> Result<(), JobError> {
         if !records.is_empty() {

@@ -63,8 +63,8 @@ impl ViewOperator {
         self.rows_in += batch.num_rows() as u64;
         let inputs = self.view.prepare(batch).await?;
         let rows = inputs.times.len();
-        let order = inputs.time_order();
-        let keys = inputs.key_bytes();
+        let slots = self.windows.slots(&inputs.key_bytes());
+        let order = self.windows.key_time_order(&slots, &inputs.times);
         let columns: Vec<InputColumn<'_>> = inputs
             .values
             .iter()
@@ -77,20 +77,26 @@ impl ViewOperator {
         let mut out = FeatureOutput::new(self.view.window_plan().specs().len(), rows);
         let mut start = 0;
         while start < order.len() {
-            // Never split events with equal time: they must all be applied before any is read.
+            // Never split a key's events with equal time: all are applied before any is read.
             let mut end = (start + CHUNK_ROWS).min(order.len());
-            while end < order.len()
-                && inputs.times[order[end] as usize] == inputs.times[order[end - 1] as usize]
-            {
+            let same = |a: u32, b: u32| {
+                slots[a as usize] == slots[b as usize]
+                    && inputs.times[a as usize] == inputs.times[b as usize]
+            };
+            while end < order.len() && same(order[end], order[end - 1]) {
                 end += 1;
             }
-            self.windows
-                .process(&keys, &inputs.times, &columns, &order[start..end], &mut out)?;
+            self.windows.process(
+                &slots,
+                &inputs.times,
+                &columns,
+                &order[start..end],
+                &mut out,
+            )?;
             progress(end - start);
             start = end;
         }
         drop(columns);
-        drop(keys);
         let features = self.view.finish(&inputs, out)?;
         self.rows_out += features.num_rows() as u64;
         self.busy += started.elapsed();

@@ -37,13 +37,6 @@ pub struct ViewInputs {
 }
 
 impl ViewInputs {
-    /// Row indices sorted by event time (stable), the order the kernels need.
-    pub fn time_order(&self) -> Vec<u32> {
-        let mut order: Vec<u32> = (0..self.times.len() as u32).collect();
-        order.sort_by_key(|&i| self.times[i as usize]);
-        order
-    }
-
     /// The encoded keys as byte slices.
     pub fn key_bytes(&self) -> Vec<&[u8]> {
         (0..self.keys.num_rows())
