@@ -159,15 +159,20 @@ impl KeyedWindows {
             ));
         }
         let specs = self.plan.specs().len();
+        // Gather the rows into processing order first: independent loads in a tight loop
+        // overlap their cache misses, where loads inside the dependent loop below would not.
+        let slot_of: Vec<u32> = order.iter().map(|&r| slots[r as usize]).collect();
+        let time_of: Vec<i64> = order.iter().map(|&r| times[r as usize]).collect();
+        let width = inputs.len();
+        let input_of: Vec<Option<f64>> = order
+            .iter()
+            .flat_map(|&r| inputs.iter().map(move |c| c.get(r as usize)))
+            .collect();
         let mut i = 0;
         while i < order.len() {
-            let first = order[i] as usize;
-            let (slot, t) = (slots[first], times[first]);
+            let (slot, t) = (slot_of[i], time_of[i]);
             let mut j = i + 1;
-            while j < order.len()
-                && slots[order[j] as usize] == slot
-                && times[order[j] as usize] == t
-            {
+            while j < order.len() && slot_of[j] == slot && time_of[j] == t {
                 j += 1;
             }
             let state = &mut self.states[slot as usize];
@@ -178,9 +183,8 @@ impl KeyedWindows {
                 }
             }
             state.advance(&self.plan, t);
-            for &row in &order[i..j] {
-                let row = row as usize;
-                state.push(&self.plan, t, |input| inputs[input].get(row));
+            for pos in i..j {
+                state.push(&self.plan, t, |input| input_of[pos * width + input]);
             }
             for spec in 0..specs {
                 let value = state.read(&self.plan, spec);
