@@ -22,6 +22,7 @@ pub mod source;
 pub mod summary;
 pub mod validate;
 pub mod view_operator;
+pub mod view_task;
 pub mod watermark;
 
 pub use compile::CompiledPipeline;

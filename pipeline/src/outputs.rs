@@ -4,20 +4,17 @@ use crate::compile::CompiledPipeline;
 use crate::error::JobError;
 use crate::summary::ViewSummary;
 use crate::view_operator::ViewOperator;
-use arrow::record_batch::RecordBatch;
 use quiver_connectors::{DeadLetter, DeadLetterReason, DeadLetterWriter};
 use quiver_store::FeatureRowWriter;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
-/// Feature-row writers (one per view, same order as the views) and the dead-letter writer.
+/// Feature-row writers (one per view, same order as the views; views take them while they
+/// run) and the dead-letter writer.
 pub struct Outputs {
     writers: Vec<FeatureRowWriter>,
     dead_letters: DeadLetterWriter,
     dead_letter_path: PathBuf,
-    /// Time spent writing.
-    pub busy: Duration,
 }
 
 impl Outputs {
@@ -47,18 +44,7 @@ impl Outputs {
             writers,
             dead_letters: DeadLetterWriter::new(dead_letter_path.clone()),
             dead_letter_path,
-            busy: Duration::ZERO,
         })
-    }
-
-    /// Appends feature rows of view number `view`.
-    pub fn write_features(&mut self, view: usize, batch: &RecordBatch) -> Result<(), JobError> {
-        let started = std::time::Instant::now();
-        if let Some(w) = self.writers.get_mut(view) {
-            w.write(batch)?;
-        }
-        self.busy += started.elapsed();
-        Ok(())
     }
 
     /// Hands out the feature-row writers (one per view, in view order) so that views can write

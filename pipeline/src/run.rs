@@ -11,10 +11,10 @@ use crate::reorder::ReorderBuffer;
 use crate::source::{start, SourceOverrides};
 use crate::summary::RunSummary;
 use crate::view_operator::ViewOperator;
+use crate::view_task::{ViewMessage, ViewTask};
 use crate::watermark::Watermark;
 use arrow::array::BooleanArray;
 use arrow::compute::filter_record_batch;
-use arrow::record_batch::RecordBatch;
 use quiver_connectors::DeadLetterReason;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -41,9 +41,10 @@ pub async fn run(
     let started = Instant::now();
     let mut source = start(&pipeline, &options.source).await?;
     let mut outputs = Outputs::open(&pipeline, options.output.clone())?;
-    let mut operators: Vec<ViewOperator> = std::mem::take(&mut pipeline.views)
+    let tasks: Vec<ViewTask> = std::mem::take(&mut pipeline.views)
         .into_iter()
-        .map(ViewOperator::new)
+        .zip(outputs.take_feature_writers())
+        .map(|(view, writer)| ViewTask::spawn(ViewOperator::new(view), writer))
         .collect();
     let lateness = pipeline.loaded.config.event_time.max_lateness.as_micros();
     let mut watermark = Watermark::new(lateness);
@@ -95,15 +96,16 @@ pub async fn run(
             .map_err(|e| JobError::Other(e.to_string()))?;
         engine += step.elapsed();
         if let Some(ready) = ready {
-            engine += emit(&mut operators, &mut outputs, ready).await?;
+            if !send_all(&tasks, |_| ViewMessage::Batch(ready.clone())).await {
+                break;
+            }
         }
         if since_expire >= EXPIRE_EVERY_EVENTS {
             since_expire = 0;
-            let step = Instant::now();
-            for op in &mut operators {
-                op.expire(watermark.current());
+            let watermark = watermark.current();
+            if !send_all(&tasks, |_| ViewMessage::Expire(watermark)).await {
+                break;
             }
-            engine += step.elapsed();
         }
     }
     // The source ended: every buffered event is final.
@@ -111,8 +113,22 @@ pub async fn run(
         .drain()
         .map_err(|e| JobError::Other(e.to_string()))?
     {
-        engine += emit(&mut operators, &mut outputs, rest).await?;
+        send_all(&tasks, |_| ViewMessage::Batch(rest.clone())).await;
     }
+    let mut operators = Vec::new();
+    let mut writers = Vec::new();
+    for task in tasks {
+        let (op, writer) = task.finish().await?;
+        operators.push(op);
+        writers.push(writer);
+    }
+    outputs.return_feature_writers(writers);
+    // Views ran in parallel with ingestion: count the slowest view's compute time.
+    engine += operators
+        .iter()
+        .map(ViewOperator::busy)
+        .max()
+        .unwrap_or_default();
     bar.finish_and_clear();
     let late = outputs.late();
     let dead_letters = outputs.dead_letter_counts();
@@ -132,18 +148,13 @@ pub async fn run(
     })
 }
 
-/// Computes and writes the features of released events; returns the engine time spent.
-async fn emit(
-    operators: &mut [ViewOperator],
-    outputs: &mut Outputs,
-    ready: RecordBatch,
-) -> Result<Duration, JobError> {
-    let mut engine = Duration::ZERO;
-    for (i, op) in operators.iter_mut().enumerate() {
-        let step = Instant::now();
-        let features = op.process(ready.clone(), |_| {}).await?;
-        engine += step.elapsed();
-        outputs.write_features(i, &features)?;
+/// Sends a message to every view task; `false` if one has stopped (its error is reported when
+/// the tasks are finished).
+async fn send_all(tasks: &[ViewTask], message: impl Fn(usize) -> ViewMessage) -> bool {
+    for (i, task) in tasks.iter().enumerate() {
+        if !task.send(message(i)).await {
+            return false;
+        }
     }
-    Ok(engine)
+    true
 }
