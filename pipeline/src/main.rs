@@ -73,6 +73,15 @@ enum Command {
         /// Take the other generator settings from this pipeline config's `source.datagen`.
         #[arg(long)]
         from: Option<PathBuf>,
+        /// Number of distinct cards (overrides the config).
+        #[arg(long)]
+        cards: Option<u64>,
+        /// Number of distinct merchants (overrides the config).
+        #[arg(long)]
+        merchants: Option<u64>,
+        /// Mean events per second of event time (overrides the config).
+        #[arg(long)]
+        events_per_second: Option<f64>,
     },
 }
 
@@ -113,7 +122,28 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             events,
             seed,
             from,
-        } => generate(&out, events, seed, from.as_deref()),
+            cards,
+            merchants,
+            events_per_second,
+        } => {
+            let mut config = match from {
+                Some(path) => LoadedConfig::load(&path)?
+                    .config
+                    .source
+                    .datagen
+                    .with_context(|| {
+                        format!("`{}` has no source.datagen section", path.display())
+                    })?,
+                None => DatagenConfig::default(),
+            };
+            config.events = events;
+            config.seed = seed;
+            config.cards = cards.unwrap_or(config.cards);
+            config.merchants = merchants.unwrap_or(config.merchants);
+            config.events_per_second = events_per_second.unwrap_or(config.events_per_second);
+            config.validate()?;
+            generate(&out, config)
+        }
     }
 }
 
@@ -141,23 +171,13 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn generate(out: &Path, events: u64, seed: u64, from: Option<&Path>) -> anyhow::Result<()> {
+fn generate(out: &Path, config: DatagenConfig) -> anyhow::Result<()> {
     let format = FileFormat::from_path(&out.to_string_lossy()).with_context(|| {
         format!(
             "cannot tell the format of `{}`: use .parquet, .ndjson or .csv",
             out.display()
         )
     })?;
-    let mut config = match from {
-        Some(path) => LoadedConfig::load(path)?
-            .config
-            .source
-            .datagen
-            .with_context(|| format!("`{}` has no source.datagen section", path.display()))?,
-        None => DatagenConfig::default(),
-    };
-    config.events = events;
-    config.seed = seed;
     let batches: Vec<_> = Datagen::new(config)?.map(|b| b.batch).collect();
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
