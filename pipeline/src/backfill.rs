@@ -6,12 +6,12 @@
 use crate::compile::CompiledPipeline;
 use crate::error::JobError;
 use crate::ingest::ingest;
-use crate::outputs::Outputs;
+use crate::outputs::{JobTotals, Outputs};
 use crate::progress::events_bar;
 use crate::run::RunOptions;
 use crate::source::start;
 use crate::summary::RunSummary;
-use crate::view_operator::ViewOperator;
+use crate::view_task::{finish_all, send_all, spawn_all, ViewMessage};
 use arrow::compute::concat_batches;
 use std::time::{Duration, Instant};
 
@@ -45,53 +45,20 @@ pub async fn backfill(
         "features",
     );
     // Each view computes and writes on its own task: views are independent.
-    let tasks: Vec<_> = views
-        .into_iter()
-        .zip(outputs.take_feature_writers())
-        .map(|(view, mut writer)| {
-            let batch = all.clone();
-            let bar = compute_bar.clone();
-            tokio::spawn(async move {
-                let mut op = ViewOperator::new(view);
-                let result = match op.process(batch, |n| bar.inc(n as u64)).await {
-                    Ok(features) => writer.write(&features).map_err(JobError::from),
-                    Err(e) => Err(e),
-                };
-                (op, writer, result)
-            })
-        })
-        .collect();
-    let mut operators = Vec::new();
-    let mut writers = Vec::new();
-    for task in tasks {
-        let (op, writer, result) = task
-            .await
-            .map_err(|e| JobError::Other(format!("a view task stopped: {e}")))?;
-        result?;
-        operators.push(op);
-        writers.push(writer);
-    }
-    outputs.return_feature_writers(writers);
-    // Views ran in parallel: the engine's share is the slowest view's compute time.
-    engine += operators
-        .iter()
-        .map(ViewOperator::busy)
-        .max()
-        .unwrap_or_default();
+    let tasks = spawn_all(views, &mut outputs, &compute_bar);
+    send_all(&tasks, || ViewMessage::Batch(all.clone())).await;
+    drop(all);
+    let (operators, views_busy) = finish_all(tasks, &mut outputs).await?;
     compute_bar.finish_and_clear();
-    let dead_letters = outputs.dead_letter_counts();
-    let dead_letter_path = outputs.dead_letter_path();
-    let views = outputs.finish(&operators)?;
-    Ok(RunSummary {
-        mode: "backfill".into(),
-        pipeline: pipeline.loaded.config.name.clone(),
-        events: source.events,
-        accepted,
-        late: 0,
-        dead_letters,
-        dead_letter_path,
-        views,
-        elapsed_s: started.elapsed().as_secs_f64(),
-        engine_s: engine.as_secs_f64(),
-    })
+    outputs.finish(
+        JobTotals {
+            mode: "backfill",
+            pipeline: pipeline.loaded.config.name.clone(),
+            events: source.events,
+            accepted,
+            started,
+            engine: engine + views_busy,
+        },
+        &operators,
+    )
 }

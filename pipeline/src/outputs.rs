@@ -2,7 +2,7 @@
 
 use crate::compile::CompiledPipeline;
 use crate::error::JobError;
-use crate::summary::ViewSummary;
+use crate::summary::{RunSummary, ViewSummary};
 use crate::view_operator::ViewOperator;
 use quiver_connectors::{DeadLetter, DeadLetterReason, DeadLetterWriter};
 use quiver_store::FeatureRowWriter;
@@ -89,9 +89,15 @@ impl Outputs {
         self.dead_letter_path.clone()
     }
 
-    /// Closes every file; returns per-view summaries.
-    pub fn finish(mut self, operators: &[ViewOperator]) -> Result<Vec<ViewSummary>, JobError> {
+    /// Closes every file and summarises the job.
+    pub fn finish(
+        mut self,
+        job: JobTotals,
+        operators: &[ViewOperator],
+    ) -> Result<RunSummary, JobError> {
         self.dead_letters.flush()?;
+        let late = self.late();
+        let dead_letters = self.dead_letter_counts();
         let mut views = Vec::new();
         for (writer, op) in self.writers.into_iter().zip(operators) {
             let rows = writer.rows();
@@ -106,6 +112,33 @@ impl Outputs {
                 retained_events,
             });
         }
-        Ok(views)
+        Ok(RunSummary {
+            mode: job.mode.to_string(),
+            pipeline: job.pipeline,
+            events: job.events,
+            accepted: job.accepted,
+            late,
+            dead_letters,
+            dead_letter_path: self.dead_letter_path,
+            views,
+            elapsed_s: job.started.elapsed().as_secs_f64(),
+            engine_s: job.engine.as_secs_f64(),
+        })
     }
+}
+
+/// What the job itself counted, for its summary.
+pub struct JobTotals {
+    /// `run` or `backfill`.
+    pub mode: &'static str,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Records read from the source.
+    pub events: u64,
+    /// Events that reached the views.
+    pub accepted: u64,
+    /// When the job started.
+    pub started: std::time::Instant,
+    /// Engine time.
+    pub engine: std::time::Duration,
 }

@@ -5,16 +5,16 @@ use crate::compile::CompiledPipeline;
 use crate::dead_letters::row_dead_letter;
 use crate::error::JobError;
 use crate::ingest::ingest;
-use crate::outputs::Outputs;
+use crate::outputs::{JobTotals, Outputs};
 use crate::progress::events_bar;
 use crate::reorder::ReorderBuffer;
 use crate::source::{start, SourceOverrides};
 use crate::summary::RunSummary;
-use crate::view_operator::ViewOperator;
-use crate::view_task::{ViewMessage, ViewTask};
+use crate::view_task::{finish_all, send_all, spawn_all, ViewMessage};
 use crate::watermark::Watermark;
 use arrow::array::BooleanArray;
 use arrow::compute::filter_record_batch;
+use indicatif::ProgressBar;
 use quiver_connectors::DeadLetterReason;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -41,15 +41,16 @@ pub async fn run(
     let started = Instant::now();
     let mut source = start(&pipeline, &options.source).await?;
     let mut outputs = Outputs::open(&pipeline, options.output.clone())?;
-    let tasks: Vec<ViewTask> = std::mem::take(&mut pipeline.views)
-        .into_iter()
-        .zip(outputs.take_feature_writers())
-        .map(|(view, writer)| ViewTask::spawn(ViewOperator::new(view), writer))
-        .collect();
     let lateness = pipeline.loaded.config.event_time.max_lateness.as_micros();
     let mut watermark = Watermark::new(lateness);
     let mut reorder = ReorderBuffer::new(pipeline.feature_stream_schema.clone());
     let bar = events_bar(source.expected_events, options.progress, "run");
+    // The bar counts source events; the views' own progress is not shown separately.
+    let tasks = spawn_all(
+        std::mem::take(&mut pipeline.views),
+        &mut outputs,
+        &ProgressBar::hidden(),
+    );
     let mut engine = Duration::ZERO;
     let (mut accepted, mut since_expire) = (0u64, 0u64);
     while let Some(batch) = source.next_batch(&mut outputs, &bar).await? {
@@ -96,14 +97,14 @@ pub async fn run(
             .map_err(|e| JobError::Other(e.to_string()))?;
         engine += step.elapsed();
         if let Some(ready) = ready {
-            if !send_all(&tasks, |_| ViewMessage::Batch(ready.clone())).await {
+            if !send_all(&tasks, || ViewMessage::Batch(ready.clone())).await {
                 break;
             }
         }
         if since_expire >= EXPIRE_EVERY_EVENTS {
             since_expire = 0;
             let watermark = watermark.current();
-            if !send_all(&tasks, |_| ViewMessage::Expire(watermark)).await {
+            if !send_all(&tasks, || ViewMessage::Expire(watermark)).await {
                 break;
             }
         }
@@ -113,48 +114,19 @@ pub async fn run(
         .drain()
         .map_err(|e| JobError::Other(e.to_string()))?
     {
-        send_all(&tasks, |_| ViewMessage::Batch(rest.clone())).await;
+        send_all(&tasks, || ViewMessage::Batch(rest.clone())).await;
     }
-    let mut operators = Vec::new();
-    let mut writers = Vec::new();
-    for task in tasks {
-        let (op, writer) = task.finish().await?;
-        operators.push(op);
-        writers.push(writer);
-    }
-    outputs.return_feature_writers(writers);
-    // Views ran in parallel with ingestion: count the slowest view's compute time.
-    engine += operators
-        .iter()
-        .map(ViewOperator::busy)
-        .max()
-        .unwrap_or_default();
+    let (operators, views_busy) = finish_all(tasks, &mut outputs).await?;
     bar.finish_and_clear();
-    let late = outputs.late();
-    let dead_letters = outputs.dead_letter_counts();
-    let dead_letter_path = outputs.dead_letter_path();
-    let views = outputs.finish(&operators)?;
-    Ok(RunSummary {
-        mode: "run".into(),
-        pipeline: pipeline.loaded.config.name.clone(),
-        events: source.events,
-        accepted,
-        late,
-        dead_letters,
-        dead_letter_path,
-        views,
-        elapsed_s: started.elapsed().as_secs_f64(),
-        engine_s: engine.as_secs_f64(),
-    })
-}
-
-/// Sends a message to every view task; `false` if one has stopped (its error is reported when
-/// the tasks are finished).
-async fn send_all(tasks: &[ViewTask], message: impl Fn(usize) -> ViewMessage) -> bool {
-    for (i, task) in tasks.iter().enumerate() {
-        if !task.send(message(i)).await {
-            return false;
-        }
-    }
-    true
+    outputs.finish(
+        JobTotals {
+            mode: "run",
+            pipeline: pipeline.loaded.config.name.clone(),
+            events: source.events,
+            accepted,
+            started,
+            engine: engine + views_busy,
+        },
+        &operators,
+    )
 }
