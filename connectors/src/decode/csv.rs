@@ -205,21 +205,8 @@ mod tests {
     use crate::dead_letter::DeadLetterReason as R;
     use crate::decode::{decode_file, FileFormat};
     use crate::error::ConnectorError;
-    use crate::schema::{DeclaredSchema, FieldSpec, FieldType};
 
-    fn schema() -> DeclaredSchema {
-        DeclaredSchema::new(
-            vec![
-                FieldSpec::new("id", FieldType::Int, false),
-                FieldSpec::new("amount", FieldType::Float, true),
-                FieldSpec::new("ok", FieldType::Bool, true),
-                FieldSpec::new("name", FieldType::String, true),
-                FieldSpec::new("t", FieldType::Timestamp, false),
-            ],
-            "t",
-        )
-        .unwrap()
-    }
+    use crate::decode::tests::text_schema as schema;
 
     #[test]
     fn every_reason_with_exact_line_numbers() {

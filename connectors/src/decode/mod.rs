@@ -85,7 +85,24 @@ pub fn decode_file(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use crate::schema::{DeclaredSchema, FieldSpec, FieldType};
+
+    /// The schema the NDJSON and CSV decoder tests share: one column of every type.
+    pub(crate) fn text_schema() -> DeclaredSchema {
+        DeclaredSchema::new(
+            vec![
+                FieldSpec::new("id", FieldType::Int, false),
+                FieldSpec::new("amount", FieldType::Float, true),
+                FieldSpec::new("ok", FieldType::Bool, true),
+                FieldSpec::new("name", FieldType::String, true),
+                FieldSpec::new("t", FieldType::Timestamp, false),
+            ],
+            "t",
+        )
+        .expect("valid test schema")
+    }
+
     use super::*;
 
     #[test]
