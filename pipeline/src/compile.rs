@@ -55,7 +55,7 @@ impl CompiledPipeline {
         }];
         let mut transforms = Vec::new();
         for step in &c.transforms {
-            let (sql, file) = match loaded.step_sql(step) {
+            let text = match loaded.step_sql(step) {
                 Ok(x) => x,
                 Err(e) => {
                     problems.push(e.into());
@@ -63,7 +63,10 @@ impl CompiledPipeline {
                 }
             };
             let previous = streams.last().map(|s| s.name.clone()).unwrap_or_default();
-            match Transform::compile(&step.name, &file, &sql, &streams).await {
+            match Transform::compile(&step.name, &text.file, &text.sql, &streams)
+                .await
+                .map_err(|e| text.locate(e))
+            {
                 Ok(t) if t.input() != previous => problems.push(
                     cfg_err(
                         "name",
@@ -125,7 +128,7 @@ impl CompiledPipeline {
         }
         let mut views = Vec::new();
         for step in &c.views {
-            let (sql, file) = match loaded.step_sql(step) {
+            let text = match loaded.step_sql(step) {
                 Ok(x) => x,
                 Err(e) => {
                     problems.push(e.into());
@@ -134,7 +137,10 @@ impl CompiledPipeline {
             };
             // Views may only read the feature stream: register just that one.
             let visible: Vec<StreamSchema> = feature_stream.iter().cloned().collect();
-            match FeatureView::compile(&step.name, &file, &sql, &visible, &event_time).await {
+            match FeatureView::compile(&step.name, &text.file, &text.sql, &visible, &event_time)
+                .await
+                .map_err(|e| text.locate(e))
+            {
                 Ok(v) => views.push(v),
                 Err(e) => problems.push(e.into()),
             }

@@ -2,6 +2,7 @@
 //! where to write. Unknown keys are errors; every error names the file and line.
 
 use crate::duration::Duration;
+use crate::sql_text::SqlText;
 use quiver_connectors::{DatagenConfig, FieldSpec, FileFormat};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -250,12 +251,14 @@ impl LoadedConfig {
         Ok(())
     }
 
-    /// The SQL text of a step and the name to report errors against.
-    pub fn step_sql(&self, step: &SqlStep) -> Result<(String, String), ConfigError> {
+    /// The SQL of a step, with where it sits for error positions.
+    pub fn step_sql(&self, step: &SqlStep) -> Result<SqlText, ConfigError> {
         match (&step.sql, &step.file) {
-            (Some(sql), _) => Ok((
+            (Some(sql), _) => Ok(SqlText::inline(
                 sql.clone(),
-                format!("{}#{}", self.path.display(), step.name),
+                self.path.display().to_string(),
+                &self.text,
+                &step.name,
             )),
             (None, Some(file)) => {
                 let path = self.path.parent().unwrap_or(Path::new(".")).join(file);
@@ -272,7 +275,7 @@ impl LoadedConfig {
                     )
                     .with_help("SQL file paths are relative to the config file's directory")
                 })?;
-                Ok((sql, path.display().to_string()))
+                Ok(SqlText::from_file(sql, path.display().to_string()))
             }
             (None, None) => Err(at_key(
                 &self.path,

@@ -10,19 +10,19 @@ use quiver_store::StoreError;
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     /// The config is wrong.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// SQL is wrong or failed to execute.
-    #[error("{0}")]
+    #[error(transparent)]
     Sql(#[from] SqlError),
     /// A source or the dead-letter output failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Connector(#[from] ConnectorError),
     /// Window kernels refused input (a runtime bug, reported rather than panicking).
-    #[error("{0}")]
+    #[error(transparent)]
     Kernel(#[from] KernelError),
     /// Feature rows could not be written.
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// Several problems (from validation).
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]

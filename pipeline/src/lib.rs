@@ -19,6 +19,7 @@ pub mod progress;
 pub mod reorder;
 pub mod run;
 pub mod source;
+pub mod sql_text;
 pub mod summary;
 pub mod validate;
 pub mod view_operator;

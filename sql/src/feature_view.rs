@@ -275,7 +275,10 @@ impl FeatureView {
             .collect::<Result<Vec<_>, _>>()?;
         let key_names = partition
             .iter()
-            .map(|e| e.schema_name().to_string())
+            .map(|e| match e {
+                Expr::Column(c) => c.name.clone(),
+                other => other.schema_name().to_string(),
+            })
             .collect();
         let key_fields = partition
             .iter()
