@@ -162,6 +162,8 @@ async fn check(datagen: DatagenConfig, max_lateness_ms: u64, expect_late: bool) 
         let pipeline = compile(dir.path(), &datagen, max_lateness_ms).await;
         let options = RunOptions {
             output: Some(out.clone()),
+            // Sweep state often, so that expiry runs many times mid-stream.
+            expire_every_events: 500,
             ..RunOptions::default()
         };
         let summary = if is_backfill {

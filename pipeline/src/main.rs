@@ -157,6 +157,7 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         },
         output: args.output,
         progress: !args.no_progress && std::io::stderr().is_terminal(),
+        ..RunOptions::default()
     };
     let summary: RunSummary = if is_backfill {
         backfill(pipeline, options).await?

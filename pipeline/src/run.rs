@@ -28,9 +28,12 @@ pub struct RunOptions {
     pub output: Option<PathBuf>,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
+    /// Source events between sweeps of window state no future event can read (0: default,
+    /// 262,144).
+    pub expire_every_events: u64,
 }
 
-/// Source events between sweeps of idle window state.
+/// Default source events between sweeps of idle window state.
 const EXPIRE_EVERY_EVENTS: u64 = 256 * 1024;
 
 /// Runs the pipeline over its source until the source ends.
@@ -53,6 +56,10 @@ pub async fn run(
     );
     let mut engine = Duration::ZERO;
     let (mut accepted, mut since_expire) = (0u64, 0u64);
+    let expire_every = match options.expire_every_events {
+        0 => EXPIRE_EVERY_EVENTS,
+        n => n,
+    };
     while let Some(batch) = source.next_batch(&mut outputs, &bar).await? {
         since_expire += batch.batch.num_rows() as u64;
         let step = Instant::now();
@@ -101,7 +108,7 @@ pub async fn run(
                 break;
             }
         }
-        if since_expire >= EXPIRE_EVERY_EVENTS {
+        if since_expire >= expire_every {
             since_expire = 0;
             let watermark = watermark.current();
             if !send_all(&tasks, || ViewMessage::Expire(watermark)).await {
