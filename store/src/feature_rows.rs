@@ -2,14 +2,18 @@
 
 use crate::error::StoreError;
 use crate::INTERNAL_COLUMN_PREFIX;
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Rows per Parquet row group.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// Writes one view's feature rows. Files are written as `*.parquet.tmp` and renamed when
 /// complete, so a reader (or a crash) never sees a half-written file under the final name.
@@ -137,9 +141,22 @@ impl FeatureRowWriter {
             path: path.clone(),
             source,
         })?;
-        let props = WriterProperties::builder()
+        // Row groups of 128k rows keep the writer's buffer small (it holds a whole row group
+        // in memory); dictionaries only pay off for strings (keys), not for feature values.
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .build();
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_dictionary_enabled(false);
+        for field in self.schema.fields() {
+            if matches!(
+                field.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ) {
+                props = props
+                    .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
+            }
+        }
+        let props = props.build();
         let writer =
             ArrowWriter::try_new(file, Arc::clone(&self.schema), Some(props)).map_err(|e| {
                 StoreError::Parquet {
