@@ -145,3 +145,24 @@ fn row_text(batch: &RecordBatch, row: usize) -> Vec<String> {
         .map(|c| as_strings(c)[row].clone().unwrap_or_else(|| "NULL".into()))
         .collect()
 }
+
+/// Compiles the pipeline config at `config` and runs it (streaming, or backfill) with feature
+/// rows and dead letters under `out`.
+pub async fn run_config(
+    config: &Path,
+    out: &Path,
+    is_backfill: bool,
+) -> Result<quiver_pipeline::RunSummary, quiver_pipeline::JobError> {
+    use quiver_pipeline::run::RunOptions;
+    let loaded = quiver_pipeline::LoadedConfig::load(config)?;
+    let pipeline = quiver_pipeline::CompiledPipeline::compile(loaded).await?;
+    let options = RunOptions {
+        output: Some(out.to_path_buf()),
+        ..RunOptions::default()
+    };
+    if is_backfill {
+        quiver_pipeline::backfill::backfill(pipeline, options).await
+    } else {
+        quiver_pipeline::run::run(pipeline, options).await
+    }
+}

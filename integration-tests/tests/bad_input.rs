@@ -1,10 +1,8 @@
 //! Bad input is data: every malformed record becomes a dead letter with its reason and exact
 //! source position; the run completes and reports the counts; nothing panics.
 
-use quiver_integration_tests::{read_view, write_files};
-use quiver_pipeline::backfill::backfill;
-use quiver_pipeline::run::{run, RunOptions};
-use quiver_pipeline::{CompiledPipeline, LoadedConfig, RunSummary};
+use quiver_integration_tests::{read_view, run_config, write_files};
+use quiver_pipeline::RunSummary;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -50,20 +48,9 @@ fn dead_letters(summary: &RunSummary) -> Vec<Value> {
 
 async fn execute(dir: &Path, location: &str, lateness: &str, is_backfill: bool) -> RunSummary {
     let path = write_files(dir, &[("p.yaml", &config(location, lateness))]);
-    let pipeline = CompiledPipeline::compile(LoadedConfig::load(&path).expect("config"))
+    run_config(&path, &dir.join("out"), is_backfill)
         .await
-        .expect("compiles");
-    let options = RunOptions {
-        output: Some(dir.join("out")),
-        ..RunOptions::default()
-    };
-    if is_backfill {
-        backfill(pipeline, options)
-            .await
-            .expect("backfill completes")
-    } else {
-        run(pipeline, options).await.expect("run completes")
-    }
+        .expect("the job completes despite bad records")
 }
 
 /// (reason, offset) of every dead letter, sorted by offset.
@@ -188,17 +175,8 @@ async fn a_missing_input_is_a_clear_error() {
         dir.path(),
         &[("p.yaml", &config("/nonexistent/quiver/*.ndjson", "0s"))],
     );
-    let pipeline = CompiledPipeline::compile(LoadedConfig::load(&path).expect("config"))
+    let err = run_config(&path, &dir.path().join("out"), false)
         .await
-        .expect("compiles");
-    let err = run(
-        pipeline,
-        RunOptions {
-            output: Some(dir.path().join("out")),
-            ..RunOptions::default()
-        },
-    )
-    .await
-    .expect_err("fails");
+        .expect_err("fails");
     assert!(err.to_string().contains("/nonexistent/quiver"), "{err}");
 }

@@ -6,7 +6,7 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::Int64Type;
 use arrow::record_batch::RecordBatch;
 use quiver_connectors::{datagen_schema, Datagen, DatagenConfig};
-use quiver_integration_tests::{assert_same_features, read_view, write_files};
+use quiver_integration_tests::{assert_same_features, read_view, run_config, write_files};
 use quiver_pipeline::backfill::backfill;
 use quiver_pipeline::run::{run, RunOptions};
 use quiver_pipeline::{CompiledPipeline, LoadedConfig, RunSummary};
@@ -270,22 +270,15 @@ async fn single_event_and_empty_inputs() {
     )
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let pipeline = compile(
-        dir.path(),
-        &DatagenConfig {
-            events: 0,
-            ..small(8)
-        },
-        1_000,
-    )
-    .await;
-    let out = dir.path().join("out");
-    let summary = run(
-        pipeline,
-        RunOptions {
-            output: Some(out.clone()),
-            ..RunOptions::default()
-        },
+    let empty = DatagenConfig {
+        events: 0,
+        ..small(8)
+    };
+    compile(dir.path(), &empty, 1_000).await;
+    let summary = run_config(
+        &dir.path().join("pipeline.yaml"),
+        &dir.path().join("out"),
+        false,
     )
     .await
     .expect("empty run");

@@ -5,9 +5,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 use quiver_connectors::{write_file, FileFormat};
-use quiver_integration_tests::{read_view, write_files};
-use quiver_pipeline::run::{run, RunOptions};
-use quiver_pipeline::{CompiledPipeline, LoadedConfig};
+use quiver_integration_tests::{read_view, run_config, write_files};
 use std::io::{Read, Write};
 
 const BUCKET: &str = "quiver-test";
@@ -139,19 +137,8 @@ views:
 "
     );
     let path = write_files(dir.path(), &[("p.yaml", &yaml)]);
-    let pipeline = CompiledPipeline::compile(LoadedConfig::load(&path).expect("config"))
-        .await
-        .expect("compiles");
     let out = dir.path().join("out");
-    let summary = run(
-        pipeline,
-        RunOptions {
-            output: Some(out.clone()),
-            ..RunOptions::default()
-        },
-    )
-    .await
-    .expect("run over s3");
+    let summary = run_config(&path, &out, false).await.expect("run over s3");
     assert_eq!(summary.events, 5);
     assert_eq!(summary.dead_letter_total(), 1);
     let letters = std::fs::read_to_string(&summary.dead_letter_path).expect("dead letters");
