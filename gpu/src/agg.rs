@@ -1,5 +1,6 @@
 //! The aggregate functions a feature window can compute.
 
+use crate::moments::MomentLevel;
 use serde::{Deserialize, Serialize};
 
 /// An aggregate over the non-null input values inside a window.
@@ -46,9 +47,17 @@ impl AggKind {
     pub const SUPPORTED_SQL_NAMES: &'static str =
         "count, sum, avg, min, max, stddev_samp (stddev), var_samp (variance), stddev_pop, var_pop";
 
-    /// Whether the kind is answered from running moments (count, sums, sums of squares).
-    pub fn uses_moments(self) -> bool {
-        !matches!(self, AggKind::Min | AggKind::Max)
+    /// How much of the running moments the kind reads; `None` for min and max, which use
+    /// extrema trackers instead.
+    pub fn moment_level(self) -> Option<MomentLevel> {
+        match self {
+            AggKind::Min | AggKind::Max => None,
+            AggKind::Count => Some(MomentLevel::Count),
+            AggKind::Sum | AggKind::Avg => Some(MomentLevel::Sum),
+            AggKind::StddevSamp | AggKind::VarSamp | AggKind::StddevPop | AggKind::VarPop => {
+                Some(MomentLevel::Spread)
+            }
+        }
     }
 }
 

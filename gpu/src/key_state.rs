@@ -87,9 +87,14 @@ impl KeyWindowState {
             column.push_back(value(i));
         }
         for (group, g) in self.groups.iter_mut().zip(&plan.groups) {
-            for (m, &input) in group.moments.iter_mut().zip(&g.moment_inputs) {
+            for ((m, &input), &level) in group
+                .moments
+                .iter_mut()
+                .zip(&g.moment_inputs)
+                .zip(&g.moment_levels)
+            {
                 if let Some(x) = value(input) {
-                    m.add(x);
+                    m.add(x, level);
                 }
             }
             for (e, &input) in group.mins.iter_mut().zip(&g.min_inputs) {
@@ -119,9 +124,14 @@ impl KeyWindowState {
             let before = group.start;
             while group.start < end && self.times[(group.start - self.base) as usize] < lower {
                 let row = (group.start - self.base) as usize;
-                for (m, &input) in group.moments.iter_mut().zip(&g.moment_inputs) {
+                for ((m, &input), &level) in group
+                    .moments
+                    .iter_mut()
+                    .zip(&g.moment_inputs)
+                    .zip(&g.moment_levels)
+                {
                     if let Some(x) = self.values[input][row] {
-                        m.remove(x);
+                        m.remove(x, level);
                     }
                 }
                 group.start += 1;

@@ -3,6 +3,19 @@
 use crate::compensated::CompensatedSum;
 use serde::{Deserialize, Serialize};
 
+/// How much of [`Moments`] an aggregate needs: counts need only the count, sums and means
+/// also the sum, variances also the spread. Updating only what is read saves most of the
+/// floating-point work for count and sum features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum MomentLevel {
+    /// The number of values.
+    Count,
+    /// Count and sum.
+    Sum,
+    /// Count, sum and the shifted sums for variance.
+    Spread,
+}
+
 /// Count, sum and shifted sums of squares of the non-null values in a window.
 ///
 /// Variance is computed from sums of `x - shift` where `shift` is the first value that entered
@@ -18,9 +31,9 @@ pub struct Moments {
 }
 
 impl Moments {
-    /// Adds a value entering the window.
+    /// Adds a value entering the window, maintaining the quantities of `level`.
     #[inline]
-    pub fn add(&mut self, x: f64) {
+    pub fn add(&mut self, x: f64, level: MomentLevel) {
         if self.n == 0 {
             *self = Moments {
                 shift: x,
@@ -28,24 +41,32 @@ impl Moments {
             };
         }
         self.n += 1;
-        self.sum.add(x);
-        let d = x - self.shift;
-        self.shifted_sum.add(d);
-        self.shifted_squares.add(d * d);
+        if level >= MomentLevel::Sum {
+            self.sum.add(x);
+        }
+        if level == MomentLevel::Spread {
+            let d = x - self.shift;
+            self.shifted_sum.add(d);
+            self.shifted_squares.add(d * d);
+        }
     }
 
-    /// Removes a value leaving the window (it must have been added).
+    /// Removes a value leaving the window (it must have been added with the same `level`).
     #[inline]
-    pub fn remove(&mut self, x: f64) {
+    pub fn remove(&mut self, x: f64, level: MomentLevel) {
         self.n = self.n.saturating_sub(1);
         if self.n == 0 {
             *self = Moments::default();
             return;
         }
-        self.sum.remove(x);
-        let d = x - self.shift;
-        self.shifted_sum.remove(d);
-        self.shifted_squares.remove(d * d);
+        if level >= MomentLevel::Sum {
+            self.sum.remove(x);
+        }
+        if level == MomentLevel::Spread {
+            let d = x - self.shift;
+            self.shifted_sum.remove(d);
+            self.shifted_squares.remove(d * d);
+        }
     }
 
     /// Number of values in the window.
@@ -89,10 +110,10 @@ mod tests {
     fn identical_values_have_zero_variance() {
         let mut m = Moments::default();
         for _ in 0..1000 {
-            m.add(0.37);
+            m.add(0.37, MomentLevel::Spread);
         }
         assert_eq!(m.var_samp(), Some(0.0));
-        m.remove(0.37);
+        m.remove(0.37, MomentLevel::Spread);
         assert_eq!(m.var_samp(), Some(0.0));
     }
 
@@ -103,10 +124,10 @@ mod tests {
             .collect();
         let mut m = Moments::default();
         for &x in &xs {
-            m.add(x);
+            m.add(x, MomentLevel::Spread);
         }
         for &x in &xs[..200] {
-            m.remove(x);
+            m.remove(x, MomentLevel::Spread);
         }
         let rest = &xs[200..];
         let mean = rest.iter().sum::<f64>() / rest.len() as f64;
@@ -120,10 +141,10 @@ mod tests {
     fn empty_and_single() {
         let mut m = Moments::default();
         assert_eq!(m.sum(), None);
-        m.add(2.0);
+        m.add(2.0, MomentLevel::Spread);
         assert_eq!(m.var_samp(), None);
         assert_eq!(m.var_pop(), Some(0.0));
-        m.remove(2.0);
+        m.remove(2.0, MomentLevel::Spread);
         assert_eq!(m.mean(), None);
     }
 }

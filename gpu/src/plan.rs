@@ -1,6 +1,7 @@
 //! Which aggregates a feature view computes, grouped by window frame for the kernels.
 
 use crate::agg::AggKind;
+use crate::moments::MomentLevel;
 use serde::{Deserialize, Serialize};
 
 /// The extent of a window, relative to the current event at time `t`.
@@ -43,6 +44,8 @@ pub(crate) struct FrameGroup {
     pub(crate) frame: Frame,
     /// Inputs whose moments the group tracks.
     pub(crate) moment_inputs: Vec<usize>,
+    /// For each of `moment_inputs`, how much of the moments its aggregates read.
+    pub(crate) moment_levels: Vec<MomentLevel>,
     /// Inputs whose minimum the group tracks.
     pub(crate) min_inputs: Vec<usize>,
     /// Inputs whose maximum the group tracks.
@@ -79,6 +82,7 @@ impl WindowPlan {
                     groups.push(FrameGroup {
                         frame: spec.frame,
                         moment_inputs: Vec::new(),
+                        moment_levels: Vec::new(),
                         min_inputs: Vec::new(),
                         max_inputs: Vec::new(),
                     });
@@ -98,6 +102,12 @@ impl WindowPlan {
                     list.len() - 1
                 }
             };
+            if let Some(level) = spec.kind.moment_level() {
+                match group.moment_levels.get_mut(index) {
+                    Some(l) => *l = (*l).max(level),
+                    None => group.moment_levels.push(level),
+                }
+            }
             outputs.push((g, make(index)));
         }
         Ok(WindowPlan {
@@ -168,6 +178,8 @@ mod tests {
         let plan = WindowPlan::new(specs, 2).unwrap();
         assert_eq!(plan.groups.len(), 2);
         assert_eq!(plan.groups[0].moment_inputs, vec![0]);
+        assert_eq!(plan.groups[0].moment_levels, vec![MomentLevel::Sum]);
+        assert_eq!(plan.groups[1].moment_levels, vec![MomentLevel::Count]);
         assert_eq!(plan.outputs[1], (0, Slot::Moments(0)));
         assert_eq!(plan.outputs[2], (0, Slot::Max(0)));
         assert_eq!(plan.longest_range_micros(), Some(60));
