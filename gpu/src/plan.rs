@@ -128,18 +128,6 @@ impl WindowPlan {
         self.inputs
     }
 
-    /// The widest range frame in microseconds (`None` if all frames are unbounded): events older
-    /// than this behind the watermark can never be read again.
-    pub fn longest_range_micros(&self) -> Option<i64> {
-        self.groups
-            .iter()
-            .filter_map(|g| match g.frame {
-                Frame::Range { width_micros } => Some(width_micros),
-                Frame::Unbounded => None,
-            })
-            .max()
-    }
-
     /// Whether any frame is unbounded (state of such keys is kept for their lifetime).
     pub fn has_unbounded(&self) -> bool {
         self.groups.iter().any(|g| g.frame == Frame::Unbounded)
@@ -182,7 +170,6 @@ mod tests {
         assert_eq!(plan.groups[1].moment_levels, vec![MomentLevel::Count]);
         assert_eq!(plan.outputs[1], (0, Slot::Moments(0)));
         assert_eq!(plan.outputs[2], (0, Slot::Max(0)));
-        assert_eq!(plan.longest_range_micros(), Some(60));
         assert!(plan.has_unbounded());
         assert!(WindowPlan::new(
             vec![WindowSpec {

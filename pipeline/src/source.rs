@@ -39,8 +39,6 @@ pub struct SourceHandle {
     pub expected_events: Option<u64>,
     /// Number of files, for file input.
     pub files: Option<usize>,
-    /// What is being read, for progress and summaries.
-    pub description: String,
     /// Records read so far (decoded rows and dead letters).
     pub events: u64,
     files_done: usize,
@@ -157,7 +155,6 @@ pub async fn start(
             items,
             expected_events: None,
             files: Some(count),
-            description: location,
             events: 0,
             files_done: 0,
         });
@@ -179,7 +176,6 @@ pub async fn start(
         items,
         expected_events: Some(expected),
         files: None,
-        description: "datagen".to_string(),
         events: 0,
         files_done: 0,
     })
