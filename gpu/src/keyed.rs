@@ -152,16 +152,23 @@ impl KeyedWindows {
             .any(|c| c.values.len() != rows || c.validity.is_some_and(|v| v.len() != rows))
             || out.rows() != rows
             || out.values.len() != self.plan.specs().len()
-            || slots.iter().any(|&s| s as usize >= self.states.len())
+            || order.iter().any(|&r| r as usize >= rows)
         {
             return Err(KernelError::InputMismatch(
-                "column lengths or slots do not match".into(),
+                "column lengths or row order do not match".into(),
             ));
         }
         let specs = self.plan.specs().len();
         // Gather the rows into processing order first: independent loads in a tight loop
         // overlap their cache misses, where loads inside the dependent loop below would not.
         let slot_of: Vec<u32> = order.iter().map(|&r| slots[r as usize]).collect();
+        // Only the rows of this call are checked: callers pass the whole batch's slots with
+        // one chunk of the order at a time.
+        if slot_of.iter().any(|&s| s as usize >= self.states.len()) {
+            return Err(KernelError::InputMismatch(
+                "a slot does not belong to these windows".into(),
+            ));
+        }
         let time_of: Vec<i64> = order.iter().map(|&r| times[r as usize]).collect();
         let width = inputs.len();
         let input_of: Vec<Option<f64>> = order
