@@ -27,6 +27,9 @@ pub enum DeadLetterReason {
     InvalidEventTime,
     /// The event arrived after the watermark had passed its event time.
     Late,
+    /// The event time is further in the future than `event_time.max_future` allows (a wrong
+    /// clock); accepting it would make every later event late.
+    FutureEventTime,
     /// A SQL transform failed on the record.
     TransformError,
 }
@@ -42,6 +45,7 @@ impl DeadLetterReason {
             DeadLetterReason::MissingEventTime => "missing_event_time",
             DeadLetterReason::InvalidEventTime => "invalid_event_time",
             DeadLetterReason::Late => "late",
+            DeadLetterReason::FutureEventTime => "future_event_time",
             DeadLetterReason::TransformError => "transform_error",
         }
     }
@@ -189,6 +193,7 @@ mod tests {
             DeadLetterReason::MissingEventTime,
             DeadLetterReason::InvalidEventTime,
             DeadLetterReason::Late,
+            DeadLetterReason::FutureEventTime,
             DeadLetterReason::TransformError,
         ] {
             let json = serde_json::to_string(&reason).unwrap();

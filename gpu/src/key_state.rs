@@ -1,7 +1,7 @@
 //! Window state of one entity key.
 
 use crate::extrema::{Extreme, WindowExtreme};
-use crate::moments::Moments;
+use crate::moments::{MomentLevel, Moments};
 use crate::plan::{Frame, Slot, WindowPlan};
 use crate::AggKind;
 use serde::{Deserialize, Serialize};
@@ -139,6 +139,19 @@ impl KeyWindowState {
             if group.start != before {
                 for e in group.mins.iter_mut().chain(group.maxs.iter_mut()) {
                     e.evict_before(group.start);
+                }
+                // Removals can leave the shift far from what remains: rebuild those moments
+                // from the retained values (rare; see `Moments::drifted`).
+                let from = (group.start - self.base) as usize;
+                for ((m, &input), &level) in group
+                    .moments
+                    .iter_mut()
+                    .zip(&g.moment_inputs)
+                    .zip(&g.moment_levels)
+                {
+                    if level == MomentLevel::Spread && m.drifted() {
+                        m.rebuild(self.values[input].range(from..).flatten().copied(), level);
+                    }
                 }
             }
         }

@@ -16,6 +16,11 @@ pub enum MomentLevel {
     Spread,
 }
 
+/// Beyond this ratio of the sum of squares around the shift to the spread, the moments are
+/// rebuilt around the window's mean: the relative error of the spread is about this ratio times
+/// the unit round-off (2.2e-16), so at most ~1e-12.
+const RESHIFT_RATIO: f64 = 1e4;
+
 /// Count, sum and shifted sums of squares of the non-null values in a window.
 ///
 /// Variance is computed from sums of `x - shift` where `shift` is the first value that entered
@@ -66,6 +71,41 @@ impl Moments {
             let d = x - self.shift;
             self.shifted_sum.remove(d);
             self.shifted_squares.remove(d * d);
+        }
+    }
+
+    /// Whether the shift has drifted so far from the values in the window that the spread
+    /// lost precision: the sum of squares around the shift then dwarfs the spread itself
+    /// (e.g. a key's first, huge amount, used as the shift, has left a window of small ones).
+    /// Only meaningful for moments kept at [`MomentLevel::Spread`].
+    pub fn drifted(&self) -> bool {
+        self.n >= 2 && self.shifted_squares.value() > RESHIFT_RATIO * self.m2()
+    }
+
+    /// Recomputes the moments of exactly `values` (the window's current non-null values) at
+    /// `level`, shifted by their mean, which makes the spread as exact as a two-pass variance.
+    pub fn rebuild(&mut self, values: impl Iterator<Item = f64> + Clone, level: MomentLevel) {
+        let mut total = CompensatedSum::default();
+        let mut n = 0u64;
+        for x in values.clone() {
+            total.add(x);
+            n += 1;
+        }
+        *self = Moments::default();
+        if n == 0 {
+            return;
+        }
+        self.shift = total.value() / n as f64;
+        self.n = n;
+        if level >= MomentLevel::Sum {
+            self.sum = total;
+        }
+        if level == MomentLevel::Spread {
+            for x in values {
+                let d = x - self.shift;
+                self.shifted_sum.add(d);
+                self.shifted_squares.add(d * d);
+            }
         }
     }
 
@@ -135,6 +175,30 @@ mod tests {
         let got = m.var_samp().unwrap();
         assert!(((got - var) / var).abs() < 1e-12, "{got} vs {var}");
         assert_eq!(m.count(), 300);
+    }
+
+    #[test]
+    fn a_far_shift_is_detected_and_rebuilding_restores_precision() {
+        let mut m = Moments::default();
+        m.add(1_000_000.0, MomentLevel::Spread);
+        let small: Vec<f64> = (0..1000).map(|i| 10.0 + (i % 7) as f64 * 0.01).collect();
+        for &x in &small {
+            m.add(x, MomentLevel::Spread);
+        }
+        assert!(
+            !m.drifted(),
+            "the far value is still inside: the spread is huge"
+        );
+        m.remove(1_000_000.0, MomentLevel::Spread);
+        assert!(m.drifted());
+        m.rebuild(small.iter().copied(), MomentLevel::Spread);
+        assert!(!m.drifted());
+        let mean = small.iter().sum::<f64>() / small.len() as f64;
+        let var = small.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 999.0;
+        let got = m.var_samp().unwrap();
+        assert!(((got - var) / var).abs() < 1e-12, "{got} vs {var}");
+        assert_eq!(m.count(), 1000);
+        assert!((m.sum().unwrap() - small.iter().sum::<f64>()).abs() < 1e-9);
     }
 
     #[test]

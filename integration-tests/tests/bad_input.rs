@@ -180,3 +180,27 @@ async fn a_missing_input_is_a_clear_error() {
         .expect_err("fails");
     assert!(err.to_string().contains("/nonexistent/quiver"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_clock_does_not_poison_the_stream() {
+    // One event dated 9999-12-31 among ordinary ones: it is dead-lettered with its own reason
+    // and the events after it are neither late nor lost.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lines = [
+        r#"{"card_id": "c1", "amount": 1.0, "note": "1", "event_time": "2026-01-01T00:00:00Z"}"#,
+        r#"{"card_id": "c1", "amount": 1.0, "note": "1", "event_time": "9999-12-31T00:00:00Z"}"#,
+        r#"{"card_id": "c1", "amount": 1.0, "note": "1", "event_time": "2026-01-01T00:00:05Z"}"#,
+        r#"{"card_id": "c1", "amount": 1.0, "note": "1", "event_time": "2026-01-01T00:00:09Z"}"#,
+    ];
+    let file = dir.path().join("tx.ndjson");
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    for is_backfill in [false, true] {
+        let summary = execute(dir.path(), file.to_str().expect("utf8"), "1s", is_backfill).await;
+        assert_eq!(
+            reasons(&dead_letters(&summary)),
+            vec![("future_event_time".into(), 2)]
+        );
+        assert_eq!(summary.late, 0);
+        assert_eq!(read_view(&dir.path().join("out/card")).num_rows(), 3);
+    }
+}

@@ -214,3 +214,19 @@ async fn several_problems_are_reported_together() {
     assert!(e.contains("card.sql:1:1"), "{e}");
     assert!(e.contains("other.sql:1:8"), "{e}");
 }
+
+#[tokio::test]
+async fn a_view_that_redefines_event_time_is_refused_where_it_does() {
+    let e = view_error(
+        "SELECT card_id, event_time,
+  count(*) OVER (PARTITION BY card_id ORDER BY event_time
+    RANGE BETWEEN INTERVAL '10 minutes' PRECEDING AND CURRENT ROW) AS n_10m
+FROM (SELECT card_id,
+        date_trunc('minute', event_time) AS event_time
+      FROM transactions_raw) t",
+    )
+    .await;
+    assert!(e.contains("card.sql:5:"), "{e}");
+    assert!(e.contains("redefines the event-time column"), "{e}");
+    assert!(e.contains("transform"), "says what to do instead: {e}");
+}

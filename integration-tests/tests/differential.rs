@@ -163,7 +163,7 @@ async fn check(datagen: DatagenConfig, max_lateness_ms: u64, expect_late: bool) 
         let options = RunOptions {
             output: Some(out.clone()),
             // Sweep state often, so that expiry runs many times mid-stream.
-            expire_every_events: 500,
+            expire_interval_micros: Some(60_000_000),
             ..RunOptions::default()
         };
         let summary = if is_backfill {

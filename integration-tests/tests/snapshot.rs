@@ -23,7 +23,8 @@ async fn operator(dir: &std::path::Path) -> ViewOperator {
     let mut pipeline = CompiledPipeline::compile(LoadedConfig::load(&path).expect("config"))
         .await
         .expect("compiles");
-    ViewOperator::new(pipeline.views.remove(0))
+    let fingerprint = pipeline.view_identities[0].fingerprint();
+    ViewOperator::new(pipeline.views.remove(0), fingerprint)
 }
 
 /// Generated events sorted by event time, with the offset column the runtime adds.
@@ -85,17 +86,40 @@ async fn restored_state_continues_exactly() {
         .process(first, |_| {})
         .await
         .expect("first half");
-    // Snapshot in two parts, as per-partition checkpoints would: keys split by a predicate.
+    // Snapshot in two parts, as per-partition checkpoints would: keys split by a hash of all
+    // their bytes (the last byte of an encoded key is the same for every key), and each part
+    // must really hold keys.
+    let part = |k: &[u8]| k.iter().map(|&b| u32::from(b)).sum::<u32>() % 2;
+    let (even_keys, odd_keys) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
     let even = before_crash
-        .snapshot(|k| k.last().is_some_and(|b| b % 2 == 0))
+        .snapshot_keys(|k| {
+            let take = part(k) == 0;
+            even_keys.set(even_keys.get() + usize::from(take));
+            take
+        })
         .expect("snapshot");
     let odd = before_crash
-        .snapshot(|k| k.last().is_some_and(|b| b % 2 == 1))
+        .snapshot_keys(|k| {
+            let take = part(k) == 1;
+            odd_keys.set(odd_keys.get() + usize::from(take));
+            take
+        })
         .expect("snapshot");
+    assert!(
+        even_keys.get() > 5 && odd_keys.get() > 5,
+        "both parts hold keys: {} and {}",
+        even_keys.get(),
+        odd_keys.get()
+    );
+    assert_eq!(
+        even_keys.get() + odd_keys.get(),
+        before_crash.state_size().0,
+        "the parts cover every key"
+    );
     drop(before_crash);
     let mut restored = operator(dir.path()).await;
-    restored.restore(&even).expect("restore even keys");
-    restored.restore(&odd).expect("restore odd keys");
+    restored.restore_keys(&even).expect("restore even keys");
+    restored.restore_keys(&odd).expect("restore odd keys");
     let got = restored
         .process(second, |_| {})
         .await
@@ -108,9 +132,13 @@ async fn restored_state_continues_exactly() {
         &["card_id", "event_time", "txn_id"],
         "restored vs uninterrupted",
     );
-    // A corrupt snapshot is an error, not a panic.
-    assert!(operator(dir.path())
+    // A truncated or damaged snapshot is an error naming the view, not a panic.
+    let err = operator(dir.path())
         .await
-        .restore(&even[..even.len() / 2])
-        .is_err());
+        .restore_keys(&even[..even.len() / 2])
+        .expect_err("truncated");
+    assert!(err.to_string().contains("view `v`"), "{err}");
+    let mut flipped = even.clone();
+    flipped[even.len() / 2] ^= 0x10;
+    assert!(operator(dir.path()).await.restore_keys(&flipped).is_err());
 }

@@ -2,17 +2,25 @@
 //!
 //! The whole input is known, so there is no watermark and nothing is late: every event is
 //! applied in event-time order and gets exactly the batch SQL answer. Views run in parallel.
+//! The output is one epoch: it replaces the previous output only when the backfill commits,
+//! so a failed or killed backfill leaves the previous output as it was.
 
+use crate::checkpoint::state::Counters;
 use crate::compile::CompiledPipeline;
+use crate::coordinator::{Captured, Coordinator};
 use crate::error::JobError;
 use crate::ingest::ingest;
-use crate::outputs::{JobTotals, Outputs};
+use crate::operator::Message;
+use crate::outputs::{OutputPaths, Outputs};
 use crate::progress::events_bar;
-use crate::run::RunOptions;
-use crate::source::start;
-use crate::summary::RunSummary;
-use crate::view_task::{finish_all, send_all, spawn_all, ViewMessage};
+use crate::reorder::ReorderBuffer;
+use crate::run::{view_operators, RunOptions};
+use crate::source::{Source, SourceEvent};
+use crate::summary::{JobTotals, RunSummary};
+use crate::view_task::{finish_all, send_all, ViewTask};
+use crate::watermark::Watermarks;
 use arrow::compute::concat_batches;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Computes every view over the whole source and writes the feature rows.
@@ -21,36 +29,79 @@ pub async fn backfill(
     options: RunOptions,
 ) -> Result<RunSummary, JobError> {
     let started = Instant::now();
-    let mut source = start(&pipeline, &options.source).await?;
-    let mut outputs = Outputs::open(&pipeline, options.output.clone())?;
+    let paths = OutputPaths::of(&pipeline, options.output.clone());
+    let mut source = Source::resolve(&pipeline, &options.source).await?;
+    let (mut coordinator, _) =
+        Coordinator::begin(&pipeline, paths.clone(), &source.fingerprint, true)?;
+    let mut watermarks = Watermarks::new(0, source.partitions.len(), false, None);
+    source.open_partitions(&mut watermarks);
+    let mut outputs = Outputs::new(paths, coordinator.epoch, 0, BTreeMap::new());
     let read_bar = events_bar(source.expected_events, options.progress, "read");
     let mut engine = Duration::ZERO;
     let mut batches = Vec::new();
-    while let Some(batch) = source.next_batch(&mut outputs, &read_bar).await? {
-        let step = Instant::now();
-        let ingested = ingest(&pipeline, batch).await?;
-        engine += step.elapsed();
-        outputs.write_dead_letters(&ingested.dead_letters)?;
-        batches.push(ingested.batch);
+    while let Some(event) = source.next(&mut watermarks).await? {
+        match event {
+            SourceEvent::Finished(_) => {}
+            SourceEvent::Item(_, item) => {
+                read_bar.inc(item.len() as u64);
+                outputs.write_dead_letters(&item.dead_letters)?;
+                let Some(batch) = item.batch else {
+                    continue;
+                };
+                let step = Instant::now();
+                let ingested = ingest(&pipeline, batch).await?;
+                engine += step.elapsed();
+                outputs.write_dead_letters(&ingested.dead_letters)?;
+                batches.push(ingested.batch);
+            }
+        }
     }
     read_bar.finish_and_clear();
     let all = concat_batches(&pipeline.feature_stream_schema, &batches)
         .map_err(|e| JobError::Other(e.to_string()))?;
     drop(batches);
     let accepted = all.num_rows() as u64;
-    let views = std::mem::take(&mut pipeline.views);
+    let writers = outputs.feature_writers(&pipeline, &coordinator.run, &[])?;
+    let operators = view_operators(&mut pipeline, options.expire_interval_micros);
     let compute_bar = events_bar(
-        Some(accepted * views.len() as u64),
+        Some(accepted * operators.len() as u64),
         options.progress,
         "features",
     );
     // Each view computes and writes on its own task: views are independent.
-    let tasks = spawn_all(views, &mut outputs, &compute_bar);
-    send_all(&tasks, || ViewMessage::Batch(all.clone())).await;
+    let tasks: Vec<ViewTask> = operators
+        .into_iter()
+        .zip(writers)
+        .map(|(op, writer)| ViewTask::spawn(op.with_progress(compute_bar.clone()), writer))
+        .collect();
+    send_all(&tasks, || Message::Batch(all.clone())).await;
     drop(all);
-    let (operators, views_busy) = finish_all(tasks, &mut outputs).await?;
+    let captured = Captured {
+        partitions: source.partitions.clone(),
+        watermarks: watermarks.snapshot(),
+        reorder: ReorderBuffer::new(pipeline.feature_stream_schema.clone())
+            .snapshot()
+            .map_err(|e| JobError::Other(e.to_string()))?,
+        counters: Counters {
+            events: source.events,
+            accepted,
+            dead_letters: outputs.dead_letter_counts(),
+            files_done: source.files_done,
+        },
+    };
+    let committed = coordinator
+        .commit(true, &tasks, &mut outputs, captured)
+        .await;
+    let done = finish_all(tasks).await;
+    committed?;
+    let done = done?;
     compute_bar.finish_and_clear();
-    outputs.finish(
+    let views_busy = done
+        .iter()
+        .map(|(op, _)| op.busy())
+        .max()
+        .unwrap_or_default();
+    Ok(RunSummary::build(
         JobTotals {
             mode: "backfill",
             pipeline: pipeline.loaded.config.name.clone(),
@@ -58,7 +109,10 @@ pub async fn backfill(
             accepted,
             started,
             engine: engine + views_busy,
+            interrupted: false,
         },
-        &operators,
-    )
+        &outputs,
+        &done,
+        coordinator.stats.clone(),
+    ))
 }

@@ -1,5 +1,7 @@
 //! From a loaded config to compiled transforms and views, collecting every problem.
 
+use crate::checkpoint::envelope::fingerprint;
+use crate::checkpoint::ViewIdentity;
 use crate::config::{at_key, LoadedConfig};
 use crate::error::JobError;
 use crate::event_time::is_timestamp;
@@ -22,6 +24,29 @@ pub struct CompiledPipeline {
     pub feature_stream_schema: SchemaRef,
     /// Feature views.
     pub views: Vec<FeatureView>,
+    /// What each view's state depends on, in view order (checkpoints are checked against it).
+    pub view_identities: Vec<ViewIdentity>,
+}
+
+/// The identity of a compiled view with SQL text `sql`.
+fn identity(view: &FeatureView, sql: &str) -> ViewIdentity {
+    ViewIdentity {
+        name: view.name().to_string(),
+        sql: fingerprint(sql.as_bytes()),
+        keys: view.key_names().to_vec(),
+        windows: view
+            .window_plan()
+            .specs()
+            .iter()
+            .map(|s| format!("{:?}({}) over {:?}", s.kind, s.input, s.frame))
+            .collect(),
+        columns: view
+            .output_schema()
+            .fields()
+            .iter()
+            .map(|f| format!("{}: {}", f.name(), f.data_type()))
+            .collect(),
+    }
 }
 
 /// The raw stream schema: declared columns plus the hidden source-offset column.
@@ -127,6 +152,7 @@ impl CompiledPipeline {
             }
         }
         let mut views = Vec::new();
+        let mut view_identities = Vec::new();
         for step in &c.views {
             let text = match loaded.step_sql(step) {
                 Ok(x) => x,
@@ -141,7 +167,10 @@ impl CompiledPipeline {
                 .await
                 .map_err(|e| text.locate(e))
             {
-                Ok(v) => views.push(v),
+                Ok(v) => {
+                    view_identities.push(identity(&v, &text.sql));
+                    views.push(v);
+                }
                 Err(e) => problems.push(e.into()),
             }
         }
@@ -159,6 +188,7 @@ impl CompiledPipeline {
             transforms,
             feature_stream_schema,
             views,
+            view_identities,
         })
     }
 

@@ -26,6 +26,44 @@ pub struct PipelineConfig {
     /// Where results go.
     #[serde(default)]
     pub output: OutputConfig,
+    /// When and where `quiver run` takes checkpoints.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+}
+
+/// Checkpoints of the streaming run (on by default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Take checkpoints (default true). Without them a killed run starts over.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Wall-clock time between checkpoints (default 10s).
+    #[serde(default = "default_checkpoint_interval")]
+    pub interval: Duration,
+    /// Also take one after this many source records (default: only by time).
+    pub every_events: Option<u64>,
+    /// Checkpoint directory (default `<output.path>/_checkpoints`).
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            enabled: true,
+            interval: default_checkpoint_interval(),
+            every_events: None,
+            dir: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_micros(10_000_000)
 }
 
 /// The input of a pipeline: exactly one of `datagen` or `files`.
@@ -61,6 +99,14 @@ pub struct FilesConfig {
     /// Rows per batch (default 8192).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Files read at the same time, each a partition with its own watermark (default 16);
+    /// further files open, in name order, as earlier ones finish.
+    #[serde(default = "default_max_open_files")]
+    pub max_open_files: usize,
+}
+
+fn default_max_open_files() -> usize {
+    16
 }
 
 fn default_batch_size() -> usize {
@@ -77,6 +123,22 @@ pub struct EventTimeConfig {
     /// at most this; older events are dead-lettered as `late`. Default 0.
     #[serde(default)]
     pub max_lateness: Duration,
+    /// A live partition (Kafka, later) without data for this long stops holding the job's
+    /// watermark back (default 30s). Files and the generator never go idle.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Events dated more than this ahead of the wall clock are dead-lettered as
+    /// `future_event_time` instead of moving the watermark (default 1d; 0 turns it off).
+    #[serde(default = "default_max_future")]
+    pub max_future: Duration,
+}
+
+fn default_max_future() -> Duration {
+    Duration::from_micros(86_400_000_000)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_micros(30_000_000)
 }
 
 /// A named SQL statement, inline or in a file (relative to the config file).
@@ -217,6 +279,12 @@ impl LoadedConfig {
             if f.batch_size == 0 {
                 return Err(err("batch_size", "batch_size must be at least 1".into()));
             }
+            if f.max_open_files == 0 {
+                return Err(err(
+                    "max_open_files",
+                    "max_open_files must be at least 1".into(),
+                ));
+            }
         }
         if c.views.is_empty() {
             return Err(
@@ -241,6 +309,19 @@ impl LoadedConfig {
                     .with_help("give every source, transform and view its own name"));
             }
             names.push(&step.name);
+        }
+        if c.checkpoint.enabled && c.checkpoint.interval.as_micros() <= 0 {
+            return Err(err(
+                "interval",
+                "the checkpoint interval must be positive".into(),
+            )
+            .with_help("e.g. `interval: 10s`, or `enabled: false` to run without checkpoints"));
+        }
+        if c.checkpoint.every_events == Some(0) {
+            return Err(err(
+                "every_events",
+                "every_events must be at least 1".into(),
+            ));
         }
         if c.output.rows_per_file == 0 {
             return Err(err(

@@ -24,6 +24,9 @@ pub enum JobError {
     /// Feature rows could not be written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A checkpoint cannot be written, read or used.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// Several problems (from validation).
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Many(Vec<JobError>),

@@ -23,7 +23,15 @@ pub struct Ingested {
     pub dead_letters: Vec<DeadLetter>,
 }
 
-/// Runs the transforms over a source batch and checks event times.
+/// Microseconds since the Unix epoch, now.
+fn unix_micros_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Runs the transforms over a source batch and checks event times: rows without one, or dated
+/// further ahead of the wall clock than `event_time.max_future`, become dead letters.
 pub async fn ingest(
     pipeline: &CompiledPipeline,
     source: SourceBatch,
@@ -52,19 +60,42 @@ pub async fn ingest(
         batch = out.batch;
     }
     let column = pipeline.event_time();
-    let times = event_times(&batch, column).map_err(JobError::Other)?;
-    if times.iter().any(Option::is_none) {
-        for (row, _) in times.iter().enumerate().filter(|(_, t)| t.is_none()) {
+    let mut times = event_times(&batch, column).map_err(JobError::Other)?;
+    let max_future = pipeline.loaded.config.event_time.max_future;
+    let limit = (max_future.as_micros() > 0)
+        .then(|| unix_micros_now().saturating_add(max_future.as_micros()));
+    let future = |t: &Option<i64>| matches!((t, limit), (Some(t), Some(limit)) if *t > limit);
+    if times.iter().any(|t| t.is_none() || future(t)) {
+        for (row, time) in times.iter().enumerate() {
+            let (reason, detail) = match time {
+                None => (
+                    DeadLetterReason::MissingEventTime,
+                    format!("event-time column `{column}` is null after the transforms"),
+                ),
+                t if future(t) => (
+                    DeadLetterReason::FutureEventTime,
+                    format!(
+                        "event time is more than event_time.max_future ({max_future}) ahead of the wall clock; raise max_future (0 turns the check off) if such times are real"
+                    ),
+                ),
+                _ => continue,
+            };
             dead_letters.push(row_dead_letter(
                 &batch,
                 row,
                 &source.partition,
-                DeadLetterReason::MissingEventTime,
-                format!("event-time column `{column}` is null after the transforms"),
+                reason,
+                detail,
             ));
         }
-        let keep: BooleanArray = times.iter().map(|t| Some(t.is_some())).collect();
-        batch = filter_record_batch(&batch, &keep).map_err(|e| JobError::Other(e.to_string()))?;
+        let keep: Vec<bool> = times.iter().map(|t| t.is_some() && !future(t)).collect();
+        let mask: BooleanArray = keep.iter().map(|&k| Some(k)).collect();
+        batch = filter_record_batch(&batch, &mask).map_err(|e| JobError::Other(e.to_string()))?;
+        times = times
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(t, k)| if k { t.map(Some) } else { None })
+            .collect();
     }
     Ok(Ingested {
         partition: source.partition,

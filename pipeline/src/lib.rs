@@ -1,19 +1,24 @@
 //! Quiver job runtime: pipeline configs, the streaming run, backfill and validation, and the
 //! `quiver` binary.
 //!
-//! Data flow (DESIGN.md section 2): source batches (with source offsets) → SQL transforms →
-//! event time and watermark (late events dead-lettered) → reorder buffer → one
-//! [`view_operator::ViewOperator`] per feature view (keyed incremental window state) → feature
-//! rows (Parquet files under the output directory).
+//! Data flow (docs/architecture.md): source partitions (with positions) → SQL transforms →
+//! event time and per-partition watermarks (late events dead-lettered) → reorder buffer → one
+//! [`view_operator::ViewOperator`] per feature view (keyed incremental window state) → sinks
+//! (feature rows staged per epoch) → checkpoints that commit source positions, state and
+//! outputs together.
 
 pub mod backfill;
+pub mod checkpoint;
 pub mod compile;
 pub mod config;
+pub mod coordinator;
 pub mod dead_letters;
 pub mod duration;
 pub mod error;
 pub mod event_time;
+pub mod fault;
 pub mod ingest;
+pub mod operator;
 pub mod outputs;
 pub mod progress;
 pub mod reorder;

@@ -4,7 +4,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use quiver_connectors::{write_file, Datagen, DatagenConfig, FileFormat};
 use quiver_pipeline::backfill::backfill;
-use quiver_pipeline::run::{run, RunOptions};
+use quiver_pipeline::checkpoint::CheckpointPolicy;
+use quiver_pipeline::run::{configured_policy, run, RunOptions};
 use quiver_pipeline::source::SourceOverrides;
 use quiver_pipeline::validate::validate;
 use quiver_pipeline::{CompiledPipeline, LoadedConfig, RunSummary};
@@ -46,6 +47,27 @@ struct JobArgs {
     /// Also write the summary as JSON to this file.
     #[arg(long)]
     summary_json: Option<PathBuf>,
+    /// Start over even if an unfinished run (killed or stopped) could be resumed; its output
+    /// is replaced at the first new checkpoint.
+    #[arg(long)]
+    fresh: bool,
+    /// Time between checkpoints, e.g. 1s or 500ms (default: the config's checkpoint.interval).
+    #[arg(long, value_parser = parse_duration)]
+    checkpoint_interval: Option<std::time::Duration>,
+    /// Also checkpoint after this many source records.
+    #[arg(long)]
+    checkpoint_every_events: Option<u64>,
+    /// Take no checkpoints before the end (a killed run then starts over).
+    #[arg(long, conflicts_with_all = ["checkpoint_interval", "checkpoint_every_events"])]
+    no_checkpoints: bool,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let d = quiver_pipeline::duration::Duration::parse(text)?;
+    if d.as_micros() <= 0 {
+        return Err("must be positive".into());
+    }
+    Ok(std::time::Duration::from_micros(d.as_micros() as u64))
 }
 
 #[derive(Subcommand)]
@@ -150,6 +172,19 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
     let loaded = LoadedConfig::load(&args.config)?;
     let pipeline = CompiledPipeline::compile(loaded).await?;
+    let mut policy = configured_policy(&pipeline);
+    if args.checkpoint_interval.is_some() || args.checkpoint_every_events.is_some() {
+        policy = CheckpointPolicy {
+            interval: args.checkpoint_interval,
+            every_events: args.checkpoint_every_events,
+        };
+    }
+    if args.no_checkpoints {
+        policy = CheckpointPolicy {
+            interval: None,
+            every_events: None,
+        };
+    }
     let options = RunOptions {
         source: SourceOverrides {
             events: args.events,
@@ -157,6 +192,9 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         },
         output: args.output,
         progress: !args.no_progress && std::io::stderr().is_terminal(),
+        fresh: args.fresh,
+        checkpoints: Some(policy),
+        handle_signals: true,
         ..RunOptions::default()
     };
     let summary: RunSummary = if is_backfill {

@@ -1,144 +1,178 @@
-//! The outputs of a job: feature rows per view and the dead-letter file.
+//! The outputs of a job: feature rows per view and the dead-letter file, both staged per epoch
+//! under `<output>/_staging/` and published when the epoch's checkpoint commits.
 
+use crate::checkpoint::state::DeadLetterCommit;
 use crate::compile::CompiledPipeline;
 use crate::error::JobError;
-use crate::summary::{RunSummary, ViewSummary};
-use crate::view_operator::ViewOperator;
 use quiver_connectors::{DeadLetter, DeadLetterReason, DeadLetterWriter};
 use quiver_store::FeatureRowWriter;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// Feature-row writers (one per view, same order as the views; views take them while they
-/// run) and the dead-letter writer.
+/// Where a job's outputs and checkpoints live.
+#[derive(Debug, Clone)]
+pub struct OutputPaths {
+    /// Feature-row root: `<root>/<view>/part-*.parquet`.
+    pub root: PathBuf,
+    /// Staging area for uncommitted epochs (same file system as `root`, for atomic renames).
+    pub staging: PathBuf,
+    /// The dead-letter file.
+    pub dead_letters: PathBuf,
+    /// Checkpoint directory.
+    pub checkpoints: PathBuf,
+}
+
+impl OutputPaths {
+    /// The paths of `pipeline`, under `dir` if given (else the config's output path).
+    pub fn of(pipeline: &CompiledPipeline, dir: Option<PathBuf>) -> Self {
+        let loaded = &pipeline.loaded;
+        let root = dir.unwrap_or_else(|| loaded.output_dir());
+        let dead_letters = loaded
+            .config
+            .output
+            .dead_letter
+            .clone()
+            .unwrap_or_else(|| root.join("dead_letter.ndjson"));
+        let checkpoints = loaded
+            .config
+            .checkpoint
+            .dir
+            .clone()
+            .unwrap_or_else(|| root.join("_checkpoints"));
+        OutputPaths {
+            staging: root.join("_staging"),
+            root,
+            dead_letters,
+            checkpoints,
+        }
+    }
+
+    /// Removes everything staged: called at start-up, after the latest committed epoch was
+    /// published, so what is left belongs to epochs that never committed.
+    pub fn clear_staging(&self) -> Result<(), JobError> {
+        match std::fs::remove_dir_all(&self.staging) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(JobError::Other(format!(
+                "cannot clear the staging directory `{}`: {e}",
+                self.staging.display()
+            ))),
+        }
+    }
+}
+
+/// The dead letters of the epoch in progress, with the run's totals.
 pub struct Outputs {
-    writers: Vec<FeatureRowWriter>,
-    dead_letters: DeadLetterWriter,
-    dead_letter_path: PathBuf,
+    paths: OutputPaths,
+    epoch: u64,
+    current: DeadLetterWriter,
+    committed_len: u64,
+    counts: BTreeMap<String, u64>,
 }
 
 impl Outputs {
-    /// Opens outputs under `dir` (default: the config's output path).
-    pub fn open(pipeline: &CompiledPipeline, dir: Option<PathBuf>) -> Result<Self, JobError> {
-        let dir = dir.unwrap_or_else(|| pipeline.loaded.output_dir());
+    /// Outputs starting at epoch `epoch`, with the dead-letter file committed up to
+    /// `committed_len` bytes and `counts` dead letters so far (both 0 for a fresh run).
+    pub fn new(
+        paths: OutputPaths,
+        epoch: u64,
+        committed_len: u64,
+        counts: BTreeMap<String, u64>,
+    ) -> Self {
+        let current = DeadLetterWriter::new(staged_dead_letters(&paths.staging, epoch));
+        Outputs {
+            paths,
+            epoch,
+            current,
+            committed_len,
+            counts,
+        }
+    }
+
+    /// The paths.
+    pub fn paths(&self) -> &OutputPaths {
+        &self.paths
+    }
+
+    /// One feature-row writer per view of `pipeline`, in view order, for run `run`; `rows`
+    /// are the rows each view committed earlier in the run (after a restart).
+    pub fn feature_writers(
+        &self,
+        pipeline: &CompiledPipeline,
+        run: &str,
+        rows: &[u64],
+    ) -> Result<Vec<FeatureRowWriter>, JobError> {
         let rows_per_file = pipeline.loaded.config.output.rows_per_file;
-        let writers = pipeline
+        pipeline
             .views
             .iter()
-            .map(|v| FeatureRowWriter::new(&dir, v.name(), v.output_schema(), rows_per_file))
-            .collect::<Result<Vec<_>, _>>()?;
-        let dead_letter_path = match &pipeline.loaded.config.output.dead_letter {
-            Some(p) => p.clone(),
-            None => dir.join("dead_letter.ndjson"),
-        };
-        // A run replaces the previous run's dead letters, like its feature rows.
-        if dead_letter_path.exists() {
-            std::fs::remove_file(&dead_letter_path).map_err(|e| {
-                JobError::Other(format!(
-                    "cannot replace `{}`: {e}",
-                    dead_letter_path.display()
-                ))
-            })?;
-        }
-        Ok(Outputs {
-            writers,
-            dead_letters: DeadLetterWriter::new(dead_letter_path.clone()),
-            dead_letter_path,
-        })
+            .enumerate()
+            .map(|(i, v)| {
+                let writer = FeatureRowWriter::new(
+                    &self.paths.root,
+                    &self.paths.staging,
+                    v.name(),
+                    v.output_schema(),
+                    rows_per_file,
+                    run,
+                    self.epoch,
+                )?;
+                Ok(writer.with_rows(rows.get(i).copied().unwrap_or(0)))
+            })
+            .collect()
     }
 
-    /// Hands out the feature-row writers (one per view, in view order) so that views can write
-    /// in parallel; give them back with [`Outputs::return_feature_writers`] before finishing.
-    pub fn take_feature_writers(&mut self) -> Vec<FeatureRowWriter> {
-        std::mem::take(&mut self.writers)
-    }
-
-    /// Takes back writers handed out by [`Outputs::take_feature_writers`].
-    pub fn return_feature_writers(&mut self, writers: Vec<FeatureRowWriter>) {
-        self.writers = writers;
-    }
-
-    /// Appends dead letters.
+    /// Appends dead letters to the epoch in progress.
     pub fn write_dead_letters(&mut self, records: &[DeadLetter]) -> Result<(), JobError> {
-        if !records.is_empty() {
-            self.dead_letters.write(records)?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.current.write(records)?;
+        for record in records {
+            *self
+                .counts
+                .entry(record.reason.as_str().to_string())
+                .or_insert(0) += 1;
         }
         Ok(())
     }
 
-    /// Dead letters so far by reason.
+    /// Syncs the epoch's dead letters and describes how they join the dead-letter file when
+    /// the epoch commits; the next records belong to the next epoch.
+    pub fn stage_dead_letters(&mut self) -> Result<DeadLetterCommit, JobError> {
+        self.current.flush()?;
+        let staged = staged_dead_letters(&self.paths.staging, self.epoch);
+        let size = std::fs::metadata(&staged).map_or(0, |m| m.len());
+        let commit = DeadLetterCommit {
+            path: self.paths.dead_letters.clone(),
+            staged: (size > 0).then_some(staged),
+            len_before: self.committed_len,
+            len_after: self.committed_len + size,
+        };
+        self.epoch += 1;
+        self.current = DeadLetterWriter::new(staged_dead_letters(&self.paths.staging, self.epoch));
+        Ok(commit)
+    }
+
+    /// The epoch whose dead letters are committed.
+    pub fn committed(&mut self, commit: &DeadLetterCommit) {
+        self.committed_len = commit.len_after;
+    }
+
+    /// Dead letters so far by reason (the whole run, across restarts).
     pub fn dead_letter_counts(&self) -> BTreeMap<String, u64> {
-        self.dead_letters
-            .counts()
-            .iter()
-            .map(|(r, n)| (r.as_str().to_string(), *n))
-            .collect()
+        self.counts.clone()
     }
 
     /// Late events so far.
     pub fn late(&self) -> u64 {
-        self.dead_letters
-            .counts()
-            .get(&DeadLetterReason::Late)
+        self.counts
+            .get(DeadLetterReason::Late.as_str())
             .copied()
             .unwrap_or(0)
     }
-
-    /// Dead-letter file.
-    pub fn dead_letter_path(&self) -> PathBuf {
-        self.dead_letter_path.clone()
-    }
-
-    /// Closes every file and summarises the job.
-    pub fn finish(
-        mut self,
-        job: JobTotals,
-        operators: &[ViewOperator],
-    ) -> Result<RunSummary, JobError> {
-        self.dead_letters.flush()?;
-        let late = self.late();
-        let dead_letters = self.dead_letter_counts();
-        let mut views = Vec::new();
-        for (writer, op) in self.writers.into_iter().zip(operators) {
-            let rows = writer.rows();
-            let dir = writer.dir().to_path_buf();
-            writer.finish()?;
-            let (keys, retained_events) = op.state_size();
-            views.push(ViewSummary {
-                view: op.view().name().to_string(),
-                rows,
-                dir,
-                keys,
-                retained_events,
-            });
-        }
-        Ok(RunSummary {
-            mode: job.mode.to_string(),
-            pipeline: job.pipeline,
-            events: job.events,
-            accepted: job.accepted,
-            late,
-            dead_letters,
-            dead_letter_path: self.dead_letter_path,
-            views,
-            elapsed_s: job.started.elapsed().as_secs_f64(),
-            engine_s: job.engine.as_secs_f64(),
-        })
-    }
 }
 
-/// What the job itself counted, for its summary.
-pub struct JobTotals {
-    /// `run` or `backfill`.
-    pub mode: &'static str,
-    /// Pipeline name.
-    pub pipeline: String,
-    /// Records read from the source.
-    pub events: u64,
-    /// Events that reached the views.
-    pub accepted: u64,
-    /// When the job started.
-    pub started: std::time::Instant,
-    /// Engine time.
-    pub engine: std::time::Duration,
+fn staged_dead_letters(staging: &Path, epoch: u64) -> PathBuf {
+    staging.join(format!("dead_letters-{epoch:06}.ndjson"))
 }

@@ -1,9 +1,12 @@
 //! Holds on-time events until the watermark passes them, then releases them together.
 
+use crate::checkpoint::state::ReorderState;
 use arrow::array::BooleanArray;
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 
 /// Buffered batches with their event times.
@@ -100,6 +103,42 @@ impl ReorderBuffer {
         self.finish(out)
     }
 
+    /// The buffered rows, for a checkpoint (the buffer keeps them).
+    pub fn snapshot(&self) -> Result<ReorderState, ArrowError> {
+        let mut state = ReorderState::default();
+        if self.pending.is_empty() {
+            return Ok(state);
+        }
+        let mut writer = StreamWriter::try_new(&mut state.ipc, &self.schema)?;
+        for p in &self.pending {
+            writer.write(&p.batch)?;
+            state.times.extend_from_slice(&p.times);
+        }
+        writer.finish()?;
+        drop(writer);
+        Ok(state)
+    }
+
+    /// Restores rows saved by [`ReorderBuffer::snapshot`] (into an empty buffer).
+    pub fn restore(&mut self, state: ReorderState) -> Result<(), ArrowError> {
+        if state.ipc.is_empty() {
+            return Ok(());
+        }
+        let reader = StreamReader::try_new(std::io::Cursor::new(state.ipc), None)?;
+        let mut times = state.times.into_iter();
+        for batch in reader {
+            let batch = batch?;
+            let batch_times: Vec<i64> = times.by_ref().take(batch.num_rows()).collect();
+            if batch_times.len() != batch.num_rows() {
+                return Err(ArrowError::InvalidArgumentError(
+                    "buffered rows and their event times differ in number".into(),
+                ));
+            }
+            self.push(batch, batch_times);
+        }
+        Ok(())
+    }
+
     fn finish(&mut self, out: Vec<RecordBatch>) -> Result<Option<RecordBatch>, ArrowError> {
         if out.is_empty() {
             return Ok(None);
@@ -139,5 +178,22 @@ mod tests {
         assert!(r.release(5).unwrap().is_none());
         assert_eq!(r.drain().unwrap().unwrap().num_rows(), 2);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn snapshot_restores_rows_and_times() {
+        let mut r = ReorderBuffer::new(batch(&[]).schema());
+        r.push(batch(&[5, 1]), vec![5, 1]);
+        r.push(batch(&[9]), vec![9]);
+        let state = r.snapshot().unwrap();
+        let mut back = ReorderBuffer::new(batch(&[]).schema());
+        back.restore(state).unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(back.release(6).unwrap().unwrap().num_rows(), 2);
+        assert!(ReorderBuffer::new(batch(&[]).schema())
+            .snapshot()
+            .unwrap()
+            .ipc
+            .is_empty());
     }
 }

@@ -1,20 +1,25 @@
 //! The streaming run: events flow through as they arrive; features are emitted once the
-//! watermark guarantees they are final.
+//! watermark guarantees they are final; checkpoints commit outputs epoch by epoch, so a run
+//! killed at any moment resumes (same command) with every row exactly once.
 
+use crate::checkpoint::state::Counters;
+use crate::checkpoint::{CheckpointPolicy, CheckpointTrigger};
 use crate::compile::CompiledPipeline;
+use crate::coordinator::{Captured, Coordinator};
 use crate::dead_letters::row_dead_letter;
 use crate::error::JobError;
 use crate::ingest::ingest;
-use crate::outputs::{JobTotals, Outputs};
+use crate::operator::{Message, Operator};
+use crate::outputs::{OutputPaths, Outputs};
 use crate::progress::events_bar;
 use crate::reorder::ReorderBuffer;
-use crate::source::{start, SourceOverrides};
-use crate::summary::RunSummary;
-use crate::view_task::{finish_all, send_all, spawn_all, ViewMessage};
-use crate::watermark::Watermark;
+use crate::source::{Source, SourceEvent, SourceOverrides};
+use crate::summary::{JobTotals, RunSummary};
+use crate::view_operator::ViewOperator;
+use crate::view_task::{finish_all, send_all, ViewTask};
+use crate::watermark::Watermarks;
 use arrow::array::BooleanArray;
 use arrow::compute::filter_record_batch;
-use indicatif::ProgressBar;
 use quiver_connectors::DeadLetterReason;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -28,112 +33,298 @@ pub struct RunOptions {
     pub output: Option<PathBuf>,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
-    /// Source events between sweeps of window state no future event can read (0: default,
-    /// 262,144).
-    pub expire_every_events: u64,
+    /// Event time between sweeps of idle window state, in microseconds (default: a quarter
+    /// of each view's longest window).
+    pub expire_interval_micros: Option<i64>,
+    /// Start over even if an unfinished run could be resumed.
+    pub fresh: bool,
+    /// Override the config's checkpoint policy (`None`: the config's).
+    pub checkpoints: Option<CheckpointPolicy>,
+    /// Stop at SIGINT/SIGTERM with a final checkpoint (the binary sets it; tests do not,
+    /// as the handler stays installed for the whole process).
+    pub handle_signals: bool,
 }
 
-/// Default source events between sweeps of idle window state.
-const EXPIRE_EVERY_EVENTS: u64 = 256 * 1024;
+/// The config's checkpoint policy.
+pub fn configured_policy(pipeline: &CompiledPipeline) -> CheckpointPolicy {
+    let c = &pipeline.loaded.config.checkpoint;
+    if !c.enabled {
+        return CheckpointPolicy {
+            interval: None,
+            every_events: None,
+        };
+    }
+    CheckpointPolicy {
+        interval: Some(Duration::from_micros(c.interval.as_micros().max(1) as u64)),
+        every_events: c.every_events,
+    }
+}
 
-/// Runs the pipeline over its source until the source ends.
+/// Resolves when the process is asked to stop (SIGINT or SIGTERM); never without `enabled`.
+async fn stop_requested(enabled: bool) {
+    if !enabled {
+        return std::future::pending().await;
+    }
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The operators of the views (taken out of `pipeline`), sweeping idle state every
+/// `expire_interval` microseconds of event time when given.
+pub fn view_operators(
+    pipeline: &mut CompiledPipeline,
+    expire_interval: Option<i64>,
+) -> Vec<ViewOperator> {
+    std::mem::take(&mut pipeline.views)
+        .into_iter()
+        .zip(&pipeline.view_identities)
+        .map(|(view, identity)| {
+            let op = ViewOperator::new(view, identity.fingerprint());
+            match expire_interval {
+                Some(micros) => op.with_expire_interval(micros),
+                None => op,
+            }
+        })
+        .collect()
+}
+
+/// Runs the pipeline over its source until the source ends (or a stop is requested).
 pub async fn run(
     mut pipeline: CompiledPipeline,
     options: RunOptions,
 ) -> Result<RunSummary, JobError> {
     let started = Instant::now();
-    let mut source = start(&pipeline, &options.source).await?;
-    let mut outputs = Outputs::open(&pipeline, options.output.clone())?;
-    let lateness = pipeline.loaded.config.event_time.max_lateness.as_micros();
-    let mut watermark = Watermark::new(lateness);
-    let mut reorder = ReorderBuffer::new(pipeline.feature_stream_schema.clone());
-    let bar = events_bar(source.expected_events, options.progress, "run");
-    // The bar counts source events; the views' own progress is not shown separately.
-    let tasks = spawn_all(
-        std::mem::take(&mut pipeline.views),
-        &mut outputs,
-        &ProgressBar::hidden(),
+    let config = pipeline.loaded.config.clone();
+    let paths = OutputPaths::of(&pipeline, options.output.clone());
+    let mut source = Source::resolve(&pipeline, &options.source).await?;
+    let (mut coordinator, resume) =
+        Coordinator::begin(&pipeline, paths.clone(), &source.fingerprint, options.fresh)?;
+    let idle = config.event_time.idle_timeout.as_micros();
+    let mut watermarks = Watermarks::new(
+        config.event_time.max_lateness.as_micros(),
+        source.partitions.len(),
+        source.is_live(),
+        (idle > 0).then(|| Duration::from_micros(idle as u64)),
     );
+    let mut reorder = ReorderBuffer::new(pipeline.feature_stream_schema.clone());
+    let mut counters = Counters::default();
+    let mut committed_len = 0;
+    let mut states = Vec::new();
+    if let Some(c) = resume {
+        source.restore(c.partitions, c.counters.events, c.counters.files_done)?;
+        watermarks.restore(c.watermarks, source.now());
+        reorder
+            .restore(c.reorder)
+            .map_err(|e| JobError::Checkpoint(format!("cannot restore buffered events: {e}")))?;
+        states = c.views;
+        committed_len = c.commit.dead_letters.len_after;
+        counters = c.counters;
+    }
+    let mut outputs = Outputs::new(
+        paths,
+        coordinator.epoch,
+        committed_len,
+        std::mem::take(&mut counters.dead_letters),
+    );
+    let rows: Vec<u64> = states.iter().map(|v| v.rows).collect();
+    let writers = outputs.feature_writers(&pipeline, &coordinator.run, &rows)?;
+    let mut operators = view_operators(&mut pipeline, options.expire_interval_micros);
+    for (op, view) in operators.iter_mut().zip(&states) {
+        op.restore(&view.state)?;
+    }
+    let tasks: Vec<ViewTask> = operators
+        .into_iter()
+        .zip(writers)
+        .map(|(op, writer)| ViewTask::spawn(op, writer))
+        .collect();
+    source.open_partitions(&mut watermarks);
+
+    let bar = events_bar(source.expected_events, options.progress, "run");
+    bar.inc(source.events);
+    let policy = options
+        .checkpoints
+        .unwrap_or_else(|| configured_policy(&pipeline));
+    let mut trigger = CheckpointTrigger::new(policy, source.now());
     let mut engine = Duration::ZERO;
-    let (mut accepted, mut since_expire) = (0u64, 0u64);
-    let expire_every = match options.expire_every_events {
-        0 => EXPIRE_EVERY_EVENTS,
-        n => n,
-    };
-    while let Some(batch) = source.next_batch(&mut outputs, &bar).await? {
-        since_expire += batch.batch.num_rows() as u64;
+    let mut sent_watermark = watermarks.current();
+    let stop = stop_requested(options.handle_signals);
+    tokio::pin!(stop);
+    let mut interrupted = false;
+    loop {
+        let event = tokio::select! {
+            biased;
+            _ = &mut stop => { interrupted = true; break; }
+            event = source.next(&mut watermarks) => event?,
+        };
         let step = Instant::now();
-        let ingested = ingest(&pipeline, batch).await?;
-        outputs.write_dead_letters(&ingested.dead_letters)?;
-        let on_time = watermark.observe(&ingested.times);
-        let mut batch = ingested.batch;
-        let mut times = ingested.times;
-        if on_time.iter().any(|ok| !ok) {
-            let late: Vec<_> = on_time
-                .iter()
-                .enumerate()
-                .filter(|(_, ok)| !**ok)
-                .map(|(row, _)| {
-                    row_dead_letter(
-                        &batch,
-                        row,
-                        &ingested.partition,
-                        DeadLetterReason::Late,
-                        format!(
-                            "event time is older than the watermark (max event time seen minus max_lateness {})",
-                            pipeline.loaded.config.event_time.max_lateness
-                        ),
-                    )
-                })
-                .collect();
-            outputs.write_dead_letters(&late)?;
-            let keep: BooleanArray = on_time.iter().map(|&ok| Some(ok)).collect();
-            batch =
-                filter_record_batch(&batch, &keep).map_err(|e| JobError::Other(e.to_string()))?;
-            times = times
-                .into_iter()
-                .zip(&on_time)
-                .filter(|(_, ok)| **ok)
-                .map(|(t, _)| t)
-                .collect();
+        match event {
+            None => break,
+            Some(SourceEvent::Finished(p)) => {
+                if let Some(total) = source.files {
+                    bar.set_message(format!(
+                        "file {}/{total} {}",
+                        source.files_done, source.partitions[p].name
+                    ));
+                }
+            }
+            Some(SourceEvent::Item(p, item)) => {
+                bar.inc(item.len() as u64);
+                trigger.record(item.len() as u64);
+                outputs.write_dead_letters(&item.dead_letters)?;
+                if let Some(batch) = item.batch {
+                    let now = source.now();
+                    let (batch, times) =
+                        admit(&pipeline, batch, p, &mut watermarks, now, &mut outputs).await?;
+                    counters.accepted += batch.num_rows() as u64;
+                    reorder.push(batch, times);
+                }
+            }
         }
-        accepted += batch.num_rows() as u64;
-        reorder.push(batch, times);
+        watermarks.check_idle(source.now());
         let ready = reorder
-            .release(watermark.current())
+            .release(watermarks.current())
             .map_err(|e| JobError::Other(e.to_string()))?;
         engine += step.elapsed();
         if let Some(ready) = ready {
-            if !send_all(&tasks, || ViewMessage::Batch(ready.clone())).await {
+            if !send_all(&tasks, || Message::Batch(ready.clone())).await {
                 break;
             }
         }
-        if since_expire >= expire_every {
-            since_expire = 0;
-            let watermark = watermark.current();
-            if !send_all(&tasks, || ViewMessage::Expire(watermark)).await {
+        if watermarks.current() > sent_watermark {
+            sent_watermark = watermarks.current();
+            if !send_all(&tasks, || Message::Watermark(sent_watermark)).await {
                 break;
             }
         }
+        if trigger.due(source.now()) {
+            let captured = capture(&source, &watermarks, &reorder, &counters, &outputs)?;
+            coordinator
+                .commit(false, &tasks, &mut outputs, captured)
+                .await?;
+            trigger.taken(source.now());
+        }
     }
-    // The source ended: every buffered event is final.
-    if let Some(rest) = reorder
-        .drain()
-        .map_err(|e| JobError::Other(e.to_string()))?
-    {
-        send_all(&tasks, || ViewMessage::Batch(rest.clone())).await;
+    if !interrupted {
+        // The source ended: every buffered event is final.
+        if let Some(rest) = reorder
+            .drain()
+            .map_err(|e| JobError::Other(e.to_string()))?
+        {
+            send_all(&tasks, || Message::Batch(rest.clone())).await;
+        }
     }
-    let (operators, views_busy) = finish_all(tasks, &mut outputs).await?;
+    let captured = capture(&source, &watermarks, &reorder, &counters, &outputs)?;
+    let committed = coordinator
+        .commit(!interrupted, &tasks, &mut outputs, captured)
+        .await;
+    let done = finish_all(tasks).await;
+    committed?;
+    let done = done?;
     bar.finish_and_clear();
-    outputs.finish(
+    let views_busy = done
+        .iter()
+        .map(|(op, _)| op.busy())
+        .max()
+        .unwrap_or_default();
+    Ok(RunSummary::build(
         JobTotals {
             mode: "run",
-            pipeline: pipeline.loaded.config.name.clone(),
+            pipeline: config.name.clone(),
             events: source.events,
-            accepted,
+            accepted: counters.accepted,
             started,
             engine: engine + views_busy,
+            interrupted,
         },
-        &operators,
-    )
+        &outputs,
+        &done,
+        coordinator.stats.clone(),
+    ))
+}
+
+/// Ingests a batch of partition `partition`: rows rejected on the way (transforms, event
+/// time, lateness) become dead letters; returns the on-time rows with their event times.
+async fn admit(
+    pipeline: &CompiledPipeline,
+    batch: quiver_connectors::SourceBatch,
+    partition: usize,
+    watermarks: &mut Watermarks,
+    now: Duration,
+    outputs: &mut Outputs,
+) -> Result<(arrow::record_batch::RecordBatch, Vec<i64>), JobError> {
+    let ingested = ingest(pipeline, batch).await?;
+    outputs.write_dead_letters(&ingested.dead_letters)?;
+    let on_time = watermarks.observe(partition, &ingested.times, now);
+    if on_time.iter().all(|ok| *ok) {
+        return Ok((ingested.batch, ingested.times));
+    }
+    let lateness = pipeline.loaded.config.event_time.max_lateness;
+    let late: Vec<_> = on_time
+        .iter()
+        .enumerate()
+        .filter(|(_, ok)| !**ok)
+        .map(|(row, _)| {
+            row_dead_letter(
+                &ingested.batch,
+                row,
+                &ingested.partition,
+                DeadLetterReason::Late,
+                format!(
+                    "event time is older than the watermark (the slowest partition's max event time minus max_lateness {lateness})"
+                ),
+            )
+        })
+        .collect();
+    outputs.write_dead_letters(&late)?;
+    let keep: BooleanArray = on_time.iter().map(|&ok| Some(ok)).collect();
+    let batch =
+        filter_record_batch(&ingested.batch, &keep).map_err(|e| JobError::Other(e.to_string()))?;
+    let times = ingested
+        .times
+        .into_iter()
+        .zip(&on_time)
+        .filter(|(_, ok)| **ok)
+        .map(|(t, _)| t)
+        .collect();
+    Ok((batch, times))
+}
+
+/// What the coordinator keeps of the source, watermarks and buffer at a barrier.
+fn capture(
+    source: &Source,
+    watermarks: &Watermarks,
+    reorder: &ReorderBuffer,
+    counters: &Counters,
+    outputs: &Outputs,
+) -> Result<Captured, JobError> {
+    Ok(Captured {
+        partitions: source.partitions.clone(),
+        watermarks: watermarks.snapshot(),
+        reorder: reorder
+            .snapshot()
+            .map_err(|e| JobError::Checkpoint(format!("cannot save buffered events: {e}")))?,
+        counters: Counters {
+            events: source.events,
+            accepted: counters.accepted,
+            dead_letters: outputs.dead_letter_counts(),
+            files_done: source.files_done,
+        },
+    })
 }

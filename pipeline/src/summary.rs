@@ -1,9 +1,31 @@
 //! What a run did, printed at the end and optionally written as JSON.
 
+use crate::coordinator::CheckpointStats;
+use crate::outputs::Outputs;
+use crate::view_operator::ViewOperator;
+use quiver_store::FeatureRowWriter;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+
+/// What the job itself counted, for its summary.
+pub struct JobTotals {
+    /// `run` or `backfill`.
+    pub mode: &'static str,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Records read from the source (the whole run, across restarts).
+    pub events: u64,
+    /// Events that reached the views.
+    pub accepted: u64,
+    /// When this process started the job.
+    pub started: std::time::Instant,
+    /// Engine time.
+    pub engine: std::time::Duration,
+    /// Whether a stop was requested before the source ended.
+    pub interrupted: bool,
+}
 
 /// Feature rows written for one view.
 #[derive(Debug, Clone, Serialize)]
@@ -43,9 +65,49 @@ pub struct RunSummary {
     pub elapsed_s: f64,
     /// Seconds in the engine (transforms, event time, windows), excluding source and output I/O.
     pub engine_s: f64,
+    /// Whether the run stopped on request before its source ended (resume with the same
+    /// command).
+    pub interrupted: bool,
+    /// Checkpoints taken by this process.
+    pub checkpoints: CheckpointStats,
 }
 
 impl RunSummary {
+    /// The summary of a finished job.
+    pub fn build(
+        job: JobTotals,
+        outputs: &Outputs,
+        views: &[(ViewOperator, FeatureRowWriter)],
+        checkpoints: CheckpointStats,
+    ) -> RunSummary {
+        RunSummary {
+            mode: job.mode.to_string(),
+            pipeline: job.pipeline,
+            events: job.events,
+            accepted: job.accepted,
+            late: outputs.late(),
+            dead_letters: outputs.dead_letter_counts(),
+            dead_letter_path: outputs.paths().dead_letters.clone(),
+            views: views
+                .iter()
+                .map(|(op, writer)| {
+                    let (keys, retained_events) = op.state_size();
+                    ViewSummary {
+                        view: op.view().name().to_string(),
+                        rows: writer.rows(),
+                        dir: writer.dir().to_path_buf(),
+                        keys,
+                        retained_events,
+                    }
+                })
+                .collect(),
+            elapsed_s: job.started.elapsed().as_secs_f64(),
+            engine_s: job.engine.as_secs_f64(),
+            interrupted: job.interrupted,
+            checkpoints,
+        }
+    }
+
     /// Source events per wall-clock second.
     pub fn events_per_s(&self) -> f64 {
         self.events as f64 / self.elapsed_s.max(1e-9)
@@ -106,6 +168,26 @@ impl fmt::Display for RunSummary {
                 "    {} -> {}",
                 reasons.join(", "),
                 self.dead_letter_path.display()
+            )?;
+        }
+        let c = &self.checkpoints;
+        if c.count > 0 {
+            writeln!(
+                f,
+                "  checkpoints {} · last {} bytes · {:.3} s in total, longest {:.3} s{}",
+                c.count,
+                thousands(c.last_bytes),
+                c.total_s,
+                c.max_s,
+                c.resumed_from
+                    .map(|e| format!(" · resumed after checkpoint {e}"))
+                    .unwrap_or_default()
+            )?;
+        }
+        if self.interrupted {
+            writeln!(
+                f,
+                "  interrupted: everything up to the last checkpoint is committed; run the same command again to resume"
             )?;
         }
         for v in &self.views {

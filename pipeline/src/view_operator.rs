@@ -1,8 +1,11 @@
 //! One feature view at run time: its compiled SQL and its keyed window state.
 
+use crate::checkpoint::envelope::{self, StateKind};
 use crate::error::JobError;
+use crate::operator::Operator;
 use arrow::record_batch::RecordBatch;
-use quiver_gpu::{FeatureOutput, InputColumn, KeyedWindows, WindowSnapshot};
+use indicatif::ProgressBar;
+use quiver_gpu::{FeatureOutput, Frame, InputColumn, KeyedWindows, WindowSnapshot};
 use quiver_sql::FeatureView;
 use std::time::{Duration, Instant};
 
@@ -16,19 +19,63 @@ pub struct ViewOperator {
     busy: Duration,
     rows_in: u64,
     rows_out: u64,
+    /// Plan fingerprint carried by state envelopes.
+    fingerprint: u64,
+    /// Counts applied events (backfill's progress bar; hidden otherwise).
+    progress: ProgressBar,
+    /// Event time between sweeps of idle state.
+    expire_interval: i64,
+    /// Watermark of the last sweep.
+    expired_at: i64,
+}
+
+/// Shortest event time between sweeps of idle window state.
+const MIN_EXPIRE_INTERVAL_MICROS: i64 = 1_000_000;
+
+/// The default event time between sweeps: a quarter of the longest range window (at least one
+/// second), so state of idle keys lingers at most 25% longer than the window needs it, and
+/// a sweep, which visits every key, runs a few times per window length, not per batch.
+pub fn default_expire_interval(view: &FeatureView) -> i64 {
+    view.window_plan()
+        .specs()
+        .iter()
+        .filter_map(|s| match s.frame {
+            Frame::Range { width_micros } => Some(width_micros),
+            Frame::Unbounded => None,
+        })
+        .max()
+        .map_or(i64::MAX, |w| (w / 4).max(MIN_EXPIRE_INTERVAL_MICROS))
 }
 
 impl ViewOperator {
-    /// An operator with empty state.
-    pub fn new(view: FeatureView) -> Self {
+    /// An operator with empty state; `fingerprint` identifies the view's plan in snapshots.
+    pub fn new(view: FeatureView, fingerprint: u64) -> Self {
         let windows = KeyedWindows::new(view.window_plan().clone());
+        let expire_interval = default_expire_interval(&view);
         ViewOperator {
             view,
             windows,
             busy: Duration::ZERO,
             rows_in: 0,
             rows_out: 0,
+            fingerprint,
+            progress: ProgressBar::hidden(),
+            expire_interval,
+            expired_at: i64::MIN,
         }
+    }
+
+    /// Counts applied events on `bar`, chunk by chunk.
+    pub fn with_progress(mut self, bar: ProgressBar) -> Self {
+        self.progress = bar;
+        self
+    }
+
+    /// Sweeps idle state whenever the watermark moved `micros` of event time since the last
+    /// sweep (default: [`default_expire_interval`]).
+    pub fn with_expire_interval(mut self, micros: i64) -> Self {
+        self.expire_interval = micros.max(1);
+        self
     }
 
     /// The view.
@@ -110,25 +157,61 @@ impl ViewOperator {
         self.busy += started.elapsed();
     }
 
-    /// Encodes the state of the keys accepted by `select` (e.g. one source partition's keys).
-    pub fn snapshot(&self, select: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>, JobError> {
-        bincode::serialize(&self.windows.snapshot(select)).map_err(|e| {
-            JobError::Other(format!(
+    /// Encodes the state of the keys accepted by `select` (e.g. one source partition's keys)
+    /// in a versioned envelope carrying the plan fingerprint.
+    pub fn snapshot_keys(&self, select: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>, JobError> {
+        envelope::encode(
+            StateKind::ViewState,
+            self.fingerprint,
+            &self.windows.snapshot(select),
+        )
+        .map_err(|e| {
+            JobError::Checkpoint(format!(
                 "cannot encode window state of `{}`: {e}",
                 self.view.name()
             ))
         })
     }
 
-    /// Restores state encoded by [`ViewOperator::snapshot`].
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), JobError> {
-        let snapshot: WindowSnapshot = bincode::deserialize(bytes).map_err(|e| {
-            JobError::Other(format!(
-                "cannot decode window state of `{}`: {e}",
-                self.view.name()
-            ))
-        })?;
+    /// Restores state encoded by [`ViewOperator::snapshot_keys`]; state of another plan,
+    /// truncated or damaged bytes are errors naming the view.
+    pub fn restore_keys(&mut self, bytes: &[u8]) -> Result<(), JobError> {
+        let snapshot: WindowSnapshot =
+            envelope::decode(bytes, StateKind::ViewState, self.fingerprint).map_err(|e| {
+                JobError::Checkpoint(format!(
+                    "cannot restore window state of view `{}`: {e}",
+                    self.view.name()
+                ))
+            })?;
         self.windows.restore(snapshot);
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Operator for ViewOperator {
+    async fn on_batch(&mut self, batch: RecordBatch) -> Result<RecordBatch, JobError> {
+        let progress = self.progress.clone();
+        self.process(batch, |n| progress.inc(n as u64)).await
+    }
+
+    fn on_watermark(&mut self, watermark: i64) {
+        if self.expire_interval == i64::MAX {
+            return; // no range window: nothing ever expires
+        }
+        if self.expired_at == i64::MIN {
+            self.expired_at = watermark; // the first watermark starts the sweep clock
+        } else if watermark.saturating_sub(self.expired_at) >= self.expire_interval {
+            self.expire(watermark);
+            self.expired_at = watermark;
+        }
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, JobError> {
+        self.snapshot_keys(|_| true)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), JobError> {
+        self.restore_keys(state)
     }
 }

@@ -1,62 +1,67 @@
-//! A feature view running on its own task: it receives released events, computes their
+//! An operator and its sink running on their own task: it receives [`Message`]s, computes
 //! features and writes them, in parallel with the other views and with ingestion.
 
 use crate::error::JobError;
-use crate::outputs::Outputs;
+use crate::operator::{BarrierAck, Message, Operator};
 use crate::view_operator::ViewOperator;
-use arrow::record_batch::RecordBatch;
-use indicatif::ProgressBar;
-use quiver_sql::FeatureView;
-use quiver_store::FeatureRowWriter;
-use std::time::Duration;
+use quiver_store::{FeatureRowWriter, Sink};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Work for a view task.
-pub enum ViewMessage {
-    /// Released events (not older than any sent before).
-    Batch(RecordBatch),
-    /// Release state no event at or after this watermark can read.
-    Expire(i64),
-}
-
 /// Handle of a running view task.
-pub struct ViewTask {
-    tx: mpsc::Sender<ViewMessage>,
-    handle: JoinHandle<Result<(ViewOperator, FeatureRowWriter), JobError>>,
+pub struct ViewTask<O = ViewOperator, S = FeatureRowWriter> {
+    tx: mpsc::Sender<Message>,
+    handle: JoinHandle<Result<(O, S), JobError>>,
 }
 
-impl ViewTask {
-    /// Starts a task owning `operator` and its `writer`; `progress` counts applied events. A
-    /// small queue bounds memory: a slow view slows ingestion instead of buffering without limit.
-    pub fn spawn(
-        mut operator: ViewOperator,
-        mut writer: FeatureRowWriter,
-        progress: ProgressBar,
-    ) -> Self {
-        let (tx, mut rx) = mpsc::channel::<ViewMessage>(4);
+impl<O: Operator + 'static, S: Sink + 'static> ViewTask<O, S> {
+    /// Starts a task owning `operator` and its `sink`. A small queue bounds memory: a slow
+    /// view slows ingestion instead of buffering without limit.
+    pub fn spawn(mut operator: O, mut sink: S) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Message>(4);
         let handle = tokio::spawn(async move {
             while let Some(message) = rx.recv().await {
                 match message {
-                    ViewMessage::Batch(batch) => {
-                        let features = operator.process(batch, |n| progress.inc(n as u64)).await?;
-                        writer.write(&features)?;
+                    Message::Batch(batch) => {
+                        let rows = operator.on_batch(batch).await?;
+                        sink.write(&rows)?;
                     }
-                    ViewMessage::Expire(watermark) => operator.expire(watermark),
+                    Message::Watermark(watermark) => operator.on_watermark(watermark),
+                    Message::Barrier(barrier) => {
+                        let ack = operator.snapshot().and_then(|state| {
+                            let files = sink.prepare_commit(barrier.epoch)?;
+                            Ok(BarrierAck {
+                                epoch: barrier.epoch,
+                                state,
+                                files,
+                                rows: sink.rows(),
+                            })
+                        });
+                        let failed = ack.is_err();
+                        let _ = barrier.reply.send(ack);
+                        if failed {
+                            return Err(JobError::Other(
+                                "a view could not take its checkpoint (reported above)".into(),
+                            ));
+                        }
+                    }
+                    Message::End => break,
                 }
             }
-            Ok((operator, writer))
+            Ok((operator, sink))
         });
         ViewTask { tx, handle }
     }
 
-    /// Queues work; `false` if the task has stopped (its error comes from [`ViewTask::finish`]).
-    pub async fn send(&self, message: ViewMessage) -> bool {
+    /// Queues a message; `false` if the task has stopped (its error comes from
+    /// [`ViewTask::finish`]).
+    pub async fn send(&self, message: Message) -> bool {
         self.tx.send(message).await.is_ok()
     }
 
-    /// Waits for the queued work to finish; returns the operator and writer, or the task's error.
-    pub async fn finish(self) -> Result<(ViewOperator, FeatureRowWriter), JobError> {
+    /// Ends the stream and waits for the task; returns the operator and sink, or its error.
+    pub async fn finish(self) -> Result<(O, S), JobError> {
+        let _ = self.tx.send(Message::End).await;
         drop(self.tx);
         self.handle
             .await
@@ -64,22 +69,12 @@ impl ViewTask {
     }
 }
 
-/// Starts one task per view, each with its writer taken from `outputs`.
-pub fn spawn_all(
-    views: Vec<FeatureView>,
-    outputs: &mut Outputs,
-    progress: &ProgressBar,
-) -> Vec<ViewTask> {
-    views
-        .into_iter()
-        .zip(outputs.take_feature_writers())
-        .map(|(view, writer)| ViewTask::spawn(ViewOperator::new(view), writer, progress.clone()))
-        .collect()
-}
-
 /// Sends a message to every task; `false` if one has stopped (its error is reported by
 /// [`finish_all`]).
-pub async fn send_all(tasks: &[ViewTask], message: impl Fn() -> ViewMessage) -> bool {
+pub async fn send_all<O: Operator + 'static, S: Sink + 'static>(
+    tasks: &[ViewTask<O, S>],
+    message: impl Fn() -> Message,
+) -> bool {
     for task in tasks {
         if !task.send(message()).await {
             return false;
@@ -88,25 +83,22 @@ pub async fn send_all(tasks: &[ViewTask], message: impl Fn() -> ViewMessage) -> 
     true
 }
 
-/// Waits for every task, gives the writers back to `outputs`, and returns the operators with
-/// the slowest view's compute time (views run in parallel, so that is their share of the
-/// engine's time).
-pub async fn finish_all(
-    tasks: Vec<ViewTask>,
-    outputs: &mut Outputs,
-) -> Result<(Vec<ViewOperator>, Duration), JobError> {
-    let mut operators = Vec::new();
-    let mut writers = Vec::new();
+/// Waits for every task; returns the operators and sinks in task order, or the first error.
+pub async fn finish_all<O: Operator + 'static, S: Sink + 'static>(
+    tasks: Vec<ViewTask<O, S>>,
+) -> Result<Vec<(O, S)>, JobError> {
+    let mut done = Vec::with_capacity(tasks.len());
+    let mut first_error = None;
     for task in tasks {
-        let (op, writer) = task.finish().await?;
-        operators.push(op);
-        writers.push(writer);
+        match task.finish().await {
+            Ok(x) => done.push(x),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
     }
-    outputs.return_feature_writers(writers);
-    let slowest = operators
-        .iter()
-        .map(ViewOperator::busy)
-        .max()
-        .unwrap_or_default();
-    Ok((operators, slowest))
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
 }

@@ -168,6 +168,15 @@ impl FeatureView {
         }
         let below = node;
         let stream = check_row_local(below, file, sql)?;
+        check_event_time_passthrough(below, event_time).map_err(|redefined| {
+            err(format!(
+                "the view redefines the event-time column `{event_time}` as `{redefined}`: windows must run on the stream's own event time, which the watermark and the reorder buffer order events by"
+            ))
+            .with_help(format!(
+                "keep `{event_time}` as it is and add the derived time under another name; to window on a derived time, compute it in a transform and declare it as event_time.column"
+            ))
+            .at_word(sql, first_word(&redefined))
+        })?;
         let top_window = windows[0];
         windows.reverse(); // bottom first: the order of their columns in the output schema
 
@@ -493,6 +502,45 @@ fn check_row_local(plan: &LogicalPlan, file: &str, sql: &str) -> Result<String, 
         .at_word(sql, first_keyword(other))
         .into()),
     }
+}
+
+/// Checks that the row-local part of a view passes the stream's event-time column through
+/// unchanged; returns the expression that redefines it otherwise.
+fn check_event_time_passthrough(plan: &LogicalPlan, event_time: &str) -> Result<(), String> {
+    match plan {
+        LogicalPlan::Projection(p) => {
+            let produced = p
+                .schema
+                .fields()
+                .iter()
+                .position(|f| f.name() == event_time)
+                .and_then(|i| p.expr.get(i));
+            let mut expr = produced;
+            while let Some(Expr::Alias(a)) = expr {
+                expr = Some(&a.expr);
+            }
+            match expr {
+                Some(Expr::Column(c)) if c.name == event_time => {
+                    check_event_time_passthrough(&p.input, event_time)
+                }
+                Some(other) => Err(other.to_string()),
+                // Not produced here: the window planner reports the missing column.
+                None => Ok(()),
+            }
+        }
+        LogicalPlan::Filter(f) => check_event_time_passthrough(&f.input, event_time),
+        LogicalPlan::SubqueryAlias(a) => check_event_time_passthrough(&a.input, event_time),
+        _ => Ok(()),
+    }
+}
+
+/// The first identifier-like word of an expression's text (its function name, or column).
+fn first_word(expr: &str) -> &str {
+    let word = expr
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .find(|w| !w.is_empty())
+        .unwrap_or(expr);
+    word
 }
 
 /// A keyword to point at for an unsupported plan node.

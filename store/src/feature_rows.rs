@@ -1,6 +1,8 @@
-//! Per-event feature rows as Parquet files: `<dir>/<view>/part-00000.parquet`, rolling files.
+//! Per-event feature rows as Parquet files, `<dir>/<view>/part-<run>-<epoch>-<n>.parquet`,
+//! staged per epoch and published when the epoch's checkpoint commits.
 
 use crate::error::StoreError;
+use crate::sink::{sync_dir, Sink, StagedFile};
 use crate::INTERNAL_COLUMN_PREFIX;
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -15,45 +17,77 @@ use std::sync::Arc;
 /// Rows per Parquet row group.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 
-/// Writes one view's feature rows. Files are written as `*.parquet.tmp` and renamed when
-/// complete, so a reader (or a crash) never sees a half-written file under the final name.
+/// Writes one view's feature rows for the checkpointed runtime.
+///
+/// Rows of epoch `e` go to `<staging>/<view>/part-<run>-<e>-<n>.parquet`; at the epoch's
+/// barrier [`Sink::prepare_commit`] closes and syncs them and names their committed place,
+/// `<root>/<view>/` under the same file name. Readers of `<root>/<view>/*.parquet` therefore
+/// never see an epoch that is not committed, nor a half-written file.
 pub struct FeatureRowWriter {
     view: String,
     dir: PathBuf,
+    staging: PathBuf,
+    run: String,
+    epoch: u64,
     schema: SchemaRef,
     keep: Vec<usize>,
     rows_per_file: usize,
     current: Option<(ArrowWriter<File>, PathBuf, usize)>,
     next_file: usize,
     rows: u64,
-    files: Vec<PathBuf>,
+    staged: Vec<StagedFile>,
+}
+
+/// Whether `name` is a committed feature-row file of run `run` (`part-<run>-...`).
+fn is_part_of_run(name: &str, run: &str) -> bool {
+    name.strip_prefix("part-")
+        .and_then(|rest| rest.strip_prefix(run))
+        .is_some_and(|rest| rest.starts_with('-'))
+}
+
+/// Removes the feature-row files of every run other than `run` from `<root>/<view>/`: the
+/// first commit of a new run replaces the previous run's output (until then it stays intact).
+pub fn remove_other_runs(root: &Path, view: &str, run: &str) -> Result<(), StoreError> {
+    let dir = root.join(view);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(StoreError::Io { path: dir, source }),
+    };
+    for entry in entries {
+        let path = entry
+            .map_err(|source| StoreError::Io {
+                path: dir.clone(),
+                source,
+            })?
+            .path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with("part-") && !is_part_of_run(name, run) {
+            std::fs::remove_file(&path).map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 impl FeatureRowWriter {
-    /// A writer for view `view` with rows of `schema` under `root/<view>/`. Existing part files
-    /// there are removed: a run replaces a view's output.
+    /// A writer for view `view` of run `run`, committing under `root/<view>/` and staging under
+    /// `staging/<view>/`; the first rows written belong to epoch `first_epoch`. Nothing is
+    /// removed here: the previous output stays until this run's first commit.
     pub fn new(
         root: &Path,
+        staging: &Path,
         view: &str,
         schema: SchemaRef,
         rows_per_file: usize,
+        run: &str,
+        first_epoch: u64,
     ) -> Result<Self, StoreError> {
-        let dir = root.join(view);
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { path, source }
-        };
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
-            let path = entry.map_err(io(&dir))?.path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            if name.starts_with("part-") {
-                std::fs::remove_file(&path).map_err(io(&path))?;
-            }
-        }
         let keep: Vec<usize> = schema
             .fields()
             .iter()
@@ -67,20 +101,29 @@ impl FeatureRowWriter {
         })?);
         Ok(FeatureRowWriter {
             view: view.to_string(),
-            dir,
+            dir: root.join(view),
+            staging: staging.join(view),
+            run: run.to_string(),
+            epoch: first_epoch,
             schema,
             keep,
             rows_per_file: rows_per_file.max(1),
             current: None,
             next_file: 0,
             rows: 0,
-            files: Vec::new(),
+            staged: Vec::new(),
         })
     }
 
     /// The schema written (internal columns removed).
     pub fn schema(&self) -> &Schema {
         &self.schema
+    }
+
+    /// Counts `rows` committed by an earlier process of the same run (after a restart).
+    pub fn with_rows(mut self, rows: u64) -> Self {
+        self.rows = rows;
+        self
     }
 
     /// Rows written so far.
@@ -133,10 +176,16 @@ impl FeatureRowWriter {
     }
 
     fn open(&mut self) -> Result<(), StoreError> {
-        let path = self
-            .dir
-            .join(format!("part-{:05}.parquet.tmp", self.next_file));
+        let name = format!(
+            "part-{}-{:06}-{:03}.parquet",
+            self.run, self.epoch, self.next_file
+        );
         self.next_file += 1;
+        std::fs::create_dir_all(&self.staging).map_err(|source| StoreError::Io {
+            path: self.staging.clone(),
+            source,
+        })?;
+        let path = self.staging.join(&name);
         let file = File::create(&path).map_err(|source| StoreError::Io {
             path: path.clone(),
             source,
@@ -168,26 +217,41 @@ impl FeatureRowWriter {
         Ok(())
     }
 
+    /// Writes the footer of the current file, syncs it and records it as staged.
     fn close_current(&mut self) -> Result<(), StoreError> {
-        if let Some((writer, tmp, _)) = self.current.take() {
-            writer.close().map_err(|e| StoreError::Parquet {
-                path: tmp.clone(),
+        if let Some((writer, staged, _)) = self.current.take() {
+            let file = writer.into_inner().map_err(|e| StoreError::Parquet {
+                path: staged.clone(),
                 message: e.to_string(),
             })?;
-            let done = tmp.with_extension("");
-            std::fs::rename(&tmp, &done).map_err(|source| StoreError::Io {
-                path: done.clone(),
+            file.sync_all().map_err(|source| StoreError::Io {
+                path: staged.clone(),
                 source,
             })?;
-            self.files.push(done);
+            let committed = self.dir.join(staged.file_name().unwrap_or_default());
+            self.staged.push(StagedFile { staged, committed });
         }
         Ok(())
     }
+}
 
-    /// Finishes the last file and returns every file written.
-    pub fn finish(mut self) -> Result<Vec<PathBuf>, StoreError> {
+impl Sink for FeatureRowWriter {
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
+        FeatureRowWriter::write(self, batch)
+    }
+
+    fn prepare_commit(&mut self, epoch: u64) -> Result<Vec<StagedFile>, StoreError> {
         self.close_current()?;
-        Ok(self.files)
+        if !self.staged.is_empty() {
+            sync_dir(&self.staging)?;
+        }
+        self.epoch = epoch + 1;
+        self.next_file = 0;
+        Ok(std::mem::take(&mut self.staged))
+    }
+
+    fn rows(&self) -> u64 {
+        self.rows
     }
 }
 
@@ -199,8 +263,9 @@ mod tests {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     #[test]
-    fn rolls_files_and_drops_internal_columns() {
+    fn stages_per_epoch_rolls_files_and_drops_internal_columns() {
         let dir = tempfile::tempdir().unwrap();
+        let (root, staging) = (dir.path().join("out"), dir.path().join("staging"));
         let schema = Arc::new(Schema::new(vec![
             Field::new("x", DataType::Int64, false),
             Field::new("__quiver_offset", DataType::UInt64, false),
@@ -213,22 +278,46 @@ mod tests {
             ],
         )
         .unwrap();
-        let mut w = FeatureRowWriter::new(dir.path(), "v", schema, 10).unwrap();
+        // An older run's output stays until the new run commits.
+        std::fs::create_dir_all(root.join("v")).unwrap();
+        std::fs::write(root.join("v/part-old-000001-000.parquet"), b"old").unwrap();
+        let mut w = FeatureRowWriter::new(&root, &staging, "v", schema, 10, "r1", 1).unwrap();
         w.write(&batch).unwrap();
-        let files = w.finish().unwrap();
+        assert!(root.join("v/part-old-000001-000.parquet").exists());
+        let files = w.prepare_commit(1).unwrap();
         assert_eq!(files.len(), 3);
+        assert!(files
+            .iter()
+            .all(|f| f.staged.exists() && !f.committed.exists()));
+        w.write(&batch.slice(0, 5)).unwrap();
+        let second = w.prepare_commit(2).unwrap();
+        assert_eq!(second.len(), 1);
+        assert!(second[0].committed.ends_with("part-r1-000002-000.parquet"));
+        assert!(w.prepare_commit(3).unwrap().is_empty(), "no rows, no file");
+        w.commit(&files).unwrap();
+        w.commit(&second).unwrap();
+        remove_other_runs(&root, "v", "r1").unwrap();
         let mut total = 0;
-        for f in files {
-            let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(f).unwrap())
-                .unwrap()
-                .build()
-                .unwrap();
+        for f in files.iter().chain(&second) {
+            let reader =
+                ParquetRecordBatchReaderBuilder::try_new(File::open(&f.committed).unwrap())
+                    .unwrap()
+                    .build()
+                    .unwrap();
             for b in reader {
                 let b = b.unwrap();
                 assert_eq!(b.num_columns(), 1);
                 total += b.num_rows();
             }
         }
-        assert_eq!(total, 25);
+        assert_eq!(total, 30);
+        assert_eq!(std::fs::read_dir(root.join("v")).unwrap().count(), 4);
+    }
+
+    #[test]
+    fn run_prefix_matching_is_exact() {
+        assert!(is_part_of_run("part-r1-000001-000.parquet", "r1"));
+        assert!(!is_part_of_run("part-r10-000001-000.parquet", "r1"));
+        assert!(!is_part_of_run("part-00000.parquet", "r1"));
     }
 }

@@ -1,14 +1,17 @@
 //! Quiver feature store.
 //!
-//! Today: per-event feature rows written as Parquet files, one directory per view
+//! Today: the [`Sink`] contract (rows staged per epoch, published when the epoch's checkpoint
+//! commits) and per-event feature rows written as Parquet files, one directory per view
 //! ([`FeatureRowWriter`]). Next (DESIGN.md): the registry of view versions, the Delta Lake
 //! offline store with source positions in each commit, and the online store.
 
 pub mod error;
 pub mod feature_rows;
+pub mod sink;
 
 pub use error::StoreError;
-pub use feature_rows::FeatureRowWriter;
+pub use feature_rows::{remove_other_runs, FeatureRowWriter};
+pub use sink::{publish, sync_dir, Sink, StagedFile};
 
 /// Columns whose names start with this prefix are Quiver's internal bookkeeping (e.g. source
 /// offsets) and are not written as features.

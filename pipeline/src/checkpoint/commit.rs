@@ -1,0 +1,151 @@
+//! Carrying out a committed epoch's effects on the outputs: publishing staged feature files,
+//! replacing a previous run's output, appending the epoch's dead letters. Every step is
+//! idempotent, so recovery simply does it again for the latest checkpoint.
+
+use super::state::{CommitRecord, DeadLetterCommit};
+use crate::error::JobError;
+use quiver_store::{publish, remove_other_runs, sync_dir};
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+
+fn io(path: &Path, action: &str, e: std::io::Error) -> JobError {
+    JobError::Checkpoint(format!("{action} `{}`: {e}", path.display()))
+}
+
+/// Applies a committed epoch's effects (again) for run `run`.
+pub fn roll_forward(commit: &CommitRecord, run: &str) -> Result<(), JobError> {
+    publish(&commit.files)?;
+    crate::fault::crash_point("after_publish");
+    if commit.replaces_previous {
+        for view in &commit.views {
+            remove_other_runs(&commit.root, view, run)?;
+        }
+    }
+    append_dead_letters(&commit.dead_letters)
+}
+
+/// Brings the dead-letter file to `len_after`: truncate to `len_before` and append the staged
+/// epoch (if it still exists), or cut anything beyond `len_after` (a crash after appending).
+fn append_dead_letters(dl: &DeadLetterCommit) -> Result<(), JobError> {
+    let path = &dl.path;
+    let len = std::fs::metadata(path).map_or(0, |m| m.len());
+    let staged = dl.staged.as_ref().filter(|s| s.exists());
+    if staged.is_none() && len == dl.len_after {
+        return Ok(());
+    }
+    if dl.len_after == 0 {
+        if path.exists() {
+            std::fs::remove_file(path).map_err(|e| io(path, "cannot replace", e))?;
+        }
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, "cannot create", e))?;
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| io(path, "cannot open", e))?;
+    match staged {
+        Some(staged) => {
+            if len < dl.len_before {
+                return Err(JobError::Checkpoint(format!(
+                    "the dead-letter file `{}` is shorter ({len} bytes) than its committed part ({} bytes): it was changed outside Quiver; start over with --fresh",
+                    path.display(),
+                    dl.len_before
+                )));
+            }
+            file.set_len(dl.len_before)
+                .map_err(|e| io(path, "cannot truncate", e))?;
+            file.seek(SeekFrom::End(0))
+                .map_err(|e| io(path, "cannot seek in", e))?;
+            let bytes = std::fs::read(staged).map_err(|e| io(staged, "cannot read", e))?;
+            file.write_all(&bytes)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io(path, "cannot append to", e))?;
+            std::fs::remove_file(staged).map_err(|e| io(staged, "cannot remove", e))?;
+        }
+        None if len > dl.len_after => {
+            file.set_len(dl.len_after)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io(path, "cannot truncate", e))?;
+        }
+        None => {
+            return Err(JobError::Checkpoint(format!(
+                "the dead-letter file `{}` is shorter ({len} bytes) than committed ({} bytes) and the staged epoch is gone: it was changed outside Quiver; start over with --fresh",
+                path.display(),
+                dl.len_after
+            )));
+        }
+    }
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn commit(dir: &Path, before: u64, after: u64, staged: Option<PathBuf>) -> CommitRecord {
+        CommitRecord {
+            root: dir.join("out"),
+            views: vec!["v".into()],
+            files: Vec::new(),
+            dead_letters: DeadLetterCommit {
+                path: dir.join("out/dead.ndjson"),
+                staged,
+                len_before: before,
+                len_after: after,
+            },
+            replaces_previous: before == 0,
+        }
+    }
+
+    #[test]
+    fn dead_letters_append_once_however_often_recovery_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let staged = dir.path().join("e1.ndjson");
+        std::fs::create_dir_all(dir.path().join("out/v")).unwrap();
+        std::fs::write(dir.path().join("out/dead.ndjson"), b"old run\n").unwrap();
+        std::fs::write(dir.path().join("out/v/part-old-000001-000.parquet"), b"x").unwrap();
+        std::fs::write(&staged, b"a\n").unwrap();
+        let first = commit(dir.path(), 0, 2, Some(staged));
+        roll_forward(&first, "r").unwrap();
+        roll_forward(&first, "r").unwrap();
+        let main = dir.path().join("out/dead.ndjson");
+        assert_eq!(std::fs::read(&main).unwrap(), b"a\n");
+        assert!(!dir
+            .path()
+            .join("out/v/part-old-000001-000.parquet")
+            .exists());
+        // A crash after appending epoch 2 but before removing its staged file.
+        let staged = dir.path().join("e2.ndjson");
+        std::fs::write(&staged, b"bc\n").unwrap();
+        std::fs::write(&main, b"a\nbc\n").unwrap();
+        let second = commit(dir.path(), 2, 5, Some(staged));
+        roll_forward(&second, "r").unwrap();
+        assert_eq!(std::fs::read(&main).unwrap(), b"a\nbc\n");
+        // Bytes of an uncommitted epoch beyond the committed length are cut.
+        std::fs::write(&main, b"a\nbc\nzz\n").unwrap();
+        roll_forward(&second, "r").unwrap();
+        assert_eq!(std::fs::read(&main).unwrap(), b"a\nbc\n");
+        // Lost committed bytes are an error, not silence.
+        std::fs::write(&main, b"a\n").unwrap();
+        assert!(roll_forward(&second, "r").is_err());
+    }
+
+    #[test]
+    fn a_first_commit_without_dead_letters_removes_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("out")).unwrap();
+        std::fs::write(dir.path().join("out/dead.ndjson"), b"old\n").unwrap();
+        roll_forward(&commit(dir.path(), 0, 0, None), "r").unwrap();
+        assert!(!dir.path().join("out/dead.ndjson").exists());
+    }
+}

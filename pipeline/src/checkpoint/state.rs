@@ -1,0 +1,124 @@
+//! What a checkpoint holds: everything a restarted run needs to continue exactly where the
+//! committed epoch ended, consistent at one barrier.
+
+use crate::source::PartitionProgress;
+use crate::watermark::WatermarkState;
+use quiver_store::StagedFile;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The definition of a view as far as its state is concerned. Two identities that differ mean
+/// the state of one cannot serve the other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewIdentity {
+    /// View name.
+    pub name: String,
+    /// Fingerprint of the view's SQL text as written.
+    pub sql: u64,
+    /// Entity key expressions.
+    pub keys: Vec<String>,
+    /// The window aggregates, one description per feature (aggregate, input, frame).
+    pub windows: Vec<String>,
+    /// Output columns with their types.
+    pub columns: Vec<String>,
+}
+
+impl ViewIdentity {
+    /// The plan fingerprint that view-state envelopes carry.
+    pub fn fingerprint(&self) -> u64 {
+        let text = serde_json::to_string(self).unwrap_or_default();
+        super::envelope::fingerprint(text.as_bytes())
+    }
+}
+
+/// One view's part of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewCheckpoint {
+    /// The definition the state belongs to.
+    pub identity: ViewIdentity,
+    /// Window state in its own envelope (kind view state, the identity's fingerprint).
+    pub state: Vec<u8>,
+    /// Feature rows committed so far in this run.
+    pub rows: u64,
+}
+
+/// The dead letters of one epoch: appended to the dead-letter file when the epoch commits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterCommit {
+    /// The dead-letter file readers see.
+    pub path: PathBuf,
+    /// The epoch's dead letters, synced, if it had any.
+    pub staged: Option<PathBuf>,
+    /// Length of the dead-letter file before this epoch (0 on a run's first commit: a new
+    /// run replaces the previous run's dead letters).
+    pub len_before: u64,
+    /// Its length with this epoch's dead letters.
+    pub len_after: u64,
+}
+
+/// The effects of one epoch on the outputs, redone idempotently by recovery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRecord {
+    /// Feature-row root directory.
+    pub root: PathBuf,
+    /// Views under `root`.
+    pub views: Vec<String>,
+    /// Feature-row files to publish.
+    pub files: Vec<StagedFile>,
+    /// Dead letters to append.
+    pub dead_letters: DeadLetterCommit,
+    /// Whether this commit replaces a previous run's output (the first commit of a run).
+    pub replaces_previous: bool,
+}
+
+/// The rows reordered but not yet released to the views, as Arrow IPC.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReorderState {
+    /// An Arrow IPC stream of the buffered rows (empty when none).
+    pub ipc: Vec<u8>,
+    /// Event time of each buffered row.
+    pub times: Vec<i64>,
+}
+
+/// Totals of the run so far, so that a resumed run reports the whole run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Source records consumed.
+    pub events: u64,
+    /// Events that reached the views.
+    pub accepted: u64,
+    /// Dead letters by reason.
+    pub dead_letters: BTreeMap<String, u64>,
+    /// Files fully read.
+    pub files_done: usize,
+}
+
+/// A committed checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Epoch number (1 for a run's first checkpoint).
+    pub epoch: u64,
+    /// Identifier of the run (names its output files).
+    pub run: String,
+    /// Whether the source ended: the run is done and the next one starts afresh.
+    pub complete: bool,
+    /// When it was written (milliseconds since the Unix epoch).
+    pub written_unix_ms: u64,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// What identifies the input.
+    pub source: String,
+    /// Progress per source partition.
+    pub partitions: Vec<PartitionProgress>,
+    /// Watermarks per partition and of the job.
+    pub watermarks: WatermarkState,
+    /// Events waiting for the watermark.
+    pub reorder: ReorderState,
+    /// Per view state.
+    pub views: Vec<ViewCheckpoint>,
+    /// Totals so far.
+    pub counters: Counters,
+    /// The epoch's output effects.
+    pub commit: CommitRecord,
+}

@@ -1,0 +1,235 @@
+//! The checkpoint coordinator: decides at start-up whether a run resumes, and commits epochs
+//! (barrier to every view, staged outputs, checkpoint file, publication). The decisions are
+//! in [`crate::checkpoint::protocol`]; this is the part that talks to tasks and files.
+
+use crate::checkpoint::commit::roll_forward;
+use crate::checkpoint::protocol::{view_changes, EpochAcks};
+use crate::checkpoint::state::{
+    Checkpoint, CommitRecord, Counters, ReorderState, ViewCheckpoint, ViewIdentity,
+};
+use crate::checkpoint::{startup, CheckpointDir, Startup};
+use crate::compile::CompiledPipeline;
+use crate::error::JobError;
+use crate::fault::crash_point;
+use crate::operator::{Barrier, BarrierAck, Message};
+use crate::outputs::{OutputPaths, Outputs};
+use crate::source::PartitionProgress;
+use crate::view_task::ViewTask;
+use crate::watermark::WatermarkState;
+use serde::Serialize;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
+
+/// Checkpoint figures for the run summary.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckpointStats {
+    /// Checkpoints committed by this process.
+    pub count: u64,
+    /// Size of the last checkpoint file in bytes.
+    pub last_bytes: u64,
+    /// Seconds spent taking checkpoints (barrier to publication), in total.
+    pub total_s: f64,
+    /// The longest checkpoint, in seconds.
+    pub max_s: f64,
+    /// The epoch this process resumed from, if it resumed.
+    pub resumed_from: Option<u64>,
+}
+
+/// What the coordinator captured at a barrier, besides the views' answers.
+pub struct Captured {
+    /// Source progress per partition.
+    pub partitions: Vec<PartitionProgress>,
+    /// Watermarks.
+    pub watermarks: WatermarkState,
+    /// Events waiting for the watermark.
+    pub reorder: ReorderState,
+    /// Totals so far.
+    pub counters: Counters,
+}
+
+/// The coordinator of one job.
+pub struct Coordinator {
+    dir: CheckpointDir,
+    paths: OutputPaths,
+    /// Run identifier (names output files).
+    pub run: String,
+    pipeline: String,
+    source: String,
+    identities: Vec<ViewIdentity>,
+    /// The epoch in progress.
+    pub epoch: u64,
+    replaced: bool,
+    /// Figures for the summary.
+    pub stats: CheckpointStats,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Coordinator {
+    /// Finishes whatever the latest checkpoint committed (a crash may have interrupted its
+    /// publication), clears uncommitted staged files, and decides how the run starts: it
+    /// resumes an unfinished run of the same pipeline, source and views unless `fresh`.
+    pub fn begin(
+        pipeline: &CompiledPipeline,
+        paths: OutputPaths,
+        source_fingerprint: &str,
+        fresh: bool,
+    ) -> Result<(Self, Option<Checkpoint>), JobError> {
+        let dir = CheckpointDir::new(paths.checkpoints.clone());
+        let latest = if fresh {
+            // A damaged checkpoint must not stop a user who asked to start over.
+            dir.latest().ok().flatten()
+        } else {
+            dir.latest()?
+        };
+        if let Some(c) = &latest {
+            roll_forward(&c.commit, &c.run)?;
+        }
+        paths.clear_staging()?;
+        let name = pipeline.loaded.config.name.clone();
+        let identities = pipeline.view_identities.clone();
+        let mut coordinator = Coordinator {
+            dir,
+            paths,
+            run: format!("{:x}", unix_ms()),
+            pipeline: name,
+            source: source_fingerprint.to_string(),
+            identities,
+            epoch: 1,
+            replaced: false,
+            stats: CheckpointStats::default(),
+        };
+        let resume = match startup(latest, fresh) {
+            Startup::Fresh => None,
+            Startup::Resume(c) => {
+                coordinator.check_fits(&c)?;
+                coordinator.run = c.run.clone();
+                coordinator.epoch = c.epoch + 1;
+                coordinator.replaced = true;
+                coordinator.stats.resumed_from = Some(c.epoch);
+                Some(*c)
+            }
+        };
+        Ok((coordinator, resume))
+    }
+
+    /// Whether an unfinished run's checkpoint can continue with the pipeline as it is now.
+    fn check_fits(&self, c: &Checkpoint) -> Result<(), JobError> {
+        let refuse = |what: String| {
+            JobError::Checkpoint(format!(
+                "cannot resume the unfinished run in `{}` (checkpoint {}): {what}. Run with --fresh to start over (the unfinished run's output is replaced at the first new checkpoint), or restore the previous definition to resume",
+                self.dir.path().display(),
+                c.epoch
+            ))
+        };
+        if c.pipeline != self.pipeline {
+            return Err(refuse(format!(
+                "it belongs to pipeline `{}`, not `{}`",
+                c.pipeline, self.pipeline
+            )));
+        }
+        if c.source != self.source {
+            return Err(refuse(format!(
+                "the input changed (then {}, now {})",
+                c.source, self.source
+            )));
+        }
+        let then: Vec<ViewIdentity> = c.views.iter().map(|v| v.identity.clone()).collect();
+        let changes = view_changes(&then, &self.identities);
+        if !changes.is_empty() {
+            return Err(refuse(changes.join("; ")));
+        }
+        Ok(())
+    }
+
+    /// Ends the epoch in progress: a barrier to every view (after everything sent before),
+    /// the epoch's dead letters synced, the checkpoint written (the commit point), the
+    /// epoch's files published. `complete` marks the end of the input.
+    pub async fn commit(
+        &mut self,
+        complete: bool,
+        tasks: &[ViewTask],
+        outputs: &mut Outputs,
+        captured: Captured,
+    ) -> Result<(), JobError> {
+        let started = Instant::now();
+        let epoch = self.epoch;
+        let mut replies = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let (reply, answer) = oneshot::channel();
+            if !task.send(Message::Barrier(Barrier { epoch, reply })).await {
+                return Err(JobError::Other(format!(
+                    "a view stopped before checkpoint {epoch}"
+                )));
+            }
+            replies.push(answer);
+        }
+        let mut acks: EpochAcks<BarrierAck> = EpochAcks::new(epoch, tasks.len());
+        for (i, answer) in replies.into_iter().enumerate() {
+            let ack = answer.await.map_err(|_| {
+                JobError::Other(format!("a view stopped during checkpoint {epoch}"))
+            })??;
+            acks.ack(i, ack.epoch, ack)
+                .map_err(|e| JobError::Checkpoint(e.to_string()))?;
+        }
+        let acks = acks.complete().map_err(|_| {
+            JobError::Checkpoint(format!("checkpoint {epoch}: a view did not answer"))
+        })?;
+        let dead_letters = outputs.stage_dead_letters()?;
+        let mut files = Vec::new();
+        let mut views = Vec::new();
+        for (ack, identity) in acks.into_iter().zip(&self.identities) {
+            files.extend(ack.files);
+            views.push(ViewCheckpoint {
+                identity: identity.clone(),
+                state: ack.state,
+                rows: ack.rows,
+            });
+        }
+        let checkpoint = Checkpoint {
+            epoch,
+            run: self.run.clone(),
+            complete,
+            written_unix_ms: unix_ms(),
+            pipeline: self.pipeline.clone(),
+            source: self.source.clone(),
+            partitions: captured.partitions,
+            watermarks: captured.watermarks,
+            reorder: captured.reorder,
+            views,
+            counters: captured.counters,
+            commit: CommitRecord {
+                root: self.paths.root.clone(),
+                views: self.identities.iter().map(|v| v.name.clone()).collect(),
+                files,
+                dead_letters,
+                replaces_previous: !self.replaced,
+            },
+        };
+        crash_point("before_checkpoint");
+        let written = self.dir.write(&checkpoint)?;
+        crash_point("after_checkpoint");
+        roll_forward(&checkpoint.commit, &self.run)?;
+        if complete {
+            self.paths.clear_staging()?;
+        }
+        outputs.committed(&checkpoint.commit.dead_letters);
+        self.replaced = true;
+        self.epoch += 1;
+        let took = started.elapsed();
+        self.stats.count += 1;
+        self.stats.last_bytes = written.bytes;
+        self.stats.total_s += took.as_secs_f64();
+        self.stats.max_s = self.stats.max_s.max(took.as_secs_f64());
+        Ok(())
+    }
+
+    /// Time spent in checkpoints so far.
+    pub fn checkpoint_time(&self) -> Duration {
+        Duration::from_secs_f64(self.stats.total_s)
+    }
+}

@@ -1,0 +1,389 @@
+//! Crash tests of the `quiver` binary (DESIGN.md 3.6): a run killed at any moment and started
+//! again with the same command ends with output identical to an uninterrupted run's, row for
+//! row and dead letter for dead letter. Input: several NDJSON files (one partition each) with
+//! late events, malformed records and rows that fail a transform.
+//!
+//! `QUIVER_CRASH_TRIALS=<n>` runs more random kills than the default 20 (a soak).
+
+use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const VIEW: &str = "SELECT card_id, event_time, txn_id,
+  count(*) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '10 minutes' PRECEDING AND CURRENT ROW) AS n_10m,
+  sum(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 hour' PRECEDING AND CURRENT ROW) AS sum_1h,
+  stddev_samp(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 day' PRECEDING AND CURRENT ROW) AS sd_1d,
+  max(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '30 minutes' PRECEDING AND CURRENT ROW) AS max_30m,
+  count(*) OVER (PARTITION BY card_id ORDER BY event_time) AS n_lifetime
+FROM transactions";
+
+const TRANSFORM: &str =
+    "SELECT txn_id, card_id, CAST(amount_text AS DOUBLE) AS amount, event_time FROM raw";
+
+/// A small deterministic generator (xorshift).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Writes the input files and the config; returns the config path.
+fn write_pipeline(dir: &Path, files: usize, events_per_file: usize) -> PathBuf {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let input = dir.join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    let base = 1_767_225_600_000i64; // 2026-01-01T00:00:00Z in ms
+    let mut txn = 0;
+    for f in 0..files {
+        let mut lines = Vec::new();
+        // Files overlap in time but start at different offsets: partitions far apart.
+        let mut t = base + f as i64 * 3_600_000;
+        for _ in 0..events_per_file {
+            txn += 1;
+            t += rng.below(4_000) as i64; // ties when 0 (rare) and small steps
+                                          // Bounded disorder of up to 2 s, and now and then a late event (10 min old).
+            let jitter = rng.below(2_000) as i64;
+            let time = if rng.below(150) == 0 {
+                t - 600_000
+            } else {
+                t - jitter
+            };
+            let card = format!("c{}", rng.below(40));
+            let line = match rng.below(200) {
+                0 => "{\"txn_id\": 1, \"card_id\": ".to_string(), // malformed JSON
+                1 => format!(
+                    "{{\"txn_id\": {txn}, \"card_id\": \"{card}\", \"amount_text\": \"abc\", \"event_time\": {time}}}"
+                ), // fails the CAST in the transform
+                _ => format!(
+                    "{{\"txn_id\": {txn}, \"card_id\": \"{card}\", \"amount_text\": \"{}.{:02}\", \"event_time\": {time}}}",
+                    rng.below(500),
+                    rng.below(100)
+                ),
+            };
+            lines.push(line);
+        }
+        std::fs::write(
+            input.join(format!("part-{f}.ndjson")),
+            lines.join("\n") + "\n",
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.join("transform.sql"), TRANSFORM).unwrap();
+    std::fs::write(dir.join("view.sql"), VIEW).unwrap();
+    let config = format!(
+        "name: crash
+source:
+  name: raw
+  files:
+    location: {}
+    format: ndjson
+    batch_size: 64
+    schema:
+      - {{name: txn_id, type: int}}
+      - {{name: card_id, type: string}}
+      - {{name: amount_text, type: string}}
+      - {{name: event_time, type: timestamp, nullable: false}}
+event_time:
+  column: event_time
+  max_lateness: 3s
+transforms:
+  - name: transactions
+    file: transform.sql
+views:
+  - name: cards
+    file: view.sql
+checkpoint:
+  interval: 1h
+  every_events: 250
+",
+        input.display()
+    );
+    let path = dir.join("pipeline.yaml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+fn quiver(config: &Path, out: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiver"));
+    cmd.arg("run")
+        .arg(config)
+        .arg("--output")
+        .arg(out)
+        .arg("--no-progress")
+        .env_remove("QUIVER_CRASH_AT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn run_to_end(config: &Path, out: &Path) -> Output {
+    let output = quiver(config, out).output().expect("start quiver");
+    assert!(
+        output.status.success(),
+        "quiver run failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The committed output: feature rows sorted by key, time and id, and the dead-letter file.
+#[derive(Debug, PartialEq)]
+struct Committed {
+    rows: RecordBatch,
+    dead_letters: String,
+}
+
+fn committed(out: &Path) -> Committed {
+    let mut batches = Vec::new();
+    let dir = out.join("cards");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    paths.sort();
+    for path in paths {
+        assert!(
+            path.extension().is_some_and(|e| e == "parquet"),
+            "only committed Parquet files in the view directory: {}",
+            path.display()
+        );
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        batches.extend(reader.map(|b| b.unwrap()));
+    }
+    assert!(!batches.is_empty(), "no feature rows in {}", dir.display());
+    let all = concat_batches(&batches[0].schema(), &batches).unwrap();
+    let sort: Vec<SortColumn> = ["card_id", "event_time", "txn_id"]
+        .iter()
+        .map(|c| SortColumn {
+            values: all.column_by_name(c).unwrap().clone(),
+            options: None,
+        })
+        .collect();
+    let rows = take_record_batch(&all, &lexsort_to_indices(&sort, None).unwrap()).unwrap();
+    let dead_letters = std::fs::read_to_string(out.join("dead_letter.ndjson")).unwrap_or_default();
+    Committed { rows, dead_letters }
+}
+
+/// Asserts `got` equals `want`, saying what differs first.
+fn assert_same(got: &Committed, want: &Committed, what: &str) {
+    if got == want {
+        return;
+    }
+    let (g, w) = (&got.rows, &want.rows);
+    assert_eq!(g.num_rows(), w.num_rows(), "{what}: feature row counts");
+    for c in 0..w.num_columns() {
+        if g.column(c) != w.column(c) {
+            let name = w.schema().field(c).name().clone();
+            let (a, b) = (g.column(c), w.column(c));
+            let row = (0..a.len())
+                .find(|&r| a.slice(r, 1) != b.slice(r, 1))
+                .unwrap_or(0);
+            panic!(
+                "{what}: column `{name}` differs first at sorted row {row}: {:?} vs {:?} (card {:?}, time {:?})",
+                a.slice(row, 1),
+                b.slice(row, 1),
+                g.column(0).slice(row, 1),
+                g.column(1).slice(row, 1)
+            );
+        }
+    }
+    let (gl, wl): (Vec<&str>, Vec<&str>) = (
+        got.dead_letters.lines().collect(),
+        want.dead_letters.lines().collect(),
+    );
+    let first = (0..gl.len().max(wl.len()))
+        .find(|&i| gl.get(i) != wl.get(i))
+        .unwrap_or(0);
+    panic!(
+        "{what}: dead letters differ ({} vs {} lines), first at line {first}:\n  got  {:?}\n  want {:?}",
+        gl.len(),
+        wl.len(),
+        gl.get(first),
+        wl.get(first)
+    );
+}
+
+fn assert_clean(out: &Path) {
+    let staging = out.join("_staging");
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "staged files left behind: {left:?}");
+}
+
+struct Reference {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    expected: Committed,
+    took: Duration,
+}
+
+fn reference() -> Reference {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_pipeline(dir.path(), 4, 2_500);
+    let out = dir.path().join("reference");
+    let started = Instant::now();
+    let output = run_to_end(&config, &out);
+    let took = started.elapsed();
+    let summary = String::from_utf8_lossy(&output.stdout).to_string();
+    let expected = committed(&out);
+    assert!(expected.rows.num_rows() > 9_000, "{summary}");
+    for reason in ["late", "malformed_record", "transform_error"] {
+        assert!(
+            expected
+                .dead_letters
+                .contains(&format!("\"reason\":\"{reason}\"")),
+            "the input exercises {reason}: {summary}"
+        );
+    }
+    assert_clean(&out);
+    Reference {
+        dir,
+        config,
+        expected,
+        took,
+    }
+}
+
+#[test]
+fn killed_at_random_moments_the_resumed_output_equals_an_uninterrupted_run() {
+    let r = reference();
+    let trials: u64 = std::env::var("QUIVER_CRASH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let mut kills = 0;
+    for trial in 0..trials {
+        let out = r.dir.path().join(format!("trial-{trial}"));
+        let mut finished = false;
+        for attempt in 0..60 {
+            let mut child = quiver(&r.config, &out).spawn().expect("start quiver");
+            // Kill somewhere in the run (its whole length, sometimes beyond): early attempts
+            // often die before the first checkpoint, later ones in the middle of an epoch.
+            let limit = (r.took.as_millis() as u64 * 6 / 5).max(20);
+            let delay = Duration::from_millis(rng.below(limit));
+            let deadline = Instant::now() + delay;
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break Some(status);
+                }
+                if Instant::now() >= deadline {
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            match status {
+                Some(status) => {
+                    let output = child.wait_with_output().unwrap();
+                    assert!(
+                        status.success(),
+                        "trial {trial} attempt {attempt}: {}",
+                        String::from_utf8_lossy(&output.stderr)
+                    );
+                    finished = true;
+                    break;
+                }
+                None => {
+                    child.kill().unwrap(); // SIGKILL
+                    child.wait().unwrap();
+                    kills += 1;
+                }
+            }
+        }
+        assert!(finished, "trial {trial} never finished");
+        assert_clean(&out);
+        let got = committed(&out);
+        assert_same(&got, &r.expected, &format!("trial {trial}"));
+    }
+    assert!(kills >= trials / 2, "the runs were killed ({kills} kills)");
+}
+
+#[test]
+fn crashes_at_each_step_of_a_commit_leave_exactly_once_output() {
+    let r = reference();
+    let points = [
+        "before_checkpoint",
+        "before_checkpoint_rename",
+        "after_checkpoint",
+        "after_publish",
+    ];
+    for point in points {
+        for n in [1, 3, 7] {
+            let out = r.dir.path().join(format!("{point}-{n}"));
+            let output = quiver(&r.config, &out)
+                .env("QUIVER_CRASH_AT", format!("{point}:{n}"))
+                .output()
+                .unwrap();
+            assert!(!output.status.success(), "{point}:{n} crashed");
+            run_to_end(&r.config, &out);
+            assert_clean(&out);
+            assert_same(&committed(&out), &r.expected, &format!("{point}:{n}"));
+        }
+    }
+}
+
+#[test]
+fn a_failed_new_run_leaves_the_previous_output_and_sigterm_stops_cleanly() {
+    let r = reference();
+    let out = r.dir.path().join("kept");
+    run_to_end(&r.config, &out);
+    // A new run that dies before its first commit leaves the previous output untouched.
+    let output = quiver(&r.config, &out)
+        .env("QUIVER_CRASH_AT", "before_checkpoint:1")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert_same(&committed(&out), &r.expected, "previous output intact");
+    // SIGTERM once the first checkpoint is on disk: a final checkpoint, exit 0, and the same
+    // command resumes.
+    let fresh_out = r.dir.path().join("sigterm");
+    let mut child = quiver(&r.config, &fresh_out)
+        .arg("--fresh")
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let checkpoints = fresh_out.join("_checkpoints");
+    while std::fs::read_dir(&checkpoints).map_or(true, |d| d.count() == 0) {
+        assert!(Instant::now() < deadline, "no checkpoint within 60 s");
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if stdout.contains("interrupted") {
+        let again = run_to_end(&r.config, &fresh_out);
+        assert!(String::from_utf8_lossy(&again.stdout).contains("resumed after checkpoint"));
+    }
+    assert_same(
+        &committed(&fresh_out),
+        &r.expected,
+        "after SIGTERM and resume",
+    );
+}

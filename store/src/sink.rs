@@ -1,0 +1,112 @@
+//! The sink contract of the runtime: rows go in during an epoch, become durable under staging
+//! names at the epoch's barrier, and become visible only once the epoch's checkpoint commits.
+//!
+//! Publishing is driven by data ([`StagedFile`] lists stored in the checkpoint), not by the
+//! sink object, so that recovery after a crash can finish the publication of the last
+//! committed epoch without the sink that staged it.
+
+use crate::error::StoreError;
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A file written and synced under a staging name for one epoch, and the name it takes when
+/// that epoch commits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedFile {
+    /// Where the file was written.
+    pub staged: PathBuf,
+    /// Where readers find it once the epoch is committed.
+    pub committed: PathBuf,
+}
+
+/// Where feature rows (and later Delta tables, the online store, Kafka topics) go.
+///
+/// Only [`Sink::write`] and [`Sink::prepare_commit`] are required; the other hooks default to
+/// what a file sink needs.
+pub trait Sink: Send {
+    /// Buffers or writes rows of the current epoch (never visible to readers yet).
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), StoreError>;
+
+    /// Makes every row written since the previous call durable under staging names, as epoch
+    /// `epoch`, and returns the files to publish when the epoch's checkpoint commits.
+    fn prepare_commit(&mut self, epoch: u64) -> Result<Vec<StagedFile>, StoreError>;
+
+    /// Publishes the files of a committed epoch (idempotent: recovery calls it again).
+    fn commit(&mut self, files: &[StagedFile]) -> Result<(), StoreError> {
+        publish(files)
+    }
+
+    /// Rows written so far (committed or not).
+    fn rows(&self) -> u64;
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Renames each staged file to its committed name. A file already published is skipped, so
+/// publishing twice (a crash during publication, then recovery) is harmless; a file that is
+/// neither staged nor published means the staging area was tampered with, and is an error.
+pub fn publish(files: &[StagedFile]) -> Result<(), StoreError> {
+    for file in files {
+        if file.staged.exists() {
+            if let Some(dir) = file.committed.parent() {
+                std::fs::create_dir_all(dir).map_err(io(dir))?;
+            }
+            std::fs::rename(&file.staged, &file.committed).map_err(io(&file.committed))?;
+        } else if !file.committed.exists() {
+            return Err(StoreError::Io {
+                path: file.staged.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!(
+                        "a file of a committed checkpoint is missing (neither staged nor at `{}`); \
+                         the staging directory was changed by hand: start over with --fresh",
+                        file.committed.display()
+                    ),
+                ),
+            });
+        }
+    }
+    if let Some(dir) = files.first().and_then(|f| f.committed.parent()) {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Flushes a directory entry change (a rename or a new file) to disk.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    match std::fs::File::open(dir) {
+        Ok(d) => d.sync_all().map_err(io(dir)),
+        // Some platforms cannot open directories; the rename itself is still atomic there.
+        Err(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_is_idempotent_and_detects_lost_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let staged = dir.path().join("staging/a.parquet");
+        std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+        std::fs::write(&staged, b"x").unwrap();
+        let file = StagedFile {
+            staged: staged.clone(),
+            committed: dir.path().join("view/a.parquet"),
+        };
+        publish(std::slice::from_ref(&file)).unwrap();
+        assert!(!staged.exists());
+        assert_eq!(std::fs::read(&file.committed).unwrap(), b"x");
+        publish(std::slice::from_ref(&file)).unwrap();
+        std::fs::remove_file(&file.committed).unwrap();
+        let err = publish(&[file]).unwrap_err().to_string();
+        assert!(err.contains("missing"), "{err}");
+    }
+}
