@@ -138,6 +138,38 @@ async fn reference(datagen: &DatagenConfig, excluded: &HashSet<i64>) -> (RecordB
     (concat(card), concat(merchant))
 }
 
+/// The late events, computed independently of Quiver: replays the generator's arrival order
+/// (one partition) with the rule of DESIGN.md 3.2 — an event is late when it is older than
+/// the largest on-time event time seen before it minus the lateness — over the events the
+/// transform keeps (`country <> 'XX'`).
+fn replayed_late(datagen: &DatagenConfig, max_lateness_ms: u64) -> HashSet<i64> {
+    let lateness = max_lateness_ms as i64 * 1_000;
+    let mut max_seen = i64::MIN;
+    let mut late = HashSet::new();
+    for b in Datagen::new(datagen.clone()).expect("datagen") {
+        let column = |name: &str| b.batch.column_by_name(name).expect("column").clone();
+        let ids = column("txn_id");
+        let ids = ids.as_primitive::<Int64Type>();
+        let times = arrow::compute::cast(&column("event_time"), &arrow::datatypes::DataType::Int64)
+            .expect("times");
+        let times = times.as_primitive::<Int64Type>();
+        let countries = column("country");
+        let countries = countries.as_string::<i32>();
+        for row in 0..b.batch.num_rows() {
+            if countries.value(row) == "XX" {
+                continue;
+            }
+            let t = times.value(row);
+            if t < max_seen.saturating_sub(lateness) {
+                late.insert(ids.value(row));
+            } else {
+                max_seen = max_seen.max(t);
+            }
+        }
+    }
+    late
+}
+
 /// Txn ids of the events dead-lettered as late.
 fn late_ids(summary: &RunSummary) -> HashSet<i64> {
     let Ok(text) = std::fs::read_to_string(&summary.dead_letter_path) else {
@@ -190,6 +222,13 @@ async fn check(datagen: DatagenConfig, max_lateness_ms: u64, expect_late: bool) 
             summary.events, datagen.events,
             "{mode}: every generated event is counted"
         );
+        if !is_backfill {
+            assert_eq!(
+                late,
+                replayed_late(&datagen, max_lateness_ms),
+                "{mode}: the late events are exactly those an independent replay finds"
+            );
+        }
         let (card_ref, merchant_ref) = reference(&datagen, &late).await;
         let what = format!("{mode} seed {} card view", datagen.seed);
         let n = assert_same_features(
