@@ -17,7 +17,7 @@ use crate::reorder::ReorderBuffer;
 use crate::run::{view_operators, RunOptions};
 use crate::source::{Source, SourceEvent};
 use crate::summary::{JobTotals, RunSummary};
-use crate::view_task::{finish_all, send_all, ViewTask};
+use crate::view_task::{send_all, ViewTask};
 use crate::watermark::Watermarks;
 use arrow::compute::concat_batches;
 use std::collections::BTreeMap;
@@ -89,18 +89,10 @@ pub async fn backfill(
             files_done: source.files_done,
         },
     };
-    let committed = coordinator
-        .commit(true, &tasks, &mut outputs, captured)
-        .await;
-    let done = finish_all(tasks).await;
-    committed?;
-    let done = done?;
+    let done = coordinator
+        .finish(true, tasks, &mut outputs, captured)
+        .await?;
     compute_bar.finish_and_clear();
-    let views_busy = done
-        .iter()
-        .map(|(op, _)| op.busy())
-        .max()
-        .unwrap_or_default();
     Ok(RunSummary::build(
         JobTotals {
             mode: "backfill",
@@ -108,7 +100,7 @@ pub async fn backfill(
             events: source.events,
             accepted,
             started,
-            engine: engine + views_busy,
+            engine,
             interrupted: false,
         },
         &outputs,

@@ -14,8 +14,10 @@ use crate::fault::crash_point;
 use crate::operator::{Barrier, BarrierAck, Message};
 use crate::outputs::{OutputPaths, Outputs};
 use crate::source::PartitionProgress;
-use crate::view_task::ViewTask;
+use crate::view_operator::ViewOperator;
+use crate::view_task::{finish_all, ViewTask};
 use crate::watermark::WatermarkState;
+use quiver_store::FeatureRowWriter;
 use serde::Serialize;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
@@ -226,6 +228,21 @@ impl Coordinator {
         self.stats.total_s += took.as_secs_f64();
         self.stats.max_s = self.stats.max_s.max(took.as_secs_f64());
         Ok(())
+    }
+
+    /// Commits the last epoch (`complete`: the input ended) and stops the views; returns each
+    /// view's operator and writer for the summary.
+    pub async fn finish(
+        &mut self,
+        complete: bool,
+        tasks: Vec<ViewTask>,
+        outputs: &mut Outputs,
+        captured: Captured,
+    ) -> Result<Vec<(ViewOperator, FeatureRowWriter)>, JobError> {
+        let committed = self.commit(complete, &tasks, outputs, captured).await;
+        let done = finish_all(tasks).await;
+        committed?;
+        done
     }
 
     /// Time spent in checkpoints so far.

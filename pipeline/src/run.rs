@@ -16,7 +16,7 @@ use crate::reorder::ReorderBuffer;
 use crate::source::{Source, SourceEvent, SourceOverrides};
 use crate::summary::{JobTotals, RunSummary};
 use crate::view_operator::ViewOperator;
-use crate::view_task::{finish_all, send_all, ViewTask};
+use crate::view_task::{send_all, ViewTask};
 use crate::watermark::Watermarks;
 use arrow::array::BooleanArray;
 use arrow::compute::filter_record_batch;
@@ -231,18 +231,10 @@ pub async fn run(
         }
     }
     let captured = capture(&source, &watermarks, &reorder, &counters, &outputs)?;
-    let committed = coordinator
-        .commit(!interrupted, &tasks, &mut outputs, captured)
-        .await;
-    let done = finish_all(tasks).await;
-    committed?;
-    let done = done?;
+    let done = coordinator
+        .finish(!interrupted, tasks, &mut outputs, captured)
+        .await?;
     bar.finish_and_clear();
-    let views_busy = done
-        .iter()
-        .map(|(op, _)| op.busy())
-        .max()
-        .unwrap_or_default();
     Ok(RunSummary::build(
         JobTotals {
             mode: "run",
@@ -250,7 +242,7 @@ pub async fn run(
             events: source.events,
             accepted: counters.accepted,
             started,
-            engine: engine + views_busy,
+            engine,
             interrupted,
         },
         &outputs,

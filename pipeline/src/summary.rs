@@ -21,7 +21,7 @@ pub struct JobTotals {
     pub accepted: u64,
     /// When this process started the job.
     pub started: std::time::Instant,
-    /// Engine time.
+    /// Engine time outside the views (they run in parallel; the slowest view's time is added).
     pub engine: std::time::Duration,
     /// Whether a stop was requested before the source ended.
     pub interrupted: bool,
@@ -80,6 +80,11 @@ impl RunSummary {
         views: &[(ViewOperator, FeatureRowWriter)],
         checkpoints: CheckpointStats,
     ) -> RunSummary {
+        let slowest_view = views
+            .iter()
+            .map(|(op, _)| op.busy())
+            .max()
+            .unwrap_or_default();
         RunSummary {
             mode: job.mode.to_string(),
             pipeline: job.pipeline,
@@ -102,7 +107,7 @@ impl RunSummary {
                 })
                 .collect(),
             elapsed_s: job.started.elapsed().as_secs_f64(),
-            engine_s: job.engine.as_secs_f64(),
+            engine_s: (job.engine + slowest_view).as_secs_f64(),
             interrupted: job.interrupted,
             checkpoints,
         }
