@@ -204,3 +204,32 @@ async fn a_wrong_clock_does_not_poison_the_stream() {
         assert_eq!(read_view(&dir.path().join("out/card")).num_rows(), 3);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_systematically_wrong_input_stops_with_a_clear_message() {
+    // Amounts written as words: every record is a dead letter. The job stops once the ratio
+    // limit is passed instead of dead-lettering the whole input.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lines: Vec<String> = (0..3000)
+        .map(|i| {
+            format!(
+                r#"{{"card_id": "c{}", "amount": "twelve", "note": "1", "event_time": "2026-01-01T00:00:{:02}Z"}}"#,
+                i % 7,
+                i % 60
+            )
+        })
+        .collect();
+    let file = dir.path().join("tx.ndjson");
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    let yaml = config(file.to_str().expect("utf8"), "1s")
+        .replace("views:", "output:\n  dead_letter_min_records: 500\nviews:");
+    let path = write_files(dir.path(), &[("p.yaml", &yaml)]);
+    for is_backfill in [false, true] {
+        let err = run_config(&path, &dir.path().join("out"), is_backfill)
+            .await
+            .expect_err("stops");
+        let text = err.to_string();
+        assert!(text.contains("max_dead_letter_ratio"), "{text}");
+        assert!(text.contains("wrong_type"), "{text}");
+    }
+}

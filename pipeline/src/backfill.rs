@@ -39,7 +39,13 @@ pub async fn backfill(
     let read_bar = events_bar(source.expected_events, options.progress, "read");
     let mut engine = Duration::ZERO;
     let mut batches = Vec::new();
+    let limits = pipeline.loaded.config.output.clone();
     while let Some(event) = source.next(&mut watermarks).await? {
+        outputs.check_dead_letter_ratio(
+            source.events,
+            limits.max_dead_letter_ratio,
+            limits.dead_letter_min_records,
+        )?;
         match event {
             SourceEvent::Finished(_) => {}
             SourceEvent::Item(_, item) => {

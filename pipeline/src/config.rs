@@ -164,6 +164,22 @@ pub struct OutputConfig {
     /// Rows per Parquet file before rolling to the next (default 1,000,000).
     #[serde(default = "default_rows_per_file")]
     pub rows_per_file: usize,
+    /// Stop the job with an error when dead letters exceed this share of the records read
+    /// (default 0.5; 1 never stops): an input that is systematically wrong (wrong schema,
+    /// wrong format) is reported, not dead-lettered record by record.
+    #[serde(default = "default_max_dead_letter_ratio")]
+    pub max_dead_letter_ratio: f64,
+    /// Records read before the ratio is checked (default 10,000).
+    #[serde(default = "default_dead_letter_min_records")]
+    pub dead_letter_min_records: u64,
+}
+
+fn default_max_dead_letter_ratio() -> f64 {
+    0.5
+}
+
+fn default_dead_letter_min_records() -> u64 {
+    10_000
 }
 
 impl Default for OutputConfig {
@@ -172,6 +188,8 @@ impl Default for OutputConfig {
             path: None,
             dead_letter: None,
             rows_per_file: default_rows_per_file(),
+            max_dead_letter_ratio: default_max_dead_letter_ratio(),
+            dead_letter_min_records: default_dead_letter_min_records(),
         }
     }
 }
@@ -321,6 +339,16 @@ impl LoadedConfig {
             return Err(err(
                 "every_events",
                 "every_events must be at least 1".into(),
+            ));
+        }
+        let ratio = c.output.max_dead_letter_ratio;
+        if !(ratio > 0.0 && ratio <= 1.0) {
+            return Err(err(
+                "max_dead_letter_ratio",
+                format!("max_dead_letter_ratio {ratio} is not in (0, 1]"),
+            )
+            .with_help(
+                "e.g. 0.5 stops a job when half of its records are dead letters; 1 never stops",
             ));
         }
         if c.output.rows_per_file == 0 {

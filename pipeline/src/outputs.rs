@@ -164,6 +164,34 @@ impl Outputs {
         self.counts.clone()
     }
 
+    /// Fails when dead letters exceed `max_ratio` of the `records` read so far (checked once
+    /// at least `min_records` were read): the input is systematically wrong.
+    pub fn check_dead_letter_ratio(
+        &self,
+        records: u64,
+        max_ratio: f64,
+        min_records: u64,
+    ) -> Result<(), JobError> {
+        let dead: u64 = self.counts.values().sum();
+        if records < min_records.max(1) || max_ratio >= 1.0 {
+            return Ok(());
+        }
+        if dead as f64 > max_ratio * records as f64 {
+            let reasons: Vec<String> = self
+                .counts
+                .iter()
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect();
+            return Err(JobError::Other(format!(
+                "stopped: {dead} of the {records} records read so far are dead letters ({:.0}%, above output.max_dead_letter_ratio {max_ratio}); by reason: {}. The input does not look like what the config declares: check source.files.schema/format and the transforms against `{}`. Nothing after the last checkpoint was committed; raise max_dead_letter_ratio (1 never stops) to keep going anyway",
+                100.0 * dead as f64 / records as f64,
+                reasons.join(", "),
+                self.paths.dead_letters.display()
+            )));
+        }
+        Ok(())
+    }
+
     /// Late events so far.
     pub fn late(&self) -> u64 {
         self.counts

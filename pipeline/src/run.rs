@@ -197,6 +197,12 @@ pub async fn run(
                 }
             }
         }
+        let output = &config.output;
+        outputs.check_dead_letter_ratio(
+            source.events,
+            output.max_dead_letter_ratio,
+            output.dead_letter_min_records,
+        )?;
         watermarks.check_idle(source.now());
         let ready = reorder
             .release(watermarks.current())
