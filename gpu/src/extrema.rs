@@ -62,9 +62,11 @@ impl WindowExtreme {
         }
     }
 
-    /// Adds the value of the event with sequence number `seq`.
+    /// Adds the value of the event with sequence number `seq`. Every NaN counts as the largest
+    /// value (as in PostgreSQL and DataFusion), whatever its sign bit.
     #[inline]
     pub fn add(&mut self, seq: u64, x: f64) {
+        let x = if x.is_nan() { f64::NAN } else { x };
         match self {
             WindowExtreme::Sliding {
                 extreme,

@@ -23,12 +23,21 @@ const RESHIFT_RATIO: f64 = 1e4;
 
 /// Count, sum and shifted sums of squares of the non-null values in a window.
 ///
-/// Variance is computed from sums of `x - shift` where `shift` is the first value that entered
-/// an empty window. Values near the shift cancel exactly, so a window of identical amounts (a
-/// card-testing burst) has variance exactly 0 instead of rounding noise.
+/// Variance is computed from sums of `x - shift` where `shift` is the first finite value that
+/// entered an empty window (re-centred on the mean when it drifts, see [`Moments::drifted`]).
+/// Values near the shift cancel exactly, so a window of identical amounts (a card-testing
+/// burst) has variance exactly 0 instead of rounding noise.
+///
+/// Non-finite values (NaN, ±infinity) are counted, not summed: while one is inside the window
+/// the results are what IEEE arithmetic over the window's values gives (NaN with a NaN or with
+/// both infinities, ±infinity with one sign of infinity, NaN for the spread), and as soon as it
+/// leaves the window the finite sums, which it never touched, are exact again.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Moments {
     n: u64,
+    nan: u64,
+    pos_inf: u64,
+    neg_inf: u64,
     shift: f64,
     sum: CompensatedSum,
     shifted_sum: CompensatedSum,
@@ -36,14 +45,41 @@ pub struct Moments {
 }
 
 impl Moments {
+    /// Finite values in the window.
+    fn finite(&self) -> u64 {
+        self.n - self.nan - self.pos_inf - self.neg_inf
+    }
+
+    /// Counts a non-finite value entering or leaving the window.
+    fn count_non_finite(&mut self, x: f64, entering: bool) {
+        let counter = if x.is_nan() {
+            &mut self.nan
+        } else if x > 0.0 {
+            &mut self.pos_inf
+        } else {
+            &mut self.neg_inf
+        };
+        *counter = if entering {
+            *counter + 1
+        } else {
+            counter.saturating_sub(1)
+        };
+    }
+
     /// Adds a value entering the window, maintaining the quantities of `level`.
     #[inline]
     pub fn add(&mut self, x: f64, level: MomentLevel) {
-        if self.n == 0 {
-            *self = Moments {
-                shift: x,
-                ..Moments::default()
-            };
+        if !x.is_finite() {
+            self.n += 1;
+            self.count_non_finite(x, true);
+            return;
+        }
+        if self.finite() == 0 {
+            // A fresh start of the finite sums: shift by the first finite value.
+            self.shift = x;
+            self.sum = CompensatedSum::default();
+            self.shifted_sum = CompensatedSum::default();
+            self.shifted_squares = CompensatedSum::default();
         }
         self.n += 1;
         if level >= MomentLevel::Sum {
@@ -59,9 +95,23 @@ impl Moments {
     /// Removes a value leaving the window (it must have been added with the same `level`).
     #[inline]
     pub fn remove(&mut self, x: f64, level: MomentLevel) {
-        self.n = self.n.saturating_sub(1);
         if self.n == 0 {
-            *self = Moments::default();
+            return;
+        }
+        self.n -= 1;
+        if !x.is_finite() {
+            self.count_non_finite(x, false);
+            return;
+        }
+        if self.finite() == 0 {
+            let (nan, pos_inf, neg_inf, n) = (self.nan, self.pos_inf, self.neg_inf, self.n);
+            *self = Moments {
+                n,
+                nan,
+                pos_inf,
+                neg_inf,
+                ..Moments::default()
+            };
             return;
         }
         if level >= MomentLevel::Sum {
@@ -79,29 +129,34 @@ impl Moments {
     /// (e.g. a key's first, huge amount, used as the shift, has left a window of small ones).
     /// Only meaningful for moments kept at [`MomentLevel::Spread`].
     pub fn drifted(&self) -> bool {
-        self.n >= 2 && self.shifted_squares.value() > RESHIFT_RATIO * self.m2()
+        self.finite() >= 2 && self.shifted_squares.value() > RESHIFT_RATIO * self.m2()
     }
 
     /// Recomputes the moments of exactly `values` (the window's current non-null values) at
-    /// `level`, shifted by their mean, which makes the spread as exact as a two-pass variance.
+    /// `level`, shifted by the mean of the finite ones, which makes the spread as exact as a
+    /// two-pass variance.
     pub fn rebuild(&mut self, values: impl Iterator<Item = f64> + Clone, level: MomentLevel) {
         let mut total = CompensatedSum::default();
-        let mut n = 0u64;
-        for x in values.clone() {
-            total.add(x);
-            n += 1;
-        }
+        let mut finite = 0u64;
         *self = Moments::default();
-        if n == 0 {
+        for x in values.clone() {
+            self.n += 1;
+            if x.is_finite() {
+                total.add(x);
+                finite += 1;
+            } else {
+                self.count_non_finite(x, true);
+            }
+        }
+        if finite == 0 {
             return;
         }
-        self.shift = total.value() / n as f64;
-        self.n = n;
+        self.shift = total.value() / finite as f64;
         if level >= MomentLevel::Sum {
             self.sum = total;
         }
         if level == MomentLevel::Spread {
-            for x in values {
+            for x in values.filter(|x| x.is_finite()) {
                 let d = x - self.shift;
                 self.shifted_sum.add(d);
                 self.shifted_squares.add(d * d);
@@ -114,18 +169,34 @@ impl Moments {
         self.n
     }
 
+    /// What the non-finite values make of a sum, if any is inside.
+    fn non_finite_sum(&self) -> Option<f64> {
+        if self.nan > 0 || (self.pos_inf > 0 && self.neg_inf > 0) {
+            Some(f64::NAN)
+        } else if self.pos_inf > 0 {
+            Some(f64::INFINITY)
+        } else if self.neg_inf > 0 {
+            Some(f64::NEG_INFINITY)
+        } else {
+            None
+        }
+    }
+
     /// Sum of the values, or `None` for an empty window.
     pub fn sum(&self) -> Option<f64> {
-        (self.n > 0).then(|| self.sum.value())
+        (self.n > 0).then(|| self.non_finite_sum().unwrap_or_else(|| self.sum.value()))
     }
 
     /// Mean of the values, or `None` for an empty window.
     pub fn mean(&self) -> Option<f64> {
-        (self.n > 0).then(|| self.sum.value() / self.n as f64)
+        self.sum().map(|s| s / self.n as f64)
     }
 
-    /// Sum of squared deviations from the mean.
+    /// Sum of squared deviations from the mean (NaN with a non-finite value inside).
     fn m2(&self) -> f64 {
+        if self.non_finite_sum().is_some() {
+            return f64::NAN;
+        }
         let n = self.n as f64;
         let s1 = self.shifted_sum.value();
         (self.shifted_squares.value() - s1 * s1 / n).max(0.0)
