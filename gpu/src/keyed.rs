@@ -206,24 +206,27 @@ impl KeyedWindows {
 
     /// Releases state no future event can read, given that no event older than `watermark`
     /// will be applied any more: events behind every window are dropped and idle keys forgotten.
+    /// Forgotten keys are swap-removed, so a sweep costs one hash operation per forgotten key
+    /// (and one per moved key), not a rebuild of the index.
     pub fn expire(&mut self, watermark: i64) {
         let plan = &self.plan;
-        let mut kept_states = Vec::with_capacity(self.states.len());
-        let mut kept_keys = Vec::with_capacity(self.keys.len());
-        for (mut state, key) in self.states.drain(..).zip(self.keys.drain(..)) {
+        let mut slot = self.states.len();
+        while slot > 0 {
+            slot -= 1;
+            let state = &mut self.states[slot];
             state.advance(plan, watermark);
             if !state.is_idle(plan) {
-                kept_states.push(state);
-                kept_keys.push(key);
+                continue;
+            }
+            self.index.remove(&self.keys[slot]);
+            self.states.swap_remove(slot);
+            self.keys.swap_remove(slot);
+            if let Some(moved) = self.keys.get(slot) {
+                if let Some(s) = self.index.get_mut(moved) {
+                    *s = slot as u32;
+                }
             }
         }
-        self.index = kept_keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (k.clone(), i as u32))
-            .collect();
-        self.states = kept_states;
-        self.keys = kept_keys;
     }
 
     /// Copies the state of the keys accepted by `select` (e.g. the keys of one source partition).

@@ -163,7 +163,12 @@ impl Coordinator {
         let mut replies = Vec::with_capacity(tasks.len());
         for task in tasks {
             let (reply, answer) = oneshot::channel();
-            if !task.send(Message::Barrier(Barrier { epoch, reply })).await {
+            let barrier = Barrier {
+                epoch,
+                snapshot: !complete,
+                reply,
+            };
+            if !task.send(Message::Barrier(barrier)).await {
                 return Err(JobError::Other(format!(
                     "a view stopped before checkpoint {epoch}"
                 )));

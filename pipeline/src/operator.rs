@@ -23,6 +23,9 @@ pub enum Message {
 pub struct Barrier {
     /// The epoch that ends here.
     pub epoch: u64,
+    /// Whether the state is needed (not for the final checkpoint of a finished input: a
+    /// finished run is never resumed).
+    pub snapshot: bool,
     /// Where the answer goes.
     pub reply: oneshot::Sender<Result<BarrierAck, JobError>>,
 }

@@ -33,8 +33,8 @@ pub struct RunOptions {
     pub output: Option<PathBuf>,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
-    /// Event time between sweeps of idle window state, in microseconds (default: a quarter
-    /// of each view's longest window).
+    /// Event time between sweeps of idle window state, in microseconds (default:
+    /// each view's longest window).
     pub expire_interval_micros: Option<i64>,
     /// Start over even if an unfinished run could be resumed.
     pub fresh: bool,

@@ -28,7 +28,12 @@ impl<O: Operator + 'static, S: Sink + 'static> ViewTask<O, S> {
                     }
                     Message::Watermark(watermark) => operator.on_watermark(watermark),
                     Message::Barrier(barrier) => {
-                        let ack = operator.snapshot().and_then(|state| {
+                        let state = if barrier.snapshot {
+                            operator.snapshot()
+                        } else {
+                            Ok(Vec::new())
+                        };
+                        let ack = state.and_then(|state| {
                             let files = sink.prepare_commit(barrier.epoch)?;
                             Ok(BarrierAck {
                                 epoch: barrier.epoch,
