@@ -37,6 +37,50 @@ pub struct WindowSnapshot {
     pub keys: Vec<(Vec<u8>, KeyWindowState)>,
 }
 
+/// The state of some keys, borrowed from [`KeyedWindows`]; serialises exactly as the
+/// [`WindowSnapshot`] it decodes into.
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowSnapshotRef<'a> {
+    /// Encoded entity key and its state.
+    #[serde(serialize_with = "keys_as_bytes")]
+    pub keys: Vec<(&'a [u8], &'a KeyWindowState)>,
+}
+
+/// Serialises keys as byte strings (the wire form of `Vec<u8>` in compact formats).
+fn keys_as_bytes<S: serde::Serializer>(
+    keys: &[(&[u8], &KeyWindowState)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = serializer.serialize_seq(Some(keys.len()))?;
+    for (key, state) in keys {
+        seq.serialize_element(&(KeyBytes(key), *state))?;
+    }
+    seq.end()
+}
+
+/// A key serialised as a sequence of bytes, like `Vec<u8>`.
+struct KeyBytes<'a>(&'a [u8]);
+
+impl Serialize for KeyBytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0)
+    }
+}
+
+impl WindowSnapshotRef<'_> {
+    /// An owned copy (for restoring in memory without encoding).
+    pub fn to_owned(&self) -> WindowSnapshot {
+        WindowSnapshot {
+            keys: self
+                .keys
+                .iter()
+                .map(|(k, s)| (k.to_vec(), (*s).clone()))
+                .collect(),
+        }
+    }
+}
+
 /// Incremental window state for all keys of one feature view.
 ///
 /// Keys are opaque byte strings (the runtime encodes multi-column keys). Batches are applied in
@@ -229,15 +273,16 @@ impl KeyedWindows {
         }
     }
 
-    /// Copies the state of the keys accepted by `select` (e.g. the keys of one source partition).
-    pub fn snapshot(&self, select: impl Fn(&[u8]) -> bool) -> WindowSnapshot {
-        WindowSnapshot {
+    /// The state of the keys accepted by `select` (e.g. the keys of one source partition),
+    /// borrowed: encoding it copies nothing first.
+    pub fn snapshot(&self, select: impl Fn(&[u8]) -> bool) -> WindowSnapshotRef<'_> {
+        WindowSnapshotRef {
             keys: self
                 .keys
                 .iter()
                 .zip(&self.states)
                 .filter(|(k, _)| select(k))
-                .map(|(k, s)| (k.to_vec(), s.clone()))
+                .map(|(k, s)| (&k[..], s))
                 .collect(),
         }
     }
@@ -443,7 +488,7 @@ mod tests {
         let slots = w.slots(&[b"a", b"b", b"a"]);
         w.process(&slots, &[1, 2, 3], &[col, col], &[0, 1, 2], &mut out)
             .unwrap();
-        let snap = w.snapshot(|k| k == b"a");
+        let snap = w.snapshot(|k| k == b"a").to_owned();
         assert_eq!(snap.keys.len(), 1);
         let mut restored = KeyedWindows::new(plan());
         restored.restore(snap);

@@ -23,6 +23,6 @@ pub mod plan;
 pub use agg::AggKind;
 pub use error::KernelError;
 pub use key_state::KeyWindowState;
-pub use keyed::{InputColumn, KeyedWindows, WindowSnapshot};
+pub use keyed::{InputColumn, KeyedWindows, WindowSnapshot, WindowSnapshotRef};
 pub use output::FeatureOutput;
 pub use plan::{Frame, WindowPlan, WindowSpec};

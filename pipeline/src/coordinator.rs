@@ -19,7 +19,7 @@ use crate::view_task::{finish_all, ViewTask};
 use crate::watermark::WatermarkState;
 use quiver_store::FeatureRowWriter;
 use serde::Serialize;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
 /// Checkpoint figures for the run summary.
@@ -29,10 +29,15 @@ pub struct CheckpointStats {
     pub count: u64,
     /// Size of the last checkpoint file in bytes.
     pub last_bytes: u64,
-    /// Seconds spent taking checkpoints (barrier to publication), in total.
+    /// Seconds ingestion was paused for checkpoints (barrier, views' snapshots, staging), in
+    /// total; writing and publishing then overlap with the next epoch.
     pub total_s: f64,
-    /// The longest checkpoint, in seconds.
+    /// The longest pause, in seconds.
     pub max_s: f64,
+    /// The longest time from a barrier to its checkpoint being durable and published.
+    pub max_commit_s: f64,
+    /// Size of the largest checkpoint file in bytes.
+    pub max_bytes: u64,
     /// The epoch this process resumed from, if it resumed.
     pub resumed_from: Option<u64>,
 }
@@ -61,8 +66,16 @@ pub struct Coordinator {
     /// The epoch in progress.
     pub epoch: u64,
     replaced: bool,
+    /// The previous epoch's write and publication, still running.
+    in_flight: Option<InFlight>,
     /// Figures for the summary.
     pub stats: CheckpointStats,
+}
+
+/// A checkpoint being written and published on a blocking thread.
+struct InFlight {
+    started: Instant,
+    handle: tokio::task::JoinHandle<Result<u64, JobError>>,
 }
 
 fn unix_ms() -> u64 {
@@ -91,6 +104,7 @@ impl Coordinator {
         if let Some(c) = &latest {
             roll_forward(&c.commit, &c.run)?;
         }
+        let first_epoch = dir.max_epoch()?.map_or(1, |e| e + 1);
         paths.clear_staging()?;
         let name = pipeline.loaded.config.name.clone();
         let identities = pipeline.view_identities.clone();
@@ -101,8 +115,9 @@ impl Coordinator {
             pipeline: name,
             source: source_fingerprint.to_string(),
             identities,
-            epoch: 1,
+            epoch: first_epoch,
             replaced: false,
+            in_flight: None,
             stats: CheckpointStats::default(),
         };
         let resume = match startup(latest, fresh) {
@@ -187,6 +202,8 @@ impl Coordinator {
             JobError::Checkpoint(format!("checkpoint {epoch}: a view did not answer"))
         })?;
         let dead_letters = outputs.stage_dead_letters()?;
+        // The next epoch's dead letters follow this one's in the file.
+        outputs.committed(&dead_letters);
         let mut files = Vec::new();
         let mut views = Vec::new();
         for (ack, identity) in acks.into_iter().zip(&self.identities) {
@@ -217,21 +234,47 @@ impl Coordinator {
                 replaces_previous: !self.replaced,
             },
         };
-        crash_point("before_checkpoint");
-        let written = self.dir.write(&checkpoint)?;
-        crash_point("after_checkpoint");
-        roll_forward(&checkpoint.commit, &self.run)?;
-        if complete {
-            self.paths.clear_staging()?;
-        }
-        outputs.committed(&checkpoint.commit.dead_letters);
+        // Checkpoints commit in order: the previous one must be durable first.
+        self.wait_in_flight().await?;
+        let dir = self.dir.clone();
+        let paths = self.paths.clone();
+        let run = self.run.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            crash_point("before_checkpoint");
+            let written = dir.write(&checkpoint)?;
+            crash_point("after_checkpoint");
+            roll_forward(&checkpoint.commit, &run)?;
+            if checkpoint.complete {
+                paths.clear_staging()?;
+            }
+            Ok(written.bytes)
+        });
+        self.in_flight = Some(InFlight { started, handle });
         self.replaced = true;
         self.epoch += 1;
-        let took = started.elapsed();
+        let paused = started.elapsed().as_secs_f64();
         self.stats.count += 1;
-        self.stats.last_bytes = written.bytes;
-        self.stats.total_s += took.as_secs_f64();
-        self.stats.max_s = self.stats.max_s.max(took.as_secs_f64());
+        self.stats.total_s += paused;
+        self.stats.max_s = self.stats.max_s.max(paused);
+        if complete {
+            self.wait_in_flight().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the checkpoint being written is durable and published.
+    async fn wait_in_flight(&mut self) -> Result<(), JobError> {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let bytes = in_flight
+            .handle
+            .await
+            .map_err(|e| JobError::Checkpoint(format!("the checkpoint writer stopped: {e}")))??;
+        self.stats.last_bytes = bytes;
+        self.stats.max_bytes = self.stats.max_bytes.max(bytes);
+        let took = in_flight.started.elapsed().as_secs_f64();
+        self.stats.max_commit_s = self.stats.max_commit_s.max(took);
         Ok(())
     }
 
@@ -244,14 +287,12 @@ impl Coordinator {
         outputs: &mut Outputs,
         captured: Captured,
     ) -> Result<Vec<(ViewOperator, FeatureRowWriter)>, JobError> {
-        let committed = self.commit(complete, &tasks, outputs, captured).await;
+        let committed = match self.commit(complete, &tasks, outputs, captured).await {
+            Ok(()) => self.wait_in_flight().await,
+            Err(e) => Err(e),
+        };
         let done = finish_all(tasks).await;
         committed?;
         done
-    }
-
-    /// Time spent in checkpoints so far.
-    pub fn checkpoint_time(&self) -> Duration {
-        Duration::from_secs_f64(self.stats.total_s)
     }
 }

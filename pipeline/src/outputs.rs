@@ -154,7 +154,7 @@ impl Outputs {
         Ok(commit)
     }
 
-    /// The epoch whose dead letters are committed.
+    /// The dead letters of the next epoch follow `commit`'s in the dead-letter file.
     pub fn committed(&mut self, commit: &DeadLetterCommit) {
         self.committed_len = commit.len_after;
     }

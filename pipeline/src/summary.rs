@@ -179,11 +179,12 @@ impl fmt::Display for RunSummary {
         if c.count > 0 {
             writeln!(
                 f,
-                "  checkpoints {} · last {} bytes · {:.3} s in total, longest {:.3} s{}",
+                "  checkpoints {} · largest {} bytes · paused {:.3} s in total, longest {:.3} s · longest to durable {:.3} s{}",
                 c.count,
-                thousands(c.last_bytes),
+                thousands(c.max_bytes),
                 c.total_s,
                 c.max_s,
+                c.max_commit_s,
                 c.resumed_from
                     .map(|e| format!(" · resumed after checkpoint {e}"))
                     .unwrap_or_default()

@@ -179,6 +179,24 @@ fn committed(out: &Path) -> Committed {
     Committed { rows, dead_letters }
 }
 
+/// Every file under `dir`, for failure messages.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path.display().to_string());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
 /// Asserts `got` equals `want`, saying what differs first.
 fn assert_same(got: &Committed, want: &Committed, what: &str) {
     if got == want {
@@ -293,8 +311,9 @@ fn killed_at_random_moments_the_resumed_output_equals_an_uninterrupted_run() {
                     let output = child.wait_with_output().unwrap();
                     assert!(
                         status.success(),
-                        "trial {trial} attempt {attempt}: {}",
-                        String::from_utf8_lossy(&output.stderr)
+                        "trial {trial} attempt {attempt}: {}\nfiles: {:#?}",
+                        String::from_utf8_lossy(&output.stderr),
+                        listing(&out)
                     );
                     finished = true;
                     break;
@@ -350,6 +369,24 @@ fn a_failed_new_run_leaves_the_previous_output_and_sigterm_stops_cleanly() {
         .unwrap();
     assert!(!output.status.success());
     assert_same(&committed(&out), &r.expected, "previous output intact");
+    // A new run that dies after some commits resumes as itself: its epochs come after the
+    // finished run's, so the finished run's checkpoint is never taken for the latest.
+    let output = quiver(&r.config, &out)
+        .env("QUIVER_CRASH_AT", "after_publish:3")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let again = run_to_end(&r.config, &out);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("resumed after checkpoint"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    assert_same(
+        &committed(&out),
+        &r.expected,
+        "a second run, crashed and resumed",
+    );
     // SIGTERM once the first checkpoint is on disk: a final checkpoint, exit 0, and the same
     // command resumes.
     let fresh_out = r.dir.path().join("sigterm");

@@ -71,6 +71,13 @@ impl CheckpointDir {
         Ok(found)
     }
 
+    /// The largest epoch of any checkpoint file present, readable or not. A new run numbers
+    /// its epochs after it, so that the latest checkpoint is always the one with the largest
+    /// epoch, across runs.
+    pub fn max_epoch(&self) -> Result<Option<u64>, JobError> {
+        Ok(self.list()?.last().map(|(epoch, _)| *epoch))
+    }
+
     /// The latest committed checkpoint, if any. A damaged one is an error that says how to
     /// start over, never a silent fallback (its epoch may already be published).
     pub fn latest(&self) -> Result<Option<Checkpoint>, JobError> {
@@ -90,8 +97,9 @@ impl CheckpointDir {
             })
     }
 
-    /// Writes `checkpoint` durably; this is the commit point of its epoch. Older checkpoints
-    /// are removed afterwards.
+    /// Writes `checkpoint` durably; this is the commit point of its epoch. Every other
+    /// checkpoint file is removed afterwards (epochs only grow, so they are all older, or a
+    /// damaged one a `--fresh` run replaces).
     pub fn write(&self, checkpoint: &Checkpoint) -> Result<Written, JobError> {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             JobError::Checkpoint(format!(
@@ -114,7 +122,7 @@ impl CheckpointDir {
         std::fs::rename(&tmp, &path).map_err(|e| fail("rename", &e))?;
         sync_dir(&self.dir)?;
         for (epoch, old) in self.list()? {
-            if epoch < checkpoint.epoch {
+            if epoch != checkpoint.epoch {
                 let _ = std::fs::remove_file(old);
             }
         }

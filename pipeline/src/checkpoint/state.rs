@@ -38,6 +38,7 @@ pub struct ViewCheckpoint {
     /// The definition the state belongs to.
     pub identity: ViewIdentity,
     /// Window state in its own envelope (kind view state, the identity's fingerprint).
+    #[serde(with = "serde_bytes")]
     pub state: Vec<u8>,
     /// Feature rows committed so far in this run.
     pub rows: u64,
@@ -76,6 +77,7 @@ pub struct CommitRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReorderState {
     /// An Arrow IPC stream of the buffered rows (empty when none).
+    #[serde(with = "serde_bytes")]
     pub ipc: Vec<u8>,
     /// Event time of each buffered row.
     pub times: Vec<i64>,
