@@ -29,8 +29,9 @@ pub struct CheckpointStats {
     pub count: u64,
     /// Size of the last checkpoint file in bytes.
     pub last_bytes: u64,
-    /// Seconds ingestion was paused for checkpoints (barrier, views' snapshots, staging), in
-    /// total; writing and publishing then overlap with the next epoch.
+    /// Seconds ingestion was paused for checkpoints (sending barriers, staging dead letters,
+    /// waiting for the previous checkpoint), in total; the views' snapshots, writing and
+    /// publishing overlap with the next epoch.
     pub total_s: f64,
     /// The longest pause, in seconds.
     pub max_s: f64,
@@ -190,64 +191,70 @@ impl Coordinator {
             }
             replies.push(answer);
         }
-        let mut acks: EpochAcks<BarrierAck> = EpochAcks::new(epoch, tasks.len());
-        for (i, answer) in replies.into_iter().enumerate() {
-            let ack = answer.await.map_err(|_| {
-                JobError::Other(format!("a view stopped during checkpoint {epoch}"))
-            })??;
-            acks.ack(i, ack.epoch, ack)
-                .map_err(|e| JobError::Checkpoint(e.to_string()))?;
-        }
-        let acks = acks.complete().map_err(|_| {
-            JobError::Checkpoint(format!("checkpoint {epoch}: a view did not answer"))
-        })?;
         let dead_letters = outputs.stage_dead_letters()?;
         // The next epoch's dead letters follow this one's in the file.
         outputs.committed(&dead_letters);
-        let mut files = Vec::new();
-        let mut views = Vec::new();
-        for (ack, identity) in acks.into_iter().zip(&self.identities) {
-            files.extend(ack.files);
-            views.push(ViewCheckpoint {
-                identity: identity.clone(),
-                state: ack.state,
-                rows: ack.rows,
-            });
-        }
-        let checkpoint = Checkpoint {
+        // Checkpoints commit in order: the previous one must be durable first.
+        self.wait_in_flight().await?;
+        let identities = self.identities.clone();
+        let draft = Checkpoint {
             epoch,
             run: self.run.clone(),
             complete,
-            written_unix_ms: unix_ms(),
+            written_unix_ms: 0,
             pipeline: self.pipeline.clone(),
             source: self.source.clone(),
             partitions: captured.partitions,
             watermarks: captured.watermarks,
             reorder: captured.reorder,
-            views,
+            views: Vec::new(),
             counters: captured.counters,
             commit: CommitRecord {
                 root: self.paths.root.clone(),
-                views: self.identities.iter().map(|v| v.name.clone()).collect(),
-                files,
+                views: identities.iter().map(|v| v.name.clone()).collect(),
+                files: Vec::new(),
                 dead_letters,
                 replaces_previous: !self.replaced,
             },
         };
-        // Checkpoints commit in order: the previous one must be durable first.
-        self.wait_in_flight().await?;
         let dir = self.dir.clone();
         let paths = self.paths.clone();
-        let run = self.run.clone();
-        let handle = tokio::task::spawn_blocking(move || {
-            crash_point("before_checkpoint");
-            let written = dir.write(&checkpoint)?;
-            crash_point("after_checkpoint");
-            roll_forward(&checkpoint.commit, &run)?;
-            if checkpoint.complete {
-                paths.clear_staging()?;
+        // Ingestion goes on while the views answer (their next messages queue behind the
+        // barrier) and while the checkpoint is written and published.
+        let handle = tokio::spawn(async move {
+            let mut acks: EpochAcks<BarrierAck> = EpochAcks::new(epoch, replies.len());
+            for (i, answer) in replies.into_iter().enumerate() {
+                let ack = answer.await.map_err(|_| {
+                    JobError::Other(format!("a view stopped during checkpoint {epoch}"))
+                })??;
+                acks.ack(i, ack.epoch, ack)
+                    .map_err(|e| JobError::Checkpoint(e.to_string()))?;
             }
-            Ok(written.bytes)
+            let acks = acks.complete().map_err(|_| {
+                JobError::Checkpoint(format!("checkpoint {epoch}: a view did not answer"))
+            })?;
+            let mut checkpoint = draft;
+            for (ack, identity) in acks.into_iter().zip(identities) {
+                checkpoint.commit.files.extend(ack.files);
+                checkpoint.views.push(ViewCheckpoint {
+                    identity,
+                    state: ack.state,
+                    rows: ack.rows,
+                });
+            }
+            checkpoint.written_unix_ms = unix_ms();
+            tokio::task::spawn_blocking(move || {
+                crash_point("before_checkpoint");
+                let written = dir.write(&checkpoint)?;
+                crash_point("after_checkpoint");
+                roll_forward(&checkpoint.commit, &checkpoint.run)?;
+                if checkpoint.complete {
+                    paths.clear_staging()?;
+                }
+                Ok(written.bytes)
+            })
+            .await
+            .map_err(|e| JobError::Checkpoint(format!("the checkpoint writer stopped: {e}")))?
         });
         self.in_flight = Some(InFlight { started, handle });
         self.replaced = true;

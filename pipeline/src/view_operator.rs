@@ -21,6 +21,8 @@ pub struct ViewOperator {
     rows_out: u64,
     /// Plan fingerprint carried by state envelopes.
     fingerprint: u64,
+    /// Size of the last snapshot (to size the next one's buffer).
+    last_snapshot_bytes: std::cell::Cell<usize>,
     /// Counts applied events (backfill's progress bar; hidden otherwise).
     progress: ProgressBar,
     /// Event time between sweeps of idle state.
@@ -60,6 +62,7 @@ impl ViewOperator {
             rows_in: 0,
             rows_out: 0,
             fingerprint,
+            last_snapshot_bytes: std::cell::Cell::new(0),
             progress: ProgressBar::hidden(),
             expire_interval,
             expired_at: i64::MIN,
@@ -161,17 +164,22 @@ impl ViewOperator {
     /// Encodes the state of the keys accepted by `select` (e.g. one source partition's keys)
     /// in a versioned envelope carrying the plan fingerprint.
     pub fn snapshot_keys(&self, select: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>, JobError> {
-        envelope::encode(
+        // The previous snapshot's size is a good guess of this one's.
+        let hint = self.last_snapshot_bytes.get();
+        let bytes = envelope::encode_with_capacity(
             StateKind::ViewState,
             self.fingerprint,
             &self.windows.snapshot(select),
+            hint + hint / 8,
         )
         .map_err(|e| {
             JobError::Checkpoint(format!(
                 "cannot encode window state of `{}`: {e}",
                 self.view.name()
             ))
-        })
+        })?;
+        self.last_snapshot_bytes.set(bytes.len());
+        Ok(bytes)
     }
 
     /// Restores state encoded by [`ViewOperator::snapshot_keys`]; state of another plan,

@@ -108,8 +108,19 @@ impl CheckpointDir {
                 self.dir.display()
             ))
         };
-        let bytes = envelope::encode(StateKind::Checkpoint, CHECKPOINT_LAYOUT, checkpoint)
-            .map_err(|e| fail("encode", &e))?;
+        let large: usize = checkpoint
+            .views
+            .iter()
+            .map(|v| v.state.len())
+            .sum::<usize>()
+            + checkpoint.reorder.ipc.len();
+        let bytes = envelope::encode_with_capacity(
+            StateKind::Checkpoint,
+            CHECKPOINT_LAYOUT,
+            checkpoint,
+            large + 64 * 1024,
+        )
+        .map_err(|e| fail("encode", &e))?;
         std::fs::create_dir_all(&self.dir).map_err(|e| fail("create the directory of", &e))?;
         let path = self.file(checkpoint.epoch);
         let tmp = path.with_extension("qvck.tmp");

@@ -90,14 +90,27 @@ pub fn encode<T: Serialize>(
     fingerprint: u64,
     value: &T,
 ) -> Result<Vec<u8>, EnvelopeError> {
-    let body = postcard::to_allocvec(value).map_err(|e| EnvelopeError::Body(e.to_string()))?;
-    let mut out = Vec::with_capacity(HEADER + body.len() + 4);
+    encode_with_capacity(kind, fingerprint, value, 0)
+}
+
+/// [`encode`], into a buffer sized for `capacity` bytes of body up front: the body is encoded
+/// in place behind the header, so a large state is neither copied nor grown step by step.
+pub fn encode_with_capacity<T: Serialize>(
+    kind: StateKind,
+    fingerprint: u64,
+    value: &T,
+    capacity: usize,
+) -> Result<Vec<u8>, EnvelopeError> {
+    let mut out = Vec::with_capacity(HEADER + capacity + 4);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.push(kind as u8);
     out.extend_from_slice(&fingerprint.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&0u64.to_le_bytes());
+    let mut out =
+        postcard::to_extend(value, out).map_err(|e| EnvelopeError::Body(e.to_string()))?;
+    let body_len = (out.len() - HEADER) as u64;
+    out[HEADER - 8..HEADER].copy_from_slice(&body_len.to_le_bytes());
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(out)
