@@ -22,5 +22,5 @@ pub use error::ConnectorError;
 pub use files::InputFiles;
 pub use partition::{in_offset_order, PartitionItem};
 pub use position::{SourceBatch, SourceRange};
-pub use schema::{DeclaredSchema, FieldSpec, FieldType};
+pub use schema::{DeclaredSchema, EpochUnit, FieldSpec, FieldType};
 pub use writer::write_file;

@@ -47,6 +47,54 @@ impl FieldType {
     }
 }
 
+/// The unit of integer epoch timestamps (NDJSON numbers, CSV integers, Parquet integer
+/// columns), declared per timestamp field; default milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EpochUnit {
+    /// Seconds since the epoch.
+    S,
+    /// Milliseconds since the epoch (the default).
+    #[default]
+    Ms,
+    /// Microseconds since the epoch.
+    Us,
+    /// Nanoseconds since the epoch (truncated to microseconds).
+    Ns,
+}
+
+impl EpochUnit {
+    /// An integer epoch value in this unit as microseconds, `None` on overflow.
+    pub fn to_micros(self, value: i64) -> Option<i64> {
+        match self {
+            EpochUnit::S => value.checked_mul(1_000_000),
+            EpochUnit::Ms => value.checked_mul(1_000),
+            EpochUnit::Us => Some(value),
+            EpochUnit::Ns => Some(value.div_euclid(1_000)),
+        }
+    }
+
+    /// The Arrow time unit of the same name.
+    pub fn arrow_unit(self) -> TimeUnit {
+        match self {
+            EpochUnit::S => TimeUnit::Second,
+            EpochUnit::Ms => TimeUnit::Millisecond,
+            EpochUnit::Us => TimeUnit::Microsecond,
+            EpochUnit::Ns => TimeUnit::Nanosecond,
+        }
+    }
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EpochUnit::S => "s",
+            EpochUnit::Ms => "ms",
+            EpochUnit::Us => "us",
+            EpochUnit::Ns => "ns",
+        }
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -64,6 +112,10 @@ pub struct FieldSpec {
     /// dead-lettered.
     #[serde(default = "default_true")]
     pub nullable: bool,
+    /// For `timestamp` fields: the unit of integer epoch values (`s`, `ms`, `us`, `ns`;
+    /// default `ms`). Text timestamps (RFC 3339) carry their own precision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<EpochUnit>,
 }
 
 impl FieldSpec {
@@ -73,7 +125,19 @@ impl FieldSpec {
             name: name.into(),
             field_type,
             nullable,
+            unit: None,
         }
+    }
+
+    /// The same field with integer epoch values in `unit`.
+    pub fn with_unit(mut self, unit: EpochUnit) -> Self {
+        self.unit = Some(unit);
+        self
+    }
+
+    /// The unit of integer epoch values of this field.
+    pub fn epoch_unit(&self) -> EpochUnit {
+        self.unit.unwrap_or_default()
     }
 }
 
@@ -107,6 +171,15 @@ impl DeclaredSchema {
             if field.name.is_empty() {
                 return Err(ConnectorError::InvalidSchema {
                     detail: "a field has an empty name; give every field a name".into(),
+                });
+            }
+            if field.unit.is_some() && field.field_type != FieldType::Timestamp {
+                return Err(ConnectorError::InvalidSchema {
+                    detail: format!(
+                        "field `{}` has a `unit` but type {}; `unit` applies to timestamp fields only",
+                        field.name,
+                        field.field_type.as_str()
+                    ),
                 });
             }
             if !seen.insert(field.name.as_str()) {
@@ -222,5 +295,26 @@ mod tests {
         let spec: FieldSpec = serde_json::from_str(r#"{"name":"amount","type":"float"}"#).unwrap();
         assert_eq!(spec, FieldSpec::new("amount", FieldType::Float, true));
         assert!(serde_json::from_str::<FieldSpec>(r#"{"name":"a","type":"float","x":1}"#).is_err());
+    }
+
+    #[test]
+    fn units_apply_to_timestamps_only_and_convert_exactly() {
+        let bad = DeclaredSchema::new(
+            vec![
+                FieldSpec::new("n", FieldType::Int, true).with_unit(EpochUnit::S),
+                ts("t"),
+            ],
+            "t",
+        )
+        .unwrap_err();
+        assert!(bad.to_string().contains("`unit`"), "{bad}");
+        assert_eq!(EpochUnit::S.to_micros(2), Some(2_000_000));
+        assert_eq!(
+            EpochUnit::Ns.to_micros(-1),
+            Some(-1),
+            "floor, not toward zero"
+        );
+        assert_eq!(EpochUnit::S.to_micros(i64::MAX), None);
+        assert_eq!(ts("t").epoch_unit(), EpochUnit::Ms);
     }
 }

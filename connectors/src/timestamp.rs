@@ -3,6 +3,7 @@
 //! Hand-written so that the accepted syntax is exactly what the decoders document and does not
 //! drift with dependency upgrades. Calendar math uses the proleptic Gregorian calendar.
 
+use crate::schema::EpochUnit;
 use std::fmt::Write as _;
 
 const MICROS_PER_SECOND: i64 = 1_000_000;
@@ -178,18 +179,13 @@ pub(crate) fn parse_rfc3339_micros(text: &str) -> Option<i64> {
 }
 
 /// Parses a timestamp given as text: RFC 3339 (see [`parse_rfc3339_micros`]) or an integer
-/// number of milliseconds since the epoch.
-pub(crate) fn parse_text_micros(text: &str) -> Option<i64> {
+/// number of `unit`s since the epoch.
+pub(crate) fn parse_text_micros(text: &str, unit: EpochUnit) -> Option<i64> {
     let trimmed = text.trim();
-    if let Ok(millis) = trimmed.parse::<i64>() {
-        return millis_to_micros(millis);
+    if let Ok(value) = trimmed.parse::<i64>() {
+        return unit.to_micros(value);
     }
     parse_rfc3339_micros(trimmed)
-}
-
-/// Converts epoch milliseconds to epoch microseconds, `None` on overflow.
-pub(crate) fn millis_to_micros(millis: i64) -> Option<i64> {
-    millis.checked_mul(1000)
 }
 
 /// Formats epoch microseconds as RFC 3339 UTC with a `Z` suffix, e.g.
@@ -263,7 +259,22 @@ mod tests {
             parse_rfc3339_micros("1969-12-31T23:59:59.999999Z"),
             Some(-1)
         );
-        assert_eq!(parse_text_micros("1767225600000"), Some(JAN_1_2026));
+        assert_eq!(
+            parse_text_micros("1767225600000", EpochUnit::Ms),
+            Some(JAN_1_2026)
+        );
+        assert_eq!(
+            parse_text_micros("1767225600", EpochUnit::S),
+            Some(JAN_1_2026)
+        );
+        assert_eq!(
+            parse_text_micros("1767225600000000", EpochUnit::Us),
+            Some(JAN_1_2026)
+        );
+        assert_eq!(
+            parse_text_micros("1767225600000000999", EpochUnit::Ns),
+            Some(JAN_1_2026)
+        );
     }
 
     #[test]
@@ -287,7 +298,10 @@ mod tests {
             );
         }
         assert!(parse_rfc3339_micros("2024-02-29T00:00:00Z").is_some());
-        assert_eq!(parse_text_micros("9223372036854775807"), None);
+        assert_eq!(
+            parse_text_micros("9223372036854775807", EpochUnit::Ms),
+            None
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::dead_letter::DeadLetterReason;
 use crate::schema::{FieldSpec, FieldType};
-use crate::timestamp::{millis_to_micros, parse_text_micros};
+use crate::timestamp::parse_text_micros;
 
 /// A decoded field value, borrowing strings from the record.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,7 +36,7 @@ pub(super) struct Target<'s> {
 }
 
 const TIMESTAMP_HINT: &str =
-    "an RFC 3339 timestamp like \"2026-01-01T00:00:00Z\" or epoch milliseconds";
+    "an RFC 3339 timestamp like \"2026-01-01T00:00:00Z\" or an integer epoch in the field's `unit`";
 
 impl Target<'_> {
     /// The rejection for an absent (`missing == true`) or null value, or `Ok(Null)` when allowed.
@@ -102,10 +102,13 @@ impl Target<'_> {
             (FieldType::Int, Value::Number(n)) => n.as_i64().map(Cell::Int),
             (FieldType::Float, Value::Number(n)) => n.as_f64().map(Cell::Float),
             (FieldType::Bool, Value::Bool(b)) => Some(Cell::Bool(*b)),
-            (FieldType::Timestamp, Value::String(s)) => parse_text_micros(s).map(Cell::Timestamp),
-            (FieldType::Timestamp, Value::Number(n)) => {
-                n.as_i64().and_then(millis_to_micros).map(Cell::Timestamp)
+            (FieldType::Timestamp, Value::String(s)) => {
+                parse_text_micros(s, self.spec.epoch_unit()).map(Cell::Timestamp)
             }
+            (FieldType::Timestamp, Value::Number(n)) => n
+                .as_i64()
+                .and_then(|v| self.spec.epoch_unit().to_micros(v))
+                .map(Cell::Timestamp),
             _ => None,
         };
         cell.ok_or_else(|| self.wrong(&describe_json(value)))
@@ -130,7 +133,9 @@ impl Target<'_> {
                     None
                 }
             }
-            FieldType::Timestamp => parse_text_micros(trimmed).map(Cell::Timestamp),
+            FieldType::Timestamp => {
+                parse_text_micros(trimmed, self.spec.epoch_unit()).map(Cell::Timestamp)
+            }
         };
         cell.ok_or_else(|| self.wrong(&quote(text)))
     }

@@ -18,7 +18,7 @@ use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::error::ConnectorError;
 use crate::position::SourceBatch;
 use crate::render::json_row;
-use crate::schema::DeclaredSchema;
+use crate::schema::{DeclaredSchema, FieldSpec, FieldType};
 
 fn file_error(partition: &str, detail: String) -> ConnectorError {
     ConnectorError::Parquet {
@@ -86,6 +86,25 @@ fn row_reject(
         }
     }
     None
+}
+
+/// An integer column declared as a timestamp, read in the field's declared epoch unit (a plain
+/// cast would take the integers as microseconds); any other column as it is.
+fn epoch_integers(
+    column: &ArrayRef,
+    field: &FieldSpec,
+    options: &CastOptions,
+) -> Result<ArrayRef, arrow::error::ArrowError> {
+    if field.field_type == FieldType::Timestamp && column.data_type().is_integer() {
+        let unit = field.epoch_unit().arrow_unit();
+        let wide = cast_with_options(column, &arrow::datatypes::DataType::Int64, options)?;
+        return cast_with_options(
+            &wide,
+            &arrow::datatypes::DataType::Timestamp(unit, None),
+            options,
+        );
+    }
+    Ok(Arc::clone(column))
 }
 
 pub(super) fn decode(
@@ -199,16 +218,18 @@ pub(super) fn decode(
             let to = field.field_type.arrow_type();
             cast.push(match column {
                 None => new_null_array(&to, rows),
-                Some(column) => cast_with_options(column, &to, &cast_options).map_err(|e| {
-                    file_error(
-                        partition,
-                        format!(
-                            "cannot convert column `{}` to {}: {e}; change the declared type",
-                            field.name,
-                            field.field_type.as_str()
-                        ),
-                    )
-                })?,
+                Some(column) => epoch_integers(column, field, &cast_options)
+                    .and_then(|column| cast_with_options(&column, &to, &cast_options))
+                    .map_err(|e| {
+                        file_error(
+                            partition,
+                            format!(
+                                "cannot convert column `{}` to {}: {e}; change the declared type",
+                                field.name,
+                                field.field_type.as_str()
+                            ),
+                        )
+                    })?,
             });
         }
 
@@ -274,7 +295,7 @@ mod tests {
     use crate::dead_letter::DeadLetterReason as R;
     use crate::decode::{decode_file, FileFormat};
     use crate::error::ConnectorError;
-    use crate::schema::{DeclaredSchema, FieldSpec, FieldType};
+    use crate::schema::{DeclaredSchema, EpochUnit, FieldSpec, FieldType};
     use crate::writer::write_file;
 
     fn schema() -> DeclaredSchema {
@@ -445,5 +466,35 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("z.parquet") && err.contains("`id`"), "{err}");
+    }
+
+    #[test]
+    fn integer_timestamps_are_read_in_the_declared_unit() {
+        let file = Arc::new(Schema::new(vec![Field::new("t", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            file,
+            vec![Arc::new(Int64Array::from(vec![
+                1_767_225_600,
+                1_767_225_601,
+            ]))],
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.parquet");
+        write_file(FileFormat::Parquet, &path, &[batch]).unwrap();
+        let data = std::fs::read(&path).unwrap();
+        let declared = DeclaredSchema::new(
+            vec![FieldSpec::new("t", FieldType::Timestamp, false).with_unit(EpochUnit::S)],
+            "t",
+        )
+        .unwrap();
+        let decoded = decode_file(FileFormat::Parquet, "s.parquet", &data, &declared, 8).unwrap();
+        let t = decoded.batches[0]
+            .batch
+            .column(0)
+            .as_primitive::<TimestampMicrosecondType>()
+            .values()
+            .to_vec();
+        assert_eq!(t, vec![1_767_225_600_000_000, 1_767_225_601_000_000]);
     }
 }
