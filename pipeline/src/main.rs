@@ -107,7 +107,19 @@ enum Command {
     },
 }
 
+/// Keeps memory freed to mimalloc for reuse instead of returning it to the OS after 10 ms:
+/// checkpoints allocate and free tens of MiB every interval, and each one faulted (and the
+/// kernel zeroed) its buffers afresh (measured: ~9% of a run with 1 s checkpoints, about half
+/// of their cost). The price is that the resident size stays at its high-water mark.
+fn keep_freed_memory() {
+    /// `mi_option_purge_delay` in mimalloc's option enum (the same index in v2 and v3).
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: setting an option is thread-safe in mimalloc and takes plain integers.
+    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
