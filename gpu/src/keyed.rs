@@ -141,6 +141,22 @@ impl KeyedWindows {
         keys.iter().map(|k| self.slot(k)).collect()
     }
 
+    /// Applies a whole batch (rows of any keys, each key's rows in non-decreasing time, ties
+    /// of a key adjacent) and returns every row's features: slots, order and processing in one
+    /// call, for callers that need no chunking.
+    pub fn apply(
+        &mut self,
+        keys: &[&[u8]],
+        times: &[i64],
+        inputs: &[InputColumn<'_>],
+    ) -> Result<FeatureOutput, KernelError> {
+        let slots = self.slots(keys);
+        let order = self.key_time_order(&slots, times);
+        let mut out = FeatureOutput::new(self.plan.specs().len(), times.len());
+        self.process(&slots, times, inputs, &order, &mut out)?;
+        Ok(out)
+    }
+
     /// The order in which [`KeyedWindows::process`] wants rows: grouped by key, by time within
     /// a key (ties in input order). Each key's events are then applied back to back, so its
     /// state stays in cache; keys are independent, so this order gives the same features.

@@ -2,9 +2,7 @@
 //! IEEE arithmetic over exactly the values inside it gives, and the window recovers as soon as
 //! they leave: checked against a brute-force evaluation of each window.
 
-use quiver_gpu::{
-    AggKind, FeatureOutput, Frame, InputColumn, KeyedWindows, WindowPlan, WindowSpec,
-};
+use quiver_gpu::{AggKind, Frame, InputColumn, KeyedWindows, WindowPlan, WindowSpec};
 
 const MINUTE: i64 = 60_000_000;
 
@@ -117,19 +115,14 @@ fn non_finite_values_count_while_inside_and_are_forgotten_when_they_leave() {
         let keys: Vec<&[u8]> = chunk.iter().map(|e| e.0).collect();
         let times: Vec<i64> = chunk.iter().map(|e| e.1).collect();
         let values: Vec<f64> = chunk.iter().map(|e| e.2).collect();
-        let slots = windows.slots(&keys);
-        let order = windows.key_time_order(&slots, &times);
-        let mut out = FeatureOutput::new(specs.len(), chunk.len());
-        windows
-            .process(
-                &slots,
+        let out = windows
+            .apply(
+                &keys,
                 &times,
                 &[InputColumn {
                     values: &values,
                     validity: None,
                 }],
-                &order,
-                &mut out,
             )
             .unwrap();
         for (row, &(key, t, _)) in chunk.iter().enumerate() {

@@ -3,9 +3,7 @@
 //! a brute-force evaluation of the window's definition. Seeded: a failure names its case, and
 //! `QUIVER_PROPERTY_CASES` runs more cases.
 
-use quiver_gpu::{
-    AggKind, FeatureOutput, Frame, InputColumn, KeyedWindows, WindowPlan, WindowSpec,
-};
+use quiver_gpu::{AggKind, Frame, InputColumn, KeyedWindows, WindowPlan, WindowSpec};
 
 struct Rng(u64);
 
@@ -106,9 +104,6 @@ fn run_case(seed: u64) {
         let a_valid: Vec<bool> = batch.iter().map(|e| e.2.is_some()).collect();
         let b: Vec<f64> = batch.iter().map(|e| e.3.unwrap_or(0.0)).collect();
         let b_valid: Vec<bool> = batch.iter().map(|e| e.3.is_some()).collect();
-        let slots = windows.slots(&key_refs);
-        let order = windows.key_time_order(&slots, &times);
-        let mut out = FeatureOutput::new(specs.len(), batch.len());
         let inputs = [
             InputColumn {
                 values: &a,
@@ -119,8 +114,8 @@ fn run_case(seed: u64) {
                 validity: Some(&b_valid),
             },
         ];
-        windows
-            .process(&slots, &times, &inputs, &order, &mut out)
+        let out = windows
+            .apply(&key_refs, &times, &inputs)
             .unwrap_or_else(|e| panic!("case {seed}: {e}"));
         for (row, (key, t, _, _)) in batch.iter().enumerate() {
             for (s, spec) in specs.iter().enumerate() {

@@ -3,9 +3,7 @@
 //! reference is exact: amounts are whole cents, so sums of cents and of squared cents are exact
 //! integers and each variance is one rounding away from the true value.
 
-use quiver_gpu::{
-    AggKind, FeatureOutput, Frame, InputColumn, KeyedWindows, WindowPlan, WindowSpec,
-};
+use quiver_gpu::{AggKind, Frame, InputColumn, KeyedWindows, WindowPlan, WindowSpec};
 
 const MINUTE: i64 = 60_000_000;
 const DAY: i64 = 24 * 60 * MINUTE;
@@ -76,19 +74,14 @@ fn windows_that_never_empty_stay_exact_after_far_values_leave() {
         let keys: Vec<&[u8]> = chunk.iter().map(|e| e.0).collect();
         let times: Vec<i64> = chunk.iter().map(|e| e.1).collect();
         let values: Vec<f64> = chunk.iter().map(|e| e.2 as f64 / 100.0).collect();
-        let slots = windows.slots(&keys);
-        let order = windows.key_time_order(&slots, &times);
-        let mut out = FeatureOutput::new(3, chunk.len());
-        windows
-            .process(
-                &slots,
+        let out = windows
+            .apply(
+                &keys,
                 &times,
                 &[InputColumn {
                     values: &values,
                     validity: None,
                 }],
-                &order,
-                &mut out,
             )
             .unwrap();
         for (row, &(key, t, _)) in chunk.iter().enumerate() {
