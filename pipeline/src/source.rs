@@ -207,15 +207,16 @@ impl Source {
             Input::Files { max_open, .. } => *max_open,
             Input::Datagen(_) => 1,
         };
+        let mut open = (0..self.partitions.len())
+            .filter(|&q| watermarks.status(q) == Some(PartitionStatus::Open))
+            .count();
         for p in 0..self.partitions.len() {
-            let open = (0..self.partitions.len())
-                .filter(|&q| watermarks.status(q) == Some(PartitionStatus::Open))
-                .count();
             match watermarks.status(p) {
                 Some(PartitionStatus::Open) if self.readers[p].is_none() => self.spawn_reader(p),
                 Some(PartitionStatus::Pending) if open < max_open => {
                     watermarks.open(p, self.now());
                     self.spawn_reader(p);
+                    open += 1;
                 }
                 _ => {}
             }
