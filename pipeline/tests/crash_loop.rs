@@ -424,3 +424,53 @@ fn a_failed_new_run_leaves_the_previous_output_and_sigterm_stops_cleanly() {
         "after SIGTERM and resume",
     );
 }
+
+#[test]
+fn a_changed_view_or_a_damaged_checkpoint_is_a_clear_error_and_fresh_starts_over() {
+    let r = reference();
+    let out = r.dir.path().join("changed");
+    let crashed = quiver(&r.config, &out)
+        .env("QUIVER_CRASH_AT", "after_publish:2")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success());
+    // Change the view: its state no longer fits.
+    let view = r.config.with_file_name("view.sql");
+    let original = std::fs::read_to_string(&view).unwrap();
+    let changed = original.replace(
+        "  count(*) OVER (PARTITION BY card_id ORDER BY event_time) AS n_lifetime",
+        "  count(*) OVER (PARTITION BY card_id ORDER BY event_time) AS n_lifetime,\n  min(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '2 hours' PRECEDING AND CURRENT ROW) AS min_2h",
+    );
+    assert_ne!(changed, original);
+    std::fs::write(&view, &changed).unwrap();
+    let refused = quiver(&r.config, &out).output().unwrap();
+    let text = String::from_utf8_lossy(&refused.stderr).to_string();
+    std::fs::write(&view, &original).unwrap();
+    assert!(!refused.status.success());
+    assert!(text.contains("view `cards`"), "{text}");
+    assert!(text.contains("windows changed"), "{text}");
+    assert!(text.contains("--fresh"), "{text}");
+    // A damaged checkpoint: one flipped byte.
+    let checkpoint = std::fs::read_dir(out.join("_checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "qvck"))
+        .expect("a checkpoint");
+    let mut bytes = std::fs::read(&checkpoint).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&checkpoint, &bytes).unwrap();
+    let refused = quiver(&r.config, &out).output().unwrap();
+    let text = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(!refused.status.success());
+    assert!(text.contains("checksum mismatch"), "{text}");
+    assert!(text.contains("--fresh"), "{text}");
+    // --fresh starts over and ends with the uninterrupted run's output.
+    let fresh = quiver(&r.config, &out).arg("--fresh").output().unwrap();
+    assert!(
+        fresh.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fresh.stderr)
+    );
+    assert_same(&committed(&out), &r.expected, "after --fresh");
+}
