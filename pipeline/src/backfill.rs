@@ -5,7 +5,6 @@
 //! The output is one epoch: it replaces the previous output only when the backfill commits,
 //! so a failed or killed backfill leaves the previous output as it was.
 
-use crate::checkpoint::state::Counters;
 use crate::compile::CompiledPipeline;
 use crate::coordinator::{Captured, Coordinator};
 use crate::error::JobError;
@@ -82,19 +81,9 @@ pub async fn backfill(
         .collect();
     send_all(&tasks, || Message::Batch(all.clone())).await;
     drop(all);
-    let captured = Captured {
-        partitions: source.partitions.clone(),
-        watermarks: watermarks.snapshot(),
-        reorder: ReorderBuffer::new(pipeline.feature_stream_schema.clone())
-            .snapshot()
-            .map_err(|e| JobError::Other(e.to_string()))?,
-        counters: Counters {
-            events: source.events,
-            accepted,
-            dead_letters: outputs.dead_letter_counts(),
-            files_done: source.files_done,
-        },
-    };
+    let nothing_buffered = ReorderBuffer::new(pipeline.feature_stream_schema.clone());
+    let captured =
+        Captured::at_barrier(&source, &watermarks, &nothing_buffered, accepted, &outputs)?;
     let done = coordinator
         .finish(true, tasks, &mut outputs, captured)
         .await?;

@@ -13,10 +13,11 @@ use crate::error::JobError;
 use crate::fault::crash_point;
 use crate::operator::{Barrier, BarrierAck, Message};
 use crate::outputs::{OutputPaths, Outputs};
-use crate::source::PartitionProgress;
+use crate::reorder::ReorderBuffer;
+use crate::source::{PartitionProgress, Source};
 use crate::view_operator::ViewOperator;
 use crate::view_task::{finish_all, ViewTask};
-use crate::watermark::WatermarkState;
+use crate::watermark::{WatermarkState, Watermarks};
 use quiver_store::FeatureRowWriter;
 use serde::Serialize;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -53,6 +54,32 @@ pub struct Captured {
     pub reorder: ReorderState,
     /// Totals so far.
     pub counters: Counters,
+}
+
+impl Captured {
+    /// What the coordinator keeps at a barrier: source progress, watermarks, the events still
+    /// buffered, and the run's totals (`accepted` events so far).
+    pub fn at_barrier(
+        source: &Source,
+        watermarks: &Watermarks,
+        reorder: &ReorderBuffer,
+        accepted: u64,
+        outputs: &Outputs,
+    ) -> Result<Captured, JobError> {
+        Ok(Captured {
+            partitions: source.partitions.clone(),
+            watermarks: watermarks.snapshot(),
+            reorder: reorder
+                .snapshot()
+                .map_err(|e| JobError::Checkpoint(format!("cannot save buffered events: {e}")))?,
+            counters: Counters {
+                events: source.events,
+                accepted,
+                dead_letters: outputs.dead_letter_counts(),
+                files_done: source.files_done,
+            },
+        })
+    }
 }
 
 /// The coordinator of one job.

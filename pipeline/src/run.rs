@@ -220,7 +220,8 @@ pub async fn run(
             }
         }
         if trigger.due(source.now()) {
-            let captured = capture(&source, &watermarks, &reorder, &counters, &outputs)?;
+            let captured =
+                Captured::at_barrier(&source, &watermarks, &reorder, counters.accepted, &outputs)?;
             coordinator
                 .commit(false, &tasks, &mut outputs, captured)
                 .await?;
@@ -236,7 +237,8 @@ pub async fn run(
             send_all(&tasks, || Message::Batch(rest.clone())).await;
         }
     }
-    let captured = capture(&source, &watermarks, &reorder, &counters, &outputs)?;
+    let captured =
+        Captured::at_barrier(&source, &watermarks, &reorder, counters.accepted, &outputs)?;
     let done = coordinator
         .finish(!interrupted, tasks, &mut outputs, captured)
         .await?;
@@ -302,27 +304,4 @@ async fn admit(
         .map(|(t, _)| t)
         .collect();
     Ok((batch, times))
-}
-
-/// What the coordinator keeps of the source, watermarks and buffer at a barrier.
-fn capture(
-    source: &Source,
-    watermarks: &Watermarks,
-    reorder: &ReorderBuffer,
-    counters: &Counters,
-    outputs: &Outputs,
-) -> Result<Captured, JobError> {
-    Ok(Captured {
-        partitions: source.partitions.clone(),
-        watermarks: watermarks.snapshot(),
-        reorder: reorder
-            .snapshot()
-            .map_err(|e| JobError::Checkpoint(format!("cannot save buffered events: {e}")))?,
-        counters: Counters {
-            events: source.events,
-            accepted: counters.accepted,
-            dead_letters: outputs.dead_letter_counts(),
-            files_done: source.files_done,
-        },
-    })
 }
