@@ -404,15 +404,6 @@ impl LoadedConfig {
             .unwrap_or_else(|| PathBuf::from("out").join(&self.config.name))
     }
 
-    /// Dead-letter file.
-    pub fn dead_letter_path(&self) -> PathBuf {
-        self.config
-            .output
-            .dead_letter
-            .clone()
-            .unwrap_or_else(|| self.output_dir().join("dead_letter.ndjson"))
-    }
-
     /// Name of the stream the views read.
     pub fn feature_stream(&self) -> &str {
         self.config

@@ -2,7 +2,6 @@
 //! watermark guarantees they are final; checkpoints commit outputs epoch by epoch, so a run
 //! killed at any moment resumes (same command) with every row exactly once.
 
-use crate::checkpoint::state::Counters;
 use crate::checkpoint::{CheckpointPolicy, CheckpointTrigger};
 use crate::compile::CompiledPipeline;
 use crate::coordinator::{Captured, Coordinator};
@@ -124,7 +123,9 @@ pub async fn run(
         (idle > 0).then(|| Duration::from_micros(idle as u64)),
     );
     let mut reorder = ReorderBuffer::new(pipeline.feature_stream_schema.clone());
-    let mut counters = Counters::default();
+    // Totals of the run so far (restored on resume): accepted events, dead letters by reason.
+    let mut accepted = 0;
+    let mut dead_letters = Default::default();
     let mut committed_len = 0;
     let mut states = Vec::new();
     if let Some(c) = resume {
@@ -135,14 +136,10 @@ pub async fn run(
             .map_err(|e| JobError::Checkpoint(format!("cannot restore buffered events: {e}")))?;
         states = c.views;
         committed_len = c.commit.dead_letters.len_after;
-        counters = c.counters;
+        accepted = c.counters.accepted;
+        dead_letters = c.counters.dead_letters;
     }
-    let mut outputs = Outputs::new(
-        paths,
-        coordinator.epoch,
-        committed_len,
-        std::mem::take(&mut counters.dead_letters),
-    );
+    let mut outputs = Outputs::new(paths, coordinator.epoch, committed_len, dead_letters);
     let rows: Vec<u64> = states.iter().map(|v| v.rows).collect();
     let writers = outputs.feature_writers(&pipeline, &coordinator.run, &rows)?;
     let mut operators = view_operators(&mut pipeline, options.expire_interval_micros);
@@ -192,7 +189,7 @@ pub async fn run(
                     let now = source.now();
                     let (batch, times) =
                         admit(&pipeline, batch, p, &mut watermarks, now, &mut outputs).await?;
-                    counters.accepted += batch.num_rows() as u64;
+                    accepted += batch.num_rows() as u64;
                     reorder.push(batch, times);
                 }
             }
@@ -221,7 +218,7 @@ pub async fn run(
         }
         if trigger.due(source.now()) {
             let captured =
-                Captured::at_barrier(&source, &watermarks, &reorder, counters.accepted, &outputs)?;
+                Captured::at_barrier(&source, &watermarks, &reorder, accepted, &outputs)?;
             coordinator
                 .commit(false, &tasks, &mut outputs, captured)
                 .await?;
@@ -237,8 +234,7 @@ pub async fn run(
             send_all(&tasks, || Message::Batch(rest.clone())).await;
         }
     }
-    let captured =
-        Captured::at_barrier(&source, &watermarks, &reorder, counters.accepted, &outputs)?;
+    let captured = Captured::at_barrier(&source, &watermarks, &reorder, accepted, &outputs)?;
     let done = coordinator
         .finish(!interrupted, tasks, &mut outputs, captured)
         .await?;
@@ -248,7 +244,7 @@ pub async fn run(
             mode: "run",
             pipeline: config.name.clone(),
             events: source.events,
-            accepted: counters.accepted,
+            accepted,
             started,
             engine,
             interrupted,
