@@ -15,6 +15,9 @@ pub enum KernelError {
     /// Input columns do not match the plan.
     #[error("window input mismatch: {0}")]
     InputMismatch(String),
+    /// The GPU backend is unavailable or failed (no driver, no GPU, a CUDA error).
+    #[error("GPU: {0}")]
+    Device(String),
     /// A snapshot could not be encoded or decoded.
     #[error("window state snapshot: {0}")]
     Snapshot(String),

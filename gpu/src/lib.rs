@@ -1,9 +1,12 @@
 //! Quiver feature kernels.
 //!
-//! This crate holds the math of windowed feature aggregates: per-key sliding window state that
-//! is updated incrementally, one event at a time, in event-time order. The CPU backend here is
-//! the reference implementation and always available; a CUDA backend (cudarc) will implement the
-//! same [`KeyedWindows`] contract for batched, segmented evaluation on a GPU.
+//! This crate holds the math of windowed feature aggregates, in two shapes:
+//! - [`KeyedWindows`]: per-key sliding window state updated incrementally, one event at a time,
+//!   in event-time order (streaming runs);
+//! - [`WindowBackend`]: segmented evaluation of a whole input sorted by key and time (backfill),
+//!   implemented by the CPU kernels ([`CpuBackend`], the same per-key state replayed) and by
+//!   CUDA ([`cuda::CudaBackend`], cudarc with dynamic loading and NVRTC; it builds and the
+//!   binary runs where no CUDA exists). [`open_backend`] picks one for a [`Device`].
 //!
 //! Semantics (DESIGN.md section 3.1): for an event of key `k` at time `t`, a `RANGE` window of
 //! width `w` covers every event of `k` with event time in `[t - w, t]`, ties at `t` included;
@@ -11,18 +14,25 @@
 //! ignored as SQL aggregates ignore them.
 
 pub mod agg;
+pub mod backend;
 pub mod compensated;
+pub mod cpu_backend;
+pub mod cuda;
 pub mod error;
 pub mod extrema;
 pub mod key_state;
 pub mod keyed;
 pub mod moments;
+pub mod open;
 pub mod output;
 pub mod plan;
 
 pub use agg::AggKind;
+pub use backend::{BackendStats, Device, Scatter, SortedRows, WindowBackend, DEFAULT_GPU_MIN_ROWS};
+pub use cpu_backend::CpuBackend;
 pub use error::KernelError;
 pub use key_state::KeyWindowState;
 pub use keyed::{InputColumn, KeyedWindows, WindowSnapshot, WindowSnapshotRef};
+pub use open::{open_backend, OpenedBackend};
 pub use output::FeatureOutput;
 pub use plan::{Frame, WindowPlan, WindowSpec};
