@@ -161,27 +161,7 @@ impl KeyedWindows {
     /// a key (ties in input order). Each key's events are then applied back to back, so its
     /// state stays in cache; keys are independent, so this order gives the same features.
     pub fn key_time_order(&self, slots: &[u32], times: &[i64]) -> Vec<u32> {
-        let mut by_time: Vec<(i64, u32)> = times
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| (t, i as u32))
-            .collect();
-        by_time.sort_unstable();
-        // Stable counting sort by slot keeps the time order within each key.
-        let mut starts = vec![0usize; self.states.len() + 1];
-        for &slot in slots {
-            starts[slot as usize + 1] += 1;
-        }
-        for i in 1..starts.len() {
-            starts[i] += starts[i - 1];
-        }
-        let mut order = vec![0u32; slots.len()];
-        for &(_, row) in &by_time {
-            let slot = slots[row as usize] as usize;
-            order[starts[slot]] = row;
-            starts[slot] += 1;
-        }
-        order
+        crate::sort::key_time_order(slots, self.states.len(), times).order
     }
 
     /// Applies rows in `order` and writes each row's features to `out` at the row's own index.

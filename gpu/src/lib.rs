@@ -26,6 +26,7 @@ pub mod moments;
 pub mod open;
 pub mod output;
 pub mod plan;
+pub mod sort;
 
 pub use agg::AggKind;
 pub use backend::{BackendStats, Device, Scatter, SortedRows, WindowBackend, DEFAULT_GPU_MIN_ROWS};
@@ -36,3 +37,4 @@ pub use keyed::{InputColumn, KeyedWindows, WindowSnapshot, WindowSnapshotRef};
 pub use open::{open_backend, OpenedBackend};
 pub use output::FeatureOutput;
 pub use plan::{Frame, WindowPlan, WindowSpec};
+pub use sort::{dense_key_ids, key_time_order, KeyTimeOrder};

@@ -36,8 +36,9 @@ pub fn open_backend(device: Device) -> Result<OpenedBackend, KernelError> {
             .map(|b| opened(Arc::new(b)))
             .map_err(|e| {
                 KernelError::Device(format!(
-                    "device: cuda was asked for but no GPU can be used ({e}); use device: auto \
-                     or cpu to compute on the CPU"
+                    "`device: cuda` was asked for, but no GPU can be used: {}. Use `device: \
+                     auto` or `cpu` (or --device) to compute on the CPU",
+                    reason(e)
                 ))
             }),
         Device::Auto => {
@@ -53,9 +54,17 @@ pub fn open_backend(device: Device) -> Result<OpenedBackend, KernelError> {
                 Err(e) => Ok(OpenedBackend {
                     gpu: None,
                     cpu: cpu.clone(),
-                    cpu_reason: Some(e.to_string()),
+                    cpu_reason: Some(reason(e)),
                 }),
             }
         }
+    }
+}
+
+/// The message of a GPU error without its `GPU:` prefix.
+fn reason(e: KernelError) -> String {
+    match e {
+        KernelError::Device(message) => message,
+        other => other.to_string(),
     }
 }

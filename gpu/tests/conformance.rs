@@ -135,8 +135,8 @@ fn run(backend: &dyn WindowBackend, case: &Case) -> Results {
 fn oracle(kind: AggKind, window: &[f64]) -> (Option<f64>, f64) {
     let n = window.len();
     let nan = window.iter().any(|x| x.is_nan());
-    let pos = window.iter().any(|&x| x == f64::INFINITY);
-    let neg = window.iter().any(|&x| x == f64::NEG_INFINITY);
+    let pos = window.contains(&f64::INFINITY);
+    let neg = window.contains(&f64::NEG_INFINITY);
     let special = if nan || (pos && neg) {
         Some(f64::NAN)
     } else if pos {

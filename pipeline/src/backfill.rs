@@ -4,7 +4,11 @@
 //! applied in event-time order and gets exactly the batch SQL answer. Views run in parallel.
 //! The output is one epoch: it replaces the previous output only when the backfill commits,
 //! so a failed or killed backfill leaves the previous output as it was.
+//!
+//! Each view sorts its input by key and time once and evaluates every window in one call to a
+//! kernel backend: CUDA for large inputs when a GPU is used (`compute.device`), else the CPU.
 
+use crate::batch_compute::BatchCompute;
 use crate::compile::CompiledPipeline;
 use crate::coordinator::{Captured, Coordinator};
 use crate::error::JobError;
@@ -28,6 +32,12 @@ pub async fn backfill(
     options: RunOptions,
 ) -> Result<RunSummary, JobError> {
     let started = Instant::now();
+    let compute_config = &pipeline.loaded.config.compute;
+    // Opened first: `device: cuda` without a GPU fails before any input is read.
+    let compute = BatchCompute::open(
+        options.device.unwrap_or(compute_config.device),
+        compute_config.gpu_min_rows,
+    )?;
     let paths = OutputPaths::of(&pipeline, options.output.clone());
     let mut source = Source::resolve(&pipeline, &options.source).await?;
     let (mut coordinator, _) =
@@ -77,7 +87,12 @@ pub async fn backfill(
     let tasks: Vec<ViewTask> = operators
         .into_iter()
         .zip(writers)
-        .map(|(op, writer)| ViewTask::spawn(op.with_progress(compute_bar.clone()), writer))
+        .map(|(op, writer)| {
+            let op = op
+                .with_progress(compute_bar.clone())
+                .with_batch_compute(compute.clone());
+            ViewTask::spawn(op, writer)
+        })
         .collect();
     send_all(&tasks, || Message::Batch(all.clone())).await;
     drop(all);
@@ -88,7 +103,7 @@ pub async fn backfill(
         .finish(true, tasks, &mut outputs, captured)
         .await?;
     compute_bar.finish_and_clear();
-    Ok(RunSummary::build(
+    let mut summary = RunSummary::build(
         JobTotals {
             mode: "backfill",
             pipeline: pipeline.loaded.config.name.clone(),
@@ -101,5 +116,7 @@ pub async fn backfill(
         &outputs,
         &done,
         coordinator.stats.clone(),
-    ))
+    );
+    summary.compute = Some(compute.report());
+    Ok(summary)
 }

@@ -29,6 +29,36 @@ pub struct PipelineConfig {
     /// When and where `quiver run` takes checkpoints.
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// Which device backfill computes on.
+    #[serde(default)]
+    pub compute: ComputeConfig,
+}
+
+/// The device of the window kernels in backfill (streaming runs compute on the CPU).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComputeConfig {
+    /// `auto` (default: CUDA when a driver and a GPU are found, else the CPU), `cpu` or `cuda`
+    /// (an error without a usable GPU).
+    #[serde(default)]
+    pub device: quiver_gpu::Device,
+    /// Views over fewer rows than this stay on the CPU under `auto`, where copying to the GPU
+    /// costs more than it saves (default 1,048,576).
+    #[serde(default = "default_gpu_min_rows")]
+    pub gpu_min_rows: usize,
+}
+
+fn default_gpu_min_rows() -> usize {
+    quiver_gpu::DEFAULT_GPU_MIN_ROWS
+}
+
+impl Default for ComputeConfig {
+    fn default() -> Self {
+        ComputeConfig {
+            device: quiver_gpu::Device::Auto,
+            gpu_min_rows: default_gpu_min_rows(),
+        }
+    }
 }
 
 /// Checkpoints of the streaming run (on by default).

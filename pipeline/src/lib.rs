@@ -8,6 +8,7 @@
 //! outputs together.
 
 pub mod backfill;
+pub mod batch_compute;
 pub mod checkpoint;
 pub mod compile;
 pub mod config;

@@ -60,6 +60,10 @@ struct JobArgs {
     /// Take no checkpoints before the end (a killed run then starts over).
     #[arg(long, conflicts_with_all = ["checkpoint_interval", "checkpoint_every_events"])]
     no_checkpoints: bool,
+    /// Device of backfill's window kernels: auto (CUDA when a GPU is found), cpu or cuda
+    /// (default: the config's compute.device).
+    #[arg(long)]
+    device: Option<quiver_gpu::Device>,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -207,6 +211,7 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         fresh: args.fresh,
         checkpoints: Some(policy),
         handle_signals: true,
+        device: args.device,
         ..RunOptions::default()
     };
     let summary: RunSummary = if is_backfill {

@@ -42,6 +42,8 @@ pub struct RunOptions {
     /// Stop at SIGINT/SIGTERM with a final checkpoint (the binary sets it; tests do not,
     /// as the handler stays installed for the whole process).
     pub handle_signals: bool,
+    /// Override the config's `compute.device` (backfill).
+    pub device: Option<quiver_gpu::Device>,
 }
 
 /// The config's checkpoint policy.

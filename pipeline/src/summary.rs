@@ -1,5 +1,6 @@
 //! What a run did, printed at the end and optionally written as JSON.
 
+use crate::batch_compute::ComputeReport;
 use crate::coordinator::CheckpointStats;
 use crate::outputs::Outputs;
 use crate::view_operator::ViewOperator;
@@ -70,6 +71,8 @@ pub struct RunSummary {
     pub interrupted: bool,
     /// Checkpoints taken by this process.
     pub checkpoints: CheckpointStats,
+    /// The devices backfill computed on (`None` for streaming runs, which use the CPU).
+    pub compute: Option<ComputeReport>,
 }
 
 impl RunSummary {
@@ -110,6 +113,7 @@ impl RunSummary {
             engine_s: (job.engine + slowest_view).as_secs_f64(),
             interrupted: job.interrupted,
             checkpoints,
+            compute: None,
         }
     }
 
@@ -190,6 +194,29 @@ impl fmt::Display for RunSummary {
                     .unwrap_or_default()
             )?;
         }
+        if let Some(compute) = &self.compute {
+            for b in &compute.backends {
+                let device = if b.bytes_moved > 0 || b.peak_device_bytes > 0 {
+                    format!(
+                        " · {} MiB moved · peak device memory {} MiB",
+                        thousands(b.bytes_moved >> 20),
+                        thousands(b.peak_device_bytes >> 20)
+                    )
+                } else {
+                    String::new()
+                };
+                writeln!(
+                    f,
+                    "  compute {}: {} rows · kernels {:.2} s{device}",
+                    b.device,
+                    thousands(b.rows),
+                    b.kernel_time.as_secs_f64(),
+                )?;
+            }
+            if let Some(reason) = &compute.gpu_unused_because {
+                writeln!(f, "    GPU not used: {reason}")?;
+            }
+        }
         if self.interrupted {
             writeln!(
                 f,
@@ -197,14 +224,22 @@ impl fmt::Display for RunSummary {
             )?;
         }
         for v in &self.views {
+            // Backfill's sorted evaluation keeps no state: nothing to report then.
+            let state = if v.keys > 0 {
+                format!(
+                    " (state: {} keys, {} events in windows)",
+                    thousands(v.keys as u64),
+                    thousands(v.retained_events as u64)
+                )
+            } else {
+                String::new()
+            };
             writeln!(
                 f,
-                "  view {}: {} feature rows -> {} (state: {} keys, {} events in windows)",
+                "  view {}: {} feature rows -> {}{state}",
                 v.view,
                 thousands(v.rows),
                 v.dir.display(),
-                thousands(v.keys as u64),
-                thousands(v.retained_events as u64)
             )?;
         }
         Ok(())

@@ -1,5 +1,6 @@
 //! One feature view at run time: its compiled SQL and its keyed window state.
 
+use crate::batch_compute::BatchCompute;
 use crate::checkpoint::envelope::{self, StateKind};
 use crate::error::JobError;
 use crate::operator::Operator;
@@ -29,6 +30,10 @@ pub struct ViewOperator {
     expire_interval: i64,
     /// Watermark of the last sweep.
     expired_at: i64,
+    /// Backfill's sorted evaluation of a whole input (see [`ViewOperator::with_batch_compute`]).
+    batch: Option<BatchCompute>,
+    /// Whether the sorted evaluation ran (then no further batch may come).
+    batch_done: bool,
 }
 
 /// Shortest event time between sweeps of idle window state.
@@ -66,7 +71,17 @@ impl ViewOperator {
             progress: ProgressBar::hidden(),
             expire_interval,
             expired_at: i64::MIN,
+            batch: None,
+            batch_done: false,
         }
+    }
+
+    /// Evaluates the operator's first and only batch (backfill's whole input) by sorting it
+    /// and handing it to `compute`'s backends, a GPU when one is used, instead of applying it
+    /// event by event. The evaluation keeps no window state, so another batch is an error.
+    pub fn with_batch_compute(mut self, compute: BatchCompute) -> Self {
+        self.batch = Some(compute);
+        self
     }
 
     /// Counts applied events on `bar`, chunk by chunk.
@@ -111,8 +126,30 @@ impl ViewOperator {
         mut progress: impl FnMut(usize),
     ) -> Result<RecordBatch, JobError> {
         let started = Instant::now();
-        self.rows_in += batch.num_rows() as u64;
+        let batch_rows = batch.num_rows() as u64;
+        self.rows_in += batch_rows;
+        if self.batch_done {
+            return Err(JobError::Other(format!(
+                "view `{}`: backfill's sorted evaluation takes the whole input in one batch",
+                self.view.name()
+            )));
+        }
         let inputs = self.view.prepare(batch).await?;
+        if let Some(batch) = self.batch.take() {
+            // The sorted evaluation keeps no state: it must see the whole input at once.
+            if self.rows_in != batch_rows {
+                return Err(JobError::Other(format!(
+                    "view `{}`: backfill's sorted evaluation takes the whole input in one batch",
+                    self.view.name()
+                )));
+            }
+            let out = batch.evaluate(self.view.window_plan(), &inputs, &self.progress)?;
+            self.batch_done = true;
+            let features = self.view.finish(&inputs, out)?;
+            self.rows_out += features.num_rows() as u64;
+            self.busy += started.elapsed();
+            return Ok(features);
+        }
         let rows = inputs.times.len();
         let slots = self.windows.slots(&inputs.key_bytes());
         let order = self.windows.key_time_order(&slots, &inputs.times);

@@ -1,0 +1,206 @@
+//! Window kernel benchmark: the CPU backend against the CUDA backend on the same sorted input
+//! (the fraud demo's card features over generated transactions), with the largest relative
+//! difference between their results. Prints one table row per size and the crossover: the
+//! smallest size at which the GPU (copies included) beats the CPU.
+//!
+//!     cargo run --release -p quiver-gpu --example kernel_bench -- 10000,1000000,10000000
+//!
+//! Without a usable GPU it times the CPU alone and says why.
+
+use quiver_gpu::cuda::CudaBackend;
+use quiver_gpu::{
+    AggKind, CpuBackend, FeatureOutput, Frame, InputColumn, Scatter, SortedRows, WindowBackend,
+    WindowPlan, WindowSpec,
+};
+use std::time::Instant;
+
+const SECOND: i64 = 1_000_000;
+
+/// The card features of configs/features/card_features.sql.
+fn plan() -> WindowPlan {
+    let range = |seconds: i64| Frame::Range {
+        width_micros: seconds * SECOND,
+    };
+    let spec = |kind, input, frame| WindowSpec { kind, input, frame };
+    WindowPlan::new(
+        vec![
+            spec(AggKind::Count, 0, range(600)),
+            spec(AggKind::Sum, 2, range(600)),
+            spec(AggKind::Sum, 1, range(3600)),
+            spec(AggKind::Avg, 1, range(86_400)),
+            spec(AggKind::Max, 1, range(86_400)),
+            spec(AggKind::StddevSamp, 1, range(7 * 86_400)),
+            spec(AggKind::Count, 0, Frame::Unbounded),
+        ],
+        3,
+    )
+    .expect("a valid plan")
+}
+
+/// Generated input sorted by card and time: `rows` transactions of `rows / 20` cards (at
+/// least one) at about one per card per 2.6 hours, 1% null amounts, a few micro amounts.
+struct Input {
+    offsets: Vec<usize>,
+    times: Vec<i64>,
+    ones: Vec<f64>,
+    amounts: Vec<f64>,
+    valid: Vec<bool>,
+    micro: Vec<f64>,
+}
+
+fn generate(rows: usize) -> Input {
+    let cards = (rows / 20).max(1);
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut input = Input {
+        offsets: vec![0],
+        times: Vec::with_capacity(rows),
+        ones: vec![1.0; rows],
+        amounts: Vec::with_capacity(rows),
+        valid: Vec::with_capacity(rows),
+        micro: Vec::with_capacity(rows),
+    };
+    for card in 0..cards {
+        let len = rows / cards + usize::from(card < rows % cards);
+        let mut t = (next() % 86_400) as i64 * SECOND;
+        for _ in 0..len {
+            let r = next();
+            t += (r % 18_720) as i64 * SECOND;
+            let amount = ((r >> 20) % 50_000) as f64 / 100.0;
+            input.times.push(t);
+            input.amounts.push(amount);
+            input.valid.push(r % 100 != 0);
+            input.micro.push(if amount < 2.0 { 1.0 } else { 0.0 });
+        }
+        input.offsets.push(input.times.len());
+    }
+    input
+}
+
+/// Evaluates on `backend`; returns seconds and the output.
+fn time(backend: &dyn WindowBackend, plan: &WindowPlan, input: &Input) -> (f64, FeatureOutput) {
+    let inputs = [
+        InputColumn {
+            values: &input.ones,
+            validity: None,
+        },
+        InputColumn {
+            values: &input.amounts,
+            validity: Some(&input.valid),
+        },
+        InputColumn {
+            values: &input.micro,
+            validity: None,
+        },
+    ];
+    let rows = input.times.len();
+    let positions: Vec<u32> = (0..rows as u32).collect();
+    let mut out = FeatureOutput::new(plan.specs().len(), rows);
+    let started = Instant::now();
+    backend
+        .evaluate(
+            plan,
+            &SortedRows {
+                offsets: &input.offsets,
+                times: &input.times,
+                inputs: &inputs,
+            },
+            Scatter {
+                out: &mut out,
+                positions: &positions,
+            },
+            &|_| {},
+        )
+        .unwrap_or_else(|e| {
+            eprintln!("{}: {e}", backend.device());
+            std::process::exit(1)
+        });
+    (started.elapsed().as_secs_f64(), out)
+}
+
+/// Largest relative difference between two outputs, and the number of nulls that differ.
+fn compare(a: &FeatureOutput, b: &FeatureOutput) -> (f64, usize) {
+    let mut worst = 0.0f64;
+    let mut null_mismatch = 0;
+    for s in 0..a.values.len() {
+        for r in 0..a.rows() {
+            if a.valid[s][r] != b.valid[s][r] {
+                null_mismatch += 1;
+            } else if a.valid[s][r] {
+                let (x, y) = (a.values[s][r], b.values[s][r]);
+                if x != y {
+                    worst = worst.max((x - y).abs() / y.abs().max(f64::MIN_POSITIVE));
+                }
+            }
+        }
+    }
+    (worst, null_mismatch)
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "10000,100000,1000000,10000000".into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("sizes are comma-separated row counts")
+        })
+        .collect();
+    let plan = plan();
+    let cpu = CpuBackend::new();
+    let gpu = match CudaBackend::open() {
+        Ok(g) => Some(g),
+        Err(e) => {
+            println!("no GPU ({e}): timing the CPU backend alone");
+            None
+        }
+    };
+    if let Some(g) = &gpu {
+        println!("GPU backend: {}", g.device());
+        // The first evaluation pays for lazy driver setup; keep it out of the table.
+        let warm = generate(1000);
+        time(g, &plan, &warm);
+    }
+    println!("| rows | cpu s | gpu s | cpu/gpu | max rel diff | null mismatches |");
+    println!("|---|---|---|---|---|---|");
+    let mut crossover = None;
+    for &rows in &sizes {
+        let input = generate(rows);
+        let (cpu_s, cpu_out) = time(&cpu, &plan, &input);
+        match &gpu {
+            Some(g) => {
+                let (gpu_s, gpu_out) = time(g, &plan, &input);
+                let (diff, nulls) = compare(&gpu_out, &cpu_out);
+                if crossover.is_none() && gpu_s < cpu_s {
+                    crossover = Some(rows);
+                }
+                println!(
+                    "| {rows} | {cpu_s:.3} | {gpu_s:.3} | {:.1} | {diff:.1e} | {nulls} |",
+                    cpu_s / gpu_s
+                );
+            }
+            None => println!("| {rows} | {cpu_s:.3} | - | - | - | - |"),
+        }
+    }
+    if let Some(g) = &gpu {
+        let stats = g.stats();
+        println!(
+            "GPU totals: {} rows, {:.2} s, {} MiB moved, peak device memory {} MiB",
+            stats.rows,
+            stats.kernel_time.as_secs_f64(),
+            stats.bytes_moved >> 20,
+            stats.peak_device_bytes >> 20
+        );
+        match crossover {
+            Some(rows) => println!("crossover: the GPU is faster from {rows} rows"),
+            None => println!("crossover: the GPU was not faster at any size tried"),
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Backfill's window evaluation: the whole input of a view sorted by key and time once, then
+//! evaluated by a [`WindowBackend`] (a GPU for large inputs when one is used, else the CPU).
+
+use crate::error::JobError;
+use indicatif::ProgressBar;
+use quiver_gpu::{
+    dense_key_ids, key_time_order, open_backend, BackendStats, Device, FeatureOutput, InputColumn,
+    OpenedBackend, Scatter, SortedRows, WindowBackend, WindowPlan,
+};
+use quiver_sql::ViewInputs;
+use std::sync::Arc;
+
+/// The backends of one job and when to use the GPU.
+#[derive(Clone)]
+pub struct BatchCompute {
+    opened: Arc<OpenedBackend>,
+    gpu_min_rows: usize,
+}
+
+impl BatchCompute {
+    /// Opens the backends for `device` (see [`open_backend`]).
+    pub fn open(device: Device, gpu_min_rows: usize) -> Result<Self, JobError> {
+        let opened = open_backend(device).map_err(|e| JobError::Other(e.to_string()))?;
+        Ok(BatchCompute {
+            opened: Arc::new(opened),
+            gpu_min_rows,
+        })
+    }
+
+    /// The backend for an input of `rows` rows.
+    fn backend_for(&self, rows: usize) -> &Arc<dyn WindowBackend> {
+        match &self.opened.gpu {
+            Some(gpu) if rows >= self.gpu_min_rows => gpu,
+            _ => &self.opened.cpu,
+        }
+    }
+
+    /// Computes every feature of `inputs` (rows in any order) into a new output in row order.
+    pub fn evaluate(
+        &self,
+        plan: &WindowPlan,
+        inputs: &ViewInputs,
+        progress: &ProgressBar,
+    ) -> Result<FeatureOutput, JobError> {
+        let rows = inputs.times.len();
+        let (ids, keys) = dense_key_ids(&inputs.key_bytes());
+        let sorted = key_time_order(&ids, keys, &inputs.times);
+        drop(ids);
+        let order = &sorted.order;
+        let times: Vec<i64> = order.iter().map(|&r| inputs.times[r as usize]).collect();
+        let values: Vec<Vec<f64>> = inputs
+            .values
+            .iter()
+            .map(|column| order.iter().map(|&r| column[r as usize]).collect())
+            .collect();
+        let validity: Vec<Option<Vec<bool>>> = inputs
+            .validity
+            .iter()
+            .map(|v| {
+                v.as_ref()
+                    .map(|v| order.iter().map(|&r| v[r as usize]).collect())
+            })
+            .collect();
+        let columns: Vec<InputColumn<'_>> = values
+            .iter()
+            .zip(&validity)
+            .map(|(values, validity)| InputColumn {
+                values,
+                validity: validity.as_deref(),
+            })
+            .collect();
+        let mut out = FeatureOutput::new(plan.specs().len(), rows);
+        self.backend_for(rows)
+            .evaluate(
+                plan,
+                &SortedRows {
+                    offsets: &sorted.offsets,
+                    times: &times,
+                    inputs: &columns,
+                },
+                Scatter {
+                    out: &mut out,
+                    positions: order,
+                },
+                &|n| progress.inc(n as u64),
+            )
+            .map_err(JobError::from)?;
+        Ok(out)
+    }
+
+    /// What each backend used so far spent (the GPU first), and why the GPU is not used when
+    /// it is not.
+    pub fn report(&self) -> ComputeReport {
+        let mut used: Vec<BackendStats> = self
+            .opened
+            .gpu
+            .iter()
+            .chain(std::iter::once(&self.opened.cpu))
+            .map(|b| b.stats())
+            .filter(|s| s.rows > 0)
+            .collect();
+        if used.is_empty() {
+            used.push(self.opened.cpu.stats());
+        }
+        ComputeReport {
+            backends: used,
+            gpu_unused_because: self.opened.cpu_reason.clone(),
+        }
+    }
+}
+
+/// The compute part of a run summary.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ComputeReport {
+    /// Per backend that computed rows: device, rows, kernel time, bytes moved, device memory.
+    pub backends: Vec<BackendStats>,
+    /// Why no GPU was used (`None` when one was available).
+    pub gpu_unused_because: Option<String>,
+}
