@@ -6,11 +6,12 @@
 #   bash scripts/gpu-check.sh run     # on the GPU machine, from the repository root
 #
 # `run` needs the NVIDIA driver, NVRTC (CUDA 13) and python3 with pyarrow and numpy; no Rust.
-# In order, each step only if the time budget (GPU_CHECK_BUDGET_S, default 420 s) allows:
+# In order, each step only if the time budget (GPU_CHECK_BUDGET_S, default 450 s) allows:
 #   1. the conformance suite with QUIVER_REQUIRE_CUDA=1 (a missing GPU fails, not skips);
 #   2. the kernel benchmark, CPU vs CUDA backend, 10k to 100M rows (crossover, ratios, diffs);
 #   3. backfill of the fraud demo at 10M and then 100M events, --device cpu vs --device cuda,
 #      timed, with the two outputs compared feature by feature.
+# GPU_CHECK_EVENTS overrides the backfill sizes (default "10000000 100000000").
 # Everything goes to stdout and, when OUT is set, to $OUT/gpu-check.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +35,7 @@ build() {
 }
 
 run() {
-  local budget=${GPU_CHECK_BUDGET_S:-420}
+  local budget=${GPU_CHECK_BUDGET_S:-450}
   local start=$SECONDS
   local bin=/tmp/quiver-gpu-check/bin work=/tmp/quiver-gpu-check/work
   rm -rf /tmp/quiver-gpu-check && mkdir -p "$bin" "$work"
@@ -54,12 +55,15 @@ print(f"{sys.argv[1]}: {time.perf_counter() - t:.2f} s, peak {usage.ru_maxrss / 
 
   step "GPU and libraries"
   nvidia-smi -L
-  if ! ldconfig -p | grep -q 'libnvrtc.so.13'; then
-    local nvrtc
-    nvrtc=$(find / -xdev -name 'libnvrtc.so.13*' 2>/dev/null | head -1)
-    [ -n "$nvrtc" ] && export LD_LIBRARY_PATH="$(dirname "$nvrtc"):${LD_LIBRARY_PATH:-}"
-    echo "NVRTC: ${nvrtc:-not found}"
-  fi
+  # cudarc opens libcuda.so.1 and libnvrtc.so.13 by name: make sure the loader finds them.
+  for lib in libcuda.so.1 libnvrtc.so.13; do
+    if ! ldconfig -p | grep -q "$lib"; then
+      local found
+      found=$(find /usr/local /opt /usr/lib -name "$lib*" 2>/dev/null | head -1)
+      [ -n "$found" ] && export LD_LIBRARY_PATH="$(dirname "$found"):${LD_LIBRARY_PATH:-}"
+      echo "$lib: ${found:-not found} (not in the loader cache)"
+    fi
+  done
 
   step "conformance suite (QUIVER_REQUIRE_CUDA=1)"
   QUIVER_REQUIRE_CUDA=1 "$bin/conformance" --nocapture --test-threads 1 || echo "CONFORMANCE FAILED"
@@ -69,9 +73,9 @@ print(f"{sys.argv[1]}: {time.perf_counter() - t:.2f} s, peak {usage.ru_maxrss / 
   [ "$(left)" -gt 300 ] && sizes=$sizes,100000000
   timeout $(( $(left) > 30 ? $(left) - 30 : 1 )) "$bin/kernel_bench" "$sizes"
 
-  for events in 10000000 100000000; do
-    # About 40 s per 10M events for generating and both backfills.
-    if [ "$(left)" -lt $(( events / 10000000 * 40 + 20 )) ]; then
+  for events in ${GPU_CHECK_EVENTS:-10000000 100000000}; do
+    # About 28 s per 10M events for generating and both backfills.
+    if [ "$(left)" -lt $(( events / 10000000 * 28 + 20 )) ]; then
       step "backfill at $events events: skipped, $(left) s of the budget left"
       continue
     fi

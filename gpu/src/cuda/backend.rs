@@ -269,6 +269,10 @@ impl WindowBackend for CudaBackend {
                 last_segment += 1;
             }
             let end = rows.offsets[last_segment];
+            if end == begin {
+                first_segment = last_segment; // only empty segments: nothing to compute
+                continue;
+            }
             let offsets: Vec<u64> = rows.offsets[first_segment..=last_segment]
                 .iter()
                 .map(|&o| (o - begin) as u64)
