@@ -275,7 +275,7 @@ impl LoadedConfig {
 
     /// Parses config `text` as if read from `path`.
     pub fn parse(path: &Path, text: String) -> Result<Self, ConfigError> {
-        let config: PipelineConfig = serde_yaml::from_str(&text).map_err(|e| {
+        let config: PipelineConfig = yaml_serde::from_str(&text).map_err(|e| {
             let message = e.to_string();
             let message = match message.rfind(" at line ") {
                 Some(i) => message[..i].to_string(),
