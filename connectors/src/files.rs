@@ -252,6 +252,56 @@ impl InputFiles {
         result.bytes().await.map_err(store_error)
     }
 
+    /// The Arrow schema of Parquet object `index`, read from its footer alone (ranged reads of
+    /// the file's tail, not the whole object).
+    pub async fn parquet_schema(
+        &self,
+        index: usize,
+    ) -> Result<arrow::datatypes::SchemaRef, ConnectorError> {
+        use parquet::errors::ParquetError;
+        use parquet::file::metadata::ParquetMetaDataReader;
+        let (Some(path), Some(name)) = (self.paths.get(index), self.names.get(index)) else {
+            return Err(ConnectorError::FileIndex {
+                index,
+                len: self.paths.len(),
+            });
+        };
+        let store_error = |source| ConnectorError::ObjectStore {
+            location: name.clone(),
+            source,
+        };
+        let corrupt = |e: ParquetError| ConnectorError::Parquet {
+            partition: name.clone(),
+            detail: format!(
+                "cannot read the file metadata: {e}; the file is truncated, corrupt or not Parquet"
+            ),
+        };
+        let size = self.store.head(path).await.map_err(store_error)?.size;
+        // Most footers fit in 64 KiB; a larger one says how much it needs.
+        let mut tail = size.min(64 * 1024);
+        let mut reader = ParquetMetaDataReader::new();
+        loop {
+            let bytes = self
+                .store
+                .get_range(path, size - tail..size)
+                .await
+                .map_err(store_error)?;
+            match reader.try_parse_sized(&bytes, size) {
+                Ok(()) => break,
+                Err(ParquetError::NeedMoreData(needed)) if (needed as u64) > tail => {
+                    tail = needed as u64;
+                }
+                Err(e) => return Err(corrupt(e)),
+            }
+        }
+        let metadata = reader.finish().map_err(corrupt)?;
+        let file = metadata.file_metadata();
+        let schema =
+            parquet::arrow::parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
+                .map_err(corrupt)?;
+        Ok(Arc::new(schema))
+    }
+
     /// Number of resolved objects.
     pub fn len(&self) -> usize {
         self.paths.len()

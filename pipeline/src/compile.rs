@@ -5,6 +5,7 @@ use crate::checkpoint::ViewIdentity;
 use crate::config::{at_key, LoadedConfig};
 use crate::error::JobError;
 use crate::event_time::is_timestamp;
+use crate::source_schema::infer_file_schema;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use quiver_connectors::{datagen_schema, DeclaredSchema};
 use quiver_sql::{FeatureView, StreamSchema, Transform, OFFSET_COLUMN};
@@ -16,6 +17,8 @@ pub struct CompiledPipeline {
     pub loaded: LoadedConfig,
     /// Declared schema of the raw input.
     pub source_schema: DeclaredSchema,
+    /// Where the schema came from when it was read from a file rather than declared.
+    pub source_schema_note: Option<String>,
     /// Schema of source batches as the runtime feeds them to SQL (declared + offset column).
     pub source_stream_schema: SchemaRef,
     /// Transforms in order.
@@ -62,8 +65,17 @@ impl CompiledPipeline {
         let c = &loaded.config;
         let cfg_err = |key: &str, m: String| at_key(&loaded.path, &loaded.text, key, m);
         let event_time = c.event_time.column.clone();
+        let mut schema_note = None;
         let source_schema = match (&c.source.datagen, &c.source.files) {
             (Some(_), _) => datagen_schema(),
+            (None, Some(files)) if files.schema.is_empty() => {
+                let inferred = infer_file_schema(files, &event_time).await.map_err(|e| {
+                    cfg_err("files", e)
+                        .with_help("declare the columns under `schema:` (see the config reference)")
+                })?;
+                schema_note = Some(inferred.note);
+                inferred.schema
+            }
             (None, Some(files)) => DeclaredSchema::new(files.schema.clone(), event_time.clone())
                 .map_err(|e| {
                     cfg_err("schema", e.to_string()).with_help(format!(
@@ -184,6 +196,7 @@ impl CompiledPipeline {
         Ok(CompiledPipeline {
             loaded,
             source_schema,
+            source_schema_note: schema_note,
             source_stream_schema,
             transforms,
             feature_stream_schema,

@@ -121,7 +121,9 @@ pub struct FilesConfig {
     pub location: String,
     /// File format; by default from each file's extension.
     pub format: Option<FileFormat>,
-    /// Declared columns; the event-time column must be among them, typed `timestamp`.
+    /// Declared columns; the event-time column must be among them, typed `timestamp`. Empty
+    /// or omitted for Parquet input: the columns are read from the first file.
+    #[serde(default)]
     pub schema: Vec<FieldSpec>,
     /// Object store options (e.g. `aws_endpoint`, `aws_region`); values are never logged.
     #[serde(default)]

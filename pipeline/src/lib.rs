@@ -25,6 +25,7 @@ pub mod progress;
 pub mod reorder;
 pub mod run;
 pub mod source;
+pub mod source_schema;
 pub mod sql_text;
 pub mod summary;
 pub mod validate;

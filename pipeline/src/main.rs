@@ -186,7 +186,11 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 }
 
 async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
-    let loaded = LoadedConfig::load(&args.config)?;
+    let mut loaded = LoadedConfig::load(&args.config)?;
+    if let (Some(input), Some(files)) = (&args.input, loaded.config.source.files.as_mut()) {
+        // The input replaces the configured files, for reading and for a schema read from them.
+        files.location = input.clone();
+    }
     let pipeline = CompiledPipeline::compile(loaded).await?;
     let mut policy = configured_policy(&pipeline);
     if args.checkpoint_interval.is_some() || args.checkpoint_every_events.is_some() {

@@ -45,6 +45,9 @@ pub async fn validate(path: &Path) -> Result<ValidationReport, JobError> {
                 c.event_time(),
                 c.loaded.config.event_time.max_lateness
             )];
+            if let Some(note) = &c.source_schema_note {
+                lines.push(format!("  source {}", note));
+            }
             for t in &c.transforms {
                 lines.push(format!("  transform {} (from {})", t.name(), t.input()));
             }
