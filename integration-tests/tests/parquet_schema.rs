@@ -52,12 +52,12 @@ async fn parquet_columns_are_read_from_the_file() {
     let n = 3_000;
     let base = 1_767_225_600_000i64;
     let tags = ListArray::from_iter_primitive::<Int32Type, _, _>(
-        (0..n).map(|i| Some(vec![Some(i as i32)])),
+        (0..n).map(|i| Some(vec![Some(i)])),
     );
     let batch = RecordBatch::try_from_iter(vec![
         (
             "txn_id",
-            Arc::new(Int32Array::from_iter_values(0..n as i32)) as ArrayRef,
+            Arc::new(Int32Array::from_iter_values(0..n)) as ArrayRef,
         ),
         (
             "card_id",
