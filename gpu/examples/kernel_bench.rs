@@ -88,14 +88,17 @@ fn time(backend: &dyn WindowBackend, plan: &WindowPlan, input: &Input) -> (f64, 
         InputColumn {
             values: &input.ones,
             validity: None,
+            exact: None,
         },
         InputColumn {
             values: &input.amounts,
             validity: Some(&input.valid),
+            exact: None,
         },
         InputColumn {
             values: &input.micro,
             validity: None,
+            exact: None,
         },
     ];
     let rows = input.times.len();

@@ -54,7 +54,8 @@ impl SortedRows<'_> {
             || self
                 .inputs
                 .iter()
-                .any(|c| c.values.len() != rows || c.validity.is_some_and(|v| v.len() != rows))
+                .enumerate()
+                .any(|(i, c)| !c.check(rows, plan.input_kind(i)))
         {
             return Err(KernelError::InputMismatch(format!(
                 "{} input columns for a plan of {} inputs, each needing {rows} rows",
@@ -120,6 +121,13 @@ pub struct BackendStats {
 pub trait WindowBackend: Send + Sync {
     /// The device, in words.
     fn device(&self) -> String;
+
+    /// Whether the backend evaluates `plan` (the CUDA kernels have no exact integer path:
+    /// plans with exact inputs run on the CPU).
+    fn supports(&self, plan: &WindowPlan) -> bool {
+        let _ = plan;
+        true
+    }
 
     /// Computes every spec of `plan` for every row of `rows` (windows as in the crate docs, ties
     /// seeing each other) and writes them through `scatter`; `progress` is told how many rows

@@ -41,13 +41,7 @@ impl WindowBackend for CpuBackend {
         let specs = plan.specs().len();
         scatter.validate(rows.rows(), specs)?;
         let Scatter { out, positions } = scatter;
-        let value = |row: usize, input: usize| {
-            let column = &rows.inputs[input];
-            match column.validity {
-                Some(valid) if !valid[row] => None,
-                _ => Some(column.values[row]),
-            }
-        };
+        let value = |row: usize, input: usize| rows.inputs[input].get(row, plan.input_kind(input));
         let mut reported = 0;
         for segment in rows.offsets.windows(2) {
             let (begin, end) = (segment[0], segment[1]);
@@ -64,10 +58,12 @@ impl WindowBackend for CpuBackend {
                     state.push(plan, t, |input| value(row, input));
                 }
                 for spec in 0..specs {
-                    let v = state.read(plan, spec);
-                    for &position in &positions[i..j] {
-                        out.set(spec, position as usize, v);
-                    }
+                    out.set_from(
+                        plan,
+                        &state,
+                        spec,
+                        positions[i..j].iter().map(|&p| p as usize),
+                    );
                 }
                 i = j;
             }

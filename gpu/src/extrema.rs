@@ -15,17 +15,35 @@ pub enum Extreme {
 impl Extreme {
     /// Whether `candidate` makes `incumbent` obsolete (it is at least as extreme).
     #[inline]
-    fn dominates(self, candidate: f64, incumbent: f64) -> bool {
+    fn dominates(self, candidate: i128, incumbent: i128) -> bool {
         match self {
-            Extreme::Min => candidate.total_cmp(&incumbent).is_le(),
-            Extreme::Max => candidate.total_cmp(&incumbent).is_ge(),
+            Extreme::Min => candidate <= incumbent,
+            Extreme::Max => candidate >= incumbent,
         }
     }
 }
 
-/// Minimum or maximum over a window that slides forward.
+/// A float as an integer with the same order as IEEE totalOrder (Rust's `f64::total_cmp`),
+/// every NaN first made the canonical positive NaN, so NaN is the largest value whatever its
+/// sign bit (as in PostgreSQL and DataFusion). Exact inputs are tracked as themselves.
+#[inline]
+pub fn float_key(x: f64) -> i128 {
+    let x = if x.is_nan() { f64::NAN } else { x };
+    let bits = x.to_bits() as i64;
+    (bits ^ (((bits >> 63) as u64) >> 1) as i64) as i128
+}
+
+/// The float of a [`float_key`].
+#[inline]
+pub fn key_float(key: i128) -> f64 {
+    let key = key as i64;
+    f64::from_bits((key ^ (((key >> 63) as u64) >> 1) as i64) as u64)
+}
+
+/// Minimum or maximum over a window that slides forward, of values given as ordered integer
+/// keys ([`float_key`] for floats, the values themselves for exact inputs).
 ///
-/// A sliding window keeps a monotonic deque of `(sequence number, value)`: amortised O(1) per
+/// A sliding window keeps a monotonic deque of `(sequence number, key)`: amortised O(1) per
 /// event, and it only holds values that can still become the extreme. An unbounded window only
 /// needs the running extreme.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,15 +52,15 @@ pub enum WindowExtreme {
     Sliding {
         /// Which extreme.
         extreme: Extreme,
-        /// Candidates, values monotonic from front (current extreme) to back.
-        candidates: VecDeque<(u64, f64)>,
+        /// Candidates, keys monotonic from front (current extreme) to back.
+        candidates: VecDeque<(u64, i128)>,
     },
     /// Extreme of everything seen.
     Running {
         /// Which extreme.
         extreme: Extreme,
         /// Current extreme, `None` before the first value.
-        value: Option<f64>,
+        value: Option<i128>,
     },
 }
 
@@ -62,11 +80,9 @@ impl WindowExtreme {
         }
     }
 
-    /// Adds the value of the event with sequence number `seq`. Every NaN counts as the largest
-    /// value (as in PostgreSQL and DataFusion), whatever its sign bit.
+    /// Adds the key of the event with sequence number `seq`.
     #[inline]
-    pub fn add(&mut self, seq: u64, x: f64) {
-        let x = if x.is_nan() { f64::NAN } else { x };
+    pub fn add(&mut self, seq: u64, x: i128) {
         match self {
             WindowExtreme::Sliding {
                 extreme,
@@ -100,9 +116,9 @@ impl WindowExtreme {
         }
     }
 
-    /// The current extreme, `None` when the window holds no value.
+    /// The current extreme's key, `None` when the window holds no value.
     #[inline]
-    pub fn value(&self) -> Option<f64> {
+    pub fn value(&self) -> Option<i128> {
         match self {
             WindowExtreme::Sliding { candidates, .. } => candidates.front().map(|&(_, v)| v),
             WindowExtreme::Running { value, .. } => *value,
@@ -116,14 +132,14 @@ mod tests {
 
     #[test]
     fn sliding_max_matches_brute_force() {
-        let xs: Vec<f64> = (0..300).map(|i| ((i * 7919) % 113) as f64).collect();
+        let xs: Vec<f64> = (0..300).map(|i| ((i * 7919) % 113) as f64 - 50.0).collect();
         let mut w = WindowExtreme::new(Extreme::Max, true);
         for (i, &x) in xs.iter().enumerate() {
-            w.add(i as u64, x);
+            w.add(i as u64, float_key(x));
             let start = i.saturating_sub(9);
             w.evict_before(start as u64);
             let expected = xs[start..=i].iter().cloned().fold(f64::MIN, f64::max);
-            assert_eq!(w.value(), Some(expected));
+            assert_eq!(w.value().map(key_float), Some(expected));
         }
     }
 
@@ -131,9 +147,31 @@ mod tests {
     fn running_min() {
         let mut w = WindowExtreme::new(Extreme::Min, false);
         assert_eq!(w.value(), None);
-        for (i, x) in [5.0, 3.0, 4.0].into_iter().enumerate() {
+        for (i, x) in [5, 3, 4].into_iter().enumerate() {
             w.add(i as u64, x);
         }
-        assert_eq!(w.value(), Some(3.0));
+        assert_eq!(w.value(), Some(3));
+    }
+
+    #[test]
+    fn float_keys_follow_total_order_with_nan_largest() {
+        let xs = [
+            f64::NEG_INFINITY,
+            -1e300,
+            -1.5,
+            -0.0,
+            0.0,
+            f64::MIN_POSITIVE,
+            2.0,
+            f64::INFINITY,
+        ];
+        for pair in xs.windows(2) {
+            assert!(float_key(pair[0]) < float_key(pair[1]), "{pair:?}");
+        }
+        assert!(float_key(-f64::NAN) > float_key(f64::INFINITY));
+        for x in xs {
+            assert_eq!(key_float(float_key(x)).to_bits(), x.to_bits());
+        }
+        assert!(key_float(float_key(-f64::NAN)).is_nan());
     }
 }

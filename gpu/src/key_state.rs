@@ -1,8 +1,8 @@
 //! Window state of one entity key.
 
-use crate::extrema::{Extreme, WindowExtreme};
+use crate::extrema::{float_key, key_float, Extreme, WindowExtreme};
 use crate::moments::{MomentLevel, Moments};
-use crate::plan::{Frame, Slot, WindowPlan};
+use crate::plan::{Frame, InputKind, Slot, WindowPlan};
 use crate::AggKind;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -17,6 +17,84 @@ struct GroupState {
     maxs: Vec<WindowExtreme>,
 }
 
+/// The retained values of one input column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Retained {
+    /// Values of a float input.
+    Float(VecDeque<Option<f64>>),
+    /// Values of an exact input (integers; decimals unscaled).
+    Exact(VecDeque<Option<i128>>),
+}
+
+/// One input value of an event: the `f64` float aggregates read and, for exact inputs, the
+/// exact value.
+#[derive(Debug, Clone, Copy)]
+pub struct InputValue {
+    /// The value as `f64`.
+    pub float: f64,
+    /// The exact value (exact inputs only).
+    pub exact: Option<i128>,
+}
+
+impl InputValue {
+    /// A float input's value.
+    #[inline]
+    pub fn float(x: f64) -> Self {
+        InputValue {
+            float: x,
+            exact: None,
+        }
+    }
+
+    /// An exact input's value, with its `f64` as `kind` converts it.
+    #[inline]
+    pub fn exact(x: i128, kind: InputKind) -> Self {
+        InputValue {
+            float: kind.to_f64(x),
+            exact: Some(x),
+        }
+    }
+
+    /// The key min/max trackers order this value by.
+    #[inline]
+    fn key(self) -> i128 {
+        self.exact.unwrap_or_else(|| float_key(self.float))
+    }
+}
+
+impl Retained {
+    fn new(kind: InputKind) -> Self {
+        if kind.is_exact() {
+            Retained::Exact(VecDeque::new())
+        } else {
+            Retained::Float(VecDeque::new())
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, value: Option<InputValue>) {
+        match self {
+            Retained::Float(v) => v.push_back(value.map(|x| x.float)),
+            Retained::Exact(v) => v.push_back(value.and_then(|x| x.exact)),
+        }
+    }
+
+    #[inline]
+    fn get(&self, row: usize, kind: InputKind) -> Option<InputValue> {
+        match self {
+            Retained::Float(v) => v[row].map(InputValue::float),
+            Retained::Exact(v) => v[row].map(|x| InputValue::exact(x, kind)),
+        }
+    }
+
+    fn drain_front(&mut self, n: usize) {
+        match self {
+            Retained::Float(v) => drop(v.drain(..n)),
+            Retained::Exact(v) => drop(v.drain(..n)),
+        }
+    }
+}
+
 /// Incremental window state of one key: the key's events still inside its longest range window,
 /// and per frame the running quantities over the events inside that frame.
 ///
@@ -28,7 +106,7 @@ pub struct KeyWindowState {
     base: u64,
     times: VecDeque<i64>,
     /// Per input column, the value of each retained event (`None` = SQL null).
-    values: Vec<VecDeque<Option<f64>>>,
+    values: Vec<Retained>,
     last_time: Option<i64>,
     groups: Vec<GroupState>,
 }
@@ -56,7 +134,9 @@ impl KeyWindowState {
         KeyWindowState {
             base: 0,
             times: VecDeque::new(),
-            values: vec![VecDeque::new(); plan.inputs()],
+            values: (0..plan.inputs())
+                .map(|i| Retained::new(plan.input_kind(i)))
+                .collect(),
             last_time: None,
             groups,
         }
@@ -80,11 +160,11 @@ impl KeyWindowState {
     ///
     /// The caller guarantees `t` is not older than [`KeyWindowState::last_time`].
     #[inline]
-    pub fn push(&mut self, plan: &WindowPlan, t: i64, value: impl Fn(usize) -> Option<f64>) {
+    pub fn push(&mut self, plan: &WindowPlan, t: i64, value: impl Fn(usize) -> Option<InputValue>) {
         let seq = self.next_seq();
         self.times.push_back(t);
         for (i, column) in self.values.iter_mut().enumerate() {
-            column.push_back(value(i));
+            column.push(value(i));
         }
         for (group, g) in self.groups.iter_mut().zip(&plan.groups) {
             for ((m, &input), &level) in group
@@ -94,17 +174,20 @@ impl KeyWindowState {
                 .zip(&g.moment_levels)
             {
                 if let Some(x) = value(input) {
-                    m.add(x, level);
+                    m.add(x.float, level);
+                    if let Some(e) = x.exact {
+                        m.add_exact(e);
+                    }
                 }
             }
             for (e, &input) in group.mins.iter_mut().zip(&g.min_inputs) {
                 if let Some(x) = value(input) {
-                    e.add(seq, x);
+                    e.add(seq, x.key());
                 }
             }
             for (e, &input) in group.maxs.iter_mut().zip(&g.max_inputs) {
                 if let Some(x) = value(input) {
-                    e.add(seq, x);
+                    e.add(seq, x.key());
                 }
             }
         }
@@ -130,8 +213,11 @@ impl KeyWindowState {
                     .zip(&g.moment_inputs)
                     .zip(&g.moment_levels)
                 {
-                    if let Some(x) = self.values[input][row] {
-                        m.remove(x, level);
+                    if let Some(x) = self.values[input].get(row, plan.input_kind(input)) {
+                        m.remove(x.float, level);
+                        if let Some(e) = x.exact {
+                            m.remove_exact(e);
+                        }
                     }
                 }
                 group.start += 1;
@@ -150,7 +236,13 @@ impl KeyWindowState {
                     .zip(&g.moment_levels)
                 {
                     if level == MomentLevel::Spread && m.drifted() {
-                        m.rebuild(self.values[input].range(from..).flatten().copied(), level);
+                        let column = &self.values[input];
+                        let kind = plan.input_kind(input);
+                        let rows = from..self.times.len();
+                        m.rebuild(
+                            rows.filter_map(|row| column.get(row, kind).map(|x| x.float)),
+                            level,
+                        );
                     }
                 }
             }
@@ -172,22 +264,47 @@ impl KeyWindowState {
         if drop > 0 {
             self.times.drain(..drop);
             for column in &mut self.values {
-                column.drain(..drop);
+                column.drain_front(drop);
             }
             self.base += drop as u64;
         }
     }
 
+    /// Exact value of output `spec`, one the plan marks exact ([`WindowPlan::is_exact_output`]:
+    /// sums, minima and maxima of exact inputs, averages of decimals), for a window ending at
+    /// the last advanced time.
+    #[inline]
+    pub fn read_exact(&self, plan: &WindowPlan, spec: usize) -> Option<i128> {
+        let (g, slot) = plan.outputs[spec];
+        let group = &self.groups[g];
+        let s = plan.specs()[spec];
+        match slot {
+            Slot::Min(i) => group.mins[i].value(),
+            Slot::Max(i) => group.maxs[i].value(),
+            Slot::Moments(i) => match (s.kind, plan.input_kind(s.input)) {
+                (AggKind::Avg, InputKind::Decimal { avg_multiplier, .. }) => {
+                    group.moments[i].exact_avg(avg_multiplier)
+                }
+                _ => group.moments[i].exact_sum(),
+            },
+        }
+    }
+
     /// Value of output `spec` (index into the plan's specs) for a window ending at the last
-    /// advanced time.
+    /// advanced time, as `f64` (see [`KeyWindowState::read_exact`] for exact outputs).
     #[inline]
     pub fn read(&self, plan: &WindowPlan, spec: usize) -> Option<f64> {
         let (g, slot) = plan.outputs[spec];
         let group = &self.groups[g];
         let kind = plan.specs()[spec].kind;
+        let input = plan.specs()[spec].input;
+        let extreme = |key: Option<i128>| match plan.input_kind(input) {
+            InputKind::Float => key.map(key_float),
+            exact => key.map(|k| exact.to_f64(k)),
+        };
         match slot {
-            Slot::Min(i) => group.mins[i].value(),
-            Slot::Max(i) => group.maxs[i].value(),
+            Slot::Min(i) => extreme(group.mins[i].value()),
+            Slot::Max(i) => extreme(group.maxs[i].value()),
             Slot::Moments(i) => {
                 let m = &group.moments[i];
                 match kind {

@@ -1,8 +1,9 @@
 //! Window state of every key of a feature view: the CPU backend of the window kernels.
 
 use crate::error::KernelError;
-use crate::key_state::KeyWindowState;
+use crate::key_state::{InputValue, KeyWindowState};
 use crate::output::FeatureOutput;
+use crate::plan::InputKind;
 use crate::plan::WindowPlan;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -11,22 +12,69 @@ use std::collections::HashMap;
 /// process.
 type KeyIndex = HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>;
 
-/// One input column of a batch, as `f64` values with optional validity (`false` = null).
+/// One input column of a batch, as `f64` values with optional validity (`false` = null), and
+/// for exact inputs ([`crate::InputKind`]) the exact values.
 #[derive(Debug, Clone, Copy)]
 pub struct InputColumn<'a> {
-    /// Values; entries of null rows are ignored.
+    /// Values; entries of null rows are ignored. Unused for exact inputs.
     pub values: &'a [f64],
     /// Validity per row; `None` means every row is valid.
     pub validity: Option<&'a [bool]>,
+    /// Exact values (integers; decimals unscaled), required for exact inputs.
+    pub exact: Option<&'a [i128]>,
 }
 
-impl InputColumn<'_> {
-    #[inline]
-    fn get(&self, row: usize) -> Option<f64> {
-        match self.validity {
-            Some(v) if !v[row] => None,
-            _ => Some(self.values[row]),
+impl<'a> InputColumn<'a> {
+    /// A float column.
+    pub fn floats(values: &'a [f64], validity: Option<&'a [bool]>) -> Self {
+        InputColumn {
+            values,
+            validity,
+            exact: None,
         }
+    }
+
+    /// Columns from per-input owned buffers (as the SQL layer prepares them).
+    pub fn all(
+        values: &'a [Vec<f64>],
+        validity: &'a [Option<Vec<bool>>],
+        exact: &'a [Option<Vec<i128>>],
+    ) -> Vec<InputColumn<'a>> {
+        values
+            .iter()
+            .zip(validity)
+            .zip(exact)
+            .map(|((values, validity), exact)| InputColumn {
+                values,
+                validity: validity.as_deref(),
+                exact: exact.as_deref(),
+            })
+            .collect()
+    }
+
+    /// Row `row` as input of kind `kind`.
+    #[inline]
+    pub(crate) fn get(&self, row: usize, kind: InputKind) -> Option<InputValue> {
+        if let Some(v) = self.validity {
+            if !v[row] {
+                return None;
+            }
+        }
+        Some(match (kind, self.exact) {
+            (InputKind::Float, _) | (_, None) => InputValue::float(self.values[row]),
+            (kind, Some(exact)) => InputValue::exact(exact[row], kind),
+        })
+    }
+
+    /// Checks the column has `rows` entries, and exact values if `kind` needs them.
+    pub(crate) fn check(&self, rows: usize, kind: InputKind) -> bool {
+        (self.values.len() == rows || kind.is_exact())
+            && self.validity.is_none_or(|v| v.len() == rows)
+            && match (kind.is_exact(), self.exact) {
+                (true, Some(e)) => e.len() == rows,
+                (true, None) => false,
+                (false, _) => true,
+            }
     }
 }
 
@@ -189,7 +237,8 @@ impl KeyedWindows {
         }
         if inputs
             .iter()
-            .any(|c| c.values.len() != rows || c.validity.is_some_and(|v| v.len() != rows))
+            .enumerate()
+            .any(|(i, c)| !c.check(rows, self.plan.input_kind(i)))
             || out.rows() != rows
             || out.values.len() != self.plan.specs().len()
             || order.iter().any(|&r| r as usize >= rows)
@@ -211,9 +260,15 @@ impl KeyedWindows {
         }
         let time_of: Vec<i64> = order.iter().map(|&r| times[r as usize]).collect();
         let width = inputs.len();
-        let input_of: Vec<Option<f64>> = order
+        let plan = &self.plan;
+        let input_of: Vec<Option<InputValue>> = order
             .iter()
-            .flat_map(|&r| inputs.iter().map(move |c| c.get(r as usize)))
+            .flat_map(|&r| {
+                inputs
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, c)| c.get(r as usize, plan.input_kind(i)))
+            })
             .collect();
         let mut i = 0;
         while i < order.len() {
@@ -229,15 +284,12 @@ impl KeyedWindows {
                     return Err(KernelError::OutOfOrder { time: t, last });
                 }
             }
-            state.advance(&self.plan, t);
+            state.advance(plan, t);
             for pos in i..j {
-                state.push(&self.plan, t, |input| input_of[pos * width + input]);
+                state.push(plan, t, |input| input_of[pos * width + input]);
             }
             for spec in 0..specs {
-                let value = state.read(&self.plan, spec);
-                for &row in &order[i..j] {
-                    out.set(spec, row as usize, value);
-                }
+                out.set_from(plan, state, spec, order[i..j].iter().map(|&r| r as usize));
             }
             i = j;
         }
@@ -403,10 +455,12 @@ mod tests {
                     InputColumn {
                         values: &ones[chunk.clone()],
                         validity: None,
+                        exact: None,
                     },
                     InputColumn {
                         values: &vals[chunk.clone()],
                         validity: Some(&valid[chunk.clone()]),
+                        exact: None,
                     },
                 ],
                 &order,
@@ -438,6 +492,7 @@ mod tests {
         InputColumn {
             values: &[1.0, 1.0, 1.0],
             validity: None,
+            exact: None,
         }
     }
 
@@ -449,6 +504,7 @@ mod tests {
         let col = InputColumn {
             values: &ones,
             validity: None,
+            exact: None,
         };
         let mut out = FeatureOutput::new(5, 2);
         let err = w
@@ -479,6 +535,7 @@ mod tests {
         let col = InputColumn {
             values: &vals,
             validity: None,
+            exact: None,
         };
         let mut out = FeatureOutput::new(5, 3);
         let slots = w.slots(&[b"a", b"b", b"a"]);
@@ -494,6 +551,7 @@ mod tests {
         let c = InputColumn {
             values: &v,
             validity: None,
+            exact: None,
         };
         let slot = w.slots(&[b"a"]);
         w.process(&slot, &[4], &[c, c], &[0], &mut a).unwrap();

@@ -42,6 +42,9 @@ pub struct Moments {
     sum: CompensatedSum,
     shifted_sum: CompensatedSum,
     shifted_squares: CompensatedSum,
+    /// Exact sum of exact (integer, decimal) inputs; wrapping, so it is exact modulo 2^128
+    /// whatever the order of additions and removals.
+    exact_sum: i128,
 }
 
 impl Moments {
@@ -110,6 +113,7 @@ impl Moments {
                 nan,
                 pos_inf,
                 neg_inf,
+                exact_sum: self.exact_sum,
                 ..Moments::default()
             };
             return;
@@ -138,7 +142,10 @@ impl Moments {
     pub fn rebuild(&mut self, values: impl Iterator<Item = f64> + Clone, level: MomentLevel) {
         let mut total = CompensatedSum::default();
         let mut finite = 0u64;
-        *self = Moments::default();
+        *self = Moments {
+            exact_sum: self.exact_sum,
+            ..Moments::default()
+        };
         for x in values.clone() {
             self.n += 1;
             if x.is_finite() {
@@ -162,6 +169,35 @@ impl Moments {
                 self.shifted_squares.add(d * d);
             }
         }
+    }
+
+    /// Adds the exact value of an exact input entering the window (besides [`Moments::add`]
+    /// of its `f64`).
+    #[inline]
+    pub fn add_exact(&mut self, x: i128) {
+        self.exact_sum = self.exact_sum.wrapping_add(x);
+    }
+
+    /// Removes the exact value of an exact input leaving the window.
+    #[inline]
+    pub fn remove_exact(&mut self, x: i128) {
+        self.exact_sum = self.exact_sum.wrapping_sub(x);
+    }
+
+    /// Exact sum of an exact input, or `None` for an empty window.
+    pub fn exact_sum(&self) -> Option<i128> {
+        (self.n > 0).then_some(self.exact_sum)
+    }
+
+    /// Exact average of a decimal input: the sum times `multiplier`, divided by the count and
+    /// truncated (DataFusion's decimal average); `None` for an empty window. A product beyond
+    /// `i128` gives `i128::MAX`, which no decimal precision accepts, so the output check fails
+    /// as DataFusion's does ("Arithmetic Overflow").
+    pub fn exact_avg(&self, multiplier: i128) -> Option<i128> {
+        self.exact_sum().map(|sum| {
+            sum.checked_mul(multiplier)
+                .map_or(i128::MAX, |scaled| scaled / self.n as i128)
+        })
     }
 
     /// Number of values in the window.

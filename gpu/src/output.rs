@@ -7,6 +7,10 @@ pub struct FeatureOutput {
     pub values: Vec<Vec<f64>>,
     /// Per spec, whether each row's value is non-null.
     pub valid: Vec<Vec<bool>>,
+    /// Per spec, the exact values of specs the plan marks exact (sums, minima and maxima of
+    /// integer and decimal inputs, decimal averages); `None` for float specs. Where present,
+    /// these are the values and `values` holds nothing meaningful.
+    pub exact: Vec<Option<Vec<i128>>>,
 }
 
 impl FeatureOutput {
@@ -15,6 +19,7 @@ impl FeatureOutput {
         FeatureOutput {
             values: vec![vec![0.0; rows]; specs],
             valid: vec![vec![false; rows]; specs],
+            exact: vec![None; specs],
         }
     }
 
@@ -28,6 +33,37 @@ impl FeatureOutput {
         if let Some(v) = value {
             self.values[spec][row] = v;
             self.valid[spec][row] = true;
+        }
+    }
+
+    #[inline]
+    pub(crate) fn set_exact(&mut self, spec: usize, row: usize, value: Option<i128>) {
+        if let Some(v) = value {
+            let rows = self.valid[spec].len();
+            self.exact[spec].get_or_insert_with(|| vec![0; rows])[row] = v;
+            self.valid[spec][row] = true;
+        }
+    }
+
+    /// Writes spec `spec` of the window state `state` for `row`, exact or float as `plan` says.
+    #[inline]
+    pub(crate) fn set_from(
+        &mut self,
+        plan: &crate::WindowPlan,
+        state: &crate::KeyWindowState,
+        spec: usize,
+        rows: impl Iterator<Item = usize>,
+    ) {
+        if plan.is_exact_output(spec) {
+            let value = state.read_exact(plan, spec);
+            for row in rows {
+                self.set_exact(spec, row, value);
+            }
+        } else {
+            let value = state.read(plan, spec);
+            for row in rows {
+                self.set(spec, row, value);
+            }
         }
     }
 }

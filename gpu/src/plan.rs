@@ -16,6 +16,42 @@ pub enum Frame {
     Unbounded,
 }
 
+/// How the kernels read an input column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum InputKind {
+    /// Floating point (and anything DataFusion aggregates as `Float64`).
+    Float,
+    /// Integers: sums, minima and maxima are exact (kept as `i128`; a sum that leaves the
+    /// output type wraps, as DataFusion's does); other aggregates read them as `f64`.
+    Integer,
+    /// Decimals with `scale`, given as unscaled integers: sums, minima, maxima and averages
+    /// are exact. An average is the sum times `avg_multiplier` (10^(output scale - scale)),
+    /// divided by the count and truncated, as DataFusion computes it.
+    Decimal {
+        /// Digits after the decimal point.
+        scale: i8,
+        /// 10^(scale of the average's output type - `scale`).
+        avg_multiplier: i128,
+    },
+}
+
+impl InputKind {
+    /// Whether values of this input are given and kept as exact integers.
+    pub fn is_exact(self) -> bool {
+        !matches!(self, InputKind::Float)
+    }
+
+    /// An exact value as the `f64` that float aggregates (variance, integer averages) read,
+    /// converted as Arrow casts it.
+    #[inline]
+    pub fn to_f64(self, value: i128) -> f64 {
+        match self {
+            InputKind::Decimal { scale, .. } => value as f64 / 10f64.powi(scale as i32),
+            _ => value as f64,
+        }
+    }
+}
+
 /// One feature column: an aggregate of one input column over one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct WindowSpec {
@@ -58,6 +94,10 @@ pub(crate) struct FrameGroup {
 pub struct WindowPlan {
     specs: Vec<WindowSpec>,
     inputs: usize,
+    /// Per input, how it is read.
+    kinds: Vec<InputKind>,
+    /// Per spec, whether its value is exact (`FeatureOutput::exact`) rather than `f64`.
+    exact_outputs: Vec<bool>,
     pub(crate) groups: Vec<FrameGroup>,
     /// For each spec: its group and slot.
     pub(crate) outputs: Vec<(usize, Slot)>,
@@ -111,11 +151,52 @@ impl WindowPlan {
             outputs.push((g, make(index)));
         }
         Ok(WindowPlan {
+            exact_outputs: vec![false; specs.len()],
             specs,
             inputs,
+            kinds: vec![InputKind::Float; inputs],
             groups,
             outputs,
         })
+    }
+
+    /// The same plan with `kinds`, one per input (all [`InputKind::Float`] by default).
+    pub fn with_input_kinds(mut self, kinds: Vec<InputKind>) -> Result<Self, crate::KernelError> {
+        if kinds.len() != self.inputs {
+            return Err(crate::KernelError::InputMismatch(format!(
+                "{} input kinds for {} inputs",
+                kinds.len(),
+                self.inputs
+            )));
+        }
+        self.exact_outputs = self
+            .specs
+            .iter()
+            .map(|s| match (s.kind, kinds[s.input]) {
+                (AggKind::Sum | AggKind::Min | AggKind::Max, kind) => kind.is_exact(),
+                (AggKind::Avg, InputKind::Decimal { .. }) => true,
+                _ => false,
+            })
+            .collect();
+        self.kinds = kinds;
+        Ok(self)
+    }
+
+    /// How input `input` is read.
+    #[inline]
+    pub fn input_kind(&self, input: usize) -> InputKind {
+        self.kinds[input]
+    }
+
+    /// Whether any input is exact (such plans run on the CPU kernels).
+    pub fn has_exact_inputs(&self) -> bool {
+        self.kinds.iter().any(|k| k.is_exact())
+    }
+
+    /// Whether spec `spec` produces exact values (in `FeatureOutput::exact`).
+    #[inline]
+    pub fn is_exact_output(&self, spec: usize) -> bool {
+        self.exact_outputs[spec]
     }
 
     /// The specs, in output order.

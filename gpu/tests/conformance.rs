@@ -91,10 +91,12 @@ fn run(backend: &dyn WindowBackend, case: &Case) -> Results {
         InputColumn {
             values: &ones,
             validity: None,
+            exact: None,
         },
         InputColumn {
             values: &values,
             validity: Some(&valid),
+            exact: None,
         },
     ];
     let rows = SortedRows {
@@ -445,6 +447,7 @@ fn out_of_order_and_bad_shapes_are_errors() {
     let col = InputColumn {
         values: &ones,
         validity: None,
+        exact: None,
     };
     let mut out = FeatureOutput::new(plan.specs().len(), 2);
     let err = cpu

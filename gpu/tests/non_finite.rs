@@ -122,6 +122,7 @@ fn non_finite_values_count_while_inside_and_are_forgotten_when_they_leave() {
                 &[InputColumn {
                     values: &values,
                     validity: None,
+                    exact: None,
                 }],
             )
             .unwrap();

@@ -108,10 +108,12 @@ fn run_case(seed: u64) {
             InputColumn {
                 values: &a,
                 validity: Some(&a_valid),
+                exact: None,
             },
             InputColumn {
                 values: &b,
                 validity: Some(&b_valid),
+                exact: None,
             },
         ];
         let out = windows

@@ -81,6 +81,7 @@ fn windows_that_never_empty_stay_exact_after_far_values_leave() {
                 &[InputColumn {
                     values: &values,
                     validity: None,
+                    exact: None,
                 }],
             )
             .unwrap();

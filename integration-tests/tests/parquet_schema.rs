@@ -51,9 +51,8 @@ async fn parquet_columns_are_read_from_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let n = 3_000;
     let base = 1_767_225_600_000i64;
-    let tags = ListArray::from_iter_primitive::<Int32Type, _, _>(
-        (0..n).map(|i| Some(vec![Some(i)])),
-    );
+    let tags =
+        ListArray::from_iter_primitive::<Int32Type, _, _>((0..n).map(|i| Some(vec![Some(i)])));
     let batch = RecordBatch::try_from_iter(vec![
         (
             "txn_id",

@@ -27,10 +27,10 @@ impl BatchCompute {
         })
     }
 
-    /// The backend for an input of `rows` rows.
-    fn backend_for(&self, rows: usize) -> &Arc<dyn WindowBackend> {
+    /// The backend for `plan` over an input of `rows` rows.
+    fn backend_for(&self, plan: &WindowPlan, rows: usize) -> &Arc<dyn WindowBackend> {
         match &self.opened.gpu {
-            Some(gpu) if rows >= self.gpu_min_rows => gpu,
+            Some(gpu) if rows >= self.gpu_min_rows && gpu.supports(plan) => gpu,
             _ => &self.opened.cpu,
         }
     }
@@ -48,10 +48,17 @@ impl BatchCompute {
         drop(ids);
         let order = &sorted.order;
         let times: Vec<i64> = order.iter().map(|&r| inputs.times[r as usize]).collect();
+        // Exact inputs carry no f64 values (`values` is empty for them).
         let values: Vec<Vec<f64>> = inputs
             .values
             .iter()
-            .map(|column| order.iter().map(|&r| column[r as usize]).collect())
+            .map(|column| {
+                if column.is_empty() {
+                    Vec::new()
+                } else {
+                    order.iter().map(|&r| column[r as usize]).collect()
+                }
+            })
             .collect();
         let validity: Vec<Option<Vec<bool>>> = inputs
             .validity
@@ -61,16 +68,17 @@ impl BatchCompute {
                     .map(|v| order.iter().map(|&r| v[r as usize]).collect())
             })
             .collect();
-        let columns: Vec<InputColumn<'_>> = values
+        let exact: Vec<Option<Vec<i128>>> = inputs
+            .exact
             .iter()
-            .zip(&validity)
-            .map(|(values, validity)| InputColumn {
-                values,
-                validity: validity.as_deref(),
+            .map(|v| {
+                v.as_ref()
+                    .map(|v| order.iter().map(|&r| v[r as usize]).collect())
             })
             .collect();
+        let columns = InputColumn::all(&values, &validity, &exact);
         let mut out = FeatureOutput::new(plan.specs().len(), rows);
-        self.backend_for(rows)
+        self.backend_for(plan, rows)
             .evaluate(
                 plan,
                 &SortedRows {

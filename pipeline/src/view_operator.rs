@@ -153,15 +153,7 @@ impl ViewOperator {
         let rows = inputs.times.len();
         let slots = self.windows.slots(&inputs.key_bytes());
         let order = self.windows.key_time_order(&slots, &inputs.times);
-        let columns: Vec<InputColumn<'_>> = inputs
-            .values
-            .iter()
-            .zip(&inputs.validity)
-            .map(|(values, validity)| InputColumn {
-                values,
-                validity: validity.as_deref(),
-            })
-            .collect();
+        let columns = InputColumn::all(&inputs.values, &inputs.validity, &inputs.exact);
         let mut out = FeatureOutput::new(self.view.window_plan().specs().len(), rows);
         let mut start = 0;
         while start < order.len() {

@@ -8,6 +8,7 @@
 
 use crate::diagnostic::Diagnostic;
 use crate::error::SqlError;
+use crate::exact::{exact_array, exact_values, input_kind};
 use crate::session::{StreamSchema, StreamSession};
 use crate::window_frame::to_kernel_frame;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array};
@@ -19,7 +20,7 @@ use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, WindowFunctionDefinition};
 use datafusion::physical_expr::PhysicalExpr;
-use quiver_gpu::{AggKind, FeatureOutput, WindowPlan, WindowSpec};
+use quiver_gpu::{AggKind, FeatureOutput, InputKind, WindowPlan, WindowSpec};
 use std::sync::Arc;
 
 /// The per-batch inputs of the window kernels, evaluated from one batch of the stream.
@@ -34,6 +35,8 @@ pub struct ViewInputs {
     pub values: Vec<Vec<f64>>,
     /// Per kernel input: validity (`None` = all valid).
     pub validity: Vec<Option<Vec<bool>>>,
+    /// Per kernel input: exact values of integer and decimal inputs (`None` for float ones).
+    pub exact: Vec<Option<Vec<i128>>>,
 }
 
 impl ViewInputs {
@@ -50,6 +53,8 @@ struct KernelInput {
     expr: Arc<dyn PhysicalExpr>,
     /// Only counted (any type is fine; only nullness matters).
     count_only: bool,
+    /// How the kernels read it (integers and decimals exactly).
+    kind: InputKind,
 }
 
 /// One projection level above the windows.
@@ -305,15 +310,32 @@ impl FeatureView {
         let time_expr = session.physical_expr(&time_column, below_schema, name)?;
         let inputs = input_exprs
             .iter()
-            .map(|(e, count_only)| {
+            .enumerate()
+            .map(|(i, (e, count_only))| {
+                let kind = if *count_only {
+                    InputKind::Float
+                } else {
+                    // An average's output type sets a decimal average's scale.
+                    let avg_output = specs
+                        .iter()
+                        .zip(&feature_types)
+                        .find(|(s, _)| s.input == i && s.kind == AggKind::Avg)
+                        .map(|(_, t)| t);
+                    let arg_type = e
+                        .get_type(below_schema)
+                        .map_err(|e| SqlError::execution(name, e))?;
+                    input_kind(&arg_type, avg_output)
+                };
                 Ok(KernelInput {
                     expr: session.physical_expr(e, below_schema, name)?,
                     count_only: *count_only,
+                    kind,
                 })
             })
             .collect::<Result<Vec<_>, SqlError>>()?;
-        let window_plan =
-            WindowPlan::new(specs, inputs.len()).map_err(|e| SqlError::execution(name, e))?;
+        let window_plan = WindowPlan::new(specs, inputs.len())
+            .and_then(|p| p.with_input_kinds(inputs.iter().map(|i| i.kind).collect()))
+            .map_err(|e| SqlError::execution(name, e))?;
 
         let mut post = Vec::new();
         for level in above.iter().rev() {
@@ -419,11 +441,20 @@ impl FeatureView {
             .to_vec();
         let mut values = Vec::with_capacity(self.inputs.len());
         let mut validity = Vec::with_capacity(self.inputs.len());
+        let mut exact = Vec::with_capacity(self.inputs.len());
         for input in &self.inputs {
             let array = eval(&input.expr)?;
             let valid = array
                 .logical_nulls()
                 .map(|n| n.iter().collect::<Vec<bool>>());
+            if input.kind.is_exact() {
+                // The kernels derive the f64 of exact values themselves.
+                values.push(Vec::new());
+                exact.push(Some(exact_values(&array).map_err(|e| fail(&e))?));
+                validity.push(valid);
+                continue;
+            }
+            exact.push(None);
             if input.count_only {
                 values.push(vec![1.0; rows]);
             } else {
@@ -443,6 +474,7 @@ impl FeatureView {
             times,
             values,
             validity,
+            exact,
         })
     }
 
@@ -454,14 +486,24 @@ impl FeatureView {
     ) -> Result<RecordBatch, SqlError> {
         let fail = |e: &dyn std::fmt::Display| SqlError::execution(&self.name, e);
         let mut columns: Vec<ArrayRef> = inputs.batch.columns().to_vec();
-        for ((values, valid), data_type) in features
+        let specs = self.window_plan.specs();
+        for (spec, (((values, valid), exact), data_type)) in features
             .values
             .into_iter()
             .zip(features.valid)
+            .zip(features.exact)
             .zip(&self.feature_types)
+            .enumerate()
         {
             let nulls = NullBuffer::from(valid);
             let nulls = (nulls.null_count() > 0).then_some(nulls);
+            if self.window_plan.is_exact_output(spec) {
+                let rows = inputs.times.len();
+                let exact = exact.unwrap_or_else(|| vec![0; rows]); // all null
+                let is_avg = specs[spec].kind == AggKind::Avg;
+                columns.push(exact_array(exact, nulls, data_type, is_avg).map_err(|e| fail(&e))?);
+                continue;
+            }
             let array: ArrayRef = Arc::new(Float64Array::new(values.into(), nulls));
             let array = if data_type == &DataType::Float64 {
                 array

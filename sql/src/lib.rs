@@ -11,6 +11,7 @@
 pub mod batch_table;
 pub mod diagnostic;
 pub mod error;
+pub mod exact;
 pub mod feature_view;
 pub mod reference;
 pub mod session;

@@ -244,6 +244,10 @@ impl WindowBackend for CudaBackend {
         self.name.clone()
     }
 
+    fn supports(&self, plan: &WindowPlan) -> bool {
+        !plan.has_exact_inputs()
+    }
+
     fn evaluate(
         &self,
         plan: &WindowPlan,
@@ -251,6 +255,11 @@ impl WindowBackend for CudaBackend {
         scatter: Scatter<'_>,
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<(), KernelError> {
+        if !self.supports(plan) {
+            return Err(KernelError::InputMismatch(
+                "the CUDA kernels have no exact integer path: evaluate this plan on the CPU".into(),
+            ));
+        }
         rows.validate(plan)?;
         scatter.validate(rows.rows(), plan.specs().len())?;
         let _serial = self.work.lock().unwrap_or_else(|e| e.into_inner());

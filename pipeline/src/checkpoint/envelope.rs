@@ -13,7 +13,10 @@ const MAGIC: &[u8; 8] = b"QVRSTATE";
 const HEADER: usize = 8 + 2 + 1 + 8 + 8;
 
 /// The version of the envelope and body layout this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+///
+/// 2: window state keeps exact (integer, decimal) inputs as `i128` and min/max candidates as
+/// ordered integer keys.
+pub const FORMAT_VERSION: u16 = 2;
 
 /// What an envelope holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
