@@ -22,8 +22,10 @@ struct GroupState {
 enum Retained {
     /// Values of a float input.
     Float(VecDeque<Option<f64>>),
-    /// Values of an exact input (integers; decimals unscaled).
-    Exact(VecDeque<Option<i128>>),
+    /// Values of an integer input (they fit `i64`; half the memory of `i128`).
+    Integer(VecDeque<Option<i64>>),
+    /// Values of a decimal input, unscaled.
+    Decimal(VecDeque<Option<i128>>),
 }
 
 /// One input value of an event: the `f64` float aggregates read and, for exact inputs, the
@@ -64,10 +66,10 @@ impl InputValue {
 
 impl Retained {
     fn new(kind: InputKind) -> Self {
-        if kind.is_exact() {
-            Retained::Exact(VecDeque::new())
-        } else {
-            Retained::Float(VecDeque::new())
+        match kind {
+            InputKind::Float => Retained::Float(VecDeque::new()),
+            InputKind::Integer => Retained::Integer(VecDeque::new()),
+            InputKind::Decimal { .. } => Retained::Decimal(VecDeque::new()),
         }
     }
 
@@ -75,7 +77,9 @@ impl Retained {
     fn push(&mut self, value: Option<InputValue>) {
         match self {
             Retained::Float(v) => v.push_back(value.map(|x| x.float)),
-            Retained::Exact(v) => v.push_back(value.and_then(|x| x.exact)),
+            // Integer inputs are given as `i64` values widened: narrowing is lossless.
+            Retained::Integer(v) => v.push_back(value.and_then(|x| x.exact).map(|x| x as i64)),
+            Retained::Decimal(v) => v.push_back(value.and_then(|x| x.exact)),
         }
     }
 
@@ -83,14 +87,16 @@ impl Retained {
     fn get(&self, row: usize, kind: InputKind) -> Option<InputValue> {
         match self {
             Retained::Float(v) => v[row].map(InputValue::float),
-            Retained::Exact(v) => v[row].map(|x| InputValue::exact(x, kind)),
+            Retained::Integer(v) => v[row].map(|x| InputValue::exact(x as i128, kind)),
+            Retained::Decimal(v) => v[row].map(|x| InputValue::exact(x, kind)),
         }
     }
 
     fn drain_front(&mut self, n: usize) {
         match self {
             Retained::Float(v) => drop(v.drain(..n)),
-            Retained::Exact(v) => drop(v.drain(..n)),
+            Retained::Integer(v) => drop(v.drain(..n)),
+            Retained::Decimal(v) => drop(v.drain(..n)),
         }
     }
 }

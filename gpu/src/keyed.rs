@@ -52,13 +52,17 @@ impl<'a> InputColumn<'a> {
             .collect()
     }
 
+    /// Whether row `row` is non-null.
+    #[inline]
+    pub(crate) fn is_valid(&self, row: usize) -> bool {
+        self.validity.is_none_or(|v| v[row])
+    }
+
     /// Row `row` as input of kind `kind`.
     #[inline]
     pub(crate) fn get(&self, row: usize, kind: InputKind) -> Option<InputValue> {
-        if let Some(v) = self.validity {
-            if !v[row] {
-                return None;
-            }
+        if !self.is_valid(row) {
+            return None;
         }
         Some(match (kind, self.exact) {
             (InputKind::Float, _) | (_, None) => InputValue::float(self.values[row]),
@@ -261,15 +265,40 @@ impl KeyedWindows {
         let time_of: Vec<i64> = order.iter().map(|&r| times[r as usize]).collect();
         let width = inputs.len();
         let plan = &self.plan;
-        let input_of: Vec<Option<InputValue>> = order
+        // Floats (and the validity of exact inputs) in 16 bytes per value; exact values apart,
+        // only when the plan has exact inputs.
+        let input_of: Vec<Option<f64>> = order
             .iter()
             .flat_map(|&r| {
-                inputs
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, c)| c.get(r as usize, plan.input_kind(i)))
+                let r = r as usize;
+                inputs.iter().enumerate().map(move |(i, c)| {
+                    if plan.input_kind(i).is_exact() {
+                        c.is_valid(r).then_some(0.0)
+                    } else {
+                        c.get(r, InputKind::Float).map(|v| v.float)
+                    }
+                })
             })
             .collect();
+        let exact_of: Vec<i128> = if plan.has_exact_inputs() {
+            order
+                .iter()
+                .flat_map(|&r| {
+                    inputs
+                        .iter()
+                        .map(move |c| c.exact.map_or(0, |e| e[r as usize]))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let value = |pos: usize, input: usize| {
+            let x = input_of[pos * width + input]?;
+            Some(match plan.input_kind(input) {
+                InputKind::Float => InputValue::float(x),
+                kind => InputValue::exact(exact_of[pos * width + input], kind),
+            })
+        };
         let mut i = 0;
         while i < order.len() {
             let (slot, t) = (slot_of[i], time_of[i]);
@@ -286,7 +315,7 @@ impl KeyedWindows {
             }
             state.advance(plan, t);
             for pos in i..j {
-                state.push(plan, t, |input| input_of[pos * width + input]);
+                state.push(plan, t, |input| value(pos, input));
             }
             for spec in 0..specs {
                 out.set_from(plan, state, spec, order[i..j].iter().map(|&r| r as usize));

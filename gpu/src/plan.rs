@@ -21,8 +21,9 @@ pub enum Frame {
 pub enum InputKind {
     /// Floating point (and anything DataFusion aggregates as `Float64`).
     Float,
-    /// Integers: sums, minima and maxima are exact (kept as `i128`; a sum that leaves the
-    /// output type wraps, as DataFusion's does); other aggregates read them as `f64`.
+    /// Integers that fit `i64`: sums, minima and maxima are exact (summed as `i128`; a sum
+    /// that leaves the output type wraps, as DataFusion's does); other aggregates read them as
+    /// `f64`. (`UInt64` arguments are [`InputKind::Decimal`] with scale 0.)
     Integer,
     /// Decimals with `scale`, given as unscaled integers: sums, minima, maxima and averages
     /// are exact. An average is the sum times `avg_multiplier` (10^(output scale - scale)),

@@ -18,6 +18,8 @@ use std::sync::Arc;
 /// this argument, if the view has one (it sets a decimal average's scale).
 pub fn input_kind(arg: &DataType, avg_output: Option<&DataType>) -> InputKind {
     let scale = match arg {
+        // Beyond i64: kept as a 128-bit value like a decimal of scale 0.
+        DataType::UInt64 => 0,
         a if a.is_integer() => return InputKind::Integer,
         DataType::Decimal32(_, s) | DataType::Decimal64(_, s) | DataType::Decimal128(_, s) => *s,
         _ => return InputKind::Float,
