@@ -26,6 +26,8 @@ enum Retained {
     Integer(VecDeque<Option<i64>>),
     /// Values of a decimal input, unscaled.
     Decimal(VecDeque<Option<i128>>),
+    /// Nullness of an input only counts read (1 byte per event instead of 16).
+    Validity(VecDeque<bool>),
 }
 
 /// One input value of an event: the `f64` float aggregates read and, for exact inputs, the
@@ -65,7 +67,10 @@ impl InputValue {
 }
 
 impl Retained {
-    fn new(kind: InputKind) -> Self {
+    fn new(kind: InputKind, count_only: bool) -> Self {
+        if count_only {
+            return Retained::Validity(VecDeque::new());
+        }
         match kind {
             InputKind::Float => Retained::Float(VecDeque::new()),
             InputKind::Integer => Retained::Integer(VecDeque::new()),
@@ -80,6 +85,7 @@ impl Retained {
             // Integer inputs are given as `i64` values widened: narrowing is lossless.
             Retained::Integer(v) => v.push_back(value.and_then(|x| x.exact).map(|x| x as i64)),
             Retained::Decimal(v) => v.push_back(value.and_then(|x| x.exact)),
+            Retained::Validity(v) => v.push_back(value.is_some()),
         }
     }
 
@@ -89,6 +95,7 @@ impl Retained {
             Retained::Float(v) => v[row].map(InputValue::float),
             Retained::Integer(v) => v[row].map(|x| InputValue::exact(x as i128, kind)),
             Retained::Decimal(v) => v[row].map(|x| InputValue::exact(x, kind)),
+            Retained::Validity(v) => v[row].then_some(COUNTED),
         }
     }
 
@@ -97,9 +104,16 @@ impl Retained {
             Retained::Float(v) => drop(v.drain(..n)),
             Retained::Integer(v) => drop(v.drain(..n)),
             Retained::Decimal(v) => drop(v.drain(..n)),
+            Retained::Validity(v) => drop(v.drain(..n)),
         }
     }
 }
+
+/// What a count-only input contributes for a non-null value, entering and leaving alike.
+const COUNTED: InputValue = InputValue {
+    float: 1.0,
+    exact: None,
+};
 
 /// Incremental window state of one key: the key's events still inside its longest range window,
 /// and per frame the running quantities over the events inside that frame.
@@ -110,6 +124,8 @@ impl Retained {
 pub struct KeyWindowState {
     /// Sequence number of `times[0]`; sequence numbers count this key's events from 0.
     base: u64,
+    /// Times of the retained events, stored as differences (small varints in a snapshot).
+    #[serde(with = "crate::delta_times")]
     times: VecDeque<i64>,
     /// Per input column, the value of each retained event (`None` = SQL null).
     values: Vec<Retained>,
@@ -141,7 +157,7 @@ impl KeyWindowState {
             base: 0,
             times: VecDeque::new(),
             values: (0..plan.inputs())
-                .map(|i| Retained::new(plan.input_kind(i)))
+                .map(|i| Retained::new(plan.input_kind(i), plan.is_count_only(i)))
                 .collect(),
             last_time: None,
             groups,
@@ -169,6 +185,12 @@ impl KeyWindowState {
     pub fn push(&mut self, plan: &WindowPlan, t: i64, value: impl Fn(usize) -> Option<InputValue>) {
         let seq = self.next_seq();
         self.times.push_back(t);
+        // Count-only inputs contribute the same value entering and leaving (only nullness is
+        // kept), whatever their actual value.
+        let value = |i: usize| match value(i) {
+            Some(_) if plan.is_count_only(i) => Some(COUNTED),
+            v => v,
+        };
         for (i, column) in self.values.iter_mut().enumerate() {
             column.push(value(i));
         }

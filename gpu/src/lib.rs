@@ -18,6 +18,7 @@ pub mod backend;
 pub mod compensated;
 pub mod cpu_backend;
 pub mod cuda;
+pub mod delta_times;
 pub mod error;
 pub mod extrema;
 pub mod key_state;

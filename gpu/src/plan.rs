@@ -99,6 +99,8 @@ pub struct WindowPlan {
     kinds: Vec<InputKind>,
     /// Per spec, whether its value is exact (`FeatureOutput::exact`) rather than `f64`.
     exact_outputs: Vec<bool>,
+    /// Per input, whether only counts read it (then only its validity is kept).
+    count_only: Vec<bool>,
     pub(crate) groups: Vec<FrameGroup>,
     /// For each spec: its group and slot.
     pub(crate) outputs: Vec<(usize, Slot)>,
@@ -151,8 +153,17 @@ impl WindowPlan {
             }
             outputs.push((g, make(index)));
         }
+        let count_only = (0..inputs)
+            .map(|i| {
+                specs
+                    .iter()
+                    .filter(|s| s.input == i)
+                    .all(|s| s.kind == AggKind::Count)
+            })
+            .collect();
         Ok(WindowPlan {
             exact_outputs: vec![false; specs.len()],
+            count_only,
             specs,
             inputs,
             kinds: vec![InputKind::Float; inputs],
@@ -187,6 +198,12 @@ impl WindowPlan {
     #[inline]
     pub fn input_kind(&self, input: usize) -> InputKind {
         self.kinds[input]
+    }
+
+    /// Whether only counts read input `input`: its values do not matter, only their nullness.
+    #[inline]
+    pub fn is_count_only(&self, input: usize) -> bool {
+        self.count_only[input]
     }
 
     /// Whether any input is exact (such plans run on the CPU kernels).

@@ -14,9 +14,9 @@ const HEADER: usize = 8 + 2 + 1 + 8 + 8;
 
 /// The version of the envelope and body layout this build writes and reads.
 ///
-/// 2: window state keeps exact (integer, decimal) inputs as `i128` and min/max candidates as
-/// ordered integer keys.
-pub const FORMAT_VERSION: u16 = 2;
+/// 2: window state keeps exact (integer, decimal) inputs exactly and min/max candidates as
+/// ordered integer keys. 3: retained times as differences, count-only inputs as nullness.
+pub const FORMAT_VERSION: u16 = 3;
 
 /// What an envelope holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
