@@ -17,6 +17,40 @@ fn line(&(id, card, amount, ms): &Event) -> String {
     format!("{{\"txn_id\": {id}, \"card_id\": \"c{card}\", \"amount\": {amount}, \"event_time\": {ms}}}")
 }
 
+/// Every feature row names the file and the (1-based) line its event came from.
+fn check_lineage(rows: &arrow::record_batch::RecordBatch, files: &[(&str, &[Event])]) {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Int64Type, UInt32Type, UInt64Type};
+    let ids = rows.column_by_name("txn_id").expect("txn_id");
+    let ids = ids.as_primitive::<Int64Type>();
+    let partitions = rows
+        .column_by_name("_source_partition")
+        .expect("_source_partition");
+    let partitions = partitions.as_dictionary::<UInt32Type>();
+    let names = partitions.values().as_string::<i32>();
+    let offsets = rows
+        .column_by_name("_source_offset")
+        .expect("_source_offset");
+    let offsets = offsets.as_primitive::<UInt64Type>();
+    for r in 0..rows.num_rows() {
+        let name = names.value(partitions.keys().value(r) as usize);
+        let (_, events) = files
+            .iter()
+            .find(|(file, _)| name.ends_with(file))
+            .unwrap_or_else(|| panic!("row {r}: unknown partition {name}"));
+        let line = events
+            .iter()
+            .position(|e| e.0 as i64 == ids.value(r))
+            .unwrap_or_else(|| panic!("row {r}: txn {} is not in {name}", ids.value(r)));
+        assert!(offsets.is_valid(r));
+        assert_eq!(
+            offsets.value(r),
+            line as u64 + 1,
+            "row {r}: line of txn in {name}"
+        );
+    }
+}
+
 fn lines(events: &[Event]) -> String {
     events.iter().map(line).collect::<Vec<_>>().join("\n")
 }
@@ -110,8 +144,13 @@ views:
         .expect("reference");
     let reference =
         arrow::compute::concat_batches(&reference[0].schema(), &reference).expect("concat");
+    let ours = read_view(&dir.path().join("out/v"));
+    check_lineage(
+        &ours,
+        &[("a.ndjson", &a), ("b.ndjson", &b), ("c.ndjson", &c)],
+    );
     let n = assert_same_features(
-        &read_view(&dir.path().join("out/v")),
+        &ours,
         &reference,
         &["card_id", "event_time", "txn_id"],
         "three file partitions",

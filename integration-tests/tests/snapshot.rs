@@ -6,7 +6,7 @@ use arrow::compute::concat_batches;
 use arrow::record_batch::RecordBatch;
 use quiver_connectors::{Datagen, DatagenConfig};
 use quiver_integration_tests::{assert_same_features, write_files};
-use quiver_pipeline::compile::with_offset_column;
+use quiver_pipeline::compile::with_hidden_columns;
 use quiver_pipeline::view_operator::ViewOperator;
 use quiver_pipeline::{CompiledPipeline, LoadedConfig};
 
@@ -27,7 +27,7 @@ async fn operator(dir: &std::path::Path) -> ViewOperator {
     ViewOperator::new(pipeline.views.remove(0), fingerprint)
 }
 
-/// Generated events sorted by event time, with the offset column the runtime adds.
+/// Generated events sorted by event time, with the hidden lineage columns the runtime adds.
 fn events() -> RecordBatch {
     let config = DatagenConfig {
         events: 6_000,
@@ -38,11 +38,16 @@ fn events() -> RecordBatch {
     let batches: Vec<RecordBatch> = Datagen::new(config)
         .expect("datagen")
         .map(|b| {
+            let rows = b.batch.num_rows();
             let mut columns = b.batch.columns().to_vec();
+            columns.push(std::sync::Arc::new(arrow::array::UInt32Array::from(vec![
+                0;
+                rows
+            ])));
             columns.push(std::sync::Arc::new(arrow::array::UInt64Array::from(
                 b.offsets,
             )));
-            RecordBatch::try_new(with_offset_column(&b.batch.schema()), columns).expect("batch")
+            RecordBatch::try_new(with_hidden_columns(&b.batch.schema()), columns).expect("batch")
         })
         .collect();
     let all = concat_batches(&batches[0].schema(), &batches).expect("concat");

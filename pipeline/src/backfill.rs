@@ -57,14 +57,14 @@ pub async fn backfill(
         )?;
         match event {
             SourceEvent::Finished(_) => {}
-            SourceEvent::Item(_, item) => {
+            SourceEvent::Item(partition, item) => {
                 read_bar.inc(item.len() as u64);
                 outputs.write_dead_letters(&item.dead_letters)?;
                 let Some(batch) = item.batch else {
                     continue;
                 };
                 let step = Instant::now();
-                let ingested = ingest(&pipeline, batch).await?;
+                let ingested = ingest(&pipeline, batch, partition).await?;
                 engine += step.elapsed();
                 outputs.write_dead_letters(&ingested.dead_letters)?;
                 batches.push(ingested.batch);
@@ -77,7 +77,7 @@ pub async fn backfill(
     drop(batches);
     let accepted = all.num_rows() as u64;
     let writers = outputs.feature_writers(&pipeline, &coordinator.run, &[])?;
-    let operators = view_operators(&mut pipeline, options.expire_interval_micros);
+    let operators = view_operators(&mut pipeline, options.expire_interval_micros, &source);
     let compute_bar = events_bar(
         Some(accepted * operators.len() as u64),
         options.progress,

@@ -6,9 +6,10 @@ use crate::config::{at_key, LoadedConfig};
 use crate::error::JobError;
 use crate::event_time::is_timestamp;
 use crate::source_schema::infer_file_schema;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use quiver_connectors::{datagen_schema, DeclaredSchema};
-use quiver_sql::{FeatureView, StreamSchema, Transform, OFFSET_COLUMN};
+use quiver_sql::lineage::{hidden_fields, is_hidden};
+use quiver_sql::{FeatureView, StreamSchema, Transform};
 use std::sync::Arc;
 
 /// A pipeline ready to run.
@@ -52,10 +53,11 @@ fn identity(view: &FeatureView, sql: &str) -> ViewIdentity {
     }
 }
 
-/// The raw stream schema: declared columns plus the hidden source-offset column.
-pub fn with_offset_column(schema: &Schema) -> SchemaRef {
+/// The raw stream schema: declared columns plus the hidden source partition and offset
+/// columns (`quiver_sql::lineage`).
+pub fn with_hidden_columns(schema: &Schema) -> SchemaRef {
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(OFFSET_COLUMN, DataType::UInt64, false));
+    fields.extend(hidden_fields());
     Arc::new(Schema::new(fields))
 }
 
@@ -84,7 +86,7 @@ impl CompiledPipeline {
                 })?,
             (None, None) => return Err(cfg_err("source", "no source".into()).into()),
         };
-        let source_stream_schema = with_offset_column(&source_schema.arrow_schema());
+        let source_stream_schema = with_hidden_columns(&source_schema.arrow_schema());
         let mut problems: Vec<JobError> = Vec::new();
         let mut streams = vec![StreamSchema {
             name: c.source.name.clone(),
@@ -154,7 +156,7 @@ impl CompiledPipeline {
                         feature_stream_schema
                             .fields()
                             .iter()
-                            .filter(|f| f.name() != OFFSET_COLUMN)
+                            .filter(|f| !is_hidden(f.name()))
                             .map(|f| f.name().as_str())
                             .collect::<Vec<_>>()
                             .join(", ")

@@ -6,6 +6,7 @@ use arrow::datatypes::UInt64Type;
 use arrow::record_batch::RecordBatch;
 use quiver_connectors::render::json_row;
 use quiver_connectors::{DeadLetter, DeadLetterReason};
+use quiver_sql::lineage::is_hidden;
 use quiver_sql::OFFSET_COLUMN;
 
 /// Source offset of `row`, from the hidden offset column (0 if a transform dropped it).
@@ -30,7 +31,7 @@ pub fn row_dead_letter(
         .fields()
         .iter()
         .enumerate()
-        .filter(|(_, f)| f.name() != OFFSET_COLUMN)
+        .filter(|(_, f)| !is_hidden(f.name()))
         .map(|(i, _)| i)
         .collect();
     let raw = match batch.project(&visible) {

@@ -5,7 +5,7 @@ use crate::compile::CompiledPipeline;
 use crate::dead_letters::row_dead_letter;
 use crate::error::JobError;
 use crate::event_time::event_times;
-use arrow::array::{ArrayRef, BooleanArray, UInt64Array};
+use arrow::array::{ArrayRef, BooleanArray, UInt32Array, UInt64Array};
 use arrow::compute::filter_record_batch;
 use arrow::record_batch::RecordBatch;
 use quiver_connectors::{DeadLetter, DeadLetterReason, SourceBatch};
@@ -32,11 +32,16 @@ fn unix_micros_now() -> i64 {
 
 /// Runs the transforms over a source batch and checks event times: rows without one, or dated
 /// further ahead of the wall clock than `event_time.max_future`, become dead letters.
+/// `partition` is the index of the batch's partition in the source's partition list (it is
+/// carried with every row, with the row's offset, for lineage).
 pub async fn ingest(
     pipeline: &CompiledPipeline,
     source: SourceBatch,
+    partition: usize,
 ) -> Result<Ingested, JobError> {
+    let rows = source.batch.num_rows();
     let mut columns: Vec<ArrayRef> = source.batch.columns().to_vec();
+    columns.push(Arc::new(UInt32Array::from(vec![partition as u32; rows])));
     columns.push(Arc::new(UInt64Array::from(source.offsets)));
     let mut batch = RecordBatch::try_new(Arc::clone(&pipeline.source_stream_schema), columns)
         .map_err(|e| {

@@ -88,16 +88,19 @@ async fn stop_requested(enabled: bool) {
 }
 
 /// The operators of the views (taken out of `pipeline`), sweeping idle state every
-/// `expire_interval` microseconds of event time when given.
+/// `expire_interval` microseconds of event time when given; `source` names the partitions
+/// in feature rows' lineage columns.
 pub fn view_operators(
     pipeline: &mut CompiledPipeline,
     expire_interval: Option<i64>,
+    source: &Source,
 ) -> Vec<ViewOperator> {
+    let names = source.partition_names();
     std::mem::take(&mut pipeline.views)
         .into_iter()
         .zip(&pipeline.view_identities)
         .map(|(view, identity)| {
-            let op = ViewOperator::new(view, identity.fingerprint());
+            let op = ViewOperator::new(view, identity.fingerprint()).with_partitions(&names);
             match expire_interval {
                 Some(micros) => op.with_expire_interval(micros),
                 None => op,
@@ -144,7 +147,7 @@ pub async fn run(
     let mut outputs = Outputs::new(paths, coordinator.epoch, committed_len, dead_letters);
     let rows: Vec<u64> = states.iter().map(|v| v.rows).collect();
     let writers = outputs.feature_writers(&pipeline, &coordinator.run, &rows)?;
-    let mut operators = view_operators(&mut pipeline, options.expire_interval_micros);
+    let mut operators = view_operators(&mut pipeline, options.expire_interval_micros, &source);
     for (op, view) in operators.iter_mut().zip(&states) {
         op.restore(&view.state)?;
     }
@@ -267,7 +270,7 @@ async fn admit(
     now: Duration,
     outputs: &mut Outputs,
 ) -> Result<(arrow::record_batch::RecordBatch, Vec<i64>), JobError> {
-    let ingested = ingest(pipeline, batch).await?;
+    let ingested = ingest(pipeline, batch, partition).await?;
     outputs.write_dead_letters(&ingested.dead_letters)?;
     let on_time = watermarks.observe(partition, &ingested.times, now);
     if on_time.iter().all(|ok| *ok) {

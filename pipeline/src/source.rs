@@ -93,6 +93,11 @@ pub enum SourceEvent {
 }
 
 impl Source {
+    /// The partitions' names, in partition order (feature rows' `_source_partition`).
+    pub fn partition_names(&self) -> Vec<String> {
+        self.partitions.iter().map(|p| p.name.clone()).collect()
+    }
+
     /// Resolves the configured input (or the override) into partitions, none of them open yet.
     pub async fn resolve(
         pipeline: &CompiledPipeline,

@@ -4,6 +4,7 @@ use crate::batch_compute::BatchCompute;
 use crate::checkpoint::envelope::{self, StateKind};
 use crate::error::JobError;
 use crate::operator::Operator;
+use arrow::array::StringArray;
 use arrow::record_batch::RecordBatch;
 use indicatif::ProgressBar;
 use quiver_gpu::{FeatureOutput, Frame, InputColumn, KeyedWindows, WindowSnapshot};
@@ -34,6 +35,8 @@ pub struct ViewOperator {
     batch: Option<BatchCompute>,
     /// Whether the sorted evaluation ran (then no further batch may come).
     batch_done: bool,
+    /// Names of the source partitions, by index (feature rows' `_source_partition`).
+    partitions: StringArray,
 }
 
 /// Shortest event time between sweeps of idle window state.
@@ -73,7 +76,14 @@ impl ViewOperator {
             expired_at: i64::MIN,
             batch: None,
             batch_done: false,
+            partitions: StringArray::from(Vec::<String>::new()),
         }
+    }
+
+    /// Names the source partitions (by index) in the feature rows' lineage column.
+    pub fn with_partitions(mut self, names: &[String]) -> Self {
+        self.partitions = StringArray::from_iter_values(names);
+        self
     }
 
     /// Evaluates the operator's first and only batch (backfill's whole input) by sorting it
@@ -145,7 +155,7 @@ impl ViewOperator {
             }
             let out = batch.evaluate(self.view.window_plan(), &inputs, &self.progress)?;
             self.batch_done = true;
-            let features = self.view.finish(&inputs, out)?;
+            let features = self.view.finish(&inputs, out, &self.partitions)?;
             self.rows_out += features.num_rows() as u64;
             self.busy += started.elapsed();
             return Ok(features);
@@ -177,7 +187,7 @@ impl ViewOperator {
             start = end;
         }
         drop(columns);
-        let features = self.view.finish(&inputs, out)?;
+        let features = self.view.finish(&inputs, out, &self.partitions)?;
         self.rows_out += features.num_rows() as u64;
         self.busy += started.elapsed();
         Ok(features)

@@ -9,9 +9,12 @@
 use crate::diagnostic::Diagnostic;
 use crate::error::SqlError;
 use crate::exact::{exact_array, exact_values, input_kind};
+use crate::lineage::{
+    append_lineage, carry_hidden, lineage_fields, LINEAGE_OFFSET, LINEAGE_PARTITION,
+};
 use crate::session::{StreamSchema, StreamSession};
 use crate::window_frame::to_kernel_frame;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, StringArray};
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
@@ -76,6 +79,8 @@ pub struct FeatureView {
     inputs: Vec<KernelInput>,
     window_plan: WindowPlan,
     window_schema: SchemaRef,
+    /// Columns of a prepared batch the windows read (the rest are hidden lineage columns).
+    base_columns: Vec<usize>,
     feature_types: Vec<DataType>,
     post: Vec<PostProjection>,
     output_schema: SchemaRef,
@@ -352,10 +357,53 @@ impl FeatureView {
                 schema: Arc::new(p.schema.as_arrow().clone()),
             });
         }
-        let pre_plan = match below {
-            LogicalPlan::TableScan(_) => None,
-            other => Some(session.optimize(other, name)?),
+        let (pre_plan, base_columns) = match below {
+            LogicalPlan::TableScan(_) => (None, (0..below_schema.fields().len()).collect()),
+            other => {
+                // The row-local part also passes the hidden lineage columns through; the
+                // windows read only the columns the view's own plan has.
+                let carried =
+                    carry_hidden(other.clone()).map_err(|e| SqlError::execution(name, e))?;
+                let optimized = session.optimize(&carried, name)?;
+                let out = optimized.schema().as_arrow().clone();
+                let base = below_schema
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        out.index_of(f.name()).map_err(|_| {
+                            SqlError::execution(
+                                name,
+                                format!("column `{}` missing after planning", f.name()),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<usize>, SqlError>>()?;
+                (Some(optimized), base)
+            }
         };
+        let mut output_fields: Vec<datafusion::arrow::datatypes::Field> = plan
+            .schema()
+            .as_arrow()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        if let Some(clash) = output_fields
+            .iter()
+            .find(|f| f.name() == LINEAGE_PARTITION || f.name() == LINEAGE_OFFSET)
+        {
+            return Err(err(format!(
+                "the view outputs a column named `{}`, which Quiver adds to every feature row",
+                clash.name()
+            ))
+            .with_help(format!(
+                "rename it: `{LINEAGE_PARTITION}` and `{LINEAGE_OFFSET}` name each row's source \
+                 partition and offset"
+            ))
+            .at_word(sql, clash.name())
+            .into());
+        }
+        output_fields.extend(lineage_fields());
         Ok(FeatureView {
             name: name.to_string(),
             stream,
@@ -368,8 +416,9 @@ impl FeatureView {
             inputs,
             window_plan,
             window_schema: Arc::new(top_window.schema.as_arrow().clone()),
+            base_columns,
             feature_types,
-            output_schema: Arc::new(plan.schema().as_arrow().clone()),
+            output_schema: Arc::new(datafusion::arrow::datatypes::Schema::new(output_fields)),
             post,
         })
     }
@@ -394,7 +443,8 @@ impl FeatureView {
         &self.key_names
     }
 
-    /// Schema of the feature rows, exactly as DataFusion types the view's SQL.
+    /// Schema of the feature rows: exactly as DataFusion types the view's SQL, then the lineage
+    /// columns `_source_partition` and `_source_offset`.
     pub fn output_schema(&self) -> SchemaRef {
         Arc::clone(&self.output_schema)
     }
@@ -411,8 +461,11 @@ impl FeatureView {
         };
         let fail = |e: &dyn std::fmt::Display| SqlError::execution(&self.name, e);
         let rows = batch.num_rows();
+        // Expressions were planned over the view's own columns (without the hidden lineage
+        // columns the batch also carries).
+        let base = batch.project(&self.base_columns).map_err(|e| fail(&e))?;
         let eval = |e: &Arc<dyn PhysicalExpr>| -> Result<ArrayRef, SqlError> {
-            e.evaluate(&batch)
+            e.evaluate(&base)
                 .and_then(|v| v.into_array(rows))
                 .map_err(|e| fail(&e))
         };
@@ -478,14 +531,20 @@ impl FeatureView {
         })
     }
 
-    /// Builds the feature rows of a prepared batch from the kernels' output.
+    /// Builds the feature rows of a prepared batch from the kernels' output; `partitions` names
+    /// the source partitions by index (for the lineage columns).
     pub fn finish(
         &self,
         inputs: &ViewInputs,
         features: FeatureOutput,
+        partitions: &StringArray,
     ) -> Result<RecordBatch, SqlError> {
         let fail = |e: &dyn std::fmt::Display| SqlError::execution(&self.name, e);
-        let mut columns: Vec<ArrayRef> = inputs.batch.columns().to_vec();
+        let mut columns: Vec<ArrayRef> = self
+            .base_columns
+            .iter()
+            .map(|&i| Arc::clone(inputs.batch.column(i)))
+            .collect();
         let specs = self.window_plan.specs();
         for (spec, (((values, valid), exact), data_type)) in features
             .values
@@ -525,7 +584,7 @@ impl FeatureView {
             batch =
                 RecordBatch::try_new(Arc::clone(&level.schema), columns).map_err(|e| fail(&e))?;
         }
-        Ok(batch)
+        append_lineage(batch, &inputs.batch, partitions).map_err(|e| fail(&e))
     }
 }
 

@@ -13,6 +13,7 @@ pub mod diagnostic;
 pub mod error;
 pub mod exact;
 pub mod feature_view;
+pub mod lineage;
 pub mod reference;
 pub mod session;
 pub mod transform;
@@ -21,9 +22,6 @@ pub mod window_frame;
 pub use diagnostic::Diagnostic;
 pub use error::SqlError;
 pub use feature_view::{FeatureView, ViewInputs};
+pub use lineage::{OFFSET_COLUMN, PARTITION_COLUMN};
 pub use session::StreamSchema;
 pub use transform::{Transform, TransformOutput};
-
-/// Name of the hidden column that carries each row's source offset through transforms, so that
-/// records rejected later (late events) still name their exact source position.
-pub const OFFSET_COLUMN: &str = "__quiver_offset";

@@ -2,12 +2,11 @@
 
 use crate::diagnostic::Diagnostic;
 use crate::error::SqlError;
+use crate::lineage::carry_hidden;
 use crate::session::{StreamSchema, StreamSession};
-use crate::OFFSET_COLUMN;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::Column;
-use datafusion::logical_expr::{Expr, LogicalPlan, Projection};
+use datafusion::logical_expr::LogicalPlan;
 use std::sync::Arc;
 
 /// The result of a transform on one batch.
@@ -55,7 +54,7 @@ impl Transform {
             .with_help("a transform may filter (WHERE) and compute columns (expressions, CASE, functions) from one stream; aggregates and windows belong in feature views")
             .at_word(sql, keyword)
         })?;
-        let plan = carry_offsets(plan).map_err(|e| SqlError::execution(name, e))?;
+        let plan = carry_hidden(plan).map_err(|e| SqlError::execution(name, e))?;
         let plan = session.optimize(&plan, name)?;
         let output_schema = Arc::new(plan.schema().as_arrow().clone());
         Ok(Transform {
@@ -131,32 +130,6 @@ fn row_local_input(plan: &LogicalPlan) -> Result<String, &'static str> {
         LogicalPlan::Distinct(_) => Err("distinct"),
         _ => Err("select"),
     }
-}
-
-/// Makes a top-level projection also output the hidden offset column when its input has it,
-/// so every output row keeps its source position.
-fn carry_offsets(plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
-    if plan
-        .schema()
-        .has_column_with_unqualified_name(OFFSET_COLUMN)
-    {
-        return Ok(plan);
-    }
-    let LogicalPlan::Projection(p) = plan else {
-        return Ok(plan);
-    };
-    let Ok((qualifier, field)) = p
-        .input
-        .schema()
-        .qualified_field_with_unqualified_name(OFFSET_COLUMN)
-    else {
-        return Ok(LogicalPlan::Projection(p));
-    };
-    let mut exprs = p.expr.clone();
-    exprs.push(Expr::Column(Column::new(qualifier.cloned(), field.name())));
-    Ok(LogicalPlan::Projection(Projection::try_new(
-        exprs, p.input,
-    )?))
 }
 
 #[cfg(test)]
