@@ -15,7 +15,7 @@ pub enum Extreme {
 impl Extreme {
     /// Whether `candidate` makes `incumbent` obsolete (it is at least as extreme).
     #[inline]
-    fn dominates(self, candidate: i128, incumbent: i128) -> bool {
+    fn dominates<K: Ord>(self, candidate: K, incumbent: K) -> bool {
         match self {
             Extreme::Min => candidate <= incumbent,
             Extreme::Max => candidate >= incumbent,
@@ -47,24 +47,24 @@ pub fn key_float(key: i128) -> f64 {
 /// event, and it only holds values that can still become the extreme. An unbounded window only
 /// needs the running extreme.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum WindowExtreme {
+pub enum WindowExtreme<K> {
     /// Extreme of a sliding window.
     Sliding {
         /// Which extreme.
         extreme: Extreme,
         /// Candidates, keys monotonic from front (current extreme) to back.
-        candidates: VecDeque<(u64, i128)>,
+        candidates: VecDeque<(u64, K)>,
     },
     /// Extreme of everything seen.
     Running {
         /// Which extreme.
         extreme: Extreme,
         /// Current extreme, `None` before the first value.
-        value: Option<i128>,
+        value: Option<K>,
     },
 }
 
-impl WindowExtreme {
+impl<K: Copy + Ord> WindowExtreme<K> {
     /// A new tracker for a sliding (`sliding = true`) or unbounded window.
     pub fn new(extreme: Extreme, sliding: bool) -> Self {
         if sliding {
@@ -82,7 +82,7 @@ impl WindowExtreme {
 
     /// Adds the key of the event with sequence number `seq`.
     #[inline]
-    pub fn add(&mut self, seq: u64, x: i128) {
+    pub fn add(&mut self, seq: u64, x: K) {
         match self {
             WindowExtreme::Sliding {
                 extreme,
@@ -118,10 +118,59 @@ impl WindowExtreme {
 
     /// The current extreme's key, `None` when the window holds no value.
     #[inline]
-    pub fn value(&self) -> Option<i128> {
+    pub fn value(&self) -> Option<K> {
         match self {
             WindowExtreme::Sliding { candidates, .. } => candidates.front().map(|&(_, v)| v),
             WindowExtreme::Running { value, .. } => *value,
+        }
+    }
+}
+
+/// A min/max tracker with keys as narrow as its input allows: `i64` for floats (their
+/// [`float_key`]s fit) and integers, `i128` for decimals. Half the memory per candidate for
+/// the common inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Tracker {
+    /// Keys that fit `i64`.
+    Narrow(WindowExtreme<i64>),
+    /// 128-bit keys.
+    Wide(WindowExtreme<i128>),
+}
+
+impl Tracker {
+    /// A tracker of `extreme` over a sliding or unbounded window, `wide` for 128-bit keys.
+    pub fn new(extreme: Extreme, sliding: bool, wide: bool) -> Self {
+        if wide {
+            Tracker::Wide(WindowExtreme::new(extreme, sliding))
+        } else {
+            Tracker::Narrow(WindowExtreme::new(extreme, sliding))
+        }
+    }
+
+    /// Adds the key of event `seq` (it fits the tracker's width).
+    #[inline]
+    pub fn add(&mut self, seq: u64, key: i128) {
+        match self {
+            Tracker::Narrow(w) => w.add(seq, key as i64),
+            Tracker::Wide(w) => w.add(seq, key),
+        }
+    }
+
+    /// Drops candidates of events before `start`.
+    #[inline]
+    pub fn evict_before(&mut self, start: u64) {
+        match self {
+            Tracker::Narrow(w) => w.evict_before(start),
+            Tracker::Wide(w) => w.evict_before(start),
+        }
+    }
+
+    /// The current extreme's key.
+    #[inline]
+    pub fn value(&self) -> Option<i128> {
+        match self {
+            Tracker::Narrow(w) => w.value().map(i128::from),
+            Tracker::Wide(w) => w.value(),
         }
     }
 }
@@ -133,7 +182,7 @@ mod tests {
     #[test]
     fn sliding_max_matches_brute_force() {
         let xs: Vec<f64> = (0..300).map(|i| ((i * 7919) % 113) as f64 - 50.0).collect();
-        let mut w = WindowExtreme::new(Extreme::Max, true);
+        let mut w = Tracker::new(Extreme::Max, true, false);
         for (i, &x) in xs.iter().enumerate() {
             w.add(i as u64, float_key(x));
             let start = i.saturating_sub(9);
@@ -145,7 +194,7 @@ mod tests {
 
     #[test]
     fn running_min() {
-        let mut w = WindowExtreme::new(Extreme::Min, false);
+        let mut w = WindowExtreme::<i64>::new(Extreme::Min, false);
         assert_eq!(w.value(), None);
         for (i, x) in [5, 3, 4].into_iter().enumerate() {
             w.add(i as u64, x);

@@ -1,6 +1,6 @@
 //! Window state of one entity key.
 
-use crate::extrema::{float_key, key_float, Extreme, WindowExtreme};
+use crate::extrema::{float_key, key_float, Extreme, Tracker};
 use crate::moments::{MomentLevel, Moments};
 use crate::plan::{Frame, InputKind, Slot, WindowPlan};
 use crate::AggKind;
@@ -13,8 +13,8 @@ struct GroupState {
     /// Sequence number of the first event inside the window.
     start: u64,
     moments: Vec<Moments>,
-    mins: Vec<WindowExtreme>,
-    maxs: Vec<WindowExtreme>,
+    mins: Vec<Tracker>,
+    maxs: Vec<Tracker>,
 }
 
 /// The retained values of one input column.
@@ -30,39 +30,61 @@ enum Retained {
     Validity(VecDeque<bool>),
 }
 
-/// One input value of an event: the `f64` float aggregates read and, for exact inputs, the
-/// exact value.
-#[derive(Debug, Clone, Copy)]
-pub struct InputValue {
-    /// The value as `f64`.
-    pub float: f64,
-    /// The exact value (exact inputs only).
-    pub exact: Option<i128>,
+/// One input value of an event: a float, or an exact value with the `f64` float aggregates
+/// (variance, integer averages) read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum InputValue {
+    /// A float input's value.
+    Float(f64),
+    /// An exact input's value.
+    Exact {
+        /// The exact value (integers; decimals unscaled).
+        value: i128,
+        /// The value as `f64`, converted as Arrow casts it.
+        float: f64,
+    },
 }
 
 impl InputValue {
     /// A float input's value.
     #[inline]
     pub fn float(x: f64) -> Self {
-        InputValue {
-            float: x,
-            exact: None,
-        }
+        InputValue::Float(x)
     }
 
     /// An exact input's value, with its `f64` as `kind` converts it.
     #[inline]
     pub fn exact(x: i128, kind: InputKind) -> Self {
-        InputValue {
+        InputValue::Exact {
+            value: x,
             float: kind.to_f64(x),
-            exact: Some(x),
+        }
+    }
+
+    /// The value as `f64`.
+    #[inline]
+    pub fn as_f64(self) -> f64 {
+        match self {
+            InputValue::Float(x) | InputValue::Exact { float: x, .. } => x,
+        }
+    }
+
+    /// The exact value, for exact inputs.
+    #[inline]
+    pub fn as_exact(self) -> Option<i128> {
+        match self {
+            InputValue::Float(_) => None,
+            InputValue::Exact { value, .. } => Some(value),
         }
     }
 
     /// The key min/max trackers order this value by.
     #[inline]
     fn key(self) -> i128 {
-        self.exact.unwrap_or_else(|| float_key(self.float))
+        match self {
+            InputValue::Float(x) => float_key(x),
+            InputValue::Exact { value, .. } => value,
+        }
     }
 }
 
@@ -81,10 +103,12 @@ impl Retained {
     #[inline]
     fn push(&mut self, value: Option<InputValue>) {
         match self {
-            Retained::Float(v) => v.push_back(value.map(|x| x.float)),
+            Retained::Float(v) => v.push_back(value.map(InputValue::as_f64)),
             // Integer inputs are given as `i64` values widened: narrowing is lossless.
-            Retained::Integer(v) => v.push_back(value.and_then(|x| x.exact).map(|x| x as i64)),
-            Retained::Decimal(v) => v.push_back(value.and_then(|x| x.exact)),
+            Retained::Integer(v) => {
+                v.push_back(value.and_then(InputValue::as_exact).map(|x| x as i64))
+            }
+            Retained::Decimal(v) => v.push_back(value.and_then(InputValue::as_exact)),
             Retained::Validity(v) => v.push_back(value.is_some()),
         }
     }
@@ -110,10 +134,10 @@ impl Retained {
 }
 
 /// What a count-only input contributes for a non-null value, entering and leaving alike.
-const COUNTED: InputValue = InputValue {
-    float: 1.0,
-    exact: None,
-};
+const COUNTED: InputValue = InputValue::Float(1.0);
+
+/// Inputs whose values `push` gathers on the stack (more go to the heap).
+const LOCAL_INPUTS: usize = 8;
 
 /// Incremental window state of one key: the key's events still inside its longest range window,
 /// and per frame the running quantities over the events inside that frame.
@@ -141,14 +165,16 @@ impl KeyWindowState {
             .iter()
             .map(|g| {
                 let sliding = matches!(g.frame, Frame::Range { .. });
+                let wide =
+                    |&input: &usize| matches!(plan.input_kind(input), InputKind::Decimal { .. });
                 GroupState {
                     start: 0,
                     moments: vec![Moments::default(); g.moment_inputs.len()],
-                    mins: (0..g.min_inputs.len())
-                        .map(|_| WindowExtreme::new(Extreme::Min, sliding))
+                    mins: (g.min_inputs.iter())
+                        .map(|i| Tracker::new(Extreme::Min, sliding, wide(i)))
                         .collect(),
-                    maxs: (0..g.max_inputs.len())
-                        .map(|_| WindowExtreme::new(Extreme::Max, sliding))
+                    maxs: (g.max_inputs.iter())
+                        .map(|i| Tracker::new(Extreme::Max, sliding, wide(i)))
                         .collect(),
                 }
             })
@@ -183,16 +209,32 @@ impl KeyWindowState {
     /// The caller guarantees `t` is not older than [`KeyWindowState::last_time`].
     #[inline]
     pub fn push(&mut self, plan: &WindowPlan, t: i64, value: impl Fn(usize) -> Option<InputValue>) {
-        let seq = self.next_seq();
-        self.times.push_back(t);
-        // Count-only inputs contribute the same value entering and leaving (only nullness is
-        // kept), whatever their actual value.
-        let value = |i: usize| match value(i) {
+        // Each input is read once. Count-only inputs contribute the same value entering and
+        // leaving (only nullness is kept), whatever their actual value.
+        let read = |i: usize| match value(i) {
             Some(_) if plan.is_count_only(i) => Some(COUNTED),
             v => v,
         };
-        for (i, column) in self.values.iter_mut().enumerate() {
-            column.push(value(i));
+        let inputs = self.values.len();
+        if inputs <= LOCAL_INPUTS {
+            let mut local = [None; LOCAL_INPUTS];
+            for (i, slot) in local[..inputs].iter_mut().enumerate() {
+                *slot = read(i);
+            }
+            self.apply(plan, t, &local[..inputs]);
+        } else {
+            let all: Vec<Option<InputValue>> = (0..inputs).map(read).collect();
+            self.apply(plan, t, &all);
+        }
+    }
+
+    /// [`KeyWindowState::push`] with the event's inputs read.
+    #[inline]
+    fn apply(&mut self, plan: &WindowPlan, t: i64, values: &[Option<InputValue>]) {
+        let seq = self.next_seq();
+        self.times.push_back(t);
+        for (column, &value) in self.values.iter_mut().zip(values) {
+            column.push(value);
         }
         for (group, g) in self.groups.iter_mut().zip(&plan.groups) {
             for ((m, &input), &level) in group
@@ -201,20 +243,20 @@ impl KeyWindowState {
                 .zip(&g.moment_inputs)
                 .zip(&g.moment_levels)
             {
-                if let Some(x) = value(input) {
-                    m.add(x.float, level);
-                    if let Some(e) = x.exact {
+                if let Some(x) = values[input] {
+                    m.add(x.as_f64(), level);
+                    if let Some(e) = x.as_exact() {
                         m.add_exact(e);
                     }
                 }
             }
             for (e, &input) in group.mins.iter_mut().zip(&g.min_inputs) {
-                if let Some(x) = value(input) {
+                if let Some(x) = values[input] {
                     e.add(seq, x.key());
                 }
             }
             for (e, &input) in group.maxs.iter_mut().zip(&g.max_inputs) {
-                if let Some(x) = value(input) {
+                if let Some(x) = values[input] {
                     e.add(seq, x.key());
                 }
             }
@@ -242,8 +284,8 @@ impl KeyWindowState {
                     .zip(&g.moment_levels)
                 {
                     if let Some(x) = self.values[input].get(row, plan.input_kind(input)) {
-                        m.remove(x.float, level);
-                        if let Some(e) = x.exact {
+                        m.remove(x.as_f64(), level);
+                        if let Some(e) = x.as_exact() {
                             m.remove_exact(e);
                         }
                     }
@@ -268,7 +310,7 @@ impl KeyWindowState {
                         let kind = plan.input_kind(input);
                         let rows = from..self.times.len();
                         m.rebuild(
-                            rows.filter_map(|row| column.get(row, kind).map(|x| x.float)),
+                            rows.filter_map(|row| column.get(row, kind).map(InputValue::as_f64)),
                             level,
                         );
                     }

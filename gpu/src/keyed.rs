@@ -275,7 +275,7 @@ impl KeyedWindows {
                     if plan.input_kind(i).is_exact() {
                         c.is_valid(r).then_some(0.0)
                     } else {
-                        c.get(r, InputKind::Float).map(|v| v.float)
+                        c.get(r, InputKind::Float).map(InputValue::as_f64)
                     }
                 })
             })
