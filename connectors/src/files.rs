@@ -236,14 +236,20 @@ impl InputFiles {
         self.names.clone()
     }
 
-    /// Reads object `index` whole.
-    pub async fn read(&self, index: usize) -> Result<Bytes, ConnectorError> {
-        let (Some(path), Some(name)) = (self.paths.get(index), self.names.get(index)) else {
-            return Err(ConnectorError::FileIndex {
+    /// The path and display name of object `index`.
+    fn object(&self, index: usize) -> Result<(&ObjectPath, &String), ConnectorError> {
+        match (self.paths.get(index), self.names.get(index)) {
+            (Some(path), Some(name)) => Ok((path, name)),
+            _ => Err(ConnectorError::FileIndex {
                 index,
                 len: self.paths.len(),
-            });
-        };
+            }),
+        }
+    }
+
+    /// Reads object `index` whole.
+    pub async fn read(&self, index: usize) -> Result<Bytes, ConnectorError> {
+        let (path, name) = self.object(index)?;
         let store_error = |source| ConnectorError::ObjectStore {
             location: name.clone(),
             source,
@@ -260,12 +266,7 @@ impl InputFiles {
     ) -> Result<arrow::datatypes::SchemaRef, ConnectorError> {
         use parquet::errors::ParquetError;
         use parquet::file::metadata::ParquetMetaDataReader;
-        let (Some(path), Some(name)) = (self.paths.get(index), self.names.get(index)) else {
-            return Err(ConnectorError::FileIndex {
-                index,
-                len: self.paths.len(),
-            });
-        };
+        let (path, name) = self.object(index)?;
         let store_error = |source| ConnectorError::ObjectStore {
             location: name.clone(),
             source,

@@ -5,6 +5,9 @@
 //! the reason printed otherwise; `QUIVER_REQUIRE_CUDA=1` turns the skip into a failure (the GPU
 //! check script sets it, so a broken driver setup cannot pass as a skip).
 
+mod common;
+
+use common::{Rng, KINDS};
 use quiver_gpu::cuda::CudaBackend;
 use quiver_gpu::{
     AggKind, CpuBackend, FeatureOutput, Frame, InputColumn, Scatter, SortedRows, WindowBackend,
@@ -12,18 +15,6 @@ use quiver_gpu::{
 };
 
 const MIN: i64 = 60_000_000;
-
-const KINDS: [AggKind; 9] = [
-    AggKind::Count,
-    AggKind::Sum,
-    AggKind::Avg,
-    AggKind::Min,
-    AggKind::Max,
-    AggKind::StddevSamp,
-    AggKind::VarSamp,
-    AggKind::StddevPop,
-    AggKind::VarPop,
-];
 
 /// A sorted input: per segment, times and one nullable value column.
 #[derive(Debug, Clone, Default)]
@@ -252,18 +243,6 @@ fn check_oracle(device: &str, case: &Case, got: &Results) {
                 );
             }
         }
-    }
-}
-
-/// A xorshift generator: deterministic cases without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 

@@ -3,34 +3,10 @@
 //! a brute-force evaluation of the window's definition. Seeded: a failure names its case, and
 //! `QUIVER_PROPERTY_CASES` runs more cases.
 
+mod common;
+
+use common::{Rng, KINDS};
 use quiver_gpu::{AggKind, Frame, InputColumn, KeyedWindows, WindowPlan, WindowSpec};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-const KINDS: [AggKind; 9] = [
-    AggKind::Count,
-    AggKind::Sum,
-    AggKind::Avg,
-    AggKind::Min,
-    AggKind::Max,
-    AggKind::StddevSamp,
-    AggKind::VarSamp,
-    AggKind::StddevPop,
-    AggKind::VarPop,
-];
 
 /// The aggregate over `values` (non-null values inside the window), straight from its definition.
 fn oracle(kind: AggKind, values: &[f64]) -> Option<f64> {

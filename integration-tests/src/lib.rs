@@ -166,3 +166,20 @@ pub async fn run_config(
         quiver_pipeline::run::run(pipeline, options).await
     }
 }
+
+/// `sql` indented to sit under `sql: |` of a view in a pipeline YAML.
+pub fn yaml_block(sql: &str) -> String {
+    sql.lines()
+        .map(|l| format!("      {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// DataFusion's batch answer to `sql` over `batch` (registered as `source`), as one batch.
+pub async fn reference_answer(sql: &str, batch: RecordBatch) -> RecordBatch {
+    let schema = batch.schema();
+    let out = quiver_sql::reference::batch_query(sql, &[("source".into(), schema, vec![batch])])
+        .await
+        .expect("reference query");
+    concat_batches(&out[0].schema(), &out).expect("concat")
+}

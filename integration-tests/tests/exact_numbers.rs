@@ -4,8 +4,9 @@
 //! streaming and in backfill. The average of such integers is a float (as in DataFusion) and
 //! is checked against exact arithmetic: DataFusion's own sliding float sum drifts there.
 
-use quiver_integration_tests::{assert_same_features, read_view, run_config, write_files};
-use quiver_sql::reference::batch_query;
+use quiver_integration_tests::{
+    assert_same_features, read_view, reference_answer, run_config, write_files, yaml_block,
+};
 
 /// The view Quiver runs: the reference's plus an average of the integers (a float).
 fn view() -> String {
@@ -103,11 +104,7 @@ views:
 {}
 ",
         dir.path().display(),
-        view()
-            .lines()
-            .map(|l| format!("      {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        yaml_block(&view())
     );
     let config = write_files(
         dir.path(),
@@ -140,11 +137,7 @@ views:
         )),
     ];
     let batch = arrow::record_batch::RecordBatch::try_new(schema.clone(), columns).expect("batch");
-    let reference = batch_query(VIEW, &[("source".into(), schema, vec![batch])])
-        .await
-        .expect("reference");
-    let reference =
-        arrow::compute::concat_batches(&reference[0].schema(), &reference).expect("concat");
+    let reference = reference_answer(VIEW, batch).await;
     // The reference does overflow: a sum of four values near 2^61 wraps.
     let sums = reference.column_by_name("cents_sum_10m").expect("column");
     let sums = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(sums);

@@ -6,8 +6,9 @@ use arrow::array::{ArrayRef, Float32Array, Int32Array, ListArray, StringArray};
 use arrow::array::{Int64Array, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use quiver_integration_tests::{assert_same_features, read_view, run_config, write_files};
-use quiver_sql::reference::batch_query;
+use quiver_integration_tests::{
+    assert_same_features, read_view, reference_answer, run_config, write_files, yaml_block,
+};
 use std::sync::Arc;
 
 const VIEW: &str = "SELECT card_id, event_time, txn_id,
@@ -39,10 +40,7 @@ views:
 {}
 ",
         dir.display(),
-        VIEW.lines()
-            .map(|l| format!("      {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        yaml_block(VIEW)
     )
 }
 
@@ -123,11 +121,7 @@ async fn parquet_columns_are_read_from_the_file() {
             .collect(),
     )
     .expect("reference input");
-    let reference = batch_query(VIEW, &[("source".into(), schema, vec![reference_input])])
-        .await
-        .expect("reference");
-    let reference =
-        arrow::compute::concat_batches(&reference[0].schema(), &reference).expect("concat");
+    let reference = reference_answer(VIEW, reference_input).await;
     for backfill in [false, true] {
         let out = dir.path().join(format!("out-{backfill}"));
         let summary = run_config(&path, &out, backfill).await.expect("runs");

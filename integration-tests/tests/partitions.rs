@@ -1,8 +1,9 @@
 //! Files are partitions with their own watermarks: files covering different time ranges need no
 //! extra lateness, and the features equal DataFusion's batch answer over all files.
 
-use quiver_integration_tests::{assert_same_features, read_view, run_config, write_files};
-use quiver_sql::reference::batch_query;
+use quiver_integration_tests::{
+    assert_same_features, read_view, reference_answer, run_config, write_files, yaml_block,
+};
 
 const VIEW: &str = "SELECT card_id, event_time, txn_id,
   count(*) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '10 minutes' PRECEDING AND CURRENT ROW) AS n_10m,
@@ -92,10 +93,7 @@ views:
 {}
 ",
         dir.path().display(),
-        VIEW.lines()
-            .map(|l| format!("      {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        yaml_block(VIEW)
     );
     let config = write_files(
         dir.path(),
@@ -139,11 +137,7 @@ views:
         )),
     ];
     let batch = arrow::record_batch::RecordBatch::try_new(schema.clone(), columns).expect("batch");
-    let reference = batch_query(VIEW, &[("source".into(), schema, vec![batch])])
-        .await
-        .expect("reference");
-    let reference =
-        arrow::compute::concat_batches(&reference[0].schema(), &reference).expect("concat");
+    let reference = reference_answer(VIEW, batch).await;
     let ours = read_view(&dir.path().join("out/v"));
     check_lineage(
         &ours,

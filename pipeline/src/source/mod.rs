@@ -7,13 +7,18 @@
 //! order of arrival is a function of the data alone. That makes a resumed run replay exactly
 //! the arrival order (and so the late events) of an uninterrupted one.
 
+mod connector;
+mod datagen;
+mod files;
+
+pub use connector::{ReaderMessage, ReaderSender, SourceConnector};
+pub use datagen::DatagenConnector;
+pub use files::FileConnector;
+
 use crate::compile::CompiledPipeline;
 use crate::error::JobError;
 use crate::watermark::{PartitionStatus, Watermarks};
-use quiver_connectors::{
-    decode_file, in_offset_order, Datagen, DatagenConfig, DeclaredSchema, FileFormat, InputFiles,
-    PartitionItem, DATAGEN_PARTITION,
-};
+use quiver_connectors::PartitionItem;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,34 +45,11 @@ pub struct PartitionProgress {
     pub position: Option<u64>,
 }
 
-/// What a partition reader sends.
-enum ReaderMessage {
-    /// The file was read; its size.
-    Opened(u64),
-    /// Records in offset order.
-    Item(PartitionItem),
-    /// The partition ended.
-    Done,
-}
-
 type Reader = mpsc::Receiver<Result<ReaderMessage, JobError>>;
-
-/// How the partitions are read.
-#[derive(Clone)]
-enum Input {
-    Files {
-        files: Arc<InputFiles>,
-        format: Option<FileFormat>,
-        schema: DeclaredSchema,
-        batch_size: usize,
-        max_open: usize,
-    },
-    Datagen(DatagenConfig),
-}
 
 /// A running source.
 pub struct Source {
-    input: Input,
+    connector: Arc<dyn SourceConnector>,
     /// Per partition progress, in partition order (file name order).
     pub partitions: Vec<PartitionProgress>,
     readers: Vec<Option<Reader>>,
@@ -109,67 +91,50 @@ impl Source {
             .input
             .clone()
             .or_else(|| files.map(|f| f.location.clone()));
-        if let Some(location) = location {
-            let options = files.map(|f| f.options.clone()).unwrap_or_default();
-            let format = files.and_then(|f| f.format);
-            let batch_size = files.map_or(8192, |f| f.batch_size);
-            let max_open = files.map_or(16, |f| f.max_open_files).max(1);
-            let input = InputFiles::resolve(&location, &options).await?;
-            let names = input.names();
-            let fingerprint = serde_json::json!({
-                "files": location,
-                "format": format.map(|f| f.as_str()),
-                "batch_size": batch_size,
-                "max_open_files": max_open,
-                "schema": format!("{:?}", pipeline.source_schema),
-            })
-            .to_string();
-            return Ok(Source {
-                partitions: names
-                    .iter()
-                    .map(|name| PartitionProgress {
-                        name: name.clone(),
-                        size: None,
-                        position: None,
-                    })
-                    .collect(),
-                readers: names.iter().map(|_| None).collect(),
-                files: Some(names.len()),
-                input: Input::Files {
-                    files: Arc::new(input),
-                    format,
-                    schema: pipeline.source_schema.clone(),
-                    batch_size,
-                    max_open,
-                },
-                fingerprint,
-                expected_events: None,
-                files_done: 0,
-                events: 0,
-                started: Instant::now(),
-            });
-        }
-        let mut config = source.datagen.clone().unwrap_or_default();
-        if let Some(events) = overrides.events {
-            config.events = events;
-        }
-        config.validate()?;
-        let fingerprint = serde_json::json!({ "datagen": &config }).to_string();
-        Ok(Source {
-            partitions: vec![PartitionProgress {
-                name: DATAGEN_PARTITION.to_string(),
-                size: None,
-                position: None,
-            }],
-            readers: vec![None],
-            expected_events: Some(config.events),
-            files: None,
-            input: Input::Datagen(config),
-            fingerprint,
+        let connector: Arc<dyn SourceConnector> = match location {
+            Some(location) => Arc::new(
+                FileConnector::resolve(
+                    &location,
+                    &files.map(|f| f.options.clone()).unwrap_or_default(),
+                    files.and_then(|f| f.format),
+                    pipeline.source_schema.clone(),
+                    files.map_or(8192, |f| f.batch_size),
+                    files.map_or(16, |f| f.max_open_files),
+                )
+                .await?,
+            ),
+            None => {
+                let mut config = source.datagen.clone().unwrap_or_default();
+                if let Some(events) = overrides.events {
+                    config.events = events;
+                }
+                Arc::new(DatagenConnector::new(config)?)
+            }
+        };
+        Ok(Source::new(connector))
+    }
+
+    /// A source reading `connector`'s partitions from their beginnings.
+    pub fn new(connector: Arc<dyn SourceConnector>) -> Self {
+        let names = connector.partition_names();
+        Source {
+            partitions: names
+                .iter()
+                .map(|name| PartitionProgress {
+                    name: name.clone(),
+                    size: None,
+                    position: None,
+                })
+                .collect(),
+            readers: names.iter().map(|_| None).collect(),
+            files: connector.counts_files().then_some(names.len()),
+            fingerprint: connector.fingerprint(),
+            expected_events: connector.expected_events(),
+            connector,
             files_done: 0,
             events: 0,
             started: Instant::now(),
-        })
+        }
     }
 
     /// Wall-clock time since the source started (the clock of partition idleness).
@@ -179,7 +144,7 @@ impl Source {
 
     /// Whether partitions are live (can go idle). Files and the generator are not.
     pub fn is_live(&self) -> bool {
-        false
+        self.connector.is_live()
     }
 
     /// Restores progress from a checkpoint: partitions must be the same, in the same order.
@@ -208,10 +173,7 @@ impl Source {
     /// Opens the partitions that should be open, given their statuses in `watermarks`: every
     /// partition already open, then pending ones in name order up to the open-file limit.
     pub fn open_partitions(&mut self, watermarks: &mut Watermarks) {
-        let max_open = match &self.input {
-            Input::Files { max_open, .. } => *max_open,
-            Input::Datagen(_) => 1,
-        };
+        let max_open = self.connector.max_open();
         let mut open = (0..self.partitions.len())
             .filter(|&q| watermarks.status(q) == Some(PartitionStatus::Open))
             .count();
@@ -231,22 +193,7 @@ impl Source {
     fn spawn_reader(&mut self, partition: usize) {
         let (tx, rx) = mpsc::channel(2);
         let progress = self.partitions[partition].clone();
-        match self.input.clone() {
-            Input::Files {
-                files,
-                format,
-                schema,
-                batch_size,
-                ..
-            } => {
-                tokio::spawn(read_file(
-                    files, partition, progress, format, schema, batch_size, tx,
-                ));
-            }
-            Input::Datagen(config) => {
-                tokio::task::spawn_blocking(move || generate(config, progress.position, tx));
-            }
-        }
+        self.connector.spawn_reader(partition, progress, tx);
         self.readers[partition] = Some(rx);
     }
 
@@ -301,76 +248,4 @@ impl Source {
             }
         }
     }
-}
-
-/// Reads one file whole, decodes it on a blocking thread and sends its records after the
-/// resume position.
-async fn read_file(
-    files: Arc<InputFiles>,
-    index: usize,
-    progress: PartitionProgress,
-    format: Option<FileFormat>,
-    schema: DeclaredSchema,
-    batch_size: usize,
-    tx: mpsc::Sender<Result<ReaderMessage, JobError>>,
-) {
-    let name = progress.name.clone();
-    let result = async {
-        let bytes = files.read(index).await?;
-        let format = format.or_else(|| FileFormat::from_path(&name)).ok_or_else(|| {
-            JobError::Other(format!(
-                "cannot tell the format of `{name}` from its extension: set `format: ndjson | csv | parquet` under source.files"
-            ))
-        })?;
-        let size = bytes.len() as u64;
-        let partition = name.clone();
-        let decoded = tokio::task::spawn_blocking(move || {
-            decode_file(format, &partition, &bytes, &schema, batch_size)
-        })
-        .await
-        .map_err(|e| JobError::Other(format!("decoding `{name}` stopped: {e}")))??;
-        Ok::<_, JobError>((size, decoded))
-    }
-    .await;
-    let (size, decoded) = match result {
-        Ok(x) => x,
-        Err(e) => {
-            let _ = tx.send(Err(e)).await;
-            return;
-        }
-    };
-    if tx.send(Ok(ReaderMessage::Opened(size))).await.is_err() {
-        return;
-    }
-    for item in in_offset_order(decoded) {
-        if let Some(item) = item.after(progress.position) {
-            if tx.send(Ok(ReaderMessage::Item(item))).await.is_err() {
-                return;
-            }
-        }
-    }
-    let _ = tx.send(Ok(ReaderMessage::Done)).await;
-}
-
-/// Runs the generator (deterministic: a resumed run regenerates and skips what was consumed).
-fn generate(
-    config: DatagenConfig,
-    position: Option<u64>,
-    tx: mpsc::Sender<Result<ReaderMessage, JobError>>,
-) {
-    let generator = match Datagen::new(config) {
-        Ok(g) => g,
-        Err(e) => {
-            let _ = tx.blocking_send(Err(e.into()));
-            return;
-        }
-    };
-    for batch in generator {
-        if let Some(item) = PartitionItem::rows(batch).after(position) {
-            if tx.blocking_send(Ok(ReaderMessage::Item(item))).is_err() {
-                return;
-            }
-        }
-    }
-    let _ = tx.blocking_send(Ok(ReaderMessage::Done));
 }

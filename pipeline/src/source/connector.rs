@@ -1,0 +1,54 @@
+//! The seam between the runtime and a kind of input: a [`SourceConnector`] names its partitions
+//! and reads each one, in offset order, on its own task. Files and the generator implement it;
+//! Kafka is next.
+
+use crate::error::JobError;
+use crate::source::PartitionProgress;
+use quiver_connectors::PartitionItem;
+use tokio::sync::mpsc;
+
+/// What a partition reader sends.
+pub enum ReaderMessage {
+    /// The partition was opened; its size in bytes (files: checked against a checkpoint's).
+    Opened(u64),
+    /// Records in offset order.
+    Item(PartitionItem),
+    /// The partition ended.
+    Done,
+}
+
+/// Where a partition reader sends its records (a small bounded channel: back-pressure).
+pub type ReaderSender = mpsc::Sender<Result<ReaderMessage, JobError>>;
+
+/// A kind of input: its partitions and how each is read.
+pub trait SourceConnector: Send + Sync {
+    /// The partitions' names, in partition order (stable across runs of the same input).
+    fn partition_names(&self) -> Vec<String>;
+
+    /// What identifies this input: a resumed run must read the same one.
+    fn fingerprint(&self) -> String;
+
+    /// Records known in advance (for the progress bar), if any.
+    fn expected_events(&self) -> Option<u64> {
+        None
+    }
+
+    /// Partitions read at the same time; further ones open, in order, as earlier ones end.
+    fn max_open(&self) -> usize {
+        1
+    }
+
+    /// Whether partitions are live and can go idle (files and the generator never do).
+    fn is_live(&self) -> bool {
+        false
+    }
+
+    /// Whether partitions are files (the progress bar counts files done).
+    fn counts_files(&self) -> bool {
+        false
+    }
+
+    /// Starts reading `partition` after `progress.position`, sending to `tx` until it ends or
+    /// the receiver is gone.
+    fn spawn_reader(&self, partition: usize, progress: PartitionProgress, tx: ReaderSender);
+}
