@@ -462,3 +462,91 @@ fn out_of_order_and_bad_shapes_are_errors() {
         .unwrap_err();
     assert!(err.to_string().contains("offsets"), "{err}");
 }
+
+/// Integer inputs on the GPU: sums, minima and maxima exact (beyond 2^53, wrapping sums), the
+/// float aggregates of integers as the CPU computes them.
+#[test]
+fn cuda_integer_inputs_match_the_cpu() {
+    use quiver_gpu::InputKind;
+    let Some(gpu) = cuda() else { return };
+    let chunked = CudaBackend::open()
+        .expect("opened once")
+        .with_chunk_rows(700);
+    let mut rng = Rng(4242);
+    let mut offsets = vec![0usize];
+    let (mut times, mut exact, mut valid) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..200 {
+        let mut t = (rng.next() % 100) as i64 * MIN;
+        for _ in 0..rng.below(40) {
+            let r = rng.next();
+            if r % 4 != 0 {
+                t += (r % 300) as i64 * 1_000_000;
+            }
+            times.push(t);
+            let big = if r % 3 == 0 { (1i64 << 62) + 1 } else { 0 };
+            exact.push((big + (r >> 30) as i64 % 10_000 - 5_000) as i128);
+            valid.push(r % 11 != 0);
+        }
+        offsets.push(times.len());
+    }
+    let n = times.len();
+    let mut specs = Vec::new();
+    for frame in frames() {
+        for kind in KINDS {
+            specs.push(WindowSpec {
+                kind,
+                input: 0,
+                frame,
+            });
+        }
+    }
+    let plan = WindowPlan::new(specs, 1)
+        .and_then(|p| p.with_input_kinds(vec![InputKind::Integer]))
+        .expect("plan");
+    let column = InputColumn {
+        values: &[],
+        validity: Some(&valid),
+        exact: Some(&exact),
+    };
+    let rows = SortedRows {
+        offsets: &offsets,
+        times: &times,
+        inputs: &[column],
+    };
+    let positions: Vec<u32> = (0..n as u32).collect();
+    let evaluate = |backend: &dyn WindowBackend| {
+        let mut out = FeatureOutput::new(plan.specs().len(), n);
+        backend
+            .evaluate(
+                &plan,
+                &rows,
+                Scatter {
+                    out: &mut out,
+                    positions: &positions,
+                },
+                &|_| {},
+            )
+            .expect("evaluates");
+        out
+    };
+    let cpu = evaluate(&CpuBackend::new());
+    for (name, out) in [
+        ("gpu", evaluate(&gpu)),
+        ("gpu in chunks", evaluate(&chunked)),
+    ] {
+        assert_eq!(out.valid, cpu.valid, "{name}: nulls");
+        for s in 0..plan.specs().len() {
+            if plan.is_exact_output(s) {
+                assert_eq!(out.exact[s], cpu.exact[s], "{name}: exact spec {s}");
+                continue;
+            }
+            for r in 0..n {
+                let (a, b) = (out.values[s][r], cpu.values[s][r]);
+                assert!(
+                    a == b || (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                    "{name}: spec {s} row {r}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}

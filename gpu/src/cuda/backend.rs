@@ -3,7 +3,7 @@
 use crate::backend::{BackendStats, Scatter, SortedRows, WindowBackend};
 use crate::cuda::probe::probe;
 use crate::error::KernelError;
-use crate::plan::{Frame, WindowPlan};
+use crate::plan::{Frame, InputKind, WindowPlan};
 use crate::AggKind;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -138,6 +138,8 @@ struct InputNeeds {
     used: bool,
     moments: bool,
     extrema: bool,
+    /// A sum reads the exact prefix sums (integer inputs).
+    int_sum: bool,
 }
 
 fn needs(plan: &WindowPlan) -> Vec<InputNeeds> {
@@ -147,7 +149,11 @@ fn needs(plan: &WindowPlan) -> Vec<InputNeeds> {
         n.used = true;
         match spec.kind {
             AggKind::Count => {}
-            AggKind::Sum | AggKind::Avg => n.moments = true,
+            AggKind::Sum => {
+                n.moments = true;
+                n.int_sum = plan.input_kind(spec.input) == InputKind::Integer;
+            }
+            AggKind::Avg => n.moments = true,
             AggKind::Min | AggKind::Max => n.extrema = true,
             AggKind::StddevSamp | AggKind::VarSamp | AggKind::StddevPop | AggKind::VarPop => {
                 n.moments = true;
@@ -185,6 +191,9 @@ fn grid(items: usize) -> LaunchConfig {
 /// Device buffers of one input column for one chunk.
 struct InputBuffers {
     values: CudaSlice<f64>,
+    /// Integer inputs: the exact values and their exact prefix sums (when a sum reads them).
+    ivalues: Option<CudaSlice<i64>>,
+    isum: Option<CudaSlice<u64>>,
     valid: Option<CudaSlice<bool>>,
     count: CudaSlice<u32>,
     nan: CudaSlice<u32>,
@@ -245,7 +254,8 @@ impl WindowBackend for CudaBackend {
     }
 
     fn supports(&self, plan: &WindowPlan) -> bool {
-        !plan.has_exact_inputs()
+        // Integers are exact here too (i64 prefix sums); decimals need 128 bits: CPU only.
+        (0..plan.inputs()).all(|i| !matches!(plan.input_kind(i), InputKind::Decimal { .. }))
     }
 
     fn evaluate(
@@ -257,7 +267,7 @@ impl WindowBackend for CudaBackend {
     ) -> Result<(), KernelError> {
         if !self.supports(plan) {
             return Err(KernelError::InputMismatch(
-                "the CUDA kernels have no exact integer path: evaluate this plan on the CPU".into(),
+                "the CUDA kernels have no decimal path: evaluate this plan on the CPU".into(),
             ));
         }
         rows.validate(plan)?;
@@ -265,7 +275,7 @@ impl WindowBackend for CudaBackend {
         let _serial = self.work.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
         let needs = needs(plan);
-        let per_input = 8 + 1 + 16 + 40 + 2;
+        let per_input = 8 + 8 + 8 + 1 + 16 + 40 + 2;
         let bytes_per_row = 8 + 4 + 9 + per_input * needs.iter().filter(|n| n.used).count();
         let limit = self.chunk_rows(bytes_per_row);
         let Scatter { out, positions } = scatter;
@@ -287,12 +297,15 @@ impl WindowBackend for CudaBackend {
                 .map(|&o| (o - begin) as u64)
                 .collect();
             let values = self.evaluate_chunk(plan, &needs, rows, begin..end, &offsets)?;
-            for (spec, (value, valid)) in values.into_iter().enumerate() {
-                for (k, (&v, &ok)) in value.iter().zip(&valid).enumerate() {
-                    if ok {
-                        let p = positions[begin + k] as usize;
-                        out.values[spec][p] = v;
-                        out.valid[spec][p] = true;
+            for (spec, column) in values.into_iter().enumerate() {
+                for (k, &ok) in column.valid.iter().enumerate() {
+                    if !ok {
+                        continue;
+                    }
+                    let p = positions[begin + k] as usize;
+                    match &column.exact {
+                        Some(exact) => out.set_exact(spec, p, Some(exact[k] as i128)),
+                        None => out.set(spec, p, Some(column.values[k])),
                     }
                 }
             }
@@ -312,8 +325,13 @@ impl WindowBackend for CudaBackend {
     }
 }
 
-/// One feature column of a chunk: values and validity.
-type Column = (Vec<f64>, Vec<bool>);
+/// One feature column of a chunk.
+struct Column {
+    values: Vec<f64>,
+    valid: Vec<bool>,
+    /// Exact values of exact specs (integer sums, minima, maxima).
+    exact: Option<Vec<i64>>,
+}
 
 impl CudaBackend {
     /// Evaluates rows `range` (whole segments, `offsets` relative to its start) on the GPU.
@@ -350,18 +368,37 @@ impl CudaBackend {
         let l1_blocks = n.div_ceil(1 << 6);
         let l2_blocks = n.div_ceil(1 << 12);
         let mut inputs: Vec<Option<InputBuffers>> = Vec::with_capacity(needs.len());
-        for (column, need) in rows.inputs.iter().zip(needs) {
+        for (index, (column, need)) in rows.inputs.iter().zip(needs).enumerate() {
             if !need.used {
                 inputs.push(None);
                 continue;
             }
-            let values = chunk.upload(&column.values[range.clone()])?;
+            let integer = plan.input_kind(index) == InputKind::Integer;
+            let (values, ivalues) = match (integer, column.exact) {
+                (true, Some(exact)) => {
+                    let exact: Vec<i64> = exact[range.clone()].iter().map(|&x| x as i64).collect();
+                    let floats: Vec<f64> = exact.iter().map(|&x| x as f64).collect();
+                    (chunk.upload(&floats)?, Some(chunk.upload(&exact)?))
+                }
+                (true, None) => {
+                    return Err(KernelError::InputMismatch(format!(
+                        "integer input {index} has no exact values"
+                    )))
+                }
+                (false, _) => (chunk.upload(&column.values[range.clone()])?, None),
+            };
+            let isum = match (&ivalues, need.int_sum) {
+                (Some(_), true) => Some(chunk.zeros::<u64>(n)?),
+                _ => None,
+            };
             let valid = match column.validity {
                 Some(v) => Some(chunk.upload(&v[range.clone()])?),
                 None => None,
             };
             let mut buffers = InputBuffers {
                 values,
+                ivalues,
+                isum,
                 valid,
                 count: chunk.zeros(n)?,
                 nan: chunk.zeros(n)?,
@@ -382,6 +419,8 @@ impl CudaBackend {
             {
                 let InputBuffers {
                     values,
+                    ivalues,
+                    isum,
                     valid,
                     count,
                     nan,
@@ -409,6 +448,14 @@ impl CudaBackend {
                         }
                     }
                 }
+                match ivalues {
+                    Some(v) => b.arg(&*v),
+                    None => b.arg(&NULL),
+                };
+                match isum {
+                    Some(v) => b.arg(v),
+                    None => b.arg(&NULL),
+                };
                 // SAFETY: as above; null sums tell the kernel to keep counts only.
                 launch("segment_prefix", unsafe { b.launch(grid(segments)) })?;
             }
@@ -423,6 +470,10 @@ impl CudaBackend {
                 {
                     let mut b = stream.launch_builder(&self.kernels.block_extrema_l1);
                     b.arg(&buffers.values);
+                    match &buffers.ivalues {
+                        Some(v) => b.arg(v),
+                        None => b.arg(&NULL),
+                    };
                     match &buffers.valid {
                         Some(v) => b.arg(v),
                         None => b.arg(&NULL),
@@ -447,7 +498,7 @@ impl CudaBackend {
             inputs.push(Some(buffers));
         }
         let mut columns = Vec::with_capacity(plan.specs().len());
-        for spec in plan.specs() {
+        for (s, spec) in plan.specs().iter().enumerate() {
             let Some(input) = inputs[spec.input].as_ref() else {
                 return Err(KernelError::InputMismatch(format!(
                     "spec reads input {} which has no buffers",
@@ -460,6 +511,12 @@ impl CudaBackend {
             };
             let mut out = chunk.zeros::<f64>(n)?;
             let mut out_valid = chunk.zeros::<u8>(n)?;
+            let exact = plan.is_exact_output(s);
+            let mut out_int = if exact {
+                Some(chunk.zeros::<i64>(n)?)
+            } else {
+                None
+            };
             {
                 let kind = kind_code(spec.kind);
                 let mut b = stream.launch_builder(&self.kernels.window_aggregate);
@@ -502,14 +559,35 @@ impl CudaBackend {
                         }
                     }
                 }
+                match &input.ivalues {
+                    Some(v) => b.arg(v),
+                    None => b.arg(&NULL),
+                };
+                match &input.isum {
+                    Some(v) => b.arg(v),
+                    None => b.arg(&NULL),
+                };
                 b.arg(&mut out).arg(&mut out_valid);
+                match &mut out_int {
+                    Some(v) => b.arg(v),
+                    None => b.arg(&NULL),
+                };
                 // SAFETY: as above; the kernel reads sums and extrema only for kinds that
-                // need them, which `needs` allocated.
+                // need them, which `needs` allocated, and writes `out_int` only for integer
+                // inputs' sums, minima and maxima, the specs the plan marks exact.
                 launch("window_aggregate", unsafe { b.launch(grid(n)) })?;
             }
             let values = chunk.download(&out, n)?;
             let valid = chunk.download(&out_valid, n)?;
-            columns.push((values, valid.into_iter().map(|v| v != 0).collect()));
+            let exact = match &out_int {
+                Some(v) => Some(chunk.download(v, n)?),
+                None => None,
+            };
+            columns.push(Column {
+                values,
+                valid: valid.into_iter().map(|v| v != 0).collect(),
+                exact,
+            });
         }
         stream
             .synchronize()

@@ -14,7 +14,10 @@
 //   window's min and max), as the CPU kernels give;
 // - NaN and infinities are counted apart and give what IEEE arithmetic over the window gives;
 // - min and max follow IEEE totalOrder (NaN largest), as the CPU kernels do, through a
-//   two-level block decomposition, so a query costs O(128 + width / 4096) loads.
+//   two-level block decomposition, so a query costs O(128 + width / 4096) loads;
+// - integer inputs (given as i64 besides their f64 conversions) have exact wrapping prefix
+//   sums and are compared as themselves: sums, minima and maxima leave as i64, equal to the CPU
+//   kernels' (and DataFusion's wrapping) answers.
 //
 // The kernels do not assume fused multiply-add contraction: the host compiles with
 // --fmad=false so the error-free transformations below stay error-free.
@@ -101,6 +104,11 @@ __device__ __forceinline__ bool is_valid(const unsigned char* valid, u64 row) {
     return valid == 0 || valid[row] != 0;
 }
 
+// The key min/max order row `r` by: an integer input's value itself, else the float's key.
+__device__ __forceinline__ i64 row_key(const double* values, const i64* ivalues, u64 r) {
+    return ivalues != 0 ? ivalues[r] : order_key(values[r]);
+}
+
 // Writes each row's segment index. One thread per segment.
 extern "C" __global__ void segment_ids(const u64* offsets, u32 segments, u32* row_segment) {
     u32 s = blockIdx.x * blockDim.x + threadIdx.x;
@@ -110,13 +118,15 @@ extern "C" __global__ void segment_ids(const u64* offsets, u32 segments, u32* ro
 
 // Segment-local inclusive prefix counts and double-double prefix sums of one input column.
 // One thread per segment. `sums` is null when only counts are needed.
+// `ivalues` (integer inputs only, else null) adds exact wrapping prefix sums in `isum`.
 extern "C" __global__ void segment_prefix(
     const u64* offsets, u32 segments, const double* values, const unsigned char* valid,
     u32* count, u32* nan, u32* pos_inf, u32* neg_inf, double* shift, double* sum_hi,
-    double* sum_lo, double* sq_hi, double* sq_lo) {
+    double* sum_lo, double* sq_hi, double* sq_lo, const i64* ivalues, u64* isum) {
     u32 s = blockIdx.x * blockDim.x + threadIdx.x;
     if (s >= segments) return;
     u32 n = 0, n_nan = 0, n_pos = 0, n_neg = 0;
+    u64 exact = 0;
     bool shifted = false;
     double c = 0.0;
     dd s1 = make_dd(0.0, 0.0);
@@ -125,6 +135,7 @@ extern "C" __global__ void segment_prefix(
         if (is_valid(valid, r)) {
             double x = values[r];
             ++n;
+            if (ivalues != 0) exact += (u64)ivalues[r];
             if (isnan(x)) {
                 ++n_nan;
             } else if (isinf(x)) {
@@ -140,6 +151,7 @@ extern "C" __global__ void segment_prefix(
             }
         }
         count[r] = n;
+        if (isum != 0) isum[r] = exact;
         nan[r] = n_nan;
         pos_inf[r] = n_pos;
         neg_inf[r] = n_neg;
@@ -156,7 +168,8 @@ extern "C" __global__ void segment_prefix(
 // Per block of 2^L1_SHIFT rows (global alignment), the min and max order keys of its valid
 // values; empty blocks hold the neutral keys. One thread per block.
 extern "C" __global__ void block_extrema_l1(
-    const double* values, const unsigned char* valid, u64 rows, i64* min_l1, i64* max_l1) {
+    const double* values, const i64* ivalues, const unsigned char* valid, u64 rows, i64* min_l1,
+    i64* max_l1) {
     u64 b = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     u64 begin = b << L1_SHIFT;
     if (begin >= rows) return;
@@ -164,7 +177,7 @@ extern "C" __global__ void block_extrema_l1(
     i64 lo = I64_MAX, hi = I64_MIN;
     for (u64 r = begin; r < end; ++r) {
         if (!is_valid(valid, r)) continue;
-        i64 k = order_key(values[r]);
+        i64 k = row_key(values, ivalues, r);
         lo = min(lo, k);
         hi = max(hi, k);
     }
@@ -194,23 +207,23 @@ struct Extremes {
 };
 
 __device__ __forceinline__ void take_row(
-    Extremes& e, const double* values, const unsigned char* valid, u64 r) {
+    Extremes& e, const double* values, const i64* ivalues, const unsigned char* valid, u64 r) {
     if (!is_valid(valid, r)) return;
-    i64 k = order_key(values[r]);
+    i64 k = row_key(values, ivalues, r);
     e.lo = min(e.lo, k);
     e.hi = max(e.hi, k);
 }
 
 // Min and max order keys over rows [first, last] (inclusive).
 __device__ Extremes range_extremes(
-    const double* values, const unsigned char* valid, const i64* min_l1, const i64* max_l1,
-    const i64* min_l2, const i64* max_l2, u64 first, u64 last) {
+    const double* values, const i64* ivalues, const unsigned char* valid, const i64* min_l1,
+    const i64* max_l1, const i64* min_l2, const i64* max_l2, u64 first, u64 last) {
     const u64 l1 = 1ULL << L1_SHIFT, l2 = 1ULL << L2_SHIFT;
     Extremes e;
     e.lo = I64_MAX;
     e.hi = I64_MIN;
     u64 r = first;
-    while (r <= last && (r & (l1 - 1)) != 0) take_row(e, values, valid, r++);
+    while (r <= last && (r & (l1 - 1)) != 0) take_row(e, values, ivalues, valid, r++);
     while (r + l1 - 1 <= last && (r & (l2 - 1)) != 0) {
         e.lo = min(e.lo, min_l1[r >> L1_SHIFT]);
         e.hi = max(e.hi, max_l1[r >> L1_SHIFT]);
@@ -226,7 +239,7 @@ __device__ Extremes range_extremes(
         e.hi = max(e.hi, max_l1[r >> L1_SHIFT]);
         r += l1;
     }
-    while (r <= last) take_row(e, values, valid, r++);
+    while (r <= last) take_row(e, values, ivalues, valid, r++);
     return e;
 }
 
@@ -253,14 +266,15 @@ __device__ __forceinline__ dd window_dd(
 }
 
 // One feature column: aggregate `kind` of one input over each row's window. One thread per row.
-// `width` < 0 means UNBOUNDED PRECEDING. Outputs one value and one validity byte per row.
+// `width` < 0 means UNBOUNDED PRECEDING. Outputs one value and one validity byte per row; for
+// integer inputs (`ivalues` non-null) sums, minima and maxima also go to `out_int` exactly.
 extern "C" __global__ void window_aggregate(
     u64 rows, const u64* offsets, const u32* row_segment, const i64* times, int kind, i64 width,
     const double* values, const unsigned char* valid, const u32* count, const u32* nan,
     const u32* pos_inf, const u32* neg_inf, const double* shift, const double* sum_hi,
     const double* sum_lo, const double* sq_hi, const double* sq_lo, const i64* min_l1,
-    const i64* max_l1, const i64* min_l2, const i64* max_l2, double* out,
-    unsigned char* out_valid) {
+    const i64* max_l1, const i64* min_l2, const i64* max_l2, const i64* ivalues,
+    const u64* isum, double* out, unsigned char* out_valid, i64* out_int) {
     u64 r = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (r >= rows) return;
     u32 s = row_segment[r];
@@ -293,8 +307,22 @@ extern "C" __global__ void window_aggregate(
         ok = true;
     } else if (kind == K_MIN || kind == K_MAX) {
         if (n > 0) {
-            Extremes e = range_extremes(values, valid, min_l1, max_l1, min_l2, max_l2, first, last);
-            value = from_order_key(kind == K_MIN ? e.lo : e.hi);
+            Extremes e = range_extremes(
+                values, ivalues, valid, min_l1, max_l1, min_l2, max_l2, first, last);
+            i64 key = kind == K_MIN ? e.lo : e.hi;
+            if (ivalues != 0) {
+                out_int[r] = key;
+                value = (double)key;
+            } else {
+                value = from_order_key(key);
+            }
+            ok = true;
+        }
+    } else if (kind == K_SUM && isum != 0) {
+        if (n > 0) {
+            u64 total = isum[last] - (first > begin ? isum[first - 1] : 0ULL);
+            out_int[r] = (i64)total;
+            value = (double)(i64)total;
             ok = true;
         }
     } else if (n > 0) {
@@ -323,8 +351,8 @@ extern "C" __global__ void window_aggregate(
                 if (non_finite) {
                     m2 = __longlong_as_double(0x7ff8000000000000LL);
                 } else {
-                    Extremes e =
-                        range_extremes(values, valid, min_l1, max_l1, min_l2, max_l2, first, last);
+                    Extremes e = range_extremes(
+                        values, ivalues, valid, min_l1, max_l1, min_l2, max_l2, first, last);
                     if (e.lo == e.hi) {
                         m2 = 0.0;
                     } else {
