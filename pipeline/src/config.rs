@@ -32,6 +32,14 @@ pub struct PipelineConfig {
     /// Which device backfill computes on.
     #[serde(default)]
     pub compute: ComputeConfig,
+    /// The feature store `quiver apply` registers views in: a local directory (default
+    /// `quiver-store`, relative to where quiver runs).
+    #[serde(default = "default_store")]
+    pub store: PathBuf,
+}
+
+fn default_store() -> PathBuf {
+    PathBuf::from("quiver-store")
 }
 
 /// The device of the window kernels in backfill (streaming runs compute on the CPU).

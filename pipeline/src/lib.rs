@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod operator;
 pub mod outputs;
 pub mod progress;
+pub mod registry;
 pub mod reorder;
 pub mod run;
 pub mod source;

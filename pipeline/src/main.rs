@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use quiver_connectors::{write_file, Datagen, DatagenConfig, FileFormat};
 use quiver_pipeline::backfill::backfill;
 use quiver_pipeline::checkpoint::CheckpointPolicy;
+use quiver_pipeline::registry::{apply, Registry};
 use quiver_pipeline::run::{configured_policy, run, RunOptions};
 use quiver_pipeline::source::SourceOverrides;
 use quiver_pipeline::validate::validate;
@@ -80,6 +81,49 @@ enum Command {
     Run(JobArgs),
     /// Compute a pipeline's views over bounded (historical) input as fast as possible.
     Backfill(JobArgs),
+    /// Register the config's views in the feature store: each changed view gets a new version,
+    /// backfilled from the configured source, then becomes the view's latest.
+    Apply {
+        /// Pipeline config (YAML).
+        config: PathBuf,
+        /// Store directory (default: the config's `store`, else quiver-store).
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Do not draw a progress bar.
+        #[arg(long)]
+        no_progress: bool,
+        /// Device of the backfill's window kernels: auto, cpu or cuda.
+        #[arg(long)]
+        device: Option<quiver_gpu::Device>,
+    },
+    /// List the views of a feature store with their latest version.
+    Views {
+        /// Store directory.
+        #[arg(long, default_value = "quiver-store")]
+        store: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a view's definition: `view` (its latest version) or `view@version`.
+    Describe {
+        /// `view` or `view@version`.
+        view: String,
+        /// Store directory.
+        #[arg(long, default_value = "quiver-store")]
+        store: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a view from the store's latest views (its versions stay readable as view@version).
+    Remove {
+        /// View name.
+        view: String,
+        /// Store directory.
+        #[arg(long, default_value = "quiver-store")]
+        store: PathBuf,
+    },
     /// Check a config and its SQL without running anything.
     Validate {
         /// Pipeline config (YAML).
@@ -148,6 +192,111 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => job(args, false).await,
         Command::Backfill(args) => job(args, true).await,
+        Command::Apply {
+            config,
+            store,
+            no_progress,
+            device,
+        } => {
+            let loaded = LoadedConfig::load(&config)?;
+            let root = store.unwrap_or_else(|| loaded.config.store.clone());
+            let pipeline = CompiledPipeline::compile(loaded).await?;
+            let registry = Registry::open(root);
+            let options = RunOptions {
+                progress: !no_progress && std::io::stderr().is_terminal(),
+                handle_signals: true,
+                device,
+                ..RunOptions::default()
+            };
+            let report = apply(pipeline, &registry, options).await?;
+            say(&format!(
+                "applied to {}\n{report}",
+                registry.root().display()
+            ));
+            Ok(())
+        }
+        Command::Views { store, json } => {
+            let registry = Registry::open(store);
+            let mut rows = Vec::new();
+            for view in registry.views()? {
+                let versions = registry.versions(&view)?;
+                let latest = registry.latest(&view)?;
+                let current = latest
+                    .as_ref()
+                    .and_then(|l| versions.iter().find(|d| &d.version == l));
+                rows.push(serde_json::json!({
+                    "view": view,
+                    "latest": latest,
+                    "versions": versions.len(),
+                    "rows": current.map(|d| d.rows),
+                    "created": current.map(|d| d.created.clone()),
+                    "keys": current.map(|d| d.keys.clone()),
+                }));
+            }
+            if json {
+                say(&format!("{}\n", serde_json::to_string_pretty(&rows)?));
+            } else if rows.is_empty() {
+                say(&format!(
+                    "no views in {} (run `quiver apply <config>`)\n",
+                    registry.root().display()
+                ));
+            } else {
+                say("view                      latest                    versions  rows          created\n");
+                for r in rows {
+                    say(&format!(
+                        "{:<25} {:<25} {:>8}  {:<12}  {}\n",
+                        r["view"].as_str().unwrap_or(""),
+                        r["latest"].as_str().unwrap_or("(removed)"),
+                        r["versions"].as_u64().unwrap_or(0),
+                        r["rows"]
+                            .as_u64()
+                            .map(|n| n.to_string())
+                            .unwrap_or_default(),
+                        r["created"].as_str().unwrap_or(""),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Command::Describe { view, store, json } => {
+            let registry = Registry::open(store);
+            let (name, version) = match view.split_once('@') {
+                Some((n, v)) => (n, Some(v)),
+                None => (view.as_str(), None),
+            };
+            let d = registry.definition(name, version)?;
+            if json {
+                say(&format!("{}\n", serde_json::to_string_pretty(&d)?));
+            } else {
+                let latest = registry.latest(name)?;
+                say(&format!(
+                    "view {}@{}{}\n  created {} from {}\n  rows {}\n  data {}\n  keys {}\n  event time {}\n  engine {}\n  columns:\n{}\n  transforms:\n{}\n  sql:\n    {}\n",
+                    d.view,
+                    d.version,
+                    if latest.as_deref() == Some(d.version.as_str()) { " (latest)" } else { "" },
+                    d.created,
+                    d.config,
+                    d.rows,
+                    registry.data_dir(&d.view, &d.version).display(),
+                    d.keys.join(", "),
+                    d.event_time,
+                    d.engine,
+                    d.columns.iter().map(|c| format!("    {c}")).collect::<Vec<_>>().join("\n"),
+                    d.transforms.iter().map(|(n, sql)| format!("    {n}: {sql}")).collect::<Vec<_>>().join("\n"),
+                    d.sql.replace('\n', "\n    "),
+                ));
+            }
+            Ok(())
+        }
+        Command::Remove { view, store } => {
+            let registry = Registry::open(store);
+            registry.remove(&view)?;
+            say(&format!(
+                "removed `{view}` from the latest views of {}; its versions stay readable as {view}@<version>\n",
+                registry.root().display()
+            ));
+            Ok(())
+        }
         Command::Validate { config } => {
             let report = validate(&config).await?;
             for line in report.lines {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod exact;
 pub mod feature_view;
 pub mod lineage;
+pub mod normalize;
 pub mod reference;
 pub mod session;
 pub mod transform;

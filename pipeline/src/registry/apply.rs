@@ -1,0 +1,227 @@
+//! `quiver apply`: registers the views of a pipeline config in the store, backfills every new
+//! version from the configured source, then points each view's `latest` at it.
+
+use crate::backfill::backfill;
+use crate::compile::CompiledPipeline;
+use crate::error::JobError;
+use crate::registry::definition::ViewDefinition;
+use crate::registry::store::Registry;
+use crate::run::RunOptions;
+use crate::summary::thousands;
+
+/// What `apply` did to one view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Its latest version already has this definition.
+    Unchanged {
+        /// The version.
+        version: String,
+    },
+    /// A new version, backfilled and made latest.
+    Created {
+        /// The new version.
+        version: String,
+        /// The version it replaced as latest, if any.
+        previous: Option<String>,
+        /// Feature rows its backfill wrote.
+        rows: u64,
+    },
+    /// An earlier version with this definition, made latest again (its data was kept).
+    Restored {
+        /// The version.
+        version: String,
+        /// The version it replaced as latest, if any.
+        previous: Option<String>,
+    },
+}
+
+/// Each view's outcome, in config order.
+#[derive(Debug, Clone)]
+pub struct ApplyReport {
+    /// View name and what happened.
+    pub views: Vec<(String, Applied)>,
+}
+
+impl std::fmt::Display for ApplyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (view, applied) in &self.views {
+            match applied {
+                Applied::Unchanged { version } => {
+                    writeln!(f, "view {view}: unchanged ({version})")?
+                }
+                Applied::Created {
+                    version,
+                    previous,
+                    rows,
+                } => writeln!(
+                    f,
+                    "view {view}: new version {version} with {} feature rows{}",
+                    thousands(*rows),
+                    previous
+                        .as_ref()
+                        .map(|p| format!(" (was {p}, still readable as {view}@{p})"))
+                        .unwrap_or_default()
+                )?,
+                Applied::Restored { version, previous } => writeln!(
+                    f,
+                    "view {view}: back to version {version}{}",
+                    previous
+                        .as_ref()
+                        .map(|p| format!(" (was {p})"))
+                        .unwrap_or_default()
+                )?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Seconds since the Unix epoch as RFC 3339 UTC (`2026-11-30T00:30:00Z`).
+fn utc_rfc3339(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
+/// Applies `pipeline` to the store `registry`: every view whose definition is not its latest
+/// version gets one. A new version is backfilled into `<store>/_staging` first and moved into
+/// place only when its backfill committed; `latest` moves last, so a failed or killed apply
+/// leaves every view on its previous version.
+pub async fn apply(
+    mut pipeline: CompiledPipeline,
+    registry: &Registry,
+    options: RunOptions,
+) -> Result<ApplyReport, JobError> {
+    let staging = registry.staging_dir();
+    if staging.exists() {
+        // What an interrupted apply left: never visible to readers, safe to drop.
+        std::fs::remove_dir_all(&staging)
+            .map_err(|e| JobError::Other(format!("cannot clear `{}`: {e}", staging.display())))?;
+    }
+    let definitions = (0..pipeline.views.len())
+        .map(|i| ViewDefinition::of(&pipeline, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut outcomes: Vec<Option<Applied>> = Vec::with_capacity(definitions.len());
+    let mut to_backfill = Vec::new();
+    for (i, d) in definitions.iter().enumerate() {
+        let previous = registry.latest(&d.view)?;
+        if previous.as_deref() == Some(d.version.as_str()) {
+            outcomes.push(Some(Applied::Unchanged {
+                version: d.version.clone(),
+            }));
+        } else if registry.definition(&d.view, Some(&d.version)).is_ok()
+            && registry.data_dir(&d.view, &d.version).exists()
+        {
+            registry.set_latest(&d.view, &d.version)?;
+            outcomes.push(Some(Applied::Restored {
+                version: d.version.clone(),
+                previous,
+            }));
+        } else {
+            outcomes.push(None);
+            to_backfill.push(i);
+        }
+    }
+    if !to_backfill.is_empty() {
+        // Only the views that need a new version are computed.
+        let keep = |i: &usize| to_backfill.contains(i);
+        pipeline.views = std::mem::take(&mut pipeline.views)
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep(i))
+            .map(|(_, v)| v)
+            .collect();
+        pipeline.view_identities = std::mem::take(&mut pipeline.view_identities)
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep(i))
+            .map(|(_, v)| v)
+            .collect();
+        let out = staging.join("backfill");
+        let summary = backfill(
+            pipeline,
+            RunOptions {
+                output: Some(out.clone()),
+                ..options
+            },
+        )
+        .await?;
+        let created = utc_rfc3339(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        );
+        for &i in &to_backfill {
+            let mut definition = definitions[i].clone();
+            let rows = summary
+                .views
+                .iter()
+                .find(|v| v.view == definition.view)
+                .map_or(0, |v| v.rows);
+            definition.rows = rows;
+            definition.created = created.clone();
+            let target = registry.data_dir(&definition.view, &definition.version);
+            if target.exists() {
+                std::fs::remove_dir_all(&target).map_err(|e| {
+                    JobError::Other(format!("cannot replace `{}`: {e}", target.display()))
+                })?;
+            }
+            let parent = target.parent().unwrap_or(registry.root());
+            std::fs::create_dir_all(parent).map_err(|e| {
+                JobError::Other(format!("cannot create `{}`: {e}", parent.display()))
+            })?;
+            let produced = out.join(&definition.view);
+            if produced.exists() {
+                std::fs::rename(&produced, &target).map_err(|e| {
+                    JobError::Other(format!("cannot move `{}`: {e}", produced.display()))
+                })?;
+            } else {
+                std::fs::create_dir_all(&target).map_err(|e| {
+                    JobError::Other(format!("cannot create `{}`: {e}", target.display()))
+                })?;
+            }
+            quiver_store::sync_dir(parent).map_err(|e| JobError::Other(e.to_string()))?;
+            let previous = registry.latest(&definition.view)?;
+            registry.register(&definition)?;
+            registry.set_latest(&definition.view, &definition.version)?;
+            outcomes[i] = Some(Applied::Created {
+                version: definition.version.clone(),
+                previous,
+                rows,
+            });
+        }
+        std::fs::remove_dir_all(&staging)
+            .map_err(|e| JobError::Other(format!("cannot clear `{}`: {e}", staging.display())))?;
+    }
+    Ok(ApplyReport {
+        views: definitions
+            .iter()
+            .zip(outcomes)
+            .filter_map(|(d, o)| o.map(|o| (d.view.clone(), o)))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(super::utc_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::utc_rfc3339(1_796_000_400), "2026-11-30T01:00:00Z");
+        assert_eq!(super::utc_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}
