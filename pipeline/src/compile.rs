@@ -44,13 +44,17 @@ fn identity(view: &FeatureView, sql: &str) -> ViewIdentity {
             .iter()
             .map(|s| format!("{:?}({}) over {:?}", s.kind, s.input, s.frame))
             .collect(),
-        columns: view
-            .output_schema()
-            .fields()
-            .iter()
-            .map(|f| format!("{}: {}", f.name(), f.data_type()))
-            .collect(),
+        columns: column_descriptions(&view.output_schema()),
     }
+}
+
+/// `name: type` of each column of `schema`, as identities and definitions record them.
+pub fn column_descriptions(schema: &Schema) -> Vec<String> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+        .collect()
 }
 
 /// The raw stream schema: declared columns plus the hidden source partition and offset

@@ -1,7 +1,7 @@
 //! A view's definition as the registry keeps it, and its version: a hash of everything that
 //! decides its feature values.
 
-use crate::compile::CompiledPipeline;
+use crate::compile::{column_descriptions, CompiledPipeline};
 use crate::error::JobError;
 use quiver_sql::normalize::normalized_sql;
 use serde::{Deserialize, Serialize};
@@ -66,21 +66,10 @@ impl ViewDefinition {
             version: String::new(),
             sql,
             transforms,
-            source_schema: pipeline
-                .source_schema
-                .arrow_schema()
-                .fields()
-                .iter()
-                .map(|f| format!("{}: {}", f.name(), f.data_type()))
-                .collect(),
+            source_schema: column_descriptions(&pipeline.source_schema.arrow_schema()),
             event_time: pipeline.event_time().to_string(),
             keys: view.key_names().to_vec(),
-            columns: view
-                .output_schema()
-                .fields()
-                .iter()
-                .map(|f| format!("{}: {}", f.name(), f.data_type()))
-                .collect(),
+            columns: column_descriptions(&view.output_schema()),
             engine: ENGINE_SEMANTICS.to_string(),
             created: String::new(),
             rows: 0,
