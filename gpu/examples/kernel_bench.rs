@@ -85,21 +85,9 @@ fn generate(rows: usize) -> Input {
 /// Evaluates on `backend`; returns seconds and the output.
 fn time(backend: &dyn WindowBackend, plan: &WindowPlan, input: &Input) -> (f64, FeatureOutput) {
     let inputs = [
-        InputColumn {
-            values: &input.ones,
-            validity: None,
-            exact: None,
-        },
-        InputColumn {
-            values: &input.amounts,
-            validity: Some(&input.valid),
-            exact: None,
-        },
-        InputColumn {
-            values: &input.micro,
-            validity: None,
-            exact: None,
-        },
+        InputColumn::floats(&input.ones, None),
+        InputColumn::floats(&input.amounts, Some(&input.valid)),
+        InputColumn::floats(&input.micro, None),
     ];
     let rows = input.times.len();
     let positions: Vec<u32> = (0..rows as u32).collect();

@@ -481,16 +481,8 @@ mod tests {
                 &slots,
                 &times[chunk.clone()],
                 &[
-                    InputColumn {
-                        values: &ones[chunk.clone()],
-                        validity: None,
-                        exact: None,
-                    },
-                    InputColumn {
-                        values: &vals[chunk.clone()],
-                        validity: Some(&valid[chunk.clone()]),
-                        exact: None,
-                    },
+                    InputColumn::floats(&ones[chunk.clone()], None),
+                    InputColumn::floats(&vals[chunk.clone()], Some(&valid[chunk.clone()])),
                 ],
                 &order,
                 &mut out,
@@ -518,11 +510,7 @@ mod tests {
     }
 
     fn col3() -> InputColumn<'static> {
-        InputColumn {
-            values: &[1.0, 1.0, 1.0],
-            validity: None,
-            exact: None,
-        }
+        InputColumn::floats(&[1.0, 1.0, 1.0], None)
     }
 
     #[test]
@@ -530,11 +518,7 @@ mod tests {
         let mut w = KeyedWindows::new(plan());
         assert_eq!(w.slots(&[b"k", b"other"]), vec![0, 1]);
         let ones = [1.0, 1.0];
-        let col = InputColumn {
-            values: &ones,
-            validity: None,
-            exact: None,
-        };
+        let col = InputColumn::floats(&ones, None);
         let mut out = FeatureOutput::new(5, 2);
         let err = w
             .process(&[0, 0], &[10, 5], &[col, col], &[0, 1], &mut out)
@@ -561,11 +545,7 @@ mod tests {
     fn snapshot_restores_per_key() {
         let mut w = KeyedWindows::new(plan());
         let vals = [1.0, 2.0, 3.0];
-        let col = InputColumn {
-            values: &vals,
-            validity: None,
-            exact: None,
-        };
+        let col = InputColumn::floats(&vals, None);
         let mut out = FeatureOutput::new(5, 3);
         let slots = w.slots(&[b"a", b"b", b"a"]);
         w.process(&slots, &[1, 2, 3], &[col, col], &[0, 1, 2], &mut out)
@@ -577,11 +557,7 @@ mod tests {
         let mut a = FeatureOutput::new(5, 1);
         let mut b = FeatureOutput::new(5, 1);
         let v = [4.0];
-        let c = InputColumn {
-            values: &v,
-            validity: None,
-            exact: None,
-        };
+        let c = InputColumn::floats(&v, None);
         let slot = w.slots(&[b"a"]);
         w.process(&slot, &[4], &[c, c], &[0], &mut a).unwrap();
         let slot = restored.slots(&[b"a"]);

@@ -79,16 +79,8 @@ fn run(backend: &dyn WindowBackend, case: &Case) -> Results {
     let values: Vec<f64> = case.values.iter().map(|v| v.unwrap_or(0.0)).collect();
     let valid: Vec<bool> = case.values.iter().map(Option::is_some).collect();
     let inputs = [
-        InputColumn {
-            values: &ones,
-            validity: None,
-            exact: None,
-        },
-        InputColumn {
-            values: &values,
-            validity: Some(&valid),
-            exact: None,
-        },
+        InputColumn::floats(&ones, None),
+        InputColumn::floats(&values, Some(&valid)),
     ];
     let rows = SortedRows {
         offsets: &case.offsets,
@@ -423,43 +415,27 @@ fn out_of_order_and_bad_shapes_are_errors() {
     case.segment(&[(10, Some(1.0)), (5, Some(2.0))]);
     let plan = case.plan();
     let ones = [1.0, 1.0];
-    let col = InputColumn {
-        values: &ones,
-        validity: None,
-        exact: None,
+    let col = InputColumn::floats(&ones, None);
+    let evaluate = |offsets: &[usize], times: &[i64]| {
+        let mut out = FeatureOutput::new(plan.specs().len(), 2);
+        cpu.evaluate(
+            &plan,
+            &SortedRows {
+                offsets,
+                times,
+                inputs: &[col, col],
+            },
+            Scatter {
+                out: &mut out,
+                positions: &[0, 1],
+            },
+            &|_| {},
+        )
+        .unwrap_err()
     };
-    let mut out = FeatureOutput::new(plan.specs().len(), 2);
-    let err = cpu
-        .evaluate(
-            &plan,
-            &SortedRows {
-                offsets: &case.offsets,
-                times: &case.times,
-                inputs: &[col, col],
-            },
-            Scatter {
-                out: &mut out,
-                positions: &[0, 1],
-            },
-            &|_| {},
-        )
-        .unwrap_err();
+    let err = evaluate(&case.offsets, &case.times);
     assert!(err.to_string().contains("event time 5"), "{err}");
-    let err = cpu
-        .evaluate(
-            &plan,
-            &SortedRows {
-                offsets: &[0, 3],
-                times: &[1, 2],
-                inputs: &[col, col],
-            },
-            Scatter {
-                out: &mut out,
-                positions: &[0, 1],
-            },
-            &|_| {},
-        )
-        .unwrap_err();
+    let err = evaluate(&[0, 3], &[1, 2]);
     assert!(err.to_string().contains("offsets"), "{err}");
 }
 

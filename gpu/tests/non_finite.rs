@@ -116,15 +116,7 @@ fn non_finite_values_count_while_inside_and_are_forgotten_when_they_leave() {
         let times: Vec<i64> = chunk.iter().map(|e| e.1).collect();
         let values: Vec<f64> = chunk.iter().map(|e| e.2).collect();
         let out = windows
-            .apply(
-                &keys,
-                &times,
-                &[InputColumn {
-                    values: &values,
-                    validity: None,
-                    exact: None,
-                }],
-            )
+            .apply(&keys, &times, &[InputColumn::floats(&values, None)])
             .unwrap();
         for (row, &(key, t, _)) in chunk.iter().enumerate() {
             let past: Vec<&(&[u8], i64, f64)> =

@@ -81,16 +81,8 @@ fn run_case(seed: u64) {
         let b: Vec<f64> = batch.iter().map(|e| e.3.unwrap_or(0.0)).collect();
         let b_valid: Vec<bool> = batch.iter().map(|e| e.3.is_some()).collect();
         let inputs = [
-            InputColumn {
-                values: &a,
-                validity: Some(&a_valid),
-                exact: None,
-            },
-            InputColumn {
-                values: &b,
-                validity: Some(&b_valid),
-                exact: None,
-            },
+            InputColumn::floats(&a, Some(&a_valid)),
+            InputColumn::floats(&b, Some(&b_valid)),
         ];
         let out = windows
             .apply(&key_refs, &times, &inputs)

@@ -75,15 +75,7 @@ fn windows_that_never_empty_stay_exact_after_far_values_leave() {
         let times: Vec<i64> = chunk.iter().map(|e| e.1).collect();
         let values: Vec<f64> = chunk.iter().map(|e| e.2 as f64 / 100.0).collect();
         let out = windows
-            .apply(
-                &keys,
-                &times,
-                &[InputColumn {
-                    values: &values,
-                    validity: None,
-                    exact: None,
-                }],
-            )
+            .apply(&keys, &times, &[InputColumn::floats(&values, None)])
             .unwrap();
         for (row, &(key, t, _)) in chunk.iter().enumerate() {
             let same: Vec<&(&[u8], i64, i64)> =

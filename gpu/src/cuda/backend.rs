@@ -6,8 +6,8 @@ use crate::error::KernelError;
 use crate::plan::{Frame, InputKind, WindowPlan};
 use crate::AggKind;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
-    ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchArgs, LaunchConfig,
+    PushKernelArg, ValidAsZeroBits,
 };
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 use std::sync::{Arc, Mutex};
@@ -176,6 +176,41 @@ fn kind_code(kind: AggKind) -> i32 {
         AggKind::VarSamp => 6,
         AggKind::StddevPop => 7,
         AggKind::VarPop => 8,
+    }
+}
+
+/// Pushes an optional kernel array: the buffer, or a null pointer the kernel checks for.
+fn arg_or_null<'a, T>(b: &mut LaunchArgs<'a>, buffer: Option<&'a CudaSlice<T>>) {
+    match buffer {
+        Some(v) => b.arg(v),
+        None => b.arg(&NULL),
+    };
+}
+
+/// Pushes an optional output array (written by the kernel), or a null pointer.
+fn arg_mut_or_null<'a, T>(b: &mut LaunchArgs<'a>, buffer: Option<&'a mut CudaSlice<T>>) {
+    match buffer {
+        Some(v) => b.arg(v),
+        None => b.arg(&NULL),
+    };
+}
+
+/// Pushes each buffer of an optional group of `N` kernel arrays, or `N` null pointers.
+fn args_or_nulls<'a, T, const N: usize>(
+    b: &mut LaunchArgs<'a>,
+    group: Option<&'a [CudaSlice<T>; N]>,
+) {
+    match group {
+        Some(buffers) => {
+            for buffer in buffers {
+                b.arg(buffer);
+            }
+        }
+        None => {
+            for _ in 0..N {
+                b.arg(&NULL);
+            }
+        }
     }
 }
 
@@ -431,10 +466,7 @@ impl CudaBackend {
                 } = &mut buffers;
                 let mut b = stream.launch_builder(&self.kernels.segment_prefix);
                 b.arg(&d_offsets).arg(&segs32).arg(&*values);
-                match valid {
-                    Some(v) => b.arg(&*v),
-                    None => b.arg(&NULL),
-                };
+                arg_or_null(&mut b, valid.as_ref());
                 b.arg(count).arg(nan).arg(pos_inf).arg(neg_inf);
                 match sums {
                     Some(s) => {
@@ -442,20 +474,10 @@ impl CudaBackend {
                             b.arg(buffer);
                         }
                     }
-                    None => {
-                        for _ in 0..5 {
-                            b.arg(&NULL);
-                        }
-                    }
+                    None => args_or_nulls::<f64, 5>(&mut b, None),
                 }
-                match ivalues {
-                    Some(v) => b.arg(&*v),
-                    None => b.arg(&NULL),
-                };
-                match isum {
-                    Some(v) => b.arg(v),
-                    None => b.arg(&NULL),
-                };
+                arg_or_null(&mut b, ivalues.as_ref());
+                arg_mut_or_null(&mut b, isum.as_mut());
                 // SAFETY: as above; null sums tell the kernel to keep counts only.
                 launch("segment_prefix", unsafe { b.launch(grid(segments)) })?;
             }
@@ -470,14 +492,8 @@ impl CudaBackend {
                 {
                     let mut b = stream.launch_builder(&self.kernels.block_extrema_l1);
                     b.arg(&buffers.values);
-                    match &buffers.ivalues {
-                        Some(v) => b.arg(v),
-                        None => b.arg(&NULL),
-                    };
-                    match &buffers.valid {
-                        Some(v) => b.arg(v),
-                        None => b.arg(&NULL),
-                    };
+                    arg_or_null(&mut b, buffers.ivalues.as_ref());
+                    arg_or_null(&mut b, buffers.valid.as_ref());
                     b.arg(&n64).arg(&mut *min_l1).arg(&mut *max_l1);
                     // SAFETY: as above.
                     launch("block_extrema_l1", unsafe { b.launch(grid(l1_blocks)) })?;
@@ -527,51 +543,17 @@ impl CudaBackend {
                     .arg(&kind)
                     .arg(&width)
                     .arg(&input.values);
-                match &input.valid {
-                    Some(v) => b.arg(v),
-                    None => b.arg(&NULL),
-                };
+                arg_or_null(&mut b, input.valid.as_ref());
                 b.arg(&input.count)
                     .arg(&input.nan)
                     .arg(&input.pos_inf)
                     .arg(&input.neg_inf);
-                match &input.sums {
-                    Some(s) => {
-                        for buffer in s {
-                            b.arg(buffer);
-                        }
-                    }
-                    None => {
-                        for _ in 0..5 {
-                            b.arg(&NULL);
-                        }
-                    }
-                }
-                match &input.extrema {
-                    Some(e) => {
-                        for buffer in e {
-                            b.arg(buffer);
-                        }
-                    }
-                    None => {
-                        for _ in 0..4 {
-                            b.arg(&NULL);
-                        }
-                    }
-                }
-                match &input.ivalues {
-                    Some(v) => b.arg(v),
-                    None => b.arg(&NULL),
-                };
-                match &input.isum {
-                    Some(v) => b.arg(v),
-                    None => b.arg(&NULL),
-                };
+                args_or_nulls(&mut b, input.sums.as_ref());
+                args_or_nulls(&mut b, input.extrema.as_ref());
+                arg_or_null(&mut b, input.ivalues.as_ref());
+                arg_or_null(&mut b, input.isum.as_ref());
                 b.arg(&mut out).arg(&mut out_valid);
-                match &mut out_int {
-                    Some(v) => b.arg(v),
-                    None => b.arg(&NULL),
-                };
+                arg_mut_or_null(&mut b, out_int.as_mut());
                 // SAFETY: as above; the kernel reads sums and extrema only for kinds that
                 // need them, which `needs` allocated, and writes `out_int` only for integer
                 // inputs' sums, minima and maxima, the specs the plan marks exact.
