@@ -78,6 +78,29 @@ pub fn publish(files: &[StagedFile]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Writes `bytes` to `path` durably and atomically: into `tmp` (same directory), synced,
+/// renamed over `path`, then the directory synced, so readers and a crash see the old content
+/// or the new, never part of it. `before_rename` runs between the sync and the rename (the
+/// crash tests' fault point).
+pub fn write_atomically(
+    path: &Path,
+    tmp: &Path,
+    bytes: &[u8],
+    before_rename: impl FnOnce(),
+) -> Result<(), StoreError> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let mut file = std::fs::File::create(tmp).map_err(io(tmp))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io(tmp))?;
+    drop(file);
+    before_rename();
+    std::fs::rename(tmp, path).map_err(io(path))?;
+    sync_dir(dir)
+}
+
 /// Flushes a directory entry change (a rename or a new file) to disk.
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     match std::fs::File::open(dir) {

@@ -4,8 +4,7 @@
 use super::envelope::{self, StateKind};
 use super::state::Checkpoint;
 use crate::error::JobError;
-use quiver_store::sync_dir;
-use std::io::Write;
+use quiver_store::write_atomically;
 use std::path::{Path, PathBuf};
 
 /// Fingerprint of the checkpoint envelope: checkpoints of any pipeline share one layout; what
@@ -121,17 +120,12 @@ impl CheckpointDir {
             large + 64 * 1024,
         )
         .map_err(|e| fail("encode", &e))?;
-        std::fs::create_dir_all(&self.dir).map_err(|e| fail("create the directory of", &e))?;
         let path = self.file(checkpoint.epoch);
         let tmp = path.with_extension("qvck.tmp");
-        let mut file = std::fs::File::create(&tmp).map_err(|e| fail("create", &e))?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| fail("write", &e))?;
-        drop(file);
-        crate::fault::crash_point("before_checkpoint_rename");
-        std::fs::rename(&tmp, &path).map_err(|e| fail("rename", &e))?;
-        sync_dir(&self.dir)?;
+        write_atomically(&path, &tmp, &bytes, || {
+            crate::fault::crash_point("before_checkpoint_rename")
+        })
+        .map_err(|e| fail("write", &e))?;
         for (epoch, old) in self.list()? {
             if epoch != checkpoint.epoch {
                 let _ = std::fs::remove_file(old);

@@ -26,15 +26,8 @@ fn io<'a>(path: &'a Path, what: &str) -> impl Fn(std::io::Error) -> JobError + '
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), JobError> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io(dir, "cannot create"))?;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(io(&tmp, "cannot write"))?;
-    file.write_all(bytes).map_err(io(&tmp, "cannot write"))?;
-    file.sync_all().map_err(io(&tmp, "cannot sync"))?;
-    std::fs::rename(&tmp, path).map_err(io(path, "cannot replace"))?;
-    quiver_store::sink::sync_dir(dir).map_err(|e| JobError::Other(e.to_string()))
+    quiver_store::write_atomically(path, &path.with_extension("tmp"), bytes, || {})
+        .map_err(|e| JobError::Other(e.to_string()))
 }
 
 /// A view name safe as one path segment.
