@@ -3,7 +3,7 @@
 use arrow::datatypes::{DataType, Schema};
 
 use crate::error::ConnectorError;
-use crate::schema::{FieldSpec, FieldType};
+use crate::schema::{column_list, FieldSpec, FieldType};
 
 /// The declared type a Parquet column of type `data_type` is read as, `None` for types Quiver's
 /// streams do not carry (nested, binary, intervals, ...).
@@ -54,12 +54,7 @@ pub fn infer_fields(
             detail: format!(
                 "the event-time column `{event_time}` is not in `{file}` (its columns: {}); fix \
                  event_time.column",
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| format!("`{}`", f.name()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                column_list(schema)
             ),
         });
     };

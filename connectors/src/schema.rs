@@ -95,6 +95,16 @@ impl EpochUnit {
     }
 }
 
+/// The column names of `schema`, quoted and comma-separated, for messages.
+pub(crate) fn column_list(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("`{}`", f.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn default_true() -> bool {
     true
 }

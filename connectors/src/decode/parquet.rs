@@ -18,7 +18,7 @@ use crate::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::error::ConnectorError;
 use crate::position::SourceBatch;
 use crate::render::json_row;
-use crate::schema::{DeclaredSchema, FieldSpec, FieldType};
+use crate::schema::{column_list, DeclaredSchema, FieldSpec, FieldType};
 
 fn file_error(partition: &str, detail: String) -> ConnectorError {
     ConnectorError::Parquet {
@@ -137,12 +137,7 @@ pub(super) fn decode(
                         "the file has no column `{}`, which is declared non-nullable (file \
                          columns: {}); fix the name in the schema or declare it `nullable: true`",
                         field.name,
-                        file_schema
-                            .fields()
-                            .iter()
-                            .map(|f| format!("`{}`", f.name()))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        column_list(&file_schema)
                     ),
                 ))
             }
