@@ -47,34 +47,13 @@ impl BatchCompute {
         let sorted = key_time_order(&ids, keys, &inputs.times);
         drop(ids);
         let order = &sorted.order;
-        let times: Vec<i64> = order.iter().map(|&r| inputs.times[r as usize]).collect();
-        // Exact inputs carry no f64 values (`values` is empty for them).
-        let values: Vec<Vec<f64>> = inputs
-            .values
-            .iter()
-            .map(|column| {
-                if column.is_empty() {
-                    Vec::new()
-                } else {
-                    order.iter().map(|&r| column[r as usize]).collect()
-                }
-            })
+        let times = gather(&inputs.times, order);
+        let values: Vec<Vec<f64>> = inputs.values.iter().map(|c| gather(c, order)).collect();
+        let validity: Vec<Option<Vec<bool>>> = (inputs.validity.iter())
+            .map(|v| v.as_deref().map(|v| gather(v, order)))
             .collect();
-        let validity: Vec<Option<Vec<bool>>> = inputs
-            .validity
-            .iter()
-            .map(|v| {
-                v.as_ref()
-                    .map(|v| order.iter().map(|&r| v[r as usize]).collect())
-            })
-            .collect();
-        let exact: Vec<Option<Vec<i128>>> = inputs
-            .exact
-            .iter()
-            .map(|v| {
-                v.as_ref()
-                    .map(|v| order.iter().map(|&r| v[r as usize]).collect())
-            })
+        let exact: Vec<Option<Vec<i128>>> = (inputs.exact.iter())
+            .map(|v| v.as_deref().map(|v| gather(v, order)))
             .collect();
         let columns = InputColumn::all(&values, &validity, &exact);
         let mut out = FeatureOutput::new(plan.specs().len(), rows);
@@ -115,6 +94,15 @@ impl BatchCompute {
             gpu_unused_because: self.opened.cpu_reason.clone(),
         }
     }
+}
+
+/// `column` in the row order `order`. An empty column stays empty: exact inputs carry no
+/// `f64` values.
+fn gather<T: Copy>(column: &[T], order: &[u32]) -> Vec<T> {
+    if column.is_empty() {
+        return Vec::new();
+    }
+    order.iter().map(|&r| column[r as usize]).collect()
 }
 
 /// The compute part of a run summary.

@@ -33,8 +33,6 @@ pub struct ViewOperator {
     expired_at: i64,
     /// Backfill's sorted evaluation of a whole input (see [`ViewOperator::with_batch_compute`]).
     batch: Option<BatchCompute>,
-    /// Whether the sorted evaluation ran (then no further batch may come).
-    batch_done: bool,
     /// Names of the source partitions, by index (feature rows' `_source_partition`).
     partitions: StringArray,
 }
@@ -75,7 +73,6 @@ impl ViewOperator {
             expire_interval,
             expired_at: i64::MIN,
             batch: None,
-            batch_done: false,
             partitions: StringArray::from(Vec::<String>::new()),
         }
     }
@@ -138,23 +135,16 @@ impl ViewOperator {
         let started = Instant::now();
         let batch_rows = batch.num_rows() as u64;
         self.rows_in += batch_rows;
-        if self.batch_done {
+        if self.batch.is_some() && self.rows_in != batch_rows {
+            // The sorted evaluation keeps no state: it must see the whole input at once.
             return Err(JobError::Other(format!(
                 "view `{}`: backfill's sorted evaluation takes the whole input in one batch",
                 self.view.name()
             )));
         }
         let inputs = self.view.prepare(batch).await?;
-        if let Some(batch) = self.batch.take() {
-            // The sorted evaluation keeps no state: it must see the whole input at once.
-            if self.rows_in != batch_rows {
-                return Err(JobError::Other(format!(
-                    "view `{}`: backfill's sorted evaluation takes the whole input in one batch",
-                    self.view.name()
-                )));
-            }
+        if let Some(batch) = &self.batch {
             let out = batch.evaluate(self.view.window_plan(), &inputs, &self.progress)?;
-            self.batch_done = true;
             let features = self.view.finish(&inputs, out, &self.partitions)?;
             self.rows_out += features.num_rows() as u64;
             self.busy += started.elapsed();

@@ -78,23 +78,19 @@ impl std::fmt::Display for ApplyReport {
 
 /// Seconds since the Unix epoch as RFC 3339 UTC (`2026-11-30T00:30:00Z`).
 fn utc_rfc3339(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
+    arrow::temporal_conversions::timestamp_s_to_datetime(secs)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+/// The items of `items` whose index is in `keep`, in order.
+fn keep_indices<T>(items: Vec<T>, keep: &[usize]) -> Vec<T> {
+    items
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep.contains(i))
+        .map(|(_, item)| item)
+        .collect()
 }
 
 /// Applies `pipeline` to the store `registry`: every view whose definition is not its latest
@@ -116,7 +112,8 @@ pub async fn apply(
         .map(|i| ViewDefinition::of(&pipeline, i))
         .collect::<Result<Vec<_>, _>>()?;
     let mut outcomes: Vec<Option<Applied>> = Vec::with_capacity(definitions.len());
-    let mut to_backfill = Vec::new();
+    // Views needing a new version, with the version each one replaces.
+    let mut to_backfill: Vec<(usize, Option<String>)> = Vec::new();
     for (i, d) in definitions.iter().enumerate() {
         let previous = registry.latest(&d.view)?;
         if previous.as_deref() == Some(d.version.as_str()) {
@@ -133,24 +130,15 @@ pub async fn apply(
             }));
         } else {
             outcomes.push(None);
-            to_backfill.push(i);
+            to_backfill.push((i, previous));
         }
     }
     if !to_backfill.is_empty() {
         // Only the views that need a new version are computed.
-        let keep = |i: &usize| to_backfill.contains(i);
-        pipeline.views = std::mem::take(&mut pipeline.views)
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| keep(i))
-            .map(|(_, v)| v)
-            .collect();
-        pipeline.view_identities = std::mem::take(&mut pipeline.view_identities)
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| keep(i))
-            .map(|(_, v)| v)
-            .collect();
+        let keep: Vec<usize> = to_backfill.iter().map(|(i, _)| *i).collect();
+        pipeline.views = keep_indices(std::mem::take(&mut pipeline.views), &keep);
+        pipeline.view_identities =
+            keep_indices(std::mem::take(&mut pipeline.view_identities), &keep);
         let out = staging.join("backfill");
         let summary = backfill(
             pipeline,
@@ -165,7 +153,7 @@ pub async fn apply(
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64),
         );
-        for &i in &to_backfill {
+        for (i, previous) in to_backfill {
             let mut definition = definitions[i].clone();
             let rows = summary
                 .views
@@ -195,7 +183,6 @@ pub async fn apply(
                 })?;
             }
             quiver_store::sync_dir(parent).map_err(|e| JobError::Other(e.to_string()))?;
-            let previous = registry.latest(&definition.view)?;
             registry.register(&definition)?;
             registry.set_latest(&definition.view, &definition.version)?;
             outcomes[i] = Some(Applied::Created {
