@@ -1,0 +1,12 @@
+//! Quiver's end-to-end tests, one module per concern, linked into one test binary: each binary
+//! links DataFusion, and nine of them cost minutes of linking and gigabytes of disk per build.
+
+mod bad_input;
+mod config_errors;
+mod differential;
+mod exact_numbers;
+mod object_store_s3;
+mod parquet_schema;
+mod partitions;
+mod registry;
+mod snapshot;
