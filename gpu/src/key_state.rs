@@ -355,6 +355,9 @@ impl KeyWindowState {
                 (AggKind::Avg, InputKind::Decimal { avg_multiplier, .. }) => {
                     group.moments[i].exact_avg(avg_multiplier)
                 }
+                // Integer sums wrap into i64, as DataFusion's Int64 sums do (and the CUDA
+                // kernels' i64 prefix sums): every backend returns the same value.
+                (_, InputKind::Integer) => group.moments[i].exact_sum().map(|v| v as i64 as i128),
                 _ => group.moments[i].exact_sum(),
             },
         }

@@ -19,6 +19,7 @@ pub mod compensated;
 pub mod cpu_backend;
 pub mod cuda;
 pub mod delta_times;
+pub mod double_double;
 pub mod error;
 pub mod extrema;
 pub mod key_state;

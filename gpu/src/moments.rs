@@ -1,6 +1,7 @@
 //! Running moments of a window: count, sum and the spread around a shift value.
 
 use crate::compensated::CompensatedSum;
+use crate::double_double::{two_sum, DoubleDouble};
 use serde::{Deserialize, Serialize};
 
 /// How much of [`Moments`] an aggregate needs: counts need only the count, sums and means
@@ -17,16 +18,23 @@ pub enum MomentLevel {
 }
 
 /// Beyond this ratio of the sum of squares around the shift to the spread, the moments are
-/// rebuilt around the window's mean: the relative error of the spread is about this ratio times
-/// the unit round-off (2.2e-16), so at most ~1e-12.
-const RESHIFT_RATIO: f64 = 1e4;
+/// rebuilt around the window's mean. The shifted sums are double-double, so the spread's
+/// relative error is about this ratio times 2^-104 (~5e-32): ~5e-20 here. What the rebuild
+/// still guards against is a window that kept a shift many orders of magnitude away.
+const RESHIFT_RATIO: f64 = 1e12;
+
+/// A spread at most this fraction of the sum of squares is rounding noise of the double-double
+/// sums (their error is about 2^-104 of it): it is reported as 0.
+pub const SPREAD_NOISE: f64 = 1.0 / (1u128 << 96) as f64;
 
 /// Count, sum and shifted sums of squares of the non-null values in a window.
 ///
-/// Variance is computed from sums of `x - shift` where `shift` is the first finite value that
-/// entered an empty window (re-centred on the mean when it drifts, see [`Moments::drifted`]).
-/// Values near the shift cancel exactly, so a window of identical amounts (a card-testing
-/// burst) has variance exactly 0 instead of rounding noise.
+/// Variance is computed from double-double sums of `x - shift` (each difference exact) and of
+/// its square, where `shift` is the first finite value that entered an empty window (re-centred
+/// on the mean when it drifts far, see [`Moments::drifted`]). The spread `Σd² - (Σd)²/n` is then
+/// formed in double-double too, so two amounts a cent apart after a week of far larger ones
+/// still have the exact variance to the last bit of an `f64`, and a window of identical amounts
+/// (a card-testing burst) has variance exactly 0.
 ///
 /// Non-finite values (NaN, ±infinity) are counted, not summed: while one is inside the window
 /// the results are what IEEE arithmetic over the window's values gives (NaN with a NaN or with
@@ -40,8 +48,8 @@ pub struct Moments {
     neg_inf: u64,
     shift: f64,
     sum: CompensatedSum,
-    shifted_sum: CompensatedSum,
-    shifted_squares: CompensatedSum,
+    shifted_sum: DoubleDouble,
+    shifted_squares: DoubleDouble,
     /// Exact sum of exact (integer, decimal) inputs; wrapping, so it is exact modulo 2^128
     /// whatever the order of additions and removals.
     exact_sum: i128,
@@ -81,17 +89,17 @@ impl Moments {
             // A fresh start of the finite sums: shift by the first finite value.
             self.shift = x;
             self.sum = CompensatedSum::default();
-            self.shifted_sum = CompensatedSum::default();
-            self.shifted_squares = CompensatedSum::default();
+            self.shifted_sum = DoubleDouble::ZERO;
+            self.shifted_squares = DoubleDouble::ZERO;
         }
         self.n += 1;
         if level >= MomentLevel::Sum {
             self.sum.add(x);
         }
         if level == MomentLevel::Spread {
-            let d = x - self.shift;
-            self.shifted_sum.add(d);
-            self.shifted_squares.add(d * d);
+            let d = two_sum(x, -self.shift);
+            self.shifted_sum = self.shifted_sum + d;
+            self.shifted_squares = self.shifted_squares + d * d;
         }
     }
 
@@ -122,9 +130,9 @@ impl Moments {
             self.sum.remove(x);
         }
         if level == MomentLevel::Spread {
-            let d = x - self.shift;
-            self.shifted_sum.remove(d);
-            self.shifted_squares.remove(d * d);
+            let d = two_sum(x, -self.shift);
+            self.shifted_sum = self.shifted_sum - d;
+            self.shifted_squares = self.shifted_squares - d * d;
         }
     }
 
@@ -164,9 +172,9 @@ impl Moments {
         }
         if level == MomentLevel::Spread {
             for x in values.filter(|x| x.is_finite()) {
-                let d = x - self.shift;
-                self.shifted_sum.add(d);
-                self.shifted_squares.add(d * d);
+                let d = two_sum(x, -self.shift);
+                self.shifted_sum = self.shifted_sum + d;
+                self.shifted_squares = self.shifted_squares + d * d;
             }
         }
     }
@@ -233,9 +241,15 @@ impl Moments {
         if self.non_finite_sum().is_some() {
             return f64::NAN;
         }
-        let n = self.n as f64;
-        let s1 = self.shifted_sum.value();
-        (self.shifted_squares.value() - s1 * s1 / n).max(0.0)
+        let (s1, s2) = (self.shifted_sum, self.shifted_squares);
+        let m2 = (s2 - (s1 * s1).div_f64(self.n as f64)).value();
+        // Below the double-double rounding of the sums (a window of equal values around another
+        // shift) the spread is 0, as the CUDA kernel decides too.
+        if m2 <= s2.value() * SPREAD_NOISE {
+            0.0
+        } else {
+            m2
+        }
     }
 
     /// Sample variance, or `None` with fewer than two values.
@@ -297,11 +311,15 @@ mod tests {
             "the far value is still inside: the spread is huge"
         );
         m.remove(1_000_000.0, MomentLevel::Spread);
+        let mean = small.iter().sum::<f64>() / small.len() as f64;
+        let var = small.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 999.0;
+        // Double-double sums keep the spread exact even around the far shift...
+        let got = m.var_samp().unwrap();
+        assert!(((got - var) / var).abs() < 1e-12, "{got} vs {var}");
+        // ...and the drift is still detected, for shifts farther still.
         assert!(m.drifted());
         m.rebuild(small.iter().copied(), MomentLevel::Spread);
         assert!(!m.drifted());
-        let mean = small.iter().sum::<f64>() / small.len() as f64;
-        let var = small.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 999.0;
         let got = m.var_samp().unwrap();
         assert!(((got - var) / var).abs() < 1e-12, "{got} vs {var}");
         assert_eq!(m.count(), 1000);

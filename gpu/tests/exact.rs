@@ -59,6 +59,8 @@ fn oracle(
     }
     let sum = window.iter().fold(0i128, |a, &b| a.wrapping_add(b));
     Some(match (spec.kind, plan.input_kind(0)) {
+        // Integer sums wrap into i64 as DataFusion's Int64 sums do; decimals keep 128 bits.
+        (AggKind::Sum, InputKind::Integer) => sum as i64 as i128,
         (AggKind::Sum, _) => sum,
         (AggKind::Min, _) => *window.iter().min().expect("non-empty"),
         (AggKind::Max, _) => *window.iter().max().expect("non-empty"),

@@ -358,7 +358,9 @@ extern "C" __global__ void window_aggregate(
                     } else {
                         dd s2 = window_dd(sq_hi, sq_lo, first, last, begin);
                         dd spread = dd_sub(s2, dd_div(dd_mul(s1, s1), (double)n));
-                        m2 = fmax(spread.hi + spread.lo, 0.0);
+                        // Below the sums' rounding (SPREAD_NOISE in moments.rs): 0.
+                        double m = spread.hi + spread.lo;
+                        m2 = m <= (s2.hi + s2.lo) * 1.2621774483536189e-29 /* 2^-96 */ ? 0.0 : m;
                     }
                 }
                 double var = m2 / (double)(sample ? n - 1 : n);
