@@ -42,18 +42,32 @@ impl BatchCompute {
         inputs: &ViewInputs,
         progress: &ProgressBar,
     ) -> Result<FeatureOutput, JobError> {
-        let rows = inputs.times.len();
-        let (ids, keys) = dense_key_ids(&inputs.key_bytes());
-        let sorted = key_time_order(&ids, keys, &inputs.times);
+        let columns = InputColumn::all(&inputs.values, &inputs.validity, &inputs.exact);
+        self.evaluate_rows(plan, &inputs.key_bytes(), &inputs.times, &columns, progress)
+    }
+
+    /// Computes every feature of rows given by their encoded keys, times and kernel input
+    /// columns (rows in any order) into a new output in row order.
+    pub fn evaluate_rows(
+        &self,
+        plan: &WindowPlan,
+        keys: &[&[u8]],
+        times: &[i64],
+        inputs: &[InputColumn<'_>],
+        progress: &ProgressBar,
+    ) -> Result<FeatureOutput, JobError> {
+        let rows = times.len();
+        let (ids, key_count) = dense_key_ids(keys);
+        let sorted = key_time_order(&ids, key_count, times);
         drop(ids);
         let order = &sorted.order;
-        let times = gather(&inputs.times, order);
-        let values: Vec<Vec<f64>> = inputs.values.iter().map(|c| gather(c, order)).collect();
-        let validity: Vec<Option<Vec<bool>>> = (inputs.validity.iter())
-            .map(|v| v.as_deref().map(|v| gather(v, order)))
+        let times = gather(times, order);
+        let values: Vec<Vec<f64>> = inputs.iter().map(|c| gather(c.values, order)).collect();
+        let validity: Vec<Option<Vec<bool>>> = (inputs.iter())
+            .map(|c| c.validity.map(|v| gather(v, order)))
             .collect();
-        let exact: Vec<Option<Vec<i128>>> = (inputs.exact.iter())
-            .map(|v| v.as_deref().map(|v| gather(v, order)))
+        let exact: Vec<Option<Vec<i128>>> = (inputs.iter())
+            .map(|c| c.exact.map(|v| gather(v, order)))
             .collect();
         let columns = InputColumn::all(&values, &validity, &exact);
         let mut out = FeatureOutput::new(plan.specs().len(), rows);

@@ -95,6 +95,12 @@ enum Command {
         /// Device of the backfill's window kernels: auto, cpu or cuda.
         #[arg(long)]
         device: Option<quiver_gpu::Device>,
+        /// Read these files instead of the configured source (path, directory, glob or URL).
+        #[arg(long)]
+        input: Option<String>,
+        /// Number of events to generate (datagen sources only).
+        #[arg(long)]
+        events: Option<u64>,
     },
     /// List the views of a feature store with their latest version.
     Views {
@@ -123,6 +129,47 @@ enum Command {
         /// Store directory.
         #[arg(long, default_value = "quiver-store")]
         store: PathBuf,
+    },
+    /// Export a point-in-time training set: each spine row (entity keys, a time, labels) gets
+    /// the registered views' features as of its time, computed from the store's event log.
+    TrainingSet {
+        /// Spine: a Parquet file with the views' key columns, a timestamp and any labels.
+        #[arg(long)]
+        spine: PathBuf,
+        /// Features: `view:feature`, `view:*` or `view@version:feature`, comma-separated.
+        #[arg(long)]
+        features: String,
+        /// Output Parquet file.
+        #[arg(long)]
+        out: PathBuf,
+        /// The spine's time column (default: its only timestamp column).
+        #[arg(long)]
+        time_column: Option<String>,
+        /// Store directory.
+        #[arg(long, default_value = "quiver-store")]
+        store: PathBuf,
+        /// Do not draw progress bars.
+        #[arg(long)]
+        no_progress: bool,
+        /// Device of the window kernels: auto, cpu or cuda.
+        #[arg(long, default_value = "auto")]
+        device: quiver_gpu::Device,
+        /// Encrypt the output (Parquet modular encryption, AES-GCM) with the key in this
+        /// environment variable: 32, 48 or 64 hex digits.
+        #[arg(long)]
+        encrypt_key_env: Option<String>,
+    },
+    /// Compare two output directories view by view: the same rows (matched on keys, times and
+    /// every other non-float column) and float features within a relative tolerance, e.g. a
+    /// `--device cpu` and a `--device cuda` backfill. Exits non-zero when they differ.
+    Compare {
+        /// First output directory.
+        a: PathBuf,
+        /// Second output directory.
+        b: PathBuf,
+        /// Largest relative difference of float features counted as equal.
+        #[arg(long, default_value_t = 1e-9)]
+        rtol: f64,
     },
     /// Check a config and its SQL without running anything.
     Validate {
@@ -197,12 +244,19 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             store,
             no_progress,
             device,
+            input,
+            events,
         } => {
-            let loaded = LoadedConfig::load(&config)?;
+            let mut loaded = LoadedConfig::load(&config)?;
+            if let (Some(input), Some(files)) = (&input, loaded.config.source.files.as_mut()) {
+                // As for run and backfill: the input replaces the configured files.
+                files.location = input.clone();
+            }
             let root = store.unwrap_or_else(|| loaded.config.store.clone());
             let pipeline = CompiledPipeline::compile(loaded).await?;
             let registry = Registry::open(root);
             let options = RunOptions {
+                source: SourceOverrides { events, input },
                 progress: !no_progress && std::io::stderr().is_terminal(),
                 handle_signals: true,
                 device,
@@ -297,6 +351,56 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             ));
             Ok(())
         }
+        Command::TrainingSet {
+            spine,
+            features,
+            out,
+            time_column,
+            store,
+            no_progress,
+            device,
+            encrypt_key_env,
+        } => {
+            use quiver_pipeline::training_set::{
+                parse_encryption_key, parse_feature_list, training_set, TrainingSetOptions,
+            };
+            let encryption_key = match encrypt_key_env {
+                Some(var) => {
+                    let text = std::env::var(&var).map_err(|_| {
+                        anyhow::anyhow!("--encrypt-key-env {var}: the variable is not set")
+                    })?;
+                    Some(parse_encryption_key(&text).with_context(|| format!("${var}"))?)
+                }
+                None => None,
+            };
+            let registry = Registry::open(store);
+            let report = training_set(
+                &registry,
+                TrainingSetOptions {
+                    spine,
+                    time_column,
+                    features: parse_feature_list(&features)?,
+                    out,
+                    progress: !no_progress && std::io::stderr().is_terminal(),
+                    device,
+                    encryption_key,
+                },
+            )
+            .await?;
+            say(&report.to_string());
+            Ok(())
+        }
+        Command::Compare { a, b, rtol } => {
+            let views = quiver_pipeline::compare::compare_outputs(&a, &b, rtol)?;
+            for view in &views {
+                say(&format!("{view}\n"));
+            }
+            if views.iter().all(|v| v.is_equal()) {
+                Ok(())
+            } else {
+                anyhow::bail!("the outputs differ")
+            }
+        }
         Command::Validate { config } => {
             let report = validate(&config).await?;
             for line in report.lines {
@@ -387,6 +491,17 @@ fn generate(out: &Path, config: DatagenConfig) -> anyhow::Result<()> {
             out.display()
         )
     })?;
+    let end = config.approximate_end_micros()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    if end > now {
+        let days = (end - now) as f64 / 86_400e6;
+        eprintln!(
+            "note: the last events are dated about {days:.0} days after now; pipelines dead-letter event times more than event_time.max_future (default 1d) ahead of the wall clock. Raise --events-per-second (now {}) to fit the events before today.",
+            config.events_per_second
+        );
+    }
     let batches: Vec<_> = Datagen::new(config)?.map(|b| b.batch).collect();
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

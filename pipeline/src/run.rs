@@ -44,6 +44,9 @@ pub struct RunOptions {
     pub handle_signals: bool,
     /// Override the config's `compute.device` (backfill).
     pub device: Option<quiver_gpu::Device>,
+    /// Backfill also writes the transformed events the views read (the feature stream, with
+    /// its lineage columns) into this directory: the store's event log.
+    pub event_log: Option<PathBuf>,
 }
 
 /// The config's checkpoint policy.

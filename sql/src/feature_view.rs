@@ -74,6 +74,7 @@ pub struct FeatureView {
     pre_plan: Option<LogicalPlan>,
     key_exprs: Vec<Arc<dyn PhysicalExpr>>,
     key_names: Vec<String>,
+    key_types: Vec<DataType>,
     key_converter: RowConverter,
     time_expr: Arc<dyn PhysicalExpr>,
     inputs: Vec<KernelInput>,
@@ -299,11 +300,12 @@ impl FeatureView {
                 other => other.schema_name().to_string(),
             })
             .collect();
-        let key_fields = partition
+        let key_types: Vec<DataType> = partition
             .iter()
-            .map(|e| e.get_type(below_schema).map(SortField::new))
+            .map(|e| e.get_type(below_schema))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| SqlError::execution(name, e))?;
+        let key_fields = key_types.iter().cloned().map(SortField::new).collect();
         let key_converter =
             RowConverter::new(key_fields).map_err(|e| SqlError::execution(name, e))?;
         let time_column = Expr::Column(
@@ -411,6 +413,7 @@ impl FeatureView {
             pre_plan,
             key_exprs,
             key_names,
+            key_types,
             key_converter,
             time_expr,
             inputs,
@@ -545,32 +548,7 @@ impl FeatureView {
             .iter()
             .map(|&i| Arc::clone(inputs.batch.column(i)))
             .collect();
-        let specs = self.window_plan.specs();
-        for (spec, (((values, valid), exact), data_type)) in features
-            .values
-            .into_iter()
-            .zip(features.valid)
-            .zip(features.exact)
-            .zip(&self.feature_types)
-            .enumerate()
-        {
-            let nulls = NullBuffer::from(valid);
-            let nulls = (nulls.null_count() > 0).then_some(nulls);
-            if self.window_plan.is_exact_output(spec) {
-                let rows = inputs.times.len();
-                let exact = exact.unwrap_or_else(|| vec![0; rows]); // all null
-                let is_avg = specs[spec].kind == AggKind::Avg;
-                columns.push(exact_array(exact, nulls, data_type, is_avg).map_err(|e| fail(&e))?);
-                continue;
-            }
-            let array: ArrayRef = Arc::new(Float64Array::new(values.into(), nulls));
-            let array = if data_type == &DataType::Float64 {
-                array
-            } else {
-                cast(&array, data_type).map_err(|e| fail(&e))?
-            };
-            columns.push(array);
-        }
+        columns.extend(self.window_columns(features, inputs.times.len())?);
         let mut batch =
             RecordBatch::try_new(Arc::clone(&self.window_schema), columns).map_err(|e| fail(&e))?;
         for level in &self.post {
@@ -586,6 +564,165 @@ impl FeatureView {
         }
         append_lineage(batch, &inputs.batch, partitions).map_err(|e| fail(&e))
     }
+
+    /// The window aggregate columns of `rows` rows from the kernels' output, typed as
+    /// DataFusion types them.
+    fn window_columns(
+        &self,
+        features: FeatureOutput,
+        rows: usize,
+    ) -> Result<Vec<ArrayRef>, SqlError> {
+        let fail = |e: &dyn std::fmt::Display| SqlError::execution(&self.name, e);
+        let specs = self.window_plan.specs();
+        let mut columns = Vec::with_capacity(specs.len());
+        for (spec, (((values, valid), exact), data_type)) in features
+            .values
+            .into_iter()
+            .zip(features.valid)
+            .zip(features.exact)
+            .zip(&self.feature_types)
+            .enumerate()
+        {
+            let nulls = NullBuffer::from(valid);
+            let nulls = (nulls.null_count() > 0).then_some(nulls);
+            if self.window_plan.is_exact_output(spec) {
+                let exact = exact.unwrap_or_else(|| vec![0; rows]); // all null
+                let is_avg = specs[spec].kind == AggKind::Avg;
+                columns.push(exact_array(exact, nulls, data_type, is_avg).map_err(|e| fail(&e))?);
+                continue;
+            }
+            let array: ArrayRef = Arc::new(Float64Array::new(values.into(), nulls));
+            let array = if data_type == &DataType::Float64 {
+                array
+            } else {
+                cast(&array, data_type).map_err(|e| fail(&e))?
+            };
+            columns.push(array);
+        }
+        Ok(columns)
+    }
+
+    /// Encodes entity keys given as one column per key expression (e.g. a training spine's
+    /// `card_id`), cast to the key types, as the kernels group rows.
+    pub fn encode_keys(&self, columns: &[ArrayRef]) -> Result<Rows, SqlError> {
+        let fail = |e: &dyn std::fmt::Display| SqlError::execution(&self.name, e);
+        if columns.len() != self.key_types.len() {
+            return Err(fail(&format!(
+                "{} key columns given, the view has {} ({})",
+                columns.len(),
+                self.key_types.len(),
+                self.key_names.join(", ")
+            )));
+        }
+        let cast_columns = columns
+            .iter()
+            .zip(&self.key_types)
+            .zip(&self.key_names)
+            .map(|((c, t), name)| {
+                cast(c, t).map_err(|e| {
+                    fail(&format!(
+                        "key `{name}` is {}, the view's key is {t}: {e}",
+                        c.data_type()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.key_converter
+            .convert_columns(&cast_columns)
+            .map_err(|e| fail(&e))
+    }
+
+    /// Output columns whose values depend only on window aggregates (not on the event's own
+    /// columns), so they have a value as of any time: what training sets and online reads
+    /// serve. In output order, with their types.
+    pub fn point_in_time_features(&self) -> Vec<(String, DataType)> {
+        let pure = self.pure_outputs();
+        self.output_schema
+            .fields()
+            .iter()
+            .zip(pure)
+            .filter(|(_, p)| *p)
+            .map(|(f, _)| (f.name().clone(), f.data_type().clone()))
+            .collect()
+    }
+
+    /// Per output column (before the lineage columns), whether it reads only window
+    /// aggregates.
+    fn pure_outputs(&self) -> Vec<bool> {
+        let base = self.base_columns.len();
+        let mut pure: Vec<bool> = (0..self.window_schema.fields().len())
+            .map(|i| i >= base)
+            .collect();
+        for level in &self.post {
+            pure = level
+                .exprs
+                .iter()
+                .map(|e| {
+                    datafusion::physical_expr::utils::collect_columns(e)
+                        .iter()
+                        .all(|c| pure.get(c.index()).copied().unwrap_or(false))
+                })
+                .collect();
+        }
+        pure
+    }
+
+    /// The point-in-time features ([`FeatureView::point_in_time_features`]) of `rows` rows
+    /// whose window outputs are `features`: windows ending at each row's time, with no event
+    /// of its own.
+    pub fn features_at(
+        &self,
+        features: FeatureOutput,
+        rows: usize,
+    ) -> Result<RecordBatch, SqlError> {
+        let fail = |e: &dyn std::fmt::Display| SqlError::execution(&self.name, e);
+        let base = self.base_columns.len();
+        let mut columns: Vec<ArrayRef> = self.window_schema.fields()[..base]
+            .iter()
+            .map(|f| datafusion::arrow::array::new_null_array(f.data_type(), rows))
+            .collect();
+        columns.extend(self.window_columns(features, rows)?);
+        let mut pure: Vec<bool> = (0..columns.len()).map(|i| i >= base).collect();
+        // Every column may be NULL here: the event columns are, and NULL spine times null
+        // even the counts.
+        let mut schema = all_nullable(&self.window_schema);
+        for level in &self.post {
+            let mut next_pure = Vec::with_capacity(level.exprs.len());
+            let mut next = Vec::with_capacity(level.exprs.len());
+            let input = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|e| fail(&e))?;
+            for (e, field) in level.exprs.iter().zip(level.schema.fields()) {
+                let is_pure = datafusion::physical_expr::utils::collect_columns(e)
+                    .iter()
+                    .all(|c| pure.get(c.index()).copied().unwrap_or(false));
+                next.push(if is_pure {
+                    e.evaluate(&input)
+                        .and_then(|v| v.into_array(rows))
+                        .map_err(|e| fail(&e))?
+                } else {
+                    datafusion::arrow::array::new_null_array(field.data_type(), rows)
+                });
+                next_pure.push(is_pure);
+            }
+            columns = next;
+            pure = next_pure;
+            schema = all_nullable(&level.schema);
+        }
+        let keep: Vec<usize> = (0..pure.len()).filter(|&i| pure[i]).collect();
+        RecordBatch::try_new(schema, columns)
+            .and_then(|b| b.project(&keep))
+            .map_err(|e| fail(&e))
+    }
+}
+
+/// `schema` with every field nullable.
+fn all_nullable(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(datafusion::arrow::datatypes::Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// The stream a row-local plan reads; errors for anything that is not row-local.

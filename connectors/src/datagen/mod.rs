@@ -148,6 +148,14 @@ impl DatagenConfig {
         Ok(())
     }
 
+    /// Approximate last event time (µs since the epoch): the start plus `events` at the mean
+    /// rate. Pipelines dead-letter event times too far past the wall clock, so callers warn when
+    /// this lies in the future.
+    pub fn approximate_end_micros(&self) -> Result<i64, ConnectorError> {
+        let span = self.events as f64 / self.events_per_second * 1e6;
+        Ok(self.start_micros()?.saturating_add(span as i64))
+    }
+
     fn start_micros(&self) -> Result<i64, ConnectorError> {
         parse_rfc3339_micros(&self.start).ok_or_else(|| {
             invalid(

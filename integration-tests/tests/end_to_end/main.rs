@@ -10,3 +10,4 @@ mod parquet_schema;
 mod partitions;
 mod registry;
 mod snapshot;
+mod training_set;

@@ -140,19 +140,31 @@ pub async fn apply(
         pipeline.view_identities =
             keep_indices(std::mem::take(&mut pipeline.view_identities), &keep);
         let out = staging.join("backfill");
+        let staged_events = staging.join("events");
+        let stream = pipeline.loaded.feature_stream().to_string();
         let summary = backfill(
             pipeline,
             RunOptions {
                 output: Some(out.clone()),
+                event_log: Some(staged_events.clone()),
                 ..options
             },
         )
         .await?;
-        let created = utc_rfc3339(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64),
-        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let created = utc_rfc3339(now.as_secs() as i64);
+        // The event log of this apply, shared by the versions it creates.
+        let events = format!("{stream}/{}", now.as_micros());
+        let events_dir = registry.events_dir(&events);
+        let parent = events_dir.parent().unwrap_or(registry.root());
+        std::fs::create_dir_all(parent)
+            .map_err(|e| JobError::Other(format!("cannot create `{}`: {e}", parent.display())))?;
+        std::fs::rename(&staged_events, &events_dir).map_err(|e| {
+            JobError::Other(format!("cannot move `{}`: {e}", staged_events.display()))
+        })?;
+        quiver_store::sync_dir(parent).map_err(|e| JobError::Other(e.to_string()))?;
         for (i, previous) in to_backfill {
             let mut definition = definitions[i].clone();
             let rows = summary
@@ -162,6 +174,7 @@ pub async fn apply(
                 .map_or(0, |v| v.rows);
             definition.rows = rows;
             definition.created = created.clone();
+            definition.events = events.clone();
             let target = registry.data_dir(&definition.view, &definition.version);
             if target.exists() {
                 std::fs::remove_dir_all(&target).map_err(|e| {

@@ -40,6 +40,14 @@ pub struct ViewDefinition {
     /// The config it came from; not part of the version.
     #[serde(default)]
     pub config: String,
+    /// The stream the view reads (its FROM), as the event log names it.
+    #[serde(default)]
+    pub stream: String,
+    /// The event log its backfill computed from: `<stream>/<id>` under the store's `events/`
+    /// (the transformed events, which training sets recompute windows over); empty for
+    /// versions registered before event logs existed. Not part of the version.
+    #[serde(default)]
+    pub events: String,
 }
 
 impl ViewDefinition {
@@ -74,6 +82,8 @@ impl ViewDefinition {
             created: String::new(),
             rows: 0,
             config: loaded.path.display().to_string(),
+            stream: view.stream().to_string(),
+            events: String::new(),
         };
         definition.version = definition.hash();
         Ok(definition)

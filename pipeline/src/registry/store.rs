@@ -65,6 +65,11 @@ impl Registry {
         self.root.join("offline").join(view).join(version)
     }
 
+    /// Where an event log (see [`ViewDefinition::events`]) lives, from its store-relative name.
+    pub fn events_dir(&self, events: &str) -> PathBuf {
+        self.root.join("events").join(events)
+    }
+
     /// Scratch space for an apply in progress.
     pub fn staging_dir(&self) -> PathBuf {
         self.root.join("_staging")
