@@ -9,35 +9,18 @@ Peers are pip-installed into bench/.venv on first use.
 """
 import argparse
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import measured, sh  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 VENV = BENCH / ".venv"
 CONFIG = ROOT / "configs" / "fraud-demo.yaml"
 QUIVER = ROOT / "target" / "release" / "quiver"
-
-
-def sh(cmd, **kw):
-    print("+", " ".join(str(c) for c in cmd), file=sys.stderr, flush=True)
-    subprocess.run(cmd, check=True, **kw)
-
-
-def measured(cmd, env=None):
-    """Runs cmd; returns (seconds, peak RSS in MiB, stdout)."""
-    print("+", " ".join(str(c) for c in cmd), file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    if status != 0:
-        sys.exit(f"command failed ({status}): {cmd}\n{out.decode(errors='replace')}")
-    return elapsed, usage.ru_maxrss / 1024.0, out.decode(errors="replace")
 
 
 def venv_python():

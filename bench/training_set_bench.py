@@ -11,11 +11,12 @@ ones.
 Needs target/release/quiver (cargo build --release). Peers are pip-installed into bench/.venv.
 """
 import argparse
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import measured, sh  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -32,24 +33,6 @@ FEATURES = [
     "amount_stddev_7d",
     "txn_count_lifetime",
 ]
-
-
-def sh(cmd, **kw):
-    print("+", " ".join(str(c) for c in cmd), file=sys.stderr, flush=True)
-    subprocess.run(cmd, check=True, **kw)
-
-
-def measured(cmd):
-    """Runs cmd; returns (seconds, peak RSS in MiB, stdout)."""
-    print("+", " ".join(str(c) for c in cmd), file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    if status != 0:
-        sys.exit(f"command failed ({status}): {cmd}\n{out.decode(errors='replace')}")
-    return elapsed, usage.ru_maxrss / 1024.0, out.decode(errors="replace")
 
 
 def venv_python():

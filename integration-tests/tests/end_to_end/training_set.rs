@@ -352,3 +352,56 @@ async fn an_encrypted_training_set_reads_only_with_its_key() {
     let rows: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
     assert_eq!(rows, spine(9).num_rows());
 }
+
+/// The same numbers in training as in serving: a spine made of the view's own events (key and
+/// event time) gets exactly the feature values backfill wrote for those events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spine_of_the_events_themselves_gets_the_backfilled_feature_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_parquet(&dir.path().join("events.parquet"), &events(21));
+    let registry = apply_view(dir.path(), VIEW).await;
+    let version = registry
+        .latest("card_view")
+        .expect("latest")
+        .expect("a version");
+    let rows = quiver_integration_tests::read_view(&registry.data_dir("card_view", &version));
+    let spine = rows
+        .project(&[
+            rows.schema().index_of("card_id").expect("card_id"),
+            rows.schema().index_of("event_time").expect("event_time"),
+        ])
+        .expect("spine");
+    write_parquet(&dir.path().join("spine.parquet"), &spine);
+    let out = dir.path().join("train.parquet");
+    training_set(
+        &registry,
+        TrainingSetOptions {
+            spine: dir.path().join("spine.parquet"),
+            time_column: None,
+            features: parse_feature_list("card_view:*").expect("features"),
+            out: out.clone(),
+            progress: false,
+            device: quiver_gpu::Device::Cpu,
+            encryption_key: None,
+        },
+    )
+    .await
+    .expect("training set");
+    let got = read_parquet(&out);
+    assert_eq!(got.num_rows(), rows.num_rows());
+    for name in FEATURES {
+        let (ours, backfilled) = (
+            got.column_by_name(name).expect("feature"),
+            rows.column_by_name(name).expect("feature row"),
+        );
+        for row in 0..got.num_rows() {
+            match (float(ours, row), float(backfilled, row)) {
+                (Some(a), Some(b)) => assert!(
+                    a == b || (a - b).abs() <= 1e-12 * b.abs(),
+                    "{name} row {row}: {a} vs {b}"
+                ),
+                (a, b) => assert_eq!(a, b, "{name} row {row}"),
+            }
+        }
+    }
+}

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// The semantics of the engine's window evaluation. Part of every version: bump it when the
 /// same SQL over the same events would give different values.
-pub const ENGINE_SEMANTICS: &str = "quiver-windows-2";
+pub const ENGINE_SEMANTICS: &str = "quiver-windows-3";
 
 /// One registered version of a view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

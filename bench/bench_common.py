@@ -1,0 +1,24 @@
+"""Helpers shared by the benchmark scripts: running and timing commands."""
+import os
+import subprocess
+import sys
+import time
+
+
+def sh(cmd, **kw):
+    """Runs cmd, echoing it to stderr; exits on failure."""
+    print("+", " ".join(str(c) for c in cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True, **kw)
+
+
+def measured(cmd, env=None):
+    """Runs cmd; returns (seconds, peak RSS in MiB, stdout)."""
+    print("+", " ".join(str(c) for c in cmd), file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if status != 0:
+        sys.exit(f"command failed ({status}): {cmd}\n{out.decode(errors='replace')}")
+    return elapsed, usage.ru_maxrss / 1024.0, out.decode(errors="replace")
