@@ -77,21 +77,29 @@ impl SortedRows<'_> {
 }
 
 /// Where the results of [`WindowBackend::evaluate`] go: sorted row `k` is written to row
-/// `positions[k]` of `out` (the caller's original row order).
+/// `positions[k]` of `out` (the caller's original row order), or nowhere when that is
+/// [`Scatter::SKIP`].
 pub struct Scatter<'a> {
     /// Output buffers in the caller's row order.
     pub out: &'a mut FeatureOutput,
-    /// For each sorted row, its row in `out`.
+    /// For each sorted row, its row in `out`, or [`Scatter::SKIP`].
     pub positions: &'a [u32],
 }
 
 impl Scatter<'_> {
+    /// The position of a row that is evaluated (its values enter the windows) but whose
+    /// features are not wanted: training sets read windows only at their spine rows.
+    pub const SKIP: u32 = u32::MAX;
+
     /// Checks that `positions` covers as many rows as `rows` and stays inside `out`.
     pub(crate) fn validate(&self, rows: usize, specs: usize) -> Result<(), KernelError> {
         let out_rows = self.out.rows();
         if self.positions.len() != rows
             || self.out.values.len() != specs
-            || self.positions.iter().any(|&p| p as usize >= out_rows)
+            || self
+                .positions
+                .iter()
+                .any(|&p| p != Self::SKIP && p as usize >= out_rows)
         {
             return Err(KernelError::InputMismatch(format!(
                 "{} output positions into {out_rows} rows for {rows} sorted rows",

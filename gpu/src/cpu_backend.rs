@@ -57,13 +57,18 @@ impl WindowBackend for CpuBackend {
                 for row in i..j {
                     state.push(plan, t, |input| value(row, input));
                 }
-                for spec in 0..specs {
-                    out.set_from(
-                        plan,
-                        &state,
-                        spec,
-                        positions[i..j].iter().map(|&p| p as usize),
-                    );
+                let targets = &positions[i..j];
+                if targets.iter().any(|&p| p != Scatter::SKIP) {
+                    for spec in 0..specs {
+                        out.set_from(
+                            plan,
+                            &state,
+                            spec,
+                            (targets.iter())
+                                .filter(|&&p| p != Scatter::SKIP)
+                                .map(|&p| p as usize),
+                        );
+                    }
                 }
                 i = j;
             }

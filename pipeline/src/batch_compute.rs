@@ -43,17 +43,20 @@ impl BatchCompute {
         progress: &ProgressBar,
     ) -> Result<FeatureOutput, JobError> {
         let columns = InputColumn::all(&inputs.values, &inputs.validity, &inputs.exact);
-        self.evaluate_rows(plan, &inputs.key_bytes(), &inputs.times, &columns, progress)
+        let keys = inputs.key_bytes();
+        self.evaluate_rows(plan, &keys, &inputs.times, &columns, None, progress)
     }
 
-    /// Computes every feature of rows given by their encoded keys, times and kernel input
-    /// columns (rows in any order) into a new output in row order.
+    /// Computes the features of rows given by their encoded keys, times and kernel input
+    /// columns (rows in any order). `emit` maps each row to its row of the output, or to
+    /// [`Scatter::SKIP`] for rows that only enter windows; `None` emits every row in row order.
     pub fn evaluate_rows(
         &self,
         plan: &WindowPlan,
         keys: &[&[u8]],
         times: &[i64],
         inputs: &[InputColumn<'_>],
+        emit: Option<&[u32]>,
         progress: &ProgressBar,
     ) -> Result<FeatureOutput, JobError> {
         let rows = times.len();
@@ -61,6 +64,13 @@ impl BatchCompute {
         let sorted = key_time_order(&ids, key_count, times);
         drop(ids);
         let order = &sorted.order;
+        let (positions, out_rows) = match emit {
+            None => (None, rows),
+            Some(emit) => (
+                Some(gather(emit, order)),
+                emit.iter().filter(|&&p| p != Scatter::SKIP).count(),
+            ),
+        };
         let times = gather(times, order);
         let values: Vec<Vec<f64>> = inputs.iter().map(|c| gather(c.values, order)).collect();
         let validity: Vec<Option<Vec<bool>>> = (inputs.iter())
@@ -70,7 +80,7 @@ impl BatchCompute {
             .map(|c| c.exact.map(|v| gather(v, order)))
             .collect();
         let columns = InputColumn::all(&values, &validity, &exact);
-        let mut out = FeatureOutput::new(plan.specs().len(), rows);
+        let mut out = FeatureOutput::new(plan.specs().len(), out_rows);
         self.backend_for(plan, rows)
             .evaluate(
                 plan,
@@ -81,7 +91,7 @@ impl BatchCompute {
                 },
                 Scatter {
                     out: &mut out,
-                    positions: order,
+                    positions: positions.as_deref().unwrap_or(order),
                 },
                 &|n| progress.inc(n as u64),
             )

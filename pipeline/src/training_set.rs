@@ -13,14 +13,14 @@
 
 use crate::batch_compute::BatchCompute;
 use crate::error::JobError;
-use crate::parquet_file::{parquet_file_schema, read_parquet_file};
+use crate::parquet_file::{parquet_file_schema, read_parquet_columns, read_parquet_file};
 use crate::progress::events_bar;
 use crate::registry::{Registry, ViewDefinition};
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMicrosecondType};
 use parquet::arrow::ArrowWriter;
-use quiver_gpu::{Device, FeatureOutput, InputColumn, DEFAULT_GPU_MIN_ROWS};
+use quiver_gpu::{Device, InputColumn, Scatter, DEFAULT_GPU_MIN_ROWS};
 use quiver_sql::{FeatureView, StreamSchema, ViewInputs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -213,10 +213,13 @@ pub async fn training_set(
     let mut views = Vec::new();
     for (definition, view, wanted) in &plans {
         let label = format!("{}@{}", definition.view, definition.version);
-        let (_, events) = read_parquet_file(
-            &event_log_file(registry, definition),
-            &format!("the event log of {label}"),
-        )?;
+        let file = event_log_file(registry, definition);
+        let what = format!("the event log of {label}");
+        // Only the columns the windows read are decoded, when the view allows it.
+        let events = match view.stream_columns_read() {
+            Some(columns) => read_parquet_columns(&file, &what, &columns)?,
+            None => read_parquet_file(&file, &what)?.1,
+        };
         let features = point_in_time(
             view,
             &events,
@@ -471,21 +474,19 @@ async fn point_in_time(
     }
     let columns = InputColumn::all(&values, &validity, &exact);
     let bar = events_bar(Some(total as u64), progress, view.name());
-    let out = compute.evaluate_rows(view.window_plan(), &keys, &all_times, &columns, &bar)?;
+    // Only the probes' windows are read: events are evaluated but not emitted.
+    let emit: Vec<u32> = std::iter::repeat_n(Scatter::SKIP, event_rows)
+        .chain(0..rows as u32)
+        .collect();
+    let probes = compute.evaluate_rows(
+        view.window_plan(),
+        &keys,
+        &all_times,
+        &columns,
+        Some(&emit),
+        &bar,
+    )?;
     bar.finish_and_clear();
-    let probes = FeatureOutput {
-        values: out
-            .values
-            .iter()
-            .map(|c| c[event_rows..].to_vec())
-            .collect(),
-        valid: out.valid.iter().map(|c| c[event_rows..].to_vec()).collect(),
-        exact: out
-            .exact
-            .iter()
-            .map(|c| c.as_ref().map(|c| c[event_rows..].to_vec()))
-            .collect(),
-    };
     let features = view.features_at(probes, rows).map_err(|e| fail(&e))?;
     if times.null_count() > 0 {
         // NULL spine times: NULL features (also the counts, which would read 0).

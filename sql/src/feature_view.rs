@@ -602,6 +602,25 @@ impl FeatureView {
         Ok(columns)
     }
 
+    /// Indices of the stream columns the windows read (keys, event time, aggregate arguments)
+    /// when nothing row-local runs below the windows; `None` when the view filters or computes
+    /// there (then any column may be read). A reader may leave the other columns NULL.
+    pub fn stream_columns_read(&self) -> Option<Vec<usize>> {
+        if self.pre_plan.is_some() {
+            return None;
+        }
+        let exprs = (self.key_exprs.iter())
+            .chain(std::iter::once(&self.time_expr))
+            .chain(self.inputs.iter().map(|i| &i.expr));
+        let mut read = std::collections::BTreeSet::new();
+        for e in exprs {
+            for c in datafusion::physical_expr::utils::collect_columns(e) {
+                read.insert(self.base_columns[c.index()]);
+            }
+        }
+        Some(read.into_iter().collect())
+    }
+
     /// Encodes entity keys given as one column per key expression (e.g. a training spine's
     /// `card_id`), cast to the key types, as the kernels group rows.
     pub fn encode_keys(&self, columns: &[ArrayRef]) -> Result<Rows, SqlError> {

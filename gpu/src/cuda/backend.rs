@@ -337,7 +337,11 @@ impl WindowBackend for CudaBackend {
                     if !ok {
                         continue;
                     }
-                    let p = positions[begin + k] as usize;
+                    let p = positions[begin + k];
+                    if p == Scatter::SKIP {
+                        continue;
+                    }
+                    let p = p as usize;
                     match &column.exact {
                         Some(exact) => out.set_exact(spec, p, Some(exact[k] as i128)),
                         None => out.set(spec, p, Some(column.values[k])),
