@@ -25,4 +25,5 @@ pub use infer::infer_fields;
 pub use partition::{in_offset_order, PartitionItem};
 pub use position::{SourceBatch, SourceRange};
 pub use schema::{DeclaredSchema, EpochUnit, FieldSpec, FieldType};
+pub use timestamp::parse_rfc3339_micros;
 pub use writer::write_file;

@@ -90,7 +90,7 @@ impl Cursor<'_> {
 ///
 /// Accepted: `YYYY-MM-DD[T| ]hh:mm:ss[.f{1,9}][Z|±hh:mm|±hhmm|±hh]`; without an offset the time
 /// is taken as UTC. Digits beyond microseconds are truncated. Returns `None` for anything else.
-pub(crate) fn parse_rfc3339_micros(text: &str) -> Option<i64> {
+pub fn parse_rfc3339_micros(text: &str) -> Option<i64> {
     let mut c = Cursor {
         bytes: text.as_bytes(),
         pos: 0,

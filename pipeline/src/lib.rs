@@ -20,6 +20,7 @@ pub mod error;
 pub mod event_time;
 pub mod fault;
 pub mod ingest;
+pub mod lineage;
 pub mod operator;
 pub mod outputs;
 pub mod parquet_file;

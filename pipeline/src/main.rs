@@ -159,6 +159,25 @@ enum Command {
         #[arg(long)]
         encrypt_key_env: Option<String>,
     },
+    /// Where features come from. With --entity and --at: each feature's value for that entity
+    /// at that time and the events in its windows, by source partition and offset range;
+    /// without: the definition chain (source, transforms, view) of every version.
+    Lineage {
+        /// View, optionally `view@version` (default: the latest).
+        view: String,
+        /// The entity's key value (repeat for a view with several keys, in key order).
+        #[arg(long)]
+        entity: Vec<String>,
+        /// The time the values are as of (RFC 3339, e.g. 2026-01-05T10:00:00Z).
+        #[arg(long)]
+        at: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Store directory.
+        #[arg(long, default_value = "quiver-store")]
+        store: PathBuf,
+    },
     /// Compare two output directories view by view: the same rows (matched on keys, times and
     /// every other non-float column) and float features within a relative tolerance, e.g. a
     /// `--device cpu` and a `--device cuda` backfill. Exits non-zero when they differ.
@@ -388,6 +407,49 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             )
             .await?;
             say(&report.to_string());
+            Ok(())
+        }
+        Command::Lineage {
+            view,
+            entity,
+            at,
+            json,
+            store,
+        } => {
+            let registry = Registry::open(store);
+            let (name, version) = match view.split_once('@') {
+                Some((n, v)) => (n, Some(v)),
+                None => (view.as_str(), None),
+            };
+            match (entity.is_empty(), at) {
+                (true, None) if json => {
+                    let versions = registry.versions(name)?;
+                    say(&format!("{}\n", serde_json::to_string_pretty(&versions)?));
+                }
+                (true, None) => {
+                    say(&quiver_pipeline::lineage::definition_lineage(
+                        &registry, name,
+                    )?);
+                }
+                (false, Some(at)) => {
+                    let micros =
+                        quiver_connectors::parse_rfc3339_micros(&at).with_context(|| {
+                            format!(
+                                "--at `{at}` is not an RFC 3339 time, e.g. 2026-01-05T10:00:00Z"
+                            )
+                        })?;
+                    let lineage = quiver_pipeline::lineage::entity_lineage(
+                        &registry, name, version, &entity, micros,
+                    )
+                    .await?;
+                    if json {
+                        say(&format!("{}\n", serde_json::to_string_pretty(&lineage)?));
+                    } else {
+                        say(&lineage.to_string());
+                    }
+                }
+                _ => anyhow::bail!("give both --entity and --at, or neither"),
+            }
             Ok(())
         }
         Command::Compare { a, b, rtol } => {

@@ -13,15 +13,16 @@
 
 use crate::batch_compute::BatchCompute;
 use crate::error::JobError;
-use crate::parquet_file::{parquet_file_schema, read_parquet_columns, read_parquet_file};
+use crate::parquet_file::read_parquet_file;
 use crate::progress::events_bar;
+use crate::registry::event_log::{compile_registered, read_event_log};
 use crate::registry::{Registry, ViewDefinition};
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMicrosecondType};
 use parquet::arrow::ArrowWriter;
 use quiver_gpu::{Device, InputColumn, Scatter, DEFAULT_GPU_MIN_ROWS};
-use quiver_sql::{FeatureView, StreamSchema, ViewInputs};
+use quiver_sql::{FeatureView, ViewInputs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -212,14 +213,7 @@ pub async fn training_set(
     };
     let mut views = Vec::new();
     for (definition, view, wanted) in &plans {
-        let label = format!("{}@{}", definition.view, definition.version);
-        let file = event_log_file(registry, definition);
-        let what = format!("the event log of {label}");
-        // Only the columns the windows read are decoded, when the view allows it.
-        let events = match view.stream_columns_read() {
-            Some(columns) => read_parquet_columns(&file, &what, &columns)?,
-            None => read_parquet_file(&file, &what)?.1,
-        };
+        let events = read_event_log(registry, definition, view.stream_columns_read())?;
         let features = point_in_time(
             view,
             &events,
@@ -295,50 +289,6 @@ fn unknown_feature(
     }
 }
 
-/// Where the event log of a registered version is.
-fn event_log_file(registry: &Registry, definition: &ViewDefinition) -> PathBuf {
-    registry
-        .events_dir(&definition.events)
-        .join(crate::backfill::EVENT_LOG_FILE)
-}
-
-/// The registered view compiled over the schema of its event log.
-async fn compile_registered(
-    registry: &Registry,
-    definition: &ViewDefinition,
-) -> Result<FeatureView, JobError> {
-    let label = format!("{}@{}", definition.view, definition.version);
-    if definition.events.is_empty() {
-        return Err(JobError::Other(format!(
-            "{label} was registered before the store kept event logs; run `quiver apply` on a changed config or into a new store to register a version with one"
-        )));
-    }
-    let streams = [StreamSchema {
-        name: definition.stream.clone(),
-        schema: parquet_file_schema(
-            &event_log_file(registry, definition),
-            &format!("the event log of {label}"),
-        )?,
-    }];
-    let view = FeatureView::compile(
-        &definition.view,
-        &format!("{label} (registered SQL)"),
-        &definition.sql,
-        &streams,
-        &definition.event_time,
-    )
-    .await
-    .map_err(|e| JobError::Other(format!("compiling {label}: {e}")))?;
-    let columns = crate::compile::column_descriptions(&view.output_schema());
-    if columns != definition.columns {
-        return Err(JobError::Other(format!(
-            "{label} compiles to other columns than it was registered with ({columns:?} vs {:?}); this build's SQL engine differs from the one that registered it",
-            definition.columns
-        )));
-    }
-    Ok(view)
-}
-
 /// The spine's time column: the named one, or its only timestamp column.
 fn spine_time_column(spine: &RecordBatch, named: Option<&str>) -> Result<String, JobError> {
     let schema = spine.schema();
@@ -386,7 +336,7 @@ fn column_names(schema: &Schema) -> String {
 
 /// The point-in-time features of `view` at every spine row: the view's events and the spine
 /// rows as probes, evaluated together.
-async fn point_in_time(
+pub(crate) async fn point_in_time(
     view: &FeatureView,
     events: &[RecordBatch],
     spine: &RecordBatch,

@@ -655,35 +655,45 @@ impl FeatureView {
     /// columns), so they have a value as of any time: what training sets and online reads
     /// serve. In output order, with their types.
     pub fn point_in_time_features(&self) -> Vec<(String, DataType)> {
-        let pure = self.pure_outputs();
         self.output_schema
             .fields()
             .iter()
-            .zip(pure)
-            .filter(|(_, p)| *p)
+            .zip(self.output_windows())
+            .filter(|(_, windows)| windows.is_some())
             .map(|(f, _)| (f.name().clone(), f.data_type().clone()))
             .collect()
     }
 
-    /// Per output column (before the lineage columns), whether it reads only window
-    /// aggregates.
-    fn pure_outputs(&self) -> Vec<bool> {
+    /// The window aggregates (indices into the plan's specs) that point-in-time feature `name`
+    /// reads; `None` when it is not one.
+    pub fn feature_windows(&self, name: &str) -> Option<Vec<usize>> {
+        let index = self.output_schema.index_of(name).ok()?;
+        let windows = self.output_windows().into_iter().nth(index)??;
+        Some(windows.into_iter().collect())
+    }
+
+    /// Per output column (before the lineage columns), the window aggregates it reads, or
+    /// `None` when it also reads the event's own columns.
+    fn output_windows(&self) -> Vec<Option<std::collections::BTreeSet<usize>>> {
         let base = self.base_columns.len();
-        let mut pure: Vec<bool> = (0..self.window_schema.fields().len())
-            .map(|i| i >= base)
-            .collect();
+        let mut windows: Vec<Option<std::collections::BTreeSet<usize>>> =
+            (0..self.window_schema.fields().len())
+                .map(|i| (i >= base).then(|| std::collections::BTreeSet::from([i - base])))
+                .collect();
         for level in &self.post {
-            pure = level
+            windows = level
                 .exprs
                 .iter()
                 .map(|e| {
-                    datafusion::physical_expr::utils::collect_columns(e)
-                        .iter()
-                        .all(|c| pure.get(c.index()).copied().unwrap_or(false))
+                    let mut read = std::collections::BTreeSet::new();
+                    for c in datafusion::physical_expr::utils::collect_columns(e) {
+                        read.extend(windows.get(c.index())?.as_ref()?.iter().copied());
+                    }
+                    Some(read)
                 })
                 .collect();
         }
-        pure
+        windows
     }
 
     /// The point-in-time features ([`FeatureView::point_in_time_features`]) of `rows` rows

@@ -5,6 +5,7 @@ mod bad_input;
 mod config_errors;
 mod differential;
 mod exact_numbers;
+mod lineage;
 mod object_store_s3;
 mod parquet_schema;
 mod partitions;

@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod definition;
+pub mod event_log;
 pub mod store;
 
 pub use apply::{apply, Applied, ApplyReport};
