@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README): formats, lints and tests the whole workspace on a fresh machine.
 # It starts what the tests need on loopback ports and stops it afterwards:
-#   - an S3-compatible object store (moto's server, pip-installed once into ~/.cache/quiver-test).
+#   - an S3-compatible object store (moto's server, pip-installed once into ~/.cache/quiver-test);
+#   - Polars and delta-rs in the same virtual environment, to read the store's Delta tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -32,6 +33,13 @@ until python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.
   sleep 0.5
 done
 export QUIVER_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+
+# --- an independent Delta Lake reader (delta-rs through Polars) ------------------------------
+if ! "$CACHE/venv/bin/python" -c "import polars, deltalake" 2>/dev/null; then
+  echo "test.sh: installing polars and deltalake into $CACHE/venv (once)"
+  "$CACHE/venv/bin/pip" install --quiet --disable-pip-version-check polars deltalake
+fi
+export QUIVER_TEST_PYTHON="$CACHE/venv/bin/python"
 
 # --- checks and tests -------------------------------------------------------------------
 rustup component add rustfmt clippy >/dev/null 2>&1 || true

@@ -2,9 +2,9 @@
 //! through transforms and views, and the lineage columns of feature rows built from them.
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, DictionaryArray, StringArray, UInt32Array, UInt64Array,
+    Array, ArrayRef, AsArray, DictionaryArray, Int64Array, StringArray, UInt32Array,
 };
-use datafusion::arrow::datatypes::{DataType, Field, UInt32Type, UInt64Type};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, UInt32Type, UInt64Type};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Column;
@@ -49,7 +49,9 @@ pub fn lineage_fields() -> [Field; 2] {
             DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8)),
             true,
         ),
-        Field::new(LINEAGE_OFFSET, DataType::UInt64, true),
+        // Signed: Delta Lake has no unsigned types, and readers such as Polars refuse to
+        // narrow one. Offsets stay far below 2^63.
+        Field::new(LINEAGE_OFFSET, DataType::Int64, true),
     ]
 }
 
@@ -100,8 +102,8 @@ pub fn append_lineage(
         .column_by_name(OFFSET_COLUMN)
         .and_then(|c| c.as_primitive_opt::<UInt64Type>())
     {
-        Some(c) => Arc::new(c.clone()),
-        None => Arc::new(UInt64Array::new_null(n)),
+        Some(c) => Arc::new(c.unary::<_, Int64Type>(|o| o as i64)),
+        None => Arc::new(Int64Array::new_null(n)),
     };
     let mut fields: Vec<Field> = features
         .schema()

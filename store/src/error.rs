@@ -21,6 +21,14 @@ pub enum StoreError {
         /// The cause.
         message: String,
     },
+    /// A Delta Lake log could not be written or read.
+    #[error("Delta table `{path}`: {message}")]
+    Delta {
+        /// The table directory.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// A batch's schema differs from the view's.
     #[error("feature rows for `{view}` changed schema: {message}")]
     Schema {

@@ -7,6 +7,7 @@ mod differential;
 mod exact_numbers;
 mod lineage;
 mod object_store_s3;
+mod offline_delta;
 mod parquet_schema;
 mod partitions;
 mod registry;

@@ -21,7 +21,7 @@ fn line(&(id, card, amount, ms): &Event) -> String {
 /// Every feature row names the file and the (1-based) line its event came from.
 fn check_lineage(rows: &arrow::record_batch::RecordBatch, files: &[(&str, &[Event])]) {
     use arrow::array::{Array, AsArray};
-    use arrow::datatypes::{Int64Type, UInt32Type, UInt64Type};
+    use arrow::datatypes::{Int64Type, UInt32Type};
     let ids = rows.column_by_name("txn_id").expect("txn_id");
     let ids = ids.as_primitive::<Int64Type>();
     let partitions = rows
@@ -32,7 +32,7 @@ fn check_lineage(rows: &arrow::record_batch::RecordBatch, files: &[(&str, &[Even
     let offsets = rows
         .column_by_name("_source_offset")
         .expect("_source_offset");
-    let offsets = offsets.as_primitive::<UInt64Type>();
+    let offsets = offsets.as_primitive::<Int64Type>();
     for r in 0..rows.num_rows() {
         let name = names.value(partitions.keys().value(r) as usize);
         let (_, events) = files
@@ -46,7 +46,7 @@ fn check_lineage(rows: &arrow::record_batch::RecordBatch, files: &[(&str, &[Even
         assert!(offsets.is_valid(r));
         assert_eq!(
             offsets.value(r),
-            line as u64 + 1,
+            line as i64 + 1,
             "row {r}: line of txn in {name}"
         );
     }

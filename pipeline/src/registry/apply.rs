@@ -139,6 +139,8 @@ pub async fn apply(
         pipeline.views = keep_indices(std::mem::take(&mut pipeline.views), &keep);
         pipeline.view_identities =
             keep_indices(std::mem::take(&mut pipeline.view_identities), &keep);
+        let schemas: Vec<arrow::datatypes::SchemaRef> =
+            pipeline.views.iter().map(|v| v.output_schema()).collect();
         let out = staging.join("backfill");
         let staged_events = staging.join("events");
         let stream = pipeline.loaded.feature_stream().to_string();
@@ -165,7 +167,7 @@ pub async fn apply(
             JobError::Other(format!("cannot move `{}`: {e}", staged_events.display()))
         })?;
         quiver_store::sync_dir(parent).map_err(|e| JobError::Other(e.to_string()))?;
-        for (i, previous) in to_backfill {
+        for (k, (i, previous)) in to_backfill.into_iter().enumerate() {
             let mut definition = definitions[i].clone();
             let rows = summary
                 .views
@@ -196,6 +198,7 @@ pub async fn apply(
                 })?;
             }
             quiver_store::sync_dir(parent).map_err(|e| JobError::Other(e.to_string()))?;
+            commit_version_table(&target, &schemas[k], &definition)?;
             registry.register(&definition)?;
             registry.set_latest(&definition.view, &definition.version)?;
             outcomes[i] = Some(Applied::Created {
@@ -214,6 +217,59 @@ pub async fn apply(
             .filter_map(|(d, o)| o.map(|o| (d.view.clone(), o)))
             .collect(),
     })
+}
+
+/// Makes a version's directory of Parquet files a Delta table: one commit adding them, with
+/// the version's definition in its commit info.
+fn commit_version_table(
+    dir: &std::path::Path,
+    schema: &arrow::datatypes::Schema,
+    definition: &ViewDefinition,
+) -> Result<(), JobError> {
+    let fail = |e: &dyn std::fmt::Display| {
+        JobError::Other(format!(
+            "cannot make `{}` a Delta table: {e}",
+            dir.display()
+        ))
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| fail(&e))? {
+        let path = entry.map_err(|e| fail(&e))?.path();
+        if path.extension().is_none_or(|x| x != "parquet") {
+            continue;
+        }
+        let file = std::fs::File::open(&path).map_err(|e| fail(&e))?;
+        let size = file.metadata().map_err(|e| fail(&e))?.len();
+        let rows = parquet::file::reader::SerializedFileReader::new(file)
+            .map(|r| {
+                use parquet::file::reader::FileReader;
+                r.metadata().file_metadata().num_rows() as u64
+            })
+            .map_err(|e| fail(&e))?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        files.push(quiver_store::delta::AddFile {
+            path: name.unwrap_or_default(),
+            size,
+            rows,
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let info = serde_json::json!({
+        "view": definition.view,
+        "version": definition.version,
+        "engine": definition.engine,
+        "rows": definition.rows,
+        "event_log": definition.events,
+        "config": definition.config,
+        "operation": "apply",
+    });
+    let commit = quiver_store::delta::Commit {
+        files,
+        info: serde_json::Map::from_iter([("quiver".to_string(), info)]),
+        transaction: None,
+    };
+    quiver_store::delta::commit(dir, schema, &commit).map_err(|e| fail(&e))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,342 @@
+//! Delta Lake tables over Parquet files Quiver wrote: the transaction log (`_delta_log/`) that
+//! makes a directory of Parquet files a Delta table Spark, DuckDB, Polars and delta-rs read.
+//!
+//! Only what Quiver's tables need of the protocol (Delta protocol, "Delta Transaction Log"):
+//! JSON commits with `commitInfo` (where Quiver records its own metadata: view version, engine,
+//! rows, epoch, source positions), `protocol` and `metaData` in the first commit, `add` actions
+//! with row counts, and `txn` actions that make a commit idempotent per (application, epoch).
+//! A commit is written to a temporary file and hard-linked to its numbered name, which fails if
+//! the name exists: two writers never both win one version, and a reader never sees half a
+//! commit. Timestamps without a time zone are `timestamp_ntz` (reader version 3, writer 7 with
+//! that table feature); anything else keeps the oldest protocol (1, 2).
+
+use crate::error::StoreError;
+use arrow::datatypes::{DataType, Schema, TimeUnit};
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The log directory of a table.
+pub const LOG_DIR: &str = "_delta_log";
+
+/// A data file a commit adds, relative to the table's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddFile {
+    /// Path relative to the table directory (no `..`).
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Rows in the file.
+    pub rows: u64,
+}
+
+/// One commit: the files it adds and what Quiver records about it.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// Files added.
+    pub files: Vec<AddFile>,
+    /// Extra `commitInfo` fields (Quiver's metadata: view version, epoch, positions, ...).
+    pub info: Map<String, Value>,
+    /// An application id and version recorded as a `txn` action: the commit is skipped when the
+    /// table already has that version (or a later one) for the application.
+    pub transaction: Option<(String, i64)>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn delta_error(path: &Path, message: impl Into<String>) -> StoreError {
+    StoreError::Delta {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// The Delta type of an Arrow type, or `None` for types a Delta table cannot hold.
+fn delta_type(data_type: &DataType) -> Option<Value> {
+    Some(Value::String(
+        match data_type {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string",
+            DataType::Dictionary(_, value) => return delta_type(value),
+            DataType::Int64 => "long",
+            DataType::Int32 => "integer",
+            DataType::Int16 => "short",
+            DataType::Int8 => "byte",
+            DataType::Float64 => "double",
+            DataType::Float32 => "float",
+            DataType::Boolean => "boolean",
+            DataType::Date32 | DataType::Date64 => "date",
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "binary",
+            DataType::Timestamp(TimeUnit::Microsecond, None) => "timestamp_ntz",
+            DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => "timestamp",
+            DataType::Decimal128(p, s) => return Some(Value::String(format!("decimal({p},{s})"))),
+            _ => return None,
+        }
+        .to_string(),
+    ))
+}
+
+/// The table schema as Delta's `schemaString`, and whether it needs `timestamp_ntz`.
+pub fn delta_schema(schema: &Schema) -> Result<(String, bool), String> {
+    let mut ntz = false;
+    let fields = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let t = delta_type(f.data_type()).ok_or_else(|| {
+                format!(
+                    "column `{}` is {}, which a Delta table cannot hold (cast it in the view)",
+                    f.name(),
+                    f.data_type()
+                )
+            })?;
+            ntz |= t == "timestamp_ntz";
+            Ok(json!({"name": f.name(), "type": t, "nullable": f.is_nullable(), "metadata": {}}))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok((json!({"type": "struct", "fields": fields}).to_string(), ntz))
+}
+
+fn commit_path(table: &Path, version: u64) -> PathBuf {
+    table.join(LOG_DIR).join(format!("{version:020}.json"))
+}
+
+/// The table's commits so far, in order (none: not a Delta table yet).
+pub fn versions(table: &Path) -> Result<Vec<u64>, StoreError> {
+    let dir = table.join(LOG_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(&dir)(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let name = entry.map_err(io(&dir))?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(v) = name
+            .strip_suffix(".json")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            out.push(v);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// The actions of commit `version`, one JSON object per line.
+pub fn read_commit(table: &Path, version: u64) -> Result<Vec<Value>, StoreError> {
+    let path = commit_path(table, version);
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| delta_error(&path, e.to_string())))
+        .collect()
+}
+
+/// The latest version the table recorded for application `app_id` (`txn` actions).
+pub fn transaction_version(table: &Path, app_id: &str) -> Result<Option<i64>, StoreError> {
+    let mut latest = None;
+    for v in versions(table)? {
+        for action in read_commit(table, v)? {
+            if let Some(txn) = action.get("txn") {
+                if txn.get("appId").and_then(Value::as_str) == Some(app_id) {
+                    latest = latest.max(txn.get("version").and_then(Value::as_i64));
+                }
+            }
+        }
+    }
+    Ok(latest)
+}
+
+/// Commits `commit` to the Delta table at `table` (created with `schema` by its first commit).
+/// Returns the new version, or `None` when the commit's transaction was already committed.
+pub fn commit(table: &Path, schema: &Schema, commit: &Commit) -> Result<Option<u64>, StoreError> {
+    if let Some((app, version)) = &commit.transaction {
+        if transaction_version(table, app)?.is_some_and(|done| done >= *version) {
+            return Ok(None);
+        }
+    }
+    let existing = versions(table)?;
+    let version = existing.last().map_or(0, |v| v + 1);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut info = Map::new();
+    info.insert("timestamp".into(), json!(now));
+    info.insert(
+        "operation".into(),
+        json!(if version == 0 {
+            "CREATE TABLE AS SELECT"
+        } else {
+            "WRITE"
+        }),
+    );
+    info.insert("operationParameters".into(), json!({"mode": "Append"}));
+    info.insert(
+        "engineInfo".into(),
+        json!(concat!("quiver/", env!("CARGO_PKG_VERSION"))),
+    );
+    info.insert("isBlindAppend".into(), json!(true));
+    info.extend(commit.info.clone());
+    let mut actions = vec![json!({ "commitInfo": info })];
+    if version == 0 {
+        let (schema_string, ntz) =
+            delta_schema(schema).map_err(|message| delta_error(table, message))?;
+        actions.push(if ntz {
+            json!({"protocol": {"minReaderVersion": 3, "minWriterVersion": 7,
+                "readerFeatures": ["timestampNtz"], "writerFeatures": ["timestampNtz"]}})
+        } else {
+            json!({"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}})
+        });
+        actions.push(json!({"metaData": {
+            "id": table_id(table, now),
+            "format": {"provider": "parquet", "options": {}},
+            "schemaString": schema_string,
+            "partitionColumns": [],
+            "configuration": {},
+            "createdTime": now,
+        }}));
+    }
+    if let Some((app, v)) = &commit.transaction {
+        actions.push(json!({"txn": {"appId": app, "version": v, "lastUpdated": now}}));
+    }
+    for file in &commit.files {
+        if file.path.split('/').any(|p| p == ".." || p.is_empty()) {
+            return Err(delta_error(
+                table,
+                format!("bad data file path `{}`", file.path),
+            ));
+        }
+        actions.push(json!({"add": {
+            "path": file.path,
+            "partitionValues": {},
+            "size": file.size,
+            "modificationTime": now,
+            "dataChange": true,
+            "stats": json!({"numRecords": file.rows}).to_string(),
+        }}));
+    }
+    let mut text = String::new();
+    for action in &actions {
+        text.push_str(&action.to_string());
+        text.push('\n');
+    }
+    let path = commit_path(table, version);
+    let dir = table.join(LOG_DIR);
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let tmp = dir.join(format!(".{version:020}.json.{}.tmp", std::process::id()));
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(io(&tmp))?;
+    }
+    // The link fails if another writer took this version first: the table stays consistent
+    // and the caller sees why.
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(delta_error(
+                table,
+                format!("version {version} was committed concurrently by another writer"),
+            ))
+        }
+        Err(e) => return Err(io(&path)(e)),
+    }
+    crate::sink::sync_dir(&dir)?;
+    Ok(Some(version))
+}
+
+/// A table id: a UUID-shaped hash of the table path and the creation time.
+fn table_id(table: &Path, now: i64) -> String {
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in table.to_string_lossy().bytes().chain(now.to_le_bytes()) {
+        h ^= b as u128;
+        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
+    let hex = format!("{h:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::Field;
+
+    fn schema() -> Schema {
+        Schema::new(vec![
+            Field::new("card_id", DataType::Utf8, false),
+            Field::new(
+                "event_time",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
+            Field::new("n", DataType::Int64, true),
+        ])
+    }
+
+    #[test]
+    fn commits_are_numbered_and_idempotent_per_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("t");
+        let first = Commit {
+            files: vec![AddFile {
+                path: "part-0.parquet".into(),
+                size: 10,
+                rows: 3,
+            }],
+            info: Map::from_iter([("quiver".to_string(), json!({"epoch": 1}))]),
+            transaction: Some(("run-a".into(), 1)),
+        };
+        assert_eq!(commit(&table, &schema(), &first).unwrap(), Some(0));
+        // The same epoch again (a retry after a crash): nothing new.
+        assert_eq!(commit(&table, &schema(), &first).unwrap(), None);
+        let second = Commit {
+            transaction: Some(("run-a".into(), 2)),
+            ..first.clone()
+        };
+        assert_eq!(commit(&table, &schema(), &second).unwrap(), Some(1));
+        assert_eq!(versions(&table).unwrap(), vec![0, 1]);
+        let actions = read_commit(&table, 0).unwrap();
+        assert!(actions[0]["commitInfo"]["quiver"]["epoch"] == 1);
+        assert_eq!(actions[1]["protocol"]["minReaderVersion"], 3);
+        let schema_string = actions[2]["metaData"]["schemaString"].as_str().unwrap();
+        assert!(schema_string.contains("timestamp_ntz"), "{schema_string}");
+        assert_eq!(transaction_version(&table, "run-a").unwrap(), Some(2));
+        assert!(!read_commit(&table, 1)
+            .unwrap()
+            .iter()
+            .any(|a| a.get("metaData").is_some()));
+    }
+
+    #[test]
+    fn unsupported_types_and_paths_are_errors() {
+        let bad = Schema::new(vec![Field::new("u", DataType::UInt64, true)]);
+        assert!(delta_schema(&bad).unwrap_err().contains("`u`"));
+        let dir = tempfile::tempdir().unwrap();
+        let escape = Commit {
+            files: vec![AddFile {
+                path: "../x.parquet".into(),
+                size: 1,
+                rows: 1,
+            }],
+            ..Commit::default()
+        };
+        assert!(commit(dir.path(), &schema(), &escape).is_err());
+    }
+}
