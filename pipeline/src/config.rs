@@ -191,6 +191,10 @@ pub struct SqlStep {
     pub sql: Option<String>,
     /// SQL file, relative to the config file.
     pub file: Option<PathBuf>,
+    /// Views only: how old the newest visible feature may be before `quiver status` reports
+    /// the view stale (e.g. `5m`).
+    #[serde(default)]
+    pub freshness_sla: Option<Duration>,
 }
 
 /// Outputs.
@@ -332,6 +336,16 @@ impl LoadedConfig {
         }
         if let Some(d) = &c.source.datagen {
             d.validate().map_err(|e| err("datagen", e.to_string()))?;
+        }
+        if let Some(t) = c.transforms.iter().find(|t| t.freshness_sla.is_some()) {
+            return Err(err(
+                "freshness_sla",
+                format!(
+                    "transform `{}` has a freshness_sla; only views have one",
+                    t.name
+                ),
+            )
+            .with_help("move it to the view whose freshness it bounds"));
         }
         if let Some(f) = &c.source.files {
             if f.batch_size == 0 {

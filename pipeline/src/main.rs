@@ -178,6 +178,18 @@ enum Command {
         #[arg(long, default_value = "quiver-store")]
         store: PathBuf,
     },
+    /// Freshness of each view's latest version: rows, commits, newest event, event-to-visible
+    /// latency (p50/p99 over recent commits) and whether its freshness_sla holds.
+    Status {
+        /// Only this view.
+        view: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Store directory.
+        #[arg(long, default_value = "quiver-store")]
+        store: PathBuf,
+    },
     /// Compare two output directories view by view: the same rows (matched on keys, times and
     /// every other non-float column) and float features within a relative tolerance, e.g. a
     /// `--device cpu` and a `--device cuda` backfill. Exits non-zero when they differ.
@@ -449,6 +461,23 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     }
                 }
                 _ => anyhow::bail!("give both --entity and --at, or neither"),
+            }
+            Ok(())
+        }
+        Command::Status { view, json, store } => {
+            let registry = Registry::open(store);
+            let views = quiver_pipeline::registry::status::status(&registry, view.as_deref())?;
+            if json {
+                say(&format!("{}\n", serde_json::to_string_pretty(&views)?));
+            } else if views.is_empty() {
+                say(&format!(
+                    "no views in {} (run `quiver apply <config>`)\n",
+                    registry.root().display()
+                ));
+            } else {
+                for v in &views {
+                    say(&v.to_string());
+                }
             }
             Ok(())
         }

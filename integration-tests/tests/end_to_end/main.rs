@@ -12,4 +12,5 @@ mod parquet_schema;
 mod partitions;
 mod registry;
 mod snapshot;
+mod status;
 mod training_set;

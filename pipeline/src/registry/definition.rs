@@ -48,6 +48,10 @@ pub struct ViewDefinition {
     /// versions registered before event logs existed. Not part of the version.
     #[serde(default)]
     pub events: String,
+    /// The view's `freshness_sla` (e.g. `5m`), checked by `quiver status`; not part of the
+    /// version.
+    #[serde(default)]
+    pub freshness_sla: Option<String>,
 }
 
 impl ViewDefinition {
@@ -84,6 +88,7 @@ impl ViewDefinition {
             config: loaded.path.display().to_string(),
             stream: view.stream().to_string(),
             events: String::new(),
+            freshness_sla: step.freshness_sla.map(|d| d.to_string()),
         };
         definition.version = definition.hash();
         Ok(definition)

@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod definition;
 pub mod event_log;
+pub mod status;
 pub mod store;
 
 pub use apply::{apply, Applied, ApplyReport};

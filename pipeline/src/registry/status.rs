@@ -1,0 +1,240 @@
+//! `quiver status`: how fresh each view's latest version is, from its Delta log and the
+//! event-time statistics of its files.
+//!
+//! Per commit, the event-to-visible latency is the commit's time minus the newest event time in
+//! the files it added (its freshest row's delay); the p50/p99 are over the most recent commits.
+//! A view's freshness is now minus the newest event time visible, checked against the view's
+//! `freshness_sla`.
+
+use crate::error::JobError;
+use crate::registry::{Registry, ViewDefinition};
+use arrow::datatypes::{DataType, TimeUnit};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::statistics::Statistics;
+use quiver_store::delta;
+use serde::Serialize;
+use std::path::Path;
+
+/// Commits the latency percentiles are taken over.
+const RECENT_COMMITS: usize = 100;
+
+/// The status of one view's latest version.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ViewStatus {
+    /// View name.
+    pub view: String,
+    /// Its latest version.
+    pub version: String,
+    /// Rows in the version's table.
+    pub rows: u64,
+    /// Commits in the version's table.
+    pub commits: usize,
+    /// Time of the last commit (RFC 3339).
+    pub last_commit: Option<String>,
+    /// Newest event time in the table (RFC 3339).
+    pub last_event_time: Option<String>,
+    /// Median event-to-visible latency over recent commits, seconds.
+    pub latency_p50_s: Option<f64>,
+    /// 99th percentile of the same, seconds.
+    pub latency_p99_s: Option<f64>,
+    /// Now minus the newest event time, seconds.
+    pub freshness_s: Option<f64>,
+    /// The view's `freshness_sla`, if it has one.
+    pub freshness_sla: Option<String>,
+    /// Whether the freshness is within the SLA (`None` without one).
+    pub sla_holds: Option<bool>,
+}
+
+impl std::fmt::Display for ViewStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let seconds = |s: Option<f64>| s.map_or("-".to_string(), human_seconds);
+        writeln!(f, "{}@{}", self.view, self.version)?;
+        writeln!(
+            f,
+            "  rows {} in {} commits, last commit {}",
+            crate::summary::thousands(self.rows),
+            self.commits,
+            self.last_commit.as_deref().unwrap_or("-")
+        )?;
+        writeln!(
+            f,
+            "  newest event {}, event-to-visible p50 {} p99 {}",
+            self.last_event_time.as_deref().unwrap_or("-"),
+            seconds(self.latency_p50_s),
+            seconds(self.latency_p99_s)
+        )?;
+        let sla = match (&self.freshness_sla, self.sla_holds) {
+            (Some(sla), Some(true)) => format!("within freshness_sla {sla}"),
+            (Some(sla), _) => format!("VIOLATES freshness_sla {sla}"),
+            (None, _) => "no freshness_sla".to_string(),
+        };
+        writeln!(f, "  freshness {} ({sla})", seconds(self.freshness_s))
+    }
+}
+
+fn human_seconds(s: f64) -> String {
+    match s.abs() {
+        a if a < 1.0 => format!("{:.0} ms", s * 1e3),
+        a if a < 120.0 => format!("{s:.1} s"),
+        a if a < 7200.0 => format!("{:.1} min", s / 60.0),
+        a if a < 172_800.0 => format!("{:.1} h", s / 3600.0),
+        _ => format!("{:.1} days", s / 86_400.0),
+    }
+}
+
+/// The newest value of the timestamp column `column` in a Parquet file, in microseconds, from
+/// its statistics.
+fn newest_event(path: &Path, column: &str) -> Result<Option<i64>, JobError> {
+    let fail = |e: &dyn std::fmt::Display| {
+        JobError::Other(format!("cannot read `{}`: {e}", path.display()))
+    };
+    let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(&e))?;
+    let Ok(field) = builder.schema().field_with_name(column) else {
+        return Ok(None);
+    };
+    let per_micro = match field.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => 1_000_000.0,
+        DataType::Timestamp(TimeUnit::Millisecond, _) => 1_000.0,
+        DataType::Timestamp(TimeUnit::Microsecond, _) => 1.0,
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => 1e-3,
+        _ => return Ok(None),
+    };
+    let metadata = builder.metadata();
+    let Some(index) = metadata
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().string() == column)
+    else {
+        return Ok(None);
+    };
+    let newest = metadata
+        .row_groups()
+        .iter()
+        .filter_map(|rg| match rg.column(index).statistics() {
+            Some(Statistics::Int64(s)) => s.max_opt().copied(),
+            _ => None,
+        })
+        .max();
+    Ok(newest.map(|t| (t as f64 * per_micro) as i64))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+/// The status of `definition`'s table at `now_micros`.
+pub fn version_status(
+    registry: &Registry,
+    definition: &ViewDefinition,
+    now_micros: i64,
+) -> Result<ViewStatus, JobError> {
+    let table = registry.data_dir(&definition.view, &definition.version);
+    let store = |e: quiver_store::StoreError| JobError::Other(e.to_string());
+    let versions = delta::versions(&table).map_err(store)?;
+    if versions.is_empty() {
+        return Err(JobError::Other(format!(
+            "{}@{} has no Delta log at `{}` (registered before the store wrote them): apply it again into a new store",
+            definition.view,
+            definition.version,
+            table.display()
+        )));
+    }
+    let mut rows = 0;
+    let mut newest: Option<i64> = None;
+    let mut latencies = Vec::new();
+    let mut last_commit = None;
+    for v in &versions {
+        let mut commit_ms = None;
+        let mut commit_newest: Option<i64> = None;
+        for action in delta::read_commit(&table, *v).map_err(store)? {
+            if let Some(t) = action
+                .pointer("/commitInfo/timestamp")
+                .and_then(|t| t.as_i64())
+            {
+                commit_ms = Some(t);
+            }
+            if let Some(add) = action.get("add") {
+                let stats: Option<serde_json::Value> = add
+                    .get("stats")
+                    .and_then(|s| s.as_str())
+                    .and_then(|s| serde_json::from_str(s).ok());
+                rows += stats
+                    .and_then(|s| s.get("numRecords").and_then(|n| n.as_u64()))
+                    .unwrap_or(0);
+                if let Some(path) = add.get("path").and_then(|p| p.as_str()) {
+                    let t = newest_event(&table.join(path), &definition.event_time)?;
+                    commit_newest = commit_newest.max(t);
+                }
+            }
+        }
+        newest = newest.max(commit_newest);
+        if let (Some(ms), Some(t)) = (commit_ms, commit_newest) {
+            latencies.push((ms * 1000 - t) as f64 / 1e6);
+        }
+        last_commit = commit_ms.or(last_commit);
+    }
+    let recent = &mut latencies[latencies.len().saturating_sub(RECENT_COMMITS)..].to_vec();
+    recent.sort_by(f64::total_cmp);
+    let freshness_s = newest.map(|t| (now_micros - t) as f64 / 1e6);
+    let sla_holds = match (&definition.freshness_sla, freshness_s) {
+        (Some(sla), Some(age)) => crate::duration::Duration::parse(sla)
+            .ok()
+            .map(|d| age <= d.as_micros() as f64 / 1e6),
+        (Some(_), None) => Some(false),
+        (None, _) => None,
+    };
+    Ok(ViewStatus {
+        view: definition.view.clone(),
+        version: definition.version.clone(),
+        rows,
+        commits: versions.len(),
+        last_commit: last_commit.map(|ms| crate::lineage::format_micros(ms * 1000)),
+        last_event_time: newest.map(crate::lineage::format_micros),
+        latency_p50_s: percentile(recent, 0.5),
+        latency_p99_s: percentile(recent, 0.99),
+        freshness_s,
+        freshness_sla: definition.freshness_sla.clone(),
+        sla_holds,
+    })
+}
+
+/// The status of every view's latest version (or of `view` only).
+pub fn status(registry: &Registry, view: Option<&str>) -> Result<Vec<ViewStatus>, JobError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    let views = match view {
+        Some(v) => vec![v.to_string()],
+        None => registry.views()?,
+    };
+    let mut out = Vec::new();
+    for name in views {
+        if registry.latest(&name)?.is_none() && view.is_none() {
+            continue; // removed from the latest views
+        }
+        let definition = registry.definition(&name, None)?;
+        out.push(version_status(registry, &definition, now)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percentiles_and_durations() {
+        let xs = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(super::percentile(&xs, 0.5), Some(2.0));
+        assert_eq!(super::percentile(&xs, 0.99), Some(4.0));
+        assert_eq!(super::percentile(&[], 0.5), None);
+        assert_eq!(super::human_seconds(0.25), "250 ms");
+        assert_eq!(super::human_seconds(90.0), "90.0 s");
+        assert_eq!(super::human_seconds(3.0 * 86_400.0), "3.0 days");
+    }
+}
