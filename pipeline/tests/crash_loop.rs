@@ -474,3 +474,83 @@ fn a_changed_view_or_a_damaged_checkpoint_is_a_clear_error_and_fresh_starts_over
     );
     assert_same(&committed(&out), &r.expected, "after --fresh");
 }
+
+/// `quiver apply` killed at each step of registering a changed view: the view stays on its
+/// previous version, which stays readable; the next apply finishes the new version.
+#[test]
+fn an_apply_killed_at_any_step_leaves_latest_on_the_previous_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_pipeline(dir.path(), 2, 300);
+    let store = dir.path().join("store");
+    let apply = |config: &Path, crash: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiver"));
+        cmd.arg("apply")
+            .arg(config)
+            .arg("--store")
+            .arg(&store)
+            .arg("--no-progress")
+            .env_remove("QUIVER_CRASH_AT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(point) = crash {
+            cmd.env("QUIVER_CRASH_AT", format!("{point}:1"));
+        }
+        cmd.output().expect("start quiver")
+    };
+    let latest = || std::fs::read_to_string(store.join("registry/cards/latest")).unwrap();
+    let first = apply(&config, None);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let v1 = latest();
+    let v1_rows = read_dir_rows(&store.join("offline/cards").join(v1.trim()));
+
+    // A wider window: a new version.
+    let view = dir.path().join("view.sql");
+    std::fs::write(&view, VIEW.replace("10 minutes", "20 minutes")).unwrap();
+    for point in [
+        "apply_after_backfill",
+        "apply_after_move",
+        "apply_before_latest",
+    ] {
+        let crashed = apply(&config, Some(point));
+        assert!(
+            !crashed.status.success(),
+            "{point}: the crash point was not reached"
+        );
+        assert_eq!(latest(), v1, "{point}: latest moved");
+        let rows = read_dir_rows(&store.join("offline/cards").join(v1.trim()));
+        assert_eq!(rows, v1_rows, "{point}: the previous version changed");
+    }
+    let done = apply(&config, None);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let v2 = latest();
+    assert_ne!(v2, v1);
+    let v2_rows = read_dir_rows(&store.join("offline/cards").join(v2.trim()));
+    assert_eq!(v2_rows, v1_rows, "the same events, one feature row each");
+    assert!(!store.join("_staging").exists(), "staging is cleared");
+}
+
+/// Rows in the Parquet files of a directory.
+fn read_dir_rows(dir: &Path) -> usize {
+    let mut rows = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "parquet") {
+            let reader =
+                ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+                    .unwrap()
+                    .build()
+                    .unwrap();
+            rows += reader.map(|b| b.unwrap().num_rows()).sum::<usize>();
+        }
+    }
+    rows
+}

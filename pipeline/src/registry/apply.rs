@@ -153,6 +153,7 @@ pub async fn apply(
             },
         )
         .await?;
+        crate::fault::crash_point("apply_after_backfill");
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -198,8 +199,10 @@ pub async fn apply(
                 })?;
             }
             quiver_store::sync_dir(parent).map_err(|e| JobError::Other(e.to_string()))?;
+            crate::fault::crash_point("apply_after_move");
             commit_version_table(&target, &schemas[k], &definition)?;
             registry.register(&definition)?;
+            crate::fault::crash_point("apply_before_latest");
             registry.set_latest(&definition.view, &definition.version)?;
             outcomes[i] = Some(Applied::Created {
                 version: definition.version.clone(),
