@@ -183,3 +183,59 @@ pub async fn reference_answer(sql: &str, batch: RecordBatch) -> RecordBatch {
         .expect("reference query");
     concat_batches(&out[0].schema(), &out).expect("concat")
 }
+
+/// A store with one view: writes a config reading `input` (under `dir`; `schema` lines such as
+/// `{name: card_id, type: string}`, none to read a Parquet file's own schema) into view `view`
+/// defined by `sql` (with `view_extra` YAML keys such as `freshness_sla: 5m`), with its store
+/// at `<dir>/store`, and applies it.
+pub async fn apply_one_view(
+    dir: &Path,
+    input: &str,
+    schema: &[&str],
+    view: &str,
+    sql: &str,
+    view_extra: &str,
+) -> quiver_pipeline::registry::Registry {
+    let schema = if schema.is_empty() {
+        String::new()
+    } else {
+        let fields: Vec<String> = schema.iter().map(|f| format!("      - {f}\n")).collect();
+        format!("    schema:\n{}", fields.concat())
+    };
+    let extra = if view_extra.is_empty() {
+        String::new()
+    } else {
+        format!("    {view_extra}\n")
+    };
+    let yaml = format!(
+        "name: one_view
+source:
+  files:
+    location: {}/{input}
+{schema}event_time:
+  column: event_time
+views:
+  - name: {view}
+{extra}    sql: |
+{}
+store: {}/store
+",
+        dir.display(),
+        yaml_block(sql),
+        dir.display()
+    );
+    let config = write_files(dir, &[("one_view.yaml", &yaml)]);
+    let loaded = quiver_pipeline::LoadedConfig::load(&config).expect("config");
+    let registry = quiver_pipeline::registry::Registry::open(loaded.config.store.clone());
+    let pipeline = quiver_pipeline::CompiledPipeline::compile(loaded)
+        .await
+        .expect("compile");
+    quiver_pipeline::registry::apply(
+        pipeline,
+        &registry,
+        quiver_pipeline::run::RunOptions::default(),
+    )
+    .await
+    .expect("apply");
+    registry
+}

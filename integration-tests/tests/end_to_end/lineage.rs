@@ -1,11 +1,8 @@
 //! Lineage of a feature value: `entity_lineage` names the version, the value (the same as a
 //! training set's), and exactly the input lines of the entity's events inside each window.
 
-use quiver_integration_tests::{write_files, yaml_block};
+use quiver_integration_tests::{apply_one_view, write_files};
 use quiver_pipeline::lineage::{definition_lineage, entity_lineage};
-use quiver_pipeline::registry::{apply, Registry};
-use quiver_pipeline::run::RunOptions;
-use quiver_pipeline::{CompiledPipeline, LoadedConfig};
 
 const START_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
@@ -28,34 +25,19 @@ async fn lineage_names_the_lines_inside_each_window() {
         })
         .collect();
     write_files(dir.path(), &[("in.ndjson", &lines.join("\n"))]);
-    let yaml = format!(
-        "name: lin
-source:
-  files:
-    location: {}/in.ndjson
-    schema:
-      - {{name: card_id, type: string}}
-      - {{name: amount, type: float}}
-      - {{name: event_time, type: timestamp, nullable: false}}
-event_time:
-  column: event_time
-views:
-  - name: v
-    sql: |
-{}
-store: {}/store
-",
-        dir.path().display(),
-        yaml_block(VIEW),
-        dir.path().display()
-    );
-    let config = write_files(dir.path(), &[("p.yaml", &yaml)]);
-    let loaded = LoadedConfig::load(&config).expect("config");
-    let registry = Registry::open(loaded.config.store.clone());
-    let pipeline = CompiledPipeline::compile(loaded).await.expect("compile");
-    apply(pipeline, &registry, RunOptions::default())
-        .await
-        .expect("apply");
+    let registry = apply_one_view(
+        dir.path(),
+        "in.ndjson",
+        &[
+            "{name: card_id, type: string}",
+            "{name: amount, type: float}",
+            "{name: event_time, type: timestamp, nullable: false}",
+        ],
+        "v",
+        VIEW,
+        "",
+    )
+    .await;
 
     // As of minute 100 and a half: card c1 has lines 91, 94, 97, 100 in the last 10 minutes
     // and lines 43..=100 (every third) in the last hour.

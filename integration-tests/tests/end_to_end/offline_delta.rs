@@ -2,10 +2,7 @@
 //! files, records the definition in the commit, and an independent reader (delta-rs through
 //! Polars, when the test command provides Python with it) reads the same rows.
 
-use quiver_integration_tests::{read_view, write_files, yaml_block};
-use quiver_pipeline::registry::{apply, Registry};
-use quiver_pipeline::run::RunOptions;
-use quiver_pipeline::{CompiledPipeline, LoadedConfig};
+use quiver_integration_tests::{apply_one_view, read_view, write_files};
 use quiver_store::delta;
 
 const VIEW: &str = "SELECT card_id, event_time, amount,
@@ -27,34 +24,19 @@ async fn every_version_is_a_delta_table_other_engines_read() {
         })
         .collect();
     write_files(dir.path(), &[("in.ndjson", &lines.join("\n"))]);
-    let yaml = format!(
-        "name: dl
-source:
-  files:
-    location: {}/in.ndjson
-    schema:
-      - {{name: card_id, type: string}}
-      - {{name: amount, type: float}}
-      - {{name: event_time, type: timestamp, nullable: false}}
-event_time:
-  column: event_time
-views:
-  - name: v
-    sql: |
-{}
-store: {}/store
-",
-        dir.path().display(),
-        yaml_block(VIEW),
-        dir.path().display()
-    );
-    let config = write_files(dir.path(), &[("p.yaml", &yaml)]);
-    let loaded = LoadedConfig::load(&config).expect("config");
-    let registry = Registry::open(loaded.config.store.clone());
-    let pipeline = CompiledPipeline::compile(loaded).await.expect("compile");
-    apply(pipeline, &registry, RunOptions::default())
-        .await
-        .expect("apply");
+    let registry = apply_one_view(
+        dir.path(),
+        "in.ndjson",
+        &[
+            "{name: card_id, type: string}",
+            "{name: amount, type: float}",
+            "{name: event_time, type: timestamp, nullable: false}",
+        ],
+        "v",
+        VIEW,
+        "",
+    )
+    .await;
     let version = registry.latest("v").expect("latest").expect("version");
     let table = registry.data_dir("v", &version);
 

@@ -1,11 +1,9 @@
 //! `quiver status`: rows, commits, the newest event and freshness against the view's SLA,
 //! from the version's Delta log and its files' event-time statistics.
 
-use quiver_integration_tests::{write_files, yaml_block};
+use quiver_integration_tests::{apply_one_view, write_files};
 use quiver_pipeline::registry::status::status;
-use quiver_pipeline::registry::{apply, Registry};
-use quiver_pipeline::run::RunOptions;
-use quiver_pipeline::{CompiledPipeline, LoadedConfig};
+use quiver_pipeline::registry::Registry;
 
 const VIEW: &str = "SELECT card_id, event_time,
   count(*) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '10 minutes' PRECEDING AND CURRENT ROW) AS n_10m
@@ -22,35 +20,18 @@ async fn apply_events(dir: &std::path::Path, newest_ms: i64, sla: &str) -> Regis
         })
         .collect();
     write_files(dir, &[("in.ndjson", &lines.join("\n"))]);
-    let yaml = format!(
-        "name: st
-source:
-  files:
-    location: {}/in.ndjson
-    schema:
-      - {{name: card_id, type: string}}
-      - {{name: event_time, type: timestamp, nullable: false}}
-event_time:
-  column: event_time
-views:
-  - name: v
-    freshness_sla: {sla}
-    sql: |
-{}
-store: {}/store
-",
-        dir.display(),
-        yaml_block(VIEW),
-        dir.display()
-    );
-    let config = write_files(dir, &[("p.yaml", &yaml)]);
-    let loaded = LoadedConfig::load(&config).expect("config");
-    let registry = Registry::open(loaded.config.store.clone());
-    let pipeline = CompiledPipeline::compile(loaded).await.expect("compile");
-    apply(pipeline, &registry, RunOptions::default())
-        .await
-        .expect("apply");
-    registry
+    apply_one_view(
+        dir,
+        "in.ndjson",
+        &[
+            "{name: card_id, type: string}",
+            "{name: event_time, type: timestamp, nullable: false}",
+        ],
+        "v",
+        VIEW,
+        &format!("freshness_sla: {sla}"),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

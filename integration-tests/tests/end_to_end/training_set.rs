@@ -8,11 +8,9 @@ use arrow::array::{
     TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit};
-use quiver_integration_tests::{write_files, yaml_block};
-use quiver_pipeline::registry::{apply, Registry};
-use quiver_pipeline::run::RunOptions;
+use quiver_integration_tests::apply_one_view;
+use quiver_pipeline::registry::Registry;
 use quiver_pipeline::training_set::{parse_feature_list, training_set, TrainingSetOptions};
-use quiver_pipeline::{CompiledPipeline, LoadedConfig};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -158,31 +156,7 @@ fn read_parquet(path: &Path) -> RecordBatch {
 }
 
 async fn apply_view(dir: &Path, view: &str) -> Registry {
-    let yaml = format!(
-        "name: pit
-source:
-  files:
-    location: {}/events.parquet
-event_time:
-  column: event_time
-views:
-  - name: card_view
-    sql: |
-{}
-store: {}/store
-",
-        dir.display(),
-        yaml_block(view),
-        dir.display()
-    );
-    let config = write_files(dir, &[("p.yaml", &yaml)]);
-    let loaded = LoadedConfig::load(&config).expect("config");
-    let registry = Registry::open(loaded.config.store.clone());
-    let pipeline = CompiledPipeline::compile(loaded).await.expect("compile");
-    apply(pipeline, &registry, RunOptions::default())
-        .await
-        .expect("apply");
-    registry
+    apply_one_view(dir, "events.parquet", &[], "card_view", view, "").await
 }
 
 fn float(column: &ArrayRef, row: usize) -> Option<f64> {
