@@ -77,7 +77,8 @@ pub async fn backfill(
     drop(batches);
     let accepted = all.num_rows() as u64;
     if let Some(dir) = &options.event_log {
-        write_event_log(dir, &all, &source.partition_names())?;
+        let info = serde_json::json!({"operation": "apply", "rows": accepted});
+        crate::registry::event_log::write_event_log(dir, &all, &source.partition_names(), info)?;
     }
     let writers = outputs.feature_writers(&pipeline, &coordinator.run, &[])?;
     let operators = view_operators(&mut pipeline, options.expire_interval_micros, &source);
@@ -123,33 +124,3 @@ pub async fn backfill(
     summary.compute = Some(compute.report());
     Ok(summary)
 }
-
-/// Writes the feature stream `events` (transformed events with their lineage columns) and the
-/// names of its source partitions into `dir`.
-fn write_event_log(
-    dir: &std::path::Path,
-    events: &arrow::record_batch::RecordBatch,
-    partitions: &[String],
-) -> Result<(), JobError> {
-    let fail = |e: &dyn std::fmt::Display| {
-        JobError::Other(format!(
-            "cannot write the event log `{}`: {e}",
-            dir.display()
-        ))
-    };
-    std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
-    quiver_connectors::write_file(
-        quiver_connectors::FileFormat::Parquet,
-        &dir.join(EVENT_LOG_FILE),
-        std::slice::from_ref(events),
-    )
-    .map_err(|e| fail(&e))?;
-    let names = serde_json::to_vec_pretty(partitions).map_err(|e| fail(&e))?;
-    std::fs::write(dir.join(EVENT_LOG_PARTITIONS), names).map_err(|e| fail(&e))?;
-    Ok(())
-}
-
-/// The event log's data file in its directory.
-pub const EVENT_LOG_FILE: &str = "events.parquet";
-/// The event log's partition names (JSON list; `__quiver_partition` indexes it).
-pub const EVENT_LOG_PARTITIONS: &str = "partitions.json";

@@ -7,7 +7,7 @@
 
 use crate::batch_compute::BatchCompute;
 use crate::error::JobError;
-use crate::registry::event_log::{compile_registered, event_log_partitions, read_event_log};
+use crate::registry::event_log::{compile_registered, read_event_log, LOG_OFFSET, LOG_PARTITION};
 use crate::registry::{Registry, ViewDefinition};
 use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{Field, Schema, UInt32Type, UInt64Type};
@@ -167,13 +167,18 @@ pub async fn entity_lineage(
             keys.join(", ")
         )));
     }
-    // Lineage needs the partition and offset columns besides what the windows read.
-    let schema = crate::parquet_file::parquet_file_schema(
-        &crate::registry::event_log::event_log_file(registry, &definition),
-        "the event log",
-    )?;
+    // Lineage needs the partition and offset columns besides what the windows read; the
+    // event log keeps the stream's column order.
+    let log = crate::registry::event_log::log_files(&crate::registry::event_log::event_log_dir(
+        registry,
+        &definition,
+    ))?;
+    let schema = match log.first() {
+        Some(first) => crate::parquet_file::parquet_file_schema(first, "the event log")?,
+        None => Arc::new(Schema::empty()),
+    };
     let columns = view.stream_columns_read().map(|mut columns| {
-        for hidden in [PARTITION_COLUMN, OFFSET_COLUMN] {
+        for hidden in [LOG_PARTITION, LOG_OFFSET] {
             if let Ok(i) = schema.index_of(hidden) {
                 columns.push(i);
             }
@@ -182,8 +187,7 @@ pub async fn entity_lineage(
         columns.dedup();
         columns
     });
-    let events = read_event_log(registry, &definition, columns)?;
-    let partitions = event_log_partitions(registry, &definition)?;
+    let (events, partitions) = read_event_log(registry, &definition, columns)?;
 
     // The value of every feature, computed as a training set of one row computes it.
     let key_columns: Vec<ArrayRef> = entity

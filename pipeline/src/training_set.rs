@@ -213,7 +213,7 @@ pub async fn training_set(
     };
     let mut views = Vec::new();
     for (definition, view, wanted) in &plans {
-        let events = read_event_log(registry, definition, view.stream_columns_read())?;
+        let (events, _) = read_event_log(registry, definition, view.stream_columns_read())?;
         let features = point_in_time(
             view,
             &events,

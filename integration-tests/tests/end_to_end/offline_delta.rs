@@ -63,6 +63,10 @@ async fn every_version_is_a_delta_table_other_engines_read() {
     assert_eq!(rows, 2000);
     let ours = read_view(&table);
     assert_eq!(ours.num_rows(), 2000);
+    // The events the version was computed from: a Delta table too.
+    let definition = registry.definition("v", None).expect("definition");
+    let events = registry.events_dir(&definition.events);
+    assert_eq!(delta::versions(&events).expect("event log"), vec![0]);
 
     // An independent reader: delta-rs through Polars (the test command installs them).
     let Ok(python) = std::env::var("QUIVER_TEST_PYTHON") else {
@@ -101,5 +105,20 @@ print(df.height, df['n_10m'].sum(), round(df['sum_1h'].sum(), 6), df['_source_of
     assert_eq!(
         fields[3], "2000",
         "offsets are the 1-based input lines: {printed}"
+    );
+    let out = std::process::Command::new(std::env::var("QUIVER_TEST_PYTHON").expect("python"))
+        .args([
+            "-c",
+            "import sys, polars as pl; df = pl.read_delta(sys.argv[1]); print(df.height, df['_quiver_partition'].n_unique())",
+            &events.to_string_lossy(),
+        ])
+        .output()
+        .expect("python runs");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        printed.trim(),
+        "2000 1",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -1,21 +1,148 @@
-//! A registered version over its event log: the view recompiled from its registered SQL, and
-//! the transformed events its backfill read (what training sets and lineage recompute from).
+//! Event logs: the transformed events that versions are computed from, kept in the store as a
+//! Delta table per apply (`events/<stream>/<id>/`), and a registered version recompiled over
+//! its event log (what training sets and lineage recompute from).
+//!
+//! In the log, an event's source partition is its name (`_quiver_partition`, a string: logs
+//! gather events of many runs, whose partition numbers differ) and its offset is a signed
+//! `_quiver_offset` (Delta has no unsigned types). Reading converts them back to the hidden
+//! columns the views carry (`__quiver_partition` as an index into the names read,
+//! `__quiver_offset`).
 
-use crate::backfill::{EVENT_LOG_FILE, EVENT_LOG_PARTITIONS};
 use crate::error::JobError;
 use crate::parquet_file::{parquet_file_schema, read_parquet_columns, read_parquet_file};
 use crate::registry::{Registry, ViewDefinition};
-use arrow::array::RecordBatch;
-use quiver_sql::{FeatureView, StreamSchema};
-use std::path::PathBuf;
+use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use quiver_sql::{FeatureView, StreamSchema, OFFSET_COLUMN, PARTITION_COLUMN};
+use quiver_store::delta;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// Where the event log of a registered version is.
-pub fn event_log_file(registry: &Registry, definition: &ViewDefinition) -> PathBuf {
-    registry.events_dir(&definition.events).join(EVENT_LOG_FILE)
+/// The data file an apply writes into its event log.
+pub const EVENT_LOG_FILE: &str = "events.parquet";
+/// The log's column with each event's source partition name.
+pub const LOG_PARTITION: &str = "_quiver_partition";
+/// The log's column with each event's offset in its partition.
+pub const LOG_OFFSET: &str = "_quiver_offset";
+
+fn other(e: impl std::fmt::Display) -> JobError {
+    JobError::Other(e.to_string())
+}
+
+/// `batch` of the feature stream (hidden columns included) as event-log rows, naming each
+/// event's partition from `partitions` (indexed by the hidden partition column).
+pub fn to_log(batch: &RecordBatch, partitions: &[String]) -> Result<RecordBatch, JobError> {
+    let schema = batch.schema();
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        match field.name().as_str() {
+            PARTITION_COLUMN => {
+                let index = cast(column, &DataType::UInt32).map_err(other)?;
+                let names: StringArray = index
+                    .as_primitive::<arrow::datatypes::UInt32Type>()
+                    .iter()
+                    .map(|i| i.and_then(|i| partitions.get(i as usize).map(String::as_str)))
+                    .collect();
+                fields.push(Field::new(LOG_PARTITION, DataType::Utf8, true));
+                columns.push(Arc::new(names));
+            }
+            OFFSET_COLUMN => {
+                fields.push(Field::new(LOG_OFFSET, DataType::Int64, true));
+                columns.push(cast(column, &DataType::Int64).map_err(other)?);
+            }
+            _ => {
+                fields.push(field.as_ref().clone());
+                columns.push(Arc::clone(column));
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(other)
+}
+
+/// The schema of the feature stream for an event-log schema.
+fn stream_schema(log: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        log.fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                LOG_PARTITION => Field::new(PARTITION_COLUMN, DataType::UInt32, true),
+                LOG_OFFSET => Field::new(OFFSET_COLUMN, DataType::UInt64, true),
+                _ => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Event-log rows back as the feature stream; partition names are numbered in `names`.
+fn from_log(batch: &RecordBatch, names: &mut Vec<String>) -> Result<RecordBatch, JobError> {
+    let mut index: HashMap<String, u32> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), i as u32))
+        .collect();
+    let columns = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, column)| match field.name().as_str() {
+            LOG_PARTITION => {
+                let strings = cast(column, &DataType::Utf8).map_err(other)?;
+                let numbered: UInt32Array = strings
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|name| {
+                        name.map(|name| {
+                            *index.entry(name.to_string()).or_insert_with(|| {
+                                names.push(name.to_string());
+                                names.len() as u32 - 1
+                            })
+                        })
+                    })
+                    .collect();
+                Ok(Arc::new(numbered) as ArrayRef)
+            }
+            LOG_OFFSET => Ok(cast(column, &DataType::UInt64).map_err(other)?),
+            _ => Ok(Arc::clone(column)),
+        })
+        .collect::<Result<Vec<_>, JobError>>()?;
+    RecordBatch::try_new(stream_schema(&batch.schema()), columns).map_err(other)
+}
+
+/// The directory of a registered version's event log.
+pub fn event_log_dir(registry: &Registry, definition: &ViewDefinition) -> PathBuf {
+    registry.events_dir(&definition.events)
 }
 
 fn label(definition: &ViewDefinition) -> String {
     format!("{}@{}", definition.view, definition.version)
+}
+
+/// The data files of the event log at `dir`, in commit order: those its Delta log adds (and
+/// does not remove).
+pub fn log_files(dir: &Path) -> Result<Vec<PathBuf>, JobError> {
+    let versions = delta::versions(dir).map_err(other)?;
+    if versions.is_empty() {
+        return Err(JobError::Other(format!(
+            "`{}` is not an event log (no Delta log): it was written before event logs were Delta tables; apply the view again into a new store",
+            dir.display()
+        )));
+    }
+    let mut files: Vec<String> = Vec::new();
+    for v in versions {
+        for action in delta::read_commit(dir, v).map_err(other)? {
+            if let Some(path) = action.pointer("/add/path").and_then(|p| p.as_str()) {
+                files.push(path.to_string());
+            }
+            if let Some(path) = action.pointer("/remove/path").and_then(|p| p.as_str()) {
+                files.retain(|f| f != path);
+            }
+        }
+    }
+    Ok(files.into_iter().map(|f| dir.join(f)).collect())
 }
 
 /// The registered view compiled over the schema of its event log; an error when the version
@@ -30,12 +157,14 @@ pub async fn compile_registered(
             "{label} was registered before the store kept event logs; run `quiver apply` on a changed config or into a new store to register a version with one"
         )));
     }
+    let files = log_files(&event_log_dir(registry, definition))?;
+    let first = files
+        .first()
+        .ok_or_else(|| JobError::Other(format!("the event log of {label} has no files")))?;
+    let schema = parquet_file_schema(first, &format!("the event log of {label}"))?;
     let streams = [StreamSchema {
         name: definition.stream.clone(),
-        schema: parquet_file_schema(
-            &event_log_file(registry, definition),
-            &format!("the event log of {label}"),
-        )?,
+        schema: stream_schema(&schema),
     }];
     let view = FeatureView::compile(
         &definition.view,
@@ -56,31 +185,62 @@ pub async fn compile_registered(
     Ok(view)
 }
 
-/// The event log's batches, decoding only `columns` (indices into its schema; the others are
-/// NULL) when given.
+/// The events of a registered version's log as feature-stream batches, decoding only
+/// `columns` (indices into the stream's schema; the others are NULL) when given, and the names
+/// of the source partitions the partition column indexes.
 pub fn read_event_log(
     registry: &Registry,
     definition: &ViewDefinition,
     columns: Option<Vec<usize>>,
-) -> Result<Vec<RecordBatch>, JobError> {
-    let file = event_log_file(registry, definition);
+) -> Result<(Vec<RecordBatch>, Vec<String>), JobError> {
     let what = format!("the event log of {}", label(definition));
-    match columns {
-        Some(columns) => read_parquet_columns(&file, &what, &columns),
-        None => Ok(read_parquet_file(&file, &what)?.1),
+    let mut names = Vec::new();
+    let mut out = Vec::new();
+    for file in log_files(&event_log_dir(registry, definition))? {
+        let batches = match &columns {
+            Some(columns) => read_parquet_columns(&file, &what, columns)?,
+            None => read_parquet_file(&file, &what)?.1,
+        };
+        for batch in batches {
+            out.push(from_log(&batch, &mut names)?);
+        }
     }
+    Ok((out, names))
 }
 
-/// The names of the event log's source partitions (what its partition column indexes).
-pub fn event_log_partitions(
-    registry: &Registry,
-    definition: &ViewDefinition,
-) -> Result<Vec<String>, JobError> {
-    let path = registry
-        .events_dir(&definition.events)
-        .join(EVENT_LOG_PARTITIONS);
-    let text = std::fs::read(&path)
-        .map_err(|e| JobError::Other(format!("cannot read `{}`: {e}", path.display())))?;
-    serde_json::from_slice(&text)
-        .map_err(|e| JobError::Other(format!("`{}` is not a list of names: {e}", path.display())))
+/// Writes feature-stream `events` as the event log of an apply into `dir` (data file and a
+/// first Delta commit carrying `info`).
+pub fn write_event_log(
+    dir: &Path,
+    events: &RecordBatch,
+    partitions: &[String],
+    info: serde_json::Value,
+) -> Result<(), JobError> {
+    let fail = |e: &dyn std::fmt::Display| {
+        JobError::Other(format!(
+            "cannot write the event log `{}`: {e}",
+            dir.display()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+    let log = to_log(events, partitions)?;
+    let path = dir.join(EVENT_LOG_FILE);
+    let rows = quiver_connectors::write_file(
+        quiver_connectors::FileFormat::Parquet,
+        &path,
+        std::slice::from_ref(&log),
+    )
+    .map_err(|e| fail(&e))?;
+    let size = std::fs::metadata(&path).map_err(|e| fail(&e))?.len();
+    let commit = delta::Commit {
+        files: vec![delta::AddFile {
+            path: EVENT_LOG_FILE.to_string(),
+            size,
+            rows,
+        }],
+        info: serde_json::Map::from_iter([("quiver".to_string(), info)]),
+        transaction: None,
+    };
+    delta::commit(dir, &log.schema(), &commit).map_err(|e| fail(&e))?;
+    Ok(())
 }
