@@ -5,7 +5,7 @@
 use crate::checkpoint::commit::roll_forward;
 use crate::checkpoint::protocol::{view_changes, EpochAcks};
 use crate::checkpoint::state::{
-    Checkpoint, CommitRecord, Counters, ReorderState, ViewCheckpoint, ViewIdentity,
+    Checkpoint, CommitRecord, Counters, ReorderState, TableCommit, ViewCheckpoint, ViewIdentity,
 };
 use crate::checkpoint::{startup, CheckpointDir, Startup};
 use crate::compile::CompiledPipeline;
@@ -98,6 +98,8 @@ pub struct Coordinator {
     in_flight: Option<InFlight>,
     /// Figures for the summary.
     pub stats: CheckpointStats,
+    /// A store run's Delta tables, per view: the table and `view@version`.
+    store_tables: Option<Vec<(std::path::PathBuf, String)>>,
 }
 
 /// A checkpoint being written and published on a blocking thread.
@@ -147,6 +149,7 @@ impl Coordinator {
             replaced: false,
             in_flight: None,
             stats: CheckpointStats::default(),
+            store_tables: None,
         };
         let resume = match startup(latest, fresh) {
             Startup::Fresh => None,
@@ -194,6 +197,13 @@ impl Coordinator {
     /// Ends the epoch in progress: a barrier to every view (after everything sent before),
     /// the epoch's dead letters synced, the checkpoint written (the commit point), the
     /// epoch's files published. `complete` marks the end of the input.
+    /// Commits every epoch into these Delta tables (one per view, in view order, with its
+    /// `view@version`) besides publishing its files, and leaves other runs' files alone.
+    pub fn with_store_tables(mut self, tables: Vec<(std::path::PathBuf, String)>) -> Self {
+        self.store_tables = Some(tables);
+        self
+    }
+
     pub async fn commit(
         &mut self,
         complete: bool,
@@ -221,10 +231,18 @@ impl Coordinator {
         let dead_letters = outputs.stage_dead_letters()?;
         // The next epoch's dead letters follow this one's in the file.
         outputs.committed(&dead_letters);
+        let staged_events = outputs.stage_events(epoch)?;
+        // What every Delta commit of the epoch records: where the source stands.
+        let epoch_info = serde_json::json!({
+            "run": self.run,
+            "epoch": epoch,
+            "watermark": captured.watermarks.job,
+            "positions": captured.partitions,
+        });
         // Checkpoints commit in order: the previous one must be durable first.
         self.wait_in_flight().await?;
         let identities = self.identities.clone();
-        let draft = Checkpoint {
+        let mut draft = Checkpoint {
             epoch,
             run: self.run.clone(),
             complete,
@@ -238,12 +256,29 @@ impl Coordinator {
             counters: captured.counters,
             commit: CommitRecord {
                 root: self.paths.root.clone(),
-                views: identities.iter().map(|v| v.name.clone()).collect(),
+                // A store run never removes files: tables keep every run's rows.
+                views: match self.store_tables {
+                    Some(_) => Vec::new(),
+                    None => identities.iter().map(|v| v.name.clone()).collect(),
+                },
                 files: Vec::new(),
                 dead_letters,
                 replaces_previous: !self.replaced,
+                tables: Vec::new(),
             },
         };
+        let app = format!("quiver-run/{}", self.run);
+        for (table, files) in staged_events {
+            draft.commit.tables.push(TableCommit {
+                table,
+                files: files.iter().map(|f| f.committed.clone()).collect(),
+                app: app.clone(),
+                epoch,
+                info: epoch_info.to_string(),
+            });
+            draft.commit.files.extend(files);
+        }
+        let store_tables = self.store_tables.clone();
         let dir = self.dir.clone();
         let paths = self.paths.clone();
         // Ingestion goes on while the views answer (their next messages queue behind the
@@ -261,7 +296,18 @@ impl Coordinator {
                 JobError::Checkpoint(format!("checkpoint {epoch}: a view did not answer"))
             })?;
             let mut checkpoint = draft;
-            for (ack, identity) in acks.into_iter().zip(identities) {
+            for (i, (ack, identity)) in acks.into_iter().zip(identities).enumerate() {
+                if let Some((table, version)) = store_tables.as_ref().and_then(|t| t.get(i)) {
+                    let mut info = epoch_info.clone();
+                    info["view"] = serde_json::json!(version);
+                    checkpoint.commit.tables.push(TableCommit {
+                        table: table.clone(),
+                        files: ack.files.iter().map(|f| f.committed.clone()).collect(),
+                        app: app.clone(),
+                        epoch,
+                        info: info.to_string(),
+                    });
+                }
                 checkpoint.commit.files.extend(ack.files);
                 checkpoint.views.push(ViewCheckpoint {
                     identity,

@@ -31,6 +31,7 @@ pub mod run;
 pub mod source;
 pub mod source_schema;
 pub mod sql_text;
+pub mod store_target;
 pub mod summary;
 pub mod training_set;
 pub mod validate;

@@ -65,6 +65,10 @@ struct JobArgs {
     /// (default: the config's compute.device).
     #[arg(long)]
     device: Option<quiver_gpu::Device>,
+    /// `run` only: commit every epoch into the feature store (DIR, default the config's
+    /// `store`), appending to the views' registered versions; `quiver apply` them first.
+    #[arg(long, value_name = "DIR", num_args = 0..=1)]
+    store: Option<Option<PathBuf>>,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -230,6 +234,10 @@ enum Command {
         /// Mean events per second of event time (overrides the config).
         #[arg(long)]
         events_per_second: Option<f64>,
+        /// Event time of the first event, RFC 3339 (overrides the config), e.g. to continue
+        /// data a store already holds.
+        #[arg(long)]
+        start: Option<String>,
     },
 }
 
@@ -507,6 +515,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             cards,
             merchants,
             events_per_second,
+            start,
         } => {
             let mut config = match from {
                 Some(path) => LoadedConfig::load(&path)?
@@ -523,6 +532,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             config.cards = cards.unwrap_or(config.cards);
             config.merchants = merchants.unwrap_or(config.merchants);
             config.events_per_second = events_per_second.unwrap_or(config.events_per_second);
+            config.start = start.unwrap_or(config.start);
             config.validate()?;
             generate(&out, config)
         }
@@ -535,6 +545,15 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         // The input replaces the configured files, for reading and for a schema read from them.
         files.location = input.clone();
     }
+    let store = match (&args.store, is_backfill) {
+        (Some(_), true) => {
+            anyhow::bail!("--store is for `quiver run`; `quiver apply` backfills into the store")
+        }
+        (Some(dir), false) => Some(Registry::open(
+            dir.clone().unwrap_or_else(|| loaded.config.store.clone()),
+        )),
+        (None, _) => None,
+    };
     let pipeline = CompiledPipeline::compile(loaded).await?;
     let mut policy = configured_policy(&pipeline);
     if args.checkpoint_interval.is_some() || args.checkpoint_every_events.is_some() {
@@ -560,6 +579,7 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         checkpoints: Some(policy),
         handle_signals: true,
         device: args.device,
+        store,
         ..RunOptions::default()
     };
     let summary: RunSummary = if is_backfill {

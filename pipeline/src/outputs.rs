@@ -61,13 +61,17 @@ impl OutputPaths {
     }
 }
 
-/// The dead letters of the epoch in progress, with the run's totals.
+/// The dead letters of the epoch in progress, with the run's totals, and in a store run the
+/// accepted events for the store's event logs.
 pub struct Outputs {
     paths: OutputPaths,
     epoch: u64,
     current: DeadLetterWriter,
     committed_len: u64,
     counts: BTreeMap<String, u64>,
+    /// A store run's event logs (directory, writer) and the source's partition names.
+    event_logs: Vec<(PathBuf, FeatureRowWriter)>,
+    partitions: Vec<String>,
 }
 
 impl Outputs {
@@ -86,7 +90,116 @@ impl Outputs {
             current,
             committed_len,
             counts,
+            event_logs: Vec::new(),
+            partitions: Vec::new(),
         }
+    }
+
+    /// Also appends the accepted events of every epoch to the event logs `logs` (Delta tables
+    /// of the store) for run `run`; `partitions` names the source's partitions.
+    pub fn with_event_logs(
+        mut self,
+        pipeline: &CompiledPipeline,
+        logs: &[PathBuf],
+        partitions: Vec<String>,
+        run: &str,
+    ) -> Result<Self, JobError> {
+        let empty =
+            arrow::record_batch::RecordBatch::new_empty(pipeline.feature_stream_schema.clone());
+        let schema = crate::registry::event_log::to_log(&empty, &partitions)?.schema();
+        for log in logs {
+            let (root, name) = match (log.parent(), log.file_name()) {
+                (Some(root), Some(name)) => (root, name.to_string_lossy().into_owned()),
+                _ => {
+                    return Err(JobError::Other(format!(
+                        "`{}` is not an event log directory",
+                        log.display()
+                    )))
+                }
+            };
+            let writer = FeatureRowWriter::new(
+                root,
+                &self.paths.staging.join("events"),
+                &name,
+                schema.clone(),
+                pipeline.loaded.config.output.rows_per_file,
+                run,
+                self.epoch,
+            )?;
+            self.event_logs.push((log.clone(), writer));
+        }
+        self.partitions = partitions;
+        Ok(self)
+    }
+
+    /// Appends accepted events (feature-stream rows) to the event logs, if any.
+    pub fn write_events(
+        &mut self,
+        batch: &arrow::record_batch::RecordBatch,
+    ) -> Result<(), JobError> {
+        if self.event_logs.is_empty() || batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let log = crate::registry::event_log::to_log(batch, &self.partitions)?;
+        for (_, writer) in &mut self.event_logs {
+            quiver_store::Sink::write(writer, &log)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the epoch's events durable under staging names; per event log, the files to
+    /// publish and commit when epoch `epoch` commits.
+    pub fn stage_events(
+        &mut self,
+        epoch: u64,
+    ) -> Result<Vec<(PathBuf, Vec<quiver_store::StagedFile>)>, JobError> {
+        let mut out = Vec::new();
+        for (log, writer) in &mut self.event_logs {
+            out.push((
+                log.clone(),
+                quiver_store::Sink::prepare_commit(writer, epoch)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// One feature-row writer per view of `pipeline` for a store run: rows go to each view's
+    /// Delta table (`tables`, in view order).
+    pub fn store_writers(
+        &self,
+        pipeline: &CompiledPipeline,
+        tables: &[PathBuf],
+        run: &str,
+        rows: &[u64],
+    ) -> Result<Vec<FeatureRowWriter>, JobError> {
+        let rows_per_file = pipeline.loaded.config.output.rows_per_file;
+        pipeline
+            .views
+            .iter()
+            .zip(tables)
+            .enumerate()
+            .map(|(i, (v, table))| {
+                let (root, name) = match (table.parent(), table.file_name()) {
+                    (Some(root), Some(name)) => (root, name.to_string_lossy().into_owned()),
+                    _ => {
+                        return Err(JobError::Other(format!(
+                            "`{}` is not a table directory",
+                            table.display()
+                        )))
+                    }
+                };
+                let writer = FeatureRowWriter::new(
+                    root,
+                    &self.paths.staging.join("views"),
+                    &name,
+                    v.output_schema(),
+                    rows_per_file,
+                    run,
+                    self.epoch,
+                )?;
+                Ok(writer.with_rows(rows.get(i).copied().unwrap_or(0)))
+            })
+            .collect()
     }
 
     /// The paths.

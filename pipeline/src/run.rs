@@ -13,6 +13,7 @@ use crate::outputs::{OutputPaths, Outputs};
 use crate::progress::events_bar;
 use crate::reorder::ReorderBuffer;
 use crate::source::{Source, SourceEvent, SourceOverrides};
+use crate::store_target::StoreTarget;
 use crate::summary::{JobTotals, RunSummary};
 use crate::view_operator::ViewOperator;
 use crate::view_task::{send_all, ViewTask};
@@ -47,6 +48,9 @@ pub struct RunOptions {
     /// Backfill also writes the transformed events the views read (the feature stream, with
     /// its lineage columns) into this directory: the store's event log.
     pub event_log: Option<PathBuf>,
+    /// A run commits each epoch into this store (see [`crate::store_target`]) instead of
+    /// writing feature rows under the output directory.
+    pub store: Option<crate::registry::Registry>,
 }
 
 /// The config's checkpoint policy.
@@ -119,10 +123,29 @@ pub async fn run(
 ) -> Result<RunSummary, JobError> {
     let started = Instant::now();
     let config = pipeline.loaded.config.clone();
-    let paths = OutputPaths::of(&pipeline, options.output.clone());
+    let mut paths = OutputPaths::of(&pipeline, options.output.clone());
+    let target = match options.store.clone() {
+        Some(registry) => Some(StoreTarget::resolve(&pipeline, registry)?),
+        None => None,
+    };
+    if let Some(target) = &target {
+        // Staged files become the tables' files by renames: stage on the store's file system.
+        paths.staging = target
+            .registry
+            .root()
+            .join("_runs")
+            .join(&config.name)
+            .join("staging");
+    }
     let mut source = Source::resolve(&pipeline, &options.source).await?;
     let (mut coordinator, resume) =
         Coordinator::begin(&pipeline, paths.clone(), &source.fingerprint, options.fresh)?;
+    if let Some(target) = &target {
+        let tables = (target.views.iter())
+            .map(|(d, table)| (table.clone(), format!("{}@{}", d.view, d.version)))
+            .collect();
+        coordinator = coordinator.with_store_tables(tables);
+    }
     let idle = config.event_time.idle_timeout.as_micros();
     let mut watermarks = Watermarks::new(
         config.event_time.max_lateness.as_micros(),
@@ -149,10 +172,38 @@ pub async fn run(
     }
     let mut outputs = Outputs::new(paths, coordinator.epoch, committed_len, dead_letters);
     let rows: Vec<u64> = states.iter().map(|v| v.rows).collect();
-    let writers = outputs.feature_writers(&pipeline, &coordinator.run, &rows)?;
+    let writers = match &target {
+        Some(target) => {
+            outputs = outputs.with_event_logs(
+                &pipeline,
+                &target.event_logs,
+                source.partition_names(),
+                &coordinator.run,
+            )?;
+            let tables: Vec<PathBuf> = target.views.iter().map(|(_, t)| t.clone()).collect();
+            outputs.store_writers(&pipeline, &tables, &coordinator.run, &rows)?
+        }
+        None => outputs.feature_writers(&pipeline, &coordinator.run, &rows)?,
+    };
+    let schema = pipeline.feature_stream_schema.clone();
     let mut operators = view_operators(&mut pipeline, options.expire_interval_micros, &source);
     for (op, view) in operators.iter_mut().zip(&states) {
         op.restore(&view.state)?;
+    }
+    if let (Some(target), true) = (&target, states.is_empty()) {
+        // A fresh store run continues the tables: windows start from the event logs, and only
+        // events newer than everything in them are on time.
+        let mut newest = None;
+        for (i, op) in operators.iter_mut().enumerate() {
+            let (history, last) = target.history(i, &schema, &config.event_time.column)?;
+            if let Some(history) = history {
+                op.warm_up(history).await?;
+            }
+            newest = newest.max(last);
+        }
+        if let Some(newest) = newest {
+            watermarks = watermarks.with_floor(newest.saturating_add(1));
+        }
     }
     let tasks: Vec<ViewTask> = operators
         .into_iter()
@@ -198,6 +249,7 @@ pub async fn run(
                     let (batch, times) =
                         admit(&pipeline, batch, p, &mut watermarks, now, &mut outputs).await?;
                     accepted += batch.num_rows() as u64;
+                    outputs.write_events(&batch)?;
                     reorder.push(batch, times);
                 }
             }

@@ -183,6 +183,15 @@ impl ViewOperator {
         Ok(features)
     }
 
+    /// Applies `history` (events older than any the operator will see next) to the windows
+    /// without emitting feature rows or counting them: a store run continuing a table.
+    pub async fn warm_up(&mut self, history: RecordBatch) -> Result<(), JobError> {
+        let (rows_in, rows_out, busy) = (self.rows_in, self.rows_out, self.busy);
+        self.process(history, |_| {}).await?;
+        (self.rows_in, self.rows_out, self.busy) = (rows_in, rows_out, busy);
+        Ok(())
+    }
+
     /// Releases state no event at or after `watermark` can read.
     pub fn expire(&mut self, watermark: i64) {
         let started = Instant::now();

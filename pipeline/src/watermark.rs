@@ -84,6 +84,13 @@ impl Watermarks {
         }
     }
 
+    /// Starts the job watermark at `floor`: earlier events are late (a store run continuing
+    /// a table whose events end just before it).
+    pub fn with_floor(mut self, floor: i64) -> Self {
+        self.job = self.job.max(floor);
+        self
+    }
+
     /// The job watermark (`i64::MIN` before any event).
     pub fn current(&self) -> i64 {
         self.job

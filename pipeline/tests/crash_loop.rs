@@ -554,3 +554,160 @@ fn read_dir_rows(dir: &Path) -> usize {
     }
     rows
 }
+
+/// Rows of the Delta table at `table` (the files its log adds), sorted like `committed`, and
+/// the `txn` versions of its commits.
+fn delta_table(table: &Path) -> (RecordBatch, Vec<i64>) {
+    let mut batches = Vec::new();
+    let mut txns = Vec::new();
+    for v in quiver_store::delta::versions(table).unwrap() {
+        for action in quiver_store::delta::read_commit(table, v).unwrap() {
+            if let Some(path) = action.pointer("/add/path").and_then(|p| p.as_str()) {
+                let file = std::fs::File::open(table.join(path)).unwrap();
+                let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .build()
+                    .unwrap();
+                batches.extend(reader.map(|b| b.unwrap()));
+            }
+            if let Some(t) = action.pointer("/txn/version").and_then(|t| t.as_i64()) {
+                txns.push(t);
+            }
+        }
+    }
+    let all = concat_batches(&batches[0].schema(), &batches).unwrap();
+    let keys: Vec<&str> = ["card_id", "event_time", "txn_id"]
+        .into_iter()
+        .filter(|c| all.schema().index_of(c).is_ok())
+        .collect();
+    let sort: Vec<SortColumn> = keys
+        .iter()
+        .map(|c| SortColumn {
+            values: all.column_by_name(c).unwrap().clone(),
+            options: None,
+        })
+        .collect();
+    let rows = take_record_batch(&all, &lexsort_to_indices(&sort, None).unwrap()).unwrap();
+    (rows, txns)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// `quiver run --store` killed at each step of committing an epoch (files published, one
+/// table committed, checkpoint written or not) and started again: the version's Delta table
+/// and event log hold every row exactly once, equal to an uninterrupted store run's.
+#[test]
+fn a_store_run_killed_at_each_commit_step_commits_every_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_pipeline(dir.path(), 2, 600);
+    // History a day before the input, applied first.
+    let history: Vec<String> = (0..200)
+        .map(|k| {
+            format!(
+                "{{\"txn_id\": {}, \"card_id\": \"c{}\", \"amount_text\": \"{k}.5\", \"event_time\": {}}}",
+                1_000_000 + k,
+                k % 40,
+                1_767_225_600_000i64 - 86_400_000 + k * 60_000
+            )
+        })
+        .collect();
+    let history_file = dir.path().join("history.ndjson");
+    std::fs::write(&history_file, history.join("\n")).unwrap();
+    let applied = dir.path().join("applied");
+    let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args([
+            "apply",
+            &config.to_string_lossy(),
+            "--no-progress",
+            "--input",
+        ])
+        .arg(&history_file)
+        .arg("--store")
+        .arg(&applied)
+        .env_remove("QUIVER_CRASH_AT")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store_run = |store: &Path, out: &Path, crash: Option<String>| {
+        let mut cmd = quiver(&config, out);
+        cmd.arg("--store").arg(store);
+        if let Some(c) = crash {
+            cmd.env("QUIVER_CRASH_AT", c);
+        }
+        cmd.output().unwrap()
+    };
+    let tables = |store: &Path| {
+        let version = std::fs::read_to_string(store.join("registry/cards/latest")).unwrap();
+        let definition: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                store.join(format!("registry/cards/versions/{}.json", version.trim())),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let events = store
+            .join("events")
+            .join(definition["events"].as_str().unwrap());
+        (store.join("offline/cards").join(version.trim()), events)
+    };
+
+    let reference = dir.path().join("reference");
+    copy_dir(&applied, &reference);
+    let done = store_run(&reference, &dir.path().join("out-ref"), None);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let (want_rows, _) = delta_table(&tables(&reference).0);
+    let (want_events, _) = delta_table(&tables(&reference).1);
+    assert_eq!(want_rows.num_rows(), want_events.num_rows());
+
+    for point in [
+        "after_publish",
+        "after_table_commit",
+        "before_checkpoint",
+        "after_checkpoint",
+    ] {
+        for n in [1, 3] {
+            let store = dir.path().join(format!("store-{point}-{n}"));
+            let out = dir.path().join(format!("out-{point}-{n}"));
+            copy_dir(&applied, &store);
+            let crashed = store_run(&store, &out, Some(format!("{point}:{n}")));
+            assert!(!crashed.status.success(), "{point}:{n} was not reached");
+            let resumed = store_run(&store, &out, None);
+            assert!(
+                resumed.status.success(),
+                "{point}:{n}: {}",
+                String::from_utf8_lossy(&resumed.stderr)
+            );
+            let (table, events) = tables(&store);
+            let (rows, txns) = delta_table(&table);
+            assert_eq!(rows, want_rows, "{point}:{n}: feature rows");
+            let mut unique = txns.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(
+                txns.len(),
+                unique.len(),
+                "{point}:{n}: an epoch committed twice"
+            );
+            assert_eq!(delta_table(&events).0, want_events, "{point}:{n}: events");
+        }
+    }
+}

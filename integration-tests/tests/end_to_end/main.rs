@@ -13,4 +13,5 @@ mod partitions;
 mod registry;
 mod snapshot;
 mod status;
+mod store_run;
 mod training_set;

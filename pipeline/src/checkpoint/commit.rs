@@ -2,7 +2,7 @@
 //! replacing a previous run's output, appending the epoch's dead letters. Every step is
 //! idempotent, so recovery simply does it again for the latest checkpoint.
 
-use super::state::{CommitRecord, DeadLetterCommit};
+use super::state::{CommitRecord, DeadLetterCommit, TableCommit};
 use crate::error::JobError;
 use quiver_store::{publish, remove_other_runs, sync_dir};
 use std::fs::OpenOptions;
@@ -17,12 +17,56 @@ fn io(path: &Path, action: &str, e: std::io::Error) -> JobError {
 pub fn roll_forward(commit: &CommitRecord, run: &str) -> Result<(), JobError> {
     publish(&commit.files)?;
     crate::fault::crash_point("after_publish");
+    for table in &commit.tables {
+        commit_table(table)?;
+        crate::fault::crash_point("after_table_commit");
+    }
     if commit.replaces_previous {
         for view in &commit.views {
             remove_other_runs(&commit.root, view, run)?;
         }
     }
     append_dead_letters(&commit.dead_letters)
+}
+
+/// The Delta commit of one table's epoch (nothing when the table already has it).
+fn commit_table(commit: &TableCommit) -> Result<(), JobError> {
+    let fail = |e: &dyn std::fmt::Display| {
+        JobError::Checkpoint(format!(
+            "cannot commit epoch {} to the Delta table `{}`: {e}",
+            commit.epoch,
+            commit.table.display()
+        ))
+    };
+    let mut files = Vec::with_capacity(commit.files.len());
+    for path in &commit.files {
+        let relative = path
+            .strip_prefix(&commit.table)
+            .map_err(|_| fail(&format!("`{}` is outside the table", path.display())))?;
+        let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
+        let size = file.metadata().map_err(|e| fail(&e))?.len();
+        let rows = {
+            use parquet::file::reader::FileReader;
+            parquet::file::reader::SerializedFileReader::new(file)
+                .map(|r| r.metadata().file_metadata().num_rows() as u64)
+                .map_err(|e| fail(&e))?
+        };
+        files.push(quiver_store::delta::AddFile {
+            path: relative.to_string_lossy().into_owned(),
+            size,
+            rows,
+        });
+    }
+    let info: serde_json::Value = serde_json::from_str(&commit.info).map_err(|e| fail(&e))?;
+    let delta_commit = quiver_store::delta::Commit {
+        files,
+        info: serde_json::Map::from_iter([("quiver".to_string(), info)]),
+        transaction: Some((commit.app.clone(), commit.epoch as i64)),
+    };
+    // The table exists (apply created it), so no schema is needed to create it.
+    let no_schema = arrow::datatypes::Schema::empty();
+    quiver_store::delta::commit(&commit.table, &no_schema, &delta_commit).map_err(|e| fail(&e))?;
+    Ok(())
 }
 
 /// Brings the dead-letter file to `len_after`: truncate to `len_before` and append the staged
@@ -104,6 +148,7 @@ mod tests {
                 len_after: after,
             },
             replaces_previous: before == 0,
+            tables: Vec::new(),
         }
     }
 

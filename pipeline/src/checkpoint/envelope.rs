@@ -17,7 +17,8 @@ const HEADER: usize = 8 + 2 + 1 + 8 + 8;
 /// 2: window state keeps exact (integer, decimal) inputs exactly and min/max candidates as
 /// ordered integer keys. 3: retained times as differences, count-only inputs as nullness.
 /// 4: min/max trackers keyed by `i64` except for decimals. 5: variance sums in double-double.
-pub const FORMAT_VERSION: u16 = 5;
+/// 6: commits into the feature store's Delta tables.
+pub const FORMAT_VERSION: u16 = 6;
 
 /// What an envelope holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

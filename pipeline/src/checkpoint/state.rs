@@ -71,6 +71,24 @@ pub struct CommitRecord {
     pub dead_letters: DeadLetterCommit,
     /// Whether this commit replaces a previous run's output (the first commit of a run).
     pub replaces_previous: bool,
+    /// Delta commits of the epoch into the feature store (`quiver run --store`).
+    pub tables: Vec<TableCommit>,
+}
+
+/// One Delta table's commit of an epoch: files (already among the published ones) added under a
+/// `txn` action (application, epoch), so redoing it after a crash adds nothing twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableCommit {
+    /// The table's directory.
+    pub table: PathBuf,
+    /// The epoch's files in the table, by their committed paths.
+    pub files: Vec<PathBuf>,
+    /// The writing application (`quiver-run/<run>`).
+    pub app: String,
+    /// The epoch.
+    pub epoch: u64,
+    /// What the commit records in `commitInfo.quiver` (JSON): positions, watermark, version.
+    pub info: String,
 }
 
 /// The rows reordered but not yet released to the views, as Arrow IPC.

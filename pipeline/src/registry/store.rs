@@ -15,6 +15,7 @@ use crate::registry::definition::ViewDefinition;
 use std::path::{Path, PathBuf};
 
 /// A store's registry.
+#[derive(Debug, Clone)]
 pub struct Registry {
     root: PathBuf,
 }

@@ -1,0 +1,97 @@
+//! `quiver run --store`: a streaming run that commits into the feature store. Each checkpoint
+//! epoch appends the views' feature rows to their registered versions' Delta tables and the
+//! accepted events to the versions' event logs, one Delta commit per table and epoch, carrying
+//! the epoch's source positions and watermark and made idempotent by a `txn` action (run,
+//! epoch): recovery redoes the last epoch's commits and never doubles them.
+//!
+//! A fresh run continues where the versions' data ends: each view's windows are warmed up from
+//! its event log, and events not newer than the log's newest event are late (they would change
+//! feature rows already in the table).
+
+use crate::compile::CompiledPipeline;
+use crate::error::JobError;
+use crate::registry::event_log::{event_log_dir, log_files, read_event_log};
+use crate::registry::{Registry, ViewDefinition};
+use std::path::PathBuf;
+
+/// Where a run's views and events go in the store.
+#[derive(Debug, Clone)]
+pub struct StoreTarget {
+    /// The store.
+    pub registry: Registry,
+    /// Per view, in view order: its latest version's definition and Delta table.
+    pub views: Vec<(ViewDefinition, PathBuf)>,
+    /// The distinct event logs of those versions.
+    pub event_logs: Vec<PathBuf>,
+}
+
+impl StoreTarget {
+    /// The target of `pipeline` in `registry`: every view must be registered with exactly this
+    /// definition as its latest version (else `quiver apply` first).
+    pub fn resolve(pipeline: &CompiledPipeline, registry: Registry) -> Result<Self, JobError> {
+        let mut views = Vec::new();
+        let mut event_logs: Vec<PathBuf> = Vec::new();
+        for i in 0..pipeline.views.len() {
+            let mine = ViewDefinition::of(pipeline, i)?;
+            let latest = registry.latest(&mine.view)?;
+            if latest.as_deref() != Some(mine.version.as_str()) {
+                return Err(JobError::Other(format!(
+                    "view `{}` of this config is version {}, but the store's latest is {}: run `quiver apply {}` first, so its history is backfilled before the run appends to it",
+                    mine.view,
+                    mine.version,
+                    latest.as_deref().unwrap_or("none"),
+                    pipeline.loaded.path.display()
+                )));
+            }
+            let definition = registry.definition(&mine.view, Some(&mine.version))?;
+            let log = event_log_dir(&registry, &definition);
+            log_files(&log)?; // a Delta event log, or a clear error
+            if !event_logs.contains(&log) {
+                event_logs.push(log);
+            }
+            let table = registry.data_dir(&definition.view, &definition.version);
+            views.push((definition, table));
+        }
+        Ok(StoreTarget {
+            registry,
+            views,
+            event_logs,
+        })
+    }
+
+    /// The stream schema's batches of view `index`'s event log, for warming up its windows,
+    /// and the newest event time in them.
+    pub fn history(
+        &self,
+        index: usize,
+        schema: &arrow::datatypes::SchemaRef,
+        event_time: &str,
+    ) -> Result<(Option<arrow::record_batch::RecordBatch>, Option<i64>), JobError> {
+        let (definition, _) = &self.views[index];
+        let (batches, _) = read_event_log(&self.registry, definition, None)?;
+        if batches.is_empty() {
+            return Ok((None, None));
+        }
+        let fail = |e: &dyn std::fmt::Display| {
+            JobError::Other(format!(
+                "the event log of {}@{} does not fit this config's stream: {e}",
+                definition.view, definition.version
+            ))
+        };
+        let mut rebuilt = Vec::with_capacity(batches.len());
+        for b in batches {
+            // The stream's own schema (nullability included), which the views were planned on.
+            rebuilt.push(
+                arrow::record_batch::RecordBatch::try_new(schema.clone(), b.columns().to_vec())
+                    .map_err(|e| fail(&e))?,
+            );
+        }
+        let all = arrow::compute::concat_batches(schema, &rebuilt).map_err(|e| fail(&e))?;
+        let newest = crate::event_time::event_times(&all, event_time)
+            .map_err(|e| fail(&e))?
+            .into_iter()
+            .flatten()
+            .max();
+        Ok((Some(all), newest))
+    }
+}
