@@ -40,14 +40,25 @@ pub fn to_log(batch: &RecordBatch, partitions: &[String]) -> Result<RecordBatch,
     for (field, column) in schema.fields().iter().zip(batch.columns()) {
         match field.name().as_str() {
             PARTITION_COLUMN => {
+                // The index itself keys a dictionary of the names: no string per row.
                 let index = cast(column, &DataType::UInt32).map_err(other)?;
-                let names: StringArray = index
+                let keys: arrow::array::UInt32Array = index
                     .as_primitive::<arrow::datatypes::UInt32Type>()
                     .iter()
-                    .map(|i| i.and_then(|i| partitions.get(i as usize).map(String::as_str)))
+                    .map(|i| i.filter(|&i| (i as usize) < partitions.len()))
                     .collect();
-                fields.push(Field::new(LOG_PARTITION, DataType::Utf8, true));
-                columns.push(Arc::new(names));
+                let names = Arc::new(StringArray::from_iter_values(partitions));
+                let dictionary =
+                    arrow::array::DictionaryArray::<arrow::datatypes::UInt32Type>::try_new(
+                        keys, names,
+                    )
+                    .map_err(other)?;
+                fields.push(Field::new(
+                    LOG_PARTITION,
+                    DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8)),
+                    true,
+                ));
+                columns.push(Arc::new(dictionary));
             }
             OFFSET_COLUMN => {
                 fields.push(Field::new(LOG_OFFSET, DataType::Int64, true));
