@@ -100,6 +100,8 @@ pub struct Coordinator {
     pub stats: CheckpointStats,
     /// A store run's Delta tables, per view: the table and `view@version`.
     store_tables: Option<Vec<(std::path::PathBuf, String)>>,
+    /// The pipeline's event-time column.
+    event_time: String,
 }
 
 /// A checkpoint being written and published on a blocking thread.
@@ -150,6 +152,7 @@ impl Coordinator {
             in_flight: None,
             stats: CheckpointStats::default(),
             store_tables: None,
+            event_time: pipeline.event_time().to_string(),
         };
         let resume = match startup(latest, fresh) {
             Startup::Fresh => None,
@@ -275,10 +278,12 @@ impl Coordinator {
                 app: app.clone(),
                 epoch,
                 info: epoch_info.to_string(),
+                event_time: self.event_time.clone(),
             });
             draft.commit.files.extend(files);
         }
         let store_tables = self.store_tables.clone();
+        let event_time = self.event_time.clone();
         let dir = self.dir.clone();
         let paths = self.paths.clone();
         // Ingestion goes on while the views answer (their next messages queue behind the
@@ -306,6 +311,7 @@ impl Coordinator {
                         app: app.clone(),
                         epoch,
                         info: info.to_string(),
+                        event_time: event_time.clone(),
                     });
                 }
                 checkpoint.commit.files.extend(ack.files);

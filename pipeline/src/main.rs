@@ -71,6 +71,11 @@ struct JobArgs {
     store: Option<Option<PathBuf>>,
 }
 
+fn parse_duration_or_zero(text: &str) -> Result<std::time::Duration, String> {
+    let d = quiver_pipeline::duration::Duration::parse(text)?;
+    Ok(std::time::Duration::from_micros(d.as_micros().max(0) as u64))
+}
+
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let d = quiver_pipeline::duration::Duration::parse(text)?;
     if d.as_micros() <= 0 {
@@ -190,6 +195,21 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Store directory.
+        #[arg(long, default_value = "quiver-store")]
+        store: PathBuf,
+    },
+    /// Merge the small files of the views' latest versions and event logs (store runs add one
+    /// per epoch) and delete files removed longer ago than the retention.
+    Compact {
+        /// Only this view.
+        view: Option<String>,
+        /// Rows per merged file.
+        #[arg(long, default_value_t = 1_000_000)]
+        target_rows: u64,
+        /// Keep removed files this long for readers of older table versions (0s: delete now).
+        #[arg(long, default_value = "7d", value_parser = parse_duration_or_zero)]
+        retention: std::time::Duration,
         /// Store directory.
         #[arg(long, default_value = "quiver-store")]
         store: PathBuf,
@@ -486,6 +506,24 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 for v in &views {
                     say(&v.to_string());
                 }
+            }
+            Ok(())
+        }
+        Command::Compact {
+            view,
+            target_rows,
+            retention,
+            store,
+        } => {
+            let registry = Registry::open(store);
+            let tables = quiver_pipeline::registry::compact::compact(
+                &registry,
+                view.as_deref(),
+                target_rows,
+                retention,
+            )?;
+            for t in &tables {
+                say(&format!("{t}\n"));
             }
             Ok(())
         }

@@ -40,6 +40,74 @@ pub struct Commit {
     /// An application id and version recorded as a `txn` action: the commit is skipped when the
     /// table already has that version (or a later one) for the application.
     pub transaction: Option<(String, i64)>,
+    /// Files the commit removes (paths relative to the table). A commit that removes files
+    /// rewrites data without changing it (compaction): its actions carry `dataChange: false`.
+    pub removes: Vec<String>,
+}
+
+/// A file of the table as its log last describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveFile {
+    /// Path relative to the table.
+    pub path: String,
+    /// Rows (from the add action's statistics; 0 when it has none).
+    pub rows: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// The files the table holds now: added and not removed since, in the order they were added.
+pub fn active_files(table: &Path) -> Result<Vec<ActiveFile>, StoreError> {
+    let mut files: Vec<ActiveFile> = Vec::new();
+    for v in versions(table)? {
+        for action in read_commit(table, v)? {
+            if let Some(add) = action.get("add") {
+                let rows = add
+                    .get("stats")
+                    .and_then(Value::as_str)
+                    .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                    .and_then(|s| s.get("numRecords").and_then(Value::as_u64))
+                    .unwrap_or(0);
+                files.push(ActiveFile {
+                    path: add
+                        .get("path")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    rows,
+                    size: add.get("size").and_then(Value::as_u64).unwrap_or(0),
+                });
+            }
+            if let Some(path) = action.pointer("/remove/path").and_then(Value::as_str) {
+                files.retain(|f| f.path != path);
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Files removed by commits made at or before `cutoff_ms` (milliseconds since the epoch) that no
+/// later commit added back: what a vacuum with that retention may delete.
+pub fn removed_before(table: &Path, cutoff_ms: i64) -> Result<Vec<String>, StoreError> {
+    let mut removed: Vec<String> = Vec::new();
+    for v in versions(table)? {
+        let actions = read_commit(table, v)?;
+        let at = actions
+            .iter()
+            .find_map(|a| a.pointer("/commitInfo/timestamp").and_then(Value::as_i64))
+            .unwrap_or(i64::MAX);
+        for action in &actions {
+            if let Some(path) = action.pointer("/add/path").and_then(Value::as_str) {
+                removed.retain(|p| p != path);
+            }
+            if let Some(path) = action.pointer("/remove/path").and_then(Value::as_str) {
+                if at <= cutoff_ms {
+                    removed.push(path.to_string());
+                }
+            }
+        }
+    }
+    Ok(removed)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -153,14 +221,48 @@ pub fn transaction_version(table: &Path, app_id: &str) -> Result<Option<i64>, St
     Ok(latest)
 }
 
+/// How many times a commit is retried when another writer took its version first.
+const COMMIT_ATTEMPTS: usize = 20;
+
 /// Commits `commit` to the Delta table at `table` (created with `schema` by its first commit).
 /// Returns the new version, or `None` when the commit's transaction was already committed.
+///
+/// Optimistic concurrency, as Delta writers do: when another writer (a compaction, another
+/// run) took the next version first, the commit is checked again (its transaction may now be
+/// done; the files it removes must still be there) and retried at the version after.
 pub fn commit(table: &Path, schema: &Schema, commit: &Commit) -> Result<Option<u64>, StoreError> {
-    if let Some((app, version)) = &commit.transaction {
-        if transaction_version(table, app)?.is_some_and(|done| done >= *version) {
-            return Ok(None);
+    for _ in 0..COMMIT_ATTEMPTS {
+        if let Some((app, version)) = &commit.transaction {
+            if transaction_version(table, app)?.is_some_and(|done| done >= *version) {
+                return Ok(None);
+            }
+        }
+        if !commit.removes.is_empty() {
+            let active = active_files(table)?;
+            if let Some(gone) = commit
+                .removes
+                .iter()
+                .find(|r| !active.iter().any(|a| &a.path == *r))
+            {
+                return Err(delta_error(
+                    table,
+                    format!("`{gone}` was removed by another writer meanwhile; nothing committed"),
+                ));
+            }
+        }
+        match commit_once(table, schema, commit)? {
+            Some(version) => return Ok(Some(version)),
+            None => continue, // another writer won this version
         }
     }
+    Err(delta_error(
+        table,
+        format!("other writers took {COMMIT_ATTEMPTS} versions in a row; nothing committed"),
+    ))
+}
+
+/// One attempt at the next version: `None` when another writer took it first.
+fn commit_once(table: &Path, schema: &Schema, commit: &Commit) -> Result<Option<u64>, StoreError> {
     let existing = versions(table)?;
     let version = existing.last().map_or(0, |v| v + 1);
     let now = SystemTime::now()
@@ -168,20 +270,28 @@ pub fn commit(table: &Path, schema: &Schema, commit: &Commit) -> Result<Option<u
         .map_or(0, |d| d.as_millis() as i64);
     let mut info = Map::new();
     info.insert("timestamp".into(), json!(now));
+    let rewrite = !commit.removes.is_empty();
     info.insert(
         "operation".into(),
-        json!(if version == 0 {
-            "CREATE TABLE AS SELECT"
-        } else {
-            "WRITE"
+        json!(match (version, rewrite) {
+            (0, _) => "CREATE TABLE AS SELECT",
+            (_, true) => "OPTIMIZE",
+            _ => "WRITE",
         }),
     );
-    info.insert("operationParameters".into(), json!({"mode": "Append"}));
+    info.insert(
+        "operationParameters".into(),
+        if rewrite {
+            json!({})
+        } else {
+            json!({"mode": "Append"})
+        },
+    );
     info.insert(
         "engineInfo".into(),
         json!(concat!("quiver/", env!("CARGO_PKG_VERSION"))),
     );
-    info.insert("isBlindAppend".into(), json!(true));
+    info.insert("isBlindAppend".into(), json!(!rewrite));
     info.extend(commit.info.clone());
     let mut actions = vec![json!({ "commitInfo": info })];
     if version == 0 {
@@ -205,6 +315,13 @@ pub fn commit(table: &Path, schema: &Schema, commit: &Commit) -> Result<Option<u
     if let Some((app, v)) = &commit.transaction {
         actions.push(json!({"txn": {"appId": app, "version": v, "lastUpdated": now}}));
     }
+    for path in &commit.removes {
+        actions.push(json!({"remove": {
+            "path": path,
+            "deletionTimestamp": now,
+            "dataChange": false,
+        }}));
+    }
     for file in &commit.files {
         if file.path.split('/').any(|p| p == ".." || p.is_empty()) {
             return Err(delta_error(
@@ -217,7 +334,7 @@ pub fn commit(table: &Path, schema: &Schema, commit: &Commit) -> Result<Option<u
             "partitionValues": {},
             "size": file.size,
             "modificationTime": now,
-            "dataChange": true,
+            "dataChange": !rewrite,
             "stats": json!({"numRecords": file.rows}).to_string(),
         }}));
     }
@@ -243,12 +360,7 @@ pub fn commit(table: &Path, schema: &Schema, commit: &Commit) -> Result<Option<u
     let _ = std::fs::remove_file(&tmp);
     match linked {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(delta_error(
-                table,
-                format!("version {version} was committed concurrently by another writer"),
-            ))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
         Err(e) => return Err(io(&path)(e)),
     }
     crate::sink::sync_dir(&dir)?;
@@ -302,6 +414,7 @@ mod tests {
             }],
             info: Map::from_iter([("quiver".to_string(), json!({"epoch": 1}))]),
             transaction: Some(("run-a".into(), 1)),
+            removes: Vec::new(),
         };
         assert_eq!(commit(&table, &schema(), &first).unwrap(), Some(0));
         // The same epoch again (a retry after a crash): nothing new.
@@ -322,6 +435,45 @@ mod tests {
             .unwrap()
             .iter()
             .any(|a| a.get("metaData").is_some()));
+    }
+
+    #[test]
+    fn compaction_removes_what_it_merges_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let add = |path: &str| AddFile {
+            path: path.into(),
+            size: 1,
+            rows: 2,
+        };
+        let append = Commit {
+            files: vec![add("a.parquet"), add("b.parquet")],
+            ..Commit::default()
+        };
+        commit(dir.path(), &schema(), &append).unwrap();
+        let merge = Commit {
+            files: vec![add("c.parquet")],
+            removes: vec!["a.parquet".into(), "b.parquet".into()],
+            ..Commit::default()
+        };
+        assert_eq!(commit(dir.path(), &schema(), &merge).unwrap(), Some(1));
+        let active: Vec<String> = active_files(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        assert_eq!(active, vec!["c.parquet"]);
+        assert_eq!(removed_before(dir.path(), 0).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            removed_before(dir.path(), i64::MAX).unwrap(),
+            vec!["a.parquet", "b.parquet"]
+        );
+        let removes = read_commit(dir.path(), 1).unwrap();
+        assert!(removes
+            .iter()
+            .any(|a| a.pointer("/remove/dataChange") == Some(&json!(false))));
+        // The same merge again: its files are gone, so nothing is committed.
+        assert!(commit(dir.path(), &schema(), &merge).is_err());
+        assert_eq!(versions(dir.path()).unwrap(), vec![0, 1]);
     }
 
     #[test]

@@ -106,6 +106,30 @@ async fn a_store_run_continues_the_table_exactly_once() {
     let reference = reference.project(&[0, 1, 2, 3, 4, 5, 6]).expect("features");
     assert_same_features(&ours, &reference, &["card_id", "event_time"], "store run");
 
+    // Compaction merges the epochs' small files; the rows stay the same, old files go.
+    let files_before = delta::active_files(&table).expect("files").len();
+    assert!(files_before > 1);
+    let compacted = quiver_pipeline::registry::compact::compact(
+        &registry,
+        Some("v"),
+        1_000_000,
+        std::time::Duration::ZERO,
+    )
+    .expect("compact");
+    assert_eq!(compacted.len(), 2, "the view's table and its event log");
+    assert_eq!(delta::active_files(&table).expect("files").len(), 1);
+    assert_eq!(compacted[0].vacuumed, files_before);
+    let after = read_view(&table)
+        .project(&[0, 1, 2, 3, 4, 5, 6])
+        .expect("features");
+    assert_same_features(&after, &reference, &["card_id", "event_time"], "compacted");
+    let status = quiver_pipeline::registry::status::status(&registry, Some("v")).expect("status");
+    assert_eq!(status[0].rows, 3000);
+    assert!(
+        status[0].latency_p50_s.is_some(),
+        "commits record their newest event"
+    );
+
     // The event log gained the streamed events (not the late ones).
     let definition = registry.definition("v", None).expect("definition");
     let (events, _) =

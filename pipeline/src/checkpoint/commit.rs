@@ -39,7 +39,12 @@ fn commit_table(commit: &TableCommit) -> Result<(), JobError> {
         ))
     };
     let mut files = Vec::with_capacity(commit.files.len());
+    let mut newest: Option<i64> = None;
     for path in &commit.files {
+        newest = newest.max(
+            quiver_store::parquet_stats::newest_timestamp(path, &commit.event_time)
+                .map_err(|e| fail(&e))?,
+        );
         let relative = path
             .strip_prefix(&commit.table)
             .map_err(|_| fail(&format!("`{}` is outside the table", path.display())))?;
@@ -57,11 +62,13 @@ fn commit_table(commit: &TableCommit) -> Result<(), JobError> {
             rows,
         });
     }
-    let info: serde_json::Value = serde_json::from_str(&commit.info).map_err(|e| fail(&e))?;
+    let mut info: serde_json::Value = serde_json::from_str(&commit.info).map_err(|e| fail(&e))?;
+    info["newest_event_us"] = serde_json::json!(newest);
     let delta_commit = quiver_store::delta::Commit {
         files,
         info: serde_json::Map::from_iter([("quiver".to_string(), info)]),
         transaction: Some((commit.app.clone(), commit.epoch as i64)),
+        removes: Vec::new(),
     };
     // The table exists (apply created it), so no schema is needed to create it.
     let no_schema = arrow::datatypes::Schema::empty();

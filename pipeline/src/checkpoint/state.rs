@@ -89,6 +89,8 @@ pub struct TableCommit {
     pub epoch: u64,
     /// What the commit records in `commitInfo.quiver` (JSON): positions, watermark, version.
     pub info: String,
+    /// The event-time column, whose newest value in the epoch's files the commit records.
+    pub event_time: String,
 }
 
 /// The rows reordered but not yet released to the views, as Arrow IPC.

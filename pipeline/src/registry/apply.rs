@@ -257,7 +257,17 @@ fn commit_version_table(
         });
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut newest: Option<i64> = None;
+    for file in &files {
+        let t = quiver_store::parquet_stats::newest_timestamp(
+            &dir.join(&file.path),
+            &definition.event_time,
+        )
+        .map_err(|e| fail(&e))?;
+        newest = newest.max(t);
+    }
     let info = serde_json::json!({
+        "newest_event_us": newest,
         "view": definition.view,
         "version": definition.version,
         "engine": definition.engine,
@@ -270,6 +280,7 @@ fn commit_version_table(
         files,
         info: serde_json::Map::from_iter([("quiver".to_string(), info)]),
         transaction: None,
+        removes: Vec::new(),
     };
     quiver_store::delta::commit(dir, schema, &commit).map_err(|e| fail(&e))?;
     Ok(())

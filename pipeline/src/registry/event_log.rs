@@ -251,6 +251,7 @@ pub fn write_event_log(
         }],
         info: serde_json::Map::from_iter([("quiver".to_string(), info)]),
         transaction: None,
+        removes: Vec::new(),
     };
     delta::commit(dir, &log.schema(), &commit).map_err(|e| fail(&e))?;
     Ok(())

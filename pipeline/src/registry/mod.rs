@@ -4,6 +4,7 @@
 //! Lake tables come next).
 
 pub mod apply;
+pub mod compact;
 pub mod definition;
 pub mod event_log;
 pub mod status;

@@ -1,19 +1,16 @@
 //! `quiver status`: how fresh each view's latest version is, from its Delta log and the
 //! event-time statistics of its files.
 //!
-//! Per commit, the event-to-visible latency is the commit's time minus the newest event time in
-//! the files it added (its freshest row's delay); the p50/p99 are over the most recent commits.
+//! Per commit, the event-to-visible latency is the commit's time minus the newest event time it
+//! made visible (its freshest row's delay; writers record it in `commitInfo.quiver`); the
+//! p50/p99 are over the most recent commits.
 //! A view's freshness is now minus the newest event time visible, checked against the view's
 //! `freshness_sla`.
 
 use crate::error::JobError;
 use crate::registry::{Registry, ViewDefinition};
-use arrow::datatypes::{DataType, TimeUnit};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::file::statistics::Statistics;
 use quiver_store::delta;
 use serde::Serialize;
-use std::path::Path;
 
 /// Commits the latency percentiles are taken over.
 const RECENT_COMMITS: usize = 100;
@@ -82,45 +79,6 @@ fn human_seconds(s: f64) -> String {
     }
 }
 
-/// The newest value of the timestamp column `column` in a Parquet file, in microseconds, from
-/// its statistics.
-fn newest_event(path: &Path, column: &str) -> Result<Option<i64>, JobError> {
-    let fail = |e: &dyn std::fmt::Display| {
-        JobError::Other(format!("cannot read `{}`: {e}", path.display()))
-    };
-    let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(&e))?;
-    let Ok(field) = builder.schema().field_with_name(column) else {
-        return Ok(None);
-    };
-    let per_micro = match field.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => 1_000_000.0,
-        DataType::Timestamp(TimeUnit::Millisecond, _) => 1_000.0,
-        DataType::Timestamp(TimeUnit::Microsecond, _) => 1.0,
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => 1e-3,
-        _ => return Ok(None),
-    };
-    let metadata = builder.metadata();
-    let Some(index) = metadata
-        .file_metadata()
-        .schema_descr()
-        .columns()
-        .iter()
-        .position(|c| c.path().string() == column)
-    else {
-        return Ok(None);
-    };
-    let newest = metadata
-        .row_groups()
-        .iter()
-        .filter_map(|rg| match rg.column(index).statistics() {
-            Some(Statistics::Int64(s)) => s.max_opt().copied(),
-            _ => None,
-        })
-        .max();
-    Ok(newest.map(|t| (t as f64 * per_micro) as i64))
-}
-
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
@@ -146,39 +104,33 @@ pub fn version_status(
             table.display()
         )));
     }
-    let mut rows = 0;
-    let mut newest: Option<i64> = None;
     let mut latencies = Vec::new();
     let mut last_commit = None;
     for v in &versions {
-        let mut commit_ms = None;
-        let mut commit_newest: Option<i64> = None;
-        for action in delta::read_commit(&table, *v).map_err(store)? {
-            if let Some(t) = action
-                .pointer("/commitInfo/timestamp")
-                .and_then(|t| t.as_i64())
-            {
-                commit_ms = Some(t);
-            }
-            if let Some(add) = action.get("add") {
-                let stats: Option<serde_json::Value> = add
-                    .get("stats")
-                    .and_then(|s| s.as_str())
-                    .and_then(|s| serde_json::from_str(s).ok());
-                rows += stats
-                    .and_then(|s| s.get("numRecords").and_then(|n| n.as_u64()))
-                    .unwrap_or(0);
-                if let Some(path) = add.get("path").and_then(|p| p.as_str()) {
-                    let t = newest_event(&table.join(path), &definition.event_time)?;
-                    commit_newest = commit_newest.max(t);
-                }
-            }
-        }
-        newest = newest.max(commit_newest);
-        if let (Some(ms), Some(t)) = (commit_ms, commit_newest) {
+        let actions = delta::read_commit(&table, *v).map_err(store)?;
+        let info = actions.iter().find_map(|a| a.get("commitInfo"));
+        let commit_ms = info
+            .and_then(|i| i.get("timestamp"))
+            .and_then(|t| t.as_i64());
+        // Writers record the newest event each commit made visible (compactions do not).
+        let newest = info
+            .and_then(|i| i.pointer("/quiver/newest_event_us"))
+            .and_then(|t| t.as_i64());
+        if let (Some(ms), Some(t)) = (commit_ms, newest) {
             latencies.push((ms * 1000 - t) as f64 / 1e6);
         }
         last_commit = commit_ms.or(last_commit);
+    }
+    let active = delta::active_files(&table).map_err(store)?;
+    let rows = active.iter().map(|f| f.rows).sum();
+    let mut newest: Option<i64> = None;
+    for file in &active {
+        let t = quiver_store::parquet_stats::newest_timestamp(
+            &table.join(&file.path),
+            &definition.event_time,
+        )
+        .map_err(store)?;
+        newest = newest.max(t);
     }
     let recent = &mut latencies[latencies.len().saturating_sub(RECENT_COMMITS)..].to_vec();
     recent.sort_by(f64::total_cmp);

@@ -1,0 +1,172 @@
+//! `quiver compact`: merges the small files store runs leave (one per table and epoch) into
+//! files of about `target_rows` rows, and vacuums files removed longer ago than a retention.
+//!
+//! A merge writes the new file first, then one Delta commit removes the merged files and adds
+//! it (`dataChange: false`: readers see the same rows before and after, never both or neither),
+//! so a crash leaves at most an unreferenced file. Files stay on disk after they are removed
+//! from the table until the retention has passed, so readers of older table versions and
+//! in-flight queries keep working; `--retention 0s` deletes them at once.
+
+use crate::error::JobError;
+use crate::parquet_file::read_parquet_file;
+use crate::registry::event_log::event_log_dir;
+use crate::registry::Registry;
+use quiver_store::delta;
+use std::path::{Path, PathBuf};
+
+/// What compaction did to one table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TableCompaction {
+    /// The table's directory.
+    pub table: PathBuf,
+    /// Active files before and after.
+    pub files: (usize, usize),
+    /// Rows merged into new files.
+    pub rows_merged: u64,
+    /// Files deleted by the vacuum.
+    pub vacuumed: usize,
+}
+
+impl std::fmt::Display for TableCompaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} -> {} files ({} rows merged), {} old files vacuumed",
+            self.table.display(),
+            self.files.0,
+            self.files.1,
+            crate::summary::thousands(self.rows_merged),
+            self.vacuumed
+        )
+    }
+}
+
+fn other(e: impl std::fmt::Display) -> JobError {
+    JobError::Other(e.to_string())
+}
+
+/// Compacts and vacuums the latest version tables of `view` (or of every view) and their event
+/// logs.
+pub fn compact(
+    registry: &Registry,
+    view: Option<&str>,
+    target_rows: u64,
+    retention: std::time::Duration,
+) -> Result<Vec<TableCompaction>, JobError> {
+    let views = match view {
+        Some(v) => vec![v.to_string()],
+        None => registry.views()?,
+    };
+    let mut tables: Vec<PathBuf> = Vec::new();
+    for name in views {
+        if registry.latest(&name)?.is_none() && view.is_none() {
+            continue;
+        }
+        let definition = registry.definition(&name, None)?;
+        let mut own = vec![registry.data_dir(&definition.view, &definition.version)];
+        if !definition.events.is_empty() {
+            own.push(event_log_dir(registry, &definition));
+        }
+        for table in own {
+            if !tables.contains(&table) {
+                tables.push(table);
+            }
+        }
+    }
+    tables
+        .iter()
+        .map(|t| compact_table(t, target_rows.max(1), retention))
+        .collect()
+}
+
+/// Merges runs of consecutive small files of `table` and deletes files removed more than
+/// `retention` ago.
+pub fn compact_table(
+    table: &Path,
+    target_rows: u64,
+    retention: std::time::Duration,
+) -> Result<TableCompaction, JobError> {
+    let active = delta::active_files(table).map_err(other)?;
+    let before = active.len();
+    // Consecutive files grouped up to the target; groups of one file stay as they are.
+    let mut groups: Vec<Vec<&delta::ActiveFile>> = Vec::new();
+    let mut current: Vec<&delta::ActiveFile> = Vec::new();
+    let mut rows = 0;
+    for file in &active {
+        if !current.is_empty() && rows + file.rows > target_rows {
+            groups.push(std::mem::take(&mut current));
+            rows = 0;
+        }
+        rows += file.rows;
+        current.push(file);
+    }
+    groups.push(current);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let mut removes = Vec::new();
+    let mut adds = Vec::new();
+    let mut rows_merged = 0;
+    for (n, group) in groups.iter().filter(|g| g.len() > 1).enumerate() {
+        let mut batches = Vec::new();
+        let mut schema = None;
+        for file in group {
+            let (s, b) = read_parquet_file(&table.join(&file.path), "a table file")?;
+            schema.get_or_insert(s);
+            batches.extend(b);
+        }
+        let expected: u64 = group.iter().map(|f| f.rows).sum();
+        let name = format!("part-compact-{stamp:x}-{n:06}.parquet");
+        let path = table.join(&name);
+        let written =
+            quiver_connectors::write_file(quiver_connectors::FileFormat::Parquet, &path, &batches)
+                .map_err(other)?;
+        if written != expected {
+            let _ = std::fs::remove_file(&path);
+            return Err(JobError::Other(format!(
+                "compacting `{}`: {written} rows written for {expected} read; nothing committed",
+                table.display()
+            )));
+        }
+        let size = std::fs::metadata(&path).map_err(other)?.len();
+        adds.push(delta::AddFile {
+            path: name,
+            size,
+            rows: written,
+        });
+        removes.extend(group.iter().map(|f| f.path.clone()));
+        rows_merged += written;
+    }
+    if !adds.is_empty() {
+        let commit = delta::Commit {
+            files: adds,
+            info: serde_json::Map::from_iter([(
+                "quiver".to_string(),
+                serde_json::json!({"operation": "compact", "rows": rows_merged}),
+            )]),
+            transaction: None,
+            removes,
+        };
+        delta::commit(table, &arrow::datatypes::Schema::empty(), &commit).map_err(other)?;
+        quiver_store::sync_dir(table).map_err(other)?;
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let cutoff_ms = now_ms - retention.as_millis() as i64;
+    let mut vacuumed = 0;
+    for path in delta::removed_before(table, cutoff_ms).map_err(other)? {
+        match std::fs::remove_file(table.join(&path)) {
+            Ok(()) => vacuumed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(other(format!("cannot delete `{path}`: {e}"))),
+        }
+    }
+    let after = delta::active_files(table).map_err(other)?.len();
+    Ok(TableCompaction {
+        table: table.to_path_buf(),
+        files: (before, after),
+        rows_merged,
+        vacuumed,
+    })
+}
