@@ -711,3 +711,121 @@ fn a_store_run_killed_at_each_commit_step_commits_every_row_once() {
         }
     }
 }
+
+/// A reader polling a version's Delta table while `quiver run --store` commits epoch after
+/// epoch only ever sees whole epochs: every row count it reads is the table's count at one of
+/// its versions. The reader is delta-rs through Polars (the test command provides it).
+#[test]
+fn a_reader_during_store_commits_never_sees_a_partial_epoch() {
+    let Ok(python) = std::env::var("QUIVER_TEST_PYTHON") else {
+        eprintln!("skipping: QUIVER_TEST_PYTHON is not set (scripts/test.sh sets it)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_pipeline(dir.path(), 3, 4_000);
+    let history = dir.path().join("history.ndjson");
+    std::fs::write(
+        &history,
+        "{\"txn_id\": 0, \"card_id\": \"c0\", \"amount_text\": \"1.0\", \"event_time\": 1767139200000}\n",
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    let applied = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args([
+            "apply",
+            &config.to_string_lossy(),
+            "--no-progress",
+            "--input",
+        ])
+        .arg(&history)
+        .arg("--store")
+        .arg(&store)
+        .env_remove("QUIVER_CRASH_AT")
+        .output()
+        .unwrap();
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let version = std::fs::read_to_string(store.join("registry/cards/latest")).unwrap();
+    let table = store.join("offline/cards").join(version.trim());
+    let counts = dir.path().join("counts.txt");
+    // Reads the table as fast as it can until told to stop, writing each row count it saw.
+    let reader = Command::new(python)
+        .args([
+            "-c",
+            "import sys, os, polars as pl
+table, out, stop = sys.argv[1:4]
+seen = [pl.read_delta(table).height]
+open(stop + '.ready', 'w').close()
+while not os.path.exists(stop):
+    seen.append(pl.read_delta(table).height)
+seen.append(pl.read_delta(table).height)
+open(out, 'w').write('\\n'.join(map(str, seen)))",
+            &table.to_string_lossy(),
+            &counts.to_string_lossy(),
+            &dir.path().join("stop").to_string_lossy(),
+        ])
+        .spawn()
+        .unwrap();
+    let ready = dir.path().join("stop.ready");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut cmd = quiver(&config, &dir.path().join("out"));
+    let run = cmd
+        .arg("--store")
+        .arg(&store)
+        .arg("--checkpoint-every-events")
+        .arg("100")
+        .output()
+        .unwrap();
+    std::fs::write(dir.path().join("stop"), b"").unwrap();
+    let reader = reader.wait_with_output().unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(reader.status.success(), "the reader failed");
+    // The row count of each table version.
+    let mut at_versions = vec![0u64];
+    let mut rows = 0;
+    for v in quiver_store::delta::versions(&table).unwrap() {
+        for action in quiver_store::delta::read_commit(&table, v).unwrap() {
+            if let Some(stats) = action.pointer("/add/stats").and_then(|s| s.as_str()) {
+                let stats: serde_json::Value = serde_json::from_str(stats).unwrap();
+                rows += stats["numRecords"].as_u64().unwrap();
+            }
+        }
+        at_versions.push(rows);
+    }
+    assert!(
+        at_versions.len() > 5,
+        "a few epochs were committed: {at_versions:?}"
+    );
+    let seen: Vec<u64> = std::fs::read_to_string(&counts)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert!(!seen.is_empty());
+    for count in &seen {
+        assert!(
+            at_versions.contains(count),
+            "a reader saw {count} rows, which no table version has: {at_versions:?}"
+        );
+    }
+    assert_eq!(
+        seen.last(),
+        at_versions.last(),
+        "the reader ends at the last version"
+    );
+    eprintln!(
+        "{} reads over {} versions",
+        seen.len(),
+        at_versions.len() - 1
+    );
+}
