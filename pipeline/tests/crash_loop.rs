@@ -823,6 +823,12 @@ open(out, 'w').write('\\n'.join(map(str, seen)))",
         at_versions.last(),
         "the reader ends at the last version"
     );
+    let mut distinct = seen.clone();
+    distinct.dedup();
+    assert!(
+        distinct.len() > 2,
+        "the reads overlapped the commits: {seen:?}"
+    );
     eprintln!(
         "{} reads over {} versions",
         seen.len(),
