@@ -108,28 +108,43 @@ impl Outputs {
             arrow::record_batch::RecordBatch::new_empty(pipeline.feature_stream_schema.clone());
         let schema = crate::registry::event_log::to_log(&empty, &partitions)?.schema();
         for log in logs {
-            let (root, name) = match (log.parent(), log.file_name()) {
-                (Some(root), Some(name)) => (root, name.to_string_lossy().into_owned()),
-                _ => {
-                    return Err(JobError::Other(format!(
-                        "`{}` is not an event log directory",
-                        log.display()
-                    )))
-                }
-            };
-            let writer = FeatureRowWriter::new(
-                root,
-                &self.paths.staging.join("events"),
-                &name,
+            let writer = self.table_writer(
+                log,
+                "events",
                 schema.clone(),
                 pipeline.loaded.config.output.rows_per_file,
                 run,
-                self.epoch,
             )?;
             self.event_logs.push((log.clone(), writer));
         }
         self.partitions = partitions;
         Ok(self)
+    }
+
+    /// A writer of run `run` into the Delta table at `table`, staging under `<staging>/<kind>`.
+    fn table_writer(
+        &self,
+        table: &Path,
+        kind: &str,
+        schema: arrow::datatypes::SchemaRef,
+        rows_per_file: usize,
+        run: &str,
+    ) -> Result<FeatureRowWriter, JobError> {
+        let (Some(root), Some(name)) = (table.parent(), table.file_name()) else {
+            return Err(JobError::Other(format!(
+                "`{}` is not a table directory",
+                table.display()
+            )));
+        };
+        Ok(FeatureRowWriter::new(
+            root,
+            &self.paths.staging.join(kind),
+            &name.to_string_lossy(),
+            schema,
+            rows_per_file,
+            run,
+            self.epoch,
+        )?)
     }
 
     /// Appends accepted events (feature-stream rows) to the event logs, if any.
@@ -179,24 +194,8 @@ impl Outputs {
             .zip(tables)
             .enumerate()
             .map(|(i, (v, table))| {
-                let (root, name) = match (table.parent(), table.file_name()) {
-                    (Some(root), Some(name)) => (root, name.to_string_lossy().into_owned()),
-                    _ => {
-                        return Err(JobError::Other(format!(
-                            "`{}` is not a table directory",
-                            table.display()
-                        )))
-                    }
-                };
-                let writer = FeatureRowWriter::new(
-                    root,
-                    &self.paths.staging.join("views"),
-                    &name,
-                    v.output_schema(),
-                    rows_per_file,
-                    run,
-                    self.epoch,
-                )?;
+                let writer =
+                    self.table_writer(table, "views", v.output_schema(), rows_per_file, run)?;
                 Ok(writer.with_rows(rows.get(i).copied().unwrap_or(0)))
             })
             .collect()
