@@ -36,6 +36,24 @@ pub struct PipelineConfig {
     /// `quiver-store`, relative to where quiver runs).
     #[serde(default = "default_store")]
     pub store: PathBuf,
+    /// OpenLineage run events of `apply` and `run` (off unless set).
+    #[serde(default)]
+    pub openlineage: Option<OpenLineageConfig>,
+}
+
+/// Where OpenLineage run events go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenLineageConfig {
+    /// File the events are appended to, one JSON object per line.
+    pub file: PathBuf,
+    /// The jobs' namespace (default `quiver`).
+    #[serde(default = "default_openlineage_namespace")]
+    pub namespace: String,
+}
+
+fn default_openlineage_namespace() -> String {
+    "quiver".into()
 }
 
 fn default_store() -> PathBuf {

@@ -21,6 +21,7 @@ pub mod event_time;
 pub mod fault;
 pub mod ingest;
 pub mod lineage;
+pub mod openlineage;
 pub mod operator;
 pub mod outputs;
 pub mod parquet_file;

@@ -321,7 +321,36 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 device,
                 ..RunOptions::default()
             };
-            let report = apply(pipeline, &registry, options).await?;
+            let lineage = quiver_pipeline::openlineage::LineageEmitter::of(&pipeline, "apply");
+            if let Some(l) = &lineage {
+                l.start()?;
+            }
+            let report = match apply(pipeline, &registry, options).await {
+                Ok(report) => report,
+                Err(e) => {
+                    if let Some(l) = &lineage {
+                        l.fail(&e.to_string())?;
+                    }
+                    return Err(e.into());
+                }
+            };
+            if let Some(l) = &lineage {
+                let outputs: Vec<_> = report
+                    .views
+                    .iter()
+                    .filter_map(|(view, applied)| match applied {
+                        quiver_pipeline::registry::Applied::Created { version, rows, .. } => {
+                            Some(quiver_pipeline::openlineage::dataset(
+                                &format!("quiver-store:{}", registry.root().display()),
+                                &format!("offline/{view}/{version}"),
+                                serde_json::json!({"view": view, "version": version, "rows": rows}),
+                            ))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                l.complete(&outputs)?;
+            }
             say(&format!(
                 "applied to {}\n{report}",
                 registry.root().display()
@@ -620,11 +649,41 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         store,
         ..RunOptions::default()
     };
-    let summary: RunSummary = if is_backfill {
-        backfill(pipeline, options).await?
+    let lineage = quiver_pipeline::openlineage::LineageEmitter::of(
+        &pipeline,
+        if is_backfill { "backfill" } else { "run" },
+    );
+    if let Some(l) = &lineage {
+        l.start()?;
+    }
+    let result = if is_backfill {
+        backfill(pipeline, options).await
     } else {
-        run(pipeline, options).await?
+        run(pipeline, options).await
     };
+    let summary: RunSummary = match result {
+        Ok(summary) => summary,
+        Err(e) => {
+            if let Some(l) = &lineage {
+                l.fail(&e.to_string())?;
+            }
+            return Err(e.into());
+        }
+    };
+    if let Some(l) = &lineage {
+        let outputs: Vec<_> = summary
+            .views
+            .iter()
+            .map(|v| {
+                quiver_pipeline::openlineage::dataset(
+                    "file",
+                    &v.dir.display().to_string(),
+                    serde_json::json!({"view": v.view, "rows": v.rows}),
+                )
+            })
+            .collect();
+        l.complete(&outputs)?;
+    }
     say(&summary.to_string());
     if let Some(path) = args.summary_json {
         let json = serde_json::to_string_pretty(&summary)?;

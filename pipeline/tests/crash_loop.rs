@@ -1,5 +1,6 @@
-//! Crash tests of the `quiver` binary (DESIGN.md 3.6): a run killed at any moment and started
-//! again with the same command ends with output identical to an uninterrupted run's, row for
+//! Crash tests of the `quiver` binary (DESIGN.md 3.6), and tests of what its commands leave
+//! behind (store commits seen by a reader, OpenLineage events): a run killed at any moment and
+//! started again with the same command ends with output identical to an uninterrupted run's, row for
 //! row and dead letter for dead letter. Input: several NDJSON files (one partition each) with
 //! late events, malformed records and rows that fail a transform.
 //!
@@ -834,4 +835,58 @@ open(out, 'w').write('\\n'.join(map(str, seen)))",
         seen.len(),
         at_versions.len() - 1
     );
+}
+
+/// With `openlineage.file` in the config, `quiver apply` appends a START and a COMPLETE run
+/// event (the version's table among the outputs), and a failing run a START and a FAIL.
+#[test]
+fn apply_and_run_emit_openlineage_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_pipeline(dir.path(), 1, 300);
+    let events = dir.path().join("lineage/events.ndjson");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("openlineage:\n  file: {}\n", events.display()));
+    std::fs::write(&config, text).unwrap();
+    let apply = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args([
+            "apply",
+            &config.to_string_lossy(),
+            "--no-progress",
+            "--store",
+        ])
+        .arg(dir.path().join("store"))
+        .env_remove("QUIVER_CRASH_AT")
+        .output()
+        .unwrap();
+    assert!(
+        apply.status.success(),
+        "{}",
+        String::from_utf8_lossy(&apply.stderr)
+    );
+    // A run whose checkpoint directory is a file fails.
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("_checkpoints"), b"not a directory").unwrap();
+    let failed = quiver(&config, &out).output().unwrap();
+    assert!(!failed.status.success());
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = lines
+        .iter()
+        .map(|e| e["eventType"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["START", "COMPLETE", "START", "FAIL"]);
+    assert_eq!(lines[0]["run"]["runId"], lines[1]["run"]["runId"]);
+    assert_ne!(lines[1]["run"]["runId"], lines[2]["run"]["runId"]);
+    assert_eq!(lines[1]["job"]["name"], "crash.apply");
+    let output = lines[1]["outputs"][0]["name"].as_str().unwrap();
+    assert!(output.starts_with("offline/cards/"), "{output}");
+    assert!(lines[1]["inputs"][0]["name"]
+        .as_str()
+        .unwrap()
+        .contains("input"));
+    assert!(lines[3]["run"]["facets"]["errorMessage"]["message"].is_string());
 }
