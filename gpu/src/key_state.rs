@@ -80,7 +80,7 @@ impl InputValue {
 
     /// The key min/max trackers order this value by.
     #[inline]
-    fn key(self) -> i128 {
+    pub(crate) fn key(self) -> i128 {
         match self {
             InputValue::Float(x) => float_key(x),
             InputValue::Exact { value, .. } => value,
@@ -134,7 +134,83 @@ impl Retained {
 }
 
 /// What a count-only input contributes for a non-null value, entering and leaving alike.
-const COUNTED: InputValue = InputValue::Float(1.0);
+pub(crate) const COUNTED: InputValue = InputValue::Float(1.0);
+
+/// The running quantities of one frame group, however they are kept: what outputs read.
+pub(crate) trait GroupAggregates {
+    /// Moments number `i` of the group.
+    fn moments(&self, i: usize) -> &Moments;
+    /// Order key of minimum number `i`, if the window has a value.
+    fn min(&self, i: usize) -> Option<i128>;
+    /// Order key of maximum number `i`, if the window has a value.
+    fn max(&self, i: usize) -> Option<i128>;
+}
+
+impl GroupAggregates for GroupState {
+    fn moments(&self, i: usize) -> &Moments {
+        &self.moments[i]
+    }
+    fn min(&self, i: usize) -> Option<i128> {
+        self.mins[i].value()
+    }
+    fn max(&self, i: usize) -> Option<i128> {
+        self.maxs[i].value()
+    }
+}
+
+/// Exact value of output `spec` from its group's quantities (see
+/// [`KeyWindowState::read_exact`]).
+#[inline]
+pub(crate) fn read_exact(
+    plan: &WindowPlan,
+    spec: usize,
+    group: &impl GroupAggregates,
+) -> Option<i128> {
+    let (_, slot) = plan.outputs[spec];
+    let s = plan.specs()[spec];
+    match slot {
+        Slot::Min(i) => group.min(i),
+        Slot::Max(i) => group.max(i),
+        Slot::Moments(i) => match (s.kind, plan.input_kind(s.input)) {
+            (AggKind::Avg, InputKind::Decimal { avg_multiplier, .. }) => {
+                group.moments(i).exact_avg(avg_multiplier)
+            }
+            // Integer sums wrap into i64, as DataFusion's Int64 sums do (and the CUDA
+            // kernels' i64 prefix sums): every backend returns the same value.
+            (_, InputKind::Integer) => group.moments(i).exact_sum().map(|v| v as i64 as i128),
+            _ => group.moments(i).exact_sum(),
+        },
+    }
+}
+
+/// Value of output `spec` as `f64` from its group's quantities (see [`KeyWindowState::read`]).
+#[inline]
+pub(crate) fn read(plan: &WindowPlan, spec: usize, group: &impl GroupAggregates) -> Option<f64> {
+    let (_, slot) = plan.outputs[spec];
+    let kind = plan.specs()[spec].kind;
+    let input = plan.specs()[spec].input;
+    let extreme = |key: Option<i128>| match plan.input_kind(input) {
+        InputKind::Float => key.map(key_float),
+        exact => key.map(|k| exact.to_f64(k)),
+    };
+    match slot {
+        Slot::Min(i) => extreme(group.min(i)),
+        Slot::Max(i) => extreme(group.max(i)),
+        Slot::Moments(i) => {
+            let m = group.moments(i);
+            match kind {
+                AggKind::Count => Some(m.count() as f64),
+                AggKind::Sum => m.sum(),
+                AggKind::Avg => m.mean(),
+                AggKind::VarSamp => m.var_samp(),
+                AggKind::StddevSamp => m.var_samp().map(f64::sqrt),
+                AggKind::VarPop => m.var_pop(),
+                AggKind::StddevPop => m.var_pop().map(f64::sqrt),
+                AggKind::Min | AggKind::Max => None,
+            }
+        }
+    }
+}
 
 /// Inputs whose values `push` gathers on the stack (more go to the heap).
 const LOCAL_INPUTS: usize = 8;
@@ -345,53 +421,14 @@ impl KeyWindowState {
     /// the last advanced time.
     #[inline]
     pub fn read_exact(&self, plan: &WindowPlan, spec: usize) -> Option<i128> {
-        let (g, slot) = plan.outputs[spec];
-        let group = &self.groups[g];
-        let s = plan.specs()[spec];
-        match slot {
-            Slot::Min(i) => group.mins[i].value(),
-            Slot::Max(i) => group.maxs[i].value(),
-            Slot::Moments(i) => match (s.kind, plan.input_kind(s.input)) {
-                (AggKind::Avg, InputKind::Decimal { avg_multiplier, .. }) => {
-                    group.moments[i].exact_avg(avg_multiplier)
-                }
-                // Integer sums wrap into i64, as DataFusion's Int64 sums do (and the CUDA
-                // kernels' i64 prefix sums): every backend returns the same value.
-                (_, InputKind::Integer) => group.moments[i].exact_sum().map(|v| v as i64 as i128),
-                _ => group.moments[i].exact_sum(),
-            },
-        }
+        read_exact(plan, spec, &self.groups[plan.outputs[spec].0])
     }
 
     /// Value of output `spec` (index into the plan's specs) for a window ending at the last
     /// advanced time, as `f64` (see [`KeyWindowState::read_exact`] for exact outputs).
     #[inline]
     pub fn read(&self, plan: &WindowPlan, spec: usize) -> Option<f64> {
-        let (g, slot) = plan.outputs[spec];
-        let group = &self.groups[g];
-        let kind = plan.specs()[spec].kind;
-        let input = plan.specs()[spec].input;
-        let extreme = |key: Option<i128>| match plan.input_kind(input) {
-            InputKind::Float => key.map(key_float),
-            exact => key.map(|k| exact.to_f64(k)),
-        };
-        match slot {
-            Slot::Min(i) => extreme(group.mins[i].value()),
-            Slot::Max(i) => extreme(group.maxs[i].value()),
-            Slot::Moments(i) => {
-                let m = &group.moments[i];
-                match kind {
-                    AggKind::Count => Some(m.count() as f64),
-                    AggKind::Sum => m.sum(),
-                    AggKind::Avg => m.mean(),
-                    AggKind::VarSamp => m.var_samp(),
-                    AggKind::StddevSamp => m.var_samp().map(f64::sqrt),
-                    AggKind::VarPop => m.var_pop(),
-                    AggKind::StddevPop => m.var_pop().map(f64::sqrt),
-                    AggKind::Min | AggKind::Max => None,
-                }
-            }
-        }
+        read(plan, spec, &self.groups[plan.outputs[spec].0])
     }
 
     /// Whether the state holds nothing a future event could read (no retained events, no

@@ -14,6 +14,7 @@
 //! ignored as SQL aggregates ignore them.
 
 pub mod agg;
+pub mod as_known_at;
 pub mod backend;
 pub mod compensated;
 pub mod cpu_backend;
@@ -31,6 +32,7 @@ pub mod plan;
 pub mod sort;
 
 pub use agg::AggKind;
+pub use as_known_at::{evaluate_as_known_at, KnownEvents};
 pub use backend::{BackendStats, Device, Scatter, SortedRows, WindowBackend, DEFAULT_GPU_MIN_ROWS};
 pub use cpu_backend::CpuBackend;
 pub use error::KernelError;

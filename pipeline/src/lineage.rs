@@ -174,7 +174,7 @@ pub async fn entity_lineage(
         &definition,
     ))?;
     let schema = match log.first() {
-        Some(first) => crate::parquet_file::parquet_file_schema(first, "the event log")?,
+        Some((first, _)) => crate::parquet_file::parquet_file_schema(first, "the event log")?,
         None => Arc::new(Schema::empty()),
     };
     let columns = view.stream_columns_read().map(|mut columns| {
@@ -187,7 +187,8 @@ pub async fn entity_lineage(
         columns.dedup();
         columns
     });
-    let (events, partitions) = read_event_log(registry, &definition, columns)?;
+    let logged = read_event_log(registry, &definition, columns)?;
+    let (events, partitions) = (logged.batches, logged.partitions);
 
     // The value of every feature, computed as a training set of one row computes it.
     let key_columns: Vec<ArrayRef> = entity
@@ -206,7 +207,8 @@ pub async fn entity_lineage(
     let times = TimestampMicrosecondArray::from(vec![at]);
     let compute = BatchCompute::open(Device::Cpu, usize::MAX)?;
     let values =
-        crate::training_set::point_in_time(&view, &events, &spine, &times, &compute, false).await?;
+        crate::training_set::point_in_time(&view, &events, None, &spine, &times, &compute, false)
+            .await?;
 
     // The entity's events up to `at`: time, partition index, offset.
     let wanted = view

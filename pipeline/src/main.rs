@@ -167,6 +167,10 @@ enum Command {
         /// environment variable: 32, 48 or 64 hex digits.
         #[arg(long)]
         encrypt_key_env: Option<String>,
+        /// Count only events already available in the store at each spine time (committed by
+        /// then): what a model in production could have seen.
+        #[arg(long)]
+        as_known_at: bool,
     },
     /// Where features come from. With --entity and --at: each feature's value for that entity
     /// at that time and the events in its windows, by source partition and offset range;
@@ -448,6 +452,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             no_progress,
             device,
             encrypt_key_env,
+            as_known_at,
         } => {
             use quiver_pipeline::training_set::{
                 parse_encryption_key, parse_feature_list, training_set, TrainingSetOptions,
@@ -472,6 +477,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     progress: !no_progress && std::io::stderr().is_terminal(),
                     device,
                     encryption_key,
+                    as_known_at,
                 },
             )
             .await?;

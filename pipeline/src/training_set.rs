@@ -21,7 +21,9 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMicrosecondType};
 use parquet::arrow::ArrowWriter;
-use quiver_gpu::{Device, InputColumn, Scatter, DEFAULT_GPU_MIN_ROWS};
+use quiver_gpu::{
+    evaluate_as_known_at, Device, InputColumn, KnownEvents, Scatter, DEFAULT_GPU_MIN_ROWS,
+};
 use quiver_sql::{FeatureView, ViewInputs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -105,6 +107,8 @@ pub struct TrainingSetOptions {
     /// Encrypt the output with Parquet modular encryption under this AES key (16, 24 or 32
     /// bytes; footer and every column).
     pub encryption_key: Option<Vec<u8>>,
+    /// Count only events already available (committed to the store) at each spine time.
+    pub as_known_at: bool,
 }
 
 /// An AES key from its hex text (what `--encrypt-key-env` names): 32, 48 or 64 hex digits.
@@ -213,10 +217,12 @@ pub async fn training_set(
     };
     let mut views = Vec::new();
     for (definition, view, wanted) in &plans {
-        let (events, _) = read_event_log(registry, definition, view.stream_columns_read())?;
+        let logged = read_event_log(registry, definition, view.stream_columns_read())?;
+        let events = &logged.batches;
         let features = point_in_time(
             view,
-            &events,
+            events,
+            options.as_known_at.then_some(logged.available.as_slice()),
             &spine,
             times.as_primitive::<TimestampMicrosecondType>(),
             &compute,
@@ -336,9 +342,12 @@ fn column_names(schema: &Schema) -> String {
 
 /// The point-in-time features of `view` at every spine row: the view's events and the spine
 /// rows as probes, evaluated together.
+/// With `available` (when each event became visible, in row order), only events available at
+/// each spine time count (`--as-known-at`).
 pub(crate) async fn point_in_time(
     view: &FeatureView,
     events: &[RecordBatch],
+    available: Option<&[i64]>,
     spine: &RecordBatch,
     times: &arrow::array::TimestampMicrosecondArray,
     compute: &BatchCompute,
@@ -423,20 +432,55 @@ pub(crate) async fn point_in_time(
         exact.push(is_exact.then_some(e));
     }
     let columns = InputColumn::all(&values, &validity, &exact);
-    let bar = events_bar(Some(total as u64), progress, view.name());
-    // Only the probes' windows are read: events are evaluated but not emitted.
-    let emit: Vec<u32> = std::iter::repeat_n(Scatter::SKIP, event_rows)
-        .chain(0..rows as u32)
-        .collect();
-    let probes = compute.evaluate_rows(
-        view.window_plan(),
-        &keys,
-        &all_times,
-        &columns,
-        Some(&emit),
-        &bar,
-    )?;
-    bar.finish_and_clear();
+    let probes = match available {
+        Some(available) => {
+            if available.len() != event_rows {
+                return Err(fail(&format!(
+                    "{} availability times for {event_rows} events",
+                    available.len()
+                )));
+            }
+            // The events alone (the probes are not events here): their columns' first rows.
+            let event_columns: Vec<InputColumn<'_>> = columns
+                .iter()
+                .map(|c| InputColumn {
+                    values: c.values.get(..event_rows).unwrap_or(c.values),
+                    validity: c.validity.map(|v| &v[..event_rows]),
+                    exact: c.exact.map(|e| &e[..event_rows]),
+                })
+                .collect();
+            let known = KnownEvents {
+                keys: &keys[..event_rows],
+                times: &all_times[..event_rows],
+                available,
+                inputs: &event_columns,
+            };
+            evaluate_as_known_at(
+                view.window_plan(),
+                &known,
+                &keys[event_rows..],
+                &all_times[event_rows..],
+            )
+            .map_err(|e| fail(&e))?
+        }
+        None => {
+            let bar = events_bar(Some(total as u64), progress, view.name());
+            // Only the probes' windows are read: events are evaluated but not emitted.
+            let emit: Vec<u32> = std::iter::repeat_n(Scatter::SKIP, event_rows)
+                .chain(0..rows as u32)
+                .collect();
+            let probes = compute.evaluate_rows(
+                view.window_plan(),
+                &keys,
+                &all_times,
+                &columns,
+                Some(&emit),
+                &bar,
+            )?;
+            bar.finish_and_clear();
+            probes
+        }
+    };
     let features = view.features_at(probes, rows).map_err(|e| fail(&e))?;
     if times.null_count() > 0 {
         // NULL spine times: NULL features (also the counts, which would read 0).

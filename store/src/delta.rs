@@ -54,13 +54,20 @@ pub struct ActiveFile {
     pub rows: u64,
     /// Size in bytes.
     pub size: u64,
+    /// When the commit that added it was made (ms since the epoch): when its rows became
+    /// visible.
+    pub added_ms: Option<i64>,
 }
 
 /// The files the table holds now: added and not removed since, in the order they were added.
 pub fn active_files(table: &Path) -> Result<Vec<ActiveFile>, StoreError> {
     let mut files: Vec<ActiveFile> = Vec::new();
     for v in versions(table)? {
-        for action in read_commit(table, v)? {
+        let actions = read_commit(table, v)?;
+        let added_ms = actions
+            .iter()
+            .find_map(|a| a.pointer("/commitInfo/timestamp").and_then(Value::as_i64));
+        for action in actions {
             if let Some(add) = action.get("add") {
                 let rows = add
                     .get("stats")
@@ -76,6 +83,7 @@ pub fn active_files(table: &Path) -> Result<Vec<ActiveFile>, StoreError> {
                         .to_string(),
                     rows,
                     size: add.get("size").and_then(Value::as_u64).unwrap_or(0),
+                    added_ms,
                 });
             }
             if let Some(path) = action.pointer("/remove/path").and_then(Value::as_str) {

@@ -6,6 +6,7 @@
 use quiver_integration_tests::{apply_one_view, assert_same_features, read_view, write_files};
 use quiver_pipeline::run::{run, RunOptions};
 use quiver_pipeline::source::SourceOverrides;
+use quiver_pipeline::training_set::{parse_feature_list, training_set, TrainingSetOptions};
 use quiver_pipeline::{CompiledPipeline, LoadedConfig};
 use quiver_store::delta;
 
@@ -132,8 +133,263 @@ async fn a_store_run_continues_the_table_exactly_once() {
 
     // The event log gained the streamed events (not the late ones).
     let definition = registry.definition("v", None).expect("definition");
-    let (events, _) =
-        quiver_pipeline::registry::event_log::read_event_log(&registry, &definition, None)
-            .expect("event log");
+    let events = quiver_pipeline::registry::event_log::read_event_log(&registry, &definition, None)
+        .expect("event log")
+        .batches;
     assert_eq!(events.iter().map(|b| b.num_rows()).sum::<usize>(), 3000);
+}
+
+/// `--as-known-at` against a DataFusion reference that joins each spine row with the events of
+/// its key that happened by then **and** were committed by then (each event's availability is
+/// the commit time of the Delta commit that added its file): spine times before any commit,
+/// between the apply's and the run's commits, between epochs and after all of them; and the
+/// same answers after a compaction merged the files (availability survives it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_known_at_counts_only_what_was_committed_by_then() {
+    use arrow::array::TimestampMicrosecondArray;
+    use arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use std::sync::Arc;
+    const KNOWN_VIEW: &str = "SELECT card_id, event_time, amount,
+  count(*) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 day' PRECEDING AND CURRENT ROW) AS n_1d,
+  sum(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 day' PRECEDING AND CURRENT ROW) AS sum_1d,
+  max(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS max_life
+FROM source";
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let at = |k: i64, base: i64| {
+        format!(
+            "{{\"card_id\": \"c{}\", \"amount\": {}.5, \"event_time\": {}}}",
+            k % 7,
+            (k * 53) % 300,
+            base + k * 10_000
+        )
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history: Vec<String> = (0..300).map(|k| at(k, now_ms - 3 * 3_600_000)).collect();
+    // Three files one after another in time: one epoch each.
+    let later: Vec<String> = (0..300).map(|k| at(k, now_ms - 3_600_000)).collect();
+    write_files(
+        dir.path(),
+        &[
+            ("history.ndjson", &history.join("\n")),
+            ("later/a.ndjson", &later[..100].join("\n")),
+            ("later/b.ndjson", &later[100..200].join("\n")),
+            ("later/c.ndjson", &later[200..].join("\n")),
+        ],
+    );
+    let registry = apply_one_view(dir.path(), "history.ndjson", &SCHEMA, "v", KNOWN_VIEW, "").await;
+    let loaded = LoadedConfig::load(&dir.path().join("one_view.yaml")).expect("config");
+    let pipeline = CompiledPipeline::compile(loaded).await.expect("compile");
+    run(
+        pipeline,
+        RunOptions {
+            source: SourceOverrides {
+                input: Some(dir.path().join("later").display().to_string()),
+                events: None,
+            },
+            output: Some(dir.path().join("run-out")),
+            checkpoints: Some(quiver_pipeline::checkpoint::CheckpointPolicy {
+                interval: None,
+                every_events: Some(50),
+            }),
+            store: Some(registry.clone()),
+            ..RunOptions::default()
+        },
+    )
+    .await
+    .expect("store run");
+
+    // The events with their availability, as the reference sees them: from the Delta log.
+    let definition = registry.definition("v", None).expect("definition");
+    let log = registry.events_dir(&definition.events);
+    let mut cards = Vec::new();
+    let mut times = Vec::new();
+    let mut amounts = Vec::new();
+    let mut available = Vec::new();
+    let mut commits = Vec::new();
+    for file in delta::active_files(&log).expect("files") {
+        let added_us = file.added_ms.expect("commit time") * 1000;
+        commits.push(added_us);
+        let batch = read_parquet(&log.join(&file.path));
+        let card = arrow::compute::cast(batch.column_by_name("card_id").unwrap(), &DataType::Utf8)
+            .unwrap();
+        let time = batch.column_by_name("event_time").unwrap();
+        let time = time.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        let amount = batch
+            .column_by_name("amount")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Float64Type>();
+        for r in 0..batch.num_rows() {
+            cards.push(card.as_string::<i32>().value(r).to_string());
+            times.push(time.value(r));
+            amounts.push(amount.is_valid(r).then(|| amount.value(r)));
+            available.push(added_us);
+        }
+    }
+    commits.sort_unstable();
+    commits.dedup();
+    assert!(
+        commits.len() >= 3,
+        "the apply and several epochs: {commits:?}"
+    );
+    let events = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("card_id", DataType::Utf8, false),
+            Field::new(
+                "event_time",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
+            Field::new("amount", DataType::Float64, true),
+            Field::new(
+                "available_at",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
+        ])),
+        vec![
+            Arc::new(StringArray::from(cards)),
+            Arc::new(TimestampMicrosecondArray::from(times)),
+            Arc::new(Float64Array::from(amounts)),
+            Arc::new(TimestampMicrosecondArray::from(available)),
+        ],
+    )
+    .unwrap();
+    // Spine times around every commit, and long before and after.
+    let mut spine_times = vec![
+        (now_ms - 4 * 3_600_000) * 1000,
+        (now_ms - 90 * 60_000) * 1000,
+    ];
+    for &c in &commits {
+        spine_times.extend([c - 1, c, c + 1]);
+    }
+    spine_times.push((now_ms + 3_600_000) * 1000);
+    let mut spine_cards = Vec::new();
+    let mut spine_ts = Vec::new();
+    for &t in &spine_times {
+        for card in ["c0", "c3", "c6", "nobody"] {
+            spine_cards.push(card.to_string());
+            spine_ts.push(t);
+        }
+    }
+    let n = spine_ts.len();
+    let spine = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("card_id", DataType::Utf8, false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
+            Field::new("row_id", DataType::Int64, false),
+        ])),
+        vec![
+            Arc::new(StringArray::from(spine_cards)),
+            Arc::new(TimestampMicrosecondArray::from(spine_ts)),
+            Arc::new(Int64Array::from((0..n as i64).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap();
+    let spine_path = dir.path().join("spine.parquet");
+    write_parquet(&spine_path, &spine);
+    let reference = quiver_sql::reference::batch_query(
+        "SELECT s.row_id,
+           count(CASE WHEN e.event_time >= s.ts - INTERVAL '1 day' THEN 1 END) AS n_1d,
+           sum(CASE WHEN e.event_time >= s.ts - INTERVAL '1 day' THEN e.amount END) AS sum_1d,
+           max(e.amount) AS max_life
+         FROM spine s LEFT JOIN events e ON e.card_id = s.card_id
+           AND e.event_time <= s.ts AND e.available_at <= s.ts
+         GROUP BY s.row_id ORDER BY s.row_id",
+        &[
+            ("events".into(), events.schema(), vec![events.clone()]),
+            ("spine".into(), spine.schema(), vec![spine.clone()]),
+        ],
+    )
+    .await
+    .expect("reference");
+    let reference = arrow::compute::concat_batches(&reference[0].schema(), &reference).unwrap();
+
+    let check = |label: &str, got: &RecordBatch| {
+        let mut seen_partial = false;
+        for (f, name) in ["n_1d", "sum_1d", "max_life"].iter().enumerate() {
+            let (ours, theirs) = (got.column_by_name(name).unwrap(), reference.column(f + 1));
+            let ours = arrow::compute::cast(ours, &DataType::Float64).unwrap();
+            let theirs = arrow::compute::cast(theirs, &DataType::Float64).unwrap();
+            let (a, b) = (
+                ours.as_primitive::<arrow::datatypes::Float64Type>(),
+                theirs.as_primitive::<arrow::datatypes::Float64Type>(),
+            );
+            for r in 0..n {
+                let (x, y) = (
+                    a.is_valid(r).then(|| a.value(r)),
+                    b.is_valid(r).then(|| b.value(r)),
+                );
+                match (x, y) {
+                    (Some(x), Some(y)) => assert!(
+                        (x - y).abs() <= 1e-9 * y.abs().max(1.0),
+                        "{label} {name} row {r}: {x} vs {y}"
+                    ),
+                    (x, y) => assert_eq!(x, y, "{label} {name} row {r}"),
+                }
+            }
+            if *name == "n_1d" {
+                seen_partial =
+                    (0..n).any(|r| b.value(r) > 0.0) && (0..n).any(|r| b.value(r) == 0.0);
+            }
+        }
+        assert!(seen_partial, "{label}: some rows see events, some none");
+    };
+    let known_at = |out: &str| {
+        let registry = registry.clone();
+        let spine_path = spine_path.clone();
+        let out = dir.path().join(out);
+        async move {
+            training_set(
+                &registry,
+                TrainingSetOptions {
+                    spine: spine_path,
+                    time_column: None,
+                    features: parse_feature_list("v:*").expect("features"),
+                    out: out.clone(),
+                    progress: false,
+                    device: quiver_gpu::Device::Cpu,
+                    encryption_key: None,
+                    as_known_at: true,
+                },
+            )
+            .await
+            .expect("training set");
+            read_parquet(&out)
+        }
+    };
+    check("as known at", &known_at("known.parquet").await);
+    quiver_pipeline::registry::compact::compact(
+        &registry,
+        Some("v"),
+        1_000_000,
+        std::time::Duration::ZERO,
+    )
+    .expect("compact");
+    assert_eq!(delta::active_files(&log).expect("files").len(), 1);
+    check("after compaction", &known_at("known2.parquet").await);
+}
+
+fn write_parquet(path: &std::path::Path, batch: &arrow::array::RecordBatch) {
+    let file = std::fs::File::create(path).expect("create");
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+    w.write(batch).expect("write");
+    w.close().expect("close");
+}
+
+fn read_parquet(path: &std::path::Path) -> arrow::array::RecordBatch {
+    let file = std::fs::File::open(path).expect("open");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader");
+    let batches: Vec<_> = reader.map(|b| b.expect("batch")).collect();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat")
 }

@@ -205,6 +205,7 @@ async fn features_as_of_spine_times_equal_the_range_join_reference() {
                 progress: false,
                 device: quiver_gpu::Device::Cpu,
                 encryption_key: None,
+                as_known_at: false,
             },
         )
         .await
@@ -279,6 +280,7 @@ async fn event_columns_and_unknown_features_are_clear_errors() {
             progress: false,
             device: quiver_gpu::Device::Cpu,
             encryption_key: None,
+            as_known_at: false,
         };
         async move { training_set(registry, options).await }
     };
@@ -314,6 +316,7 @@ async fn an_encrypted_training_set_reads_only_with_its_key() {
             progress: false,
             device: quiver_gpu::Device::Cpu,
             encryption_key: Some(key.clone()),
+            as_known_at: false,
         },
     )
     .await
@@ -369,6 +372,7 @@ async fn a_spine_of_the_events_themselves_gets_the_backfilled_feature_rows() {
             progress: false,
             device: quiver_gpu::Device::Cpu,
             encryption_key: None,
+            as_known_at: false,
         },
     )
     .await

@@ -9,7 +9,7 @@
 
 use crate::error::JobError;
 use crate::parquet_file::read_parquet_file;
-use crate::registry::event_log::event_log_dir;
+use crate::registry::event_log::{event_log_dir, LOG_AVAILABLE};
 use crate::registry::Registry;
 use quiver_store::delta;
 use std::path::{Path, PathBuf};
@@ -79,6 +79,32 @@ pub fn compact(
         .collect()
 }
 
+/// An event-log batch with its availability column filled in from the time its file was
+/// committed (`added_ms`), which a merged file would otherwise lose; other batches unchanged.
+fn with_availability(
+    batch: arrow::record_batch::RecordBatch,
+    added_ms: Option<i64>,
+) -> Result<arrow::record_batch::RecordBatch, JobError> {
+    use arrow::array::{Array, AsArray, Int64Array};
+    let Ok(index) = batch.schema().index_of(LOG_AVAILABLE) else {
+        return Ok(batch);
+    };
+    let column = batch.column(index);
+    if column.null_count() == 0 {
+        return Ok(batch);
+    }
+    let added = added_ms.map(|ms| ms * 1000);
+    let filled: Int64Array = arrow::compute::cast(column, &arrow::datatypes::DataType::Int64)
+        .map_err(other)?
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .iter()
+        .map(|a| a.or(added))
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    columns[index] = std::sync::Arc::new(filled);
+    arrow::record_batch::RecordBatch::try_new(batch.schema(), columns).map_err(other)
+}
+
 /// Merges runs of consecutive small files of `table` and deletes files removed more than
 /// `retention` ago.
 pub fn compact_table(
@@ -113,7 +139,9 @@ pub fn compact_table(
         for file in group {
             let (s, b) = read_parquet_file(&table.join(&file.path), "a table file")?;
             schema.get_or_insert(s);
-            batches.extend(b);
+            for batch in b {
+                batches.push(with_availability(batch, file.added_ms)?);
+            }
         }
         let expected: u64 = group.iter().map(|f| f.rows).sum();
         let name = format!("part-compact-{stamp:x}-{n:06}.parquet");

@@ -26,6 +26,10 @@ pub const EVENT_LOG_FILE: &str = "events.parquet";
 pub const LOG_PARTITION: &str = "_quiver_partition";
 /// The log's column with each event's offset in its partition.
 pub const LOG_OFFSET: &str = "_quiver_offset";
+/// The log's column with when each event became available (µs since the epoch): NULL as
+/// written (the commit that makes it visible comes later), where readers take the time of the
+/// commit that added the file; compaction fills it in before merging files.
+pub const LOG_AVAILABLE: &str = "_quiver_available_at";
 
 fn other(e: impl std::fmt::Display) -> JobError {
     JobError::Other(e.to_string())
@@ -70,6 +74,11 @@ pub fn to_log(batch: &RecordBatch, partitions: &[String]) -> Result<RecordBatch,
             }
         }
     }
+    fields.push(Field::new(LOG_AVAILABLE, DataType::Int64, true));
+    columns.push(arrow::array::new_null_array(
+        &DataType::Int64,
+        batch.num_rows(),
+    ));
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(other)
 }
 
@@ -78,6 +87,7 @@ fn stream_schema(log: &Schema) -> SchemaRef {
     Arc::new(Schema::new(
         log.fields()
             .iter()
+            .filter(|f| f.name() != LOG_AVAILABLE)
             .map(|f| match f.name().as_str() {
                 LOG_PARTITION => Field::new(PARTITION_COLUMN, DataType::UInt32, true),
                 LOG_OFFSET => Field::new(OFFSET_COLUMN, DataType::UInt64, true),
@@ -87,8 +97,30 @@ fn stream_schema(log: &Schema) -> SchemaRef {
     ))
 }
 
-/// Event-log rows back as the feature stream; partition names are numbered in `names`.
-fn from_log(batch: &RecordBatch, names: &mut Vec<String>) -> Result<RecordBatch, JobError> {
+/// Event-log rows back as the feature stream; partition names are numbered in `names`, and
+/// each row's availability is appended to `available` (`file_added_us` where the log has none).
+fn from_log(
+    batch: &RecordBatch,
+    names: &mut Vec<String>,
+    available: &mut Vec<i64>,
+    file_added_us: i64,
+) -> Result<RecordBatch, JobError> {
+    match batch.column_by_name(LOG_AVAILABLE) {
+        Some(column) => {
+            let column = cast(column, &DataType::Int64).map_err(other)?;
+            let column = column.as_primitive::<arrow::datatypes::Int64Type>();
+            available.extend(column.iter().map(|a| a.unwrap_or(file_added_us)));
+        }
+        None => available.extend(std::iter::repeat_n(file_added_us, batch.num_rows())),
+    }
+    let batch = match batch.schema().index_of(LOG_AVAILABLE) {
+        Ok(i) => {
+            let keep: Vec<usize> = (0..batch.num_columns()).filter(|&c| c != i).collect();
+            batch.project(&keep).map_err(other)?
+        }
+        Err(_) => batch.clone(),
+    };
+    let batch = &batch;
     let mut index: HashMap<String, u32> = names
         .iter()
         .enumerate()
@@ -132,28 +164,25 @@ fn label(definition: &ViewDefinition) -> String {
     format!("{}@{}", definition.view, definition.version)
 }
 
-/// The data files of the event log at `dir`, in commit order: those its Delta log adds (and
-/// does not remove).
-pub fn log_files(dir: &Path) -> Result<Vec<PathBuf>, JobError> {
-    let versions = delta::versions(dir).map_err(other)?;
-    if versions.is_empty() {
+/// The data files of the event log at `dir`, in commit order (those its Delta log adds and
+/// does not remove), with when each was committed (µs since the epoch).
+pub fn log_files(dir: &Path) -> Result<Vec<(PathBuf, i64)>, JobError> {
+    if delta::versions(dir).map_err(other)?.is_empty() {
         return Err(JobError::Other(format!(
             "`{}` is not an event log (no Delta log): it was written before event logs were Delta tables; apply the view again into a new store",
             dir.display()
         )));
     }
-    let mut files: Vec<String> = Vec::new();
-    for v in versions {
-        for action in delta::read_commit(dir, v).map_err(other)? {
-            if let Some(path) = action.pointer("/add/path").and_then(|p| p.as_str()) {
-                files.push(path.to_string());
-            }
-            if let Some(path) = action.pointer("/remove/path").and_then(|p| p.as_str()) {
-                files.retain(|f| f != path);
-            }
-        }
-    }
-    Ok(files.into_iter().map(|f| dir.join(f)).collect())
+    Ok(delta::active_files(dir)
+        .map_err(other)?
+        .into_iter()
+        .map(|f| {
+            (
+                dir.join(&f.path),
+                f.added_ms.unwrap_or(i64::MAX / 1000) * 1000,
+            )
+        })
+        .collect())
 }
 
 /// The registered view compiled over the schema of its event log; an error when the version
@@ -169,7 +198,7 @@ pub async fn compile_registered(
         )));
     }
     let files = log_files(&event_log_dir(registry, definition))?;
-    let first = files
+    let (first, _) = files
         .first()
         .ok_or_else(|| JobError::Other(format!("the event log of {label} has no files")))?;
     let schema = parquet_file_schema(first, &format!("the event log of {label}"))?;
@@ -196,27 +225,53 @@ pub async fn compile_registered(
     Ok(view)
 }
 
+/// The events of a registered version's log.
+pub struct LoggedEvents {
+    /// Feature-stream batches.
+    pub batches: Vec<RecordBatch>,
+    /// Names of the source partitions the partition column indexes.
+    pub partitions: Vec<String>,
+    /// When each event became available (µs since the epoch), in row order over the batches.
+    pub available: Vec<i64>,
+}
+
 /// The events of a registered version's log as feature-stream batches, decoding only
-/// `columns` (indices into the stream's schema; the others are NULL) when given, and the names
-/// of the source partitions the partition column indexes.
+/// `columns` (indices into the stream's schema; the others are NULL) when given.
 pub fn read_event_log(
     registry: &Registry,
     definition: &ViewDefinition,
     columns: Option<Vec<usize>>,
-) -> Result<(Vec<RecordBatch>, Vec<String>), JobError> {
+) -> Result<LoggedEvents, JobError> {
     let what = format!("the event log of {}", label(definition));
-    let mut names = Vec::new();
-    let mut out = Vec::new();
-    for file in log_files(&event_log_dir(registry, definition))? {
+    let mut logged = LoggedEvents {
+        batches: Vec::new(),
+        partitions: Vec::new(),
+        available: Vec::new(),
+    };
+    for (file, added_us) in log_files(&event_log_dir(registry, definition))? {
+        // The stream's column indices are the log's (the availability column comes last).
         let batches = match &columns {
-            Some(columns) => read_parquet_columns(&file, &what, columns)?,
+            Some(columns) => {
+                let mut columns = columns.clone();
+                let schema = parquet_file_schema(&file, &what)?;
+                if let Ok(i) = schema.index_of(LOG_AVAILABLE) {
+                    columns.push(i);
+                }
+                read_parquet_columns(&file, &what, &columns)?
+            }
             None => read_parquet_file(&file, &what)?.1,
         };
         for batch in batches {
-            out.push(from_log(&batch, &mut names)?);
+            let batch = from_log(
+                &batch,
+                &mut logged.partitions,
+                &mut logged.available,
+                added_us,
+            )?;
+            logged.batches.push(batch);
         }
     }
-    Ok((out, names))
+    Ok(logged)
 }
 
 /// Writes feature-stream `events` as the event log of an apply into `dir` (data file and a
