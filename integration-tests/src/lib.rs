@@ -239,3 +239,26 @@ store: {}/store
     .expect("apply");
     registry
 }
+
+/// Writes `batch` as a Parquet file at `path` (creating its directory).
+pub fn write_parquet(path: &Path, batch: &RecordBatch) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("mkdir");
+    }
+    let file = std::fs::File::create(path).expect("create");
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+    writer.write(batch).expect("write");
+    writer.close().expect("close");
+}
+
+/// Reads the Parquet file at `path` as one batch.
+pub fn read_parquet(path: &Path) -> RecordBatch {
+    let file = std::fs::File::open(path).expect("open");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader");
+    let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
+    concat_batches(&batches[0].schema(), &batches).expect("concat")
+}

@@ -130,6 +130,28 @@ fn quiver(config: &Path, out: &Path) -> Command {
     cmd
 }
 
+/// `quiver apply <config> --store <store>`, reading `input` instead of the configured files
+/// when given, and aborting at crash point `crash` (`point:n`) when given.
+fn quiver_apply(config: &Path, store: &Path, input: Option<&Path>, crash: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiver"));
+    cmd.arg("apply")
+        .arg(config)
+        .arg("--store")
+        .arg(store)
+        .arg("--no-progress")
+        .env_remove("QUIVER_CRASH_AT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(input) = input {
+        cmd.arg("--input").arg(input);
+    }
+    if let Some(point) = crash {
+        cmd.env("QUIVER_CRASH_AT", point);
+    }
+    cmd.output().expect("start quiver")
+}
+
 fn run_to_end(config: &Path, out: &Path) -> Output {
     let output = quiver(config, out).output().expect("start quiver");
     assert!(
@@ -484,20 +506,12 @@ fn an_apply_killed_at_any_step_leaves_latest_on_the_previous_version() {
     let config = write_pipeline(dir.path(), 2, 300);
     let store = dir.path().join("store");
     let apply = |config: &Path, crash: Option<&str>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiver"));
-        cmd.arg("apply")
-            .arg(config)
-            .arg("--store")
-            .arg(&store)
-            .arg("--no-progress")
-            .env_remove("QUIVER_CRASH_AT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(point) = crash {
-            cmd.env("QUIVER_CRASH_AT", format!("{point}:1"));
-        }
-        cmd.output().expect("start quiver")
+        quiver_apply(
+            config,
+            &store,
+            None,
+            crash.map(|p| format!("{p}:1")).as_deref(),
+        )
     };
     let latest = || std::fs::read_to_string(store.join("registry/cards/latest")).unwrap();
     let first = apply(&config, None);
@@ -626,19 +640,7 @@ fn a_store_run_killed_at_each_commit_step_commits_every_row_once() {
     let history_file = dir.path().join("history.ndjson");
     std::fs::write(&history_file, history.join("\n")).unwrap();
     let applied = dir.path().join("applied");
-    let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args([
-            "apply",
-            &config.to_string_lossy(),
-            "--no-progress",
-            "--input",
-        ])
-        .arg(&history_file)
-        .arg("--store")
-        .arg(&applied)
-        .env_remove("QUIVER_CRASH_AT")
-        .output()
-        .unwrap();
+    let out = quiver_apply(&config, &applied, Some(&history_file), None);
     assert!(
         out.status.success(),
         "{}",
@@ -731,19 +733,7 @@ fn a_reader_during_store_commits_never_sees_a_partial_epoch() {
     )
     .unwrap();
     let store = dir.path().join("store");
-    let applied = Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args([
-            "apply",
-            &config.to_string_lossy(),
-            "--no-progress",
-            "--input",
-        ])
-        .arg(&history)
-        .arg("--store")
-        .arg(&store)
-        .env_remove("QUIVER_CRASH_AT")
-        .output()
-        .unwrap();
+    let applied = quiver_apply(&config, &store, Some(&history), None);
     assert!(
         applied.status.success(),
         "{}",
@@ -847,17 +837,7 @@ fn apply_and_run_emit_openlineage_events() {
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!("openlineage:\n  file: {}\n", events.display()));
     std::fs::write(&config, text).unwrap();
-    let apply = Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args([
-            "apply",
-            &config.to_string_lossy(),
-            "--no-progress",
-            "--store",
-        ])
-        .arg(dir.path().join("store"))
-        .env_remove("QUIVER_CRASH_AT")
-        .output()
-        .unwrap();
+    let apply = quiver_apply(&config, &dir.path().join("store"), None, None);
     assert!(
         apply.status.success(),
         "{}",

@@ -7,7 +7,8 @@ use arrow::array::{Int64Array, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use quiver_integration_tests::{
-    assert_same_features, read_view, reference_answer, run_config, write_files, yaml_block,
+    assert_same_features, read_view, reference_answer, run_config, write_files, write_parquet,
+    yaml_block,
 };
 use std::sync::Arc;
 
@@ -15,15 +16,6 @@ const VIEW: &str = "SELECT card_id, event_time, txn_id,
   count(*) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '10 minutes' PRECEDING AND CURRENT ROW) AS n_10m,
   max(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 hour' PRECEDING AND CURRENT ROW) AS max_1h
 FROM source";
-
-fn write_parquet(path: &std::path::Path, batch: &RecordBatch) {
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-    let file = std::fs::File::create(path).expect("create");
-    let mut writer =
-        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
-    writer.write(batch).expect("write");
-    writer.close().expect("close");
-}
 
 fn config(dir: &std::path::Path, file: &str, event_time: &str) -> String {
     format!(

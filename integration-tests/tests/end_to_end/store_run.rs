@@ -3,7 +3,9 @@
 //! its windows continue from the event log, and the table ends up equal to a backfill over all
 //! the events; events not newer than the table's are dead-lettered as late.
 
-use quiver_integration_tests::{apply_one_view, assert_same_features, read_view, write_files};
+use quiver_integration_tests::{
+    apply_one_view, assert_same_features, read_parquet, read_view, write_files, write_parquet,
+};
 use quiver_pipeline::run::{run, RunOptions};
 use quiver_pipeline::source::SourceOverrides;
 use quiver_pipeline::training_set::{parse_feature_list, training_set, TrainingSetOptions};
@@ -375,21 +377,4 @@ FROM source";
     .expect("compact");
     assert_eq!(delta::active_files(&log).expect("files").len(), 1);
     check("after compaction", &known_at("known2.parquet").await);
-}
-
-fn write_parquet(path: &std::path::Path, batch: &arrow::array::RecordBatch) {
-    let file = std::fs::File::create(path).expect("create");
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
-    w.write(batch).expect("write");
-    w.close().expect("close");
-}
-
-fn read_parquet(path: &std::path::Path) -> arrow::array::RecordBatch {
-    let file = std::fs::File::open(path).expect("open");
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .expect("parquet")
-        .build()
-        .expect("reader");
-    let batches: Vec<_> = reader.map(|b| b.expect("batch")).collect();
-    arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat")
 }

@@ -8,7 +8,7 @@ use arrow::array::{
     TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit};
-use quiver_integration_tests::apply_one_view;
+use quiver_integration_tests::{apply_one_view, read_parquet, write_parquet};
 use quiver_pipeline::registry::Registry;
 use quiver_pipeline::training_set::{parse_feature_list, training_set, TrainingSetOptions};
 use std::path::Path;
@@ -136,23 +136,6 @@ fn spine(seed: u64) -> RecordBatch {
         ],
     )
     .expect("spine")
-}
-
-fn write_parquet(path: &Path, batch: &RecordBatch) {
-    let file = std::fs::File::create(path).expect("create");
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
-    w.write(batch).expect("write");
-    w.close().expect("close");
-}
-
-fn read_parquet(path: &Path) -> RecordBatch {
-    let file = std::fs::File::open(path).expect("open");
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .expect("parquet")
-        .build()
-        .expect("reader");
-    let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
-    arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat")
 }
 
 async fn apply_view(dir: &Path, view: &str) -> Registry {
