@@ -66,15 +66,24 @@ pub fn read_parquet_columns(
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(|e| fail(&e))?;
+    // One all-NULL column per skipped field, sliced for every batch: NULLs cost nothing more
+    // than once, however many rows are read.
+    let nulls: Vec<Option<arrow::array::ArrayRef>> = (0..full.fields().len())
+        .map(|i| {
+            (!columns.contains(&i))
+                .then(|| arrow::array::new_null_array(full.field(i).data_type(), BATCH_ROWS))
+        })
+        .collect();
     let mut batches = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| fail(&e))?;
         let rows = batch.num_rows();
         let mut read = batch.columns().iter();
         let columns = (0..full.fields().len())
-            .map(|i| match columns.contains(&i) {
-                true => read.next().cloned().expect("a projected column"),
-                false => arrow::array::new_null_array(full.field(i).data_type(), rows),
+            .map(|i| match &nulls[i] {
+                None => read.next().cloned().expect("a projected column"),
+                Some(null) if rows <= BATCH_ROWS => null.slice(0, rows),
+                Some(_) => arrow::array::new_null_array(full.field(i).data_type(), rows),
             })
             .collect();
         batches.push(RecordBatch::try_new(Arc::clone(&nullable), columns).map_err(|e| fail(&e))?);
