@@ -59,63 +59,117 @@ pub struct ActiveFile {
     pub added_ms: Option<i64>,
 }
 
-/// The files the table holds now: added and not removed since, in the order they were added.
-pub fn active_files(table: &Path) -> Result<Vec<ActiveFile>, StoreError> {
-    let mut files: Vec<ActiveFile> = Vec::new();
-    for v in versions(table)? {
-        let actions = read_commit(table, v)?;
-        let added_ms = actions
+/// What a table's log says up to some version: its live files, the files removed (with the
+/// time of the removing commit), and the latest version of each application's `txn`.
+#[derive(Debug, Clone, Default)]
+struct Snapshot {
+    /// The last version applied.
+    version: Option<u64>,
+    /// When the first commit was written: a table replaced at the same path has another.
+    created: Option<std::time::SystemTime>,
+    files: Vec<ActiveFile>,
+    removed: Vec<(String, i64)>,
+    transactions: std::collections::HashMap<String, i64>,
+}
+
+impl Snapshot {
+    fn apply(&mut self, version: u64, actions: &[Value]) {
+        let at = actions
             .iter()
             .find_map(|a| a.pointer("/commitInfo/timestamp").and_then(Value::as_i64));
         for action in actions {
             if let Some(add) = action.get("add") {
+                let path = add.get("path").and_then(Value::as_str).unwrap_or("");
                 let rows = add
                     .get("stats")
                     .and_then(Value::as_str)
                     .and_then(|s| serde_json::from_str::<Value>(s).ok())
                     .and_then(|s| s.get("numRecords").and_then(Value::as_u64))
                     .unwrap_or(0);
-                files.push(ActiveFile {
-                    path: add
-                        .get("path")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
+                self.removed.retain(|(p, _)| p != path);
+                self.files.push(ActiveFile {
+                    path: path.to_string(),
                     rows,
                     size: add.get("size").and_then(Value::as_u64).unwrap_or(0),
-                    added_ms,
+                    added_ms: at,
                 });
             }
             if let Some(path) = action.pointer("/remove/path").and_then(Value::as_str) {
-                files.retain(|f| f.path != path);
+                self.files.retain(|f| f.path != path);
+                self.removed
+                    .push((path.to_string(), at.unwrap_or(i64::MAX)));
+            }
+            if let Some(txn) = action.get("txn") {
+                if let (Some(app), Some(v)) = (
+                    txn.get("appId").and_then(Value::as_str),
+                    txn.get("version").and_then(Value::as_i64),
+                ) {
+                    let latest = self.transactions.entry(app.to_string()).or_insert(v);
+                    *latest = (*latest).max(v);
+                }
             }
         }
+        self.version = Some(version);
     }
-    Ok(files)
+}
+
+/// The table's snapshot at its latest version. Snapshots are kept per table for the process
+/// and brought up to date by reading only the commits since: a streaming run committing every
+/// few seconds does not re-read its whole log each time.
+fn snapshot(table: &Path) -> Result<Snapshot, StoreError> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Snapshot>>> = OnceLock::new();
+    let key = table.to_path_buf();
+    let cached = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .cloned();
+    let all = versions(table)?;
+    let created = std::fs::metadata(commit_path(table, 0))
+        .and_then(|m| m.modified())
+        .ok();
+    let mut snap = match cached {
+        // A log replaced at this path (another first commit, or fewer versions): start over.
+        Some(s)
+            if s.created == created && s.version.is_none_or(|v| all.binary_search(&v).is_ok()) =>
+        {
+            s
+        }
+        _ => Snapshot {
+            created,
+            ..Snapshot::default()
+        },
+    };
+    let known = snap.version;
+    for &v in all.iter().filter(|&&v| known.is_none_or(|last| v > last)) {
+        let actions = read_commit(table, v)?;
+        snap.apply(v, &actions);
+    }
+    CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, snap.clone());
+    Ok(snap)
+}
+
+/// The files the table holds now: added and not removed since, in the order they were added.
+pub fn active_files(table: &Path) -> Result<Vec<ActiveFile>, StoreError> {
+    Ok(snapshot(table)?.files)
 }
 
 /// Files removed by commits made at or before `cutoff_ms` (milliseconds since the epoch) that no
 /// later commit added back: what a vacuum with that retention may delete.
 pub fn removed_before(table: &Path, cutoff_ms: i64) -> Result<Vec<String>, StoreError> {
-    let mut removed: Vec<String> = Vec::new();
-    for v in versions(table)? {
-        let actions = read_commit(table, v)?;
-        let at = actions
-            .iter()
-            .find_map(|a| a.pointer("/commitInfo/timestamp").and_then(Value::as_i64))
-            .unwrap_or(i64::MAX);
-        for action in &actions {
-            if let Some(path) = action.pointer("/add/path").and_then(Value::as_str) {
-                removed.retain(|p| p != path);
-            }
-            if let Some(path) = action.pointer("/remove/path").and_then(Value::as_str) {
-                if at <= cutoff_ms {
-                    removed.push(path.to_string());
-                }
-            }
-        }
-    }
-    Ok(removed)
+    Ok(snapshot(table)?
+        .removed
+        .into_iter()
+        .filter(|(_, at)| *at <= cutoff_ms)
+        .map(|(p, _)| p)
+        .collect())
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -216,17 +270,7 @@ pub fn read_commit(table: &Path, version: u64) -> Result<Vec<Value>, StoreError>
 
 /// The latest version the table recorded for application `app_id` (`txn` actions).
 pub fn transaction_version(table: &Path, app_id: &str) -> Result<Option<i64>, StoreError> {
-    let mut latest = None;
-    for v in versions(table)? {
-        for action in read_commit(table, v)? {
-            if let Some(txn) = action.get("txn") {
-                if txn.get("appId").and_then(Value::as_str) == Some(app_id) {
-                    latest = latest.max(txn.get("version").and_then(Value::as_i64));
-                }
-            }
-        }
-    }
-    Ok(latest)
+    Ok(snapshot(table)?.transactions.get(app_id).copied())
 }
 
 /// How many times a commit is retried when another writer took its version first.
