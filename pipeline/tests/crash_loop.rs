@@ -860,6 +860,12 @@ fn apply_and_run_emit_openlineage_events() {
         .collect();
     assert_eq!(kinds, ["START", "COMPLETE", "START", "FAIL"]);
     assert_eq!(lines[0]["run"]["runId"], lines[1]["run"]["runId"]);
+    let run_id = lines[0]["run"]["runId"].as_str().unwrap();
+    assert_eq!(
+        (run_id.len(), &run_id[14..15]),
+        (36, "4"),
+        "a version-4 UUID: {run_id}"
+    );
     assert_ne!(lines[1]["run"]["runId"], lines[2]["run"]["runId"]);
     assert_eq!(lines[1]["job"]["name"], "crash.apply");
     let output = lines[1]["outputs"][0]["name"].as_str().unwrap();

@@ -356,7 +356,7 @@ fn commit_once(table: &Path, schema: &Schema, commit: &Commit) -> Result<Option<
             json!({"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}})
         });
         actions.push(json!({"metaData": {
-            "id": table_id(table, now),
+            "id": uuid::Uuid::new_v4().to_string(),
             "format": {"provider": "parquet", "options": {}},
             "schemaString": schema_string,
             "partitionColumns": [],
@@ -417,24 +417,6 @@ fn commit_once(table: &Path, schema: &Schema, commit: &Commit) -> Result<Option<
     }
     crate::sink::sync_dir(&dir)?;
     Ok(Some(version))
-}
-
-/// A table id: a UUID-shaped hash of the table path and the creation time.
-fn table_id(table: &Path, now: i64) -> String {
-    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-    for b in table.to_string_lossy().bytes().chain(now.to_le_bytes()) {
-        h ^= b as u128;
-        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
-    }
-    let hex = format!("{h:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
 }
 
 #[cfg(test)]
