@@ -41,26 +41,17 @@ fn commit_table(commit: &TableCommit) -> Result<(), JobError> {
     let mut files = Vec::with_capacity(commit.files.len());
     let mut newest: Option<i64> = None;
     for path in &commit.files {
-        newest = newest.max(
-            quiver_store::parquet_stats::newest_timestamp(path, &commit.event_time)
-                .map_err(|e| fail(&e))?,
-        );
         let relative = path
             .strip_prefix(&commit.table)
             .map_err(|_| fail(&format!("`{}` is outside the table", path.display())))?;
-        let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
-        let size = file.metadata().map_err(|e| fail(&e))?.len();
-        let rows = {
-            use parquet::file::reader::FileReader;
-            parquet::file::reader::SerializedFileReader::new(file)
-                .map(|r| r.metadata().file_metadata().num_rows() as u64)
-                .map_err(|e| fail(&e))?
-        };
-        files.push(quiver_store::delta::AddFile {
-            path: relative.to_string_lossy().into_owned(),
-            size,
-            rows,
-        });
+        let (file, newest_in_file) = quiver_store::parquet_stats::table_file(
+            path,
+            relative.to_string_lossy().into_owned(),
+            &commit.event_time,
+        )
+        .map_err(|e| fail(&e))?;
+        files.push(file);
+        newest = newest.max(newest_in_file);
     }
     let mut info: serde_json::Value = serde_json::from_str(&commit.info).map_err(|e| fail(&e))?;
     info["newest_event_us"] = serde_json::json!(newest);

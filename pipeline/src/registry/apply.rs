@@ -236,36 +236,23 @@ fn commit_version_table(
         ))
     };
     let mut files = Vec::new();
+    let mut newest: Option<i64> = None;
     for entry in std::fs::read_dir(dir).map_err(|e| fail(&e))? {
         let path = entry.map_err(|e| fail(&e))?.path();
         if path.extension().is_none_or(|x| x != "parquet") {
             continue;
         }
-        let file = std::fs::File::open(&path).map_err(|e| fail(&e))?;
-        let size = file.metadata().map_err(|e| fail(&e))?.len();
-        let rows = parquet::file::reader::SerializedFileReader::new(file)
-            .map(|r| {
-                use parquet::file::reader::FileReader;
-                r.metadata().file_metadata().num_rows() as u64
-            })
-            .map_err(|e| fail(&e))?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        files.push(quiver_store::delta::AddFile {
-            path: name.unwrap_or_default(),
-            size,
-            rows,
-        });
-    }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    let mut newest: Option<i64> = None;
-    for file in &files {
-        let t = quiver_store::parquet_stats::newest_timestamp(
-            &dir.join(&file.path),
+        let (file, newest_in_file) = quiver_store::parquet_stats::table_file(
+            &path,
+            name.unwrap_or_default(),
             &definition.event_time,
         )
         .map_err(|e| fail(&e))?;
-        newest = newest.max(t);
+        files.push(file);
+        newest = newest.max(newest_in_file);
     }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
     let info = serde_json::json!({
         "newest_event_us": newest,
         "view": definition.view,
