@@ -7,7 +7,7 @@
 
 use crate::batch_compute::BatchCompute;
 use crate::error::JobError;
-use crate::registry::event_log::{compile_registered, read_event_log, LOG_OFFSET, LOG_PARTITION};
+use crate::registry::event_log::{compile_registered, read_event_log};
 use crate::registry::{Registry, ViewDefinition};
 use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{Field, Schema, UInt32Type, UInt64Type};
@@ -167,28 +167,10 @@ pub async fn entity_lineage(
             keys.join(", ")
         )));
     }
-    // Lineage needs the partition and offset columns besides what the windows read; the
-    // event log keeps the stream's column order.
-    let log = crate::registry::event_log::log_files(&crate::registry::event_log::event_log_dir(
-        registry,
-        &definition,
-    ))?;
-    let schema = match log.first() {
-        Some((first, _)) => crate::parquet_file::parquet_file_schema(first, "the event log")?,
-        None => Arc::new(Schema::empty()),
-    };
-    let columns = view.stream_columns_read().map(|mut columns| {
-        for hidden in [LOG_PARTITION, LOG_OFFSET] {
-            if let Ok(i) = schema.index_of(hidden) {
-                columns.push(i);
-            }
-        }
-        columns.sort_unstable();
-        columns.dedup();
-        columns
-    });
-    let logged = read_event_log(registry, &definition, columns)?;
-    let (events, partitions) = (logged.batches, logged.partitions);
+    let logged = read_event_log(registry, &definition, view.stream_columns_read(), true)?;
+    let partitions = logged.partitions;
+    // Prepared once: for the values and for the entity's events.
+    let events = crate::training_set::prepare_events(&view, &logged.batches).await?;
 
     // The value of every feature, computed as a training set of one row computes it.
     let key_columns: Vec<ArrayRef> = entity
@@ -216,11 +198,7 @@ pub async fn entity_lineage(
         .map_err(|e| JobError::Other(e.to_string()))?;
     let wanted = wanted.row(0);
     let mut mine: Vec<(i64, u32, u64)> = Vec::new();
-    for batch in &events {
-        let prepared = view
-            .prepare(batch.clone())
-            .await
-            .map_err(|e| JobError::Other(e.to_string()))?;
+    for prepared in &events {
         let partition = prepared
             .batch
             .column_by_name(PARTITION_COLUMN)
@@ -261,45 +239,37 @@ pub async fn entity_lineage(
         let value = ArrayFormatter::try_new(column.as_ref(), &options)
             .map(|f| f.value(0).to_string())
             .map_err(|e| JobError::Other(e.to_string()))?;
-        let mut by_partition: BTreeMap<u32, SourceRange> = BTreeMap::new();
+        // Per partition: its events' offsets and times.
+        let mut by_partition: BTreeMap<u32, (Vec<u64>, i64, i64)> = BTreeMap::new();
         let mut count = 0;
         for &(t, p, o) in mine.iter().filter(|e| e.0 >= lower) {
             count += 1;
-            let name = partitions
-                .get(p as usize)
-                .cloned()
-                .unwrap_or_else(|| format!("partition {p}"));
-            let range = by_partition.entry(p).or_insert_with(|| SourceRange {
-                partition: name,
-                events: 0,
-                offsets: (o, o),
-                times: (format_micros(t), format_micros(t)),
-                listed: Vec::new(),
-            });
-            range.listed.push(o);
-            range.events += 1;
-            if o < range.offsets.0 {
-                range.offsets.0 = o;
-            }
-            if o > range.offsets.1 {
-                range.offsets.1 = o;
-            }
-            let ts = format_micros(t);
-            if ts < range.times.0 {
-                range.times.0 = ts.clone();
-            }
-            if ts > range.times.1 {
-                range.times.1 = ts;
-            }
+            let entry = by_partition.entry(p).or_insert((Vec::new(), t, t));
+            entry.0.push(o);
+            entry.1 = entry.1.min(t);
+            entry.2 = entry.2.max(t);
         }
-        let mut sources: Vec<SourceRange> = by_partition.into_values().collect();
-        for s in &mut sources {
-            if s.events > LISTED_OFFSETS {
-                s.listed.clear();
-            } else {
-                s.listed.sort_unstable();
-            }
-        }
+        let sources: Vec<SourceRange> = by_partition
+            .into_iter()
+            .map(|(p, (mut offsets, first, last))| {
+                offsets.sort_unstable();
+                let events = offsets.len() as u64;
+                SourceRange {
+                    partition: partitions
+                        .get(p as usize)
+                        .cloned()
+                        .unwrap_or_else(|| format!("partition {p}")),
+                    events,
+                    offsets: (offsets[0], offsets[offsets.len() - 1]),
+                    times: (format_micros(first), format_micros(last)),
+                    listed: if events > LISTED_OFFSETS {
+                        Vec::new()
+                    } else {
+                        offsets
+                    },
+                }
+            })
+            .collect();
         features.push(FeatureLineage {
             feature: name,
             value,

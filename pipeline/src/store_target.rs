@@ -68,7 +68,7 @@ impl StoreTarget {
         event_time: &str,
     ) -> Result<(Option<arrow::record_batch::RecordBatch>, Option<i64>), JobError> {
         let (definition, _) = &self.views[index];
-        let batches = read_event_log(&self.registry, definition, None)?.batches;
+        let batches = read_event_log(&self.registry, definition, None, false)?.batches;
         if batches.is_empty() {
             return Ok((None, None));
         }

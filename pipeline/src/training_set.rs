@@ -217,11 +217,11 @@ pub async fn training_set(
     };
     let mut views = Vec::new();
     for (definition, view, wanted) in &plans {
-        let logged = read_event_log(registry, definition, view.stream_columns_read())?;
-        let events = &logged.batches;
+        let logged = read_event_log(registry, definition, view.stream_columns_read(), false)?;
+        let events = prepare_events(view, &logged.batches).await?;
         let features = point_in_time(
             view,
-            events,
+            &events,
             options.as_known_at.then_some(logged.available.as_slice()),
             &spine,
             times.as_primitive::<TimestampMicrosecondType>(),
@@ -251,7 +251,7 @@ pub async fn training_set(
         views.push((
             definition.view.clone(),
             definition.version.clone(),
-            events.iter().map(RecordBatch::num_rows).sum(),
+            events.iter().map(|p| p.times.len()).sum(),
             added,
         ));
     }
@@ -340,13 +340,29 @@ fn column_names(schema: &Schema) -> String {
         .join(", ")
 }
 
-/// The point-in-time features of `view` at every spine row: the view's events and the spine
-/// rows as probes, evaluated together.
+/// The row-local part of `view` and its kernel inputs over stream batches `events`.
+pub(crate) async fn prepare_events(
+    view: &FeatureView,
+    events: &[RecordBatch],
+) -> Result<Vec<ViewInputs>, JobError> {
+    let mut prepared = Vec::with_capacity(events.len());
+    for batch in events {
+        prepared.push(
+            view.prepare(batch.clone())
+                .await
+                .map_err(|e| JobError::Other(format!("view `{}`: {e}", view.name())))?,
+        );
+    }
+    Ok(prepared)
+}
+
+/// The point-in-time features of `view` at every spine row: the view's events (`prepared`
+/// by [`prepare_events`]) and the spine rows as probes, evaluated together.
 /// With `available` (when each event became visible, in row order), only events available at
 /// each spine time count (`--as-known-at`).
 pub(crate) async fn point_in_time(
     view: &FeatureView,
-    events: &[RecordBatch],
+    prepared: &[ViewInputs],
     available: Option<&[i64]>,
     spine: &RecordBatch,
     times: &arrow::array::TimestampMicrosecondArray,
@@ -376,15 +392,11 @@ pub(crate) async fn point_in_time(
         .map(|r| times.is_null(r) || key_columns.iter().any(|c| c.is_null(r)))
         .collect();
 
-    let mut prepared: Vec<ViewInputs> = Vec::with_capacity(events.len());
-    for batch in events {
-        prepared.push(view.prepare(batch.clone()).await.map_err(|e| fail(&e))?);
-    }
     let event_rows: usize = prepared.iter().map(|p| p.times.len()).sum();
     let total = event_rows + rows;
     let mut keys: Vec<&[u8]> = Vec::with_capacity(total);
     let mut all_times: Vec<i64> = Vec::with_capacity(total);
-    for p in &prepared {
+    for p in prepared {
         keys.extend((0..p.keys.num_rows()).map(|i| p.keys.row(i).data()));
         all_times.extend_from_slice(&p.times);
     }
@@ -409,7 +421,7 @@ pub(crate) async fn point_in_time(
         let mut v = Vec::with_capacity(if is_exact { 0 } else { total });
         let mut ok = Vec::with_capacity(total);
         let mut e = Vec::with_capacity(if is_exact { total } else { 0 });
-        for p in &prepared {
+        for p in prepared {
             let n = p.times.len();
             if is_exact {
                 e.extend_from_slice(p.exact[i].as_deref().unwrap_or(&[]));

@@ -135,9 +135,10 @@ async fn a_store_run_continues_the_table_exactly_once() {
 
     // The event log gained the streamed events (not the late ones).
     let definition = registry.definition("v", None).expect("definition");
-    let events = quiver_pipeline::registry::event_log::read_event_log(&registry, &definition, None)
-        .expect("event log")
-        .batches;
+    let events =
+        quiver_pipeline::registry::event_log::read_event_log(&registry, &definition, None, false)
+            .expect("event log")
+            .batches;
     assert_eq!(events.iter().map(|b| b.num_rows()).sum::<usize>(), 3000);
 }
 

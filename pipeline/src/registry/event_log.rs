@@ -236,11 +236,13 @@ pub struct LoggedEvents {
 }
 
 /// The events of a registered version's log as feature-stream batches, decoding only
-/// `columns` (indices into the stream's schema; the others are NULL) when given.
+/// `columns` (indices into the stream's schema; the others are NULL) when given, and with
+/// `lineage` the source partition and offset columns too.
 pub fn read_event_log(
     registry: &Registry,
     definition: &ViewDefinition,
     columns: Option<Vec<usize>>,
+    lineage: bool,
 ) -> Result<LoggedEvents, JobError> {
     let what = format!("the event log of {}", label(definition));
     let mut logged = LoggedEvents {
@@ -254,9 +256,18 @@ pub fn read_event_log(
             Some(columns) => {
                 let mut columns = columns.clone();
                 let schema = parquet_file_schema(&file, &what)?;
-                if let Ok(i) = schema.index_of(LOG_AVAILABLE) {
-                    columns.push(i);
+                let lineage_columns: &[&str] = if lineage {
+                    &[LOG_PARTITION, LOG_OFFSET]
+                } else {
+                    &[]
+                };
+                for name in lineage_columns.iter().chain([&LOG_AVAILABLE]) {
+                    if let Ok(i) = schema.index_of(name) {
+                        columns.push(i);
+                    }
                 }
+                columns.sort_unstable();
+                columns.dedup();
                 read_parquet_columns(&file, &what, &columns)?
             }
             None => read_parquet_file(&file, &what)?.1,
