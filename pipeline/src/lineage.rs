@@ -221,7 +221,7 @@ pub async fn entity_lineage(
     let specs = view.window_plan().specs();
     let mut features = Vec::new();
     let options = FormatOptions::default().with_null("NULL");
-    for (name, _) in view.point_in_time_features() {
+    for name in view.point_in_time_features() {
         let windows = view.feature_windows(&name).unwrap_or_default();
         let mut frames: Vec<Frame> = windows.iter().map(|&s| specs[s].frame).collect();
         frames.sort_by_key(|f| match f {

@@ -193,10 +193,10 @@ pub async fn training_set(
         let view = compile_registered(registry, &definition).await?;
         let available = view.point_in_time_features();
         let wanted: Vec<String> = match &request.features {
-            None => available.iter().map(|(n, _)| n.clone()).collect(),
+            None => available.clone(),
             Some(names) => {
                 for name in names {
-                    if !available.iter().any(|(n, _)| n == name) {
+                    if !available.contains(name) {
                         return Err(unknown_feature(&view, &definition, name, &available));
                     }
                 }
@@ -270,13 +270,9 @@ fn unknown_feature(
     view: &FeatureView,
     definition: &ViewDefinition,
     name: &str,
-    available: &[(String, DataType)],
+    available: &[String],
 ) -> JobError {
-    let list = available
-        .iter()
-        .map(|(n, _)| n.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = available.join(", ");
     let is_event_column = view
         .output_schema()
         .fields()

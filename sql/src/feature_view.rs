@@ -653,14 +653,16 @@ impl FeatureView {
 
     /// Output columns whose values depend only on window aggregates (not on the event's own
     /// columns), so they have a value as of any time: what training sets and online reads
-    /// serve. In output order, with their types.
-    pub fn point_in_time_features(&self) -> Vec<(String, DataType)> {
+    /// serve. In output order.
+    pub fn point_in_time_features(&self) -> Vec<String> {
+        let levels = self.windows_read();
+        let last = levels.last().expect("the window level");
         self.output_schema
             .fields()
             .iter()
-            .zip(self.output_windows())
+            .zip(last)
             .filter(|(_, windows)| windows.is_some())
-            .map(|(f, _)| (f.name().clone(), f.data_type().clone()))
+            .map(|(f, _)| f.name().clone())
             .collect()
     }
 
@@ -668,32 +670,33 @@ impl FeatureView {
     /// reads; `None` when it is not one.
     pub fn feature_windows(&self, name: &str) -> Option<Vec<usize>> {
         let index = self.output_schema.index_of(name).ok()?;
-        let windows = self.output_windows().into_iter().nth(index)??;
+        let windows = self.windows_read().pop()?.into_iter().nth(index)??;
         Some(windows.into_iter().collect())
     }
 
-    /// Per output column (before the lineage columns), the window aggregates it reads, or
-    /// `None` when it also reads the event's own columns.
-    fn output_windows(&self) -> Vec<Option<std::collections::BTreeSet<usize>>> {
+    /// For the window level's columns and then each projection level's outputs: the window
+    /// aggregates each column reads, or `None` when it also reads the event's own columns.
+    fn windows_read(&self) -> Vec<Vec<Option<std::collections::BTreeSet<usize>>>> {
         let base = self.base_columns.len();
-        let mut windows: Vec<Option<std::collections::BTreeSet<usize>>> =
-            (0..self.window_schema.fields().len())
-                .map(|i| (i >= base).then(|| std::collections::BTreeSet::from([i - base])))
-                .collect();
+        let mut levels = vec![(0..self.window_schema.fields().len())
+            .map(|i| (i >= base).then(|| std::collections::BTreeSet::from([i - base])))
+            .collect::<Vec<_>>()];
         for level in &self.post {
-            windows = level
+            let below = levels.last().expect("the window level");
+            let windows = level
                 .exprs
                 .iter()
                 .map(|e| {
                     let mut read = std::collections::BTreeSet::new();
                     for c in datafusion::physical_expr::utils::collect_columns(e) {
-                        read.extend(windows.get(c.index())?.as_ref()?.iter().copied());
+                        read.extend(below.get(c.index())?.as_ref()?.iter().copied());
                     }
                     Some(read)
                 })
                 .collect();
+            levels.push(windows);
         }
-        windows
+        levels
     }
 
     /// The point-in-time features ([`FeatureView::point_in_time_features`]) of `rows` rows
@@ -711,32 +714,33 @@ impl FeatureView {
             .map(|f| datafusion::arrow::array::new_null_array(f.data_type(), rows))
             .collect();
         columns.extend(self.window_columns(features, rows)?);
-        let mut pure: Vec<bool> = (0..columns.len()).map(|i| i >= base).collect();
+        let levels = self.windows_read();
         // Every column may be NULL here: the event columns are, and NULL spine times null
         // even the counts.
         let mut schema = all_nullable(&self.window_schema);
-        for level in &self.post {
-            let mut next_pure = Vec::with_capacity(level.exprs.len());
-            let mut next = Vec::with_capacity(level.exprs.len());
+        for (level, read) in self.post.iter().zip(&levels[1..]) {
             let input = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|e| fail(&e))?;
-            for (e, field) in level.exprs.iter().zip(level.schema.fields()) {
-                let is_pure = datafusion::physical_expr::utils::collect_columns(e)
-                    .iter()
-                    .all(|c| pure.get(c.index()).copied().unwrap_or(false));
-                next.push(if is_pure {
-                    e.evaluate(&input)
+            columns = level
+                .exprs
+                .iter()
+                .zip(level.schema.fields())
+                .zip(read)
+                .map(|((e, field), windows)| match windows {
+                    // Only expressions of window aggregates are evaluated.
+                    Some(_) => e
+                        .evaluate(&input)
                         .and_then(|v| v.into_array(rows))
-                        .map_err(|e| fail(&e))?
-                } else {
-                    datafusion::arrow::array::new_null_array(field.data_type(), rows)
-                });
-                next_pure.push(is_pure);
-            }
-            columns = next;
-            pure = next_pure;
+                        .map_err(|e| fail(&e)),
+                    None => Ok(datafusion::arrow::array::new_null_array(
+                        field.data_type(),
+                        rows,
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             schema = all_nullable(&level.schema);
         }
-        let keep: Vec<usize> = (0..pure.len()).filter(|&i| pure[i]).collect();
+        let last = levels.last().expect("the window level");
+        let keep: Vec<usize> = (0..last.len()).filter(|&i| last[i].is_some()).collect();
         RecordBatch::try_new(schema, columns)
             .and_then(|b| b.project(&keep))
             .map_err(|e| fail(&e))
