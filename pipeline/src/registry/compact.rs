@@ -135,10 +135,8 @@ pub fn compact_table(
     let mut rows_merged = 0;
     for (n, group) in groups.iter().filter(|g| g.len() > 1).enumerate() {
         let mut batches = Vec::new();
-        let mut schema = None;
         for file in group {
-            let (s, b) = read_parquet_file(&table.join(&file.path), "a table file")?;
-            schema.get_or_insert(s);
+            let (_, b) = read_parquet_file(&table.join(&file.path), "a table file")?;
             for batch in b {
                 batches.push(with_availability(batch, file.added_ms)?);
             }
