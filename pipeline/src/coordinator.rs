@@ -18,7 +18,7 @@ use crate::source::{PartitionProgress, Source};
 use crate::view_operator::ViewOperator;
 use crate::view_task::{finish_all, ViewTask};
 use crate::watermark::{WatermarkState, Watermarks};
-use quiver_store::FeatureRowWriter;
+use quiver_store::{FeatureRowWriter, StagedFile};
 use serde::Serialize;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
@@ -235,12 +235,14 @@ impl Coordinator {
         // The next epoch's dead letters follow this one's in the file.
         outputs.committed(&dead_letters);
         let staged_events = outputs.stage_events(epoch)?;
-        // What every Delta commit of the epoch records: where the source stands.
-        let epoch_info = serde_json::json!({
-            "run": self.run,
-            "epoch": epoch,
-            "watermark": captured.watermarks.job,
-            "positions": captured.partitions,
+        // What every Delta commit of a store run's epoch records: where the source stands.
+        let epoch_info = self.store_tables.as_ref().map(|_| {
+            serde_json::json!({
+                "run": self.run,
+                "epoch": epoch,
+                "watermark": captured.watermarks.job,
+                "positions": captured.partitions,
+            })
         });
         // Checkpoints commit in order: the previous one must be durable first.
         self.wait_in_flight().await?;
@@ -271,19 +273,30 @@ impl Coordinator {
             },
         };
         let app = format!("quiver-run/{}", self.run);
+        // One Delta commit per table of a store run: `info` plus what `extra` adds.
+        let table_commit = {
+            let (app, event_time, info) =
+                (app.clone(), self.event_time.clone(), epoch_info.clone());
+            move |table: std::path::PathBuf, files: &[StagedFile], extra: Option<&str>| {
+                let mut info = info.clone().unwrap_or_default();
+                if let Some(view) = extra {
+                    info["view"] = serde_json::json!(view);
+                }
+                TableCommit {
+                    table,
+                    files: files.iter().map(|f| f.committed.clone()).collect(),
+                    app: app.clone(),
+                    epoch,
+                    info: info.to_string(),
+                    event_time: event_time.clone(),
+                }
+            }
+        };
         for (table, files) in staged_events {
-            draft.commit.tables.push(TableCommit {
-                table,
-                files: files.iter().map(|f| f.committed.clone()).collect(),
-                app: app.clone(),
-                epoch,
-                info: epoch_info.to_string(),
-                event_time: self.event_time.clone(),
-            });
+            draft.commit.tables.push(table_commit(table, &files, None));
             draft.commit.files.extend(files);
         }
         let store_tables = self.store_tables.clone();
-        let event_time = self.event_time.clone();
         let dir = self.dir.clone();
         let paths = self.paths.clone();
         // Ingestion goes on while the views answer (their next messages queue behind the
@@ -303,16 +316,8 @@ impl Coordinator {
             let mut checkpoint = draft;
             for (i, (ack, identity)) in acks.into_iter().zip(identities).enumerate() {
                 if let Some((table, version)) = store_tables.as_ref().and_then(|t| t.get(i)) {
-                    let mut info = epoch_info.clone();
-                    info["view"] = serde_json::json!(version);
-                    checkpoint.commit.tables.push(TableCommit {
-                        table: table.clone(),
-                        files: ack.files.iter().map(|f| f.committed.clone()).collect(),
-                        app: app.clone(),
-                        epoch,
-                        info: info.to_string(),
-                        event_time: event_time.clone(),
-                    });
+                    let commit = table_commit(table.clone(), &ack.files, Some(version));
+                    checkpoint.commit.tables.push(commit);
                 }
                 checkpoint.commit.files.extend(ack.files);
                 checkpoint.views.push(ViewCheckpoint {
