@@ -194,8 +194,8 @@ pub async fn run(
         // A fresh store run continues the tables: windows start from the event logs, and only
         // events newer than everything in them are on time.
         let mut newest = None;
-        for (i, op) in operators.iter_mut().enumerate() {
-            let (history, last) = target.history(i, &schema, &config.event_time.column)?;
+        let histories = target.histories(&schema, &config.event_time.column)?;
+        for (op, (history, last)) in operators.iter_mut().zip(histories) {
             if let Some(history) = history {
                 op.warm_up(history).await?;
             }

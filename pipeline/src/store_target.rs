@@ -59,15 +59,35 @@ impl StoreTarget {
         })
     }
 
-    /// The stream schema's batches of view `index`'s event log, for warming up its windows,
-    /// and the newest event time in them.
-    pub fn history(
+    /// Per view, its event log's events as one batch of the stream's schema, for warming up
+    /// its windows, and the newest event time in them; each event log is read once however
+    /// many views share it.
+    pub fn histories(
         &self,
-        index: usize,
         schema: &arrow::datatypes::SchemaRef,
         event_time: &str,
-    ) -> Result<(Option<arrow::record_batch::RecordBatch>, Option<i64>), JobError> {
-        let (definition, _) = &self.views[index];
+    ) -> Result<Vec<History>, JobError> {
+        let mut read: Vec<(PathBuf, History)> = Vec::new();
+        let mut out = Vec::with_capacity(self.views.len());
+        for (definition, _) in &self.views {
+            let log = event_log_dir(&self.registry, definition);
+            if let Some((_, history)) = read.iter().find(|(l, _)| *l == log) {
+                out.push(history.clone());
+                continue;
+            }
+            let history = self.history(definition, schema, event_time)?;
+            read.push((log, history.clone()));
+            out.push(history);
+        }
+        Ok(out)
+    }
+
+    fn history(
+        &self,
+        definition: &ViewDefinition,
+        schema: &arrow::datatypes::SchemaRef,
+        event_time: &str,
+    ) -> Result<History, JobError> {
         let batches = read_event_log(&self.registry, definition, None, false)?.batches;
         if batches.is_empty() {
             return Ok((None, None));
@@ -95,3 +115,6 @@ impl StoreTarget {
         Ok((Some(all), newest))
     }
 }
+
+/// An event log's events (one batch, if any) and its newest event time.
+pub type History = (Option<arrow::record_batch::RecordBatch>, Option<i64>);
