@@ -5,7 +5,8 @@ use clap::{Parser, Subcommand};
 use quiver_connectors::{write_file, Datagen, DatagenConfig, FileFormat};
 use quiver_pipeline::backfill::backfill;
 use quiver_pipeline::checkpoint::CheckpointPolicy;
-use quiver_pipeline::registry::{apply, Registry};
+use quiver_pipeline::openlineage::{dataset, observed, LineageEmitter};
+use quiver_pipeline::registry::{apply, Applied, Registry};
 use quiver_pipeline::run::{configured_policy, run, RunOptions};
 use quiver_pipeline::source::SourceOverrides;
 use quiver_pipeline::validate::validate;
@@ -77,11 +78,11 @@ fn parse_duration_or_zero(text: &str) -> Result<std::time::Duration, String> {
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let d = quiver_pipeline::duration::Duration::parse(text)?;
-    if d.as_micros() <= 0 {
+    let d = parse_duration_or_zero(text)?;
+    if d.is_zero() {
         return Err("must be positive".into());
     }
-    Ok(std::time::Duration::from_micros(d.as_micros() as u64))
+    Ok(d)
 }
 
 #[derive(Subcommand)]
@@ -325,36 +326,21 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 device,
                 ..RunOptions::default()
             };
-            let lineage = quiver_pipeline::openlineage::LineageEmitter::of(&pipeline, "apply");
-            if let Some(l) = &lineage {
-                l.start()?;
-            }
-            let report = match apply(pipeline, &registry, options).await {
-                Ok(report) => report,
-                Err(e) => {
-                    if let Some(l) = &lineage {
-                        l.fail(&e.to_string())?;
-                    }
-                    return Err(e.into());
-                }
-            };
-            if let Some(l) = &lineage {
-                let outputs: Vec<_> = report
-                    .views
-                    .iter()
+            let lineage = LineageEmitter::of(&pipeline, "apply");
+            let store_namespace = format!("quiver-store:{}", registry.root().display());
+            let report = observed(lineage, apply(pipeline, &registry, options), |report| {
+                (report.views.iter())
                     .filter_map(|(view, applied)| match applied {
-                        quiver_pipeline::registry::Applied::Created { version, rows, .. } => {
-                            Some(quiver_pipeline::openlineage::dataset(
-                                &format!("quiver-store:{}", registry.root().display()),
-                                &format!("offline/{view}/{version}"),
-                                serde_json::json!({"view": view, "version": version, "rows": rows}),
-                            ))
-                        }
+                        Applied::Created { version, rows, .. } => Some(dataset(
+                            &store_namespace,
+                            &format!("offline/{view}/{version}"),
+                            serde_json::json!({"view": view, "version": version, "rows": rows}),
+                        )),
                         _ => None,
                     })
-                    .collect();
-                l.complete(&outputs)?;
-            }
+                    .collect()
+            })
+            .await?;
             say(&format!(
                 "applied to {}\n{report}",
                 registry.root().display()
@@ -655,41 +641,26 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         store,
         ..RunOptions::default()
     };
-    let lineage = quiver_pipeline::openlineage::LineageEmitter::of(
-        &pipeline,
-        if is_backfill { "backfill" } else { "run" },
-    );
-    if let Some(l) = &lineage {
-        l.start()?;
-    }
-    let result = if is_backfill {
-        backfill(pipeline, options).await
-    } else {
-        run(pipeline, options).await
-    };
-    let summary: RunSummary = match result {
-        Ok(summary) => summary,
-        Err(e) => {
-            if let Some(l) = &lineage {
-                l.fail(&e.to_string())?;
-            }
-            return Err(e.into());
+    let lineage = LineageEmitter::of(&pipeline, if is_backfill { "backfill" } else { "run" });
+    let job = async {
+        if is_backfill {
+            backfill(pipeline, options).await
+        } else {
+            run(pipeline, options).await
         }
     };
-    if let Some(l) = &lineage {
-        let outputs: Vec<_> = summary
-            .views
-            .iter()
+    let summary: RunSummary = observed(lineage, job, |summary: &RunSummary| {
+        (summary.views.iter())
             .map(|v| {
-                quiver_pipeline::openlineage::dataset(
+                dataset(
                     "file",
                     &v.dir.display().to_string(),
                     serde_json::json!({"view": v.view, "rows": v.rows}),
                 )
             })
-            .collect();
-        l.complete(&outputs)?;
-    }
+            .collect()
+    })
+    .await?;
     say(&summary.to_string());
     if let Some(path) = args.summary_json {
         let json = serde_json::to_string_pretty(&summary)?;

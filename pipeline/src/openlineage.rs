@@ -107,3 +107,26 @@ impl LineageEmitter {
         )
     }
 }
+
+/// Runs `job` between a START and a COMPLETE event (with the datasets `outputs` names from its
+/// result) or a FAIL event, when `emitter` is configured.
+pub async fn observed<T>(
+    emitter: Option<LineageEmitter>,
+    job: impl std::future::Future<Output = Result<T, JobError>>,
+    outputs: impl FnOnce(&T) -> Vec<Value>,
+) -> Result<T, JobError> {
+    let Some(emitter) = emitter else {
+        return job.await;
+    };
+    emitter.start()?;
+    match job.await {
+        Ok(done) => {
+            emitter.complete(&outputs(&done))?;
+            Ok(done)
+        }
+        Err(e) => {
+            emitter.fail(&e.to_string())?;
+            Err(e)
+        }
+    }
+}
