@@ -284,25 +284,29 @@ const COMMIT_ATTEMPTS: usize = 20;
 /// done; the files it removes must still be there) and retried at the version after.
 pub fn commit(table: &Path, schema: &Schema, commit: &Commit) -> Result<Option<u64>, StoreError> {
     for _ in 0..COMMIT_ATTEMPTS {
+        // One look at the log per attempt: the transaction, the removed files, the version.
+        let snap = snapshot(table)?;
         if let Some((app, version)) = &commit.transaction {
-            if transaction_version(table, app)?.is_some_and(|done| done >= *version) {
+            if snap
+                .transactions
+                .get(app)
+                .is_some_and(|done| done >= version)
+            {
                 return Ok(None);
             }
         }
-        if !commit.removes.is_empty() {
-            let active = active_files(table)?;
-            if let Some(gone) = commit
-                .removes
-                .iter()
-                .find(|r| !active.iter().any(|a| &a.path == *r))
-            {
-                return Err(delta_error(
-                    table,
-                    format!("`{gone}` was removed by another writer meanwhile; nothing committed"),
-                ));
-            }
+        if let Some(gone) = commit
+            .removes
+            .iter()
+            .find(|r| !snap.files.iter().any(|a| &a.path == *r))
+        {
+            return Err(delta_error(
+                table,
+                format!("`{gone}` was removed by another writer meanwhile; nothing committed"),
+            ));
         }
-        match commit_once(table, schema, commit)? {
+        let next = snap.version.map_or(0, |v| v + 1);
+        match commit_once(table, schema, commit, next)? {
             Some(version) => return Ok(Some(version)),
             None => continue, // another writer won this version
         }
@@ -313,10 +317,13 @@ pub fn commit(table: &Path, schema: &Schema, commit: &Commit) -> Result<Option<u
     ))
 }
 
-/// One attempt at the next version: `None` when another writer took it first.
-fn commit_once(table: &Path, schema: &Schema, commit: &Commit) -> Result<Option<u64>, StoreError> {
-    let existing = versions(table)?;
-    let version = existing.last().map_or(0, |v| v + 1);
+/// One attempt at `version`: `None` when another writer took it first.
+fn commit_once(
+    table: &Path,
+    schema: &Schema,
+    commit: &Commit,
+    version: u64,
+) -> Result<Option<u64>, StoreError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
