@@ -160,14 +160,7 @@ pub async fn apply(
         let created = utc_rfc3339(now.as_secs() as i64);
         // The event log of this apply, shared by the versions it creates.
         let events = format!("{stream}/{}", now.as_micros());
-        let events_dir = registry.events_dir(&events);
-        let parent = events_dir.parent().unwrap_or(registry.root());
-        std::fs::create_dir_all(parent)
-            .map_err(|e| JobError::Other(format!("cannot create `{}`: {e}", parent.display())))?;
-        std::fs::rename(&staged_events, &events_dir).map_err(|e| {
-            JobError::Other(format!("cannot move `{}`: {e}", staged_events.display()))
-        })?;
-        quiver_store::sync_dir(parent).map_err(|e| JobError::Other(e.to_string()))?;
+        move_into_place(&staged_events, &registry.events_dir(&events))?;
         for (k, (i, previous)) in to_backfill.into_iter().enumerate() {
             let mut definition = definitions[i].clone();
             let rows = summary
@@ -179,26 +172,7 @@ pub async fn apply(
             definition.created = created.clone();
             definition.events = events.clone();
             let target = registry.data_dir(&definition.view, &definition.version);
-            if target.exists() {
-                std::fs::remove_dir_all(&target).map_err(|e| {
-                    JobError::Other(format!("cannot replace `{}`: {e}", target.display()))
-                })?;
-            }
-            let parent = target.parent().unwrap_or(registry.root());
-            std::fs::create_dir_all(parent).map_err(|e| {
-                JobError::Other(format!("cannot create `{}`: {e}", parent.display()))
-            })?;
-            let produced = out.join(&definition.view);
-            if produced.exists() {
-                std::fs::rename(&produced, &target).map_err(|e| {
-                    JobError::Other(format!("cannot move `{}`: {e}", produced.display()))
-                })?;
-            } else {
-                std::fs::create_dir_all(&target).map_err(|e| {
-                    JobError::Other(format!("cannot create `{}`: {e}", target.display()))
-                })?;
-            }
-            quiver_store::sync_dir(parent).map_err(|e| JobError::Other(e.to_string()))?;
+            move_into_place(&out.join(&definition.view), &target)?;
             crate::fault::crash_point("apply_after_move");
             commit_version_table(&target, &schemas[k], &definition)?;
             registry.register(&definition)?;
@@ -220,6 +194,25 @@ pub async fn apply(
             .filter_map(|(d, o)| o.map(|o| (d.view.clone(), o)))
             .collect(),
     })
+}
+
+/// Moves the staged directory `from` to `to`, replacing what is there (an empty directory
+/// when nothing was staged), and makes the move durable.
+fn move_into_place(from: &std::path::Path, to: &std::path::Path) -> Result<(), JobError> {
+    let fail = |action: &str, path: &std::path::Path, e: std::io::Error| {
+        JobError::Other(format!("cannot {action} `{}`: {e}", path.display()))
+    };
+    if to.exists() {
+        std::fs::remove_dir_all(to).map_err(|e| fail("replace", to, e))?;
+    }
+    let parent = to.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| fail("create", parent, e))?;
+    if from.exists() {
+        std::fs::rename(from, to).map_err(|e| fail("move", from, e))?;
+    } else {
+        std::fs::create_dir_all(to).map_err(|e| fail("create", to, e))?;
+    }
+    quiver_store::sync_dir(parent).map_err(|e| JobError::Other(e.to_string()))
 }
 
 /// Makes a version's directory of Parquet files a Delta table: one commit adding them, with
