@@ -80,7 +80,7 @@ pub async fn backfill(
         let info = serde_json::json!({"operation": "apply", "rows": accepted});
         crate::registry::event_log::write_event_log(dir, &all, &source.partition_names(), info)?;
     }
-    let writers = outputs.feature_writers(&pipeline, &coordinator.run, &[])?;
+    let writers = outputs.feature_writers(&pipeline, &coordinator.run, &[], None)?;
     let operators = view_operators(&mut pipeline, options.expire_interval_micros, &source);
     let compute_bar = events_bar(
         Some(accepted * operators.len() as u64),

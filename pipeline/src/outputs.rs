@@ -178,41 +178,20 @@ impl Outputs {
         Ok(out)
     }
 
-    /// One feature-row writer per view of `pipeline` for a store run: rows go to each view's
-    /// Delta table (`tables`, in view order).
-    pub fn store_writers(
-        &self,
-        pipeline: &CompiledPipeline,
-        tables: &[PathBuf],
-        run: &str,
-        rows: &[u64],
-    ) -> Result<Vec<FeatureRowWriter>, JobError> {
-        let rows_per_file = pipeline.loaded.config.output.rows_per_file;
-        pipeline
-            .views
-            .iter()
-            .zip(tables)
-            .enumerate()
-            .map(|(i, (v, table))| {
-                let writer =
-                    self.table_writer(table, "views", v.output_schema(), rows_per_file, run)?;
-                Ok(writer.with_rows(rows.get(i).copied().unwrap_or(0)))
-            })
-            .collect()
-    }
-
     /// The paths.
     pub fn paths(&self) -> &OutputPaths {
         &self.paths
     }
 
     /// One feature-row writer per view of `pipeline`, in view order, for run `run`; `rows`
-    /// are the rows each view committed earlier in the run (after a restart).
+    /// are the rows each view committed earlier in the run (after a restart). Rows go under
+    /// the output directory, or for a store run into each view's Delta table (`tables`).
     pub fn feature_writers(
         &self,
         pipeline: &CompiledPipeline,
         run: &str,
         rows: &[u64],
+        tables: Option<&[PathBuf]>,
     ) -> Result<Vec<FeatureRowWriter>, JobError> {
         let rows_per_file = pipeline.loaded.config.output.rows_per_file;
         pipeline
@@ -220,15 +199,24 @@ impl Outputs {
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                let writer = FeatureRowWriter::new(
-                    &self.paths.root,
-                    &self.paths.staging,
-                    v.name(),
-                    v.output_schema(),
-                    rows_per_file,
-                    run,
-                    self.epoch,
-                )?;
+                let writer = match tables {
+                    Some(tables) => self.table_writer(
+                        &tables[i],
+                        "views",
+                        v.output_schema(),
+                        rows_per_file,
+                        run,
+                    )?,
+                    None => FeatureRowWriter::new(
+                        &self.paths.root,
+                        &self.paths.staging,
+                        v.name(),
+                        v.output_schema(),
+                        rows_per_file,
+                        run,
+                        self.epoch,
+                    )?,
+                };
                 Ok(writer.with_rows(rows.get(i).copied().unwrap_or(0)))
             })
             .collect()

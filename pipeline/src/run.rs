@@ -172,19 +172,18 @@ pub async fn run(
     }
     let mut outputs = Outputs::new(paths, coordinator.epoch, committed_len, dead_letters);
     let rows: Vec<u64> = states.iter().map(|v| v.rows).collect();
-    let writers = match &target {
-        Some(target) => {
-            outputs = outputs.with_event_logs(
-                &pipeline,
-                &target.event_logs,
-                source.partition_names(),
-                &coordinator.run,
-            )?;
-            let tables: Vec<PathBuf> = target.views.iter().map(|(_, t)| t.clone()).collect();
-            outputs.store_writers(&pipeline, &tables, &coordinator.run, &rows)?
-        }
-        None => outputs.feature_writers(&pipeline, &coordinator.run, &rows)?,
-    };
+    let tables: Option<Vec<PathBuf>> = target
+        .as_ref()
+        .map(|t| t.views.iter().map(|(_, table)| table.clone()).collect());
+    if let Some(target) = &target {
+        outputs = outputs.with_event_logs(
+            &pipeline,
+            &target.event_logs,
+            source.partition_names(),
+            &coordinator.run,
+        )?;
+    }
+    let writers = outputs.feature_writers(&pipeline, &coordinator.run, &rows, tables.as_deref())?;
     let schema = pipeline.feature_stream_schema.clone();
     let mut operators = view_operators(&mut pipeline, options.expire_interval_micros, &source);
     for (op, view) in operators.iter_mut().zip(&states) {
