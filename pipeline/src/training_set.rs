@@ -111,6 +111,24 @@ pub struct TrainingSetOptions {
     pub as_known_at: bool,
 }
 
+impl TrainingSetOptions {
+    /// Features `features` for the spine at `spine`, written to `out`: the spine's only
+    /// timestamp column, no progress bar, the kernels' device chosen automatically, not
+    /// encrypted, every event counted (not only those available by then).
+    pub fn new(spine: PathBuf, features: Vec<FeatureRequest>, out: PathBuf) -> Self {
+        TrainingSetOptions {
+            spine,
+            time_column: None,
+            features,
+            out,
+            progress: false,
+            device: Device::Auto,
+            encryption_key: None,
+            as_known_at: false,
+        }
+    }
+}
+
 /// An AES key from its hex text (what `--encrypt-key-env` names): 32, 48 or 64 hex digits.
 /// The error never repeats the text.
 pub fn parse_encryption_key(hex: &str) -> Result<Vec<u8>, JobError> {

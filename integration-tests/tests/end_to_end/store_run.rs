@@ -353,14 +353,12 @@ FROM source";
             training_set(
                 &registry,
                 TrainingSetOptions {
-                    spine: spine_path,
-                    time_column: None,
-                    features: parse_feature_list("v:*").expect("features"),
-                    out: out.clone(),
-                    progress: false,
-                    device: quiver_gpu::Device::Cpu,
-                    encryption_key: None,
                     as_known_at: true,
+                    ..TrainingSetOptions::new(
+                        spine_path,
+                        parse_feature_list("v:*").expect("features"),
+                        out.clone(),
+                    )
                 },
             )
             .await

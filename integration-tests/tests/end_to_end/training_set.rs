@@ -180,16 +180,11 @@ async fn features_as_of_spine_times_equal_the_range_join_reference() {
         let out = dir.path().join("train.parquet");
         let report = training_set(
             &registry,
-            TrainingSetOptions {
-                spine: dir.path().join("spine.parquet"),
-                time_column: None,
-                features: parse_feature_list("card_view:*").expect("features"),
-                out: out.clone(),
-                progress: false,
-                device: quiver_gpu::Device::Cpu,
-                encryption_key: None,
-                as_known_at: false,
-            },
+            TrainingSetOptions::new(
+                dir.path().join("spine.parquet"),
+                parse_feature_list("card_view:*").expect("features"),
+                out.clone(),
+            ),
         )
         .await
         .expect("training set");
@@ -255,16 +250,11 @@ async fn event_columns_and_unknown_features_are_clear_errors() {
     let registry = apply_view(dir.path(), VIEW).await;
     let attempt = |features: &str| {
         let registry = &registry;
-        let options = TrainingSetOptions {
-            spine: dir.path().join("spine.parquet"),
-            time_column: None,
-            features: parse_feature_list(features).expect("features"),
-            out: dir.path().join("t.parquet"),
-            progress: false,
-            device: quiver_gpu::Device::Cpu,
-            encryption_key: None,
-            as_known_at: false,
-        };
+        let options = TrainingSetOptions::new(
+            dir.path().join("spine.parquet"),
+            parse_feature_list(features).expect("features"),
+            dir.path().join("t.parquet"),
+        );
         async move { training_set(registry, options).await }
     };
     let err = attempt("card_view:ratio_1d").await.unwrap_err().to_string();
@@ -292,14 +282,13 @@ async fn an_encrypted_training_set_reads_only_with_its_key() {
     training_set(
         &registry,
         TrainingSetOptions {
-            spine: dir.path().join("spine.parquet"),
             time_column: Some("ts".into()),
-            features: parse_feature_list("card_view:n_10m,card_view:sd_7d").expect("features"),
-            out: out.clone(),
-            progress: false,
-            device: quiver_gpu::Device::Cpu,
             encryption_key: Some(key.clone()),
-            as_known_at: false,
+            ..TrainingSetOptions::new(
+                dir.path().join("spine.parquet"),
+                parse_feature_list("card_view:n_10m,card_view:sd_7d").expect("features"),
+                out.clone(),
+            )
         },
     )
     .await
@@ -347,16 +336,11 @@ async fn a_spine_of_the_events_themselves_gets_the_backfilled_feature_rows() {
     let out = dir.path().join("train.parquet");
     training_set(
         &registry,
-        TrainingSetOptions {
-            spine: dir.path().join("spine.parquet"),
-            time_column: None,
-            features: parse_feature_list("card_view:*").expect("features"),
-            out: out.clone(),
-            progress: false,
-            device: quiver_gpu::Device::Cpu,
-            encryption_key: None,
-            as_known_at: false,
-        },
+        TrainingSetOptions::new(
+            dir.path().join("spine.parquet"),
+            parse_feature_list("card_view:*").expect("features"),
+            out.clone(),
+        ),
     )
     .await
     .expect("training set");
