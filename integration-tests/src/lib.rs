@@ -184,6 +184,14 @@ pub async fn reference_answer(sql: &str, batch: RecordBatch) -> RecordBatch {
     concat_batches(&out[0].schema(), &out).expect("concat")
 }
 
+/// The declared schema of the store tests' NDJSON card events: `card_id`, `amount` and an
+/// epoch-milliseconds `event_time`.
+pub const CARD_EVENTS: [&str; 3] = [
+    "{name: card_id, type: string}",
+    "{name: amount, type: float}",
+    "{name: event_time, type: timestamp, nullable: false}",
+];
+
 /// A store with one view: writes a config reading `input` (under `dir`; `schema` lines such as
 /// `{name: card_id, type: string}`, none to read a Parquet file's own schema) into view `view`
 /// defined by `sql` (with `view_extra` YAML keys such as `freshness_sla: 5m`), with its store

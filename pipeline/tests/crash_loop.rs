@@ -116,13 +116,15 @@ checkpoint:
     path
 }
 
-fn quiver(config: &Path, out: &Path) -> Command {
+/// `quiver <command> <config> [flag value]... --no-progress`, with no crash point inherited,
+/// no stdin and captured output.
+fn quiver_command(command: &str, config: &Path, flags: &[(&str, &Path)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiver"));
-    cmd.arg("run")
-        .arg(config)
-        .arg("--output")
-        .arg(out)
-        .arg("--no-progress")
+    cmd.arg(command).arg(config);
+    for (flag, value) in flags {
+        cmd.arg(flag).arg(value);
+    }
+    cmd.arg("--no-progress")
         .env_remove("QUIVER_CRASH_AT")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -130,19 +132,14 @@ fn quiver(config: &Path, out: &Path) -> Command {
     cmd
 }
 
+fn quiver(config: &Path, out: &Path) -> Command {
+    quiver_command("run", config, &[("--output", out)])
+}
+
 /// `quiver apply <config> --store <store>`, reading `input` instead of the configured files
 /// when given, and aborting at crash point `crash` (`point:n`) when given.
 fn quiver_apply(config: &Path, store: &Path, input: Option<&Path>, crash: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiver"));
-    cmd.arg("apply")
-        .arg(config)
-        .arg("--store")
-        .arg(store)
-        .arg("--no-progress")
-        .env_remove("QUIVER_CRASH_AT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = quiver_command("apply", config, &[("--store", store)]);
     if let Some(input) = input {
         cmd.arg("--input").arg(input);
     }

@@ -1,7 +1,7 @@
 //! Lineage of a feature value: `entity_lineage` names the version, the value (the same as a
 //! training set's), and exactly the input lines of the entity's events inside each window.
 
-use quiver_integration_tests::{apply_one_view, write_files};
+use quiver_integration_tests::{apply_one_view, write_files, CARD_EVENTS};
 use quiver_pipeline::lineage::{definition_lineage, entity_lineage};
 
 const START_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -25,19 +25,7 @@ async fn lineage_names_the_lines_inside_each_window() {
         })
         .collect();
     write_files(dir.path(), &[("in.ndjson", &lines.join("\n"))]);
-    let registry = apply_one_view(
-        dir.path(),
-        "in.ndjson",
-        &[
-            "{name: card_id, type: string}",
-            "{name: amount, type: float}",
-            "{name: event_time, type: timestamp, nullable: false}",
-        ],
-        "v",
-        VIEW,
-        "",
-    )
-    .await;
+    let registry = apply_one_view(dir.path(), "in.ndjson", &CARD_EVENTS, "v", VIEW, "").await;
 
     // As of minute 100 and a half: card c1 has lines 91, 94, 97, 100 in the last 10 minutes
     // and lines 43..=100 (every third) in the last hour.

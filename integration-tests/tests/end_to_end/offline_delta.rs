@@ -2,7 +2,7 @@
 //! files, records the definition in the commit, and an independent reader (delta-rs through
 //! Polars, when the test command provides Python with it) reads the same rows.
 
-use quiver_integration_tests::{apply_one_view, read_view, write_files};
+use quiver_integration_tests::{apply_one_view, read_view, write_files, CARD_EVENTS};
 use quiver_store::delta;
 
 const VIEW: &str = "SELECT card_id, event_time, amount,
@@ -24,19 +24,7 @@ async fn every_version_is_a_delta_table_other_engines_read() {
         })
         .collect();
     write_files(dir.path(), &[("in.ndjson", &lines.join("\n"))]);
-    let registry = apply_one_view(
-        dir.path(),
-        "in.ndjson",
-        &[
-            "{name: card_id, type: string}",
-            "{name: amount, type: float}",
-            "{name: event_time, type: timestamp, nullable: false}",
-        ],
-        "v",
-        VIEW,
-        "",
-    )
-    .await;
+    let registry = apply_one_view(dir.path(), "in.ndjson", &CARD_EVENTS, "v", VIEW, "").await;
     let version = registry.latest("v").expect("latest").expect("version");
     let table = registry.data_dir("v", &version);
 

@@ -5,6 +5,7 @@
 
 use quiver_integration_tests::{
     apply_one_view, assert_same_features, read_parquet, read_view, write_files, write_parquet,
+    CARD_EVENTS,
 };
 use quiver_pipeline::run::{run, RunOptions};
 use quiver_pipeline::source::SourceOverrides;
@@ -18,12 +19,6 @@ const VIEW: &str = "SELECT card_id, event_time, amount,
   max(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 hour' PRECEDING AND CURRENT ROW) AS max_1h,
   count(*) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS n_life
 FROM source";
-
-const SCHEMA: [&str; 3] = [
-    "{name: card_id, type: string}",
-    "{name: amount, type: float}",
-    "{name: event_time, type: timestamp, nullable: false}",
-];
 
 fn line(k: i64) -> String {
     format!(
@@ -54,7 +49,7 @@ async fn a_store_run_continues_the_table_exactly_once() {
             ),
         ],
     );
-    let registry = apply_one_view(dir.path(), "history.ndjson", &SCHEMA, "v", VIEW, "").await;
+    let registry = apply_one_view(dir.path(), "history.ndjson", &CARD_EVENTS, "v", VIEW, "").await;
     let version = registry.latest("v").expect("latest").expect("version");
     let table = registry.data_dir("v", &version);
 
@@ -98,8 +93,15 @@ async fn a_store_run_continues_the_table_exactly_once() {
     // Every row exactly once, equal to a backfill over all events.
     let ours = read_view(&table);
     assert_eq!(ours.num_rows(), 3000);
-    let reference_registry =
-        apply_one_view(&dir.path().join("all"), "*.ndjson", &SCHEMA, "v", VIEW, "").await;
+    let reference_registry = apply_one_view(
+        &dir.path().join("all"),
+        "*.ndjson",
+        &CARD_EVENTS,
+        "v",
+        VIEW,
+        "",
+    )
+    .await;
     let reference_version = reference_registry
         .latest("v")
         .expect("latest")
@@ -183,7 +185,15 @@ FROM source";
             ("later/c.ndjson", &later[200..].join("\n")),
         ],
     );
-    let registry = apply_one_view(dir.path(), "history.ndjson", &SCHEMA, "v", KNOWN_VIEW, "").await;
+    let registry = apply_one_view(
+        dir.path(),
+        "history.ndjson",
+        &CARD_EVENTS,
+        "v",
+        KNOWN_VIEW,
+        "",
+    )
+    .await;
     let loaded = LoadedConfig::load(&dir.path().join("one_view.yaml")).expect("config");
     let pipeline = CompiledPipeline::compile(loaded).await.expect("compile");
     run(
