@@ -2,7 +2,8 @@
 # The test command (README): formats, lints and tests the whole workspace on a fresh machine.
 # It starts what the tests need on loopback ports and stops it afterwards:
 #   - an S3-compatible object store (moto's server, pip-installed once into ~/.cache/quiver-test);
-#   - Polars and delta-rs in the same virtual environment, to read the store's Delta tables.
+#   - Polars and delta-rs in the same virtual environment, to read the store's Delta tables;
+#   - an Apache Kafka broker (scripts/kafka.sh: KRaft, jars from Maven Central, cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -23,7 +24,8 @@ fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$CACHE/venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$CACHE/moto.log" 2>&1 &
 moto_pid=$!
-trap 'kill $moto_pid 2>/dev/null || true' EXIT
+KAFKA_DIR="$CACHE/kafka-test-broker"
+trap 'kill $moto_pid 2>/dev/null || true; bash scripts/kafka.sh stop "$KAFKA_DIR" || true' EXIT
 deadline=$((SECONDS + 60))
 until python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/')" 2>/dev/null; do
   if [ $SECONDS -ge $deadline ] || ! kill -0 $moto_pid 2>/dev/null; then
@@ -40,6 +42,11 @@ if ! "$CACHE/venv/bin/python" -c "import polars, deltalake" 2>/dev/null; then
   "$CACHE/venv/bin/pip" install --quiet --disable-pip-version-check polars deltalake
 fi
 export QUIVER_TEST_PYTHON="$CACHE/venv/bin/python"
+
+# --- a Kafka broker ----------------------------------------------------------------------
+bash scripts/kafka.sh stop "$KAFKA_DIR" || true
+QUIVER_TEST_KAFKA=$(bash scripts/kafka.sh start "$KAFKA_DIR")
+export QUIVER_TEST_KAFKA
 
 # --- checks and tests -------------------------------------------------------------------
 rustup component add rustfmt clippy >/dev/null 2>&1 || true

@@ -104,6 +104,15 @@ pub enum ConnectorError {
         detail: String,
     },
 
+    /// Kafka refused or failed something (broker unreachable, unknown topic, bad setting).
+    #[error("Kafka: {context}: {detail}")]
+    Kafka {
+        /// What was being done (and on which topic or partition).
+        context: String,
+        /// What went wrong and how to fix it; never a setting's value.
+        detail: String,
+    },
+
     /// Arrow refused to build a batch (an internal invariant of this crate was broken).
     #[error("internal error while building an Arrow batch for `{context}`: {source}; please report this as a bug")]
     Arrow {

@@ -8,6 +8,7 @@ pub mod decode;
 pub mod error;
 pub mod files;
 pub mod infer;
+pub mod kafka;
 pub mod partition;
 pub mod position;
 pub mod schema;
@@ -18,7 +19,7 @@ mod timestamp;
 
 pub use datagen::{datagen_schema, Datagen, DatagenConfig, DATAGEN_PARTITION};
 pub use dead_letter::{DeadLetter, DeadLetterReason, DeadLetterWriter};
-pub use decode::{decode_file, Decoded, FileFormat};
+pub use decode::{decode_file, decode_json_records, Decoded, FileFormat, JsonRecord};
 pub use error::ConnectorError;
 pub use files::InputFiles;
 pub use infer::infer_fields;

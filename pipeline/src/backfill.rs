@@ -18,7 +18,7 @@ use crate::outputs::{OutputPaths, Outputs};
 use crate::progress::events_bar;
 use crate::reorder::ReorderBuffer;
 use crate::run::{view_operators, RunOptions};
-use crate::source::{Source, SourceEvent};
+use crate::source::{Source, SourceEvent, SourceOverrides};
 use crate::summary::{JobTotals, RunSummary};
 use crate::view_task::{send_all, ViewTask};
 use crate::watermark::Watermarks;
@@ -39,7 +39,12 @@ pub async fn backfill(
         compute_config.gpu_min_rows,
     )?;
     let paths = OutputPaths::of(&pipeline, options.output.clone());
-    let mut source = Source::resolve(&pipeline, &options.source).await?;
+    // A live source (Kafka) is read to its current ends.
+    let overrides = SourceOverrides {
+        stop_at_end: true,
+        ..options.source.clone()
+    };
+    let mut source = Source::resolve(&pipeline, &overrides).await?;
     let (mut coordinator, _) =
         Coordinator::begin(&pipeline, paths.clone(), &source.fingerprint, true)?;
     let mut watermarks = Watermarks::new(0, source.partitions.len(), false, None);
@@ -56,7 +61,7 @@ pub async fn backfill(
             limits.dead_letter_min_records,
         )?;
         match event {
-            SourceEvent::Finished(_) => {}
+            SourceEvent::Finished(_) | SourceEvent::Quiet => {}
             SourceEvent::Item(partition, item) => {
                 read_bar.inc(item.len() as u64);
                 outputs.write_dead_letters(&item.dead_letters)?;
@@ -116,6 +121,7 @@ pub async fn backfill(
             started,
             engine,
             interrupted: false,
+            caught_up: false,
         },
         &outputs,
         &done,

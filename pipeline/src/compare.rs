@@ -54,8 +54,15 @@ impl fmt::Display for ViewComparison {
     }
 }
 
-/// Compares the views (subdirectories not starting with `_`) of two output directories.
-pub fn compare_outputs(a: &Path, b: &Path, rtol: f64) -> anyhow::Result<Vec<ViewComparison>> {
+/// Compares the views (subdirectories not starting with `_`) of two output directories;
+/// `ignore_lineage` leaves out the source partition and offset columns (e.g. the same events
+/// read from a file and from Kafka).
+pub fn compare_outputs(
+    a: &Path,
+    b: &Path,
+    rtol: f64,
+    ignore_lineage: bool,
+) -> anyhow::Result<Vec<ViewComparison>> {
     let views = view_names(a)?;
     if views.is_empty() {
         bail!("no view directories in {}", a.display());
@@ -73,8 +80,12 @@ pub fn compare_outputs(a: &Path, b: &Path, rtol: f64) -> anyhow::Result<Vec<View
             });
             continue;
         }
-        let first = read_view(&a.join(view))?;
-        let second = read_view(&b.join(view))?;
+        let mut first = read_view(&a.join(view))?;
+        let mut second = read_view(&b.join(view))?;
+        if ignore_lineage {
+            first = without_lineage(first)?;
+            second = without_lineage(second)?;
+        }
         out.push(compare_batches(view, &first, &second, rtol)?);
     }
     for view in others.iter().filter(|v| !views.contains(v)) {
@@ -141,6 +152,19 @@ fn read_view(dir: &Path) -> anyhow::Result<RecordBatch> {
         std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
         columns,
     )?)
+}
+
+/// `batch` without its lineage columns.
+fn without_lineage(batch: RecordBatch) -> anyhow::Result<RecordBatch> {
+    let lineage = [
+        quiver_sql::lineage::LINEAGE_PARTITION,
+        quiver_sql::lineage::LINEAGE_OFFSET,
+    ];
+    let keep: Vec<usize> = (batch.schema().fields().iter().enumerate())
+        .filter(|(_, f)| !lineage.contains(&f.name().as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    Ok(batch.project(&keep)?)
 }
 
 fn is_float(data_type: &DataType) -> bool {

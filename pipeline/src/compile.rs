@@ -74,6 +74,18 @@ impl CompiledPipeline {
         let mut schema_note = None;
         let source_schema = match (&c.source.datagen, &c.source.files) {
             (Some(_), _) => datagen_schema(),
+            (None, None) if c.source.kafka.is_some() => c
+                .source
+                .kafka
+                .as_ref()
+                .map(|k| k.declared_schema(&event_time))
+                .transpose()
+                .map_err(|e| {
+                    cfg_err("schema", e.to_string()).with_help(format!(
+                        "declare the message fields under `source.kafka.schema`, the event-time column among them: `- {{name: {event_time}, type: timestamp}}`"
+                    ))
+                })?
+                .unwrap_or_else(datagen_schema),
             (None, Some(files)) if files.schema.is_empty() => {
                 let inferred = infer_file_schema(files, &event_time).await.map_err(|e| {
                     cfg_err("files", e)

@@ -122,7 +122,7 @@ fn default_checkpoint_interval() -> Duration {
     Duration::from_micros(10_000_000)
 }
 
-/// The input of a pipeline: exactly one of `datagen` or `files`.
+/// The input of a pipeline: exactly one of `datagen`, `files` or `kafka`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
@@ -133,6 +133,8 @@ pub struct SourceConfig {
     pub datagen: Option<DatagenConfig>,
     /// NDJSON, CSV or Parquet files on a local path or object store.
     pub files: Option<FilesConfig>,
+    /// JSON messages of Kafka topics, each partition a source partition.
+    pub kafka: Option<quiver_connectors::kafka::KafkaConfig>,
 }
 
 fn default_source_name() -> String {
@@ -341,16 +343,27 @@ impl LoadedConfig {
     fn check_structure(&self) -> Result<(), ConfigError> {
         let c = &self.config;
         let err = |key: &str, m: String| at_key(&self.path, &self.text, key, m);
-        match (&c.source.datagen, &c.source.files) {
-            (Some(_), Some(_)) => {
-                return Err(err("source", "source has both `datagen` and `files`".into())
+        let kinds = [
+            c.source.datagen.is_some(),
+            c.source.files.is_some(),
+            c.source.kafka.is_some(),
+        ];
+        match kinds.iter().filter(|k| **k).count() {
+            0 => {
+                return Err(err("source", "source has none of `datagen`, `files` or `kafka`".into())
+                    .with_help("add `datagen: {}` for generated transactions, `files: {location: ..., schema: [...]}`, or `kafka: {bootstrap_servers: ..., topics: [...], schema: [...]}`"))
+            }
+            1 => {}
+            _ => {
+                return Err(err("source", "source has more than one of `datagen`, `files` and `kafka`".into())
                     .with_help("keep exactly one of them"))
             }
-            (None, None) => {
-                return Err(err("source", "source has neither `datagen` nor `files`".into())
-                    .with_help("add `datagen: {}` for generated transactions, or `files: {location: ..., schema: [...]}`"))
+        }
+        if let Some(k) = &c.source.kafka {
+            k.validate().map_err(|e| err("kafka", e.to_string()))?;
+            if k.batch_size == 0 {
+                return Err(err("batch_size", "batch_size must be at least 1".into()));
             }
-            _ => {}
         }
         if let Some(d) = &c.source.datagen {
             d.validate().map_err(|e| err("datagen", e.to_string()))?;
@@ -531,7 +544,7 @@ mod tests {
             "  datagen: {events: 10}\n  files: {location: x, schema: []}",
         );
         let e = LoadedConfig::parse(Path::new("p.yaml"), text).unwrap_err();
-        assert!(e.message.contains("both"), "{e}");
+        assert!(e.message.contains("more than one"), "{e}");
         assert_eq!(e.line, Some(2));
     }
 }

@@ -25,6 +25,7 @@ pub mod openlineage;
 pub mod operator;
 pub mod outputs;
 pub mod parquet_file;
+pub mod produce_demo;
 pub mod progress;
 pub mod registry;
 pub mod reorder;

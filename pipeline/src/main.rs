@@ -6,6 +6,7 @@ use quiver_connectors::{write_file, Datagen, DatagenConfig, FileFormat};
 use quiver_pipeline::backfill::backfill;
 use quiver_pipeline::checkpoint::CheckpointPolicy;
 use quiver_pipeline::openlineage::{dataset, observed, LineageEmitter};
+use quiver_pipeline::produce_demo::produce_demo;
 use quiver_pipeline::registry::{apply, Applied, Registry};
 use quiver_pipeline::run::{configured_policy, run, RunOptions};
 use quiver_pipeline::source::SourceOverrides;
@@ -70,6 +71,10 @@ struct JobArgs {
     /// `store`), appending to the views' registered versions; `quiver apply` them first.
     #[arg(long, value_name = "DIR", num_args = 0..=1)]
     store: Option<Option<PathBuf>>,
+    /// Kafka sources: stop once every partition has been read to its end (as the config's
+    /// `source.kafka.stop_at_end`); backfill always does.
+    #[arg(long)]
+    until_caught_up: bool,
 }
 
 fn parse_duration_or_zero(text: &str) -> Result<std::time::Duration, String> {
@@ -230,6 +235,10 @@ enum Command {
         /// Largest relative difference of float features counted as equal.
         #[arg(long, default_value_t = 1e-9)]
         rtol: f64,
+        /// Leave out the lineage columns (`_source_partition`, `_source_offset`): compare the
+        /// features of the same events read from different sources (files and Kafka).
+        #[arg(long)]
+        ignore_lineage: bool,
     },
     /// Check a config and its SQL without running anything.
     Validate {
@@ -241,29 +250,80 @@ enum Command {
         /// Output file, e.g. data/transactions.parquet.
         #[arg(long)]
         out: PathBuf,
-        /// Number of events.
-        #[arg(long, default_value_t = 1_000_000)]
-        events: u64,
-        /// Generator seed.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Take the other generator settings from this pipeline config's `source.datagen`.
-        #[arg(long)]
-        from: Option<PathBuf>,
-        /// Number of distinct cards (overrides the config).
-        #[arg(long)]
-        cards: Option<u64>,
-        /// Number of distinct merchants (overrides the config).
-        #[arg(long)]
-        merchants: Option<u64>,
-        /// Mean events per second of event time (overrides the config).
-        #[arg(long)]
-        events_per_second: Option<f64>,
-        /// Event time of the first event, RFC 3339 (overrides the config), e.g. to continue
-        /// data a store already holds.
-        #[arg(long)]
-        start: Option<String>,
+        #[command(flatten)]
+        generator: GeneratorArgs,
     },
+    /// Fill a Kafka topic with generated transactions (JSON, keyed by card): the source of a
+    /// Kafka pipeline such as configs/fraud-kafka.yaml. Creates the topic if it is missing.
+    ProduceDemo {
+        /// Pipeline config with a `source.kafka` section (brokers, topic, properties).
+        config: PathBuf,
+        /// Partitions of the topic if it has to be created.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        #[command(flatten)]
+        generator: GeneratorArgs,
+    },
+}
+
+/// Settings of the transaction generator (`generate`, `produce-demo`).
+#[derive(clap::Args)]
+struct GeneratorArgs {
+    /// Number of events.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Generator seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Take the other generator settings from this pipeline config's `source.datagen`.
+    #[arg(long)]
+    from: Option<PathBuf>,
+    /// Number of distinct cards (overrides the config).
+    #[arg(long)]
+    cards: Option<u64>,
+    /// Number of distinct merchants (overrides the config).
+    #[arg(long)]
+    merchants: Option<u64>,
+    /// Mean events per second of event time (overrides the config).
+    #[arg(long)]
+    events_per_second: Option<f64>,
+    /// Event time of the first event, RFC 3339 (overrides the config), e.g. to continue
+    /// data a store already holds.
+    #[arg(long)]
+    start: Option<String>,
+}
+
+impl GeneratorArgs {
+    /// The generator's settings: `--from`'s (or the defaults), then the flags.
+    fn config(self) -> anyhow::Result<DatagenConfig> {
+        let mut config = match &self.from {
+            Some(path) => LoadedConfig::load(path)?
+                .config
+                .source
+                .datagen
+                .with_context(|| format!("`{}` has no source.datagen section", path.display()))?,
+            None => DatagenConfig::default(),
+        };
+        config.events = self.events;
+        config.seed = self.seed;
+        config.cards = self.cards.unwrap_or(config.cards);
+        config.merchants = self.merchants.unwrap_or(config.merchants);
+        config.events_per_second = self.events_per_second.unwrap_or(config.events_per_second);
+        config.start = self.start.unwrap_or(config.start);
+        config.validate()?;
+        let end = config.approximate_end_micros()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        if end > now {
+            let days = (end - now) as f64 / 86_400e6;
+            eprintln!(
+                "note: the last events are dated about {days:.0} days after now; pipelines dead-letter event times more than event_time.max_future (default 1d) ahead of the wall clock. Raise --events-per-second (now {}) to fit the events before today.",
+                config.events_per_second
+            );
+        }
+        Ok(config)
+    }
 }
 
 /// Keeps memory freed to mimalloc for reuse instead of returning it to the OS after 10 ms:
@@ -320,7 +380,11 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let pipeline = CompiledPipeline::compile(loaded).await?;
             let registry = Registry::open(root);
             let options = RunOptions {
-                source: SourceOverrides { events, input },
+                source: SourceOverrides {
+                    events,
+                    input,
+                    ..SourceOverrides::default()
+                },
                 progress: !no_progress && std::io::stderr().is_terminal(),
                 handle_signals: true,
                 device,
@@ -548,8 +612,13 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Compare { a, b, rtol } => {
-            let views = quiver_pipeline::compare::compare_outputs(&a, &b, rtol)?;
+        Command::Compare {
+            a,
+            b,
+            rtol,
+            ignore_lineage,
+        } => {
+            let views = quiver_pipeline::compare::compare_outputs(&a, &b, rtol, ignore_lineage)?;
             for view in &views {
                 say(&format!("{view}\n"));
             }
@@ -566,34 +635,26 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Generate {
-            out,
-            events,
-            seed,
-            from,
-            cards,
-            merchants,
-            events_per_second,
-            start,
+        Command::Generate { out, generator } => generate(&out, generator.config()?),
+        Command::ProduceDemo {
+            config,
+            partitions,
+            generator,
         } => {
-            let mut config = match from {
-                Some(path) => LoadedConfig::load(&path)?
-                    .config
-                    .source
-                    .datagen
-                    .with_context(|| {
-                        format!("`{}` has no source.datagen section", path.display())
-                    })?,
-                None => DatagenConfig::default(),
-            };
-            config.events = events;
-            config.seed = seed;
-            config.cards = cards.unwrap_or(config.cards);
-            config.merchants = merchants.unwrap_or(config.merchants);
-            config.events_per_second = events_per_second.unwrap_or(config.events_per_second);
-            config.start = start.unwrap_or(config.start);
-            config.validate()?;
-            generate(&out, config)
+            let loaded = LoadedConfig::load(&config)?;
+            let kafka =
+                loaded.config.source.kafka.with_context(|| {
+                    format!("`{}` has no source.kafka section", config.display())
+                })?;
+            let datagen = generator.config()?;
+            let progress = std::io::stderr().is_terminal();
+            let sent = produce_demo(&kafka, datagen, partitions, progress).await?;
+            say(&format!(
+                "produced {sent} generated transactions to topic `{}` at {}\n",
+                kafka.topics[0],
+                kafka.brokers()?
+            ));
+            Ok(())
         }
     }
 }
@@ -631,6 +692,7 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         source: SourceOverrides {
             events: args.events,
             input: args.input,
+            stop_at_end: args.until_caught_up,
         },
         output: args.output,
         progress: !args.no_progress && std::io::stderr().is_terminal(),
@@ -676,17 +738,6 @@ fn generate(out: &Path, config: DatagenConfig) -> anyhow::Result<()> {
             out.display()
         )
     })?;
-    let end = config.approximate_end_micros()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
-    if end > now {
-        let days = (end - now) as f64 / 86_400e6;
-        eprintln!(
-            "note: the last events are dated about {days:.0} days after now; pipelines dead-letter event times more than event_time.max_future (default 1d) ahead of the wall clock. Raise --events-per-second (now {}) to fit the events before today.",
-            config.events_per_second
-        );
-    }
     let batches: Vec<_> = Datagen::new(config)?.map(|b| b.batch).collect();
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -37,8 +37,13 @@ impl LineageEmitter {
     pub fn of(pipeline: &CompiledPipeline, kind: &str) -> Option<Self> {
         let config = pipeline.loaded.config.openlineage.as_ref()?;
         let source = &pipeline.loaded.config.source;
-        let input = match (&source.files, &source.datagen) {
+        let input = match (&source.files, &source.kafka) {
             (Some(files), _) => dataset("file", &files.location, json!({"stream": source.name})),
+            (None, Some(kafka)) => dataset(
+                &format!("kafka://{}", kafka.bootstrap_servers),
+                &kafka.topics.join(","),
+                json!({"stream": source.name}),
+            ),
             (None, _) => dataset("quiver-datagen", &source.name, json!({"generator": true})),
         };
         Some(LineageEmitter {

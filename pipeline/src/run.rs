@@ -203,6 +203,11 @@ pub async fn run(
         if let Some(newest) = newest {
             watermarks = watermarks.with_floor(newest.saturating_add(1));
         }
+        if source.is_live() {
+            if let Some(positions) = target.committed_positions()? {
+                source.continue_from(&positions);
+            }
+        }
     }
     let tasks: Vec<ViewTask> = operators
         .into_iter()
@@ -222,6 +227,8 @@ pub async fn run(
     let stop = stop_requested(options.handle_signals);
     tokio::pin!(stop);
     let mut interrupted = false;
+    // Source positions of the last checkpoint handed to the coordinator.
+    let mut durable = None;
     loop {
         let event = tokio::select! {
             biased;
@@ -231,6 +238,7 @@ pub async fn run(
         let step = Instant::now();
         match event {
             None => break,
+            Some(SourceEvent::Quiet) => {}
             Some(SourceEvent::Finished(p)) => {
                 if let Some(total) = source.files {
                     bar.set_message(format!(
@@ -278,13 +286,21 @@ pub async fn run(
         if trigger.due(source.now()) {
             let captured =
                 Captured::at_barrier(&source, &watermarks, &reorder, accepted, &outputs)?;
+            let positions = captured.partitions.clone();
             coordinator
                 .commit(false, &tasks, &mut outputs, captured)
                 .await?;
             trigger.taken(source.now());
+            // Checkpoints commit in order: the previous one is durable now.
+            if let Some(previous) = durable.replace(positions) {
+                source.committed(&previous);
+            }
         }
     }
-    if !interrupted {
+    // Caught up with a live source: buffered events wait for the watermark in the checkpoint.
+    let caught_up = !interrupted && !source.end_is_final();
+    let complete = !interrupted && !caught_up;
+    if complete {
         // The source ended: every buffered event is final.
         if let Some(rest) = reorder
             .drain()
@@ -294,11 +310,14 @@ pub async fn run(
         }
     }
     let captured = Captured::at_barrier(&source, &watermarks, &reorder, accepted, &outputs)?;
+    let positions = captured.partitions.clone();
     let done = coordinator
-        .finish(!interrupted, tasks, &mut outputs, captured)
+        .finish(complete, tasks, &mut outputs, captured)
         .await?;
+    source.committed(&positions);
     bar.finish_and_clear();
-    Ok(RunSummary::build(
+    let lags = source.lags(&watermarks).await;
+    let mut summary = RunSummary::build(
         JobTotals {
             mode: "run",
             pipeline: config.name.clone(),
@@ -307,11 +326,14 @@ pub async fn run(
             started,
             engine,
             interrupted,
+            caught_up,
         },
         &outputs,
         &done,
         coordinator.stats.clone(),
-    ))
+    );
+    summary.partitions = lags;
+    Ok(summary)
 }
 
 /// Ingests a batch of partition `partition`: rows rejected on the way (transforms, event

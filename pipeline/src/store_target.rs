@@ -6,12 +6,15 @@
 //!
 //! A fresh run continues where the versions' data ends: each view's windows are warmed up from
 //! its event log, and events not newer than the log's newest event are late (they would change
-//! feature rows already in the table).
+//! feature rows already in the table). A live source (Kafka) also continues from the offsets
+//! the last run committed with its rows.
 
 use crate::compile::CompiledPipeline;
 use crate::error::JobError;
 use crate::registry::event_log::{event_log_dir, log_files, read_event_log};
 use crate::registry::{Registry, ViewDefinition};
+use crate::source::PartitionProgress;
+use quiver_store::delta;
 use std::path::PathBuf;
 
 /// Where a run's views and events go in the store.
@@ -113,6 +116,34 @@ impl StoreTarget {
             .flatten()
             .max();
         Ok((Some(all), newest))
+    }
+}
+
+impl StoreTarget {
+    /// The source positions the last run committed into these tables (`commitInfo.quiver.
+    /// positions` of the newest commit of a run in the first event log), if any: where a new
+    /// run over a live source (Kafka) continues.
+    pub fn committed_positions(&self) -> Result<Option<Vec<PartitionProgress>>, JobError> {
+        let Some(log) = self.event_logs.first() else {
+            return Ok(None);
+        };
+        let store = |e: quiver_store::StoreError| JobError::Other(e.to_string());
+        for version in delta::versions(log).map_err(store)?.into_iter().rev() {
+            let actions = delta::read_commit(log, version).map_err(store)?;
+            let positions = actions
+                .iter()
+                .find_map(|a| a.pointer("/commitInfo/quiver/positions"));
+            if let Some(positions) = positions {
+                let positions = serde_json::from_value(positions.clone()).map_err(|e| {
+                    JobError::Other(format!(
+                        "commit {version} of `{}` records unreadable source positions: {e}",
+                        log.display()
+                    ))
+                })?;
+                return Ok(Some(positions));
+            }
+        }
+        Ok(None)
     }
 }
 

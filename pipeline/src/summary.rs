@@ -26,6 +26,8 @@ pub struct JobTotals {
     pub engine: std::time::Duration,
     /// Whether a stop was requested before the source ended.
     pub interrupted: bool,
+    /// Whether a live source was read to its ends without ending (`--until-caught-up`).
+    pub caught_up: bool,
 }
 
 /// Feature rows written for one view.
@@ -69,10 +71,15 @@ pub struct RunSummary {
     /// Whether the run stopped on request before its source ended (resume with the same
     /// command).
     pub interrupted: bool,
+    /// Whether the run stopped because a live source (Kafka) was read to its ends; events
+    /// not yet passed by the watermark wait in the checkpoint for the next run.
+    pub caught_up: bool,
     /// Checkpoints taken by this process.
     pub checkpoints: CheckpointStats,
     /// The devices backfill computed on (`None` for streaming runs, which use the CPU).
     pub compute: Option<ComputeReport>,
+    /// Per partition of a live source (Kafka): offset, consumer lag and watermark at the end.
+    pub partitions: Option<Vec<crate::source::PartitionLag>>,
 }
 
 impl RunSummary {
@@ -112,8 +119,10 @@ impl RunSummary {
             elapsed_s: job.started.elapsed().as_secs_f64(),
             engine_s: (job.engine + slowest_view).as_secs_f64(),
             interrupted: job.interrupted,
+            caught_up: job.caught_up,
             checkpoints,
             compute: None,
+            partitions: None,
         }
     }
 
@@ -221,6 +230,23 @@ impl fmt::Display for RunSummary {
             writeln!(
                 f,
                 "  interrupted: everything up to the last checkpoint is committed; run the same command again to resume"
+            )?;
+        }
+        for p in self.partitions.iter().flatten() {
+            writeln!(
+                f,
+                "  partition {}: offset {} · lag {} · watermark {}",
+                p.partition,
+                p.position.map_or("-".to_string(), |o| o.to_string()),
+                p.lag.map_or("unknown".to_string(), thousands),
+                p.watermark
+                    .map_or("none".to_string(), crate::lineage::format_micros)
+            )?;
+        }
+        if self.caught_up {
+            writeln!(
+                f,
+                "  caught up: every partition was read to its end; events the watermark has not passed yet wait in the checkpoint; run the same command again to continue"
             )?;
         }
         for v in &self.views {

@@ -109,6 +109,12 @@ impl Watermarks {
             .map_or(i64::MIN, |m| m.saturating_sub(self.lateness))
     }
 
+    /// Whether a live partition is idle (no data for the idle timeout; it does not hold the
+    /// job watermark back).
+    pub fn is_idle(&self, partition: usize) -> bool {
+        self.clocks.get(partition).is_some_and(|c| c.idle)
+    }
+
     /// Status of a partition.
     pub fn status(&self, partition: usize) -> Option<PartitionStatus> {
         self.clocks.get(partition).map(|c| c.status)

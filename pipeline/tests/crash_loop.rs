@@ -10,8 +10,11 @@ use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, Sort
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{delta_table, quiver_command, Rng};
 
 const VIEW: &str = "SELECT card_id, event_time, txn_id,
   count(*) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '10 minutes' PRECEDING AND CURRENT ROW) AS n_10m,
@@ -23,22 +26,6 @@ FROM transactions";
 
 const TRANSFORM: &str =
     "SELECT txn_id, card_id, CAST(amount_text AS DOUBLE) AS amount, event_time FROM raw";
-
-/// A small deterministic generator (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// Writes the input files and the config; returns the config path.
 fn write_pipeline(dir: &Path, files: usize, events_per_file: usize) -> PathBuf {
@@ -114,22 +101,6 @@ checkpoint:
     let path = dir.join("pipeline.yaml");
     std::fs::write(&path, config).unwrap();
     path
-}
-
-/// `quiver <command> <config> [flag value]... --no-progress`, with no crash point inherited,
-/// no stdin and captured output.
-fn quiver_command(command: &str, config: &Path, flags: &[(&str, &Path)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiver"));
-    cmd.arg(command).arg(config);
-    for (flag, value) in flags {
-        cmd.arg(flag).arg(value);
-    }
-    cmd.arg("--no-progress")
-        .env_remove("QUIVER_CRASH_AT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
 }
 
 fn quiver(config: &Path, out: &Path) -> Command {
@@ -565,42 +536,6 @@ fn read_dir_rows(dir: &Path) -> usize {
         }
     }
     rows
-}
-
-/// Rows of the Delta table at `table` (the files its log adds), sorted like `committed`, and
-/// the `txn` versions of its commits.
-fn delta_table(table: &Path) -> (RecordBatch, Vec<i64>) {
-    let mut batches = Vec::new();
-    let mut txns = Vec::new();
-    for v in quiver_store::delta::versions(table).unwrap() {
-        for action in quiver_store::delta::read_commit(table, v).unwrap() {
-            if let Some(path) = action.pointer("/add/path").and_then(|p| p.as_str()) {
-                let file = std::fs::File::open(table.join(path)).unwrap();
-                let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                    .unwrap()
-                    .build()
-                    .unwrap();
-                batches.extend(reader.map(|b| b.unwrap()));
-            }
-            if let Some(t) = action.pointer("/txn/version").and_then(|t| t.as_i64()) {
-                txns.push(t);
-            }
-        }
-    }
-    let all = concat_batches(&batches[0].schema(), &batches).unwrap();
-    let keys: Vec<&str> = ["card_id", "event_time", "txn_id"]
-        .into_iter()
-        .filter(|c| all.schema().index_of(c).is_ok())
-        .collect();
-    let sort: Vec<SortColumn> = keys
-        .iter()
-        .map(|c| SortColumn {
-            values: all.column_by_name(c).unwrap().clone(),
-            options: None,
-        })
-        .collect();
-    let rows = take_record_batch(&all, &lexsort_to_indices(&sort, None).unwrap()).unwrap();
-    (rows, txns)
 }
 
 fn copy_dir(from: &Path, to: &Path) {

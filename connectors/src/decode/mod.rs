@@ -84,6 +84,52 @@ pub fn decode_file(
     }
 }
 
+/// One record of a log (a Kafka message) whose value is a JSON object.
+#[derive(Debug, Clone)]
+pub struct JsonRecord<'r> {
+    /// The record's offset in its partition.
+    pub offset: u64,
+    /// The value; `None` for a record without one (a tombstone), which is a dead letter.
+    pub value: Option<&'r [u8]>,
+    /// Columns supplied from outside the value (the message key, timestamp, headers); they
+    /// take precedence over fields of the same name in the object.
+    pub extra: Vec<(&'r str, serde_json::Value)>,
+    /// Why the record is bad before its value is looked at (e.g. a key that is not UTF-8).
+    pub problem: Option<(crate::dead_letter::DeadLetterReason, String)>,
+}
+
+/// Decodes records of partition `partition`, in offset order, like NDJSON lines: good ones
+/// into batches of at most `batch_size` rows, bad ones into dead letters with their reasons.
+pub fn decode_json_records<'r>(
+    partition: &str,
+    records: impl IntoIterator<Item = JsonRecord<'r>>,
+    schema: &DeclaredSchema,
+    batch_size: usize,
+) -> Result<Decoded, ConnectorError> {
+    let mut sink = builder::RowSink::new(partition, schema, batch_size.max(1));
+    for record in records {
+        if let Some((reason, detail)) = record.problem {
+            let raw = String::from_utf8_lossy(record.value.unwrap_or_default()).into_owned();
+            sink.reject(record.offset, convert::Reject { reason, detail }, raw);
+            continue;
+        }
+        match record.value {
+            Some(value) => {
+                ndjson::push_json_record(&mut sink, record.offset, value, &record.extra, "message")?
+            }
+            None => sink.reject(
+                record.offset,
+                convert::Reject {
+                    reason: crate::dead_letter::DeadLetterReason::MalformedRecord,
+                    detail: "the message has no value (a tombstone)".to_string(),
+                },
+                String::new(),
+            ),
+        }
+    }
+    sink.finish()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use crate::schema::{DeclaredSchema, FieldSpec, FieldType};

@@ -17,63 +17,78 @@ pub(super) fn decode(
 ) -> Result<Decoded, ConnectorError> {
     let mut sink = RowSink::new(partition, schema, batch_size);
     for (index, line) in data.split(|&b| b == b'\n').enumerate() {
-        let line_number = index as u64 + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let text = match std::str::from_utf8(line) {
-            Ok(text) => text,
-            Err(e) => {
-                let reject = Reject {
-                    reason: DeadLetterReason::InvalidUtf8,
-                    detail: format!(
-                        "line is not valid UTF-8 (first invalid byte at byte {} of the line); \
-                         `raw` shows invalid bytes as U+FFFD",
-                        e.valid_up_to() + 1
-                    ),
-                };
-                sink.reject(
-                    line_number,
-                    reject,
-                    String::from_utf8_lossy(line).into_owned(),
-                );
-                continue;
-            }
-        };
-        let object = match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(object)) => object,
-            Ok(other) => {
-                let kind = match other {
-                    Value::Array(_) => "an array",
-                    Value::String(_) => "a string",
-                    Value::Number(_) => "a number",
-                    Value::Bool(_) => "a bool",
-                    _ => "null",
-                };
-                let reject = Reject {
-                    reason: DeadLetterReason::MalformedRecord,
-                    detail: format!("expected a JSON object, found {kind}"),
-                };
-                sink.reject(line_number, reject, text.to_string());
-                continue;
-            }
-            Err(e) => {
-                let reject = Reject {
-                    reason: DeadLetterReason::MalformedRecord,
-                    detail: format!("invalid JSON: {e}"),
-                };
-                sink.reject(line_number, reject, text.to_string());
-                continue;
-            }
-        };
-        sink.push_row(
-            line_number,
-            |target, _| target.convert_json(object.get(&target.spec.name)),
-            || text.to_string(),
-        )?;
+        push_json_record(&mut sink, index as u64 + 1, line, &[], "line")?;
     }
     sink.finish()
+}
+
+/// Decodes one JSON object (a line, a message) at `offset` into `sink`: a row, or a dead
+/// letter saying why not. `extra` supplies columns from outside the object (a message's key,
+/// timestamp or headers); they take precedence over fields of the same name. `what` names the
+/// record in details ("line", "message").
+pub(super) fn push_json_record(
+    sink: &mut RowSink<'_>,
+    offset: u64,
+    record: &[u8],
+    extra: &[(&str, Value)],
+    what: &str,
+) -> Result<(), ConnectorError> {
+    let text = match std::str::from_utf8(record) {
+        Ok(text) => text,
+        Err(e) => {
+            let reject = Reject {
+                reason: DeadLetterReason::InvalidUtf8,
+                detail: format!(
+                    "{what} is not valid UTF-8 (first invalid byte at byte {} of the {what}); \
+                     `raw` shows invalid bytes as U+FFFD",
+                    e.valid_up_to() + 1
+                ),
+            };
+            sink.reject(offset, reject, String::from_utf8_lossy(record).into_owned());
+            return Ok(());
+        }
+    };
+    let object = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(object)) => object,
+        Ok(other) => {
+            let kind = match other {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a bool",
+                _ => "null",
+            };
+            let reject = Reject {
+                reason: DeadLetterReason::MalformedRecord,
+                detail: format!("expected a JSON object, found {kind}"),
+            };
+            sink.reject(offset, reject, text.to_string());
+            return Ok(());
+        }
+        Err(e) => {
+            let reject = Reject {
+                reason: DeadLetterReason::MalformedRecord,
+                detail: format!("invalid JSON: {e}"),
+            };
+            sink.reject(offset, reject, text.to_string());
+            return Ok(());
+        }
+    };
+    sink.push_row(
+        offset,
+        |target, _| {
+            let name = target.spec.name.as_str();
+            match extra.iter().find(|(column, _)| *column == name) {
+                Some((_, value)) => target.convert_json(Some(value)),
+                None => target.convert_json(object.get(name)),
+            }
+        },
+        || text.to_string(),
+    )
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ async fn a_store_run_continues_the_table_exactly_once() {
         RunOptions {
             source: SourceOverrides {
                 input: Some(dir.path().join("later.ndjson").display().to_string()),
-                events: None,
+                ..SourceOverrides::default()
             },
             output: Some(dir.path().join("run-out")),
             checkpoints: Some(quiver_pipeline::checkpoint::CheckpointPolicy {
@@ -201,7 +201,7 @@ FROM source";
         RunOptions {
             source: SourceOverrides {
                 input: Some(dir.path().join("later").display().to_string()),
-                events: None,
+                ..SourceOverrides::default()
             },
             output: Some(dir.path().join("run-out")),
             checkpoints: Some(quiver_pipeline::checkpoint::CheckpointPolicy {

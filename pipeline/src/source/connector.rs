@@ -1,6 +1,6 @@
 //! The seam between the runtime and a kind of input: a [`SourceConnector`] names its partitions
-//! and reads each one, in offset order, on its own task. Files and the generator implement it;
-//! Kafka is next.
+//! and reads each one, in offset order, on its own task. Files, the generator and Kafka
+//! implement it.
 
 use crate::error::JobError;
 use crate::source::PartitionProgress;
@@ -15,6 +15,8 @@ pub enum ReaderMessage {
     Item(PartitionItem),
     /// The partition ended.
     Done,
+    /// A live partition was read to its current end; more may come.
+    CaughtUp,
 }
 
 /// Where a partition reader sends its records (a small bounded channel: back-pressure).
@@ -43,6 +45,13 @@ pub trait SourceConnector: Send + Sync {
         false
     }
 
+    /// Whether the end of every partition is the end of the input, so that every buffered
+    /// event is final then (files, the generator, a Kafka source with `stop_at_end`); else
+    /// the ends only mean caught up, and a later run continues.
+    fn end_is_final(&self) -> bool {
+        true
+    }
+
     /// Whether partitions are files (the progress bar counts files done).
     fn counts_files(&self) -> bool {
         false
@@ -51,4 +60,14 @@ pub trait SourceConnector: Send + Sync {
     /// Starts reading `partition` after `progress.position`, sending to `tx` until it ends or
     /// the receiver is gone.
     fn spawn_reader(&self, partition: usize, progress: PartitionProgress, tx: ReaderSender);
+
+    /// Each partition's end offset (what the next record will get), for consumer lag; `None`
+    /// for inputs without one (files, the generator), per partition `None` where unknown.
+    fn end_offsets(&self) -> Option<Vec<Option<u64>>> {
+        None
+    }
+
+    /// A checkpoint holding `partitions` is durable (Kafka commits the offsets to its
+    /// consumer group, for lag tooling).
+    fn committed(&self, _partitions: &[PartitionProgress]) {}
 }

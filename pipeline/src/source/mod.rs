@@ -2,18 +2,24 @@
 //! generator is one), each read on its own task and handed over through a small bounded
 //! channel (back-pressure instead of unbounded buffering).
 //!
-//! Partitions are read with watermark alignment: the next batch always comes from the open
+//! Partitions of files and the generator are read with watermark alignment: the next batch always comes from the open
 //! partition with the lowest watermark, so partitions advance together in event time and the
 //! order of arrival is a function of the data alone. That makes a resumed run replay exactly
-//! the arrival order (and so the late events) of an uninterrupted one.
+//! the arrival order (and so the late events) of an uninterrupted one. Live partitions (Kafka)
+//! are aligned the same way, except that a partition read to its current end, or idle, does
+//! not hold the others back; the source reports [`SourceEvent::Quiet`] when nothing arrived
+//! for a moment, so idleness and checkpoint timers still run. Which events are late then
+//! depends on the data alone as long as no partition goes idle or catches up in between.
 
 mod connector;
 mod datagen;
 mod files;
+mod kafka;
 
 pub use connector::{ReaderMessage, ReaderSender, SourceConnector};
 pub use datagen::DatagenConnector;
 pub use files::FileConnector;
+pub use kafka::KafkaConnector;
 
 use crate::compile::CompiledPipeline;
 use crate::error::JobError;
@@ -32,6 +38,22 @@ pub struct SourceOverrides {
     /// Read these files instead of the configured source; needs `files.schema` or the datagen
     /// schema (files written by `quiver generate`).
     pub input: Option<String>,
+    /// Read live partitions (Kafka) only to their current ends (`--until-caught-up`,
+    /// backfill).
+    pub stop_at_end: bool,
+}
+
+/// Where a live partition stands when a run stops (for the run summary).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionLag {
+    /// Partition name (`topic/partition`).
+    pub partition: String,
+    /// The last offset consumed.
+    pub position: Option<u64>,
+    /// Records between it and the partition's end (`None`: the brokers did not say).
+    pub lag: Option<u64>,
+    /// The partition's watermark (event time, microseconds), if it has one.
+    pub watermark: Option<i64>,
 }
 
 /// Progress of one partition, as a checkpoint keeps it.
@@ -45,7 +67,8 @@ pub struct PartitionProgress {
     pub position: Option<u64>,
 }
 
-type Reader = mpsc::Receiver<Result<ReaderMessage, JobError>>;
+type ReaderResult = Result<ReaderMessage, JobError>;
+type Reader = mpsc::Receiver<ReaderResult>;
 
 /// A running source.
 pub struct Source {
@@ -53,6 +76,11 @@ pub struct Source {
     /// Per partition progress, in partition order (file name order).
     pub partitions: Vec<PartitionProgress>,
     readers: Vec<Option<Reader>>,
+    /// Per partition: read to its current end, nothing since (live sources).
+    caught_up: Vec<bool>,
+    /// Per partition: read to its end by a run that stops there (`--until-caught-up`); unlike
+    /// a finished partition it still holds the watermark back, as more may come.
+    done: Vec<bool>,
     /// What identifies this input: a resumed run must read the same one.
     pub fingerprint: String,
     /// Total events when known in advance (generator).
@@ -72,7 +100,12 @@ pub enum SourceEvent {
     Item(usize, PartitionItem),
     /// Partition `partition` (a file) was fully read.
     Finished(usize),
+    /// No live partition had records for a while.
+    Quiet,
 }
+
+/// How long a live source waits for records before reporting [`SourceEvent::Quiet`].
+const QUIET_AFTER: Duration = Duration::from_millis(200);
 
 impl Source {
     /// The partitions' names, in partition order (feature rows' `_source_partition`).
@@ -91,8 +124,8 @@ impl Source {
             .input
             .clone()
             .or_else(|| files.map(|f| f.location.clone()));
-        let connector: Arc<dyn SourceConnector> = match location {
-            Some(location) => Arc::new(
+        let connector: Arc<dyn SourceConnector> = match (location, &source.kafka) {
+            (Some(location), _) => Arc::new(
                 FileConnector::resolve(
                     &location,
                     &files.map(|f| f.options.clone()).unwrap_or_default(),
@@ -103,7 +136,18 @@ impl Source {
                 )
                 .await?,
             ),
-            None => {
+            (None, Some(kafka)) => {
+                let kafka = kafka.clone();
+                let schema = pipeline.source_schema.clone();
+                let name = pipeline.loaded.config.name.clone();
+                let until = overrides.stop_at_end;
+                let connect = move || KafkaConnector::connect(&kafka, schema, &name, until);
+                let connector = tokio::task::spawn_blocking(connect)
+                    .await
+                    .map_err(|e| JobError::Other(format!("connecting to Kafka stopped: {e}")))??;
+                Arc::new(connector)
+            }
+            (None, None) => {
                 let mut config = source.datagen.clone().unwrap_or_default();
                 if let Some(events) = overrides.events {
                     config.events = events;
@@ -127,6 +171,8 @@ impl Source {
                 })
                 .collect(),
             readers: names.iter().map(|_| None).collect(),
+            caught_up: vec![false; names.len()],
+            done: vec![false; names.len()],
             files: connector.counts_files().then_some(names.len()),
             fingerprint: connector.fingerprint(),
             expected_events: connector.expected_events(),
@@ -140,6 +186,12 @@ impl Source {
     /// Wall-clock time since the source started (the clock of partition idleness).
     pub fn now(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// Whether the ends of the partitions are the end of the input (see
+    /// [`SourceConnector::end_is_final`]).
+    pub fn end_is_final(&self) -> bool {
+        self.connector.end_is_final()
     }
 
     /// Whether partitions are live (can go idle). Files and the generator are not.
@@ -170,6 +222,16 @@ impl Source {
         Ok(())
     }
 
+    /// Starts each partition named in `positions` after its position there (a new run over a
+    /// live source continuing where an earlier one committed); others start as configured.
+    pub fn continue_from(&mut self, positions: &[PartitionProgress]) {
+        for progress in &mut self.partitions {
+            if let Some(then) = positions.iter().find(|p| p.name == progress.name) {
+                progress.position = then.position;
+            }
+        }
+    }
+
     /// Opens the partitions that should be open, given their statuses in `watermarks`: every
     /// partition already open, then pending ones in name order up to the open-file limit.
     pub fn open_partitions(&mut self, watermarks: &mut Watermarks) {
@@ -179,7 +241,9 @@ impl Source {
             .count();
         for p in 0..self.partitions.len() {
             match watermarks.status(p) {
-                Some(PartitionStatus::Open) if self.readers[p].is_none() => self.spawn_reader(p),
+                Some(PartitionStatus::Open) if self.readers[p].is_none() && !self.done[p] => {
+                    self.spawn_reader(p)
+                }
                 Some(PartitionStatus::Pending) if open < max_open => {
                     watermarks.open(p, self.now());
                     self.spawn_reader(p);
@@ -197,54 +261,163 @@ impl Source {
         self.readers[partition] = Some(rx);
     }
 
-    /// The next records, from the open partition with the lowest watermark; `None` when every
-    /// partition has ended.
+    /// Per partition of a source with end offsets (Kafka): how far it is read, how far behind
+    /// its end, and its watermark; `None` for other sources.
+    pub async fn lags(&self, watermarks: &Watermarks) -> Option<Vec<PartitionLag>> {
+        let connector = self.connector.clone();
+        let ends = tokio::task::spawn_blocking(move || connector.end_offsets())
+            .await
+            .ok()??;
+        Some(
+            self.partitions
+                .iter()
+                .zip(ends)
+                .enumerate()
+                .map(|(p, (progress, end))| PartitionLag {
+                    partition: progress.name.clone(),
+                    position: progress.position,
+                    lag: end.map(|end| end.saturating_sub(progress.position.map_or(0, |o| o + 1))),
+                    watermark: Some(watermarks.partition(p)).filter(|w| *w != i64::MIN),
+                })
+                .collect(),
+        )
+    }
+
+    /// A checkpoint holding `partitions` is durable (Kafka commits the offsets to its group).
+    pub fn committed(&self, partitions: &[PartitionProgress]) {
+        self.connector.committed(partitions);
+    }
+
+    /// The next records, from the open partition with the lowest watermark (live sources: the
+    /// lowest one with records ready); `None` when every partition has ended.
     pub async fn next(
         &mut self,
         watermarks: &mut Watermarks,
     ) -> Result<Option<SourceEvent>, JobError> {
         loop {
-            let Some(p) = watermarks.next_to_read() else {
-                return Ok(None);
+            let (p, message) = if self.connector.is_live() {
+                match self.next_live(watermarks).await? {
+                    Some(Some(next)) => next,
+                    Some(None) => return Ok(Some(SourceEvent::Quiet)),
+                    None => return Ok(None),
+                }
+            } else {
+                let Some(p) = watermarks.next_to_read() else {
+                    return Ok(None);
+                };
+                let Some(reader) = self.readers[p].as_mut() else {
+                    self.spawn_reader(p);
+                    continue;
+                };
+                (p, reader.recv().await)
             };
-            let Some(reader) = self.readers[p].as_mut() else {
-                self.spawn_reader(p);
-                continue;
-            };
-            let message = reader.recv().await.ok_or_else(|| {
+            let message = message.ok_or_else(|| {
                 JobError::Other(format!(
                     "the reader of `{}` stopped unexpectedly",
                     self.partitions[p].name
                 ))
             })??;
-            match message {
-                ReaderMessage::Opened(size) => {
-                    let progress = &mut self.partitions[p];
-                    if progress.size.is_some_and(|s| s != size) {
-                        return Err(JobError::Checkpoint(format!(
-                            "input file `{}` changed since the checkpoint ({} bytes then, {size} now); \
-                             run with --fresh to start over on the new input",
-                            progress.name,
-                            progress.size.unwrap_or_default()
-                        )));
+            if let Some(event) = self.take(p, message, watermarks)? {
+                return Ok(Some(event));
+            }
+        }
+    }
+
+    /// A live source's next message, aligned: open partitions are tried in the order of their
+    /// watermarks up to the first that holds the others back (not idle, not caught up), and
+    /// when none of those has a message ready, the first of them to get one within
+    /// [`QUIET_AFTER`] is taken (`Some(None)`: none did); `None` when every partition ended.
+    async fn next_live(
+        &mut self,
+        watermarks: &Watermarks,
+    ) -> Result<Option<Option<(usize, Option<ReaderResult>)>>, JobError> {
+        let mut open: Vec<usize> = (0..self.partitions.len())
+            .filter(|&p| watermarks.status(p) == Some(PartitionStatus::Open) && !self.done[p])
+            .collect();
+        if open.is_empty() {
+            return Ok(None);
+        }
+        open.sort_by_key(|&p| (watermarks.partition(p), p));
+        let holding = |p: &usize| !watermarks.is_idle(*p) && !self.caught_up[*p];
+        if let Some(gate) = open.iter().position(holding) {
+            open.truncate(gate + 1);
+        }
+        for &p in &open {
+            if self.readers[p].is_none() {
+                self.spawn_reader(p);
+            }
+        }
+        for &p in &open {
+            if let Some(reader) = self.readers[p].as_mut() {
+                match reader.try_recv() {
+                    Ok(message) => return Ok(Some(Some((p, Some(message))))),
+                    Err(mpsc::error::TryRecvError::Empty) => {}
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        return Ok(Some(Some((p, None))))
                     }
-                    progress.size = Some(size);
                 }
-                ReaderMessage::Item(item) => {
-                    let progress = &mut self.partitions[p];
-                    progress.position = item.last_offset().max(progress.position);
-                    self.events += item.len() as u64;
-                    return Ok(Some(SourceEvent::Item(p, item)));
+            }
+        }
+        let waiting = self
+            .readers
+            .iter_mut()
+            .enumerate()
+            .filter(|(p, _)| open.contains(p))
+            .filter_map(|(p, reader)| reader.as_mut().map(|r| (p, r)))
+            .map(|(p, reader)| Box::pin(async move { (p, reader.recv().await) }));
+        let any = futures::future::select_all(waiting);
+        match tokio::time::timeout(QUIET_AFTER, any).await {
+            Ok(((p, message), _, _)) => Ok(Some(Some((p, message)))),
+            Err(_) => Ok(Some(None)),
+        }
+    }
+
+    /// Takes a reader's message of partition `p`: records become an event, the end of a
+    /// partition too; an opened file is checked against the checkpoint (`None`: read on).
+    fn take(
+        &mut self,
+        p: usize,
+        message: ReaderMessage,
+        watermarks: &mut Watermarks,
+    ) -> Result<Option<SourceEvent>, JobError> {
+        match message {
+            ReaderMessage::Opened(size) => {
+                let progress = &mut self.partitions[p];
+                if progress.size.is_some_and(|s| s != size) {
+                    return Err(JobError::Checkpoint(format!(
+                        "input file `{}` changed since the checkpoint ({} bytes then, {size} now); \
+                         run with --fresh to start over on the new input",
+                        progress.name,
+                        progress.size.unwrap_or_default()
+                    )));
                 }
-                ReaderMessage::Done => {
-                    self.readers[p] = None;
-                    watermarks.finish(p);
-                    if self.files.is_some() {
-                        self.files_done += 1;
-                    }
-                    self.open_partitions(watermarks);
-                    return Ok(Some(SourceEvent::Finished(p)));
+                progress.size = Some(size);
+                Ok(None)
+            }
+            ReaderMessage::CaughtUp => {
+                self.caught_up[p] = true;
+                Ok(None)
+            }
+            ReaderMessage::Item(item) => {
+                self.caught_up[p] = false;
+                let progress = &mut self.partitions[p];
+                progress.position = item.last_offset().max(progress.position);
+                self.events += item.len() as u64;
+                Ok(Some(SourceEvent::Item(p, item)))
+            }
+            ReaderMessage::Done if !self.end_is_final() => {
+                self.readers[p] = None;
+                self.done[p] = true;
+                Ok(Some(SourceEvent::Finished(p)))
+            }
+            ReaderMessage::Done => {
+                self.readers[p] = None;
+                watermarks.finish(p);
+                if self.files.is_some() {
+                    self.files_done += 1;
                 }
+                self.open_partitions(watermarks);
+                Ok(Some(SourceEvent::Finished(p)))
             }
         }
     }

@@ -1,0 +1,415 @@
+//! Reading Kafka topic partitions as source partitions: one consumer per source, each partition
+//! split into its own queue and read on its own thread from a given offset, its messages
+//! decoded into [`PartitionItem`]s in offset order.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, DefaultConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::{Offset, Timestamp, TopicPartitionList};
+use serde_json::Value;
+
+use super::config::{KafkaConfig, StartFrom};
+use crate::dead_letter::DeadLetterReason;
+use crate::decode::{decode_json_records, JsonRecord};
+use crate::error::ConnectorError;
+use crate::partition::{in_offset_order, PartitionItem};
+use crate::schema::DeclaredSchema;
+use crate::timestamp::micros_to_string;
+
+/// How long metadata and offset lookups may take before the brokers count as unreachable.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a partition reader waits for messages before checking whether it should stop.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+
+/// One partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPartition {
+    /// The topic.
+    pub topic: String,
+    /// The partition number.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// The source partition's name: `topic/partition`.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.topic, self.partition)
+    }
+}
+
+/// Where a partition reader sends what it read.
+pub trait PartitionSink {
+    /// Sends records; `false` when nobody listens any more (the reader stops).
+    fn send(&mut self, item: PartitionItem) -> bool;
+    /// Whether nobody listens any more.
+    fn is_closed(&self) -> bool;
+    /// The partition was read to its current end (more may come); `false` when nobody listens.
+    fn caught_up(&mut self) -> bool;
+}
+
+/// How a partition reader ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadEnd {
+    /// The partition was read to its end (`stop_at_end`).
+    Caught,
+    /// The listener went away.
+    Closed,
+}
+
+type Client = BaseConsumer<DefaultConsumerContext>;
+
+/// A Kafka source: the partitions of its topics, read through one consumer.
+pub struct KafkaConsumer {
+    config: KafkaConfig,
+    schema: DeclaredSchema,
+    consumer: Arc<Client>,
+    /// Every partition of the configured topics, topic by topic in config order, then by number.
+    pub partitions: Vec<TopicPartition>,
+    stop: Arc<AtomicBool>,
+    /// A fatal error the consumer reported (the readers stop with it).
+    fatal: Arc<Mutex<Option<String>>>,
+}
+
+fn kafka_error(context: impl Into<String>, e: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Kafka {
+        context: context.into(),
+        detail: e.to_string(),
+    }
+}
+
+impl KafkaConsumer {
+    /// Connects to the brokers and lists the partitions of the configured topics.
+    pub fn connect(
+        config: &KafkaConfig,
+        schema: DeclaredSchema,
+        group: &str,
+    ) -> Result<Self, ConnectorError> {
+        config.validate()?;
+        let consumer: Client = config
+            .client_config(&[
+                ("group.id", group),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("enable.partition.eof", "true"),
+                ("auto.offset.reset", "earliest"),
+                ("isolation.level", "read_committed"),
+            ])?
+            .create()
+            .map_err(|e| kafka_error("creating the consumer (check `properties`)", e))?;
+        let brokers = config.brokers()?;
+        let mut partitions = Vec::new();
+        for topic in &config.topics {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), BROKER_TIMEOUT)
+                .map_err(|e| {
+                    kafka_error(
+                        format!("listing the partitions of topic `{topic}`"),
+                        format!(
+                            "{e}; check that the brokers at `{}` are up and reachable, and the TLS/SASL `properties`",
+                            brokers
+                        ),
+                    )
+                })?;
+            let found = metadata.topics().iter().find(|t| t.name() == topic);
+            let numbers: Vec<i32> = match found {
+                Some(t) if t.error().is_none() => t.partitions().iter().map(|p| p.id()).collect(),
+                _ => Vec::new(),
+            };
+            if numbers.is_empty() {
+                return Err(kafka_error(
+                    format!("topic `{topic}`"),
+                    format!(
+                        "it does not exist on the brokers at `{}` (create it, or fill it with `quiver produce-demo`)",
+                        brokers
+                    ),
+                ));
+            }
+            let mut numbers = numbers;
+            numbers.sort_unstable();
+            partitions.extend(numbers.into_iter().map(|partition| TopicPartition {
+                topic: topic.clone(),
+                partition,
+            }));
+        }
+        let consumer = Arc::new(consumer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let fatal = Arc::new(Mutex::new(None));
+        spawn_main_queue_poller(consumer.clone(), stop.clone(), fatal.clone());
+        Ok(KafkaConsumer {
+            config: config.clone(),
+            schema,
+            consumer,
+            partitions,
+            stop,
+            fatal,
+        })
+    }
+
+    fn fatal(&self) -> Option<String> {
+        self.fatal.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// The offset partition `index` starts at after `position` (`None`: the configured start).
+    fn start_offset(
+        &self,
+        tp: &TopicPartition,
+        position: Option<u64>,
+    ) -> Result<Offset, ConnectorError> {
+        if let Some(p) = position {
+            return Ok(Offset::Offset(p as i64 + 1));
+        }
+        Ok(match self.config.start_from()? {
+            StartFrom::Earliest => Offset::Beginning,
+            StartFrom::Latest => Offset::End,
+            StartFrom::Time(ms) => {
+                let mut query = TopicPartitionList::new();
+                query
+                    .add_partition_offset(&tp.topic, tp.partition, Offset::Offset(ms))
+                    .map_err(|e| kafka_error(format!("partition {}", tp.name()), e))?;
+                let found = self
+                    .consumer
+                    .offsets_for_times(query, BROKER_TIMEOUT)
+                    .map_err(|e| {
+                        kafka_error(format!("finding the start time in {}", tp.name()), e)
+                    })?;
+                found
+                    .find_partition(&tp.topic, tp.partition)
+                    .map_or(Offset::End, |e| match e.offset() {
+                        Offset::Offset(o) => Offset::Offset(o),
+                        _ => Offset::End,
+                    })
+            }
+        })
+    }
+
+    /// Reads partition `index` after `position` until it ends (`stop_at_end`) or `sink` closes,
+    /// blocking the calling thread. Records arrive in offset order, decoded; bad ones as dead
+    /// letters.
+    pub fn read(
+        &self,
+        index: usize,
+        position: Option<u64>,
+        sink: &mut dyn PartitionSink,
+    ) -> Result<ReadEnd, ConnectorError> {
+        let tp = self
+            .partitions
+            .get(index)
+            .ok_or_else(|| kafka_error("reading", format!("no partition number {index}")))?
+            .clone();
+        let name = tp.name();
+        let queue = self
+            .consumer
+            .split_partition_queue(&tp.topic, tp.partition)
+            .ok_or_else(|| kafka_error(format!("partition {name}"), "cannot open its queue"))?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&tp.topic, tp.partition, self.start_offset(&tp, position)?)
+            .map_err(|e| kafka_error(format!("partition {name}"), e))?;
+        self.consumer
+            .incremental_assign(&assignment)
+            .map_err(|e| kafka_error(format!("assigning partition {name}"), e))?;
+        let result = self.read_queue(&name, &queue, sink);
+        let _ = self.consumer.incremental_unassign(&assignment);
+        result
+    }
+
+    fn read_queue(
+        &self,
+        name: &str,
+        queue: &rdkafka::consumer::base_consumer::PartitionQueue<DefaultConsumerContext>,
+        sink: &mut dyn PartitionSink,
+    ) -> Result<ReadEnd, ConnectorError> {
+        let batch_size = self.config.batch_size.max(1);
+        let mut pending: Vec<OwnedMessage> = Vec::new();
+        loop {
+            if let Some(fatal) = self.fatal() {
+                return Err(kafka_error(format!("reading {name}"), fatal));
+            }
+            let wait = if pending.is_empty() {
+                POLL_WAIT
+            } else {
+                Duration::ZERO
+            };
+            match queue.poll(wait) {
+                Some(Ok(message)) => {
+                    pending.push(message.detach());
+                    if pending.len() >= batch_size && !self.flush(name, &mut pending, sink)? {
+                        return Ok(ReadEnd::Closed);
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    if !self.flush(name, &mut pending, sink)? {
+                        return Ok(ReadEnd::Closed);
+                    }
+                    if self.config.stop_at_end {
+                        return Ok(ReadEnd::Caught);
+                    }
+                    if !sink.caught_up() {
+                        return Ok(ReadEnd::Closed);
+                    }
+                }
+                Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                    return Err(kafka_error(format!("reading {name}"), code));
+                }
+                // Anything else (a broker restarting, a lost connection) librdkafka retries by
+                // itself; the partition simply has no data meanwhile.
+                Some(Err(_)) => {}
+                None => {
+                    if !self.flush(name, &mut pending, sink)? || sink.is_closed() {
+                        return Ok(ReadEnd::Closed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes and sends the pending messages; `false` when the sink closed.
+    fn flush(
+        &self,
+        name: &str,
+        pending: &mut Vec<OwnedMessage>,
+        sink: &mut dyn PartitionSink,
+    ) -> Result<bool, ConnectorError> {
+        if pending.is_empty() {
+            return Ok(true);
+        }
+        let records = pending.iter().map(|m| self.record(m));
+        let decoded = decode_json_records(name, records, &self.schema, pending.len())?;
+        pending.clear();
+        for item in in_offset_order(decoded) {
+            if !sink.send(item) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// A message as a record to decode: its value, and its key, timestamp and headers for the
+    /// columns that take them.
+    fn record<'m>(&'m self, message: &'m OwnedMessage) -> JsonRecord<'m> {
+        let mut extra: Vec<(&str, Value)> = Vec::new();
+        let mut problem = None;
+        let text = |what: String, bytes: Option<&[u8]>, problem: &mut Option<_>| match bytes {
+            None => Value::Null,
+            Some(b) => match std::str::from_utf8(b) {
+                Ok(s) => Value::String(s.to_string()),
+                Err(_) => {
+                    *problem = Some((
+                        DeadLetterReason::InvalidUtf8,
+                        format!("{what} is not valid UTF-8"),
+                    ));
+                    Value::Null
+                }
+            },
+        };
+        if let Some(column) = &self.config.key_column {
+            let key = text("the message key".to_string(), message.key(), &mut problem);
+            extra.push((column, key));
+        }
+        if let Some(column) = &self.config.timestamp_column {
+            let time = match message.timestamp() {
+                Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => {
+                    Value::String(micros_to_string(ms.saturating_mul(1000)))
+                }
+                Timestamp::NotAvailable => Value::Null,
+            };
+            extra.push((column, time));
+        }
+        for (column, header) in &self.config.header_columns {
+            let value = message.headers().and_then(|headers| {
+                headers
+                    .iter()
+                    .filter(|h| h.key == header)
+                    .last()
+                    .and_then(|h| h.value)
+            });
+            let value = text(format!("header `{header}`"), value, &mut problem);
+            extra.push((column, value));
+        }
+        JsonRecord {
+            offset: message.offset().max(0) as u64,
+            value: message.payload(),
+            extra,
+            problem,
+        }
+    }
+
+    /// Each partition's end: the offset the next message will get (its high watermark), `None`
+    /// where the brokers did not answer.
+    pub fn end_offsets(&self) -> Vec<Option<u64>> {
+        self.partitions
+            .iter()
+            .map(|tp| {
+                self.consumer
+                    .fetch_watermarks(&tp.topic, tp.partition, BROKER_TIMEOUT)
+                    .ok()
+                    .map(|(_, high)| high.max(0) as u64)
+            })
+            .collect()
+    }
+
+    /// Commits `positions` (partition index, last consumed offset) to the consumer group, for
+    /// lag tooling; asynchronous, best effort (the checkpoint is what a restart reads).
+    pub fn commit_positions(&self, positions: &[(usize, u64)]) -> Result<(), ConnectorError> {
+        let mut offsets = TopicPartitionList::new();
+        for &(index, position) in positions {
+            if let Some(tp) = self.partitions.get(index) {
+                offsets
+                    .add_partition_offset(
+                        &tp.topic,
+                        tp.partition,
+                        Offset::Offset(position as i64 + 1),
+                    )
+                    .map_err(|e| kafka_error("committing offsets", e))?;
+            }
+        }
+        if offsets.count() == 0 {
+            return Ok(());
+        }
+        self.consumer
+            .commit(&offsets, CommitMode::Async)
+            .map_err(|e| kafka_error("committing offsets to the consumer group", e))
+    }
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Serves the consumer's main queue (callbacks, errors) until `stop`; fatal errors are kept
+/// for the readers, transient ones (librdkafka retries them) are not.
+fn spawn_main_queue_poller(
+    consumer: Arc<Client>,
+    stop: Arc<AtomicBool>,
+    fatal: Arc<Mutex<Option<String>>>,
+) {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match consumer.poll(POLL_WAIT) {
+                Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                    if let Ok(mut f) = fatal.lock() {
+                        *f = Some(format!("the consumer failed: {code}"));
+                    }
+                }
+                Some(Ok(message)) => {
+                    // Every assigned partition has its own queue: a message here is a bug.
+                    if let Ok(mut f) = fatal.lock() {
+                        *f = Some(format!(
+                            "internal error: a message of {}/{} arrived outside its partition's queue; please report this",
+                            message.topic(),
+                            message.partition()
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+}

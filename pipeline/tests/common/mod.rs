@@ -1,0 +1,77 @@
+//! Helpers the tests of the `quiver` binary share.
+
+#![allow(dead_code)]
+
+use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// A small deterministic generator (xorshift).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// `quiver <command> <config> [flag value]... --no-progress`, with no crash point inherited,
+/// no stdin and captured output.
+pub fn quiver_command(command: &str, config: &Path, flags: &[(&str, &Path)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiver"));
+    cmd.arg(command).arg(config);
+    for (flag, value) in flags {
+        cmd.arg(flag).arg(value);
+    }
+    cmd.arg("--no-progress")
+        .env_remove("QUIVER_CRASH_AT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Rows of the Delta table at `table` (the files its log adds), sorted like `committed`, and
+/// the `txn` versions of its commits.
+pub fn delta_table(table: &Path) -> (RecordBatch, Vec<i64>) {
+    let mut batches = Vec::new();
+    let mut txns = Vec::new();
+    for v in quiver_store::delta::versions(table).unwrap() {
+        for action in quiver_store::delta::read_commit(table, v).unwrap() {
+            if let Some(path) = action.pointer("/add/path").and_then(|p| p.as_str()) {
+                let file = std::fs::File::open(table.join(path)).unwrap();
+                let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .build()
+                    .unwrap();
+                batches.extend(reader.map(|b| b.unwrap()));
+            }
+            if let Some(t) = action.pointer("/txn/version").and_then(|t| t.as_i64()) {
+                txns.push(t);
+            }
+        }
+    }
+    let all = concat_batches(&batches[0].schema(), &batches).unwrap();
+    let keys: Vec<&str> = ["card_id", "event_time", "txn_id"]
+        .into_iter()
+        .filter(|c| all.schema().index_of(c).is_ok())
+        .collect();
+    let sort: Vec<SortColumn> = keys
+        .iter()
+        .map(|c| SortColumn {
+            values: all.column_by_name(c).unwrap().clone(),
+            options: None,
+        })
+        .collect();
+    let rows = take_record_batch(&all, &lexsort_to_indices(&sort, None).unwrap()).unwrap();
+    (rows, txns)
+}
