@@ -6,6 +6,8 @@
 #                                  connections, and prints its bootstrap address
 #                                  (127.0.0.1:PORT) on stdout; the broker keeps running.
 #   scripts/kafka.sh stop [DIR]    stops the broker started with that DIR (SIGTERM, then waits).
+#   scripts/kafka.sh restart [DIR] stops it and starts it again on the same ports with the same
+#                                  data (a broker restart under a running job).
 #
 # The jars come from Maven Central once (Kafka 4.4.0 and a log4j binding, ~43 MB) and are cached
 # under ~/.cache/quiver-test/kafka-libs. Needs Java 17+ and Maven. Each start uses fresh free
@@ -98,11 +100,18 @@ EOF
     echo "kafka.sh: formatting the broker's storage failed; see $DIR/format.log" >&2
     exit 1
   }
+  echo "127.0.0.1:$port" >"$DIR/bootstrap"
+  launch
+}
+
+# Starts the broker of $DIR (configured and formatted) and waits until it accepts connections.
+launch() {
+  local port
+  port=$(cut -d: -f2 "$DIR/bootstrap")
   # setsid: the broker outlives this script and is not hit by the caller's Ctrl-C.
   setsid java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -cp "$LIBS/*" kafka.Kafka \
-    "$DIR/server.properties" >"$DIR/broker.log" 2>&1 </dev/null &
+    "$DIR/server.properties" >>"$DIR/broker.log" 2>&1 </dev/null &
   echo $! >"$DIR/pid"
-  echo "127.0.0.1:$port" >"$DIR/bootstrap"
   local deadline=$((SECONDS + 90))
   until python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1).close()" 2>/dev/null; do
     if [ $SECONDS -ge $deadline ] || ! kill -0 "$(cat "$DIR/pid")" 2>/dev/null; then
@@ -129,11 +138,21 @@ stop() {
   rm -f "$DIR/pid"
 }
 
+restart() {
+  if [ ! -f "$DIR/bootstrap" ]; then
+    echo "kafka.sh: no broker was started from $DIR" >&2
+    exit 1
+  fi
+  stop
+  launch
+}
+
 case "$command_name" in
   start) start ;;
   stop) stop ;;
+  restart) restart ;;
   *)
-    echo "usage: scripts/kafka.sh start|stop [DIR]" >&2
+    echo "usage: scripts/kafka.sh start|stop|restart [DIR]" >&2
     exit 2
     ;;
 esac

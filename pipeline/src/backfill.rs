@@ -46,7 +46,7 @@ pub async fn backfill(
     };
     let mut source = Source::resolve(&pipeline, &overrides).await?;
     let (mut coordinator, _) =
-        Coordinator::begin(&pipeline, paths.clone(), &source.fingerprint, true)?;
+        Coordinator::begin(&pipeline, paths.clone(), &source.fingerprint, true, None)?;
     let mut watermarks = Watermarks::new(0, source.partitions.len(), false, None);
     source.open_partitions(&mut watermarks);
     let mut outputs = Outputs::new(paths, coordinator.epoch, 0, BTreeMap::new());

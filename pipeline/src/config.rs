@@ -236,6 +236,10 @@ pub struct OutputConfig {
     /// Records read before the ratio is checked (default 10,000).
     #[serde(default = "default_dead_letter_min_records")]
     pub dead_letter_min_records: u64,
+    /// Also write views' feature rows and the dead letters to Kafka topics, each epoch in one
+    /// transaction (`quiver run` only).
+    #[serde(default)]
+    pub kafka: Option<quiver_connectors::kafka::KafkaSinkConfig>,
 }
 
 fn default_max_dead_letter_ratio() -> f64 {
@@ -254,6 +258,7 @@ impl Default for OutputConfig {
             rows_per_file: default_rows_per_file(),
             max_dead_letter_ratio: default_max_dead_letter_ratio(),
             dead_letter_min_records: default_dead_letter_min_records(),
+            kafka: None,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::checkpoint::{startup, CheckpointDir, Startup};
 use crate::compile::CompiledPipeline;
 use crate::error::JobError;
 use crate::fault::crash_point;
+use crate::kafka_output::{KafkaCommit, KafkaOutput, TopicPart};
 use crate::operator::{Barrier, BarrierAck, Message};
 use crate::outputs::{OutputPaths, Outputs};
 use crate::reorder::ReorderBuffer;
@@ -20,6 +21,7 @@ use crate::view_task::{finish_all, ViewTask};
 use crate::watermark::{WatermarkState, Watermarks};
 use quiver_store::{FeatureRowWriter, StagedFile};
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
@@ -102,12 +104,18 @@ pub struct Coordinator {
     store_tables: Option<Vec<(std::path::PathBuf, String)>>,
     /// The pipeline's event-time column.
     event_time: String,
+    /// The output topics (`output.kafka`), written at each commit.
+    kafka: Option<Arc<KafkaOutput>>,
+    /// Source positions of a checkpoint that became durable and were not handed out yet.
+    durable: Option<Vec<PartitionProgress>>,
 }
 
 /// A checkpoint being written and published on a blocking thread.
 struct InFlight {
     started: Instant,
     handle: tokio::task::JoinHandle<Result<u64, JobError>>,
+    /// The source positions the checkpoint holds.
+    positions: Vec<PartitionProgress>,
 }
 
 fn unix_ms() -> u64 {
@@ -120,11 +128,14 @@ impl Coordinator {
     /// Finishes whatever the latest checkpoint committed (a crash may have interrupted its
     /// publication), clears uncommitted staged files, and decides how the run starts: it
     /// resumes an unfinished run of the same pipeline, source and views unless `fresh`.
+    /// `kafka` is the run's output topics, if any (recovery may have to write the last
+    /// epoch's messages).
     pub fn begin(
         pipeline: &CompiledPipeline,
         paths: OutputPaths,
         source_fingerprint: &str,
         fresh: bool,
+        kafka: Option<Arc<KafkaOutput>>,
     ) -> Result<(Self, Option<Checkpoint>), JobError> {
         let dir = CheckpointDir::new(paths.checkpoints.clone());
         let latest = if fresh {
@@ -134,7 +145,7 @@ impl Coordinator {
             dir.latest()?
         };
         if let Some(c) = &latest {
-            roll_forward(&c.commit, &c.run)?;
+            roll_forward(&c.commit, &c.run, kafka.as_deref())?;
         }
         let first_epoch = dir.max_epoch()?.map_or(1, |e| e + 1);
         paths.clear_staging()?;
@@ -153,6 +164,8 @@ impl Coordinator {
             stats: CheckpointStats::default(),
             store_tables: None,
             event_time: pipeline.event_time().to_string(),
+            kafka,
+            durable: None,
         };
         let resume = match startup(latest, fresh) {
             Startup::Fresh => None,
@@ -246,6 +259,7 @@ impl Coordinator {
         });
         // Checkpoints commit in order: the previous one must be durable first.
         self.wait_in_flight().await?;
+        let positions = captured.partitions.clone();
         let identities = self.identities.clone();
         let mut draft = Checkpoint {
             epoch,
@@ -270,6 +284,7 @@ impl Coordinator {
                 dead_letters,
                 replaces_previous: !self.replaced,
                 tables: Vec::new(),
+                kafka: None,
             },
         };
         let app = format!("quiver-run/{}", self.run);
@@ -297,6 +312,7 @@ impl Coordinator {
             draft.commit.files.extend(files);
         }
         let store_tables = self.store_tables.clone();
+        let kafka = self.kafka.clone();
         let dir = self.dir.clone();
         let paths = self.paths.clone();
         // Ingestion goes on while the views answer (their next messages queue behind the
@@ -314,7 +330,21 @@ impl Coordinator {
                 JobError::Checkpoint(format!("checkpoint {epoch}: a view did not answer"))
             })?;
             let mut checkpoint = draft;
+            let mut messages = KafkaCommit {
+                epoch,
+                parts: Vec::new(),
+            };
             for (i, (ack, identity)) in acks.into_iter().zip(identities).enumerate() {
+                if let Some((topic, keys)) =
+                    kafka.as_ref().and_then(|k| k.view_topic(&identity.name))
+                {
+                    messages.parts.push(TopicPart::Rows {
+                        topic: topic.to_string(),
+                        view: identity.name.clone(),
+                        keys: keys.to_vec(),
+                        files: ack.files.iter().map(|f| f.committed.clone()).collect(),
+                    });
+                }
                 if let Some((table, version)) = store_tables.as_ref().and_then(|t| t.get(i)) {
                     let commit = table_commit(table.clone(), &ack.files, Some(version));
                     checkpoint.commit.tables.push(commit);
@@ -326,12 +356,26 @@ impl Coordinator {
                     rows: ack.rows,
                 });
             }
+            if let Some(topic) = kafka.as_ref().and_then(|k| k.dead_letter_topic()) {
+                let letters = &checkpoint.commit.dead_letters;
+                if letters.len_after > letters.len_before {
+                    messages.parts.push(TopicPart::DeadLetters {
+                        topic: topic.to_string(),
+                        path: letters.path.clone(),
+                        from: letters.len_before,
+                        to: letters.len_after,
+                    });
+                }
+            }
+            if kafka.is_some() {
+                checkpoint.commit.kafka = Some(messages);
+            }
             checkpoint.written_unix_ms = unix_ms();
             tokio::task::spawn_blocking(move || {
                 crash_point("before_checkpoint");
                 let written = dir.write(&checkpoint)?;
                 crash_point("after_checkpoint");
-                roll_forward(&checkpoint.commit, &checkpoint.run)?;
+                roll_forward(&checkpoint.commit, &checkpoint.run, kafka.as_deref())?;
                 if checkpoint.complete {
                     paths.clear_staging()?;
                 }
@@ -340,7 +384,11 @@ impl Coordinator {
             .await
             .map_err(|e| JobError::Checkpoint(format!("the checkpoint writer stopped: {e}")))?
         });
-        self.in_flight = Some(InFlight { started, handle });
+        self.in_flight = Some(InFlight {
+            started,
+            handle,
+            positions,
+        });
         self.replaced = true;
         self.epoch += 1;
         let paused = started.elapsed().as_secs_f64();
@@ -362,11 +410,25 @@ impl Coordinator {
             .handle
             .await
             .map_err(|e| JobError::Checkpoint(format!("the checkpoint writer stopped: {e}")))??;
+        self.durable = Some(in_flight.positions);
         self.stats.last_bytes = bytes;
         self.stats.max_bytes = self.stats.max_bytes.max(bytes);
         let took = in_flight.started.elapsed().as_secs_f64();
         self.stats.max_commit_s = self.stats.max_commit_s.max(took);
         Ok(())
+    }
+
+    /// The source positions of the newest checkpoint that became durable since the last call,
+    /// if any (a checkpoint still being written is waited for only if it is done).
+    pub async fn newly_durable(&mut self) -> Result<Option<Vec<PartitionProgress>>, JobError> {
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.handle.is_finished())
+        {
+            self.wait_in_flight().await?;
+        }
+        Ok(self.durable.take())
     }
 
     /// Commits the last epoch (`complete`: the input ended) and stops the views; returns each

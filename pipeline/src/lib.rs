@@ -20,6 +20,7 @@ pub mod error;
 pub mod event_time;
 pub mod fault;
 pub mod ingest;
+pub mod kafka_output;
 pub mod lineage;
 pub mod openlineage;
 pub mod operator;

@@ -8,6 +8,7 @@ use crate::coordinator::{Captured, Coordinator};
 use crate::dead_letters::row_dead_letter;
 use crate::error::JobError;
 use crate::ingest::ingest;
+use crate::kafka_output::KafkaOutput;
 use crate::operator::{Message, Operator};
 use crate::outputs::{OutputPaths, Outputs};
 use crate::progress::events_bar;
@@ -22,6 +23,7 @@ use arrow::array::BooleanArray;
 use arrow::compute::filter_record_batch;
 use quiver_connectors::DeadLetterReason;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Options of a run.
@@ -138,8 +140,14 @@ pub async fn run(
             .join("staging");
     }
     let mut source = Source::resolve(&pipeline, &options.source).await?;
-    let (mut coordinator, resume) =
-        Coordinator::begin(&pipeline, paths.clone(), &source.fingerprint, options.fresh)?;
+    let kafka = KafkaOutput::connect(&pipeline)?.map(Arc::new);
+    let (mut coordinator, resume) = Coordinator::begin(
+        &pipeline,
+        paths.clone(),
+        &source.fingerprint,
+        options.fresh,
+        kafka,
+    )?;
     if let Some(target) = &target {
         let tables = (target.views.iter())
             .map(|(d, table)| (table.clone(), format!("{}@{}", d.view, d.version)))
@@ -227,8 +235,6 @@ pub async fn run(
     let stop = stop_requested(options.handle_signals);
     tokio::pin!(stop);
     let mut interrupted = false;
-    // Source positions of the last checkpoint handed to the coordinator.
-    let mut durable = None;
     loop {
         let event = tokio::select! {
             biased;
@@ -286,15 +292,13 @@ pub async fn run(
         if trigger.due(source.now()) {
             let captured =
                 Captured::at_barrier(&source, &watermarks, &reorder, accepted, &outputs)?;
-            let positions = captured.partitions.clone();
             coordinator
                 .commit(false, &tasks, &mut outputs, captured)
                 .await?;
             trigger.taken(source.now());
-            // Checkpoints commit in order: the previous one is durable now.
-            if let Some(previous) = durable.replace(positions) {
-                source.committed(&previous);
-            }
+        }
+        if let Some(positions) = coordinator.newly_durable().await? {
+            source.committed(&positions, false);
         }
     }
     // Caught up with a live source: buffered events wait for the watermark in the checkpoint.
@@ -310,11 +314,12 @@ pub async fn run(
         }
     }
     let captured = Captured::at_barrier(&source, &watermarks, &reorder, accepted, &outputs)?;
-    let positions = captured.partitions.clone();
     let done = coordinator
         .finish(complete, tasks, &mut outputs, captured)
         .await?;
-    source.committed(&positions);
+    if let Some(positions) = coordinator.newly_durable().await? {
+        source.committed(&positions, true);
+    }
     bar.finish_and_clear();
     let lags = source.lags(&watermarks).await;
     let mut summary = RunSummary::build(

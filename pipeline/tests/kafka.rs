@@ -77,6 +77,17 @@ fn fresh_topic(name: &str) -> String {
 /// A Kafka pipeline over `topic` (with `kafka_extra` lines in its `kafka` section) and the same
 /// view over NDJSON files (the reference).
 fn write_configs(dir: &Path, broker: &str, topic: &str, kafka_extra: &str) -> (PathBuf, PathBuf) {
+    write_configs_with_output(dir, broker, topic, kafka_extra, "")
+}
+
+/// As [`write_configs`], with `output` as the Kafka pipeline's `output` section.
+fn write_configs_with_output(
+    dir: &Path,
+    broker: &str,
+    topic: &str,
+    kafka_extra: &str,
+    output: &str,
+) -> (PathBuf, PathBuf) {
     let common_tail = format!(
         "event_time:
   column: event_time
@@ -106,7 +117,7 @@ source:
     group_id: {topic}-group
     batch_size: 200
 {kafka_extra}    schema:{SCHEMA}
-{common_tail}"
+{output}{common_tail}"
         ),
     )
     .unwrap();
@@ -186,6 +197,63 @@ fn produce(broker: &str, topic: &str, produced: &mut Produced, events: usize, se
         produced.partitions[p] = (offset + 1, t);
     }
     producer.flush().unwrap();
+}
+
+/// Every committed message of `topic` (value and headers), read from the beginning.
+fn read_committed(
+    broker: &str,
+    topic: &str,
+) -> Vec<(Vec<u8>, std::collections::BTreeMap<String, String>)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("group.id", format!("{topic}-reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions = metadata.topics()[0].partitions().len();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p as i32, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut ended = BTreeSet::new();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ended.len() < partitions {
+        assert!(Instant::now() < deadline, "reading {topic} took too long");
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                let value =
+                                    h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                                (h.key.to_string(), value.unwrap_or_default())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((m.payload().unwrap_or_default().to_vec(), headers));
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
 }
 
 fn succeed(output: Output, what: &str) -> Output {
@@ -289,7 +357,21 @@ fn a_store_run_killed_at_random_moments_commits_every_row_once() {
     let dir = tempfile::tempdir().unwrap();
     let topic = &fresh_topic("store-crash-loop");
     create_topic(&broker, topic, 3);
-    let (kafka, files) = write_configs(dir.path(), &broker, topic, "");
+    // Feature rows and dead letters also go to topics, each epoch in one transaction.
+    let features_topic = &fresh_topic("scored");
+    let dead_topic = &fresh_topic("dead-letters");
+    create_topic(&broker, features_topic, 2);
+    create_topic(&broker, dead_topic, 1);
+    let output = format!(
+        "output:
+  kafka:
+    bootstrap_servers: {broker}
+    views: {{cards: {features_topic}}}
+    dead_letters: {dead_topic}
+    transactional_id: {topic}-writer
+"
+    );
+    let (kafka, files) = write_configs_with_output(dir.path(), &broker, topic, "", &output);
     let store = dir.path().join("store");
     // Registered while the topic is empty: the run consumes everything.
     succeed(
@@ -308,14 +390,29 @@ fn a_store_run_killed_at_random_moments_commits_every_row_once() {
     while kills < trials {
         round += 1;
         produce(&broker, topic, &mut produced, 10_000, 0xABCD + round);
-        loop {
+        // A few kills per round at random moments (a run with output topics takes a second
+        // or two, most of it starting transactions), then one run is left to finish.
+        for attempt in 0.. {
             let out = dir.path().join("out");
-            let mut child =
-                quiver_command("run", &kafka, &[("--output", &out), ("--store", &store)])
-                    .arg("--until-caught-up")
-                    .spawn()
-                    .unwrap();
-            let deadline = Instant::now() + Duration::from_millis(50 + rng.below(750));
+            let mut command =
+                quiver_command("run", &kafka, &[("--output", &out), ("--store", &store)]);
+            command.arg("--until-caught-up");
+            // The first rounds also die right before and right after an epoch's transaction.
+            let crash = match (round, attempt) {
+                (1, 0) => Some("before_kafka_commit:2"),
+                (2, 0) => Some("after_kafka_commit:1"),
+                _ => None,
+            };
+            if let Some(point) = crash {
+                command.env("QUIVER_CRASH_AT", point);
+            }
+            let mut child = command.spawn().unwrap();
+            let patience = if attempt < 4 {
+                100 + rng.below(2_500)
+            } else {
+                120_000
+            };
+            let deadline = Instant::now() + Duration::from_millis(patience);
             let mut finished = None;
             while Instant::now() < deadline {
                 if let Some(status) = child.try_wait().unwrap() {
@@ -325,6 +422,10 @@ fn a_store_run_killed_at_random_moments_commits_every_row_once() {
                 std::thread::sleep(Duration::from_millis(10));
             }
             match finished {
+                Some(status) if crash.is_some() => {
+                    assert!(!status.success(), "crash point {crash:?} not reached");
+                    kills += 1;
+                }
                 Some(status) => {
                     let output = child.wait_with_output().unwrap();
                     assert!(
@@ -342,7 +443,7 @@ fn a_store_run_killed_at_random_moments_commits_every_row_once() {
             }
         }
         assert!(
-            round < 200,
+            round < 100,
             "the run never got killed: is it too fast for the trials?"
         );
     }
@@ -405,5 +506,209 @@ fn a_store_run_killed_at_random_moments_commits_every_row_once() {
         }
     }
     assert_same_features(&reference, &dir.path().join("table-view"));
+
+    // The output topics, read as committed: every feature row once, every dead letter once.
+    let messages = read_committed(&broker, features_topic);
+    let mut seen = BTreeSet::new();
+    for (value, headers) in &messages {
+        let row: serde_json::Value = serde_json::from_slice(value).unwrap();
+        let txn = row["txn_id"].as_i64().unwrap();
+        assert!(seen.insert(txn), "txn {txn} twice in the output topic");
+        assert_eq!(
+            headers.get("quiver-view").map(String::as_str),
+            Some("cards")
+        );
+    }
+    assert_eq!(
+        seen, unique,
+        "the output topic holds other rows than the table"
+    );
+    let letters: BTreeSet<(String, u64, String)> = read_committed(&broker, dead_topic)
+        .into_iter()
+        .map(|(_, h)| {
+            (
+                h["source-partition"].clone(),
+                h["source-offset"].parse().unwrap(),
+                h["reason"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        letters.len(),
+        read_committed(&broker, dead_topic).len(),
+        "a dead letter twice in the dead-letter topic"
+    );
+    assert_eq!(letters, produced.bad, "dead-letter topic");
     eprintln!("{kills} kills over {round} rounds");
+}
+
+/// A broker of this test's own (scripts/kafka.sh), stopped when dropped.
+struct OwnBroker {
+    dir: PathBuf,
+    address: String,
+}
+
+fn kafka_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh")
+}
+
+impl OwnBroker {
+    fn start(dir: PathBuf) -> OwnBroker {
+        let out = std::process::Command::new("bash")
+            .arg(kafka_script())
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let out = succeed(out, "starting a broker");
+        let address = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        OwnBroker { dir, address }
+    }
+
+    fn restart(&self) {
+        let out = std::process::Command::new("bash")
+            .arg(kafka_script())
+            .arg("restart")
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        succeed(out, "restarting the broker");
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(kafka_script())
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+/// Waits until `group` has committed every partition of `topic` up to `ends` (the offsets the
+/// next messages get), failing if `child` exits first or it takes over a minute.
+fn wait_for_group(
+    broker: &str,
+    group: &str,
+    topic: &str,
+    ends: &[u64],
+    child: &mut std::process::Child,
+) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run stopped early ({status})");
+        }
+        let mut query = rdkafka::TopicPartitionList::new();
+        for p in 0..ends.len() {
+            query.add_partition(topic, p as i32);
+        }
+        let done = consumer
+            .committed_offsets(query, Duration::from_secs(5))
+            .map(|found| {
+                (0..ends.len()).all(|p| {
+                    matches!(
+                        found.find_partition(topic, p as i32).map(|e| e.offset()),
+                        Some(rdkafka::Offset::Offset(o)) if o as u64 >= ends[p]
+                    )
+                })
+            })
+            .unwrap_or(false);
+        if done {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not catch up within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A streaming run keeps going through a broker restart (librdkafka reconnects), commits its
+/// offsets to the consumer group as it checkpoints, stops cleanly on SIGTERM with a final
+/// checkpoint, and the run that resumes it ends with features equal to the batch reference.
+#[test]
+fn a_run_rides_out_a_broker_restart_and_resumes_after_sigterm() {
+    if broker().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let own = OwnBroker::start(dir.path().join("broker"));
+    let broker = own.address.clone();
+    let topic = &fresh_topic("restart");
+    create_topic(&broker, topic, 2);
+    let (kafka, files) = write_configs(dir.path(), &broker, topic, "");
+    let mut produced = Produced {
+        partitions: vec![(0, 1_767_225_600_000); 2],
+        ..Produced::default()
+    };
+    produce(&broker, topic, &mut produced, 3_000, 0xB0B);
+    let out = dir.path().join("out");
+    let mut child = quiver_command("run", &kafka, &[("--output", &out)])
+        .spawn()
+        .unwrap();
+    let ends = |p: &Produced| p.partitions.iter().map(|(o, _)| *o).collect::<Vec<_>>();
+    let group = format!("{topic}-group");
+    wait_for_group(&broker, &group, topic, &ends(&produced), &mut child);
+
+    own.restart();
+    produce(&broker, topic, &mut produced, 3_000, 0xB0C);
+    wait_for_group(&broker, &group, topic, &ends(&produced), &mut child);
+
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let stopped = succeed(
+        child.wait_with_output().unwrap(),
+        "the run stopped by SIGTERM",
+    );
+    let summary = String::from_utf8_lossy(&stopped.stdout);
+    assert!(summary.contains("interrupted"), "{summary}");
+
+    // The same pipeline, now told the topic ended: it resumes and makes every row final.
+    let text = std::fs::read_to_string(&kafka).unwrap();
+    let bounded = dir.path().join("kafka-bounded.yaml");
+    std::fs::write(
+        &bounded,
+        text.replace(
+            "    batch_size: 200\n",
+            "    batch_size: 200\n    stop_at_end: true\n",
+        ),
+    )
+    .unwrap();
+    let resumed = quiver_command("run", &bounded, &[("--output", &out)])
+        .output()
+        .unwrap();
+    let resumed = succeed(resumed, "the resumed run");
+    assert!(
+        String::from_utf8_lossy(&resumed.stdout).contains("resumed after checkpoint"),
+        "{}",
+        String::from_utf8_lossy(&resumed.stdout)
+    );
+
+    std::fs::write(
+        dir.path().join("reference.ndjson"),
+        produced.good.join("\n"),
+    )
+    .unwrap();
+    let reference = dir.path().join("reference");
+    succeed(
+        quiver_command("backfill", &files, &[("--output", &reference)])
+            .output()
+            .unwrap(),
+        "the reference backfill",
+    );
+    assert_same_features(&reference, &out);
+    assert_eq!(dead_letters(&out), produced.bad);
 }

@@ -183,16 +183,29 @@ impl KafkaConfig {
     /// brokers, then `extra` (Quiver's own settings for that client). `${VAR}` and
     /// `${VAR:-default}` in values are taken from the environment (keep secrets there).
     pub fn client_config(&self, extra: &[(&str, &str)]) -> Result<ClientConfig, ConnectorError> {
-        let mut config = ClientConfig::new();
-        for (key, value) in &self.properties {
-            config.set(key, expand_env(value, key)?);
-        }
-        config.set("bootstrap.servers", self.brokers()?);
-        for (key, value) in extra {
-            config.set(*key, *value);
-        }
-        Ok(config)
+        client_config(&self.bootstrap_servers, &self.properties, extra)
     }
+}
+
+/// librdkafka settings: `properties`, then the brokers, then `extra`, with `${VAR}` and
+/// `${VAR:-default}` in values taken from the environment.
+pub(super) fn client_config(
+    bootstrap_servers: &str,
+    properties: &BTreeMap<String, String>,
+    extra: &[(&str, &str)],
+) -> Result<ClientConfig, ConnectorError> {
+    let mut config = ClientConfig::new();
+    for (key, value) in properties {
+        config.set(key, expand_env(value, key)?);
+    }
+    config.set(
+        "bootstrap.servers",
+        expand_env(bootstrap_servers, "bootstrap_servers")?,
+    );
+    for (key, value) in extra {
+        config.set(*key, *value);
+    }
+    Ok(config)
 }
 
 /// `text` with every `${VAR}` / `${VAR:-default}` replaced from the environment; an unset

@@ -354,8 +354,13 @@ impl KafkaConsumer {
     }
 
     /// Commits `positions` (partition index, last consumed offset) to the consumer group, for
-    /// lag tooling; asynchronous, best effort (the checkpoint is what a restart reads).
-    pub fn commit_positions(&self, positions: &[(usize, u64)]) -> Result<(), ConnectorError> {
+    /// lag tooling; best effort (the checkpoint is what a restart reads), asynchronous unless
+    /// `wait` (before the process stops).
+    pub fn commit_positions(
+        &self,
+        positions: &[(usize, u64)],
+        wait: bool,
+    ) -> Result<(), ConnectorError> {
         let mut offsets = TopicPartitionList::new();
         for &(index, position) in positions {
             if let Some(tp) = self.partitions.get(index) {
@@ -372,7 +377,14 @@ impl KafkaConsumer {
             return Ok(());
         }
         self.consumer
-            .commit(&offsets, CommitMode::Async)
+            .commit(
+                &offsets,
+                if wait {
+                    CommitMode::Sync
+                } else {
+                    CommitMode::Async
+                },
+            )
             .map_err(|e| kafka_error("committing offsets to the consumer group", e))
     }
 }

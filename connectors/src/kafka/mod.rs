@@ -1,10 +1,13 @@
 //! Kafka through librdkafka: the `source.kafka` config, a consumer reading topic partitions as
-//! source partitions from checkpointed offsets, and a producer for filling topics.
+//! source partitions from checkpointed offsets, a producer for filling topics, and a
+//! transactional sink writing each checkpoint epoch exactly once.
 
 mod config;
 mod consumer;
 mod producer;
+mod sink;
 
 pub use config::{KafkaConfig, KafkaFormat, StartFrom};
 pub use consumer::{KafkaConsumer, PartitionSink, ReadEnd, TopicPartition};
 pub use producer::{ensure_topic, JsonProducer};
+pub use sink::{KafkaSinkConfig, SinkMessage, TransactionalSink};

@@ -53,12 +53,32 @@ pub async fn ensure_topic(
 
 /// Counts failed deliveries (the default context drops them silently).
 #[derive(Default)]
-struct Deliveries {
+pub(super) struct Deliveries {
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
 
 impl ClientContext for Deliveries {}
+
+impl Deliveries {
+    /// An error if any delivery failed, saying how many and the first reason.
+    pub(super) fn check(&self, what: &str) -> Result<(), ConnectorError> {
+        let failed = self.failed.load(Ordering::Relaxed);
+        if failed == 0 {
+            return Ok(());
+        }
+        let first = self
+            .first_error
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .unwrap_or_default();
+        Err(kafka_error(
+            format!("delivering {what}"),
+            format!("{failed} messages were not delivered (first error: {first})"),
+        ))
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
@@ -130,20 +150,8 @@ impl JsonProducer {
         self.producer
             .flush(Duration::from_secs(60))
             .map_err(|e| kafka_error(format!("delivering to `{}`", self.topic), e))?;
-        let context = self.producer.context();
-        let failed = context.failed.load(Ordering::Relaxed);
-        if failed > 0 {
-            let first = context
-                .first_error
-                .lock()
-                .ok()
-                .and_then(|f| f.clone())
-                .unwrap_or_default();
-            return Err(kafka_error(
-                format!("delivering to `{}`", self.topic),
-                format!("{failed} messages were not delivered (first error: {first})"),
-            ));
-        }
-        Ok(())
+        self.producer
+            .context()
+            .check(&format!("to `{}`", self.topic))
     }
 }

@@ -4,6 +4,7 @@
 
 use super::state::{CommitRecord, DeadLetterCommit, TableCommit};
 use crate::error::JobError;
+use crate::kafka_output::KafkaOutput;
 use quiver_store::{publish, remove_other_runs, sync_dir};
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
@@ -13,8 +14,13 @@ fn io(path: &Path, action: &str, e: std::io::Error) -> JobError {
     JobError::Checkpoint(format!("{action} `{}`: {e}", path.display()))
 }
 
-/// Applies a committed epoch's effects (again) for run `run`.
-pub fn roll_forward(commit: &CommitRecord, run: &str) -> Result<(), JobError> {
+/// Applies a committed epoch's effects (again) for run `run`; `kafka` writes its messages to
+/// the output topics.
+pub fn roll_forward(
+    commit: &CommitRecord,
+    run: &str,
+    kafka: Option<&KafkaOutput>,
+) -> Result<(), JobError> {
     publish(&commit.files)?;
     crate::fault::crash_point("after_publish");
     for table in &commit.tables {
@@ -26,7 +32,19 @@ pub fn roll_forward(commit: &CommitRecord, run: &str) -> Result<(), JobError> {
             remove_other_runs(&commit.root, view, run)?;
         }
     }
-    append_dead_letters(&commit.dead_letters)
+    append_dead_letters(&commit.dead_letters)?;
+    if let Some(messages) = &commit.kafka {
+        let output = kafka.ok_or_else(|| {
+            JobError::Checkpoint(format!(
+                "epoch {} of the last run still has to be written to its Kafka topics: run it again with `quiver run` (with the same output.kafka) before anything else",
+                messages.epoch
+            ))
+        })?;
+        crate::fault::crash_point("before_kafka_commit");
+        output.write(run, messages)?;
+        crate::fault::crash_point("after_kafka_commit");
+    }
+    Ok(())
 }
 
 /// The Delta commit of one table's epoch (nothing when the table already has it).
@@ -147,7 +165,20 @@ mod tests {
             },
             replaces_previous: before == 0,
             tables: Vec::new(),
+            kafka: None,
         }
+    }
+
+    #[test]
+    fn an_epoch_owed_to_kafka_topics_is_not_dropped_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut owed = commit(dir.path(), 0, 0, None);
+        owed.kafka = Some(crate::kafka_output::KafkaCommit {
+            epoch: 3,
+            parts: Vec::new(),
+        });
+        let e = roll_forward(&owed, "r", None).unwrap_err().to_string();
+        assert!(e.contains("epoch 3") && e.contains("quiver run"), "{e}");
     }
 
     #[test]
@@ -159,8 +190,8 @@ mod tests {
         std::fs::write(dir.path().join("out/v/part-old-000001-000.parquet"), b"x").unwrap();
         std::fs::write(&staged, b"a\n").unwrap();
         let first = commit(dir.path(), 0, 2, Some(staged));
-        roll_forward(&first, "r").unwrap();
-        roll_forward(&first, "r").unwrap();
+        roll_forward(&first, "r", None).unwrap();
+        roll_forward(&first, "r", None).unwrap();
         let main = dir.path().join("out/dead.ndjson");
         assert_eq!(std::fs::read(&main).unwrap(), b"a\n");
         assert!(!dir
@@ -172,15 +203,15 @@ mod tests {
         std::fs::write(&staged, b"bc\n").unwrap();
         std::fs::write(&main, b"a\nbc\n").unwrap();
         let second = commit(dir.path(), 2, 5, Some(staged));
-        roll_forward(&second, "r").unwrap();
+        roll_forward(&second, "r", None).unwrap();
         assert_eq!(std::fs::read(&main).unwrap(), b"a\nbc\n");
         // Bytes of an uncommitted epoch beyond the committed length are cut.
         std::fs::write(&main, b"a\nbc\nzz\n").unwrap();
-        roll_forward(&second, "r").unwrap();
+        roll_forward(&second, "r", None).unwrap();
         assert_eq!(std::fs::read(&main).unwrap(), b"a\nbc\n");
         // Lost committed bytes are an error, not silence.
         std::fs::write(&main, b"a\n").unwrap();
-        assert!(roll_forward(&second, "r").is_err());
+        assert!(roll_forward(&second, "r", None).is_err());
     }
 
     #[test]
@@ -188,7 +219,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("out")).unwrap();
         std::fs::write(dir.path().join("out/dead.ndjson"), b"old\n").unwrap();
-        roll_forward(&commit(dir.path(), 0, 0, None), "r").unwrap();
+        roll_forward(&commit(dir.path(), 0, 0, None), "r", None).unwrap();
         assert!(!dir.path().join("out/dead.ndjson").exists());
     }
 }

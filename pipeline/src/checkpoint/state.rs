@@ -73,6 +73,8 @@ pub struct CommitRecord {
     pub replaces_previous: bool,
     /// Delta commits of the epoch into the feature store (`quiver run --store`).
     pub tables: Vec<TableCommit>,
+    /// The epoch's messages to Kafka topics (`output.kafka`).
+    pub kafka: Option<crate::kafka_output::KafkaCommit>,
 }
 
 /// One Delta table's commit of an epoch: files (already among the published ones) added under a

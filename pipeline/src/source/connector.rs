@@ -68,6 +68,6 @@ pub trait SourceConnector: Send + Sync {
     }
 
     /// A checkpoint holding `partitions` is durable (Kafka commits the offsets to its
-    /// consumer group, for lag tooling).
-    fn committed(&self, _partitions: &[PartitionProgress]) {}
+    /// consumer group, for lag tooling); `last` when the run is about to stop.
+    fn committed(&self, _partitions: &[PartitionProgress], _last: bool) {}
 }

@@ -99,13 +99,13 @@ impl SourceConnector for KafkaConnector {
         Some(self.consumer.end_offsets())
     }
 
-    fn committed(&self, partitions: &[PartitionProgress]) {
+    fn committed(&self, partitions: &[PartitionProgress], last: bool) {
         let positions: Vec<(usize, u64)> = partitions
             .iter()
             .enumerate()
             .filter_map(|(i, p)| p.position.map(|o| (i, o)))
             .collect();
         // Best effort: the checkpoint, not the group, is what a restart reads.
-        let _ = self.consumer.commit_positions(&positions);
+        let _ = self.consumer.commit_positions(&positions, last);
     }
 }

@@ -283,9 +283,10 @@ impl Source {
         )
     }
 
-    /// A checkpoint holding `partitions` is durable (Kafka commits the offsets to its group).
-    pub fn committed(&self, partitions: &[PartitionProgress]) {
-        self.connector.committed(partitions);
+    /// A checkpoint holding `partitions` is durable (Kafka commits the offsets to its group);
+    /// `last` when the run is about to stop.
+    pub fn committed(&self, partitions: &[PartitionProgress], last: bool) {
+        self.connector.committed(partitions, last);
     }
 
     /// The next records, from the open partition with the lowest watermark (live sources: the
