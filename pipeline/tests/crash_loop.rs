@@ -16,13 +16,7 @@ use std::time::{Duration, Instant};
 mod common;
 use common::{delta_table, quiver_command, Rng};
 
-const VIEW: &str = "SELECT card_id, event_time, txn_id,
-  count(*) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '10 minutes' PRECEDING AND CURRENT ROW) AS n_10m,
-  sum(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 hour' PRECEDING AND CURRENT ROW) AS sum_1h,
-  stddev_samp(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 day' PRECEDING AND CURRENT ROW) AS sd_1d,
-  max(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '30 minutes' PRECEDING AND CURRENT ROW) AS max_30m,
-  count(*) OVER (PARTITION BY card_id ORDER BY event_time) AS n_lifetime
-FROM transactions";
+const VIEW: &str = common::CARD_VIEW;
 
 const TRANSFORM: &str =
     "SELECT txn_id, card_id, CAST(amount_text AS DOUBLE) AS amount, event_time FROM raw";
@@ -157,15 +151,7 @@ fn committed(out: &Path) -> Committed {
         batches.extend(reader.map(|b| b.unwrap()));
     }
     assert!(!batches.is_empty(), "no feature rows in {}", dir.display());
-    let all = concat_batches(&batches[0].schema(), &batches).unwrap();
-    let sort: Vec<SortColumn> = ["card_id", "event_time", "txn_id"]
-        .iter()
-        .map(|c| SortColumn {
-            values: all.column_by_name(c).unwrap().clone(),
-            options: None,
-        })
-        .collect();
-    let rows = take_record_batch(&all, &lexsort_to_indices(&sort, None).unwrap()).unwrap();
+    let rows = common::sorted_rows(&batches);
     let dead_letters = std::fs::read_to_string(out.join("dead_letter.ndjson")).unwrap_or_default();
     Committed { rows, dead_letters }
 }

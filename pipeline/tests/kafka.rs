@@ -16,13 +16,7 @@ use std::time::{Duration, Instant};
 mod common;
 use common::{delta_table, quiver_command, Rng};
 
-const VIEW: &str = "SELECT card_id, event_time, txn_id,
-  count(*) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '10 minutes' PRECEDING AND CURRENT ROW) AS n_10m,
-  sum(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 hour' PRECEDING AND CURRENT ROW) AS sum_1h,
-  stddev_samp(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 day' PRECEDING AND CURRENT ROW) AS sd_1d,
-  max(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '30 minutes' PRECEDING AND CURRENT ROW) AS max_30m,
-  count(*) OVER (PARTITION BY card_id ORDER BY event_time) AS n_lifetime
-FROM transactions";
+const VIEW: &str = common::CARD_VIEW;
 
 const SCHEMA: &str = "
       - {name: txn_id, type: int}
@@ -265,6 +259,20 @@ fn succeed(output: Output, what: &str) -> Output {
     output
 }
 
+/// Backfills the files pipeline over `good` (written to `dir/reference.ndjson`, where the
+/// config reads it) into `dir/reference`, the reference output.
+fn reference_backfill(dir: &Path, files: &Path, good: &[String]) -> PathBuf {
+    std::fs::write(dir.join("reference.ndjson"), good.join("\n")).unwrap();
+    let reference = dir.join("reference");
+    succeed(
+        quiver_command("backfill", files, &[("--output", &reference)])
+            .output()
+            .unwrap(),
+        "the reference backfill",
+    );
+    reference
+}
+
 /// `quiver compare --ignore-lineage` of two output directories succeeds.
 fn assert_same_features(reference: &Path, got: &Path) {
     let compare = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
@@ -311,11 +319,6 @@ fn features_from_a_topic_equal_the_batch_reference_and_bad_messages_are_dead_let
         ..Produced::default()
     };
     produce(&broker, topic, &mut produced, 4_000, 0x5EED_0001);
-    std::fs::write(
-        dir.path().join("reference.ndjson"),
-        produced.good.join("\n"),
-    )
-    .unwrap();
 
     let out = dir.path().join("out");
     let run = quiver_command("run", &kafka, &[("--output", &out)])
@@ -325,13 +328,7 @@ fn features_from_a_topic_equal_the_batch_reference_and_bad_messages_are_dead_let
     let summary = String::from_utf8_lossy(&run.stdout);
     assert!(summary.contains("4,000 events"), "{summary}");
 
-    let reference = dir.path().join("reference");
-    succeed(
-        quiver_command("backfill", &files, &[("--output", &reference)])
-            .output()
-            .unwrap(),
-        "the reference backfill",
-    );
+    let reference = reference_backfill(dir.path(), &files, &produced.good);
     let letters = dead_letters(&out);
     let unexpected: Vec<_> = letters.difference(&produced.bad).take(5).collect();
     let missing: Vec<_> = produced.bad.difference(&letters).take(5).collect();
@@ -483,18 +480,7 @@ fn a_store_run_killed_at_random_moments_commits_every_row_once() {
     assert_eq!(unique.len(), ids.len() - ids.null_count(), "a row twice");
     assert_eq!(unique.len(), produced.good.len(), "rows missing");
 
-    std::fs::write(
-        dir.path().join("reference.ndjson"),
-        produced.good.join("\n"),
-    )
-    .unwrap();
-    let reference = dir.path().join("reference");
-    succeed(
-        quiver_command("backfill", &files, &[("--output", &reference)])
-            .output()
-            .unwrap(),
-        "the reference backfill",
-    );
+    let reference = reference_backfill(dir.path(), &files, &produced.good);
     // The table's files as an output directory, for `quiver compare`.
     let table_view = dir.path().join("table-view").join("cards");
     std::fs::create_dir_all(&table_view).unwrap();
@@ -697,18 +683,142 @@ fn a_run_rides_out_a_broker_restart_and_resumes_after_sigterm() {
         String::from_utf8_lossy(&resumed.stdout)
     );
 
-    std::fs::write(
-        dir.path().join("reference.ndjson"),
-        produced.good.join("\n"),
-    )
-    .unwrap();
-    let reference = dir.path().join("reference");
-    succeed(
-        quiver_command("backfill", &files, &[("--output", &reference)])
-            .output()
-            .unwrap(),
-        "the reference backfill",
-    );
+    let reference = reference_backfill(dir.path(), &files, &produced.good);
     assert_same_features(&reference, &out);
     assert_eq!(dead_letters(&out), produced.bad);
+}
+
+const AVRO_SCHEMA: &str = r#"{"type": "record", "name": "transaction", "fields": [
+  {"name": "txn_id", "type": "long"},
+  {"name": "card_id", "type": "string"},
+  {"name": "amount", "type": ["null", "double"]},
+  {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-millis"}}]}"#;
+
+/// Serves one schema (id 7) the way a Confluent schema registry does, on a loopback port;
+/// returns its URL.
+fn serve_schema_registry(schema: &'static str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap_or_default();
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let (status, body) = if request.starts_with("GET /schemas/ids/7 ") {
+                (
+                    "200 OK",
+                    serde_json::json!({ "schema": schema }).to_string(),
+                )
+            } else {
+                ("404 Not Found", r#"{"error_code":40403}"#.to_string())
+            };
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+/// Avro values, plain with a schema file and in Confluent's wire format through a registry:
+/// the features equal the batch reference over the same events, and values that are not
+/// Avro (or name a schema the registry does not have) are dead letters.
+#[test]
+fn avro_messages_plain_and_through_a_registry_equal_the_batch_reference() {
+    use apache_avro::types::Value as Avro;
+    let Some(broker) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("transaction.avsc"), AVRO_SCHEMA).unwrap();
+    let schema = apache_avro::Schema::parse_str(AVRO_SCHEMA).unwrap();
+    let registry = serve_schema_registry(AVRO_SCHEMA);
+    let mut rng = Rng(0xA7B0);
+    let mut good = Vec::new();
+    let mut values = Vec::new();
+    let mut time = 1_767_225_600_000i64;
+    for txn in 1..=1_500i64 {
+        time += rng.below(3_000) as i64;
+        let card = format!("c{}", rng.below(20));
+        let amount = (rng.below(50_000) as f64) / 100.0;
+        let record = Avro::Record(vec![
+            ("txn_id".into(), Avro::Long(txn)),
+            ("card_id".into(), Avro::String(card.clone())),
+            (
+                "amount".into(),
+                Avro::Union(1, Box::new(Avro::Double(amount))),
+            ),
+            ("event_time".into(), Avro::TimestampMillis(time)),
+        ]);
+        values.push(apache_avro::to_avro_datum(&schema, record).unwrap());
+        good.push(format!(
+            "{{\"txn_id\": {txn}, \"card_id\": \"{card}\", \"amount\": {amount}, \"event_time\": {time}}}"
+        ));
+    }
+    let mut reference = None;
+    for (name, format) in [
+        (
+            "plain",
+            "    format: avro\n    avro_schema: transaction.avsc\n".to_string(),
+        ),
+        (
+            "registry",
+            format!("    format: avro\n    schema_registry: {registry}\n"),
+        ),
+    ] {
+        let topic = &fresh_topic(&format!("avro-{name}"));
+        create_topic(&broker, topic, 1);
+        let producer = JsonProducer::new(&kafka_config(&broker, topic), topic).unwrap();
+        let mut bad = BTreeSet::new();
+        for (i, value) in values.iter().enumerate() {
+            let framed = match name {
+                "plain" => value.clone(),
+                _ => [&[0u8, 0, 0, 0, 7][..], value].concat(),
+            };
+            producer.send_to(Some(0), None, &framed).unwrap();
+            if i % 500 == 250 {
+                // Not Avro for the schema; through the registry: an unknown schema id.
+                let junk: Vec<u8> = match name {
+                    "plain" => vec![0xff, 0xff, 0xff, 0xff],
+                    _ => [&[0u8, 0, 0, 0, 9][..], value].concat(),
+                };
+                producer.send_to(Some(0), None, &junk).unwrap();
+                bad.insert((
+                    format!("{topic}/0"),
+                    (i + bad.len() + 1) as u64,
+                    "malformed_record".to_string(),
+                ));
+            }
+        }
+        producer.flush().unwrap();
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::copy(
+            dir.path().join("transaction.avsc"),
+            sub.join("transaction.avsc"),
+        )
+        .unwrap();
+        let (kafka, files) = write_configs(
+            &sub,
+            &broker,
+            topic,
+            &format!("    stop_at_end: true\n{format}"),
+        );
+        let out = sub.join("out");
+        succeed(
+            quiver_command("run", &kafka, &[("--output", &out)])
+                .output()
+                .unwrap(),
+            &format!("the {name} Avro run"),
+        );
+        let reference = reference.get_or_insert_with(|| reference_backfill(&sub, &files, &good));
+        assert_same_features(reference, &out);
+        assert_eq!(dead_letters(&out), bad, "{name}");
+    }
 }

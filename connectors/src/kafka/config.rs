@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
+use super::avro::AvroDecoder;
 use crate::error::ConnectorError;
 use crate::schema::{DeclaredSchema, FieldSpec};
 use crate::timestamp::parse_rfc3339_micros;
@@ -22,9 +23,18 @@ pub struct KafkaConfig {
     /// tooling (default `quiver-<pipeline name>`); the checkpoint stays the source of truth.
     #[serde(default)]
     pub group_id: Option<String>,
-    /// Message format (only `json`: one JSON object per message value).
+    /// Message format: `json` (a JSON object per message value) or `avro` (with
+    /// `avro_schema` or `schema_registry`).
     #[serde(default)]
     pub format: KafkaFormat,
+    /// `format: avro`: the values are plain Avro binary in this schema (a `.avsc` file;
+    /// relative to the pipeline config).
+    #[serde(default)]
+    pub avro_schema: Option<String>,
+    /// `format: avro`: the values are in Confluent's wire format, their schemas in the
+    /// registry at this http:// URL.
+    #[serde(default)]
+    pub schema_registry: Option<String>,
     /// Declared columns, as for files; the event-time column must be among them.
     pub schema: Vec<FieldSpec>,
     /// Where a partition without a checkpointed position starts: `earliest` (default),
@@ -60,6 +70,8 @@ pub enum KafkaFormat {
     /// A JSON object per message.
     #[default]
     Json,
+    /// An Avro record per message.
+    Avro,
 }
 
 fn default_start() -> String {
@@ -171,7 +183,40 @@ impl KafkaConfig {
             ));
         }
         self.start_from()?;
+        match (self.format, &self.avro_schema, &self.schema_registry) {
+            (KafkaFormat::Avro, Some(_), None) | (KafkaFormat::Avro, None, Some(_)) => {}
+            (KafkaFormat::Avro, _, _) => {
+                return Err(bad(
+                    "option `format: avro`",
+                    "give exactly one of `avro_schema` (plain Avro) or `schema_registry` (Confluent wire format)"
+                        .to_string(),
+                ))
+            }
+            (KafkaFormat::Json, None, None) => {}
+            (KafkaFormat::Json, _, _) => {
+                return Err(bad(
+                    "option `format`",
+                    "`avro_schema` and `schema_registry` need `format: avro`".to_string(),
+                ))
+            }
+        }
         Ok(())
+    }
+
+    /// The decoder of Avro values, for `format: avro`.
+    pub fn avro_decoder(&self) -> Result<Option<AvroDecoder>, ConnectorError> {
+        if self.format != KafkaFormat::Avro {
+            return Ok(None);
+        }
+        if let Some(url) = &self.schema_registry {
+            return AvroDecoder::registry(url).map(Some);
+        }
+        let path = self.avro_schema.as_deref().unwrap_or_default();
+        let text = std::fs::read_to_string(path).map_err(|e| ConnectorError::Kafka {
+            context: format!("Avro schema `{path}`"),
+            detail: format!("cannot read it: {e}"),
+        })?;
+        AvroDecoder::plain(&text, path).map(Some)
     }
 
     /// The brokers, with environment variables expanded.

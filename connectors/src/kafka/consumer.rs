@@ -12,6 +12,7 @@ use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
 use serde_json::Value;
 
+use super::avro::{AvroDecoder, AvroError};
 use super::config::{KafkaConfig, StartFrom};
 use crate::dead_letter::DeadLetterReason;
 use crate::decode::{decode_json_records, JsonRecord};
@@ -67,6 +68,8 @@ type Client = BaseConsumer<DefaultConsumerContext>;
 pub struct KafkaConsumer {
     config: KafkaConfig,
     schema: DeclaredSchema,
+    /// The decoder of Avro values (`format: avro`).
+    avro: Option<AvroDecoder>,
     consumer: Arc<Client>,
     /// Every partition of the configured topics, topic by topic in config order, then by number.
     pub partitions: Vec<TopicPartition>,
@@ -141,6 +144,7 @@ impl KafkaConsumer {
         let fatal = Arc::new(Mutex::new(None));
         spawn_main_queue_poller(consumer.clone(), stop.clone(), fatal.clone());
         Ok(KafkaConsumer {
+            avro: config.avro_decoder()?,
             config: config.clone(),
             schema,
             consumer,
@@ -278,7 +282,23 @@ impl KafkaConsumer {
         if pending.is_empty() {
             return Ok(true);
         }
-        let records = pending.iter().map(|m| self.record(m));
+        // Avro values become JSON text first (a registry that fails stops the reader).
+        let values = pending
+            .iter()
+            .map(|m| self.json_value(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let records = pending.iter().zip(&values).map(|(m, value)| {
+            let mut record = self.record(m);
+            if let Some(value) = value {
+                match value {
+                    Ok(text) => record.value = Some(text.as_bytes()),
+                    Err((reason, detail)) => {
+                        record.problem = record.problem.or(Some((*reason, detail.clone())))
+                    }
+                }
+            }
+            record
+        });
         let decoded = decode_json_records(name, records, &self.schema, pending.len())?;
         pending.clear();
         for item in in_offset_order(decoded) {
@@ -287,6 +307,23 @@ impl KafkaConsumer {
             }
         }
         Ok(true)
+    }
+
+    /// An Avro value as JSON text, or why it is a bad record; `None` for JSON messages (and
+    /// messages without a value).
+    #[allow(clippy::type_complexity)]
+    fn json_value(
+        &self,
+        message: &OwnedMessage,
+    ) -> Result<Option<Result<String, (DeadLetterReason, String)>>, ConnectorError> {
+        let (Some(avro), Some(bytes)) = (&self.avro, message.payload()) else {
+            return Ok(None);
+        };
+        match avro.decode(bytes) {
+            Ok(value) => Ok(Some(Ok(value.to_string()))),
+            Err(AvroError::Record(reason, detail)) => Ok(Some(Err((reason, detail)))),
+            Err(AvroError::Registry(e)) => Err(e),
+        }
     }
 
     /// A message as a record to decode: its value, and its key, timestamp and headers for the

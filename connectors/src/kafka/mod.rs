@@ -2,11 +2,13 @@
 //! source partitions from checkpointed offsets, a producer for filling topics, and a
 //! transactional sink writing each checkpoint epoch exactly once.
 
+mod avro;
 mod config;
 mod consumer;
 mod producer;
 mod sink;
 
+pub use avro::{AvroDecoder, AvroError};
 pub use config::{KafkaConfig, KafkaFormat, StartFrom};
 pub use consumer::{KafkaConsumer, PartitionSink, ReadEnd, TopicPartition};
 pub use producer::{ensure_topic, JsonProducer};

@@ -137,7 +137,12 @@ impl Source {
                 .await?,
             ),
             (None, Some(kafka)) => {
-                let kafka = kafka.clone();
+                let mut kafka = kafka.clone();
+                // An Avro schema file is relative to the pipeline config, like SQL files.
+                if let (Some(path), Some(dir)) = (&kafka.avro_schema, pipeline.loaded.path.parent())
+                {
+                    kafka.avro_schema = Some(dir.join(path).display().to_string());
+                }
                 let schema = pipeline.source_schema.clone();
                 let name = pipeline.loaded.config.name.clone();
                 let until = overrides.stop_at_end;

@@ -60,18 +60,30 @@ pub fn delta_table(table: &Path) -> (RecordBatch, Vec<i64>) {
             }
         }
     }
-    let all = concat_batches(&batches[0].schema(), &batches).unwrap();
-    let keys: Vec<&str> = ["card_id", "event_time", "txn_id"]
+    (sorted_rows(&batches), txns)
+}
+
+/// `batches` as one batch sorted on the columns of `card_id`, `event_time` and `txn_id` it has.
+pub fn sorted_rows(batches: &[RecordBatch]) -> RecordBatch {
+    assert!(!batches.is_empty(), "no rows");
+    let all = concat_batches(&batches[0].schema(), batches).unwrap();
+    let sort: Vec<SortColumn> = ["card_id", "event_time", "txn_id"]
         .into_iter()
         .filter(|c| all.schema().index_of(c).is_ok())
-        .collect();
-    let sort: Vec<SortColumn> = keys
-        .iter()
         .map(|c| SortColumn {
             values: all.column_by_name(c).unwrap().clone(),
             options: None,
         })
         .collect();
-    let rows = take_record_batch(&all, &lexsort_to_indices(&sort, None).unwrap()).unwrap();
-    (rows, txns)
+    take_record_batch(&all, &lexsort_to_indices(&sort, None).unwrap()).unwrap()
 }
+
+/// The card view the crash and Kafka tests compute: counts, sums, a deviation and a maximum
+/// over several windows, and a lifetime count.
+pub const CARD_VIEW: &str = "SELECT card_id, event_time, txn_id,
+  count(*) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '10 minutes' PRECEDING AND CURRENT ROW) AS n_10m,
+  sum(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 hour' PRECEDING AND CURRENT ROW) AS sum_1h,
+  stddev_samp(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 day' PRECEDING AND CURRENT ROW) AS sd_1d,
+  max(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '30 minutes' PRECEDING AND CURRENT ROW) AS max_30m,
+  count(*) OVER (PARTITION BY card_id ORDER BY event_time) AS n_lifetime
+FROM transactions";
