@@ -55,6 +55,10 @@ pub struct RunOptions {
     pub store: Option<crate::registry::Registry>,
 }
 
+/// How often the positions of the last durable checkpoint are committed to a consumer group
+/// again (Kafka), besides once when the checkpoint becomes durable.
+const RECOMMIT_INTERVAL: Duration = Duration::from_secs(5);
+
 /// The config's checkpoint policy.
 pub fn configured_policy(pipeline: &CompiledPipeline) -> CheckpointPolicy {
     let c = &pipeline.loaded.config.checkpoint;
@@ -235,6 +239,8 @@ pub async fn run(
     let stop = stop_requested(options.handle_signals);
     tokio::pin!(stop);
     let mut interrupted = false;
+    let mut durable = None;
+    let mut recommit_at = Duration::ZERO;
     loop {
         let event = tokio::select! {
             biased;
@@ -297,8 +303,16 @@ pub async fn run(
                 .await?;
             trigger.taken(source.now());
         }
+        // Durable positions go to the consumer group, and again now and then: a commit sent
+        // while the group's coordinator is away (a broker restarting) is lost, and no new
+        // checkpoint may come to send a later one.
         if let Some(positions) = coordinator.newly_durable().await? {
-            source.committed(&positions, false);
+            durable = Some(positions);
+            recommit_at = Duration::ZERO;
+        }
+        if let Some(positions) = durable.as_ref().filter(|_| source.now() >= recommit_at) {
+            source.committed(positions, false);
+            recommit_at = source.now() + RECOMMIT_INTERVAL;
         }
     }
     // Caught up with a live source: buffered events wait for the watermark in the checkpoint.

@@ -6,7 +6,6 @@
 //!
 //! `QUIVER_CRASH_TRIALS=<n>` runs more random kills than the default 20 (a soak).
 
-use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::path::{Path, PathBuf};

@@ -597,24 +597,31 @@ fn wait_for_group(
         for p in 0..ends.len() {
             query.add_partition(topic, p as i32);
         }
-        let done = consumer
-            .committed_offsets(query, Duration::from_secs(5))
-            .map(|found| {
-                (0..ends.len()).all(|p| {
-                    matches!(
-                        found.find_partition(topic, p as i32).map(|e| e.offset()),
-                        Some(rdkafka::Offset::Offset(o)) if o as u64 >= ends[p]
+        let committed: Vec<Option<i64>> =
+            match consumer.committed_offsets(query, Duration::from_secs(5)) {
+                Ok(found) => (0..ends.len())
+                    .map(
+                        |p| match found.find_partition(topic, p as i32).map(|e| e.offset()) {
+                            Some(rdkafka::Offset::Offset(o)) => Some(o),
+                            _ => None,
+                        },
                     )
-                })
-            })
-            .unwrap_or(false);
-        if done {
+                    .collect(),
+                Err(_) => vec![None; ends.len()],
+            };
+        if committed
+            .iter()
+            .zip(ends)
+            .all(|(c, end)| c.is_some_and(|c| c as u64 >= *end))
+        {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the run did not catch up within a minute"
-        );
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!(
+                "the run did not catch up within a minute: committed {committed:?}, ends {ends:?}"
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
