@@ -255,6 +255,12 @@ impl Coordinator {
                 "epoch": epoch,
                 "watermark": captured.watermarks.job,
                 "positions": captured.partitions,
+                "partition_max_event_us": captured
+                    .watermarks
+                    .clocks
+                    .iter()
+                    .map(|c| c.max_seen)
+                    .collect::<Vec<_>>(),
             })
         });
         // Checkpoints commit in order: the previous one must be durable first.

@@ -493,6 +493,23 @@ fn a_store_run_killed_at_random_moments_commits_every_row_once() {
     }
     assert_same_features(&reference, &dir.path().join("table-view"));
 
+    // `quiver status` shows where each partition's last commit stood.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["status", "cards", "--json", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let status: serde_json::Value =
+        serde_json::from_slice(&succeed(status, "quiver status").stdout).unwrap();
+    let partitions = status[0]["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 3, "{status}");
+    for (p, position) in partitions.iter().enumerate() {
+        assert_eq!(position["partition"], format!("{topic}/{p}"));
+        // Every produced message, and the closing one after them, was consumed.
+        assert_eq!(position["offset"], produced.partitions[p].0, "{status}");
+        assert!(position["event_lag_s"].as_f64().is_some(), "{status}");
+    }
+
     // The output topics, read as committed: every feature row once, every dead letter once.
     let messages = read_committed(&broker, features_topic);
     let mut seen = BTreeSet::new();

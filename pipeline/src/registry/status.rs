@@ -40,6 +40,23 @@ pub struct ViewStatus {
     pub freshness_sla: Option<String>,
     /// Whether the freshness is within the SLA (`None` without one).
     pub sla_holds: Option<bool>,
+    /// The job watermark of the last commit of a streaming run (RFC 3339).
+    pub watermark: Option<String>,
+    /// Per source partition, where the last commit of a streaming run stood.
+    pub partitions: Vec<PartitionPosition>,
+}
+
+/// Where a source partition stood at a commit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PartitionPosition {
+    /// Partition name (a file, `datagen`, or `topic/partition`).
+    pub partition: String,
+    /// The last offset (line, row, Kafka offset) consumed.
+    pub offset: Option<u64>,
+    /// The newest event time the partition had delivered (RFC 3339).
+    pub newest_event: Option<String>,
+    /// Now minus that event time, seconds: how far the partition is behind in event time.
+    pub event_lag_s: Option<f64>,
 }
 
 impl std::fmt::Display for ViewStatus {
@@ -65,7 +82,21 @@ impl std::fmt::Display for ViewStatus {
             (Some(sla), _) => format!("VIOLATES freshness_sla {sla}"),
             (None, _) => "no freshness_sla".to_string(),
         };
-        writeln!(f, "  freshness {} ({sla})", seconds(self.freshness_s))
+        writeln!(f, "  freshness {} ({sla})", seconds(self.freshness_s))?;
+        if let Some(watermark) = &self.watermark {
+            writeln!(f, "  last streaming commit: watermark {watermark}")?;
+        }
+        for p in &self.partitions {
+            writeln!(
+                f,
+                "    {}: offset {}, newest event {} ({} behind now)",
+                p.partition,
+                p.offset.map_or("-".to_string(), |o| o.to_string()),
+                p.newest_event.as_deref().unwrap_or("-"),
+                seconds(p.event_lag_s)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -106,9 +137,16 @@ pub fn version_status(
     }
     let mut latencies = Vec::new();
     let mut last_commit = None;
+    let mut last_run_info = None;
     for v in &versions {
         let actions = delta::read_commit(&table, *v).map_err(store)?;
         let info = actions.iter().find_map(|a| a.get("commitInfo"));
+        if let Some(quiver) = info
+            .and_then(|i| i.get("quiver"))
+            .filter(|q| q.get("positions").is_some())
+        {
+            last_run_info = Some(quiver.clone());
+        }
         let commit_ms = info
             .and_then(|i| i.get("timestamp"))
             .and_then(|t| t.as_i64());
@@ -142,6 +180,10 @@ pub fn version_status(
         (Some(_), None) => Some(false),
         (None, _) => None,
     };
+    let (watermark, partitions) = match &last_run_info {
+        Some(info) => run_positions(info, now_micros),
+        None => (None, Vec::new()),
+    };
     Ok(ViewStatus {
         view: definition.view.clone(),
         version: definition.version.clone(),
@@ -154,7 +196,37 @@ pub fn version_status(
         freshness_s,
         freshness_sla: definition.freshness_sla.clone(),
         sla_holds,
+        watermark,
+        partitions,
     })
+}
+
+/// The watermark and per-partition positions a streaming run's commit recorded.
+fn run_positions(
+    info: &serde_json::Value,
+    now_micros: i64,
+) -> (Option<String>, Vec<PartitionPosition>) {
+    let watermark = info["watermark"]
+        .as_i64()
+        .filter(|w| *w != i64::MIN)
+        .map(crate::lineage::format_micros);
+    let newest = info["partition_max_event_us"].as_array();
+    let partitions = info["positions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, p)| {
+            let max = newest.and_then(|n| n.get(i)).and_then(|t| t.as_i64());
+            PartitionPosition {
+                partition: p["name"].as_str().unwrap_or_default().to_string(),
+                offset: p["position"].as_u64(),
+                newest_event: max.map(crate::lineage::format_micros),
+                event_lag_s: max.map(|t| (now_micros - t) as f64 / 1e6),
+            }
+        })
+        .collect();
+    (watermark, partitions)
 }
 
 /// The status of every view's latest version (or of `view` only).
