@@ -216,8 +216,13 @@ impl Source {
         if now != then {
             let added: Vec<&&str> = now.iter().filter(|n| !then.contains(n)).collect();
             let removed: Vec<&&str> = then.iter().filter(|n| !now.contains(n)).collect();
+            let what = if self.is_live() {
+                "topic partitions"
+            } else {
+                "files"
+            };
             return Err(JobError::Checkpoint(format!(
-                "the input changed since the checkpoint: new files {added:?}, missing files {removed:?}; \
+                "the input changed since the checkpoint: new {what} {added:?}, missing {what} {removed:?}; \
                  run with --fresh to start over on the new input"
             )));
         }
