@@ -227,8 +227,16 @@ impl Watermarks {
     }
 
     /// Restores checkpointed state at wall-clock time `now` (idleness starts afresh).
+    /// Partitions beyond the checkpoint's (a topic that grew) start pending.
     pub fn restore(&mut self, state: WatermarkState, now: Duration) {
-        self.clocks = state.clocks;
+        let count = self.clocks.len();
+        let mut clocks = state.clocks;
+        if let Some(template) = self.clocks.first().cloned() {
+            while clocks.len() < count {
+                clocks.push(template.clone());
+            }
+        }
+        self.clocks = clocks;
         for c in &mut self.clocks {
             c.last_data = Some(now);
         }
@@ -313,6 +321,18 @@ mod tests {
         );
         w.observe(0, &[900], Duration::from_secs(7));
         assert_eq!(w.current(), 700);
+    }
+
+    #[test]
+    fn partitions_added_since_the_snapshot_start_pending() {
+        let mut w = Watermarks::new(0, 1, true, None);
+        w.open(0, NOW);
+        w.observe(0, &[100], NOW);
+        let mut grown = Watermarks::new(0, 2, true, None);
+        grown.restore(w.snapshot(), NOW);
+        assert_eq!(grown.status(0), Some(PartitionStatus::Open));
+        assert_eq!(grown.status(1), Some(PartitionStatus::Pending));
+        assert_eq!(grown.current(), 100);
     }
 
     #[test]

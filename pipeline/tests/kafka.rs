@@ -7,7 +7,7 @@
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
-use quiver_connectors::kafka::{ensure_topic, JsonProducer, KafkaConfig};
+use quiver_connectors::kafka::{add_partitions, ensure_topic, JsonProducer, KafkaConfig};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -845,4 +845,63 @@ fn avro_messages_plain_and_through_a_registry_equal_the_batch_reference() {
         assert_same_features(reference, &out);
         assert_eq!(dead_letters(&out), bad, "{name}");
     }
+}
+
+/// A topic that grows while a pipeline reads it: the resumed run keeps the checkpoint's
+/// partitions where they were, reads the new one from its start, and the result equals the
+/// batch reference.
+#[test]
+fn partitions_added_to_a_topic_are_read_by_the_resumed_run() {
+    let Some(broker) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = &fresh_topic("growing");
+    create_topic(&broker, topic, 2);
+    let (kafka, files) = write_configs(dir.path(), &broker, topic, "");
+    let mut produced = Produced {
+        partitions: vec![(0, 1_767_225_600_000); 2],
+        ..Produced::default()
+    };
+    produce(&broker, topic, &mut produced, 2_000, 0x6A0);
+    let out = dir.path().join("out");
+    let run = || {
+        let run = quiver_command("run", &kafka, &[("--output", &out)])
+            .arg("--until-caught-up")
+            .output()
+            .unwrap();
+        succeed(run, "quiver run --until-caught-up")
+    };
+    run();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(add_partitions(&kafka_config(&broker, topic), topic, 3))
+        .unwrap();
+    // The new partition's events are as recent as the others'.
+    let newest = produced.partitions.iter().map(|(_, t)| *t).max().unwrap();
+    produced.partitions.push((0, newest));
+    produce(&broker, topic, &mut produced, 3_000, 0x6A1);
+    let second = run();
+    assert!(
+        String::from_utf8_lossy(&second.stdout).contains(&format!("{topic}/2")),
+        "{}",
+        String::from_utf8_lossy(&second.stdout)
+    );
+    // Time moves on everywhere, so every event produced is final.
+    let producer = JsonProducer::new(&kafka_config(&broker, topic), topic).unwrap();
+    for (p, (_, time)) in produced.partitions.iter().enumerate() {
+        let closing = format!(
+            "{{\"txn_id\": {}, \"card_id\": \"closing\", \"amount\": 1, \"event_time\": {}}}",
+            2_000_000_000 + p,
+            time + 3_600_000
+        );
+        producer
+            .send_to(Some(p as i32), None, closing.as_bytes())
+            .unwrap();
+    }
+    producer.flush().unwrap();
+    run();
+    let reference = reference_backfill(dir.path(), &files, &produced.good);
+    // The closing events wait in the checkpoint: the rows are those of the produced events.
+    assert_same_features(&reference, &out);
+    assert_eq!(dead_letters(&out), produced.bad);
 }

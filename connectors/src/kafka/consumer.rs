@@ -71,8 +71,9 @@ pub struct KafkaConsumer {
     /// The decoder of Avro values (`format: avro`).
     avro: Option<AvroDecoder>,
     consumer: Arc<Client>,
-    /// Every partition of the configured topics, topic by topic in config order, then by number.
-    pub partitions: Vec<TopicPartition>,
+    /// Every partition of the configured topics, topic by topic in config order, then by number
+    /// (or in a checkpoint's order, see [`KafkaConsumer::arrange`]).
+    partitions: std::sync::RwLock<Vec<TopicPartition>>,
     stop: Arc<AtomicBool>,
     /// A fatal error the consumer reported (the readers stop with it).
     fatal: Arc<Mutex<Option<String>>>,
@@ -148,10 +149,41 @@ impl KafkaConsumer {
             config: config.clone(),
             schema,
             consumer,
-            partitions,
+            partitions: std::sync::RwLock::new(partitions),
             stop,
             fatal,
         })
+    }
+
+    /// The partitions, in source partition order.
+    pub fn partitions(&self) -> Vec<TopicPartition> {
+        self.partitions
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_default()
+    }
+
+    /// Orders the partitions as `names` (`topic/partition`), partitions not among them after
+    /// those in their current order; `false` (nothing changed) when one of `names` is gone.
+    pub fn arrange(&self, names: &[String]) -> bool {
+        let Ok(mut partitions) = self.partitions.write() else {
+            return false;
+        };
+        let mut arranged = Vec::with_capacity(partitions.len());
+        for name in names {
+            match partitions.iter().find(|p| p.name() == *name) {
+                Some(p) => arranged.push(p.clone()),
+                None => return false,
+            }
+        }
+        let rest: Vec<TopicPartition> = partitions
+            .iter()
+            .filter(|p| !names.contains(&p.name()))
+            .cloned()
+            .collect();
+        arranged.extend(rest);
+        *partitions = arranged;
+        true
     }
 
     fn fatal(&self) -> Option<String> {
@@ -201,7 +233,7 @@ impl KafkaConsumer {
         sink: &mut dyn PartitionSink,
     ) -> Result<ReadEnd, ConnectorError> {
         let tp = self
-            .partitions
+            .partitions()
             .get(index)
             .ok_or_else(|| kafka_error("reading", format!("no partition number {index}")))?
             .clone();
@@ -379,7 +411,7 @@ impl KafkaConsumer {
     /// Each partition's end: the offset the next message will get (its high watermark), `None`
     /// where the brokers did not answer.
     pub fn end_offsets(&self) -> Vec<Option<u64>> {
-        self.partitions
+        self.partitions()
             .iter()
             .map(|tp| {
                 self.consumer
@@ -400,7 +432,7 @@ impl KafkaConsumer {
     ) -> Result<(), ConnectorError> {
         let mut offsets = TopicPartitionList::new();
         for &(index, position) in positions {
-            if let Some(tp) = self.partitions.get(index) {
+            if let Some(tp) = self.partitions().get(index) {
                 offsets
                     .add_partition_offset(
                         &tp.topic,

@@ -11,5 +11,5 @@ mod sink;
 pub use avro::{AvroDecoder, AvroError};
 pub use config::{KafkaConfig, KafkaFormat, StartFrom};
 pub use consumer::{KafkaConsumer, PartitionSink, ReadEnd, TopicPartition};
-pub use producer::{ensure_topic, JsonProducer};
+pub use producer::{add_partitions, ensure_topic, JsonProducer};
 pub use sink::{KafkaSinkConfig, SinkMessage, TransactionalSink};

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -46,6 +46,30 @@ pub async fn ensure_topic(
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => return Err(kafka_error(format!("creating topic `{name}`"), code)),
+        }
+    }
+    Ok(())
+}
+
+/// Grows `topic` to `partitions` partitions (Kafka never shrinks a topic).
+pub async fn add_partitions(
+    config: &KafkaConfig,
+    topic: &str,
+    partitions: usize,
+) -> Result<(), ConnectorError> {
+    let admin: AdminClient<DefaultClientContext> = config
+        .client_config(&[])?
+        .create()
+        .map_err(|e| kafka_error("creating an admin client (check `properties`)", e))?;
+    let grow = NewPartitions::new(topic, partitions);
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_partitions([&grow], &options)
+        .await
+        .map_err(|e| kafka_error(format!("adding partitions to `{topic}`"), e))?;
+    for result in results {
+        if let Err((name, code)) = result {
+            return Err(kafka_error(format!("adding partitions to `{name}`"), code));
         }
     }
     Ok(())

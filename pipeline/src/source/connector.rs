@@ -67,6 +67,13 @@ pub trait SourceConnector: Send + Sync {
         None
     }
 
+    /// Puts the partitions in the order of `names` (a checkpoint's order, with partitions that
+    /// are new since then after them); `false` when some of `names` are gone. Only live
+    /// sources, whose partitions can be added, support it.
+    fn arrange(&self, _names: &[String]) -> bool {
+        false
+    }
+
     /// A checkpoint holding `partitions` is durable (Kafka commits the offsets to its
     /// consumer group, for lag tooling); `last` when the run is about to stop.
     fn committed(&self, _partitions: &[PartitionProgress], _last: bool) {}

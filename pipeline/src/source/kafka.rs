@@ -59,7 +59,11 @@ impl PartitionSink for ChannelSink {
 
 impl SourceConnector for KafkaConnector {
     fn partition_names(&self) -> Vec<String> {
-        self.consumer.partitions.iter().map(|p| p.name()).collect()
+        self.consumer
+            .partitions()
+            .iter()
+            .map(|p| p.name())
+            .collect()
     }
 
     fn fingerprint(&self) -> String {
@@ -93,6 +97,10 @@ impl SourceConnector for KafkaConnector {
                 }
             }
         });
+    }
+
+    fn arrange(&self, names: &[String]) -> bool {
+        self.consumer.arrange(names)
     }
 
     fn end_offsets(&self) -> Option<Vec<Option<u64>>> {

@@ -204,14 +204,32 @@ impl Source {
         self.connector.is_live()
     }
 
-    /// Restores progress from a checkpoint: partitions must be the same, in the same order.
+    /// Restores progress from a checkpoint: partitions must be the same, in the same order, except
+    /// that a live source's partitions added since then (a topic that grew) follow the others.
     pub fn restore(
         &mut self,
         partitions: Vec<PartitionProgress>,
         events: u64,
         files_done: usize,
     ) -> Result<(), JobError> {
-        let now: Vec<&str> = self.partitions.iter().map(|p| p.name.as_str()).collect();
+        let names: Vec<String> = partitions.iter().map(|p| p.name.clone()).collect();
+        let mut partitions = partitions;
+        if self.partitions.len() > names.len() && self.connector.arrange(&names) {
+            // Partitions were added (a topic grew): the checkpoint's keep their places (its
+            // state refers to them by position), the new ones follow, read from the configured
+            // start.
+            let added: Vec<PartitionProgress> = (self.connector.partition_names().into_iter())
+                .skip(names.len())
+                .map(|name| PartitionProgress {
+                    name,
+                    size: None,
+                    position: None,
+                })
+                .collect();
+            partitions.extend(added);
+        }
+        let current = self.connector.partition_names();
+        let now: Vec<&str> = current.iter().map(String::as_str).collect();
         let then: Vec<&str> = partitions.iter().map(|p| p.name.as_str()).collect();
         if now != then {
             let added: Vec<&&str> = now.iter().filter(|n| !then.contains(n)).collect();
