@@ -250,6 +250,23 @@ fn read_committed(
     out
 }
 
+/// One event an hour after the newest in every partition (not counted as produced): the
+/// watermark then passes every produced event, whose rows become final, while these wait.
+fn produce_closing(broker: &str, topic: &str, produced: &Produced) {
+    let producer = JsonProducer::new(&kafka_config(broker, topic), topic).unwrap();
+    for (p, (_, time)) in produced.partitions.iter().enumerate() {
+        let closing = format!(
+            "{{\"txn_id\": {}, \"card_id\": \"closing\", \"amount\": 1, \"event_time\": {}}}",
+            1_000_000_000 + p,
+            time + 3_600_000
+        );
+        producer
+            .send_to(Some(p as i32), None, closing.as_bytes())
+            .unwrap();
+    }
+    producer.flush().unwrap();
+}
+
 fn succeed(output: Output, what: &str) -> Output {
     assert!(
         output.status.success(),
@@ -446,18 +463,7 @@ fn a_store_run_killed_at_random_moments_commits_every_row_once() {
     }
     // Time moves on in every partition (an hour later): the watermark passes every event
     // produced before, whose rows are then final; the closing events wait in the checkpoint.
-    let producer = JsonProducer::new(&kafka_config(&broker, topic), topic).unwrap();
-    for (p, (_, time)) in produced.partitions.iter().enumerate() {
-        let closing = format!(
-            "{{\"txn_id\": {}, \"card_id\": \"closing\", \"amount\": 1, \"event_time\": {}}}",
-            1_000_000_000 + p,
-            time + 3_600_000
-        );
-        producer
-            .send_to(Some(p as i32), None, closing.as_bytes())
-            .unwrap();
-    }
-    producer.flush().unwrap();
+    produce_closing(&broker, topic, &produced);
     let out = dir.path().join("out");
     let last = quiver_command("run", &kafka, &[("--output", &out), ("--store", &store)])
         .arg("--until-caught-up")
@@ -887,18 +893,7 @@ fn partitions_added_to_a_topic_are_read_by_the_resumed_run() {
         String::from_utf8_lossy(&second.stdout)
     );
     // Time moves on everywhere, so every event produced is final.
-    let producer = JsonProducer::new(&kafka_config(&broker, topic), topic).unwrap();
-    for (p, (_, time)) in produced.partitions.iter().enumerate() {
-        let closing = format!(
-            "{{\"txn_id\": {}, \"card_id\": \"closing\", \"amount\": 1, \"event_time\": {}}}",
-            2_000_000_000 + p,
-            time + 3_600_000
-        );
-        producer
-            .send_to(Some(p as i32), None, closing.as_bytes())
-            .unwrap();
-    }
-    producer.flush().unwrap();
+    produce_closing(&broker, topic, &produced);
     run();
     let reference = reference_backfill(dir.path(), &files, &produced.good);
     // The closing events wait in the checkpoint: the rows are those of the produced events.

@@ -21,16 +21,21 @@ fn kafka_error(context: impl Into<String>, e: impl std::fmt::Display) -> Connect
     }
 }
 
+/// An admin client of the brokers in `config`.
+fn admin(config: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, ConnectorError> {
+    config
+        .client_config(&[])?
+        .create()
+        .map_err(|e| kafka_error("creating an admin client (check `properties`)", e))
+}
+
 /// Creates `topic` with `partitions` partitions (replication 1) unless it exists.
 pub async fn ensure_topic(
     config: &KafkaConfig,
     topic: &str,
     partitions: i32,
 ) -> Result<(), ConnectorError> {
-    let admin: AdminClient<DefaultClientContext> = config
-        .client_config(&[])?
-        .create()
-        .map_err(|e| kafka_error("creating an admin client (check `properties`)", e))?;
+    let admin = admin(config)?;
     let new = NewTopic::new(topic, partitions.max(1), TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin.create_topics([&new], &options).await.map_err(|e| {
@@ -57,10 +62,7 @@ pub async fn add_partitions(
     topic: &str,
     partitions: usize,
 ) -> Result<(), ConnectorError> {
-    let admin: AdminClient<DefaultClientContext> = config
-        .client_config(&[])?
-        .create()
-        .map_err(|e| kafka_error("creating an admin client (check `properties`)", e))?;
+    let admin = admin(config)?;
     let grow = NewPartitions::new(topic, partitions);
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
