@@ -3,6 +3,7 @@
 //! in [`crate::checkpoint::protocol`]; this is the part that talks to tasks and files.
 
 use crate::checkpoint::commit::roll_forward;
+use crate::checkpoint::lock::JobLock;
 use crate::checkpoint::protocol::{view_changes, EpochAcks};
 use crate::checkpoint::state::{
     Checkpoint, CommitRecord, Counters, ReorderState, TableCommit, ViewCheckpoint, ViewIdentity,
@@ -87,6 +88,8 @@ impl Captured {
 /// The coordinator of one job.
 pub struct Coordinator {
     dir: CheckpointDir,
+    /// This job's hold on the checkpoint directory.
+    _lock: JobLock,
     paths: OutputPaths,
     /// Run identifier (names output files).
     pub run: String,
@@ -137,6 +140,7 @@ impl Coordinator {
         fresh: bool,
         kafka: Option<Arc<KafkaOutput>>,
     ) -> Result<(Self, Option<Checkpoint>), JobError> {
+        let lock = JobLock::acquire(&paths.checkpoints)?;
         let dir = CheckpointDir::new(paths.checkpoints.clone());
         let latest = if fresh {
             // A damaged checkpoint must not stop a user who asked to start over.
@@ -153,6 +157,7 @@ impl Coordinator {
         let identities = pipeline.view_identities.clone();
         let mut coordinator = Coordinator {
             dir,
+            _lock: lock,
             paths,
             run: format!("{:x}", unix_ms()),
             pipeline: name,

@@ -372,7 +372,13 @@ fn a_failed_new_run_leaves_the_previous_output_and_sigterm_stops_cleanly() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let checkpoints = fresh_out.join("_checkpoints");
-    while std::fs::read_dir(&checkpoints).map_or(true, |d| d.count() == 0) {
+    let has_checkpoint = |dir: &Path| {
+        std::fs::read_dir(dir).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("checkpoint-"))
+        })
+    };
+    while !has_checkpoint(&checkpoints) {
         assert!(Instant::now() < deadline, "no checkpoint within 60 s");
         if child.try_wait().unwrap().is_some() {
             break;

@@ -675,6 +675,13 @@ fn a_run_rides_out_a_broker_restart_and_resumes_after_sigterm() {
     let ends = |p: &Produced| p.partitions.iter().map(|(o, _)| *o).collect::<Vec<_>>();
     let group = format!("{topic}-group");
     wait_for_group(&broker, &group, topic, &ends(&produced), &mut child);
+    // A second job on the same checkpoints is refused while this one runs.
+    let second = quiver_command("run", &kafka, &[("--output", &out)])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let refusal = String::from_utf8_lossy(&second.stderr);
+    assert!(refusal.contains("another quiver job"), "{refusal}");
 
     own.restart();
     produce(&broker, topic, &mut produced, 3_000, 0xB0C);

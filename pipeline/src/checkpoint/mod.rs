@@ -11,6 +11,7 @@
 pub mod commit;
 pub mod dir;
 pub mod envelope;
+pub mod lock;
 pub mod protocol;
 pub mod state;
 
