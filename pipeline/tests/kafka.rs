@@ -551,6 +551,18 @@ fn a_store_run_killed_at_random_moments_commits_every_row_once() {
     eprintln!("{kills} kills over {round} rounds");
 }
 
+/// A child process killed when dropped (a failing test leaves no run behind).
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A broker of this test's own (scripts/kafka.sh), stopped when dropped.
 struct OwnBroker {
     dir: PathBuf,
@@ -669,12 +681,16 @@ fn a_run_rides_out_a_broker_restart_and_resumes_after_sigterm() {
     };
     produce(&broker, topic, &mut produced, 3_000, 0xB0B);
     let out = dir.path().join("out");
-    let mut child = quiver_command("run", &kafka, &[("--output", &out)])
-        .spawn()
-        .unwrap();
+    // Killed if the test fails before it stops the run itself.
+    let mut running = KillOnDrop(Some(
+        quiver_command("run", &kafka, &[("--output", &out)])
+            .spawn()
+            .unwrap(),
+    ));
+    let child = running.0.as_mut().unwrap();
     let ends = |p: &Produced| p.partitions.iter().map(|(o, _)| *o).collect::<Vec<_>>();
     let group = format!("{topic}-group");
-    wait_for_group(&broker, &group, topic, &ends(&produced), &mut child);
+    wait_for_group(&broker, &group, topic, &ends(&produced), child);
     // A second job on the same checkpoints is refused while this one runs.
     let second = quiver_command("run", &kafka, &[("--output", &out)])
         .output()
@@ -685,7 +701,7 @@ fn a_run_rides_out_a_broker_restart_and_resumes_after_sigterm() {
 
     own.restart();
     produce(&broker, topic, &mut produced, 3_000, 0xB0C);
-    wait_for_group(&broker, &group, topic, &ends(&produced), &mut child);
+    wait_for_group(&broker, &group, topic, &ends(&produced), child);
 
     let term = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -693,7 +709,7 @@ fn a_run_rides_out_a_broker_restart_and_resumes_after_sigterm() {
         .unwrap();
     assert!(term.success());
     let stopped = succeed(
-        child.wait_with_output().unwrap(),
+        running.0.take().unwrap().wait_with_output().unwrap(),
         "the run stopped by SIGTERM",
     );
     let summary = String::from_utf8_lossy(&stopped.stdout);
