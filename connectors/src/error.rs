@@ -123,3 +123,14 @@ pub enum ConnectorError {
         source: arrow::error::ArrowError,
     },
 }
+
+impl ConnectorError {
+    /// A [`ConnectorError::Kafka`]: what was being done, and what went wrong (never a setting's
+    /// value).
+    pub fn kafka(context: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        ConnectorError::Kafka {
+            context: context.into(),
+            detail: detail.to_string(),
+        }
+    }
+}

@@ -115,10 +115,7 @@ impl KafkaOutput {
 }
 
 fn other(e: impl std::fmt::Display) -> ConnectorError {
-    ConnectorError::Kafka {
-        context: "preparing an epoch's messages".to_string(),
-        detail: e.to_string(),
-    }
+    ConnectorError::kafka("preparing an epoch's messages", e)
 }
 
 /// The messages of one part of an epoch.

@@ -79,11 +79,19 @@ pub struct KafkaConsumer {
     fatal: Arc<Mutex<Option<String>>>,
 }
 
-fn kafka_error(context: impl Into<String>, e: impl std::fmt::Display) -> ConnectorError {
-    ConnectorError::Kafka {
-        context: context.into(),
-        detail: e.to_string(),
-    }
+/// The partition numbers of `topic`, sorted; none when the brokers do not know it.
+pub(super) fn partition_numbers(
+    client: &BaseConsumer<DefaultConsumerContext>,
+    topic: &str,
+) -> Result<Vec<i32>, KafkaError> {
+    let metadata = client.fetch_metadata(Some(topic), BROKER_TIMEOUT)?;
+    let found = metadata.topics().iter().find(|t| t.name() == topic);
+    let mut numbers: Vec<i32> = match found {
+        Some(t) if t.error().is_none() => t.partitions().iter().map(|p| p.id()).collect(),
+        _ => Vec::new(),
+    };
+    numbers.sort_unstable();
+    Ok(numbers)
 }
 
 impl KafkaConsumer {
@@ -104,28 +112,21 @@ impl KafkaConsumer {
                 ("isolation.level", "read_committed"),
             ])?
             .create()
-            .map_err(|e| kafka_error("creating the consumer (check `properties`)", e))?;
+            .map_err(|e| ConnectorError::kafka("creating the consumer (check `properties`)", e))?;
         let brokers = config.brokers()?;
         let mut partitions = Vec::new();
         for topic in &config.topics {
-            let metadata = consumer
-                .fetch_metadata(Some(topic), BROKER_TIMEOUT)
-                .map_err(|e| {
-                    kafka_error(
-                        format!("listing the partitions of topic `{topic}`"),
-                        format!(
-                            "{e}; check that the brokers at `{}` are up and reachable, and the TLS/SASL `properties`",
-                            brokers
-                        ),
-                    )
-                })?;
-            let found = metadata.topics().iter().find(|t| t.name() == topic);
-            let numbers: Vec<i32> = match found {
-                Some(t) if t.error().is_none() => t.partitions().iter().map(|p| p.id()).collect(),
-                _ => Vec::new(),
-            };
+            let numbers = partition_numbers(&consumer, topic).map_err(|e| {
+                ConnectorError::kafka(
+                    format!("listing the partitions of topic `{topic}`"),
+                    format!(
+                        "{e}; check that the brokers at `{}` are up and reachable, and the TLS/SASL `properties`",
+                        brokers
+                    ),
+                )
+            })?;
             if numbers.is_empty() {
-                return Err(kafka_error(
+                return Err(ConnectorError::kafka(
                     format!("topic `{topic}`"),
                     format!(
                         "it does not exist on the brokers at `{}` (create it, or fill it with `quiver produce-demo`)",
@@ -133,8 +134,6 @@ impl KafkaConsumer {
                     ),
                 ));
             }
-            let mut numbers = numbers;
-            numbers.sort_unstable();
             partitions.extend(numbers.into_iter().map(|partition| TopicPartition {
                 topic: topic.clone(),
                 partition,
@@ -206,12 +205,12 @@ impl KafkaConsumer {
                 let mut query = TopicPartitionList::new();
                 query
                     .add_partition_offset(&tp.topic, tp.partition, Offset::Offset(ms))
-                    .map_err(|e| kafka_error(format!("partition {}", tp.name()), e))?;
+                    .map_err(|e| ConnectorError::kafka(format!("partition {}", tp.name()), e))?;
                 let found = self
                     .consumer
                     .offsets_for_times(query, BROKER_TIMEOUT)
                     .map_err(|e| {
-                        kafka_error(format!("finding the start time in {}", tp.name()), e)
+                        ConnectorError::kafka(format!("finding the start time in {}", tp.name()), e)
                     })?;
                 found
                     .find_partition(&tp.topic, tp.partition)
@@ -235,20 +234,24 @@ impl KafkaConsumer {
         let tp = self
             .partitions()
             .get(index)
-            .ok_or_else(|| kafka_error("reading", format!("no partition number {index}")))?
+            .ok_or_else(|| {
+                ConnectorError::kafka("reading", format!("no partition number {index}"))
+            })?
             .clone();
         let name = tp.name();
         let queue = self
             .consumer
             .split_partition_queue(&tp.topic, tp.partition)
-            .ok_or_else(|| kafka_error(format!("partition {name}"), "cannot open its queue"))?;
+            .ok_or_else(|| {
+                ConnectorError::kafka(format!("partition {name}"), "cannot open its queue")
+            })?;
         let mut assignment = TopicPartitionList::new();
         assignment
             .add_partition_offset(&tp.topic, tp.partition, self.start_offset(&tp, position)?)
-            .map_err(|e| kafka_error(format!("partition {name}"), e))?;
+            .map_err(|e| ConnectorError::kafka(format!("partition {name}"), e))?;
         self.consumer
             .incremental_assign(&assignment)
-            .map_err(|e| kafka_error(format!("assigning partition {name}"), e))?;
+            .map_err(|e| ConnectorError::kafka(format!("assigning partition {name}"), e))?;
         let result = self.read_queue(&name, &queue, sink);
         let _ = self.consumer.incremental_unassign(&assignment);
         result
@@ -264,7 +267,7 @@ impl KafkaConsumer {
         let mut pending: Vec<OwnedMessage> = Vec::new();
         loop {
             if let Some(fatal) = self.fatal() {
-                return Err(kafka_error(format!("reading {name}"), fatal));
+                return Err(ConnectorError::kafka(format!("reading {name}"), fatal));
             }
             let wait = if pending.is_empty() {
                 POLL_WAIT
@@ -290,7 +293,7 @@ impl KafkaConsumer {
                     }
                 }
                 Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
-                    return Err(kafka_error(format!("reading {name}"), code));
+                    return Err(ConnectorError::kafka(format!("reading {name}"), code));
                 }
                 // Anything else (a broker restarting, a lost connection) librdkafka retries by
                 // itself; the partition simply has no data meanwhile.
@@ -439,7 +442,7 @@ impl KafkaConsumer {
                         tp.partition,
                         Offset::Offset(position as i64 + 1),
                     )
-                    .map_err(|e| kafka_error("committing offsets", e))?;
+                    .map_err(|e| ConnectorError::kafka("committing offsets", e))?;
             }
         }
         if offsets.count() == 0 {
@@ -454,7 +457,7 @@ impl KafkaConsumer {
                     CommitMode::Async
                 },
             )
-            .map_err(|e| kafka_error("committing offsets to the consumer group", e))
+            .map_err(|e| ConnectorError::kafka("committing offsets to the consumer group", e))
     }
 }
 

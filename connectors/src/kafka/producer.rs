@@ -14,19 +14,12 @@ use rdkafka::ClientContext;
 use super::config::KafkaConfig;
 use crate::error::ConnectorError;
 
-fn kafka_error(context: impl Into<String>, e: impl std::fmt::Display) -> ConnectorError {
-    ConnectorError::Kafka {
-        context: context.into(),
-        detail: e.to_string(),
-    }
-}
-
 /// An admin client of the brokers in `config`.
 fn admin(config: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, ConnectorError> {
     config
         .client_config(&[])?
         .create()
-        .map_err(|e| kafka_error("creating an admin client (check `properties`)", e))
+        .map_err(|e| ConnectorError::kafka("creating an admin client (check `properties`)", e))
 }
 
 /// Creates `topic` with `partitions` partitions (replication 1) unless it exists.
@@ -39,7 +32,7 @@ pub async fn ensure_topic(
     let new = NewTopic::new(topic, partitions.max(1), TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin.create_topics([&new], &options).await.map_err(|e| {
-        kafka_error(
+        ConnectorError::kafka(
             format!("creating topic `{topic}`"),
             format!(
                 "{e}; check that the brokers at `{}` are up",
@@ -50,7 +43,12 @@ pub async fn ensure_topic(
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => return Err(kafka_error(format!("creating topic `{name}`"), code)),
+            Err((name, code)) => {
+                return Err(ConnectorError::kafka(
+                    format!("creating topic `{name}`"),
+                    code,
+                ))
+            }
         }
     }
     Ok(())
@@ -68,10 +66,13 @@ pub async fn add_partitions(
     let results = admin
         .create_partitions([&grow], &options)
         .await
-        .map_err(|e| kafka_error(format!("adding partitions to `{topic}`"), e))?;
+        .map_err(|e| ConnectorError::kafka(format!("adding partitions to `{topic}`"), e))?;
     for result in results {
         if let Err((name, code)) = result {
-            return Err(kafka_error(format!("adding partitions to `{name}`"), code));
+            return Err(ConnectorError::kafka(
+                format!("adding partitions to `{name}`"),
+                code,
+            ));
         }
     }
     Ok(())
@@ -99,7 +100,7 @@ impl Deliveries {
             .ok()
             .and_then(|f| f.clone())
             .unwrap_or_default();
-        Err(kafka_error(
+        Err(ConnectorError::kafka(
             format!("delivering {what}"),
             format!("{failed} messages were not delivered (first error: {first})"),
         ))
@@ -131,7 +132,7 @@ impl JsonProducer {
         let producer = config
             .client_config(&[("enable.idempotence", "true"), ("linger.ms", "5")])?
             .create_with_context(Deliveries::default())
-            .map_err(|e| kafka_error("creating the producer (check `properties`)", e))?;
+            .map_err(|e| ConnectorError::kafka("creating the producer (check `properties`)", e))?;
         Ok(JsonProducer {
             producer,
             topic: topic.to_string(),
@@ -165,7 +166,10 @@ impl JsonProducer {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err((e, _)) => {
-                    return Err(kafka_error(format!("producing to `{}`", self.topic), e))
+                    return Err(ConnectorError::kafka(
+                        format!("producing to `{}`", self.topic),
+                        e,
+                    ))
                 }
             }
         }
@@ -175,7 +179,7 @@ impl JsonProducer {
     pub fn flush(&self) -> Result<(), ConnectorError> {
         self.producer
             .flush(Duration::from_secs(60))
-            .map_err(|e| kafka_error(format!("delivering to `{}`", self.topic), e))?;
+            .map_err(|e| ConnectorError::kafka(format!("delivering to `{}`", self.topic), e))?;
         self.producer
             .context()
             .check(&format!("to `{}`", self.topic))

@@ -14,6 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use super::config::client_config;
+use super::consumer::partition_numbers;
 use super::producer::Deliveries;
 use crate::error::ConnectorError;
 
@@ -64,13 +65,6 @@ pub struct TransactionalSink {
     marker_topic: String,
 }
 
-fn kafka_error(context: impl Into<String>, e: impl std::fmt::Display) -> ConnectorError {
-    ConnectorError::Kafka {
-        context: context.into(),
-        detail: e.to_string(),
-    }
-}
-
 impl KafkaSinkConfig {
     /// Every topic written to.
     pub fn topics(&self) -> Vec<String> {
@@ -88,7 +82,7 @@ impl TransactionalSink {
     pub fn connect(config: &KafkaSinkConfig, pipeline: &str) -> Result<Self, ConnectorError> {
         let topics = config.topics();
         let Some(marker_topic) = topics.first().cloned() else {
-            return Err(kafka_error(
+            return Err(ConnectorError::kafka(
                 "output.kafka",
                 "name at least one topic under `views` or `dead_letters`",
             ));
@@ -104,17 +98,14 @@ impl TransactionalSink {
             &[("group.id", &group), ("enable.auto.commit", "false")],
         )?
         .create()
-        .map_err(|e| kafka_error("creating the output's consumer (check `properties`)", e))?;
+        .map_err(|e| {
+            ConnectorError::kafka("creating the output's consumer (check `properties`)", e)
+        })?;
         for topic in &topics {
-            let metadata = markers
-                .fetch_metadata(Some(topic), Duration::from_secs(15))
-                .map_err(|e| kafka_error(format!("output topic `{topic}`"), e))?;
-            let exists = metadata
-                .topics()
-                .iter()
-                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-            if !exists {
-                return Err(kafka_error(
+            let partitions = partition_numbers(&markers, topic)
+                .map_err(|e| ConnectorError::kafka(format!("output topic `{topic}`"), e))?;
+            if partitions.is_empty() {
+                return Err(ConnectorError::kafka(
                     format!("output topic `{topic}`"),
                     "it does not exist; create it first",
                 ));
@@ -126,10 +117,12 @@ impl TransactionalSink {
             &[("transactional.id", &id), ("enable.idempotence", "true")],
         )?
         .create_with_context(Deliveries::default())
-        .map_err(|e| kafka_error("creating the output's producer (check `properties`)", e))?;
+        .map_err(|e| {
+            ConnectorError::kafka("creating the output's producer (check `properties`)", e)
+        })?;
         producer
             .init_transactions(TRANSACTION_TIMEOUT)
-            .map_err(|e| kafka_error(format!("starting transactions as `{id}`"), e))?;
+            .map_err(|e| ConnectorError::kafka(format!("starting transactions as `{id}`"), e))?;
         Ok(TransactionalSink {
             producer,
             markers,
@@ -144,7 +137,7 @@ impl TransactionalSink {
         let found = self
             .markers
             .committed_offsets(query, Duration::from_secs(30))
-            .map_err(|e| kafka_error("reading the output's committed epoch", e))?;
+            .map_err(|e| ConnectorError::kafka("reading the output's committed epoch", e))?;
         let Some(marker) = found.find_partition(&self.marker_topic, 0) else {
             return Ok(None);
         };
@@ -169,7 +162,7 @@ impl TransactionalSink {
                 return Ok(false);
             }
         }
-        let fail = |e: KafkaError| kafka_error(format!("writing epoch {epoch}"), e);
+        let fail = |e: KafkaError| ConnectorError::kafka(format!("writing epoch {epoch}"), e);
         self.producer.begin_transaction().map_err(fail)?;
         let result = self.send_all(run, epoch, messages);
         if let Err(e) = result {
@@ -188,7 +181,7 @@ impl TransactionalSink {
         epoch: u64,
         messages: &mut dyn Iterator<Item = Result<SinkMessage, ConnectorError>>,
     ) -> Result<(), ConnectorError> {
-        let fail = |e: KafkaError| kafka_error(format!("writing epoch {epoch}"), e);
+        let fail = |e: KafkaError| ConnectorError::kafka(format!("writing epoch {epoch}"), e);
         for message in messages {
             let message = message?;
             let mut headers = OwnedHeaders::new();
@@ -221,10 +214,9 @@ impl TransactionalSink {
             .set_offset(Offset::Offset(epoch as i64))
             .map_err(fail)?;
         entry.set_metadata(run);
-        let group = self
-            .markers
-            .group_metadata()
-            .ok_or_else(|| kafka_error("writing the epoch marker", "no consumer group"))?;
+        let group = self.markers.group_metadata().ok_or_else(|| {
+            ConnectorError::kafka("writing the epoch marker", "no consumer group")
+        })?;
         self.producer
             .send_offsets_to_transaction(&marker, &group, TRANSACTION_TIMEOUT)
             .map_err(fail)?;

@@ -213,22 +213,18 @@ impl Source {
         files_done: usize,
     ) -> Result<(), JobError> {
         let names: Vec<String> = partitions.iter().map(|p| p.name.clone()).collect();
-        let mut partitions = partitions;
-        if self.partitions.len() > names.len() && self.connector.arrange(&names) {
-            // Partitions were added (a topic grew): the checkpoint's keep their places (its
-            // state refers to them by position), the new ones follow, read from the configured
-            // start.
-            let added: Vec<PartitionProgress> = (self.connector.partition_names().into_iter())
-                .skip(names.len())
-                .map(|name| PartitionProgress {
-                    name,
-                    size: None,
-                    position: None,
-                })
-                .collect();
-            partitions.extend(added);
-        }
+        // Partitions added since (a topic grew): the checkpoint's keep their places (its state
+        // refers to them by position), the new ones follow, read from the configured start.
+        let grown = self.partitions.len() > names.len() && self.connector.arrange(&names);
         let current = self.connector.partition_names();
+        let mut partitions = partitions;
+        if grown {
+            partitions.extend(current[names.len()..].iter().map(|name| PartitionProgress {
+                name: name.clone(),
+                size: None,
+                position: None,
+            }));
+        }
         let now: Vec<&str> = current.iter().map(String::as_str).collect();
         let then: Vec<&str> = partitions.iter().map(|p| p.name.as_str()).collect();
         if now != then {
