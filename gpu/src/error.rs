@@ -12,6 +12,14 @@ pub enum KernelError {
         /// Latest time already applied for the key.
         last: i64,
     },
+    /// A point-in-time read asked for a time before events already in a key's state.
+    #[error("cannot read windows ending at {at}: the key's state already holds an event at {last} (a read from state is only exact at or after the newest event in it)")]
+    ReadBeforeState {
+        /// The requested time (microseconds).
+        at: i64,
+        /// The newest event time in the state.
+        last: i64,
+    },
     /// Input columns do not match the plan.
     #[error("window input mismatch: {0}")]
     InputMismatch(String),

@@ -144,6 +144,27 @@ pub struct KeyedWindows {
     index: KeyIndex,
     states: Vec<KeyWindowState>,
     keys: Vec<Box<[u8]>>,
+    /// What changed since the last [`KeyedWindows::take_changes`], when tracked.
+    changes: Option<ChangeLog>,
+}
+
+/// Keys whose state changed and keys forgotten, since the changes were last taken.
+#[derive(Debug, Clone, Default)]
+struct ChangeLog {
+    /// Per slot, whether an event was applied to the key (or its state restored).
+    changed: Vec<bool>,
+    /// Keys forgotten by [`KeyedWindows::expire`].
+    forgotten: Vec<Box<[u8]>>,
+}
+
+/// The keys whose state changed since the previous [`KeyedWindows::take_changes`], with their
+/// state now, and the keys forgotten since (what an online store has to write and delete).
+#[derive(Debug, Clone, Default)]
+pub struct StateChanges<'a> {
+    /// Changed keys and their state.
+    pub changed: Vec<(&'a [u8], &'a KeyWindowState)>,
+    /// Forgotten keys (not also in `changed`).
+    pub forgotten: Vec<Box<[u8]>>,
 }
 
 impl KeyedWindows {
@@ -154,7 +175,39 @@ impl KeyedWindows {
             index: KeyIndex::default(),
             states: Vec::new(),
             keys: Vec::new(),
+            changes: None,
         }
+    }
+
+    /// Starts tracking which keys change (see [`KeyedWindows::take_changes`]); every key with
+    /// state now counts as changed.
+    pub fn track_changes(&mut self) {
+        self.changes = Some(ChangeLog {
+            changed: vec![true; self.states.len()],
+            forgotten: Vec::new(),
+        });
+    }
+
+    /// The keys whose state changed since the last call (or since tracking started) and the
+    /// keys forgotten since, then starts over. Empty when changes are not tracked.
+    ///
+    /// A key whose windows only moved with the watermark is not changed: its earlier state,
+    /// moved to a later time, reads the same values.
+    pub fn take_changes(&mut self) -> StateChanges<'_> {
+        let Some(log) = self.changes.as_mut() else {
+            return StateChanges::default();
+        };
+        let mut forgotten = std::mem::take(&mut log.forgotten);
+        // A key forgotten and seen again since is changed, not forgotten.
+        forgotten.retain(|k| !self.index.contains_key(k));
+        let changed = self
+            .keys
+            .iter()
+            .zip(&self.states)
+            .zip(log.changed.iter_mut())
+            .filter_map(|((k, s), changed)| std::mem::take(changed).then_some((&k[..], s)))
+            .collect();
+        StateChanges { changed, forgotten }
     }
 
     /// The plan.
@@ -184,6 +237,9 @@ impl KeyedWindows {
         self.index.insert(key.clone(), slot);
         self.keys.push(key);
         self.states.push(KeyWindowState::new(&self.plan));
+        if let Some(log) = &mut self.changes {
+            log.changed.push(false);
+        }
         slot
     }
 
@@ -314,6 +370,9 @@ impl KeyedWindows {
                 }
             }
             state.advance(plan, t);
+            if let Some(log) = &mut self.changes {
+                log.changed[slot as usize] = true;
+            }
             for pos in i..j {
                 state.push(plan, t, |input| value(pos, input));
             }
@@ -341,7 +400,11 @@ impl KeyedWindows {
             }
             self.index.remove(&self.keys[slot]);
             self.states.swap_remove(slot);
-            self.keys.swap_remove(slot);
+            let key = self.keys.swap_remove(slot);
+            if let Some(log) = &mut self.changes {
+                log.changed.swap_remove(slot);
+                log.forgotten.push(key);
+            }
             if let Some(moved) = self.keys.get(slot) {
                 if let Some(s) = self.index.get_mut(moved) {
                     *s = slot as u32;
@@ -369,6 +432,9 @@ impl KeyedWindows {
         for (key, state) in snapshot.keys {
             let slot = self.slot(&key);
             self.states[slot as usize] = state;
+            if let Some(log) = &mut self.changes {
+                log.changed[slot as usize] = true;
+            }
         }
     }
 }

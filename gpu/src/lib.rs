@@ -29,6 +29,7 @@ pub mod moments;
 pub mod open;
 pub mod output;
 pub mod plan;
+pub mod read_at;
 pub mod sort;
 
 pub use agg::AggKind;
@@ -37,8 +38,9 @@ pub use backend::{BackendStats, Device, Scatter, SortedRows, WindowBackend, DEFA
 pub use cpu_backend::CpuBackend;
 pub use error::KernelError;
 pub use key_state::{InputValue, KeyWindowState};
-pub use keyed::{InputColumn, KeyedWindows, WindowSnapshot, WindowSnapshotRef};
+pub use keyed::{InputColumn, KeyedWindows, StateChanges, WindowSnapshot, WindowSnapshotRef};
 pub use open::{open_backend, OpenedBackend};
 pub use output::FeatureOutput;
 pub use plan::{Frame, InputKind, WindowPlan, WindowSpec};
+pub use read_at::read_at;
 pub use sort::{dense_key_ids, key_time_order, KeyTimeOrder};

@@ -346,7 +346,10 @@ fn cases() -> Vec<Case> {
         .map(|_| {
             let r = rng.next();
             t += (r % 4) as i64; // many ties
-            (t, (r % 13 != 0).then(|| ((r >> 20) % 100_000) as f64 / 7.0))
+            (
+                t,
+                (!r.is_multiple_of(13)).then(|| ((r >> 20) % 100_000) as f64 / 7.0),
+            )
         })
         .collect();
     huge.sample = 97;
@@ -363,10 +366,10 @@ fn cases() -> Vec<Case> {
             let rows: Vec<(i64, Option<f64>)> = (0..len)
                 .map(|_| {
                     let r = rng.next();
-                    if r % 4 != 0 {
+                    if !r.is_multiple_of(4) {
                         t += (r % 180) as i64 * 1_000_000;
                     }
-                    if r % 53 == 0 {
+                    if r.is_multiple_of(53) {
                         t += 60 * MIN;
                     }
                     let v = match r % 17 {
@@ -491,13 +494,17 @@ fn cuda_integer_inputs_match_the_cpu() {
         let mut t = (rng.next() % 100) as i64 * MIN;
         for _ in 0..rng.below(40) {
             let r = rng.next();
-            if r % 4 != 0 {
+            if !r.is_multiple_of(4) {
                 t += (r % 300) as i64 * 1_000_000;
             }
             times.push(t);
-            let big = if r % 3 == 0 { (1i64 << 62) + 1 } else { 0 };
+            let big = if r.is_multiple_of(3) {
+                (1i64 << 62) + 1
+            } else {
+                0
+            };
             exact.push((big + (r >> 30) as i64 % 10_000 - 5_000) as i128);
-            valid.push(r % 11 != 0);
+            valid.push(!r.is_multiple_of(11));
         }
         offsets.push(times.len());
     }

@@ -81,12 +81,18 @@ fn stream(big: i128) -> (Vec<i64>, Vec<Option<i128>>) {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        if rng % 4 != 0 {
+        if !rng.is_multiple_of(4) {
             t += (rng % 240) as i64 * 1_000_000;
         }
         times.push(t);
         let small = (rng >> 20) as i128 % 1000 - 400;
-        values.push((rng % 9 != 0).then_some(if rng % 3 == 0 { big + small } else { small }));
+        values.push(
+            (!rng.is_multiple_of(9)).then_some(if rng.is_multiple_of(3) {
+                big + small
+            } else {
+                small
+            }),
+        );
     }
     (times, values)
 }

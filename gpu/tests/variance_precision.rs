@@ -68,7 +68,7 @@ fn windows_that_never_empty_stay_exact_after_far_values_leave() {
     for i in 1..(9 * 24 * 6) {
         let t = i * 10 * MINUTE;
         events.push((b"a", t, 1000 + (xorshift(&mut rng) % 200) as i64 - 100));
-        let b = if xorshift(&mut rng) % 300 == 0 {
+        let b = if xorshift(&mut rng).is_multiple_of(300) {
             1_000_000_000
         } else {
             (xorshift(&mut rng) % 50_000) as i64

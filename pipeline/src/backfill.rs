@@ -45,8 +45,14 @@ pub async fn backfill(
         ..options.source.clone()
     };
     let mut source = Source::resolve(&pipeline, &overrides).await?;
-    let (mut coordinator, _) =
-        Coordinator::begin(&pipeline, paths.clone(), &source.fingerprint, true, None)?;
+    let (mut coordinator, _) = Coordinator::begin(
+        &pipeline,
+        paths.clone(),
+        &source.fingerprint,
+        true,
+        None,
+        None,
+    )?;
     let mut watermarks = Watermarks::new(0, source.partitions.len(), false, None);
     source.open_partitions(&mut watermarks);
     let mut outputs = Outputs::new(paths, coordinator.epoch, 0, BTreeMap::new());

@@ -39,6 +39,30 @@ pub struct PipelineConfig {
     /// OpenLineage run events of `apply` and `run` (off unless set).
     #[serde(default)]
     pub openlineage: Option<OpenLineageConfig>,
+    /// The online store `quiver run` writes at each checkpoint and `quiver get` / `quiver
+    /// serve` read (on by default, embedded).
+    #[serde(default)]
+    pub online: OnlineConfig,
+}
+
+/// The online store: each entity's window state as of the last committed epoch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineConfig {
+    /// Write it during `quiver run` (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The embedded store's file (default `<output.path>/online.redb`).
+    pub path: Option<PathBuf>,
+}
+
+impl Default for OnlineConfig {
+    fn default() -> Self {
+        OnlineConfig {
+            enabled: true,
+            path: None,
+        }
+    }
 }
 
 /// Where OpenLineage run events go.
@@ -485,7 +509,16 @@ impl LoadedConfig {
         }
     }
 
-    /// Directory of feature-row output.
+    /// The embedded online store's file.
+    pub fn online_path(&self) -> PathBuf {
+        self.config
+            .online
+            .path
+            .clone()
+            .unwrap_or_else(|| self.output_dir().join("online.redb"))
+    }
+
+    /// The output directory: `output.path`, else `out/<name>`.
     pub fn output_dir(&self) -> PathBuf {
         self.config
             .output

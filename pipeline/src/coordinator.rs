@@ -2,7 +2,7 @@
 //! (barrier to every view, staged outputs, checkpoint file, publication). The decisions are
 //! in [`crate::checkpoint::protocol`]; this is the part that talks to tasks and files.
 
-use crate::checkpoint::commit::roll_forward;
+use crate::checkpoint::commit::{roll_forward, Effects};
 use crate::checkpoint::lock::JobLock;
 use crate::checkpoint::protocol::{view_changes, EpochAcks};
 use crate::checkpoint::state::{
@@ -20,6 +20,7 @@ use crate::source::{PartitionProgress, Source};
 use crate::view_operator::ViewOperator;
 use crate::view_task::{finish_all, ViewTask};
 use crate::watermark::{WatermarkState, Watermarks};
+use quiver_store::online::OnlineStore;
 use quiver_store::{FeatureRowWriter, StagedFile};
 use serde::Serialize;
 use std::sync::Arc;
@@ -109,6 +110,8 @@ pub struct Coordinator {
     event_time: String,
     /// The output topics (`output.kafka`), written at each commit.
     kafka: Option<Arc<KafkaOutput>>,
+    /// The online store, written at each commit.
+    online: Option<Arc<dyn OnlineStore>>,
     /// Source positions of a checkpoint that became durable and were not handed out yet.
     durable: Option<Vec<PartitionProgress>>,
 }
@@ -131,14 +134,15 @@ impl Coordinator {
     /// Finishes whatever the latest checkpoint committed (a crash may have interrupted its
     /// publication), clears uncommitted staged files, and decides how the run starts: it
     /// resumes an unfinished run of the same pipeline, source and views unless `fresh`.
-    /// `kafka` is the run's output topics, if any (recovery may have to write the last
-    /// epoch's messages).
+    /// `kafka` is the run's output topics and `online` its online store, if any (recovery may
+    /// have to write the last epoch's messages and online state).
     pub fn begin(
         pipeline: &CompiledPipeline,
         paths: OutputPaths,
         source_fingerprint: &str,
         fresh: bool,
         kafka: Option<Arc<KafkaOutput>>,
+        online: Option<Arc<dyn OnlineStore>>,
     ) -> Result<(Self, Option<Checkpoint>), JobError> {
         let lock = JobLock::acquire(&paths.checkpoints)?;
         let dir = CheckpointDir::new(paths.checkpoints.clone());
@@ -149,7 +153,11 @@ impl Coordinator {
             dir.latest()?
         };
         if let Some(c) = &latest {
-            roll_forward(&c.commit, &c.run, kafka.as_deref())?;
+            let effects = Effects {
+                kafka: kafka.as_deref(),
+                online: online.as_deref(),
+            };
+            roll_forward(&c.commit, &c.run, effects)?;
         }
         let first_epoch = dir.max_epoch()?.map_or(1, |e| e + 1);
         paths.clear_staging()?;
@@ -170,6 +178,7 @@ impl Coordinator {
             store_tables: None,
             event_time: pipeline.event_time().to_string(),
             kafka,
+            online,
             durable: None,
         };
         let resume = match startup(latest, fresh) {
@@ -271,6 +280,15 @@ impl Coordinator {
         // Checkpoints commit in order: the previous one must be durable first.
         self.wait_in_flight().await?;
         let positions = captured.partitions.clone();
+        // The views hold every event older than the job watermark, and at the end of the
+        // input every event: the online state is exact for reads from there on.
+        let newest = (captured.watermarks.clocks.iter())
+            .filter_map(|c| c.max_seen)
+            .max();
+        let captured_watermark = match (complete, newest) {
+            (true, Some(newest)) => captured.watermarks.job.max(newest),
+            _ => captured.watermarks.job,
+        };
         let identities = self.identities.clone();
         let mut draft = Checkpoint {
             epoch,
@@ -296,6 +314,7 @@ impl Coordinator {
                 replaces_previous: !self.replaced,
                 tables: Vec::new(),
                 kafka: None,
+                online: None,
             },
         };
         let app = format!("quiver-run/{}", self.run);
@@ -324,6 +343,9 @@ impl Coordinator {
         }
         let store_tables = self.store_tables.clone();
         let kafka = self.kafka.clone();
+        let online = self.online.clone();
+        let staged_online = crate::online::epoch::staged_path(&self.paths.staging, epoch);
+        let watermark = (captured_watermark > i64::MIN).then_some(captured_watermark);
         let dir = self.dir.clone();
         let paths = self.paths.clone();
         // Ingestion goes on while the views answer (their next messages queue behind the
@@ -345,7 +367,15 @@ impl Coordinator {
                 epoch,
                 parts: Vec::new(),
             };
-            for (i, (ack, identity)) in acks.into_iter().zip(identities).enumerate() {
+            let mut online_writes = Vec::new();
+            for (i, (mut ack, identity)) in acks.into_iter().zip(identities).enumerate() {
+                if let Some(mut write) = ack.online.take() {
+                    write.replace = checkpoint.commit.replaces_previous;
+                    write.stamp.run = checkpoint.run.clone();
+                    write.stamp.epoch = epoch;
+                    write.stamp.watermark = watermark;
+                    online_writes.push(write);
+                }
                 if let Some((topic, keys)) =
                     kafka.as_ref().and_then(|k| k.view_topic(&identity.name))
                 {
@@ -381,12 +411,25 @@ impl Coordinator {
             if kafka.is_some() {
                 checkpoint.commit.kafka = Some(messages);
             }
+            if !online_writes.is_empty() {
+                checkpoint.commit.online = Some(crate::online::epoch::OnlineCommit {
+                    epoch,
+                    staged: staged_online,
+                });
+            }
             checkpoint.written_unix_ms = unix_ms();
             tokio::task::spawn_blocking(move || {
+                if let Some(commit) = &checkpoint.commit.online {
+                    crate::online::epoch::stage(&commit.staged, &online_writes)?;
+                }
                 crash_point("before_checkpoint");
                 let written = dir.write(&checkpoint)?;
                 crash_point("after_checkpoint");
-                roll_forward(&checkpoint.commit, &checkpoint.run, kafka.as_deref())?;
+                let effects = Effects {
+                    kafka: kafka.as_deref(),
+                    online: online.as_deref(),
+                };
+                roll_forward(&checkpoint.commit, &checkpoint.run, effects)?;
                 if checkpoint.complete {
                     paths.clear_staging()?;
                 }

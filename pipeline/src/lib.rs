@@ -22,6 +22,7 @@ pub mod fault;
 pub mod ingest;
 pub mod kafka_output;
 pub mod lineage;
+pub mod online;
 pub mod openlineage;
 pub mod operator;
 pub mod outputs;

@@ -197,6 +197,32 @@ enum Command {
         #[arg(long, default_value = "quiver-store")]
         store: PathBuf,
     },
+    /// Read features from the online store that `quiver run` writes: each window ends at --at
+    /// (default now), so values decay as time passes without new events.
+    Get {
+        /// Pipeline config (YAML).
+        config: PathBuf,
+        /// `view` or `view@version`.
+        view: String,
+        /// Entities by key value; for a view keyed by several columns, the values joined by
+        /// commas in key order.
+        #[arg(required = true)]
+        entities: Vec<String>,
+        /// The time windows end at (RFC 3339, e.g. 2026-01-05T10:00:00Z; default now, or the
+        /// store's watermark if later).
+        #[arg(long)]
+        at: Option<String>,
+        /// Only these features (comma-separated).
+        #[arg(long)]
+        features: Option<String>,
+        /// The online store file (default: the config's online.path, else online.redb in
+        /// its output directory).
+        #[arg(long)]
+        online: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Freshness of each view's latest version: rows, commits, newest event, event-to-visible
     /// latency (p50/p99 over recent commits) and whether its freshness_sla holds.
     Status {
@@ -411,6 +437,40 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             ));
             Ok(())
         }
+        Command::Get {
+            config,
+            view,
+            entities,
+            at,
+            features,
+            online,
+            json,
+        } => {
+            let loaded = LoadedConfig::load(&config)?;
+            let path = online.unwrap_or_else(|| loaded.online_path());
+            let pipeline = CompiledPipeline::compile(loaded).await?;
+            let store = quiver_pipeline::online::open_store(&path)?;
+            let reader = quiver_pipeline::online::read::OnlineReader::new(pipeline, store)?;
+            let request = quiver_pipeline::online::read::ReadRequest {
+                view,
+                entities: entities
+                    .iter()
+                    .map(|e| e.split(',').map(str::to_string).collect())
+                    .collect(),
+                features: features.map(|f| f.split(',').map(|s| s.trim().to_string()).collect()),
+                at: at.map(|at| parse_at(&at)).transpose()?,
+            };
+            let values = reader.read(&request)?;
+            if json {
+                say(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&values.to_json())?
+                ));
+            } else {
+                say(&format!("{values}"));
+            }
+            Ok(())
+        }
         Command::Views { store, json } => {
             let registry = Registry::open(store);
             let mut rows = Vec::new();
@@ -557,12 +617,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     )?);
                 }
                 (false, Some(at)) => {
-                    let micros =
-                        quiver_connectors::parse_rfc3339_micros(&at).with_context(|| {
-                            format!(
-                                "--at `{at}` is not an RFC 3339 time, e.g. 2026-01-05T10:00:00Z"
-                            )
-                        })?;
+                    let micros = parse_at(&at)?;
                     let lineage = quiver_pipeline::lineage::entity_lineage(
                         &registry, name, version, &entity, micros,
                     )
@@ -752,6 +807,12 @@ fn generate(out: &Path, config: DatagenConfig) -> anyhow::Result<()> {
 
 /// Writes to stdout; a closed stdout (e.g. `quiver run ... | head -1`) is not an error worth a
 /// panic: the work is done and its outputs are on disk.
+/// An RFC 3339 time given on the command line, in µs since the epoch.
+fn parse_at(at: &str) -> anyhow::Result<i64> {
+    quiver_connectors::parse_rfc3339_micros(at)
+        .with_context(|| format!("--at `{at}` is not an RFC 3339 time, e.g. 2026-01-05T10:00:00Z"))
+}
+
 fn say(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();

@@ -4,6 +4,7 @@
 
 use crate::error::JobError;
 use arrow::record_batch::RecordBatch;
+use quiver_store::online::OnlineWrite;
 use quiver_store::StagedFile;
 use tokio::sync::oneshot;
 
@@ -41,6 +42,9 @@ pub struct BarrierAck {
     pub files: Vec<StagedFile>,
     /// Output rows so far.
     pub rows: u64,
+    /// The keys whose state changed in the epoch, for the online store (stamped by the
+    /// coordinator), if the operator writes one.
+    pub online: Option<OnlineWrite>,
 }
 
 /// A stream operator.
@@ -60,5 +64,10 @@ pub trait Operator: Send {
     /// Installs state written by [`Operator::snapshot`].
     fn restore(&mut self, _state: &[u8]) -> Result<(), JobError> {
         Ok(())
+    }
+
+    /// What changed for the online store since the last call (asked at every barrier).
+    fn online_write(&mut self) -> Result<Option<OnlineWrite>, JobError> {
+        Ok(None)
     }
 }

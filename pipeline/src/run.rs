@@ -53,6 +53,10 @@ pub struct RunOptions {
     /// A run commits each epoch into this store (see [`crate::store_target`]) instead of
     /// writing feature rows under the output directory.
     pub store: Option<crate::registry::Registry>,
+    /// The online store to write, already open (a server in the same process reads it);
+    /// `None`: the config's (`online.path`, else `online.redb` in the output directory),
+    /// unless `online.enabled` is false.
+    pub online: Option<crate::online::SharedOnline>,
 }
 
 /// How often the positions of the last durable checkpoint are committed to a consumer group
@@ -145,12 +149,22 @@ pub async fn run(
     }
     let mut source = Source::resolve(&pipeline, &options.source).await?;
     let kafka = KafkaOutput::connect(&pipeline)?.map(Arc::new);
+    let online = match options.online.clone() {
+        Some(shared) => Some(shared),
+        None if config.online.enabled => {
+            let path =
+                (config.online.path.clone()).unwrap_or_else(|| paths.root.join("online.redb"));
+            Some(crate::online::open_store(&path)?)
+        }
+        None => None,
+    };
     let (mut coordinator, resume) = Coordinator::begin(
         &pipeline,
         paths.clone(),
         &source.fingerprint,
         options.fresh,
         kafka,
+        online.as_ref().map(|o| o.0.clone()),
     )?;
     if let Some(target) = &target {
         let tables = (target.views.iter())
@@ -197,6 +211,17 @@ pub async fn run(
     }
     let writers = outputs.feature_writers(&pipeline, &coordinator.run, &rows, tables.as_deref())?;
     let schema = pipeline.feature_stream_schema.clone();
+    // The online tables (`view@version`), named before the views move into their operators.
+    let mut online_tables = Vec::new();
+    if online.is_some() {
+        for i in 0..pipeline.views.len() {
+            let definition = crate::registry::ViewDefinition::of(&pipeline, i)?;
+            online_tables.push(quiver_store::online::table_name(
+                &definition.view,
+                &definition.version,
+            ));
+        }
+    }
     let mut operators = view_operators(&mut pipeline, options.expire_interval_micros, &source);
     for (op, view) in operators.iter_mut().zip(&states) {
         op.restore(&view.state)?;
@@ -220,6 +245,9 @@ pub async fn run(
                 source.continue_from(&positions);
             }
         }
+    }
+    for (op, table) in operators.iter_mut().zip(online_tables) {
+        op.enable_online(table);
     }
     let tasks: Vec<ViewTask> = operators
         .into_iter()

@@ -9,6 +9,7 @@ use arrow::record_batch::RecordBatch;
 use indicatif::ProgressBar;
 use quiver_gpu::{FeatureOutput, Frame, InputColumn, KeyedWindows, WindowSnapshot};
 use quiver_sql::FeatureView;
+use quiver_store::online::{OnlineStamp, OnlineWrite};
 use std::time::{Duration, Instant};
 
 /// Rows applied to the kernels between progress callbacks during backfill.
@@ -35,6 +36,8 @@ pub struct ViewOperator {
     batch: Option<BatchCompute>,
     /// Names of the source partitions, by index (feature rows' `_source_partition`).
     partitions: StringArray,
+    /// The online store table (`view@version`) this view's changed keys go to, if any.
+    online: Option<String>,
 }
 
 /// Shortest event time between sweeps of idle window state.
@@ -74,6 +77,7 @@ impl ViewOperator {
             expired_at: i64::MIN,
             batch: None,
             partitions: StringArray::from(Vec::<String>::new()),
+            online: None,
         }
     }
 
@@ -89,6 +93,14 @@ impl ViewOperator {
     pub fn with_batch_compute(mut self, compute: BatchCompute) -> Self {
         self.batch = Some(compute);
         self
+    }
+
+    /// Tracks which keys change, for the online store's table `table` (`view@version`): each
+    /// barrier hands the changed keys' state over ([`Operator::online_write`]). Every key with
+    /// state now counts as changed.
+    pub fn enable_online(&mut self, table: String) {
+        self.windows.track_changes();
+        self.online = Some(table);
     }
 
     /// Counts applied events on `bar`, chunk by chunk.
@@ -260,5 +272,39 @@ impl Operator for ViewOperator {
 
     fn restore(&mut self, state: &[u8]) -> Result<(), JobError> {
         self.restore_keys(state)
+    }
+
+    fn online_write(&mut self) -> Result<Option<OnlineWrite>, JobError> {
+        let Some(table) = self.online.clone() else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let changes = self.windows.take_changes();
+        let mut puts = Vec::with_capacity(changes.changed.len());
+        for (key, state) in changes.changed {
+            let bytes = crate::online::encode_state(state).map_err(|e| {
+                JobError::Checkpoint(format!(
+                    "cannot encode the online state of `{}`: {e}",
+                    self.view.name()
+                ))
+            })?;
+            puts.push((key.to_vec(), bytes));
+        }
+        let deletes = changes.forgotten.into_iter().map(Vec::from).collect();
+        self.busy += started.elapsed();
+        Ok(Some(OnlineWrite {
+            table,
+            replace: false,
+            stamp: OnlineStamp {
+                run: String::new(),
+                epoch: 0,
+                watermark: None,
+                committed_unix_ms: 0,
+                fingerprint: self.fingerprint,
+                keys: 0,
+            },
+            deletes,
+            puts,
+        }))
     }
 }

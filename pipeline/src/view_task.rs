@@ -40,6 +40,7 @@ impl<O: Operator + 'static, S: Sink + 'static> ViewTask<O, S> {
                                 state,
                                 files,
                                 rows: sink.rows(),
+                                online: operator.online_write()?,
                             })
                         });
                         let failed = ack.is_err();

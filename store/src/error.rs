@@ -21,6 +21,14 @@ pub enum StoreError {
         /// The cause.
         message: String,
     },
+    /// The online store failed.
+    #[error("online store `{store}`: {message}")]
+    Online {
+        /// Where the store is (no credentials).
+        store: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A Delta Lake log could not be written or read.
     #[error("Delta table `{path}`: {message}")]
     Delta {

@@ -8,6 +8,7 @@
 pub mod delta;
 pub mod error;
 pub mod feature_rows;
+pub mod online;
 pub mod parquet_stats;
 pub mod sink;
 

@@ -69,7 +69,7 @@ async fn integer_and_decimal_features_equal_datafusion_exactly() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        if rng % 5 != 0 {
+        if !rng.is_multiple_of(5) {
             t += (rng % 120) as i64 * 1_000; // ties when 0
         }
         // Odd values around 2^61: f64 cannot represent them; four of them overflow i64.

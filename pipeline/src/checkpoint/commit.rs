@@ -5,6 +5,7 @@
 use super::state::{CommitRecord, DeadLetterCommit, TableCommit};
 use crate::error::JobError;
 use crate::kafka_output::KafkaOutput;
+use quiver_store::online::OnlineStore;
 use quiver_store::{publish, remove_other_runs, sync_dir};
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
@@ -14,13 +15,23 @@ fn io(path: &Path, action: &str, e: std::io::Error) -> JobError {
     JobError::Checkpoint(format!("{action} `{}`: {e}", path.display()))
 }
 
-/// Applies a committed epoch's effects (again) for run `run`; `kafka` writes its messages to
-/// the output topics.
+/// Where a committed epoch's effects go besides files and tables: the output topics and the
+/// online store, when the run has them.
+#[derive(Clone, Copy, Default)]
+pub struct Effects<'a> {
+    /// The output topics (`output.kafka`).
+    pub kafka: Option<&'a KafkaOutput>,
+    /// The online store.
+    pub online: Option<&'a dyn OnlineStore>,
+}
+
+/// Applies a committed epoch's effects (again) for run `run`.
 pub fn roll_forward(
     commit: &CommitRecord,
     run: &str,
-    kafka: Option<&KafkaOutput>,
+    effects: Effects<'_>,
 ) -> Result<(), JobError> {
+    let kafka = effects.kafka;
     publish(&commit.files)?;
     crate::fault::crash_point("after_publish");
     for table in &commit.tables {
@@ -43,6 +54,9 @@ pub fn roll_forward(
         crate::fault::crash_point("before_kafka_commit");
         output.write(run, messages)?;
         crate::fault::crash_point("after_kafka_commit");
+    }
+    if let Some(online) = &commit.online {
+        crate::online::epoch::apply(online, effects.online)?;
     }
     Ok(())
 }
@@ -166,6 +180,7 @@ mod tests {
             replaces_previous: before == 0,
             tables: Vec::new(),
             kafka: None,
+            online: None,
         }
     }
 
@@ -177,7 +192,9 @@ mod tests {
             epoch: 3,
             parts: Vec::new(),
         });
-        let e = roll_forward(&owed, "r", None).unwrap_err().to_string();
+        let e = roll_forward(&owed, "r", Effects::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("epoch 3") && e.contains("quiver run"), "{e}");
     }
 
@@ -190,8 +207,8 @@ mod tests {
         std::fs::write(dir.path().join("out/v/part-old-000001-000.parquet"), b"x").unwrap();
         std::fs::write(&staged, b"a\n").unwrap();
         let first = commit(dir.path(), 0, 2, Some(staged));
-        roll_forward(&first, "r", None).unwrap();
-        roll_forward(&first, "r", None).unwrap();
+        roll_forward(&first, "r", Effects::default()).unwrap();
+        roll_forward(&first, "r", Effects::default()).unwrap();
         let main = dir.path().join("out/dead.ndjson");
         assert_eq!(std::fs::read(&main).unwrap(), b"a\n");
         assert!(!dir
@@ -203,15 +220,15 @@ mod tests {
         std::fs::write(&staged, b"bc\n").unwrap();
         std::fs::write(&main, b"a\nbc\n").unwrap();
         let second = commit(dir.path(), 2, 5, Some(staged));
-        roll_forward(&second, "r", None).unwrap();
+        roll_forward(&second, "r", Effects::default()).unwrap();
         assert_eq!(std::fs::read(&main).unwrap(), b"a\nbc\n");
         // Bytes of an uncommitted epoch beyond the committed length are cut.
         std::fs::write(&main, b"a\nbc\nzz\n").unwrap();
-        roll_forward(&second, "r", None).unwrap();
+        roll_forward(&second, "r", Effects::default()).unwrap();
         assert_eq!(std::fs::read(&main).unwrap(), b"a\nbc\n");
         // Lost committed bytes are an error, not silence.
         std::fs::write(&main, b"a\n").unwrap();
-        assert!(roll_forward(&second, "r", None).is_err());
+        assert!(roll_forward(&second, "r", Effects::default()).is_err());
     }
 
     #[test]
@@ -219,7 +236,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("out")).unwrap();
         std::fs::write(dir.path().join("out/dead.ndjson"), b"old\n").unwrap();
-        roll_forward(&commit(dir.path(), 0, 0, None), "r", None).unwrap();
+        roll_forward(&commit(dir.path(), 0, 0, None), "r", Effects::default()).unwrap();
         assert!(!dir.path().join("out/dead.ndjson").exists());
     }
 }

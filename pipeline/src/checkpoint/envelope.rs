@@ -18,7 +18,7 @@ const HEADER: usize = 8 + 2 + 1 + 8 + 8;
 /// ordered integer keys. 3: retained times as differences, count-only inputs as nullness.
 /// 4: min/max trackers keyed by `i64` except for decimals. 5: variance sums in double-double.
 /// 6: commits into the feature store's Delta tables.
-pub const FORMAT_VERSION: u16 = 7;
+pub const FORMAT_VERSION: u16 = 8;
 
 /// What an envelope holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,8 @@ pub enum StateKind {
     Checkpoint = 1,
     /// The window state of one feature view.
     ViewState = 2,
+    /// An epoch's writes to the online store.
+    OnlineWrites = 3,
 }
 
 impl StateKind {
@@ -34,6 +36,7 @@ impl StateKind {
         match self {
             StateKind::Checkpoint => "checkpoint",
             StateKind::ViewState => "view state",
+            StateKind::OnlineWrites => "online writes",
         }
     }
 }
@@ -165,6 +168,7 @@ fn check(bytes: &[u8], kind: StateKind) -> Result<(u64, &[u8]), EnvelopeError> {
         let found = match bytes[10] {
             1 => StateKind::Checkpoint.name().to_string(),
             2 => StateKind::ViewState.name().to_string(),
+            3 => StateKind::OnlineWrites.name().to_string(),
             other => format!("kind {other}"),
         };
         return Err(EnvelopeError::WrongKind {

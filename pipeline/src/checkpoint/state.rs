@@ -75,6 +75,8 @@ pub struct CommitRecord {
     pub tables: Vec<TableCommit>,
     /// The epoch's messages to Kafka topics (`output.kafka`).
     pub kafka: Option<crate::kafka_output::KafkaCommit>,
+    /// The epoch's writes to the online store.
+    pub online: Option<crate::online::epoch::OnlineCommit>,
 }
 
 /// One Delta table's commit of an epoch: files (already among the published ones) added under a

@@ -1,0 +1,168 @@
+//! Point-in-time reads from stored window state: each window of a key ending at a requested
+//! time, with no event of its own (what an online store serves).
+
+use crate::error::KernelError;
+use crate::key_state::KeyWindowState;
+use crate::output::FeatureOutput;
+use crate::plan::WindowPlan;
+
+/// The windows of each key ending at `at`, one row per entry of `states`: `None` is a key with
+/// no state (empty windows: count 0, other aggregates null). A window `RANGE w PRECEDING`
+/// holds the key's events with time in `[at - w, at]`, as SQL's frame for a row at `at`.
+///
+/// A state only knows the events up to its newest one, so `at` must not be older than that
+/// ([`KernelError::ReadBeforeState`] otherwise). The states are not changed.
+pub fn read_at(
+    plan: &WindowPlan,
+    states: &[Option<&KeyWindowState>],
+    at: i64,
+) -> Result<FeatureOutput, KernelError> {
+    let specs = plan.specs().len();
+    let mut out = FeatureOutput::new(specs, states.len());
+    let empty = KeyWindowState::new(plan);
+    for (row, state) in states.iter().enumerate() {
+        let state = state.unwrap_or(&empty);
+        if let Some(last) = state.last_time().filter(|&last| last > at) {
+            return Err(KernelError::ReadBeforeState { at, last });
+        }
+        let mut moved = state.clone();
+        moved.advance(plan, at);
+        for spec in 0..specs {
+            out.set_from(plan, &moved, spec, std::iter::once(row));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AggKind, Frame, InputColumn, KeyedWindows, WindowSpec};
+
+    const MIN: i64 = 60_000_000;
+
+    fn plan() -> WindowPlan {
+        let ten = Frame::Range {
+            width_micros: 10 * MIN,
+        };
+        let spec = |kind, input, frame| WindowSpec { kind, input, frame };
+        WindowPlan::new(
+            vec![
+                spec(AggKind::Count, 0, ten),
+                spec(AggKind::Sum, 1, ten),
+                spec(AggKind::Max, 1, ten),
+                spec(AggKind::StddevSamp, 1, ten),
+                spec(AggKind::Count, 0, Frame::Unbounded),
+            ],
+            2,
+        )
+        .unwrap()
+    }
+
+    /// The windows of one key ending at `at`, straight from the definition.
+    fn brute(events: &[(i64, f64)], at: i64) -> (f64, Option<f64>, Option<f64>, Option<f64>, f64) {
+        let inside: Vec<f64> = events
+            .iter()
+            .filter(|(t, _)| *t >= at - 10 * MIN && *t <= at)
+            .map(|e| e.1)
+            .collect();
+        let n = inside.len() as f64;
+        let sum = (!inside.is_empty()).then(|| inside.iter().sum::<f64>());
+        let max = inside.iter().copied().reduce(f64::max);
+        let sd = (inside.len() > 1).then(|| {
+            let mean = sum.unwrap() / n;
+            (inside.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        });
+        let lifetime = events.iter().filter(|(t, _)| *t <= at).count() as f64;
+        (n, sum, max, sd, lifetime)
+    }
+
+    #[test]
+    fn windows_decay_as_the_read_time_moves_on() {
+        let plan = plan();
+        let events: Vec<(i64, f64)> = vec![(0, 5.0), (MIN, 7.0), (MIN, 1.0), (4 * MIN, 2.5)];
+        let mut windows = KeyedWindows::new(plan.clone());
+        let times: Vec<i64> = events.iter().map(|e| e.0).collect();
+        let values: Vec<f64> = events.iter().map(|e| e.1).collect();
+        let ones = vec![1.0; events.len()];
+        let keys = vec![&b"k"[..]; events.len()];
+        windows
+            .apply(
+                &keys,
+                &times,
+                &[
+                    InputColumn::floats(&ones, None),
+                    InputColumn::floats(&values, None),
+                ],
+            )
+            .unwrap();
+        let snapshot = windows.snapshot(|_| true).to_owned();
+        let state = &snapshot.keys[0].1;
+        for at in [
+            4 * MIN,
+            9 * MIN,
+            10 * MIN,
+            11 * MIN,
+            12 * MIN,
+            14 * MIN,
+            15 * MIN,
+            100 * MIN,
+        ] {
+            let out = read_at(&plan, &[Some(state), None], at).unwrap();
+            let (n, sum, max, sd, lifetime) = brute(&events, at);
+            let get =
+                |spec: usize, row: usize| out.valid[spec][row].then_some(out.values[spec][row]);
+            assert_eq!(get(0, 0), Some(n), "count at {at}");
+            assert_eq!(get(1, 0), sum, "sum at {at}");
+            assert_eq!(get(2, 0), max, "max at {at}");
+            match (get(3, 0), sd) {
+                (Some(a), Some(b)) => assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0)),
+                (a, b) => assert_eq!(a, b, "stddev at {at}"),
+            }
+            assert_eq!(get(4, 0), Some(lifetime));
+            // No state: SQL's empty window.
+            assert_eq!(
+                (get(0, 1), get(1, 1), get(4, 1)),
+                (Some(0.0), None, Some(0.0))
+            );
+        }
+        // Reading from state is never exact before its newest event.
+        assert!(matches!(
+            read_at(&plan, &[Some(state)], 3 * MIN),
+            Err(KernelError::ReadBeforeState { .. })
+        ));
+    }
+
+    #[test]
+    fn changes_name_the_keys_to_write_and_to_delete() {
+        let plan = plan();
+        let mut windows = KeyedWindows::new(plan);
+        windows.track_changes();
+        let ones = [1.0, 1.0];
+        let apply = |w: &mut KeyedWindows, keys: &[&[u8]], t: i64| {
+            let times = vec![t; keys.len()];
+            w.apply(
+                keys,
+                &times,
+                &[
+                    InputColumn::floats(&ones[..keys.len()], None),
+                    InputColumn::floats(&ones[..keys.len()], None),
+                ],
+            )
+            .unwrap();
+        };
+        apply(&mut windows, &[b"a", b"b"], 0);
+        let changed = |c: &crate::keyed::StateChanges<'_>| {
+            let mut k: Vec<Vec<u8>> = c.changed.iter().map(|(k, _)| k.to_vec()).collect();
+            k.sort();
+            k
+        };
+        let first = windows.take_changes();
+        assert_eq!(changed(&first), vec![b"a".to_vec(), b"b".to_vec()]);
+        apply(&mut windows, &[b"b"], MIN);
+        let second = windows.take_changes();
+        assert_eq!(changed(&second), vec![b"b".to_vec()]);
+        assert!(second.forgotten.is_empty());
+        assert!(windows.take_changes().changed.is_empty());
+    }
+}

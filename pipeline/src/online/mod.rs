@@ -1,0 +1,48 @@
+//! The online store from the runtime's side: what `quiver run` writes at each checkpoint
+//! epoch ([`epoch`]) and how a request reads features at a time T from it ([`read`]).
+//!
+//! Each view version keeps, per entity, its window state (the events still inside its range
+//! windows and its running lifetime aggregates) as of the last committed epoch; a read moves a
+//! copy of that state to T and reads every window ending at T. So values decay as T moves on
+//! with no new events, exactly as SQL's `RANGE` frames over `[T - w, T]` would give.
+
+pub mod epoch;
+pub mod read;
+
+use crate::config::LoadedConfig;
+use crate::error::JobError;
+use quiver_gpu::KeyWindowState;
+use quiver_store::online::{EmbeddedOnline, OnlineStore};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Encodes one key's window state for the store.
+pub fn encode_state(state: &KeyWindowState) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_allocvec(state)
+}
+
+/// Decodes a key's window state written by [`encode_state`].
+pub fn decode_state(bytes: &[u8]) -> Result<KeyWindowState, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
+
+/// Opens the embedded online store at `path` (created if missing).
+pub fn open_store(path: &Path) -> Result<SharedOnline, JobError> {
+    let store = EmbeddedOnline::open(path)?;
+    Ok(SharedOnline(Arc::new(store)))
+}
+
+/// The online store of a config as `quiver run` writes it by default.
+pub fn configured_path(loaded: &LoadedConfig) -> PathBuf {
+    loaded.online_path()
+}
+
+/// An open online store shared by the parts of one process (a run and the server next to it).
+#[derive(Clone)]
+pub struct SharedOnline(pub Arc<dyn OnlineStore>);
+
+impl std::fmt::Debug for SharedOnline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OnlineStore({})", self.0.describe())
+    }
+}

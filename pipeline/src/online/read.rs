@@ -1,0 +1,371 @@
+//! Reading features from the online store at a request time T: every window ends at T.
+
+use super::{decode_state, SharedOnline};
+use crate::compile::CompiledPipeline;
+use crate::error::JobError;
+use crate::lineage::format_micros;
+use arrow::array::{Array, ArrayRef, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use quiver_gpu::KeyWindowState;
+use quiver_sql::FeatureView;
+use quiver_store::online::{table_name, OnlineStamp};
+use std::sync::Arc;
+
+/// Why a read failed, in the terms a client needs (an HTTP status follows from it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadErrorKind {
+    /// The request itself is wrong (unknown feature, bad key, a time before the store's).
+    BadRequest,
+    /// No such view, or nothing written for it yet.
+    NotFound,
+    /// The store failed or holds something this build cannot read.
+    Internal,
+}
+
+/// A failed read.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ReadError {
+    /// What kind of failure.
+    pub kind: ReadErrorKind,
+    /// What went wrong and how to fix it.
+    pub message: String,
+}
+
+impl ReadError {
+    fn bad(message: String) -> Self {
+        ReadError {
+            kind: ReadErrorKind::BadRequest,
+            message,
+        }
+    }
+
+    fn not_found(message: String) -> Self {
+        ReadError {
+            kind: ReadErrorKind::NotFound,
+            message,
+        }
+    }
+
+    fn internal(message: String) -> Self {
+        ReadError {
+            kind: ReadErrorKind::Internal,
+            message,
+        }
+    }
+}
+
+/// One view the online store can be read for.
+pub struct OnlineView {
+    /// The compiled view.
+    pub view: FeatureView,
+    /// Its version (the hash of its normalized definition).
+    pub version: String,
+    /// Its online table (`view@version`).
+    pub table: String,
+    /// Fingerprint of its plan (the state encoding).
+    fingerprint: u64,
+}
+
+/// A read request.
+#[derive(Debug, Clone, Default)]
+pub struct ReadRequest {
+    /// `view` or `view@version`.
+    pub view: String,
+    /// Each entity's key values, in the view's key order, as text (cast to the key types).
+    pub entities: Vec<Vec<String>>,
+    /// The features to return (default: every point-in-time feature of the view).
+    pub features: Option<Vec<String>>,
+    /// The time windows end at (µs since the epoch); default: now, or the store's watermark
+    /// if that is later.
+    pub at: Option<i64>,
+}
+
+/// The answer to a read.
+#[derive(Debug, Clone)]
+pub struct OnlineValues {
+    /// The view.
+    pub view: String,
+    /// Its version.
+    pub version: String,
+    /// The time every window ends at (µs).
+    pub at: i64,
+    /// What the state is as of: run, epoch, watermark, commit time.
+    pub stamp: OnlineStamp,
+    /// One row per entity: the key columns (as given) and then the features.
+    pub rows: RecordBatch,
+}
+
+impl OnlineValues {
+    /// The values as JSON: `{view, version, at, epoch, watermark, committed_at, features:
+    /// [{key..., feature...}]}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let schema = self.rows.schema();
+        let rows: Vec<serde_json::Value> = (0..self.rows.num_rows())
+            .map(|r| {
+                let fields = schema
+                    .fields()
+                    .iter()
+                    .zip(self.rows.columns())
+                    .map(|(f, c)| (f.name().clone(), json_value(c.as_ref(), r)))
+                    .collect::<serde_json::Map<_, _>>();
+                serde_json::Value::Object(fields)
+            })
+            .collect();
+        serde_json::json!({
+            "view": self.view,
+            "version": self.version,
+            "at": format_micros(self.at),
+            "epoch": self.stamp.epoch,
+            "run": self.stamp.run,
+            "watermark": self.stamp.watermark.map(format_micros),
+            "committed_at": format_micros(self.stamp.committed_unix_ms as i64 * 1000),
+            "features": rows,
+        })
+    }
+}
+
+impl std::fmt::Display for OnlineValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{}@{} at {} (epoch {}, watermark {})",
+            self.view,
+            self.version,
+            format_micros(self.at),
+            self.stamp.epoch,
+            self.stamp
+                .watermark
+                .map_or("none".to_string(), format_micros)
+        )?;
+        let schema = self.rows.schema();
+        let cells: Vec<Vec<String>> =
+            std::iter::once(schema.fields().iter().map(|f| f.name().clone()).collect())
+                .chain((0..self.rows.num_rows()).map(|r| {
+                    (self.rows.columns().iter())
+                        .map(|c| match json_value(c.as_ref(), r) {
+                            serde_json::Value::String(s) => s,
+                            v => v.to_string(),
+                        })
+                        .collect()
+                }))
+                .collect();
+        let widths: Vec<usize> = (0..schema.fields().len())
+            .map(|c| cells.iter().map(|row| row[c].len()).max().unwrap_or(0))
+            .collect();
+        for row in &cells {
+            let line: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, &w)| format!("{cell:<w$}"))
+                .collect();
+            writeln!(f, "{}", line.join("  ").trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+/// One value of an Arrow column as JSON: numbers as numbers (non-finite floats as null),
+/// decimals as exact strings, times as RFC 3339, the rest as their text.
+pub fn json_value(column: &dyn Array, row: usize) -> serde_json::Value {
+    use arrow::array::AsArray;
+    use arrow::datatypes as t;
+    if column.is_null(row) {
+        return serde_json::Value::Null;
+    }
+    match column.data_type() {
+        DataType::Int64 => column.as_primitive::<t::Int64Type>().value(row).into(),
+        DataType::Int32 => column.as_primitive::<t::Int32Type>().value(row).into(),
+        DataType::UInt64 => column.as_primitive::<t::UInt64Type>().value(row).into(),
+        DataType::Float64 => {
+            let x = column.as_primitive::<t::Float64Type>().value(row);
+            serde_json::Number::from_f64(x).map_or(serde_json::Value::Null, Into::into)
+        }
+        DataType::Boolean => column.as_boolean().value(row).into(),
+        DataType::Timestamp(t::TimeUnit::Microsecond, _) => format_micros(
+            column
+                .as_primitive::<t::TimestampMicrosecondType>()
+                .value(row),
+        )
+        .into(),
+        _ => arrow::util::display::array_value_to_string(column, row)
+            .map_or(serde_json::Value::Null, Into::into),
+    }
+}
+
+/// Reads the online store for the views of one pipeline.
+pub struct OnlineReader {
+    store: SharedOnline,
+    views: Vec<OnlineView>,
+}
+
+/// Microseconds since the Unix epoch, now.
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+impl OnlineReader {
+    /// A reader of `store` for the views of `pipeline` (their current definitions).
+    pub fn new(mut pipeline: CompiledPipeline, store: SharedOnline) -> Result<Self, JobError> {
+        let definitions = (0..pipeline.views.len())
+            .map(|i| crate::registry::ViewDefinition::of(&pipeline, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut views = Vec::with_capacity(definitions.len());
+        for ((view, identity), definition) in std::mem::take(&mut pipeline.views)
+            .into_iter()
+            .zip(&pipeline.view_identities)
+            .zip(definitions)
+        {
+            views.push(OnlineView {
+                view,
+                table: table_name(&definition.view, &definition.version),
+                version: definition.version,
+                fingerprint: identity.fingerprint(),
+            });
+        }
+        Ok(OnlineReader { store, views })
+    }
+
+    /// The views.
+    pub fn views(&self) -> &[OnlineView] {
+        &self.views
+    }
+
+    /// The store.
+    pub fn store(&self) -> &SharedOnline {
+        &self.store
+    }
+
+    /// The view a request names (`view` or `view@version`).
+    pub fn view(&self, name: &str) -> Result<&OnlineView, ReadError> {
+        let (view, version) = match name.split_once('@') {
+            Some((v, ver)) => (v, Some(ver)),
+            None => (name, None),
+        };
+        let Some(found) = self.views.iter().find(|v| v.view.name() == view) else {
+            let known: Vec<&str> = self.views.iter().map(|v| v.view.name()).collect();
+            return Err(ReadError::not_found(format!(
+                "no view `{view}`; the views are: {}",
+                known.join(", ")
+            )));
+        };
+        match version {
+            Some(v) if v != found.version => Err(ReadError::not_found(format!(
+                "view `{view}` is served at its version {} (the config's definition); version {v} is not",
+                found.version
+            ))),
+            _ => Ok(found),
+        }
+    }
+
+    /// Reads features for `request`'s entities, every window ending at the request's time.
+    pub fn read(&self, request: &ReadRequest) -> Result<OnlineValues, ReadError> {
+        let online = self.view(&request.view)?;
+        let view = &online.view;
+        let keys = view.key_names();
+        if let Some(bad) = request.entities.iter().find(|e| e.len() != keys.len()) {
+            return Err(ReadError::bad(format!(
+                "view `{}` is keyed by {} ({}); entity {bad:?} has {} values",
+                view.name(),
+                keys.len(),
+                keys.join(", "),
+                bad.len()
+            )));
+        }
+        let available = view.point_in_time_features();
+        let features = match &request.features {
+            None => available.clone(),
+            Some(wanted) => {
+                if let Some(unknown) = wanted.iter().find(|f| !available.contains(f)) {
+                    return Err(ReadError::bad(format!(
+                        "view `{}` has no online feature `{unknown}`; its features are: {}",
+                        view.name(),
+                        available.join(", ")
+                    )));
+                }
+                wanted.clone()
+            }
+        };
+        let key_columns: Vec<ArrayRef> = (0..keys.len())
+            .map(|k| {
+                let values = request.entities.iter().map(|e| e[k].as_str());
+                Arc::new(StringArray::from_iter_values(values)) as ArrayRef
+            })
+            .collect();
+        let encoded = view
+            .encode_keys(&key_columns)
+            .map_err(|e| ReadError::bad(e.to_string()))?;
+        let encoded: Vec<&[u8]> = (0..encoded.num_rows())
+            .map(|r| encoded.row(r).data())
+            .collect();
+        let (stamp, states) = self
+            .store
+            .0
+            .get(&online.table, &encoded)
+            .map_err(|e| ReadError::internal(e.to_string()))?
+            .ok_or_else(|| {
+                ReadError::not_found(format!(
+                    "nothing was written to the online store for `{}` (version {}) yet: run `quiver run` on this config first",
+                    view.name(),
+                    online.version
+                ))
+            })?;
+        if stamp.fingerprint != online.fingerprint {
+            return Err(ReadError::internal(format!(
+                "the online state of `{}` was written by another plan of the view: run `quiver run` with this config to rewrite it",
+                view.name()
+            )));
+        }
+        let watermark = stamp.watermark.unwrap_or(i64::MIN);
+        let at = request.at.unwrap_or_else(|| now_micros().max(watermark));
+        if at < watermark {
+            return Err(ReadError::bad(format!(
+                "`at` {} is before the online store's watermark {} (epoch {}): online reads are exact only from there on; for earlier times export a training set (`quiver training-set`)",
+                format_micros(at),
+                format_micros(watermark),
+                stamp.epoch
+            )));
+        }
+        let decoded: Vec<Option<KeyWindowState>> = states
+            .iter()
+            .map(|s| s.as_deref().map(decode_state).transpose())
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                ReadError::internal(format!(
+                    "the online state of `{}` does not decode: {e}",
+                    view.name()
+                ))
+            })?;
+        let refs: Vec<Option<&KeyWindowState>> = decoded.iter().map(Option::as_ref).collect();
+        let windows = quiver_gpu::read_at(view.window_plan(), &refs, at)
+            .map_err(|e| ReadError::internal(format!("view `{}`: {e}", view.name())))?;
+        let values = view
+            .features_at(windows, refs.len())
+            .map_err(|e| ReadError::internal(e.to_string()))?;
+        let mut fields: Vec<Field> = keys
+            .iter()
+            .map(|k| Field::new(k, DataType::Utf8, false))
+            .collect();
+        let mut columns = key_columns;
+        for name in &features {
+            let index = values
+                .schema()
+                .index_of(name)
+                .map_err(|e| ReadError::internal(e.to_string()))?;
+            fields.push(values.schema().field(index).clone());
+            columns.push(values.column(index).clone());
+        }
+        let rows = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| ReadError::internal(e.to_string()))?;
+        Ok(OnlineValues {
+            view: view.name().to_string(),
+            version: online.version.clone(),
+            at,
+            stamp,
+            rows,
+        })
+    }
+}

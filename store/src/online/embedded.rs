@@ -1,0 +1,352 @@
+//! The embedded online store: one redb file. A write transaction per epoch makes the epoch's
+//! writes visible together; readers see MVCC snapshots, so they never wait for a commit and
+//! never see half of one. redb locks its file: one process opens it at a time.
+
+use super::{is_new, unix_ms, OnlineStamp, OnlineStore, OnlineWrite};
+use crate::StoreError;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::{Path, PathBuf};
+
+/// Stamps: table name -> JSON [`OnlineStamp`].
+const STAMPS: TableDefinition<&str, &[u8]> = TableDefinition::new("stamps");
+
+/// The redb table holding a view version's states.
+fn states(table: &str) -> String {
+    format!("state/{table}")
+}
+
+/// An online store in one local file.
+pub struct EmbeddedOnline {
+    db: Database,
+    path: PathBuf,
+}
+
+impl EmbeddedOnline {
+    /// Opens the store at `path`, creating it (and its directory) if needed.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Online {
+                store: path.display().to_string(),
+                message: "it is open in another process (a running `quiver run`?); the embedded store serves from the process that writes it (`quiver run --serve`), or use Redis to serve from elsewhere".into(),
+            },
+            e => StoreError::Online {
+                store: path.display().to_string(),
+                message: e.to_string(),
+            },
+        })?;
+        Ok(EmbeddedOnline {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn fail(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Online {
+            store: self.path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    fn stamp_of(&self, bytes: &[u8]) -> Result<OnlineStamp, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| self.fail(format!("unreadable stamp: {e}")))
+    }
+
+    /// The stamp of `table` in a read transaction, if the table exists.
+    fn read_stamp(
+        &self,
+        tx: &redb::ReadTransaction,
+        table: &str,
+    ) -> Result<Option<OnlineStamp>, StoreError> {
+        let stamps = match tx.open_table(STAMPS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.fail(e)),
+        };
+        match stamps.get(table).map_err(|e| self.fail(e))? {
+            Some(v) => Ok(Some(self.stamp_of(v.value())?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl OnlineStore for EmbeddedOnline {
+    fn apply(&self, writes: &[OnlineWrite]) -> Result<usize, StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let mut applied = 0;
+        {
+            let mut stamps = tx.open_table(STAMPS).map_err(|e| self.fail(e))?;
+            for write in writes {
+                let current = match stamps.get(write.table.as_str()).map_err(|e| self.fail(e))? {
+                    Some(v) => Some(self.stamp_of(v.value())?),
+                    None => None,
+                };
+                if !is_new(current.as_ref(), &write.stamp) {
+                    continue;
+                }
+                let name = states(&write.table);
+                if write.replace {
+                    tx.delete_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                        .map_err(|e| self.fail(e))?;
+                }
+                let mut table = tx
+                    .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                    .map_err(|e| self.fail(e))?;
+                for key in &write.deletes {
+                    table.remove(key.as_slice()).map_err(|e| self.fail(e))?;
+                }
+                for (key, state) in &write.puts {
+                    table
+                        .insert(key.as_slice(), state.as_slice())
+                        .map_err(|e| self.fail(e))?;
+                }
+                let stamp = OnlineStamp {
+                    keys: table.len().map_err(|e| self.fail(e))?,
+                    committed_unix_ms: unix_ms(),
+                    ..write.stamp.clone()
+                };
+                let bytes = serde_json::to_vec(&stamp).map_err(|e| self.fail(e))?;
+                stamps
+                    .insert(write.table.as_str(), bytes.as_slice())
+                    .map_err(|e| self.fail(e))?;
+                applied += 1;
+            }
+        }
+        tx.commit().map_err(|e| self.fail(e))?;
+        Ok(applied)
+    }
+
+    fn tables(&self) -> Result<Vec<(String, OnlineStamp)>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let stamps = match tx.open_table(STAMPS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.fail(e)),
+        };
+        let mut out = Vec::new();
+        for entry in stamps.iter().map_err(|e| self.fail(e))? {
+            let (name, stamp) = entry.map_err(|e| self.fail(e))?;
+            out.push((name.value().to_string(), self.stamp_of(stamp.value())?));
+        }
+        Ok(out)
+    }
+
+    fn get(
+        &self,
+        table: &str,
+        keys: &[&[u8]],
+    ) -> Result<Option<(OnlineStamp, Vec<Option<Vec<u8>>>)>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let Some(stamp) = self.read_stamp(&tx, table)? else {
+            return Ok(None);
+        };
+        let name = states(table);
+        let states = match tx.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                return Ok(Some((stamp, vec![None; keys.len()])))
+            }
+            Err(e) => return Err(self.fail(e)),
+        };
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = states.get(*key).map_err(|e| self.fail(e))?;
+            values.push(value.map(|v| v.value().to_vec()));
+        }
+        Ok(Some((stamp, values)))
+    }
+
+    fn scan(
+        &self,
+        table: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Option<(OnlineStamp, Vec<(Vec<u8>, Vec<u8>)>)>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let Some(stamp) = self.read_stamp(&tx, table)? else {
+            return Ok(None);
+        };
+        let name = states(table);
+        let states = match tx.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Some((stamp, Vec::new()))),
+            Err(e) => return Err(self.fail(e)),
+        };
+        let range = match after {
+            Some(after) => states
+                .range::<&[u8]>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => states.range::<&[u8]>(..),
+        }
+        .map_err(|e| self.fail(e))?;
+        let mut out = Vec::new();
+        for entry in range.take(limit) {
+            let (k, v) = entry.map_err(|e| self.fail(e))?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(Some((stamp, out)))
+    }
+
+    fn put_raw(&self, table: &str, key: &[u8], state: &[u8]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let name = states(table);
+            let mut states = tx
+                .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                .map_err(|e| self.fail(e))?;
+            states.insert(key, state).map_err(|e| self.fail(e))?;
+        }
+        tx.commit().map_err(|e| self.fail(e))
+    }
+
+    fn drop_table(&self, table: &str) -> Result<bool, StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let existed = {
+            let mut stamps = tx.open_table(STAMPS).map_err(|e| self.fail(e))?;
+            let existed = stamps.remove(table).map_err(|e| self.fail(e))?.is_some();
+            let name = states(table);
+            tx.delete_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                .map_err(|e| self.fail(e))?;
+            existed
+        };
+        tx.commit().map_err(|e| self.fail(e))?;
+        Ok(existed)
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(
+        run: &str,
+        epoch: u64,
+        replace: bool,
+        puts: &[(&str, &str)],
+        deletes: &[&str],
+    ) -> OnlineWrite {
+        OnlineWrite {
+            table: "v@1".into(),
+            replace,
+            stamp: OnlineStamp {
+                run: run.into(),
+                epoch,
+                watermark: Some(epoch as i64 * 10),
+                committed_unix_ms: 0,
+                fingerprint: 7,
+                keys: 0,
+            },
+            deletes: deletes.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            puts: puts
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    fn read(store: &EmbeddedOnline, keys: &[&str]) -> (u64, Vec<Option<String>>) {
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        let (stamp, values) = store.get("v@1", &keys).unwrap().unwrap();
+        let values = values
+            .into_iter()
+            .map(|v| v.map(|v| String::from_utf8(v).unwrap()))
+            .collect();
+        (stamp.epoch, values)
+    }
+
+    #[test]
+    fn epochs_apply_once_replace_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("online.redb");
+        let store = EmbeddedOnline::open(&path).unwrap();
+        assert!(store.get("v@1", &[b"a"]).unwrap().is_none());
+        let first = write("r1", 1, true, &[("a", "1"), ("b", "1")], &[]);
+        assert_eq!(store.apply(std::slice::from_ref(&first)).unwrap(), 1);
+        assert_eq!(store.apply(&[first]).unwrap(), 0, "an epoch applies once");
+        store
+            .apply(&[write("r1", 2, false, &[("a", "2")], &["b"])])
+            .unwrap();
+        assert_eq!(
+            read(&store, &["a", "b", "c"]),
+            (2, vec![Some("2".into()), None, None])
+        );
+        // An older epoch of the same run is never applied over a newer one.
+        store
+            .apply(&[write("r1", 1, false, &[("a", "old")], &[])])
+            .unwrap();
+        assert_eq!(read(&store, &["a"]).1, vec![Some("2".into())]);
+        drop(store);
+        let store = EmbeddedOnline::open(&path).unwrap();
+        assert_eq!(read(&store, &["a"]), (2, vec![Some("2".into())]));
+        // A new run replaces what the table held.
+        store
+            .apply(&[write("r2", 1, true, &[("c", "x")], &[])])
+            .unwrap();
+        assert_eq!(read(&store, &["a", "c"]), (1, vec![None, Some("x".into())]));
+        let tables = store.tables().unwrap();
+        assert_eq!(tables.len(), 1);
+        assert_eq!((tables[0].1.run.as_str(), tables[0].1.keys), ("r2", 1));
+        let (_, page) = store.scan("v@1", None, 10).unwrap().unwrap();
+        assert_eq!(page, vec![(b"c".to_vec(), b"x".to_vec())]);
+        assert!(store.drop_table("v@1").unwrap());
+        assert!(store.get("v@1", &[b"c"]).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_second_process_is_told_who_holds_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("online.redb");
+        let _held = EmbeddedOnline::open(&path).unwrap();
+        // redb refuses a second open of the same file in one process as it does across them.
+        let e = EmbeddedOnline::open(&path).err().unwrap().to_string();
+        assert!(e.contains("another process"), "{e}");
+    }
+
+    #[test]
+    fn readers_see_whole_epochs_while_commits_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(EmbeddedOnline::open(&dir.path().join("o.redb")).unwrap());
+        let keys: Vec<String> = (0..50).map(|k| format!("k{k}")).collect();
+        let writer = {
+            let (store, keys) = (store.clone(), keys.clone());
+            std::thread::spawn(move || {
+                for epoch in 1..=200u64 {
+                    let value = epoch.to_string();
+                    let puts: Vec<(&str, &str)> =
+                        keys.iter().map(|k| (k.as_str(), value.as_str())).collect();
+                    store
+                        .apply(&[write("r", epoch, epoch == 1, &puts, &[])])
+                        .unwrap();
+                }
+            })
+        };
+        let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut seen = 0;
+        while !writer.is_finished() || seen == 0 {
+            let Some((stamp, values)) = store
+                .get(
+                    "v@1",
+                    &names.iter().map(|k| k.as_bytes()).collect::<Vec<_>>(),
+                )
+                .unwrap()
+            else {
+                continue;
+            };
+            let expected = Some(stamp.epoch.to_string().into_bytes());
+            assert!(
+                values.iter().all(|v| *v == expected),
+                "a partial epoch was visible"
+            );
+            seen += 1;
+        }
+        writer.join().unwrap();
+    }
+}

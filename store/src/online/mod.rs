@@ -1,0 +1,135 @@
+//! The online store: per view version, each entity's window state as of the last committed
+//! epoch, written once per checkpoint epoch and read at request time. One interface
+//! ([`OnlineStore`]), an embedded backend ([`EmbeddedOnline`], a redb file) by default.
+//!
+//! The store holds bytes: the runtime encodes window state and decides what a key is. What it
+//! guarantees is the epoch contract: an epoch's writes to every view become visible together
+//! (one transaction), and applying an epoch again (recovery redoing a commit) changes nothing.
+
+mod embedded;
+
+pub use embedded::EmbeddedOnline;
+
+use crate::StoreError;
+use serde::{Deserialize, Serialize};
+
+/// What a view version's online state is as of: the run and epoch that last wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnlineStamp {
+    /// The run that wrote it.
+    pub run: String,
+    /// Its last applied epoch.
+    pub epoch: u64,
+    /// The job's watermark at that epoch (µs since the epoch): every event up to it is in the
+    /// state, so reads at or after it are exact.
+    pub watermark: Option<i64>,
+    /// When the epoch was applied (ms since the Unix epoch).
+    pub committed_unix_ms: u64,
+    /// Fingerprint of the window plan whose state encoding the values use.
+    pub fingerprint: u64,
+    /// Keys stored.
+    pub keys: u64,
+}
+
+/// One view version's writes of one epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnlineWrite {
+    /// The table: `view@version`.
+    pub table: String,
+    /// Whether the table's earlier contents go first (the first epoch of a new run, which
+    /// writes every key it has).
+    pub replace: bool,
+    /// The run, epoch, watermark and fingerprint to stamp (`keys` and the time are set when
+    /// the write is applied).
+    pub stamp: OnlineStamp,
+    /// Keys whose state is gone (deleted before `puts` are written).
+    pub deletes: Vec<Vec<u8>>,
+    /// Keys and their new state.
+    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Table name of a view version.
+pub fn table_name(view: &str, version: &str) -> String {
+    format!("{view}@{version}")
+}
+
+/// An online store.
+pub trait OnlineStore: Send + Sync {
+    /// Applies one epoch's writes to every table in one transaction. A write whose table
+    /// already holds that run's epoch (or a later one) is skipped, so applying an epoch again
+    /// is harmless. Returns how many writes were applied.
+    fn apply(&self, writes: &[OnlineWrite]) -> Result<usize, StoreError>;
+
+    /// Every table with its stamp.
+    fn tables(&self) -> Result<Vec<(String, OnlineStamp)>, StoreError>;
+
+    /// The stamp of `table` and the state of each of `keys` (`None`: no state), read from
+    /// one consistent snapshot; `None` when the table does not exist.
+    #[allow(clippy::type_complexity)]
+    fn get(
+        &self,
+        table: &str,
+        keys: &[&[u8]],
+    ) -> Result<Option<(OnlineStamp, Vec<Option<Vec<u8>>>)>, StoreError>;
+
+    /// Up to `limit` keys of `table` with their state, in key order, after `after` (from the
+    /// first key when `None`), and the stamp they belong to: paging through a whole table.
+    #[allow(clippy::type_complexity)]
+    fn scan(
+        &self,
+        table: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Option<(OnlineStamp, Vec<(Vec<u8>, Vec<u8>)>)>, StoreError>;
+
+    /// Overwrites one key's state without touching the stamp (repairs and tests of the
+    /// consistency check).
+    fn put_raw(&self, table: &str, key: &[u8], state: &[u8]) -> Result<(), StoreError>;
+
+    /// Removes a table; `false` when it did not exist.
+    fn drop_table(&self, table: &str) -> Result<bool, StoreError>;
+
+    /// Where the store is, for messages (never with credentials).
+    fn describe(&self) -> String;
+}
+
+/// Whether `write` must be applied over `current` (the table's stamp now): not when the table
+/// already has that run's epoch or a later one.
+pub fn is_new(current: Option<&OnlineStamp>, write: &OnlineStamp) -> bool {
+    match current {
+        Some(c) => c.run != write.run || c.epoch < write.epoch,
+        None => true,
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(run: &str, epoch: u64) -> OnlineStamp {
+        OnlineStamp {
+            run: run.into(),
+            epoch,
+            watermark: None,
+            committed_unix_ms: 0,
+            fingerprint: 1,
+            keys: 0,
+        }
+    }
+
+    #[test]
+    fn an_epoch_is_applied_once_per_run() {
+        assert!(is_new(None, &stamp("a", 1)));
+        assert!(is_new(Some(&stamp("a", 1)), &stamp("a", 2)));
+        assert!(!is_new(Some(&stamp("a", 2)), &stamp("a", 2)));
+        assert!(!is_new(Some(&stamp("a", 3)), &stamp("a", 2)));
+        assert!(is_new(Some(&stamp("a", 9)), &stamp("b", 1)));
+    }
+}
