@@ -113,6 +113,31 @@ fn quiver_apply(config: &Path, store: &Path, input: Option<&Path>, crash: Option
     cmd.output().expect("start quiver")
 }
 
+/// A time after the input's last event: the windows of some cards are still open then.
+const ONLINE_AT: &str = "2026-01-01T04:50:00Z";
+
+/// Every card's online features at [`ONLINE_AT`], as `quiver get --json` reads them from the
+/// store of the run under `out`.
+fn online_features(config: &Path, out: &Path) -> serde_json::Value {
+    let cards: Vec<String> = (0..40).map(|c| format!("c{c}")).collect();
+    let output = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .arg("get")
+        .arg(config)
+        .arg("cards")
+        .args(&cards)
+        .args(["--json", "--at", ONLINE_AT, "--online"])
+        .arg(out.join("online.redb"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "quiver get: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let read: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    read["features"].clone()
+}
+
 fn run_to_end(config: &Path, out: &Path) -> Output {
     let output = quiver(config, out).output().expect("start quiver");
     assert!(
@@ -224,6 +249,8 @@ struct Reference {
     dir: tempfile::TempDir,
     config: PathBuf,
     expected: Committed,
+    /// The online store's features after the run.
+    online: serde_json::Value,
     took: Duration,
 }
 
@@ -246,10 +273,20 @@ fn reference() -> Reference {
         );
     }
     assert_clean(&out);
+    let online = online_features(&config, &out);
+    assert!(
+        online
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| !r["max_30m"].is_null()),
+        "some short windows are still open at {ONLINE_AT}"
+    );
     Reference {
         dir,
         config,
         expected,
+        online,
         took,
     }
 }
@@ -305,6 +342,11 @@ fn killed_at_random_moments_the_resumed_output_equals_an_uninterrupted_run() {
         assert_clean(&out);
         let got = committed(&out);
         assert_same(&got, &r.expected, &format!("trial {trial}"));
+        assert_eq!(
+            online_features(&r.config, &out),
+            r.online,
+            "trial {trial}: the online store differs from an uninterrupted run's"
+        );
     }
     assert!(kills >= trials / 4, "the runs were killed ({kills} kills)");
 }
@@ -317,6 +359,7 @@ fn crashes_at_each_step_of_a_commit_leave_exactly_once_output() {
         "before_checkpoint_rename",
         "after_checkpoint",
         "after_publish",
+        "after_online_apply",
     ];
     for point in points {
         for n in [1, 3, 7] {
@@ -329,6 +372,11 @@ fn crashes_at_each_step_of_a_commit_leave_exactly_once_output() {
             run_to_end(&r.config, &out);
             assert_clean(&out);
             assert_same(&committed(&out), &r.expected, &format!("{point}:{n}"));
+            assert_eq!(
+                online_features(&r.config, &out),
+                r.online,
+                "{point}:{n}: the online store differs from an uninterrupted run's"
+            );
         }
     }
 }
