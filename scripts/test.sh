@@ -3,7 +3,8 @@
 # It starts what the tests need on loopback ports and stops it afterwards:
 #   - an S3-compatible object store (moto's server, pip-installed once into ~/.cache/quiver-test);
 #   - Polars and delta-rs in the same virtual environment, to read the store's Delta tables;
-#   - an Apache Kafka broker (scripts/kafka.sh: KRaft, jars from Maven Central, cached).
+#   - an Apache Kafka broker (scripts/kafka.sh: KRaft, jars from Maven Central, cached);
+#   - headless Chromium (Debian's package, installed once) to load the status page.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -42,6 +43,18 @@ if ! "$CACHE/venv/bin/python" -c "import polars, deltalake" 2>/dev/null; then
   "$CACHE/venv/bin/pip" install --quiet --disable-pip-version-check polars deltalake
 fi
 export QUIVER_TEST_PYTHON="$CACHE/venv/bin/python"
+
+# --- a real browser for the status page ---------------------------------------------------
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing chromium (Debian package, once)"
+    apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    echo "error: the status-page test needs chromium; install it (apt-get install chromium)" >&2
+    exit 1
+  fi
+fi
+export QUIVER_REQUIRE_CHROMIUM=1
 
 # --- a Kafka broker ----------------------------------------------------------------------
 bash scripts/kafka.sh stop "$KAFKA_DIR" || true

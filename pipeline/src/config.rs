@@ -43,6 +43,35 @@ pub struct PipelineConfig {
     /// serve` read (on by default, embedded).
     #[serde(default)]
     pub online: OnlineConfig,
+    /// `quiver serve`: where it listens and the tokens it accepts.
+    #[serde(default)]
+    pub serve: ServeConfig,
+}
+
+/// The HTTP server of `quiver serve` and `quiver run --serve`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Bearer tokens, by their SHA-256 (`quiver token` makes one). Without any, the server
+    /// only listens on loopback addresses and needs no token.
+    #[serde(default)]
+    pub tokens: Vec<crate::serve::auth::TokenConfig>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: default_listen(),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
 }
 
 /// The online store: each entity's window state as of the last committed epoch.

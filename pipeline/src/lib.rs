@@ -7,6 +7,7 @@
 //! (feature rows staged per epoch) → checkpoints that commit source positions, state and
 //! outputs together.
 
+pub mod audit;
 pub mod backfill;
 pub mod batch_compute;
 pub mod checkpoint;
@@ -32,6 +33,7 @@ pub mod progress;
 pub mod registry;
 pub mod reorder;
 pub mod run;
+pub mod serve;
 pub mod source;
 pub mod source_schema;
 pub mod sql_text;

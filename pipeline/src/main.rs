@@ -75,6 +75,10 @@ struct JobArgs {
     /// `source.kafka.stop_at_end`); backfill always does.
     #[arg(long)]
     until_caught_up: bool,
+    /// `run` only: also serve features over HTTP from this process (on ADDR, default the
+    /// config's serve.listen), while running and, once the input ends, until Ctrl-C.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1)]
+    serve: Option<Option<String>>,
 }
 
 fn parse_duration_or_zero(text: &str) -> Result<std::time::Duration, String> {
@@ -220,6 +224,38 @@ enum Command {
         #[arg(long)]
         online: Option<PathBuf>,
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve features over HTTP/JSON from the online store (`POST /v1/features`, `GET
+    /// /v1/views`, `/metrics`, a status page at `/`, `/healthz`, `/readyz`).
+    Serve {
+        /// Pipeline config (YAML).
+        config: PathBuf,
+        /// Address to listen on (default: the config's serve.listen, 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+        /// The online store file (default: the config's online.path, else online.redb in
+        /// its output directory).
+        #[arg(long)]
+        online: Option<PathBuf>,
+    },
+    /// Make a bearer token for `quiver serve`: prints the token (give it to the client) and
+    /// the config entry with its SHA-256 (the config never holds the token).
+    Token {
+        /// Who will hold it (the audit log names requests by it).
+        #[arg(long, default_value = "client")]
+        name: String,
+        /// reader, writer or admin.
+        #[arg(long, default_value = "reader")]
+        role: String,
+    },
+    /// Show the store's audit log: registry changes, training-set exports, denied requests.
+    Audit {
+        /// Store directory.
+        #[arg(long, default_value = "quiver-store")]
+        store: PathBuf,
+        /// Print JSON lines.
         #[arg(long)]
         json: bool,
     },
@@ -418,6 +454,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             };
             let lineage = LineageEmitter::of(&pipeline, "apply");
             let store_namespace = format!("quiver-store:{}", registry.root().display());
+            let target = config.display().to_string();
             let report = observed(lineage, apply(pipeline, &registry, options), |report| {
                 (report.views.iter())
                     .filter_map(|(view, applied)| match applied {
@@ -430,7 +467,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     })
                     .collect()
             })
-            .await?;
+            .await;
+            let report = audited(registry.root(), "apply", &target, report)?;
             say(&format!(
                 "applied to {}\n{report}",
                 registry.root().display()
@@ -468,6 +506,50 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 ));
             } else {
                 say(&format!("{values}"));
+            }
+            Ok(())
+        }
+        Command::Serve {
+            config,
+            listen,
+            online,
+        } => {
+            let loaded = LoadedConfig::load(&config)?;
+            let path = online.unwrap_or_else(|| loaded.online_path());
+            let listen = listen.unwrap_or_else(|| loaded.config.serve.listen.clone());
+            let store = quiver_pipeline::online::open_store(&path)?;
+            let pipeline = CompiledPipeline::compile(loaded).await?;
+            let (server, listener) = start_server(pipeline, store, &listen).await?;
+            quiver_pipeline::serve::serve(
+                server,
+                listener,
+                quiver_pipeline::run::stop_requested(true),
+            )
+            .await?;
+            Ok(())
+        }
+        Command::Token { name, role } => {
+            let role: quiver_pipeline::serve::auth::Role =
+                serde_json::from_value(serde_json::Value::String(role.clone()))
+                    .map_err(|_| anyhow::anyhow!("--role `{role}`: use reader, writer or admin"))?;
+            let (token, hash) = quiver_pipeline::serve::auth::new_token()?;
+            say(&format!(
+                "token (give it to `{name}`; it is not stored anywhere): {token}\n\nadd to the config:\nserve:\n  tokens:\n    - name: {name}\n      role: {role}\n      sha256: {hash}\n"
+            ));
+            Ok(())
+        }
+        Command::Audit { store, json } => {
+            let log = quiver_pipeline::audit::AuditLog::of_store(&store);
+            let entries = log.read()?;
+            if entries.is_empty() && !json {
+                say(&format!("no audit entries in {}\n", log.path().display()));
+            }
+            for entry in entries {
+                if json {
+                    say(&format!("{}\n", serde_json::to_string(&entry)?));
+                } else {
+                    say(&format!("{entry}\n"));
+                }
             }
             Ok(())
         }
@@ -546,7 +628,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Remove { view, store } => {
             let registry = Registry::open(store);
-            registry.remove(&view)?;
+            audited(registry.root(), "remove", &view, registry.remove(&view))?;
             say(&format!(
                 "removed `{view}` from the latest views of {}; its versions stay readable as {view}@<version>\n",
                 registry.root().display()
@@ -577,6 +659,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 None => None,
             };
             let registry = Registry::open(store);
+            let target = format!("{} -> {}", features, out.display());
             let report = training_set(
                 &registry,
                 TrainingSetOptions {
@@ -590,7 +673,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     as_known_at,
                 },
             )
-            .await?;
+            .await;
+            let report = audited(registry.root(), "training-set", &target, report)?;
             say(&report.to_string());
             Ok(())
         }
@@ -661,7 +745,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 view.as_deref(),
                 target_rows,
                 retention,
-            )?;
+            );
+            let target = view.as_deref().unwrap_or("all views");
+            let tables = audited(registry.root(), "compact", target, tables)?;
             for t in &tables {
                 say(&format!("{t}\n"));
             }
@@ -729,6 +815,32 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         )),
         (None, _) => None,
     };
+    let serving = match (&args.serve, is_backfill) {
+        (Some(_), true) => anyhow::bail!("--serve is for `quiver run`"),
+        (Some(listen), false) => {
+            let path = loaded
+                .config
+                .online
+                .path
+                .clone()
+                .unwrap_or_else(|| match &args.output {
+                    Some(out) => out.join("online.redb"),
+                    None => loaded.online_path(),
+                });
+            let listen = listen
+                .clone()
+                .unwrap_or_else(|| loaded.config.serve.listen.clone());
+            let store = quiver_pipeline::online::open_store(&path)?;
+            let pipeline = CompiledPipeline::compile(loaded.clone()).await?;
+            let (server, listener) = start_server(pipeline, store.clone(), &listen).await?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(quiver_pipeline::serve::serve(server, listener, async {
+                let _ = stopped.await;
+            }));
+            Some((store, stop, task))
+        }
+        (None, _) => None,
+    };
     let pipeline = CompiledPipeline::compile(loaded).await?;
     let mut policy = configured_policy(&pipeline);
     if args.checkpoint_interval.is_some() || args.checkpoint_every_events.is_some() {
@@ -756,6 +868,7 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         handle_signals: true,
         device: args.device,
         store,
+        online: serving.as_ref().map(|(store, _, _)| store.clone()),
         ..RunOptions::default()
     };
     let lineage = LineageEmitter::of(&pipeline, if is_backfill { "backfill" } else { "run" });
@@ -783,7 +896,54 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         let json = serde_json::to_string_pretty(&summary)?;
         std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
     }
+    if let Some((_, stop, task)) = serving {
+        if !summary.interrupted {
+            say("the run ended; still serving until Ctrl-C\n");
+            quiver_pipeline::run::stop_requested(true).await;
+        }
+        let _ = stop.send(());
+        task.await??;
+    }
     Ok(())
+}
+
+/// Appends the outcome of command `what` on `target` to the audit log of the store at
+/// `store` (a failure to write it is a warning: the command's own outcome stands).
+fn audited<T, E: std::fmt::Display>(
+    store: &Path,
+    what: &str,
+    target: &str,
+    result: Result<T, E>,
+) -> Result<T, E> {
+    use quiver_pipeline::audit::{os_user, AuditEntry, AuditLog};
+    let entry = match &result {
+        Ok(_) => AuditEntry::now(&os_user(), what, "ok"),
+        Err(e) => AuditEntry::now(&os_user(), what, "failed").detail(e.to_string()),
+    }
+    .target(target);
+    if let Err(e) = AuditLog::of_store(store).append(&entry) {
+        eprintln!("warning: {e}");
+    }
+    result
+}
+
+/// A server of `pipeline` over `store` on `listen`, bound, its address announced on stdout.
+async fn start_server(
+    pipeline: CompiledPipeline,
+    store: quiver_pipeline::online::SharedOnline,
+    listen: &str,
+) -> anyhow::Result<(quiver_pipeline::serve::Server, tokio::net::TcpListener)> {
+    let addr = quiver_pipeline::serve::listen_address(listen)?;
+    let server = quiver_pipeline::serve::Server::new(pipeline, store, &addr)?;
+    let listener = quiver_pipeline::serve::bind(&addr).await?;
+    let local = listener.local_addr()?;
+    let access = if server.requires_tokens() {
+        "bearer tokens required"
+    } else {
+        "no tokens configured: open to this machine only"
+    };
+    say(&format!("serving on http://{local} ({access})\n"));
+    Ok((server, listener))
 }
 
 fn generate(out: &Path, config: DatagenConfig) -> anyhow::Result<()> {

@@ -79,7 +79,8 @@ pub fn configured_policy(pipeline: &CompiledPipeline) -> CheckpointPolicy {
 }
 
 /// Resolves when the process is asked to stop (SIGINT or SIGTERM); never without `enabled`.
-async fn stop_requested(enabled: bool) {
+/// Completes at SIGINT or SIGTERM (never when `enabled` is false).
+pub async fn stop_requested(enabled: bool) {
     if !enabled {
         return std::future::pending().await;
     }

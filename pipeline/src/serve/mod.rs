@@ -1,0 +1,486 @@
+//! `quiver serve`: features over HTTP/JSON from the online store, read at request time.
+//!
+//! | endpoint | role | what |
+//! |---|---|---|
+//! | `POST /v1/features` | reader | `{view, entities, features?, at?}` → values with as-of time, version, epoch |
+//! | `GET /v1/views` | reader | views, versions, keys, features, what the online store holds |
+//! | `GET /` | reader | the status page |
+//! | `GET /metrics` | reader | Prometheus text |
+//! | `GET /v1/audit` | admin | the audit log |
+//! | `GET /healthz`, `GET /readyz` | none | alive; every view written to the online store |
+//!
+//! Requests carry `Authorization: Bearer <token>`; tokens are configured by their SHA-256
+//! under `serve.tokens`. Without any, the server only listens on a loopback address and lets
+//! every local request in. Denied requests go to the store's audit log; tokens never appear
+//! in any output.
+
+pub mod auth;
+pub mod metrics;
+pub mod page;
+
+use crate::audit::{AuditEntry, AuditLog};
+use crate::compile::CompiledPipeline;
+use crate::error::JobError;
+use crate::online::read::{OnlineReader, ReadErrorKind, ReadRequest};
+use crate::online::SharedOnline;
+use auth::{Auth, Denied, Role};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use metrics::Metrics;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Entities one feature request may ask for.
+pub const MAX_ENTITIES: usize = 10_000;
+
+/// A running server's shared state.
+pub struct Server {
+    pipeline: String,
+    reader: OnlineReader,
+    auth: Auth,
+    audit: AuditLog,
+    metrics: Metrics,
+    /// Per view, its `freshness_sla` in seconds.
+    slas: Vec<Option<f64>>,
+    /// The config's feature store (status page), when it has registered views.
+    registry: crate::registry::Registry,
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+impl Server {
+    /// A server of `pipeline`'s views over `online`; `listen` is where it will listen (a
+    /// server without tokens refuses anything but a loopback address).
+    pub fn new(
+        pipeline: CompiledPipeline,
+        online: SharedOnline,
+        listen: &SocketAddr,
+    ) -> Result<Self, JobError> {
+        let config = &pipeline.loaded.config;
+        let tokens = &config.serve.tokens;
+        if tokens.is_empty() && !listen.ip().is_loopback() {
+            return Err(JobError::Other(format!(
+                "refusing to serve on {listen} without tokens: anyone who can reach it could read every feature. Add serve.tokens to the config (`quiver token` makes one), or listen on 127.0.0.1"
+            )));
+        }
+        let auth = Auth::new(tokens, Some(Role::Admin))?;
+        let slas = config
+            .views
+            .iter()
+            .map(|v| v.freshness_sla.map(|d| d.as_micros() as f64 / 1e6))
+            .collect();
+        let registry = crate::registry::Registry::open(config.store.clone());
+        let audit = AuditLog::of_store(registry.root());
+        Ok(Server {
+            pipeline: config.name.clone(),
+            reader: OnlineReader::new(pipeline, online)?,
+            auth,
+            audit,
+            metrics: Metrics::default(),
+            slas,
+            registry,
+        })
+    }
+
+    /// Whether requests need a token.
+    pub fn requires_tokens(&self) -> bool {
+        self.auth.requires_tokens()
+    }
+
+    /// The routes.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/", get(status_page))
+            .route("/v1/features", post(features))
+            .route("/v1/views", get(views))
+            .route("/v1/audit", get(audit))
+            .route("/metrics", get(metrics_page))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(ready))
+            .with_state(self)
+    }
+
+    /// Who is calling, if they may do what needs `needed`; a refusal is audited and answered.
+    fn guard(
+        &self,
+        headers: &HeaderMap,
+        needed: Role,
+        what: &str,
+    ) -> Result<String, Box<Response>> {
+        let header = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok());
+        match self.auth.check(header, needed) {
+            Ok(caller) => Ok(caller.name),
+            Err(denied) => {
+                let (status, who) = match &denied {
+                    Denied::Forbidden { who, .. } => (StatusCode::FORBIDDEN, who.clone()),
+                    Denied::Missing => (StatusCode::UNAUTHORIZED, "anonymous".to_string()),
+                    Denied::Unknown => (StatusCode::UNAUTHORIZED, "unknown token".to_string()),
+                };
+                let entry = AuditEntry::now(&who, what, "denied").detail(denied.to_string());
+                if let Err(e) = self.audit.append(&entry) {
+                    eprintln!("quiver serve: {e}");
+                }
+                let mut response = error(status, denied.to_string());
+                if status == StatusCode::UNAUTHORIZED {
+                    response.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        "Bearer".parse().expect("a header"),
+                    );
+                }
+                Err(Box::new(response))
+            }
+        }
+    }
+
+    fn observe(&self, endpoint: &str, started: Instant, response: Response) -> Response {
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics
+            .observe(endpoint, response.status().as_u16(), seconds);
+        response
+    }
+}
+
+/// Binds `listen` and serves until `shutdown` completes.
+pub async fn serve(
+    server: Server,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), JobError> {
+    let app = Arc::new(server).router();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| JobError::Other(format!("the HTTP server stopped: {e}")))
+}
+
+/// Binds the listening socket, with a clear error when the address is taken.
+pub async fn bind(listen: &SocketAddr) -> Result<tokio::net::TcpListener, JobError> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| JobError::Other(format!("cannot listen on {listen}: {e}")))
+}
+
+/// Parses a listen address (`host:port`).
+pub fn listen_address(text: &str) -> Result<SocketAddr, JobError> {
+    use std::net::ToSocketAddrs;
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            JobError::Other(format!(
+                "`{text}` is not a listen address like 127.0.0.1:8080"
+            ))
+        })
+}
+
+/// The key values of one entity of a request, in the view's key order: a scalar for a view
+/// with one key, an array in key order, or an object by key name.
+fn entity_values(entity: &Value, keys: &[String]) -> Result<Vec<String>, String> {
+    let scalar = |v: &Value, what: &str| match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        other => Err(format!("{what} must be a string or a number, not {other}")),
+    };
+    match entity {
+        Value::Array(values) => values.iter().map(|v| scalar(v, "a key value")).collect(),
+        Value::Object(fields) => keys
+            .iter()
+            .map(|k| match fields.get(k) {
+                Some(v) => scalar(v, &format!("key `{k}`")),
+                None => Err(format!("entity {entity} has no key `{k}`")),
+            })
+            .collect(),
+        v if keys.len() == 1 => Ok(vec![scalar(v, "an entity")?]),
+        v => Err(format!(
+            "entity {v}: the view is keyed by {}; give an object or an array of its values",
+            keys.join(", ")
+        )),
+    }
+}
+
+/// The read a feature request's JSON body asks for; a view the server does not have is
+/// 404, anything else wrong 400.
+fn read_request(server: &Server, body: &[u8]) -> Result<ReadRequest, (StatusCode, String)> {
+    let bad = |e: String| (StatusCode::BAD_REQUEST, e);
+    let body: Value =
+        serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+    let Value::Object(fields) = &body else {
+        return Err(bad(
+            "the body must be a JSON object {view, entities, features?, at?}".into(),
+        ));
+    };
+    let view = fields
+        .get("view")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("`view` (a string) is required".into()))?;
+    let keys = match server.reader.view(view) {
+        Ok(v) => v.view.key_names().to_vec(),
+        Err(e) => return Err((StatusCode::NOT_FOUND, e.message)),
+    };
+    parse_read(fields, view, &keys).map_err(bad)
+}
+
+/// The rest of [`read_request`], once the view and its keys are known.
+fn parse_read(
+    fields: &serde_json::Map<String, Value>,
+    view: &str,
+    keys: &[String],
+) -> Result<ReadRequest, String> {
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !["view", "entities", "features", "at"].contains(&k.as_str()))
+    {
+        return Err(format!(
+            "unknown field `{unknown}`; the fields are view, entities, features, at"
+        ));
+    }
+    let entities = fields
+        .get("entities")
+        .and_then(Value::as_array)
+        .ok_or("`entities` (an array) is required")?;
+    if entities.len() > MAX_ENTITIES {
+        return Err(format!(
+            "{} entities in one request; at most {MAX_ENTITIES}",
+            entities.len()
+        ));
+    }
+    let entities = entities
+        .iter()
+        .map(|e| entity_values(e, keys))
+        .collect::<Result<Vec<_>, _>>()?;
+    let features = match fields.get("features") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(f)) => Some(
+            f.iter()
+                .map(|f| {
+                    f.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("feature names are strings, not {f}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(other) => return Err(format!("`features` must be an array of names, not {other}")),
+    };
+    let at = match fields.get("at") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => {
+            Some(quiver_connectors::parse_rfc3339_micros(t).ok_or_else(|| {
+                format!("`at` `{t}` is not an RFC 3339 time, e.g. 2026-01-05T10:00:00Z")
+            })?)
+        }
+        Some(other) => return Err(format!("`at` must be an RFC 3339 time string, not {other}")),
+    };
+    Ok(ReadRequest {
+        view: view.to_string(),
+        entities,
+        features,
+        at,
+    })
+}
+
+async fn features(State(server): State<Arc<Server>>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let endpoint = "/v1/features";
+    if let Err(denied) = server.guard(&headers, Role::Reader, "POST /v1/features") {
+        return server.observe(endpoint, started, *denied);
+    }
+    let request = match read_request(&server, &body) {
+        Ok(r) => r,
+        Err((status, e)) => return server.observe(endpoint, started, error(status, e)),
+    };
+    let entities = request.entities.len();
+    let reading = Arc::clone(&server);
+    let read = tokio::task::spawn_blocking(move || reading.reader.read(&request)).await;
+    let response = match read {
+        Ok(Ok(values)) => {
+            server.metrics.entities_read(entities);
+            axum::Json(values.to_json()).into_response()
+        }
+        Ok(Err(e)) => {
+            let status = match e.kind {
+                ReadErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+                ReadErrorKind::NotFound => StatusCode::NOT_FOUND,
+                ReadErrorKind::Internal => {
+                    eprintln!("quiver serve: {}", e.message);
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            };
+            error(status, e.message)
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the read failed: {e}"),
+        ),
+    };
+    server.observe(endpoint, started, response)
+}
+
+/// Each view with what the online store holds for it.
+fn view_list(server: &Server) -> Result<Vec<Value>, JobError> {
+    let tables = server.reader.store().0.tables()?;
+    Ok(server
+        .reader
+        .views()
+        .iter()
+        .map(|v| {
+            let stamp = tables.iter().find(|(t, _)| *t == v.table).map(|(_, s)| s);
+            json!({
+                "view": v.view.name(),
+                "version": v.version,
+                "keys": v.view.key_names(),
+                "features": v.view.point_in_time_features(),
+                "online": stamp.map(|s| json!({
+                    "epoch": s.epoch,
+                    "run": s.run,
+                    "entities": s.keys,
+                    "watermark": s.watermark.map(crate::lineage::format_micros),
+                    "committed_at": crate::lineage::format_micros(s.committed_unix_ms as i64 * 1000),
+                })),
+            })
+        })
+        .collect())
+}
+
+async fn views(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    let response = match server.guard(&headers, Role::Reader, "GET /v1/views") {
+        Err(denied) => *denied,
+        Ok(_) => match view_list(&server) {
+            Ok(list) => {
+                axum::Json(json!({ "pipeline": server.pipeline, "views": list })).into_response()
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+    };
+    server.observe("/v1/views", started, response)
+}
+
+async fn audit(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    let response = match server.guard(&headers, Role::Admin, "GET /v1/audit") {
+        Err(denied) => *denied,
+        Ok(_) => match server.audit.read() {
+            Ok(entries) => axum::Json(json!({ "entries": entries })).into_response(),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+    };
+    server.observe("/v1/audit", started, response)
+}
+
+async fn metrics_page(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    let response = match server.guard(&headers, Role::Reader, "GET /metrics") {
+        Err(denied) => *denied,
+        Ok(_) => match server.reader.store().0.tables() {
+            Ok(tables) => (
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                server.metrics.render(&tables, now_ms()),
+            )
+                .into_response(),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+    };
+    server.observe("/metrics", started, response)
+}
+
+async fn ready(State(server): State<Arc<Server>>) -> Response {
+    let tables = match server.reader.store().0.tables() {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let missing: Vec<&str> = server
+        .reader
+        .views()
+        .iter()
+        .filter(|v| !tables.iter().any(|(t, _)| *t == v.table))
+        .map(|v| v.view.name())
+        .collect();
+    if missing.is_empty() {
+        "ready\n".into_response()
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not written to the online store yet: {} (run `quiver run` on this config)",
+                missing.join(", ")
+            ),
+        )
+    }
+}
+
+async fn status_page(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    if let Err(denied) = server.guard(&headers, Role::Reader, "GET /") {
+        return server.observe("/", started, *denied);
+    }
+    let tables = server.reader.store().0.tables().unwrap_or_default();
+    // The offline store's status, when the config's store has these views registered.
+    let offline = crate::registry::status::status(&server.registry, None).unwrap_or_default();
+    let views: Vec<page::PageView> = server
+        .reader
+        .views()
+        .iter()
+        .zip(&server.slas)
+        .map(|(v, sla)| page::PageView {
+            name: v.view.name().to_string(),
+            version: v.version.clone(),
+            keys: v.view.key_names().to_vec(),
+            features: v.view.point_in_time_features(),
+            online: tables
+                .iter()
+                .find(|(t, _)| *t == v.table)
+                .map(|(_, s)| s.clone()),
+            sla_s: *sla,
+            offline: offline.iter().find(|s| s.view == v.view.name()).cloned(),
+        })
+        .collect();
+    let html = page::render(&server.pipeline, &views, now_ms());
+    let response = axum::response::Html(html).into_response();
+    server.observe("/", started, response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entities_come_as_scalars_arrays_or_objects() {
+        let one = vec!["card_id".to_string()];
+        let two = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(entity_values(&json!("c1"), &one).unwrap(), vec!["c1"]);
+        assert_eq!(entity_values(&json!(42), &one).unwrap(), vec!["42"]);
+        assert_eq!(
+            entity_values(&json!({"b": 2, "a": "x"}), &two).unwrap(),
+            vec!["x", "2"]
+        );
+        assert_eq!(
+            entity_values(&json!(["x", 2]), &two).unwrap(),
+            vec!["x", "2"]
+        );
+        assert!(entity_values(&json!("x"), &two)
+            .unwrap_err()
+            .contains("keyed by a, b"));
+        assert!(entity_values(&json!({"a": 1}), &two)
+            .unwrap_err()
+            .contains("no key `b`"));
+        assert!(entity_values(&json!(null), &one).is_err());
+    }
+}
