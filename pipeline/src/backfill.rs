@@ -51,7 +51,7 @@ pub async fn backfill(
         &source.fingerprint,
         true,
         None,
-        None,
+        || Ok(None),
     )?;
     let mut watermarks = Watermarks::new(0, source.partitions.len(), false, None);
     source.open_partitions(&mut watermarks);

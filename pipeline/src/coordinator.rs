@@ -134,17 +134,20 @@ impl Coordinator {
     /// Finishes whatever the latest checkpoint committed (a crash may have interrupted its
     /// publication), clears uncommitted staged files, and decides how the run starts: it
     /// resumes an unfinished run of the same pipeline, source and views unless `fresh`.
-    /// `kafka` is the run's output topics and `online` its online store, if any (recovery may
-    /// have to write the last epoch's messages and online state).
+    /// `kafka` is the run's output topics and `online` opens its online store, if any
+    /// (recovery may have to write the last epoch's messages and online state).
     pub fn begin(
         pipeline: &CompiledPipeline,
         paths: OutputPaths,
         source_fingerprint: &str,
         fresh: bool,
         kafka: Option<Arc<KafkaOutput>>,
-        online: Option<Arc<dyn OnlineStore>>,
+        online: impl FnOnce() -> Result<Option<Arc<dyn OnlineStore>>, JobError>,
     ) -> Result<(Self, Option<Checkpoint>), JobError> {
         let lock = JobLock::acquire(&paths.checkpoints)?;
+        // Opened once the job holds its checkpoints: a second job is told about the job,
+        // not about the store's file lock.
+        let online = online()?;
         let dir = CheckpointDir::new(paths.checkpoints.clone());
         let latest = if fresh {
             // A damaged checkpoint must not stop a user who asked to start over.

@@ -150,22 +150,25 @@ pub async fn run(
     }
     let mut source = Source::resolve(&pipeline, &options.source).await?;
     let kafka = KafkaOutput::connect(&pipeline)?.map(Arc::new);
-    let online = match options.online.clone() {
-        Some(shared) => Some(shared),
-        None if config.online.enabled => {
-            let path =
-                (config.online.path.clone()).unwrap_or_else(|| paths.root.join("online.redb"));
-            Some(crate::online::open_store(&path)?)
-        }
-        None => None,
-    };
+    let mut online = None;
     let (mut coordinator, resume) = Coordinator::begin(
         &pipeline,
         paths.clone(),
         &source.fingerprint,
         options.fresh,
         kafka,
-        online.as_ref().map(|o| o.0.clone()),
+        || {
+            online = match options.online.clone() {
+                Some(shared) => Some(shared),
+                None if config.online.enabled => {
+                    let path = (config.online.path.clone())
+                        .unwrap_or_else(|| paths.root.join("online.redb"));
+                    Some(crate::online::open_store(&path)?)
+                }
+                None => None,
+            };
+            Ok(online.as_ref().map(|o| o.0.clone()))
+        },
     )?;
     if let Some(target) = &target {
         let tables = (target.views.iter())
