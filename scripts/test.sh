@@ -4,7 +4,8 @@
 #   - an S3-compatible object store (moto's server, pip-installed once into ~/.cache/quiver-test);
 #   - Polars and delta-rs in the same virtual environment, to read the store's Delta tables;
 #   - an Apache Kafka broker (scripts/kafka.sh: KRaft, jars from Maven Central, cached);
-#   - headless Chromium (Debian's package, installed once) to load the status page.
+#   - redis-server and headless Chromium (Debian packages, installed once): the tests start
+#     their own Redis servers, and load the status page in the browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -44,17 +45,22 @@ if ! "$CACHE/venv/bin/python" -c "import polars, deltalake" 2>/dev/null; then
 fi
 export QUIVER_TEST_PYTHON="$CACHE/venv/bin/python"
 
-# --- a real browser for the status page ---------------------------------------------------
-if ! command -v chromium >/dev/null 2>&1; then
+# --- Redis (the online store's second backend) and a real browser (the status page) -------
+# Debian packages, installed once; the tests start their own redis-server on loopback ports.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "test.sh: installing chromium (Debian package, once)"
-    apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    echo "test.sh: installing ${missing[*]} (Debian packages, once)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
-    echo "error: the status-page test needs chromium; install it (apt-get install chromium)" >&2
+    echo "error: the tests need ${missing[*]}; install them (apt-get install ${missing[*]})" >&2
     exit 1
   fi
 fi
-export QUIVER_REQUIRE_CHROMIUM=1
+export QUIVER_REQUIRE_REDIS=1 QUIVER_REQUIRE_CHROMIUM=1
 
 # --- a Kafka broker ----------------------------------------------------------------------
 bash scripts/kafka.sh stop "$KAFKA_DIR" || true

@@ -5,6 +5,7 @@
 pub mod datagen;
 pub mod dead_letter;
 pub mod decode;
+pub mod env;
 pub mod error;
 pub mod files;
 pub mod infer;

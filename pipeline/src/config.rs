@@ -83,6 +83,12 @@ pub struct OnlineConfig {
     pub enabled: bool,
     /// The embedded store's file (default `<output.path>/online.redb`).
     pub path: Option<PathBuf>,
+    /// A Redis server instead (`redis://[user:password@]host:port[/db]`; `${VAR}` and
+    /// `${VAR:-default}` come from the environment).
+    pub redis: Option<String>,
+    /// Prefix of the Redis keys (default `quiver`).
+    #[serde(default = "default_redis_prefix")]
+    pub redis_prefix: String,
 }
 
 impl Default for OnlineConfig {
@@ -90,8 +96,14 @@ impl Default for OnlineConfig {
         OnlineConfig {
             enabled: true,
             path: None,
+            redis: None,
+            redis_prefix: default_redis_prefix(),
         }
     }
+}
+
+fn default_redis_prefix() -> String {
+    "quiver".into()
 }
 
 /// Where OpenLineage run events go.
@@ -536,15 +548,6 @@ impl LoadedConfig {
                 format!("`{}` has no SQL", step.name),
             )),
         }
-    }
-
-    /// The embedded online store's file.
-    pub fn online_path(&self) -> PathBuf {
-        self.config
-            .online
-            .path
-            .clone()
-            .unwrap_or_else(|| self.output_dir().join("online.redb"))
     }
 
     /// The output directory: `output.path`, else `out/<name>`.

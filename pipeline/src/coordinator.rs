@@ -283,13 +283,14 @@ impl Coordinator {
         // Checkpoints commit in order: the previous one must be durable first.
         self.wait_in_flight().await?;
         let positions = captured.partitions.clone();
-        // The views hold every event older than the job watermark, and at the end of the
-        // input every event: the online state is exact for reads from there on.
+        // The views hold every event older than the job watermark and none at or after it;
+        // at the end of the input, every event: the online state's watermark is then just
+        // after the newest. Reads are exact from the watermark on.
         let newest = (captured.watermarks.clocks.iter())
             .filter_map(|c| c.max_seen)
             .max();
         let captured_watermark = match (complete, newest) {
-            (true, Some(newest)) => captured.watermarks.job.max(newest),
+            (true, Some(newest)) => captured.watermarks.job.max(newest.saturating_add(1)),
             _ => captured.watermarks.job,
         };
         let identities = self.identities.clone();

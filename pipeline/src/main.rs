@@ -227,6 +227,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the online store against the offline store: each entity's online features at T
+    /// (default the online watermark) against the point-in-time recomputation from the view
+    /// version's event log. Exits non-zero on any mismatch.
+    VerifyOnline {
+        /// Pipeline config (YAML).
+        config: PathBuf,
+        /// The view.
+        view: String,
+        /// The time to compare at (RFC 3339; not before the online store's watermark).
+        #[arg(long)]
+        at: Option<String>,
+        /// Compare about this many entities, spread over the key space (default: all).
+        #[arg(long)]
+        sample: Option<usize>,
+        /// Relative tolerance of float features.
+        #[arg(long, default_value_t = 1e-9)]
+        rtol: f64,
+        /// The online store file (default: the config's).
+        #[arg(long)]
+        online: Option<PathBuf>,
+        /// Store directory (default: the config's `store`).
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve features over HTTP/JSON from the online store (`POST /v1/features`, `GET
     /// /v1/views`, `/metrics`, a status page at `/`, `/healthz`, `/readyz`).
     Serve {
@@ -485,9 +512,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             json,
         } => {
             let loaded = LoadedConfig::load(&config)?;
-            let path = online.unwrap_or_else(|| loaded.online_path());
+            let store = open_online(&loaded, online.as_deref())?;
             let pipeline = CompiledPipeline::compile(loaded).await?;
-            let store = quiver_pipeline::online::open_store(&path)?;
             let reader = quiver_pipeline::online::read::OnlineReader::new(pipeline, store)?;
             let request = quiver_pipeline::online::read::ReadRequest {
                 view,
@@ -509,15 +535,52 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::VerifyOnline {
+            config,
+            view,
+            at,
+            sample,
+            rtol,
+            online,
+            store,
+            json,
+        } => {
+            let loaded = LoadedConfig::load(&config)?;
+            let online = open_online(&loaded, online.as_deref())?;
+            let registry = Registry::open(store.unwrap_or_else(|| loaded.config.store.clone()));
+            let pipeline = CompiledPipeline::compile(loaded).await?;
+            let reader = quiver_pipeline::online::read::OnlineReader::new(pipeline, online)?;
+            let options = quiver_pipeline::online::verify::VerifyOptions {
+                view,
+                at: at.map(|at| parse_at(&at)).transpose()?,
+                sample,
+                limit: 20,
+                rtol,
+            };
+            let report =
+                quiver_pipeline::online::verify::verify_online(&reader, &registry, &options)
+                    .await?;
+            if json {
+                say(&format!("{}\n", serde_json::to_string_pretty(&report)?));
+            } else {
+                say(&report.to_string());
+            }
+            if report.mismatched > 0 {
+                anyhow::bail!(
+                    "{} values of the online store differ from the offline recomputation",
+                    report.mismatched
+                );
+            }
+            Ok(())
+        }
         Command::Serve {
             config,
             listen,
             online,
         } => {
             let loaded = LoadedConfig::load(&config)?;
-            let path = online.unwrap_or_else(|| loaded.online_path());
             let listen = listen.unwrap_or_else(|| loaded.config.serve.listen.clone());
-            let store = quiver_pipeline::online::open_store(&path)?;
+            let store = open_online(&loaded, online.as_deref())?;
             let pipeline = CompiledPipeline::compile(loaded).await?;
             let (server, listener) = start_server(pipeline, store, &listen).await?;
             quiver_pipeline::serve::serve(
@@ -818,19 +881,11 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
     let serving = match (&args.serve, is_backfill) {
         (Some(_), true) => anyhow::bail!("--serve is for `quiver run`"),
         (Some(listen), false) => {
-            let path = loaded
-                .config
-                .online
-                .path
-                .clone()
-                .unwrap_or_else(|| match &args.output {
-                    Some(out) => out.join("online.redb"),
-                    None => loaded.online_path(),
-                });
             let listen = listen
                 .clone()
                 .unwrap_or_else(|| loaded.config.serve.listen.clone());
-            let store = quiver_pipeline::online::open_store(&path)?;
+            let output = args.output.clone().unwrap_or_else(|| loaded.output_dir());
+            let store = quiver_pipeline::online::open_configured(&loaded, None, &output)?;
             let pipeline = CompiledPipeline::compile(loaded.clone()).await?;
             let (server, listener) = start_server(pipeline, store.clone(), &listen).await?;
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -925,6 +980,18 @@ fn audited<T, E: std::fmt::Display>(
         eprintln!("warning: {e}");
     }
     result
+}
+
+/// The online store of a config (`file`: an embedded store file instead).
+fn open_online(
+    loaded: &LoadedConfig,
+    file: Option<&Path>,
+) -> anyhow::Result<quiver_pipeline::online::SharedOnline> {
+    Ok(quiver_pipeline::online::open_configured(
+        loaded,
+        file,
+        &loaded.output_dir(),
+    )?)
 }
 
 /// A server of `pipeline` over `store` on `listen`, bound, its address announced on stdout.

@@ -160,11 +160,11 @@ pub async fn run(
         || {
             online = match options.online.clone() {
                 Some(shared) => Some(shared),
-                None if config.online.enabled => {
-                    let path = (config.online.path.clone())
-                        .unwrap_or_else(|| paths.root.join("online.redb"));
-                    Some(crate::online::open_store(&path)?)
-                }
+                None if config.online.enabled => Some(crate::online::open_configured(
+                    &pipeline.loaded,
+                    None,
+                    &paths.root,
+                )?),
                 None => None,
             };
             Ok(online.as_ref().map(|o| o.0.clone()))

@@ -60,27 +60,33 @@ fn write_pipeline(dir: &Path, seed: u64) -> (PathBuf, Vec<Event>) {
     events.push(("hot".into(), BASE_MS + 180 * MINUTE_MS, Some(5.0)));
     events.sort_by_key(|e| e.1);
     // Arrival order: disorder of up to 20 s, within max_lateness.
-    let mut lines: Vec<(i64, String)> = events
+    let mut lines: Vec<(i64, i64, String)> = events
         .iter()
         .map(|(card, t, amount)| {
             let arrival = t + rng.below(20_000) as i64;
             let amount = amount.map_or("null".to_string(), |a| a.to_string());
             (
                 arrival,
+                *t,
                 format!("{{\"card_id\": \"{card}\", \"amount\": {amount}, \"event_time\": {t}}}"),
             )
         })
         .collect();
     lines.sort_by_key(|l| l.0);
-    let text: Vec<String> = lines.into_iter().map(|l| l.1).collect();
-    std::fs::write(dir.join("events.ndjson"), text.join("\n") + "\n").unwrap();
+    // Events of the last half hour (event time) go to a second file: a later run's input.
+    let split = BASE_MS + 150 * MINUTE_MS;
+    let (first, later): (Vec<_>, Vec<_>) = lines.into_iter().partition(|l| l.1 < split);
+    for (file, lines) in [("events.ndjson", first), ("later.ndjson", later)] {
+        let text: Vec<String> = lines.into_iter().map(|l| l.2).collect();
+        std::fs::write(dir.join(file), text.join("\n") + "\n").unwrap();
+    }
     std::fs::write(dir.join("view.sql"), VIEW).unwrap();
     let config = format!(
         "name: online
 source:
   name: transactions
   files:
-    location: {}
+    location: {}*.ndjson
     format: ndjson
     batch_size: 50
     schema:
@@ -95,8 +101,10 @@ views:
     file: view.sql
 checkpoint:
   every_events: 100
+store: {}
 ",
-        dir.join("events.ndjson").display()
+        dir.join("").display(),
+        dir.join("store").display()
     );
     let path = dir.join("pipeline.yaml");
     std::fs::write(&path, config).unwrap();
@@ -114,17 +122,24 @@ fn run(config: &Path, out: &Path) {
     );
 }
 
-/// `quiver get <config> cards <entities> --json [--at at]` reading the store under `out`.
-fn get(config: &Path, out: &Path, entities: &[&str], at: Option<i64>) -> Result<Value, String> {
+/// `quiver get <config> cards <entities> --json [--at at]`, reading the embedded store file
+/// `file`, or the config's store (Redis) when `None`.
+fn get(
+    config: &Path,
+    file: Option<&Path>,
+    entities: &[&str],
+    at: Option<i64>,
+) -> Result<Value, String> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiver"));
     cmd.arg("get")
         .arg(config)
         .arg("cards")
         .args(entities)
         .arg("--json")
-        .arg("--online")
-        .arg(out.join("online.redb"))
         .stdin(Stdio::null());
+    if let Some(file) = file {
+        cmd.arg("--online").arg(file);
+    }
     if let Some(at) = at {
         cmd.arg("--at")
             .arg(quiver_pipeline::lineage::format_micros(at * 1000));
@@ -196,16 +211,14 @@ fn assert_close(got: &Value, want: Option<f64>, what: &str) {
     }
 }
 
-#[test]
-fn windows_read_at_request_time_decay_exactly_as_sql_defines_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let (config, events) = write_pipeline(dir.path(), 0x5DEE_CE66_D1CE_4E5B);
-    let out = dir.path().join("out");
-    run(&config, &out);
+/// Reads the store as T moves past every window edge and compares every feature of every card
+/// with the definition.
+fn check_decay(config: &Path, file: Option<&Path>, events: &[Event], what: &str) {
     let last = events.iter().map(|e| e.1).max().unwrap();
     let cards = ["hot", "a", "b", "early", "never-seen"];
-    // Times from the last event on: every window's edge, and one microsecond past some.
-    let mut times = vec![last, last + 1, last + 59_999];
+    // Times from the last event on: every window's edge, and one millisecond past it. The
+    // store's watermark is just after the last event: reads start there.
+    let mut times = vec![last + 1, last + 2, last + 59_999];
     for minutes in [10, 30, 60, 120] {
         times.push(last + minutes * MINUTE_MS);
         times.push(last + minutes * MINUTE_MS + 1);
@@ -213,7 +226,7 @@ fn windows_read_at_request_time_decay_exactly_as_sql_defines_them() {
     times.push(last + 7 * 24 * 60 * MINUTE_MS);
     let mut nonzero = 0;
     for &at in &times {
-        let got = get(&config, &out, &cards, Some(at)).unwrap();
+        let got = get(config, file, &cards, Some(at)).unwrap();
         assert_eq!(got["view"], "cards");
         let rows = got["features"].as_array().unwrap();
         assert_eq!(rows.len(), cards.len());
@@ -221,8 +234,12 @@ fn windows_read_at_request_time_decay_exactly_as_sql_defines_them() {
             assert_eq!(row["card_id"], card);
             // `amount` reads the event's own column: it has no value at a time with no event.
             assert!(row.get("amount").is_none(), "{row}");
-            for (feature, want) in expected(&events, card, at) {
-                assert_close(&row[feature], want, &format!("{card}.{feature} at {at}"));
+            for (feature, want) in expected(events, card, at) {
+                assert_close(
+                    &row[feature],
+                    want,
+                    &format!("{what}: {card}.{feature} at {at}"),
+                );
                 nonzero += usize::from(want.is_some_and(|w| w != 0.0) && feature == "n_10m");
             }
         }
@@ -231,9 +248,22 @@ fn windows_read_at_request_time_decay_exactly_as_sql_defines_them() {
         nonzero >= 3,
         "some short windows are read before they empty"
     );
+}
+
+#[test]
+fn windows_read_at_request_time_decay_exactly_as_sql_defines_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, events) = write_pipeline(dir.path(), 0x5DEE_CE66_D1CE_4E5B);
+    let out = dir.path().join("out");
+    run(&config, &out);
+    let file = out.join("online.redb");
+    let file = Some(file.as_path());
+    check_decay(&config, file, &events, "embedded");
+    let last = events.iter().map(|e| e.1).max().unwrap();
+    let cards = ["hot", "a", "b", "early", "never-seen"];
 
     // Before the store's watermark a read cannot be exact: a clear refusal.
-    let e = get(&config, &out, &["hot"], Some(last - MINUTE_MS)).unwrap_err();
+    let e = get(&config, file, &["hot"], Some(last)).unwrap_err();
     assert!(e.contains("before the online store's watermark"), "{e}");
     // Unknown features and views are named.
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_quiver"));
@@ -252,10 +282,152 @@ fn windows_read_at_request_time_decay_exactly_as_sql_defines_them() {
 
     // A second run over the same output replaces the table: same values, nothing doubled.
     run(&config, &out);
-    let again = get(&config, &out, &cards, Some(last + 5 * MINUTE_MS)).unwrap();
+    let again = get(&config, file, &cards, Some(last + 5 * MINUTE_MS)).unwrap();
     for (row, card) in again["features"].as_array().unwrap().iter().zip(cards) {
         for (feature, want) in expected(&events, card, last + 5 * MINUTE_MS) {
             assert_close(&row[feature], want, &format!("rerun {card}.{feature}"));
         }
     }
+}
+
+fn quiver(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn verify_online_finds_nothing_on_a_healthy_store_and_names_a_corrupted_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, events) = write_pipeline(dir.path(), 0x2545_F491_4F6C_DD1D);
+    let config = config.to_str().unwrap();
+    let out = dir.path().join("out");
+    let online = out.join("online.redb");
+    let online = online.to_str().unwrap();
+    // History registered and backfilled from the first file, then a store run over the later
+    // events: the online store holds windows warmed up from the event log plus the new events.
+    let first = dir.path().join("events.ndjson");
+    let later = dir.path().join("later.ndjson");
+    let applied = quiver(&[
+        "apply",
+        config,
+        "--no-progress",
+        "--input",
+        first.to_str().unwrap(),
+    ]);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let ran = quiver(&[
+        "run",
+        config,
+        "--store",
+        "--no-progress",
+        "--input",
+        later.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "verify-online",
+            config,
+            "cards",
+            "--online",
+            online,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let output = quiver(&args);
+        let report: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|_| panic!("no report: {}", String::from_utf8_lossy(&output.stderr)));
+        (output.status.success(), report)
+    };
+    let (ok, report) = verify(&[]);
+    assert!(ok, "{report}");
+    assert_eq!(report["mismatched"], 0, "{report}");
+    assert_eq!(report["checked"], 4, "every entity: {report}");
+    assert_eq!(
+        report["events"].as_u64().unwrap() as usize,
+        events.len(),
+        "{report}"
+    );
+    // Later, as windows decay, still equal.
+    let last = events.iter().map(|e| e.1).max().unwrap();
+    let at = quiver_pipeline::lineage::format_micros((last + 20 * MINUTE_MS) * 1000);
+    let (ok, report) = verify(&["--at", &at]);
+    assert!(ok && report["mismatched"] == 0, "{report}");
+
+    // One entity's state replaced by another's: reported, by entity and feature.
+    {
+        use quiver_store::online::{EmbeddedOnline, OnlineStore};
+        let store = EmbeddedOnline::open(Path::new(online)).unwrap();
+        let (table, _) = store.tables().unwrap().remove(0);
+        let (_, entries) = store.scan(&table, None, 10).unwrap().unwrap();
+        let (victim, _) = &entries[0];
+        let (_, other_state) = entries.iter().max_by_key(|(_, s)| s.len()).unwrap();
+        store.put_raw(&table, victim, other_state).unwrap();
+    }
+    let (ok, report) = verify(&[]);
+    assert!(!ok, "a mismatch fails the command");
+    let mismatches = report["mismatches"].as_array().unwrap();
+    assert!(!mismatches.is_empty(), "{report}");
+    let entities: std::collections::BTreeSet<String> =
+        mismatches.iter().map(|m| m["entity"].to_string()).collect();
+    assert_eq!(entities.len(), 1, "only the corrupted entity: {report}");
+}
+
+#[test]
+fn redis_serves_the_same_decaying_windows_and_survives_a_crash_mid_commit() {
+    let Some(redis) = common::RedisServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (config, events) = write_pipeline(dir.path(), 0x94D0_49BB_1331_11EB);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "online:\n  redis: {}\n  redis_prefix: t1\n",
+        redis.url()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let out = dir.path().join("out");
+    // Killed just after a checkpoint committed, before the online store took its epoch:
+    // the rerun's recovery applies it, and the run goes on to the end.
+    let crashed = common::quiver_command("run", &config, &[("--output", &out)])
+        .env("QUIVER_CRASH_AT", "after_checkpoint:3")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the crash point fired");
+    run(&config, &out);
+    assert!(
+        !out.join("online.redb").exists(),
+        "the Redis store is used, not a file"
+    );
+    check_decay(&config, None, &events, "redis");
+    // A fresh run of the same pipeline replaces the tables, nothing doubles.
+    let fresh = common::quiver_command("run", &config, &[("--output", &out)])
+        .arg("--fresh")
+        .output()
+        .unwrap();
+    assert!(
+        fresh.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fresh.stderr)
+    );
+    check_decay(&config, None, &events, "redis after a fresh run");
+    let views: Value = {
+        let output = quiver(&["get", config.to_str().unwrap(), "cards", "hot", "--json"]);
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    assert!(views["epoch"].as_u64().unwrap() >= 1, "{views}");
 }

@@ -289,6 +289,13 @@ fn features_over_http_with_tokens_roles_audit_and_metrics() {
     ] {
         assert!(metrics.contains(line), "missing {line}:\n{metrics}");
     }
+    // verify-online over HTTP needs a writer; without registered views it says what to do.
+    let verify = "{\"view\": \"cards\"}";
+    let (status, _, _) = http(&addr, "POST", "/v1/verify", Some(READER_TOKEN), verify);
+    assert_eq!(status, 403);
+    let (status, _, body) = http(&addr, "POST", "/v1/verify", Some(ADMIN_TOKEN), verify);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("quiver apply"), "{body}");
     let (status, _, audit) = http(&addr, "GET", "/v1/audit", Some(ADMIN_TOKEN), "");
     assert_eq!(status, 200, "{audit}");
     let entries: serde_json::Value = serde_json::from_str(&audit).unwrap();
@@ -305,7 +312,18 @@ fn features_over_http_with_tokens_roles_audit_and_metrics() {
             ("anonymous", "POST /v1/features"),
             ("unknown token", "POST /v1/features"),
             ("fraud-service", "GET /v1/audit"),
+            ("fraud-service", "POST /v1/verify"),
         ]
+    );
+    assert!(
+        entries["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["who"] == "ops"
+                && e["what"] == "POST /v1/verify"
+                && e["outcome"] == "failed"),
+        "{audit}"
     );
 
     // Stopped, nothing it printed or logged holds a token.
@@ -339,7 +357,7 @@ fn features_over_http_with_tokens_roles_audit_and_metrics() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(text.matches("denied").count(), 3, "{text}");
+    assert_eq!(text.matches("denied").count(), 4, "{text}");
 }
 
 #[test]

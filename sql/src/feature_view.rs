@@ -621,6 +621,15 @@ impl FeatureView {
         Some(read.into_iter().collect())
     }
 
+    /// The key columns (in the view's key types) of keys encoded by
+    /// [`FeatureView::encode_keys`] or by the kernels (e.g. the keys an online store holds).
+    pub fn decode_keys(&self, keys: &[&[u8]]) -> Result<Vec<ArrayRef>, SqlError> {
+        let parser = self.key_converter.parser();
+        self.key_converter
+            .convert_rows(keys.iter().map(|k| parser.parse(k)))
+            .map_err(|e| SqlError::execution(&self.name, &e))
+    }
+
     /// Encodes entity keys given as one column per key expression (e.g. a training spine's
     /// `card_id`), cast to the key types, as the kernels group rows.
     pub fn encode_keys(&self, columns: &[ArrayRef]) -> Result<Rows, SqlError> {

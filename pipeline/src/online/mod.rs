@@ -8,12 +8,13 @@
 
 pub mod epoch;
 pub mod read;
+pub mod verify;
 
 use crate::config::LoadedConfig;
 use crate::error::JobError;
 use quiver_gpu::KeyWindowState;
-use quiver_store::online::{EmbeddedOnline, OnlineStore};
-use std::path::{Path, PathBuf};
+use quiver_store::online::{EmbeddedOnline, OnlineStore, RedisOnline};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Encodes one key's window state for the store.
@@ -32,9 +33,29 @@ pub fn open_store(path: &Path) -> Result<SharedOnline, JobError> {
     Ok(SharedOnline(Arc::new(store)))
 }
 
-/// The online store of a config as `quiver run` writes it by default.
-pub fn configured_path(loaded: &LoadedConfig) -> PathBuf {
-    loaded.online_path()
+/// Opens the online store of `loaded`: its Redis server when `online.redis` is set, else the
+/// embedded file `file` if given, else `online.path`, else `online.redb` in `output_dir`.
+pub fn open_configured(
+    loaded: &LoadedConfig,
+    file: Option<&Path>,
+    output_dir: &Path,
+) -> Result<SharedOnline, JobError> {
+    let online = &loaded.config.online;
+    match (&online.redis, file) {
+        (Some(url), None) => {
+            let url = quiver_connectors::env::expand_env(url)
+                .map_err(|e| JobError::Other(format!("online.redis: {e}")))?;
+            let store = RedisOnline::open(&url, &online.redis_prefix)?;
+            Ok(SharedOnline(Arc::new(store)))
+        }
+        (_, Some(file)) => open_store(file),
+        (None, None) => open_store(
+            &online
+                .path
+                .clone()
+                .unwrap_or_else(|| output_dir.join("online.redb")),
+        ),
+    }
 }
 
 /// An open online store shared by the parts of one process (a run and the server next to it).

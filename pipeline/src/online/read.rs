@@ -275,20 +275,7 @@ impl OnlineReader {
                 bad.len()
             )));
         }
-        let available = view.point_in_time_features();
-        let features = match &request.features {
-            None => available.clone(),
-            Some(wanted) => {
-                if let Some(unknown) = wanted.iter().find(|f| !available.contains(f)) {
-                    return Err(ReadError::bad(format!(
-                        "view `{}` has no online feature `{unknown}`; its features are: {}",
-                        view.name(),
-                        available.join(", ")
-                    )));
-                }
-                wanted.clone()
-            }
-        };
+        let features = self.features(online, request.features.as_deref())?;
         let key_columns: Vec<ArrayRef> = (0..keys.len())
             .map(|k| {
                 let values = request.entities.iter().map(|e| e[k].as_str());
@@ -301,10 +288,49 @@ impl OnlineReader {
         let encoded: Vec<&[u8]> = (0..encoded.num_rows())
             .map(|r| encoded.row(r).data())
             .collect();
+        self.read_encoded(online, &encoded, key_columns, &features, request.at)
+    }
+
+    /// The point-in-time features of `online`'s view to return: `wanted`, checked, or all.
+    fn features(
+        &self,
+        online: &OnlineView,
+        wanted: Option<&[String]>,
+    ) -> Result<Vec<String>, ReadError> {
+        let view = &online.view;
+        let available = view.point_in_time_features();
+        match wanted {
+            None => Ok(available),
+            Some(wanted) => {
+                if let Some(unknown) = wanted.iter().find(|f| !available.contains(f)) {
+                    return Err(ReadError::bad(format!(
+                        "view `{}` has no online feature `{unknown}`; its features are: {}",
+                        view.name(),
+                        available.join(", ")
+                    )));
+                }
+                Ok(wanted.to_vec())
+            }
+        }
+    }
+
+    /// Reads `features` of the entities whose encoded keys are `encoded` (and whose key
+    /// columns, returned with the values, are `key_columns`) at `at` (default: now, or the
+    /// watermark if later).
+    pub fn read_encoded(
+        &self,
+        online: &OnlineView,
+        encoded: &[&[u8]],
+        key_columns: Vec<ArrayRef>,
+        features: &[String],
+        at: Option<i64>,
+    ) -> Result<OnlineValues, ReadError> {
+        let view = &online.view;
+        let keys = view.key_names();
         let (stamp, states) = self
             .store
             .0
-            .get(&online.table, &encoded)
+            .get(&online.table, encoded)
             .map_err(|e| ReadError::internal(e.to_string()))?
             .ok_or_else(|| {
                 ReadError::not_found(format!(
@@ -320,7 +346,7 @@ impl OnlineReader {
             )));
         }
         let watermark = stamp.watermark.unwrap_or(i64::MIN);
-        let at = request.at.unwrap_or_else(|| now_micros().max(watermark));
+        let at = at.unwrap_or_else(|| now_micros().max(watermark));
         if at < watermark {
             return Err(ReadError::bad(format!(
                 "`at` {} is before the online store's watermark {} (epoch {}): online reads are exact only from there on; for earlier times export a training set (`quiver training-set`)",
@@ -347,10 +373,11 @@ impl OnlineReader {
             .map_err(|e| ReadError::internal(e.to_string()))?;
         let mut fields: Vec<Field> = keys
             .iter()
-            .map(|k| Field::new(k, DataType::Utf8, false))
+            .zip(&key_columns)
+            .map(|(k, c)| Field::new(k, c.data_type().clone(), true))
             .collect();
         let mut columns = key_columns;
-        for name in &features {
+        for name in features {
             let index = values
                 .schema()
                 .index_of(name)

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub enum Role {
     /// Read features, views, the status page and metrics.
     Reader,
-    /// Also run checks that read the offline store (verify-online).
+    /// Also run checks that read the offline store (`POST /v1/verify`).
     Writer,
     /// Everything, including the audit log.
     Admin,

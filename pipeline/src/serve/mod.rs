@@ -6,6 +6,7 @@
 //! | `GET /v1/views` | reader | views, versions, keys, features, what the online store holds |
 //! | `GET /` | reader | the status page |
 //! | `GET /metrics` | reader | Prometheus text |
+//! | `POST /v1/verify` | writer | `{view, at?, sample?}` → `quiver verify-online`'s report |
 //! | `GET /v1/audit` | admin | the audit log |
 //! | `GET /healthz`, `GET /readyz` | none | alive; every view written to the online store |
 //!
@@ -108,6 +109,7 @@ impl Server {
             .route("/", get(status_page))
             .route("/v1/features", post(features))
             .route("/v1/views", get(views))
+            .route("/v1/verify", post(verify))
             .route("/v1/audit", get(audit))
             .route("/metrics", get(metrics_page))
             .route("/healthz", get(|| async { "ok\n" }))
@@ -371,6 +373,79 @@ async fn views(State(server): State<Arc<Server>>, headers: HeaderMap) -> Respons
         },
     };
     server.observe("/v1/views", started, response)
+}
+
+/// The options of a verify request's JSON body.
+fn verify_options(body: &[u8]) -> Result<crate::online::verify::VerifyOptions, String> {
+    let body: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let Value::Object(fields) = &body else {
+        return Err("the body must be a JSON object {view, at?, sample?}".into());
+    };
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !["view", "at", "sample"].contains(&k.as_str()))
+    {
+        return Err(format!(
+            "unknown field `{unknown}`; the fields are view, at, sample"
+        ));
+    }
+    let view = fields
+        .get("view")
+        .and_then(Value::as_str)
+        .ok_or("`view` (a string) is required")?;
+    let at = match fields.get("at") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(
+            quiver_connectors::parse_rfc3339_micros(t)
+                .ok_or_else(|| format!("`at` `{t}` is not an RFC 3339 time"))?,
+        ),
+        Some(other) => return Err(format!("`at` must be an RFC 3339 time string, not {other}")),
+    };
+    let sample = match fields.get("sample") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| format!("`sample` must be a positive integer, not {v}"))?
+                as usize,
+        ),
+    };
+    Ok(crate::online::verify::VerifyOptions {
+        view: view.to_string(),
+        at,
+        sample,
+        limit: 100,
+        rtol: 1e-9,
+    })
+}
+
+async fn verify(State(server): State<Arc<Server>>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let who = match server.guard(&headers, Role::Writer, "POST /v1/verify") {
+        Ok(who) => who,
+        Err(denied) => return server.observe("/v1/verify", started, *denied),
+    };
+    let options = match verify_options(&body) {
+        Ok(o) => o,
+        Err(e) => return server.observe("/v1/verify", started, error(StatusCode::BAD_REQUEST, e)),
+    };
+    let report =
+        crate::online::verify::verify_online(&server.reader, &server.registry, &options).await;
+    let entry = match &report {
+        Ok(r) if r.mismatched == 0 => AuditEntry::now(&who, "POST /v1/verify", "ok"),
+        Ok(r) => AuditEntry::now(&who, "POST /v1/verify", "ok")
+            .detail(format!("{} mismatches", r.mismatched)),
+        Err(e) => AuditEntry::now(&who, "POST /v1/verify", "failed").detail(e.to_string()),
+    }
+    .target(options.view.clone());
+    if let Err(e) = server.audit.append(&entry) {
+        eprintln!("quiver serve: {e}");
+    }
+    let response = match report {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    };
+    server.observe("/v1/verify", started, response)
 }
 
 async fn audit(State(server): State<Arc<Server>>, headers: HeaderMap) -> Response {

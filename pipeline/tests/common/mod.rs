@@ -87,3 +87,77 @@ pub const CARD_VIEW: &str = "SELECT card_id, event_time, txn_id,
   max(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '30 minutes' PRECEDING AND CURRENT ROW) AS max_30m,
   count(*) OVER (PARTITION BY card_id ORDER BY event_time) AS n_lifetime
 FROM transactions";
+
+/// A `redis-server` on a free loopback port, without persistence, stopped when dropped.
+pub struct RedisServer {
+    child: std::process::Child,
+    /// Its port.
+    pub port: u16,
+}
+
+impl RedisServer {
+    /// Starts one; `None` (the caller skips, saying why) when `redis-server` is not installed,
+    /// unless `QUIVER_REQUIRE_REDIS` is set (the test command sets it and installs Redis).
+    pub fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("QUIVER_REQUIRE_REDIS").is_none(),
+                    "redis-server is required (scripts/test.sh installs it): {e}"
+                );
+                eprintln!(
+                    "skipped: no redis-server on this machine ({e}); scripts/test.sh installs it"
+                );
+                return None;
+            }
+        };
+        let server = RedisServer { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if server.ping() {
+                return Some(server);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start on {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let mut answer = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut answer).is_ok()
+            && &answer == b"+PONG\r\n"
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

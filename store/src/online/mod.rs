@@ -1,13 +1,16 @@
 //! The online store: per view version, each entity's window state as of the last committed
 //! epoch, written once per checkpoint epoch and read at request time. One interface
-//! ([`OnlineStore`]), an embedded backend ([`EmbeddedOnline`], a redb file) by default.
+//! ([`OnlineStore`]), an embedded backend ([`EmbeddedOnline`], a redb file) by default and
+//! Redis ([`RedisOnline`]).
 //!
 //! The store holds bytes: the runtime encodes window state and decides what a key is. What it
 //! guarantees is the epoch contract: an epoch's writes to every view become visible together
 //! (one transaction), and applying an epoch again (recovery redoing a commit) changes nothing.
 
 mod embedded;
+mod redis;
 
+pub use self::redis::RedisOnline;
 pub use embedded::EmbeddedOnline;
 
 use crate::StoreError;
@@ -20,8 +23,8 @@ pub struct OnlineStamp {
     pub run: String,
     /// Its last applied epoch.
     pub epoch: u64,
-    /// The job's watermark at that epoch (µs since the epoch): every event up to it is in the
-    /// state, so reads at or after it are exact.
+    /// The job's watermark at that epoch (µs since the epoch): every event before it is in the
+    /// state and none at or after it, so reads at or after it are exact.
     pub watermark: Option<i64>,
     /// When the epoch was applied (ms since the Unix epoch).
     pub committed_unix_ms: u64,

@@ -1,0 +1,309 @@
+//! The online store in Redis (what feature-store users already run). Layout, under a prefix
+//! (default `quiver`):
+//!
+//! - `<prefix>:stamps`: a hash, table (`view@version`) → JSON stamp;
+//! - `<prefix>:keyset:<table>`: a set of the table's entities (hex of the encoded key);
+//! - `<prefix>:state:<table>:{<entity hex>}`: one entity's state. The hash tag is the entity, so
+//!   in a Redis Cluster every view's state of one entity sits in one slot.
+//!
+//! An epoch is one `MULTI`/`EXEC` transaction, and a read one `MULTI`/`EXEC` of the stamp and
+//! the states: on a single Redis server, readers see whole epochs. (A cluster cannot run
+//! transactions across slots; Quiver talks to one server.)
+
+use super::{is_new, unix_ms, OnlineStamp, OnlineStore, OnlineWrite};
+use crate::StoreError;
+use std::sync::Mutex;
+
+/// An online store in a Redis server.
+pub struct RedisOnline {
+    client: redis::Client,
+    /// One connection, reopened after a failure.
+    connection: Mutex<Option<redis::Connection>>,
+    prefix: String,
+    /// The URL without credentials, for messages.
+    shown: String,
+}
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of lower-case hex `text` (`None` if it is not hex).
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// `url` without a password (`redis://user:secret@host` → `redis://user:***@host`).
+fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl RedisOnline {
+    /// Connects to the Redis server at `url` (`redis://host:port[/db]`, `rediss://` for TLS)
+    /// and checks that it answers.
+    pub fn open(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let shown = without_password(url);
+        let client = redis::Client::open(url).map_err(|e| StoreError::Online {
+            store: shown.clone(),
+            message: e.to_string(),
+        })?;
+        let store = RedisOnline {
+            client,
+            connection: Mutex::new(None),
+            prefix: prefix.to_string(),
+            shown,
+        };
+        store.with(|c| redis::cmd("PING").query::<String>(c).map(|_| ()))?;
+        Ok(store)
+    }
+
+    fn fail(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Online {
+            store: self.shown.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Runs `f` on the connection, (re)connecting first if needed; a failed command drops
+    /// the connection so the next call starts afresh.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let mut slot = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            let connection = self
+                .client
+                .get_connection_with_timeout(std::time::Duration::from_secs(5))
+                .map_err(|e| self.fail(e))?;
+            *slot = Some(connection);
+        }
+        let connection = slot.as_mut().expect("connected above");
+        match f(connection) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                *slot = None;
+                Err(self.fail(e))
+            }
+        }
+    }
+
+    fn stamps(&self) -> String {
+        format!("{}:stamps", self.prefix)
+    }
+
+    fn keyset(&self, table: &str) -> String {
+        format!("{}:keyset:{table}", self.prefix)
+    }
+
+    fn state(&self, table: &str, entity_hex: &str) -> String {
+        format!("{}:state:{table}:{{{entity_hex}}}", self.prefix)
+    }
+
+    fn stamp_of(&self, bytes: &[u8], keys: u64) -> Result<OnlineStamp, StoreError> {
+        let stamp: OnlineStamp = serde_json::from_slice(bytes)
+            .map_err(|e| self.fail(format!("unreadable stamp: {e}")))?;
+        Ok(OnlineStamp { keys, ..stamp })
+    }
+
+    /// The table's sorted entities (hex).
+    fn entities(&self, table: &str) -> Result<Vec<String>, StoreError> {
+        let mut members: Vec<String> =
+            self.with(|c| redis::cmd("SMEMBERS").arg(self.keyset(table)).query(c))?;
+        members.sort();
+        Ok(members)
+    }
+}
+
+impl OnlineStore for RedisOnline {
+    fn apply(&self, writes: &[OnlineWrite]) -> Result<usize, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut applied = 0;
+        for write in writes {
+            let current: Option<Vec<u8>> = self.with(|c| {
+                redis::cmd("HGET")
+                    .arg(self.stamps())
+                    .arg(&write.table)
+                    .query(c)
+            })?;
+            let current = current.map(|b| self.stamp_of(&b, 0)).transpose()?;
+            if !is_new(current.as_ref(), &write.stamp) {
+                continue;
+            }
+            let keyset = self.keyset(&write.table);
+            if write.replace {
+                for entity in self.entities(&write.table)? {
+                    pipe.cmd("DEL")
+                        .arg(self.state(&write.table, &entity))
+                        .ignore();
+                }
+                pipe.cmd("DEL").arg(&keyset).ignore();
+            }
+            for key in &write.deletes {
+                let entity = hex(key);
+                pipe.cmd("DEL")
+                    .arg(self.state(&write.table, &entity))
+                    .ignore();
+                pipe.cmd("SREM").arg(&keyset).arg(&entity).ignore();
+            }
+            for (key, state) in &write.puts {
+                let entity = hex(key);
+                pipe.cmd("SET")
+                    .arg(self.state(&write.table, &entity))
+                    .arg(state.as_slice())
+                    .ignore();
+                pipe.cmd("SADD").arg(&keyset).arg(&entity).ignore();
+            }
+            let stamp = OnlineStamp {
+                // Counted when read (SCARD).
+                keys: 0,
+                committed_unix_ms: unix_ms(),
+                ..write.stamp.clone()
+            };
+            let bytes = serde_json::to_vec(&stamp).map_err(|e| self.fail(e))?;
+            pipe.cmd("HSET")
+                .arg(self.stamps())
+                .arg(&write.table)
+                .arg(bytes)
+                .ignore();
+            applied += 1;
+        }
+        if applied > 0 {
+            self.with(|c| pipe.query::<()>(c))?;
+        }
+        Ok(applied)
+    }
+
+    fn tables(&self) -> Result<Vec<(String, OnlineStamp)>, StoreError> {
+        let all: Vec<(String, Vec<u8>)> =
+            self.with(|c| redis::cmd("HGETALL").arg(self.stamps()).query(c))?;
+        let mut out = Vec::with_capacity(all.len());
+        for (table, bytes) in all {
+            let keys: u64 = self.with(|c| redis::cmd("SCARD").arg(self.keyset(&table)).query(c))?;
+            out.push((table.clone(), self.stamp_of(&bytes, keys)?));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn get(
+        &self,
+        table: &str,
+        keys: &[&[u8]],
+    ) -> Result<Option<(OnlineStamp, Vec<Option<Vec<u8>>>)>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("HGET").arg(self.stamps()).arg(table);
+        pipe.cmd("SCARD").arg(self.keyset(table));
+        if !keys.is_empty() {
+            let names: Vec<String> = keys.iter().map(|k| self.state(table, &hex(k))).collect();
+            pipe.cmd("MGET").arg(names);
+        }
+        let (stamp, count, values) = if keys.is_empty() {
+            let (stamp, count): (Option<Vec<u8>>, u64) = self.with(|c| pipe.query(c))?;
+            (stamp, count, Vec::new())
+        } else {
+            self.with(|c| pipe.query::<(Option<Vec<u8>>, u64, Vec<Option<Vec<u8>>>)>(c))?
+        };
+        let Some(stamp) = stamp else {
+            return Ok(None);
+        };
+        Ok(Some((self.stamp_of(&stamp, count)?, values)))
+    }
+
+    fn scan(
+        &self,
+        table: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Option<(OnlineStamp, Vec<(Vec<u8>, Vec<u8>)>)>, StoreError> {
+        let after = after.map(hex);
+        let entities: Vec<String> = self
+            .entities(table)?
+            .into_iter()
+            .filter(|e| after.as_ref().is_none_or(|a| e > a))
+            .take(limit)
+            .collect();
+        let keys: Vec<Vec<u8>> = entities
+            .iter()
+            .map(|e| unhex(e).ok_or_else(|| self.fail(format!("entity `{e}` is not hex"))))
+            .collect::<Result<_, _>>()?;
+        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        let Some((stamp, values)) = self.get(table, &refs)? else {
+            return Ok(None);
+        };
+        // An entity deleted between the listing and the read is left out.
+        let page = keys
+            .into_iter()
+            .zip(values)
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+        Ok(Some((stamp, page)))
+    }
+
+    fn put_raw(&self, table: &str, key: &[u8], state: &[u8]) -> Result<(), StoreError> {
+        let entity = hex(key);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(self.state(table, &entity))
+            .arg(state)
+            .ignore()
+            .cmd("SADD")
+            .arg(self.keyset(table))
+            .arg(&entity)
+            .ignore();
+        self.with(|c| pipe.query::<()>(c))
+    }
+
+    fn drop_table(&self, table: &str) -> Result<bool, StoreError> {
+        let entities = self.entities(table)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for entity in &entities {
+            pipe.cmd("DEL").arg(self.state(table, entity)).ignore();
+        }
+        pipe.cmd("DEL").arg(self.keyset(table)).ignore();
+        pipe.cmd("HDEL").arg(self.stamps()).arg(table);
+        let (removed,): (u64,) = self.with(|c| pipe.query(c))?;
+        Ok(removed > 0)
+    }
+
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_through_hex_and_passwords_stay_hidden() {
+        assert_eq!(unhex(&hex(&[0, 1, 254, 255])), Some(vec![0, 1, 254, 255]));
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(
+            without_password("redis://default:s3cret@10.0.0.1:6379/0"),
+            "redis://default:***@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            without_password("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+}
