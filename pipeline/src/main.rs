@@ -524,7 +524,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 features: features.map(|f| f.split(',').map(|s| s.trim().to_string()).collect()),
                 at: at.map(|at| parse_at(&at)).transpose()?,
             };
-            let values = reader.read(&request)?;
+            let online = reader.resolve(&request.view).await?;
+            let values = reader.read(&online, &request)?;
             if json {
                 say(&format!(
                     "{}\n",

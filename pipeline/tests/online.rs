@@ -368,11 +368,87 @@ fn verify_online_finds_nothing_on_a_healthy_store_and_names_a_corrupted_entry() 
     let (ok, report) = verify(&["--at", &at]);
     assert!(ok && report["mismatched"] == 0, "{report}");
 
+    // A changed view is a new version; the old one stays readable as `cards@<version>`.
+    let old_version = report["version"].as_str().unwrap().to_string();
+    let read = |view: &str| {
+        let output = quiver(&[
+            "get", config, view, "hot", "a", "--json", "--online", online, "--at", &at,
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    let before = read("cards");
+    let sql = VIEW.replace(
+        "  amount\nFROM",
+        "  max(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '10 minutes' PRECEDING AND CURRENT ROW) AS max_10m,\n  amount\nFROM",
+    );
+    assert_ne!(sql, VIEW);
+    std::fs::write(dir.path().join("view.sql"), sql).unwrap();
+    let applied = quiver(&[
+        "apply",
+        config,
+        "--no-progress",
+        "--input",
+        first.to_str().unwrap(),
+    ]);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let ran = quiver(&[
+        "run",
+        config,
+        "--store",
+        "--no-progress",
+        "--input",
+        later.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let new = read("cards");
+    assert_ne!(new["version"], before["version"]);
+    assert!(new["features"][0].get("max_10m").is_some(), "{new}");
+    let old = read(&format!("cards@{old_version}"));
+    assert_eq!(old["version"], before["version"]);
+    assert_eq!(
+        old["features"], before["features"],
+        "the old version reads as it was"
+    );
+    for (a, b) in new["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(before["features"].as_array().unwrap())
+    {
+        assert_eq!(
+            a["n_10m"], b["n_10m"],
+            "the same events, the same shared features"
+        );
+    }
+    let (ok, report) = verify(&[]);
+    assert!(
+        ok && report["mismatched"] == 0,
+        "the new version verifies: {report}"
+    );
+    let missing = quiver(&["get", config, "cards@0000", "hot", "--online", online]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no version 0000"));
+
     // One entity's state replaced by another's: reported, by entity and feature.
     {
         use quiver_store::online::{EmbeddedOnline, OnlineStore};
         let store = EmbeddedOnline::open(Path::new(online)).unwrap();
-        let (table, _) = store.tables().unwrap().remove(0);
+        let current = report["version"].as_str().unwrap();
+        let table = format!("cards@{current}");
         let (_, entries) = store.scan(&table, None, 10).unwrap().unwrap();
         let (victim, _) = &entries[0];
         let (_, other_state) = entries.iter().max_by_key(|(_, s)| s.len()).unwrap();

@@ -64,8 +64,9 @@ pub struct OnlineView {
     pub version: String,
     /// Its online table (`view@version`).
     pub table: String,
-    /// Fingerprint of its plan (the state encoding).
-    fingerprint: u64,
+    /// Fingerprint of its plan (the state encoding), checked against the table's stamp; `None`
+    /// for a version compiled from the registry (its version hash names its definition).
+    fingerprint: Option<u64>,
 }
 
 /// A read request.
@@ -194,10 +195,15 @@ pub fn json_value(column: &dyn Array, row: usize) -> serde_json::Value {
     }
 }
 
-/// Reads the online store for the views of one pipeline.
+/// Reads the online store for the views of one pipeline, and for other versions of them
+/// registered in the config's store.
 pub struct OnlineReader {
     store: SharedOnline,
-    views: Vec<OnlineView>,
+    views: Vec<Arc<OnlineView>>,
+    /// The config's feature store, where other versions' definitions are.
+    registry: crate::registry::Registry,
+    /// Other versions compiled so far, by table.
+    others: std::sync::Mutex<std::collections::HashMap<String, Arc<OnlineView>>>,
 }
 
 /// Microseconds since the Unix epoch, now.
@@ -219,18 +225,23 @@ impl OnlineReader {
             .zip(&pipeline.view_identities)
             .zip(definitions)
         {
-            views.push(OnlineView {
+            views.push(Arc::new(OnlineView {
                 view,
                 table: table_name(&definition.view, &definition.version),
                 version: definition.version,
-                fingerprint: identity.fingerprint(),
-            });
+                fingerprint: Some(identity.fingerprint()),
+            }));
         }
-        Ok(OnlineReader { store, views })
+        Ok(OnlineReader {
+            store,
+            views,
+            registry: crate::registry::Registry::open(pipeline.loaded.config.store.clone()),
+            others: Default::default(),
+        })
     }
 
-    /// The views.
-    pub fn views(&self) -> &[OnlineView] {
+    /// The config's views.
+    pub fn views(&self) -> &[Arc<OnlineView>] {
         &self.views
     }
 
@@ -239,31 +250,72 @@ impl OnlineReader {
         &self.store
     }
 
-    /// The view a request names (`view` or `view@version`).
-    pub fn view(&self, name: &str) -> Result<&OnlineView, ReadError> {
+    /// The view a request names: `view` (the config's version) or `view@version`, another
+    /// version registered in the config's store whose online table a run wrote (it stays as
+    /// of the last epoch a run of that version committed).
+    pub async fn resolve(&self, name: &str) -> Result<Arc<OnlineView>, ReadError> {
         let (view, version) = match name.split_once('@') {
             Some((v, ver)) => (v, Some(ver)),
             None => (name, None),
         };
-        let Some(found) = self.views.iter().find(|v| v.view.name() == view) else {
+        let Some(current) = self.views.iter().find(|v| v.view.name() == view) else {
             let known: Vec<&str> = self.views.iter().map(|v| v.view.name()).collect();
             return Err(ReadError::not_found(format!(
                 "no view `{view}`; the views are: {}",
                 known.join(", ")
             )));
         };
-        match version {
-            Some(v) if v != found.version => Err(ReadError::not_found(format!(
-                "view `{view}` is served at its version {} (the config's definition); version {v} is not",
-                found.version
-            ))),
-            _ => Ok(found),
+        let version = match version {
+            Some(v) if v != current.version => v,
+            _ => return Ok(Arc::clone(current)),
+        };
+        let table = table_name(view, version);
+        if let Some(found) = self.cached(&table) {
+            return Ok(found);
         }
+        let missing = || {
+            ReadError::not_found(format!(
+                "view `{view}` has no version {version} in the online store (the config's is {}); `quiver views` and `quiver describe {view}` list the registered versions",
+                current.version
+            ))
+        };
+        let tables = self
+            .store
+            .0
+            .tables()
+            .map_err(|e| ReadError::internal(e.to_string()))?;
+        if !tables.iter().any(|(t, _)| *t == table) {
+            return Err(missing());
+        }
+        let definition = self
+            .registry
+            .definition(view, Some(version))
+            .map_err(|_| missing())?;
+        let compiled = crate::registry::event_log::compile_registered(&self.registry, &definition)
+            .await
+            .map_err(|e| ReadError::internal(e.to_string()))?;
+        let found = Arc::new(OnlineView {
+            view: compiled,
+            version: version.to_string(),
+            table: table.clone(),
+            fingerprint: None,
+        });
+        let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(Arc::clone(others.entry(table).or_insert(found)))
     }
 
-    /// Reads features for `request`'s entities, every window ending at the request's time.
-    pub fn read(&self, request: &ReadRequest) -> Result<OnlineValues, ReadError> {
-        let online = self.view(&request.view)?;
+    fn cached(&self, table: &str) -> Option<Arc<OnlineView>> {
+        let others = self.others.lock().unwrap_or_else(|e| e.into_inner());
+        others.get(table).cloned()
+    }
+
+    /// Reads features of `online` (resolved from `request.view` by [`OnlineReader::resolve`])
+    /// for `request`'s entities, every window ending at the request's time.
+    pub fn read(
+        &self,
+        online: &OnlineView,
+        request: &ReadRequest,
+    ) -> Result<OnlineValues, ReadError> {
         let view = &online.view;
         let keys = view.key_names();
         if let Some(bad) = request.entities.iter().find(|e| e.len() != keys.len()) {
@@ -339,7 +391,7 @@ impl OnlineReader {
                     online.version
                 ))
             })?;
-        if stamp.fingerprint != online.fingerprint {
+        if online.fingerprint.is_some_and(|f| f != stamp.fingerprint) {
             return Err(ReadError::internal(format!(
                 "the online state of `{}` was written by another plan of the view: run `quiver run` with this config to rewrite it",
                 view.name()

@@ -127,7 +127,8 @@ pub async fn verify_online(
     options: &VerifyOptions,
 ) -> Result<VerifyReport, JobError> {
     let fail = |e: &dyn std::fmt::Display| JobError::Other(e.to_string());
-    let online = reader.view(&options.view).map_err(|e| fail(&e))?;
+    let online = reader.resolve(&options.view).await.map_err(|e| fail(&e))?;
+    let online = online.as_ref();
     let name = online.view.name().to_string();
     let definition = registry
         .definition(&name, Some(&online.version))

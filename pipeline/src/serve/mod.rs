@@ -22,7 +22,7 @@ pub mod page;
 use crate::audit::{AuditEntry, AuditLog};
 use crate::compile::CompiledPipeline;
 use crate::error::JobError;
-use crate::online::read::{OnlineReader, ReadErrorKind, ReadRequest};
+use crate::online::read::{OnlineReader, OnlineView, ReadErrorKind, ReadRequest};
 use crate::online::SharedOnline;
 use auth::{Auth, Denied, Role};
 use axum::body::Bytes;
@@ -218,9 +218,12 @@ fn entity_values(entity: &Value, keys: &[String]) -> Result<Vec<String>, String>
     }
 }
 
-/// The read a feature request's JSON body asks for; a view the server does not have is
-/// 404, anything else wrong 400.
-fn read_request(server: &Server, body: &[u8]) -> Result<ReadRequest, (StatusCode, String)> {
+/// The read a feature request's JSON body asks for, and its view; a view the server does
+/// not have is 404, anything else wrong 400.
+async fn read_request(
+    server: &Server,
+    body: &[u8],
+) -> Result<(Arc<OnlineView>, ReadRequest), (StatusCode, String)> {
     let bad = |e: String| (StatusCode::BAD_REQUEST, e);
     let body: Value =
         serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
@@ -233,11 +236,15 @@ fn read_request(server: &Server, body: &[u8]) -> Result<ReadRequest, (StatusCode
         .get("view")
         .and_then(Value::as_str)
         .ok_or_else(|| bad("`view` (a string) is required".into()))?;
-    let keys = match server.reader.view(view) {
-        Ok(v) => v.view.key_names().to_vec(),
+    let online = match server.reader.resolve(view).await {
+        Ok(v) => v,
+        Err(e) if e.kind == ReadErrorKind::Internal => {
+            return Err((StatusCode::INTERNAL_SERVER_ERROR, e.message))
+        }
         Err(e) => return Err((StatusCode::NOT_FOUND, e.message)),
     };
-    parse_read(fields, view, &keys).map_err(bad)
+    let request = parse_read(fields, view, online.view.key_names()).map_err(bad)?;
+    Ok((online, request))
 }
 
 /// The rest of [`read_request`], once the view and its keys are known.
@@ -304,13 +311,13 @@ async fn features(State(server): State<Arc<Server>>, headers: HeaderMap, body: B
     if let Err(denied) = server.guard(&headers, Role::Reader, "POST /v1/features") {
         return server.observe(endpoint, started, *denied);
     }
-    let request = match read_request(&server, &body) {
+    let (online, request) = match read_request(&server, &body).await {
         Ok(r) => r,
         Err((status, e)) => return server.observe(endpoint, started, error(status, e)),
     };
     let entities = request.entities.len();
     let reading = Arc::clone(&server);
-    let read = tokio::task::spawn_blocking(move || reading.reader.read(&request)).await;
+    let read = tokio::task::spawn_blocking(move || reading.reader.read(&online, &request)).await;
     let response = match read {
         Ok(Ok(values)) => {
             server.metrics.entities_read(entities);
