@@ -50,6 +50,8 @@ export QUIVER_TEST_PYTHON="$CACHE/venv/bin/python"
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # a certificate for the TLS test
+command -v curl >/dev/null 2>&1 || missing+=(curl)         # an HTTPS client for it
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "test.sh: installing ${missing[*]} (Debian packages, once)"

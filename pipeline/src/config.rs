@@ -59,6 +59,8 @@ pub struct ServeConfig {
     /// only listens on loopback addresses and needs no token.
     #[serde(default)]
     pub tokens: Vec<crate::serve::auth::TokenConfig>,
+    /// Serve HTTPS with this certificate and key (default: plain HTTP).
+    pub tls: Option<crate::serve::tls::TlsConfig>,
 }
 
 impl Default for ServeConfig {
@@ -66,6 +68,7 @@ impl Default for ServeConfig {
         ServeConfig {
             listen: default_listen(),
             tokens: Vec::new(),
+            tls: None,
         }
     }
 }

@@ -46,6 +46,10 @@ pub struct CheckpointStats {
     pub max_bytes: u64,
     /// The epoch this process resumed from, if it resumed.
     pub resumed_from: Option<u64>,
+    /// The last checkpoint's time from barrier to durable and published, seconds.
+    pub last_commit_s: Option<f64>,
+    /// Feature rows per view as of the last durable checkpoint.
+    pub view_rows: Vec<(String, u64)>,
 }
 
 /// What the coordinator captured at a barrier, besides the views' answers.
@@ -119,7 +123,8 @@ pub struct Coordinator {
 /// A checkpoint being written and published on a blocking thread.
 struct InFlight {
     started: Instant,
-    handle: tokio::task::JoinHandle<Result<u64, JobError>>,
+    /// Answers the checkpoint's size and the views' committed rows.
+    handle: tokio::task::JoinHandle<Result<(u64, Vec<(String, u64)>), JobError>>,
     /// The source positions the checkpoint holds.
     positions: Vec<PartitionProgress>,
 }
@@ -437,7 +442,10 @@ impl Coordinator {
                 if checkpoint.complete {
                     paths.clear_staging()?;
                 }
-                Ok(written.bytes)
+                let rows = (checkpoint.views.iter())
+                    .map(|v| (v.identity.name.clone(), v.rows))
+                    .collect();
+                Ok((written.bytes, rows))
             })
             .await
             .map_err(|e| JobError::Checkpoint(format!("the checkpoint writer stopped: {e}")))?
@@ -464,7 +472,7 @@ impl Coordinator {
         let Some(in_flight) = self.in_flight.take() else {
             return Ok(());
         };
-        let bytes = in_flight
+        let (bytes, rows) = in_flight
             .handle
             .await
             .map_err(|e| JobError::Checkpoint(format!("the checkpoint writer stopped: {e}")))??;
@@ -473,6 +481,8 @@ impl Coordinator {
         self.stats.max_bytes = self.stats.max_bytes.max(bytes);
         let took = in_flight.started.elapsed().as_secs_f64();
         self.stats.max_commit_s = self.stats.max_commit_s.max(took);
+        self.stats.last_commit_s = Some(took);
+        self.stats.view_rows = rows;
         Ok(())
     }
 

@@ -33,6 +33,7 @@ pub mod progress;
 pub mod registry;
 pub mod reorder;
 pub mod run;
+pub mod run_gauges;
 pub mod serve;
 pub mod source;
 pub mod source_schema;

@@ -583,10 +583,11 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let listen = listen.unwrap_or_else(|| loaded.config.serve.listen.clone());
             let store = open_online(&loaded, online.as_deref())?;
             let pipeline = CompiledPipeline::compile(loaded).await?;
-            let (server, listener) = start_server(pipeline, store, &listen).await?;
+            let (server, listener, tls) = start_server(pipeline, store, &listen).await?;
             quiver_pipeline::serve::serve(
                 server,
                 listener,
+                tls,
                 quiver_pipeline::run::stop_requested(true),
             )
             .await?;
@@ -888,12 +889,19 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
             let output = args.output.clone().unwrap_or_else(|| loaded.output_dir());
             let store = quiver_pipeline::online::open_configured(&loaded, None, &output)?;
             let pipeline = CompiledPipeline::compile(loaded.clone()).await?;
-            let (server, listener) = start_server(pipeline, store.clone(), &listen).await?;
+            let (server, listener, tls) = start_server(pipeline, store.clone(), &listen).await?;
+            let gauges = std::sync::Arc::new(quiver_pipeline::run_gauges::RunGauges::default());
+            let server = server.with_run(gauges.clone());
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn(quiver_pipeline::serve::serve(server, listener, async {
-                let _ = stopped.await;
-            }));
-            Some((store, stop, task))
+            let task = tokio::spawn(quiver_pipeline::serve::serve(
+                server,
+                listener,
+                tls,
+                async {
+                    let _ = stopped.await;
+                },
+            ));
+            Some((store, gauges, stop, task))
         }
         (None, _) => None,
     };
@@ -924,7 +932,8 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         handle_signals: true,
         device: args.device,
         store,
-        online: serving.as_ref().map(|(store, _, _)| store.clone()),
+        online: serving.as_ref().map(|(store, _, _, _)| store.clone()),
+        gauges: serving.as_ref().map(|(_, gauges, _, _)| gauges.clone()),
         ..RunOptions::default()
     };
     let lineage = LineageEmitter::of(&pipeline, if is_backfill { "backfill" } else { "run" });
@@ -952,7 +961,7 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         let json = serde_json::to_string_pretty(&summary)?;
         std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
     }
-    if let Some((_, stop, task)) = serving {
+    if let Some((_, _, stop, task)) = serving {
         if !summary.interrupted {
             say("the run ended; still serving until Ctrl-C\n");
             quiver_pipeline::run::stop_requested(true).await;
@@ -1000,7 +1009,11 @@ async fn start_server(
     pipeline: CompiledPipeline,
     store: quiver_pipeline::online::SharedOnline,
     listen: &str,
-) -> anyhow::Result<(quiver_pipeline::serve::Server, tokio::net::TcpListener)> {
+) -> anyhow::Result<StartedServer> {
+    let tls = match &pipeline.loaded.config.serve.tls {
+        Some(config) => Some(quiver_pipeline::serve::tls::acceptor(config)?),
+        None => None,
+    };
     let addr = quiver_pipeline::serve::listen_address(listen)?;
     let server = quiver_pipeline::serve::Server::new(pipeline, store, &addr)?;
     let listener = quiver_pipeline::serve::bind(&addr).await?;
@@ -1010,9 +1023,17 @@ async fn start_server(
     } else {
         "no tokens configured: open to this machine only"
     };
-    say(&format!("serving on http://{local} ({access})\n"));
-    Ok((server, listener))
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    say(&format!("serving on {scheme}://{local} ({access})\n"));
+    Ok((server, listener, tls))
 }
+
+/// A server, its bound socket and its TLS acceptor (HTTPS) if any.
+type StartedServer = (
+    quiver_pipeline::serve::Server,
+    tokio::net::TcpListener,
+    Option<tokio_rustls::TlsAcceptor>,
+);
 
 fn generate(out: &Path, config: DatagenConfig) -> anyhow::Result<()> {
     let format = FileFormat::from_path(&out.to_string_lossy()).with_context(|| {

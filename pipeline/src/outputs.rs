@@ -264,6 +264,11 @@ impl Outputs {
         self.counts.clone()
     }
 
+    /// Dead letters so far, all reasons.
+    pub fn dead_letter_total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
     /// Fails when dead letters exceed `max_ratio` of the `records` read so far (checked once
     /// at least `min_records` were read): the input is systematically wrong.
     pub fn check_dead_letter_ratio(

@@ -57,6 +57,8 @@ pub struct RunOptions {
     /// `None`: the config's (`online.path`, else `online.redb` in the output directory),
     /// unless `online.enabled` is false.
     pub online: Option<crate::online::SharedOnline>,
+    /// Live figures for a server in the same process, updated as the run goes.
+    pub gauges: Option<Arc<crate::run_gauges::RunGauges>>,
 }
 
 /// How often the positions of the last durable checkpoint are committed to a consumer group
@@ -125,6 +127,27 @@ pub fn view_operators(
             }
         })
         .collect()
+}
+
+/// Hands the run's figures (`events`, `accepted`, `dead letters`), its watermark and its
+/// checkpoint stats to a server's gauges.
+fn publish(
+    gauges: &crate::run_gauges::RunGauges,
+    (events, accepted, dead_letters): (u64, u64, u64),
+    watermark: i64,
+    stats: &crate::coordinator::CheckpointStats,
+) {
+    gauges.update(|g| {
+        g.events = events;
+        g.accepted = accepted;
+        g.dead_letters = dead_letters;
+        g.watermark_us = Some(watermark).filter(|&w| w > i64::MIN);
+        g.checkpoints = stats.count;
+        g.last_checkpoint_s = stats.last_commit_s;
+        if !stats.view_rows.is_empty() && g.view_rows != stats.view_rows {
+            g.view_rows = stats.view_rows.clone();
+        }
+    });
 }
 
 /// Runs the pipeline over its source until the source ends (or a stop is requested).
@@ -342,6 +365,10 @@ pub async fn run(
             durable = Some(positions);
             recommit_at = Duration::ZERO;
         }
+        if let Some(gauges) = &options.gauges {
+            let figures = (source.events, accepted, outputs.dead_letter_total());
+            publish(gauges, figures, watermarks.current(), &coordinator.stats);
+        }
         if let Some(positions) = durable.as_ref().filter(|_| source.now() >= recommit_at) {
             source.committed(positions, false);
             recommit_at = source.now() + RECOMMIT_INTERVAL;
@@ -365,6 +392,10 @@ pub async fn run(
         .await?;
     if let Some(positions) = coordinator.newly_durable().await? {
         source.committed(&positions, true);
+    }
+    if let Some(gauges) = &options.gauges {
+        let figures = (source.events, accepted, outputs.dead_letter_total());
+        publish(gauges, figures, watermarks.current(), &coordinator.stats);
     }
     bar.finish_and_clear();
     let lags = source.lags(&watermarks).await;

@@ -137,7 +137,9 @@ fn start(args: &[&str]) -> Served {
             .lines
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .unwrap_or_else(|_| panic!("no `serving on` line; output: {seen:#?}"));
-        if let Some(rest) = line.strip_prefix("serving on http://") {
+        let announced = (line.strip_prefix("serving on http://"))
+            .or_else(|| line.strip_prefix("serving on https://"));
+        if let Some(rest) = announced {
             served.addr = rest.split_whitespace().next().unwrap().to_string();
             return served;
         }
@@ -286,6 +288,10 @@ fn features_over_http_with_tokens_roles_audit_and_metrics() {
         "quiver_online_keys{view=\"cards\"",
         "quiver_online_freshness_seconds{view=\"cards\"",
         "quiver_online_entities_read_total 3",
+        // The run serving it is in the same process: its figures too.
+        "quiver_run_events_total 600",
+        "quiver_run_rows_total{view=\"cards\"} 600",
+        "quiver_run_checkpoint_duration_seconds",
     ] {
         assert!(metrics.contains(line), "missing {line}:\n{metrics}");
     }
@@ -441,5 +447,96 @@ fn the_status_page_shows_views_freshness_and_sla_in_a_browser() {
     );
     assert!(row.contains("missed (1.0 h)"), "{row}");
     assert!(row.contains("n_10m, sum_1h, n_lifetime"), "{row}");
+    terminate(served);
+}
+
+#[test]
+fn tls_serves_https_with_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = write_pipeline(dir.path(), "secure", false);
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (scripts/test.sh installs it)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "serve:\n  tls: {{cert: {}, key: {}}}\n",
+        cert.display(),
+        key.display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let out = dir.path().join("out");
+    let ran = common::quiver_command("run", &config, &[("--output", &out)])
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let served = start(&[
+        "serve",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--online",
+        out.join("online.redb").to_str().unwrap(),
+    ]);
+    let curl = |extra: &[&str], path: &str| {
+        Command::new("curl")
+            .args(["-s", "--max-time", "10"])
+            .args(extra)
+            .arg(format!("https://{}{path}", served.addr))
+            .output()
+            .expect("curl (scripts/test.sh installs it)")
+    };
+    let ok = curl(&["--cacert", cert.to_str().unwrap()], "/healthz");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "ok\n");
+    let untrusted = curl(&[], "/healthz");
+    assert!(
+        !untrusted.status.success(),
+        "an unknown certificate is refused by the client"
+    );
+    // Plain HTTP to the TLS port gets no answer, and the server keeps serving.
+    let mut plain = TcpStream::connect(&served.addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    write!(
+        plain,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(
+        !answer.starts_with(b"HTTP/1.1 200"),
+        "plain HTTP was served"
+    );
+    let again = curl(&["--cacert", cert.to_str().unwrap()], "/readyz");
+    assert_eq!(String::from_utf8_lossy(&again.stdout), "ready\n");
     terminate(served);
 }

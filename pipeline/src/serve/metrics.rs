@@ -1,6 +1,7 @@
 //! `/metrics` in the Prometheus text format: request counts and latency histograms of this
 //! server, and per view what the online store holds (epoch, keys, watermark lag, freshness).
 
+use crate::run_gauges::RunFigures;
 use quiver_store::online::OnlineStamp;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -42,6 +43,67 @@ pub struct Metrics {
     counters: Mutex<Counters>,
 }
 
+/// The job's figures: counters, watermark lag, checkpoints, rows per view.
+fn render_run(out: &mut String, run: &RunFigures, now_ms: u64) {
+    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    };
+    metric(
+        "quiver_run_events_total",
+        "counter",
+        "Source records read by the run.",
+        run.events as f64,
+    );
+    metric(
+        "quiver_run_accepted_total",
+        "counter",
+        "Events accepted (not dead letters).",
+        run.accepted as f64,
+    );
+    metric(
+        "quiver_run_dead_letters_total",
+        "counter",
+        "Dead letters, all reasons.",
+        run.dead_letters as f64,
+    );
+    metric(
+        "quiver_run_checkpoints_total",
+        "counter",
+        "Checkpoints committed by this process.",
+        run.checkpoints as f64,
+    );
+    if let Some(w) = run.watermark_us {
+        metric(
+            "quiver_run_watermark_lag_seconds",
+            "gauge",
+            "Now minus the job watermark.",
+            now_ms as f64 / 1e3 - w as f64 / 1e6,
+        );
+    }
+    if let Some(s) = run.last_checkpoint_s {
+        metric(
+            "quiver_run_checkpoint_duration_seconds",
+            "gauge",
+            "The last checkpoint, from barrier to durable and published.",
+            s,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP quiver_run_rows_total Feature rows committed per view."
+    );
+    let _ = writeln!(out, "# TYPE quiver_run_rows_total counter");
+    for (view, rows) in &run.view_rows {
+        let _ = writeln!(
+            out,
+            "quiver_run_rows_total{{view=\"{}\"}} {rows}",
+            label(view)
+        );
+    }
+}
+
 /// `text` as a Prometheus label value.
 fn label(text: &str) -> String {
     text.replace('\\', "\\\\")
@@ -70,10 +132,18 @@ impl Metrics {
         c.entities += n as u64;
     }
 
-    /// The metrics page, with the online store's `tables` as of `now_ms` (ms since the Unix
-    /// epoch).
-    pub fn render(&self, tables: &[(String, OnlineStamp)], now_ms: u64) -> String {
+    /// The metrics page, with the online store's `tables` and, when the server runs next to
+    /// the job, the job's figures, as of `now_ms` (ms since the Unix epoch).
+    pub fn render(
+        &self,
+        tables: &[(String, OnlineStamp)],
+        run: Option<&RunFigures>,
+        now_ms: u64,
+    ) -> String {
         let mut out = String::new();
+        if let Some(run) = run {
+            render_run(&mut out, run, now_ms);
+        }
         let c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(
             out,
@@ -185,7 +255,12 @@ mod tests {
             fingerprint: 0,
             keys: 12,
         };
-        let text = m.render(&[("v\"x@abc".into(), stamp)], 3_000);
+        let run = RunFigures {
+            events: 10,
+            view_rows: vec![("cards".into(), 7)],
+            ..RunFigures::default()
+        };
+        let text = m.render(&[("v\"x@abc".into(), stamp)], Some(&run), 3_000);
         for line in [
             "quiver_http_requests_total{endpoint=\"/v1/features\",status=\"200\"} 2",
             "quiver_http_request_duration_seconds_bucket{endpoint=\"/v1/features\",le=\"0.001\"} 1",
@@ -195,6 +270,8 @@ mod tests {
             "quiver_online_keys{view=\"v\\\"x\",version=\"abc\"} 12",
             "quiver_online_watermark_lag_seconds{view=\"v\\\"x\",version=\"abc\"} 2",
             "quiver_online_freshness_seconds{view=\"v\\\"x\",version=\"abc\"} 0.5",
+            "quiver_run_events_total 10",
+            "quiver_run_rows_total{view=\"cards\"} 7",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

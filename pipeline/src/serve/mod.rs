@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod metrics;
 pub mod page;
+pub mod tls;
 
 use crate::audit::{AuditEntry, AuditLog};
 use crate::compile::CompiledPipeline;
@@ -51,6 +52,8 @@ pub struct Server {
     slas: Vec<Option<f64>>,
     /// The config's feature store (status page), when it has registered views.
     registry: crate::registry::Registry,
+    /// The job running in this process, if any (`quiver run --serve`).
+    run: Option<Arc<crate::run_gauges::RunGauges>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -95,7 +98,14 @@ impl Server {
             metrics: Metrics::default(),
             slas,
             registry,
+            run: None,
         })
+    }
+
+    /// Also shows the figures of the job running in this process on `/metrics`.
+    pub fn with_run(mut self, gauges: Arc<crate::run_gauges::RunGauges>) -> Self {
+        self.run = Some(gauges);
+        self
     }
 
     /// Whether requests need a token.
@@ -159,17 +169,28 @@ impl Server {
     }
 }
 
-/// Binds `listen` and serves until `shutdown` completes.
+/// Serves on `listener` (HTTPS when `tls` is given) until `shutdown` completes.
 pub async fn serve(
     server: Server,
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), JobError> {
     let app = Arc::new(server).router();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| JobError::Other(format!("the HTTP server stopped: {e}")))
+    let stopped = |e: std::io::Error| JobError::Other(format!("the HTTP server stopped: {e}"));
+    match tls {
+        Some(acceptor) => {
+            let listener = tls::TlsListener::new(listener, acceptor).map_err(stopped)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(stopped)
+        }
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(stopped),
+    }
 }
 
 /// Binds the listening socket, with a clear error when the address is taken.
@@ -474,7 +495,11 @@ async fn metrics_page(State(server): State<Arc<Server>>, headers: HeaderMap) -> 
         Ok(_) => match server.reader.store().0.tables() {
             Ok(tables) => (
                 [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                server.metrics.render(&tables, now_ms()),
+                server.metrics.render(
+                    &tables,
+                    server.run.as_ref().map(|g| g.get()).as_ref(),
+                    now_ms(),
+                ),
             )
                 .into_response(),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
