@@ -120,11 +120,13 @@ pub struct Coordinator {
     durable: Option<Vec<PartitionProgress>>,
 }
 
+/// What writing a checkpoint answers: its size in bytes and each view's committed rows.
+type Written = (u64, Vec<(String, u64)>);
+
 /// A checkpoint being written and published on a blocking thread.
 struct InFlight {
     started: Instant,
-    /// Answers the checkpoint's size and the views' committed rows.
-    handle: tokio::task::JoinHandle<Result<(u64, Vec<(String, u64)>), JobError>>,
+    handle: tokio::task::JoinHandle<Result<Written, JobError>>,
     /// The source positions the checkpoint holds.
     positions: Vec<PartitionProgress>,
 }
