@@ -166,6 +166,7 @@ impl Coordinator {
             let effects = Effects {
                 kafka: kafka.as_deref(),
                 online: online.as_deref(),
+                online_writes: None,
             };
             roll_forward(&c.commit, &c.run, effects)?;
         }
@@ -439,6 +440,7 @@ impl Coordinator {
                 let effects = Effects {
                     kafka: kafka.as_deref(),
                     online: online.as_deref(),
+                    online_writes: Some(&online_writes),
                 };
                 roll_forward(&checkpoint.commit, &checkpoint.run, effects)?;
                 if checkpoint.complete {

@@ -507,3 +507,70 @@ fn redis_serves_the_same_decaying_windows_and_survives_a_crash_mid_commit() {
     };
     assert!(views["epoch"].as_u64().unwrap() >= 1, "{views}");
 }
+
+/// Writes 150 epochs of 40 keys (every key holds its epoch's number) through `writer` while
+/// reading all keys over and over through `store`: every read sees one epoch whole.
+fn readers_see_whole_epochs(
+    writing: std::sync::Arc<dyn quiver_store::online::OnlineStore>,
+    store: std::sync::Arc<dyn quiver_store::online::OnlineStore>,
+) {
+    use quiver_store::online::{OnlineStamp, OnlineWrite};
+    let keys: Vec<Vec<u8>> = (0..40u8).map(|k| vec![k, 0xFF, k]).collect();
+    let writer = {
+        let (store, keys) = (writing, keys.clone());
+        std::thread::spawn(move || {
+            for epoch in 1..=150u64 {
+                let value = epoch.to_le_bytes().to_vec();
+                let write = OnlineWrite {
+                    table: "cards@v1".into(),
+                    replace: epoch == 1,
+                    stamp: OnlineStamp {
+                        run: "r".into(),
+                        epoch,
+                        watermark: Some(epoch as i64),
+                        committed_unix_ms: 0,
+                        fingerprint: 1,
+                        keys: 0,
+                    },
+                    deletes: Vec::new(),
+                    puts: keys.iter().map(|k| (k.clone(), value.clone())).collect(),
+                };
+                store.apply(&[write]).unwrap();
+            }
+        })
+    };
+    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    let mut reads = 0;
+    while !writer.is_finished() || reads == 0 {
+        let Some((stamp, values)) = store.get("cards@v1", &refs).unwrap() else {
+            continue;
+        };
+        let expected = Some(stamp.epoch.to_le_bytes().to_vec());
+        assert!(
+            values.iter().all(|v| *v == expected),
+            "a partial epoch was visible at stamp {}",
+            stamp.epoch
+        );
+        assert_eq!(stamp.keys, 40);
+        reads += 1;
+    }
+    writer.join().unwrap();
+    let (stamp, _) = store.get("cards@v1", &refs).unwrap().unwrap();
+    assert_eq!(stamp.epoch, 150);
+    assert!(reads > 1, "reads ran during the commits");
+}
+
+#[test]
+fn concurrent_readers_never_see_a_partial_epoch_on_either_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded =
+        quiver_store::online::EmbeddedOnline::open(&dir.path().join("online.redb")).unwrap();
+    let embedded = std::sync::Arc::new(embedded);
+    readers_see_whole_epochs(embedded.clone(), embedded);
+    let Some(redis) = common::RedisServer::start() else {
+        return;
+    };
+    // Two clients, as a run and a server in another process would be.
+    let open = || quiver_store::online::RedisOnline::open(&redis.url(), "concurrency").unwrap();
+    readers_see_whole_epochs(std::sync::Arc::new(open()), std::sync::Arc::new(open()));
+}

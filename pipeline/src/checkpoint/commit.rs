@@ -23,6 +23,9 @@ pub struct Effects<'a> {
     pub kafka: Option<&'a KafkaOutput>,
     /// The online store.
     pub online: Option<&'a dyn OnlineStore>,
+    /// The epoch's online writes, when the process that staged them applies them (recovery
+    /// reads them back from the staged file).
+    pub online_writes: Option<&'a [quiver_store::online::OnlineWrite]>,
 }
 
 /// Applies a committed epoch's effects (again) for run `run`.
@@ -56,7 +59,7 @@ pub fn roll_forward(
         crate::fault::crash_point("after_kafka_commit");
     }
     if let Some(online) = &commit.online {
-        crate::online::epoch::apply(online, effects.online)?;
+        crate::online::epoch::apply(online, effects.online, effects.online_writes)?;
     }
     Ok(())
 }

@@ -34,8 +34,14 @@ pub fn stage(path: &Path, writes: &[OnlineWrite]) -> Result<(), JobError> {
 }
 
 /// Applies a committed epoch's staged writes to `store` and removes the staged file. Nothing
-/// to do when the file is gone: it is removed only after the store took the epoch.
-pub fn apply(commit: &OnlineCommit, store: Option<&dyn OnlineStore>) -> Result<(), JobError> {
+/// to do when the file is gone: it is removed only after the store took the epoch. `staged`
+/// are the writes themselves when the caller still has them (the run that staged them), so the
+/// file is only read back by recovery.
+pub fn apply(
+    commit: &OnlineCommit,
+    store: Option<&dyn OnlineStore>,
+    staged: Option<&[OnlineWrite]>,
+) -> Result<(), JobError> {
     if !commit.staged.exists() {
         return Ok(());
     }
@@ -52,10 +58,15 @@ pub fn apply(commit: &OnlineCommit, store: Option<&dyn OnlineStore>) -> Result<(
             store.describe()
         ))
     };
-    let bytes = std::fs::read(&commit.staged).map_err(|e| fail(&e))?;
-    let writes: Vec<OnlineWrite> =
-        envelope::decode(&bytes, StateKind::OnlineWrites, 0).map_err(|e| fail(&e))?;
-    store.apply(&writes).map_err(|e| fail(&e))?;
+    match staged {
+        Some(writes) => store.apply(writes).map_err(|e| fail(&e))?,
+        None => {
+            let bytes = std::fs::read(&commit.staged).map_err(|e| fail(&e))?;
+            let writes: Vec<OnlineWrite> =
+                envelope::decode(&bytes, StateKind::OnlineWrites, 0).map_err(|e| fail(&e))?;
+            store.apply(&writes).map_err(|e| fail(&e))?
+        }
+    };
     crate::fault::crash_point("after_online_apply");
     std::fs::remove_file(&commit.staged).map_err(|e| fail(&e))?;
     Ok(())
