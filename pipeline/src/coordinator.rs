@@ -62,6 +62,8 @@ pub struct Captured {
     pub reorder: ReorderState,
     /// Totals so far.
     pub counters: Counters,
+    /// Each partition's end offset as last heard (live sources): the consumer lag.
+    pub end_offsets: Option<Vec<Option<u64>>>,
 }
 
 impl Captured {
@@ -86,6 +88,7 @@ impl Captured {
                 dead_letters: outputs.dead_letter_counts(),
                 files_done: source.files_done,
             },
+            end_offsets: source.cached_end_offsets(),
         })
     }
 }
@@ -280,6 +283,7 @@ impl Coordinator {
                 "epoch": epoch,
                 "watermark": captured.watermarks.job,
                 "positions": captured.partitions,
+                "end_offsets": captured.end_offsets,
                 "partition_max_event_us": captured
                     .watermarks
                     .clocks

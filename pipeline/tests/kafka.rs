@@ -514,6 +514,8 @@ fn a_store_run_killed_at_random_moments_commits_every_row_once() {
         // Every produced message, and the closing one after them, was consumed.
         assert_eq!(position["offset"], produced.partitions[p].0, "{status}");
         assert!(position["event_lag_s"].as_f64().is_some(), "{status}");
+        // Read to its end: no message behind at the last commit.
+        assert_eq!(position["consumer_lag"], 0, "{status}");
     }
 
     // The output topics, read as committed: every feature row once, every dead letter once.

@@ -425,6 +425,34 @@ impl KafkaConsumer {
             .collect()
     }
 
+    /// Each partition's end offset as the last fetch responses told it (no broker round trip;
+    /// `None` where no fetch answered yet): cheap enough for every checkpoint.
+    pub fn cached_end_offsets(&self) -> Vec<Option<u64>> {
+        let client = self.consumer.client();
+        self.partitions()
+            .iter()
+            .map(|tp| {
+                let topic = std::ffi::CString::new(tp.topic.as_str()).ok()?;
+                let (mut low, mut high) = (-1i64, -1i64);
+                // SAFETY: the client handle lives as long as `self.consumer`; the topic is a
+                // NUL-terminated string that outlives the call; librdkafka only writes the two
+                // offsets (rdkafka has no safe wrapper for this cached lookup).
+                let error = unsafe {
+                    rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                        client.native_ptr(),
+                        topic.as_ptr(),
+                        tp.partition,
+                        &mut low,
+                        &mut high,
+                    )
+                };
+                let ok =
+                    error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+                ok.then_some(high).and_then(|h| u64::try_from(h).ok())
+            })
+            .collect()
+    }
+
     /// Commits `positions` (partition index, last consumed offset) to the consumer group, for
     /// lag tooling; best effort (the checkpoint is what a restart reads), asynchronous unless
     /// `wait` (before the process stops).

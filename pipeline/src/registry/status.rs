@@ -57,6 +57,8 @@ pub struct PartitionPosition {
     pub newest_event: Option<String>,
     /// Now minus that event time, seconds: how far the partition is behind in event time.
     pub event_lag_s: Option<f64>,
+    /// Messages between the offset and the partition's end when the commit was taken (Kafka).
+    pub consumer_lag: Option<u64>,
 }
 
 impl std::fmt::Display for ViewStatus {
@@ -87,9 +89,12 @@ impl std::fmt::Display for ViewStatus {
             writeln!(f, "  last streaming commit: watermark {watermark}")?;
         }
         for p in &self.partitions {
+            let behind = p
+                .consumer_lag
+                .map_or(String::new(), |n| format!(", {n} messages behind its end"));
             writeln!(
                 f,
-                "    {}: offset {}, newest event {} ({} behind now)",
+                "    {}: offset {}{behind}, newest event {} ({} behind now)",
                 p.partition,
                 p.offset.map_or("-".to_string(), |o| o.to_string()),
                 p.newest_event.as_deref().unwrap_or("-"),
@@ -211,6 +216,7 @@ fn run_positions(
         .filter(|w| *w != i64::MIN)
         .map(crate::lineage::format_micros);
     let newest = info["partition_max_event_us"].as_array();
+    let ends = info["end_offsets"].as_array();
     let partitions = info["positions"]
         .as_array()
         .into_iter()
@@ -218,7 +224,10 @@ fn run_positions(
         .enumerate()
         .map(|(i, p)| {
             let max = newest.and_then(|n| n.get(i)).and_then(|t| t.as_i64());
+            let end = ends.and_then(|e| e.get(i)).and_then(|e| e.as_u64());
+            let next = p["position"].as_u64().map_or(0, |o| o + 1);
             PartitionPosition {
+                consumer_lag: end.map(|end| end.saturating_sub(next)),
                 partition: p["name"].as_str().unwrap_or_default().to_string(),
                 offset: p["position"].as_u64(),
                 newest_event: max.map(crate::lineage::format_micros),

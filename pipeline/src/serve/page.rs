@@ -131,13 +131,14 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}th{{background:#f4
         }
         h.push_str("</table>");
         if let Some(s) = offline.iter().find(|s| !s.partitions.is_empty()) {
-            h.push_str("<h2>Source partitions</h2><table id=\"partitions\"><tr><th>partition</th><th>offset</th><th>newest event</th><th>event lag</th></tr>");
+            h.push_str("<h2>Source partitions</h2><table id=\"partitions\"><tr><th>partition</th><th>offset</th><th>messages behind</th><th>newest event</th><th>event lag</th></tr>");
             for p in &s.partitions {
                 let _ = write!(
                     h,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     escape(&p.partition),
                     p.offset.map_or(String::new(), |o| o.to_string()),
+                    p.consumer_lag.map_or(String::new(), |n| n.to_string()),
                     escape(p.newest_event.as_deref().unwrap_or("")),
                     p.event_lag_s.map_or(String::new(), human)
                 );

@@ -67,6 +67,12 @@ pub trait SourceConnector: Send + Sync {
         None
     }
 
+    /// [`SourceConnector::end_offsets`] as the source last heard them, without asking anyone
+    /// (recorded with every checkpoint).
+    fn cached_end_offsets(&self) -> Option<Vec<Option<u64>>> {
+        None
+    }
+
     /// Puts the partitions in the order of `names` (a checkpoint's order, with partitions that
     /// are new since then after them); `false` when some of `names` are gone. Only live
     /// sources, whose partitions can be added, support it.

@@ -107,6 +107,10 @@ impl SourceConnector for KafkaConnector {
         Some(self.consumer.end_offsets())
     }
 
+    fn cached_end_offsets(&self) -> Option<Vec<Option<u64>>> {
+        Some(self.consumer.cached_end_offsets())
+    }
+
     fn committed(&self, partitions: &[PartitionProgress], last: bool) {
         let positions: Vec<(usize, u64)> = partitions
             .iter()

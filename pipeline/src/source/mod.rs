@@ -307,6 +307,12 @@ impl Source {
         )
     }
 
+    /// Each partition's end offset as last heard (live sources), for the lag a checkpoint
+    /// records.
+    pub fn cached_end_offsets(&self) -> Option<Vec<Option<u64>>> {
+        self.connector.cached_end_offsets()
+    }
+
     /// A checkpoint holding `partitions` is durable (Kafka commits the offsets to its group);
     /// `last` when the run is about to stop.
     pub fn committed(&self, partitions: &[PartitionProgress], last: bool) {
