@@ -114,7 +114,12 @@ fn default_redis_prefix() -> String {
 #[serde(deny_unknown_fields)]
 pub struct OpenLineageConfig {
     /// File the events are appended to, one JSON object per line.
-    pub file: PathBuf,
+    pub file: Option<PathBuf>,
+    /// An HTTP(S) endpoint each event is POSTed to (e.g. Marquez's
+    /// `http://host:5000/api/v1/lineage`); delivery failures are warnings, never a failed job.
+    pub url: Option<String>,
+    /// An environment variable holding an API key, sent as `Authorization: Bearer <key>`.
+    pub api_key_env: Option<String>,
     /// The jobs' namespace (default `quiver`).
     #[serde(default = "default_openlineage_namespace")]
     pub namespace: String,
@@ -441,6 +446,15 @@ impl LoadedConfig {
         if let Some(d) = &c.source.datagen {
             d.validate().map_err(|e| err("datagen", e.to_string()))?;
         }
+        if let Some(o) = &c.openlineage {
+            if o.file.is_none() && o.url.is_none() {
+                return Err(err(
+                    "openlineage",
+                    "openlineage needs a `file` or a `url` to send events to".into(),
+                )
+                .with_help("e.g. `openlineage: {url: http://localhost:5000/api/v1/lineage}`"));
+            }
+        }
         if let Some(t) = c.transforms.iter().find(|t| t.freshness_sla.is_some()) {
             return Err(err(
                 "freshness_sla",
@@ -592,6 +606,16 @@ mod tests {
         assert_eq!(e.line, Some(5), "{e}");
         assert!(e.message.contains("unknown field `colum`"), "{e}");
         assert!(e.to_string().starts_with("p.yaml:5:"), "{e}");
+    }
+
+    #[test]
+    fn openlineage_needs_somewhere_to_send_events() {
+        let text = format!("{GOOD}openlineage:\n  namespace: fraud\n");
+        let e = LoadedConfig::parse(Path::new("p.yaml"), text).unwrap_err();
+        assert!(e.message.contains("a `file` or a `url`"), "{e}");
+        assert_eq!(e.line, Some(10), "{e}");
+        let text = format!("{GOOD}openlineage:\n  url: http://127.0.0.1:5000/api/v1/lineage\n");
+        assert!(LoadedConfig::parse(Path::new("p.yaml"), text).is_ok());
     }
 
     #[test]

@@ -847,3 +847,105 @@ fn apply_and_run_emit_openlineage_events() {
         .contains("input"));
     assert!(lines[3]["run"]["facets"]["errorMessage"]["message"].is_string());
 }
+
+/// A lineage endpoint on a loopback port: each request's head (lower-cased) and body arrive on
+/// the channel; every request is answered 200.
+fn lineage_endpoint() -> (String, std::sync::mpsc::Receiver<(String, String)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line.to_lowercase());
+            }
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            if tx
+                .send((head, String::from_utf8_lossy(&body).into_owned()))
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+/// With `openlineage.url`, events are POSTed as JSON with the API key as a bearer token; an
+/// endpoint that is down is a warning, and the job still succeeds.
+#[test]
+fn openlineage_events_go_to_an_http_endpoint_and_a_dead_one_does_not_stop_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_pipeline(dir.path(), 1, 300);
+    let (addr, received) = lineage_endpoint();
+    let base = std::fs::read_to_string(&config).unwrap();
+    let with_url = |url: &str| {
+        let text = format!(
+            "{base}openlineage:\n  url: {url}\n  api_key_env: QUIVER_TEST_LINEAGE_KEY\n  namespace: fraud\n"
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    with_url(&format!("http://{addr}/api/v1/lineage"));
+    let apply = quiver_command("apply", &config, &[("--store", &dir.path().join("store"))])
+        .env("QUIVER_TEST_LINEAGE_KEY", "lineage-secret-42")
+        .output()
+        .unwrap();
+    assert!(
+        apply.status.success(),
+        "{}",
+        String::from_utf8_lossy(&apply.stderr)
+    );
+    let events: Vec<(String, serde_json::Value)> = received
+        .try_iter()
+        .map(|(head, body)| (head, serde_json::from_str(&body).unwrap()))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|(_, e)| e["eventType"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["START", "COMPLETE"]);
+    for (head, event) in &events {
+        assert!(head.starts_with("post /api/v1/lineage "), "{head}");
+        assert!(
+            head.contains("authorization: bearer lineage-secret-42"),
+            "{head}"
+        );
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert_eq!(event["job"]["namespace"], "fraud");
+    }
+    // Nobody listens on the port any more: the run warns and succeeds.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    with_url(&format!("http://{dead}/api/v1/lineage"));
+    let ran = quiver(&config, &dir.path().join("out"))
+        .env("QUIVER_TEST_LINEAGE_KEY", "lineage-secret-42")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert!(ran.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("OpenLineage START event not delivered"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("lineage-secret-42"),
+        "the key leaked: {stderr}"
+    );
+}
