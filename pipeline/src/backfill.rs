@@ -52,6 +52,7 @@ pub async fn backfill(
         true,
         None,
         || Ok(None),
+        None,
     )?;
     let mut watermarks = Watermarks::new(0, source.partitions.len(), false, None);
     source.open_partitions(&mut watermarks);

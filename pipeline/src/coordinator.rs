@@ -145,7 +145,8 @@ impl Coordinator {
     /// publication), clears uncommitted staged files, and decides how the run starts: it
     /// resumes an unfinished run of the same pipeline, source and views unless `fresh`.
     /// `kafka` is the run's output topics and `online` opens its online store, if any
-    /// (recovery may have to write the last epoch's messages and online state).
+    /// (recovery may have to write the last epoch's messages and online state); `held` is the
+    /// checkpoints' lock when the caller already took it (a standby that waited for it).
     pub fn begin(
         pipeline: &CompiledPipeline,
         paths: OutputPaths,
@@ -153,8 +154,12 @@ impl Coordinator {
         fresh: bool,
         kafka: Option<Arc<KafkaOutput>>,
         online: impl FnOnce() -> Result<Option<Arc<dyn OnlineStore>>, JobError>,
+        held: Option<JobLock>,
     ) -> Result<(Self, Option<Checkpoint>), JobError> {
-        let lock = JobLock::acquire(&paths.checkpoints)?;
+        let lock = match held {
+            Some(lock) => lock,
+            None => JobLock::acquire(&paths.checkpoints)?,
+        };
         // Opened once the job holds its checkpoints: a second job is told about the job,
         // not about the store's file lock.
         let online = online()?;

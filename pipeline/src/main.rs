@@ -75,6 +75,10 @@ struct JobArgs {
     /// `source.kafka.stop_at_end`); backfill always does.
     #[arg(long)]
     until_caught_up: bool,
+    /// `run` only: if another instance runs this job (the same checkpoints, e.g. on a shared
+    /// volume), stand by and take over from its last checkpoint as soon as it stops or dies.
+    #[arg(long)]
+    standby: bool,
     /// `run` only: also serve features over HTTP from this process (on ADDR, default the
     /// config's serve.listen), while running and, once the input ends, until Ctrl-C.
     #[arg(long, value_name = "ADDR", num_args = 0..=1)]
@@ -880,6 +884,24 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         )),
         (None, _) => None,
     };
+    // A standby waits before anything opens the job's stores.
+    let held_lock = match (args.standby, is_backfill) {
+        (true, true) => anyhow::bail!("--standby is for `quiver run`"),
+        (true, false) => {
+            let dir =
+                quiver_pipeline::outputs::OutputPaths::of_config(&loaded, args.output.clone())
+                    .checkpoints;
+            let stop = quiver_pipeline::run::stop_requested(true);
+            match quiver_pipeline::checkpoint::lock::JobLock::wait(&dir, stop).await? {
+                Some(lock) => Some(quiver_pipeline::checkpoint::lock::HeldLock::new(lock)),
+                None => {
+                    say("stopped while standing by; this instance ran nothing\n");
+                    return Ok(());
+                }
+            }
+        }
+        (false, _) => None,
+    };
     let serving = match (&args.serve, is_backfill) {
         (Some(_), true) => anyhow::bail!("--serve is for `quiver run`"),
         (Some(listen), false) => {
@@ -934,6 +956,7 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         store,
         online: serving.as_ref().map(|(store, _, _, _)| store.clone()),
         gauges: serving.as_ref().map(|(_, gauges, _, _)| gauges.clone()),
+        held_lock,
         ..RunOptions::default()
     };
     let lineage = LineageEmitter::of(&pipeline, if is_backfill { "backfill" } else { "run" });

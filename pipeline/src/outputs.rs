@@ -25,7 +25,11 @@ pub struct OutputPaths {
 impl OutputPaths {
     /// The paths of `pipeline`, under `dir` if given (else the config's output path).
     pub fn of(pipeline: &CompiledPipeline, dir: Option<PathBuf>) -> Self {
-        let loaded = &pipeline.loaded;
+        Self::of_config(&pipeline.loaded, dir)
+    }
+
+    /// [`OutputPaths::of`] a config, before it is compiled.
+    pub fn of_config(loaded: &crate::config::LoadedConfig, dir: Option<PathBuf>) -> Self {
         let root = dir.unwrap_or_else(|| loaded.output_dir());
         let dead_letters = loaded
             .config

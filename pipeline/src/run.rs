@@ -59,6 +59,8 @@ pub struct RunOptions {
     pub online: Option<crate::online::SharedOnline>,
     /// Live figures for a server in the same process, updated as the run goes.
     pub gauges: Option<Arc<crate::run_gauges::RunGauges>>,
+    /// The checkpoints' lock, already taken (a standby that waited for it).
+    pub held_lock: Option<crate::checkpoint::lock::HeldLock>,
 }
 
 /// How often the positions of the last durable checkpoint are committed to a consumer group
@@ -192,6 +194,7 @@ pub async fn run(
             };
             Ok(online.as_ref().map(|o| o.0.clone()))
         },
+        options.held_lock.as_ref().and_then(|l| l.take()),
     )?;
     if let Some(target) = &target {
         let tables = (target.views.iter())

@@ -925,3 +925,116 @@ fn partitions_added_to_a_topic_are_read_by_the_resumed_run() {
     assert_same_features(&reference, &out);
     assert_eq!(dead_letters(&out), produced.bad);
 }
+
+/// Lines a child writes to stderr, as they come.
+fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (a minute at most) for a line containing `text`.
+fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if line.contains(text) {
+            return;
+        }
+        seen.push(line);
+    }
+    panic!("no line with `{text}` within a minute: {seen:#?}");
+}
+
+/// Two instances of one job with the same consumer group and checkpoints (an active/standby
+/// pair on a shared volume): the active one is killed with `kill -9` mid-stream, the standby
+/// takes over from its last checkpoint at once, and the features still equal the batch
+/// reference, every dead letter once.
+#[test]
+fn a_standby_instance_takes_over_from_a_killed_one_and_the_results_stay_exact() {
+    let Some(broker) = broker() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = &fresh_topic("failover");
+    create_topic(&broker, topic, 3);
+    let (kafka, files) = write_configs(dir.path(), &broker, topic, "");
+    let mut produced = Produced {
+        partitions: vec![(0, 1_767_225_600_000); 3],
+        ..Produced::default()
+    };
+    produce(&broker, topic, &mut produced, 3_000, 0xFA11);
+    let out = dir.path().join("out");
+    let start = || {
+        quiver_command("run", &kafka, &[("--output", &out)])
+            .arg("--standby")
+            .spawn()
+            .unwrap()
+    };
+    let ends = |p: &Produced| p.partitions.iter().map(|(o, _)| *o).collect::<Vec<_>>();
+    let group = format!("{topic}-group");
+    let mut active = KillOnDrop(Some(start()));
+    wait_for_group(
+        &broker,
+        &group,
+        topic,
+        &ends(&produced),
+        active.0.as_mut().unwrap(),
+    );
+    let mut standby = KillOnDrop(Some(start()));
+    let lines = stderr_lines(standby.0.as_mut().unwrap());
+    wait_for_line(&lines, "standing by");
+
+    // More events, and the active instance dies in the middle of them.
+    produce(&broker, topic, &mut produced, 3_000, 0xFA12);
+    let mut killed = active.0.take().unwrap();
+    killed.kill().unwrap(); // SIGKILL
+    killed.wait().unwrap();
+    wait_for_line(&lines, "taking over");
+    let survivor = standby.0.as_mut().unwrap();
+    wait_for_group(&broker, &group, topic, &ends(&produced), survivor);
+
+    // Stopped, then resumed once more told the topic ended: every row final.
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &survivor.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let took_over = succeed(
+        standby.0.take().unwrap().wait_with_output().unwrap(),
+        "the instance that took over, stopped by SIGTERM",
+    );
+    let summary = String::from_utf8_lossy(&took_over.stdout);
+    assert!(
+        summary.contains("resumed after checkpoint"),
+        "the standby continued the killed run's checkpoints: {summary}"
+    );
+    let text = std::fs::read_to_string(&kafka).unwrap();
+    let bounded = dir.path().join("kafka-bounded.yaml");
+    std::fs::write(
+        &bounded,
+        text.replace(
+            "    batch_size: 200\n",
+            "    batch_size: 200\n    stop_at_end: true\n",
+        ),
+    )
+    .unwrap();
+    succeed(
+        quiver_command("run", &bounded, &[("--output", &out)])
+            .output()
+            .unwrap(),
+        "the bounded run",
+    );
+    let reference = reference_backfill(dir.path(), &files, &produced.good);
+    assert_same_features(&reference, &out);
+    assert_eq!(dead_letters(&out), produced.bad);
+}

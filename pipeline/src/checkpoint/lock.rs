@@ -17,6 +17,54 @@ pub struct JobLock {
 impl JobLock {
     /// Takes the lock of `dir` (created if missing), or says which process holds it.
     pub fn acquire(dir: &Path) -> Result<Self, JobError> {
+        match Self::try_acquire(dir)? {
+            Ok(lock) => Ok(lock),
+            Err(by) => Err(JobError::Checkpoint(format!(
+                "another quiver job{by} is running with the checkpoints in `{}`: stop it, or give this one its own --output (or run it with --standby to take over when it stops)",
+                dir.display()
+            ))),
+        }
+    }
+
+    /// Waits until no other job holds the lock of `dir`, then takes it: a standby instance
+    /// that takes over from the last checkpoint as soon as the active one stops or dies (the
+    /// operating system releases a dead process's lock at once). Says once on stderr that it
+    /// stands by. `None` when `stop` completes first.
+    pub async fn wait(
+        dir: &Path,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<Option<Self>, JobError> {
+        tokio::pin!(stop);
+        let mut told = false;
+        loop {
+            match Self::try_acquire(dir)? {
+                Ok(lock) => {
+                    if told {
+                        eprintln!(
+                            "taking over: the other job stopped; resuming from its last checkpoint"
+                        );
+                    }
+                    return Ok(Some(lock));
+                }
+                Err(by) if !told => {
+                    eprintln!(
+                        "standing by: another quiver job{by} runs with the checkpoints in `{}`; this one takes over when it stops",
+                        dir.display()
+                    );
+                    told = true;
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = &mut stop => return Ok(None),
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            }
+        }
+    }
+
+    /// Takes the lock of `dir` if no other process holds it; else who holds it (` (process
+    /// N)`, or nothing when unknown).
+    pub fn try_acquire(dir: &Path) -> Result<Result<Self, String>, JobError> {
         let fail = |what: &str, e: std::io::Error| {
             JobError::Checkpoint(format!("cannot {what} `{}`: {e}", dir.display()))
         };
@@ -38,15 +86,28 @@ impl JobLock {
             } else {
                 format!(" (process {holder})")
             };
-            return Err(JobError::Checkpoint(format!(
-                "another quiver job{by} is running with the checkpoints in `{}`: stop it, or give this one its own --output",
-                dir.display()
-            )));
+            return Ok(Err(by));
         }
         let _ = file.set_len(0);
         let _ = file.seek(SeekFrom::Start(0));
         let _ = write!(file, "{}", std::process::id());
-        Ok(JobLock { _file: file })
+        Ok(Ok(JobLock { _file: file }))
+    }
+}
+
+/// A lock taken before a run starts (a standby that waited for it), handed to the run.
+#[derive(Debug, Clone, Default)]
+pub struct HeldLock(std::sync::Arc<std::sync::Mutex<Option<JobLock>>>);
+
+impl HeldLock {
+    /// Holds `lock` for a run.
+    pub fn new(lock: JobLock) -> Self {
+        HeldLock(std::sync::Arc::new(std::sync::Mutex::new(Some(lock))))
+    }
+
+    /// The lock, once.
+    pub fn take(&self) -> Option<JobLock> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
@@ -85,5 +146,26 @@ mod tests {
         assert!(e.contains(&std::process::id().to_string()), "{e}");
         drop(first);
         JobLock::acquire(dir.path()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_standby_takes_the_lock_when_it_is_released_or_stops_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = JobLock::acquire(dir.path()).unwrap();
+        let stopped = JobLock::wait(dir.path(), async {}).await.unwrap();
+        assert!(stopped.is_none(), "a stop while standing by gives up");
+        let path = dir.path().to_path_buf();
+        let waiting =
+            tokio::spawn(
+                async move { JobLock::wait(&path, std::future::pending()).await.unwrap() },
+            );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "it waits while the lock is held");
+        drop(first);
+        let taken = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("taken over once released")
+            .unwrap();
+        assert!(taken.is_some());
     }
 }
