@@ -89,6 +89,8 @@ pub struct OnlineConfig {
     /// A Redis server instead (`redis://[user:password@]host:port[/db]`; `${VAR}` and
     /// `${VAR:-default}` come from the environment).
     pub redis: Option<String>,
+    /// A PEM certificate to trust for a `rediss://` server (default: the system's roots).
+    pub redis_ca: Option<PathBuf>,
     /// Prefix of the Redis keys (default `quiver`).
     #[serde(default = "default_redis_prefix")]
     pub redis_prefix: String,
@@ -100,6 +102,7 @@ impl Default for OnlineConfig {
             enabled: true,
             path: None,
             redis: None,
+            redis_ca: None,
             redis_prefix: default_redis_prefix(),
         }
     }

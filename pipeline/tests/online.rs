@@ -571,6 +571,67 @@ fn concurrent_readers_never_see_a_partial_epoch_on_either_backend() {
         return;
     };
     // Two clients, as a run and a server in another process would be.
-    let open = || quiver_store::online::RedisOnline::open(&redis.url(), "concurrency").unwrap();
+    let open =
+        || quiver_store::online::RedisOnline::open(&redis.url(), "concurrency", None).unwrap();
     readers_see_whole_epochs(std::sync::Arc::new(open()), std::sync::Arc::new(open()));
+}
+
+#[test]
+fn redis_over_tls_trusts_the_configured_ca_and_refuses_an_unknown_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    // A private CA and a server certificate it signed (rustls refuses a CA as the server's).
+    let path = |name: &str| dir.path().join(name);
+    std::fs::write(
+        path("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let ca_step = "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=quiver-test-ca -keyout ca.key -out ca.pem";
+    let csr_step =
+        "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out server.csr";
+    let sign_step = "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -out cert.pem -extfile ext.cnf";
+    for step in [ca_step, csr_step, sign_step] {
+        let made = Command::new("openssl")
+            .args(step.split(' '))
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl (scripts/test.sh installs it)");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    let (cert, key, ca) = (path("cert.pem"), path("key.pem"), path("ca.pem"));
+    let Some(redis) = common::RedisServer::start_with(Some((&cert, &key))) else {
+        return;
+    };
+    let (config, events) = write_pipeline(dir.path(), 0x1234_5678_9ABC_DEF1);
+    let base = std::fs::read_to_string(&config).unwrap();
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    std::fs::write(
+        &config,
+        format!(
+            "{base}online:\n  redis: {url}\n  redis_ca: {}\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    run(&config, &dir.path().join("out"));
+    let last = events.iter().map(|e| e.1).max().unwrap();
+    let read = get(&config, None, &["hot"], Some(last + MINUTE_MS)).unwrap();
+    for (feature, want) in expected(&events, "hot", last + MINUTE_MS) {
+        assert_close(
+            &read["features"][0][feature],
+            want,
+            &format!("tls hot.{feature}"),
+        );
+    }
+    // Without the CA the server's certificate is not trusted: a clear error, no data.
+    std::fs::write(&config, format!("{base}online:\n  redis: {url}\n")).unwrap();
+    let e = get(&config, None, &["hot"], None).unwrap_err();
+    assert!(
+        e.contains("online store") && e.to_lowercase().contains("certificate"),
+        "{e}"
+    );
 }

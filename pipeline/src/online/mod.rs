@@ -45,7 +45,7 @@ pub fn open_configured(
         (Some(url), None) => {
             let url = quiver_connectors::env::expand_env(url)
                 .map_err(|e| JobError::Other(format!("online.redis: {e}")))?;
-            let store = RedisOnline::open(&url, &online.redis_prefix)?;
+            let store = RedisOnline::open(&url, &online.redis_prefix, online.redis_ca.as_deref())?;
             Ok(SharedOnline(Arc::new(store)))
         }
         (_, Some(file)) => open_store(file),

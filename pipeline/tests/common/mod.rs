@@ -99,13 +99,29 @@ impl RedisServer {
     /// Starts one; `None` (the caller skips, saying why) when `redis-server` is not installed,
     /// unless `QUIVER_REQUIRE_REDIS` is set (the test command sets it and installs Redis).
     pub fn start() -> Option<Self> {
+        Self::start_with(None)
+    }
+
+    /// [`RedisServer::start`], serving TLS only with the PEM certificate and key `tls`.
+    pub fn start_with(tls: Option<(&Path, &Path)>) -> Option<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new("redis-server");
+        match tls {
+            None => command.args(["--port", &port.to_string()]),
+            Some((cert, key)) => command
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -127,7 +143,12 @@ impl RedisServer {
         let server = RedisServer { child, port };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
-            if server.ping() {
+            // A TLS server is ready once it listens; a plain one answers PING.
+            let ready = match tls {
+                Some(_) => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+                None => server.ping(),
+            };
+            if ready {
                 return Some(server);
             }
             assert!(

@@ -8,7 +8,7 @@
 //!
 //! An epoch is one `MULTI`/`EXEC` transaction, and a read one `MULTI`/`EXEC` of the stamp and
 //! the states: on a single Redis server, readers see whole epochs. (A cluster cannot run
-//! transactions across slots; Quiver talks to one server.)
+//! transactions across slots; Quiver talks to one server.) `rediss://` URLs connect with TLS.
 
 use super::{is_new, unix_ms, OnlineStamp, OnlineStore, OnlineWrite};
 use crate::StoreError;
@@ -53,14 +53,27 @@ fn without_password(url: &str) -> String {
 }
 
 impl RedisOnline {
-    /// Connects to the Redis server at `url` (`redis://host:port[/db]`, `rediss://` for TLS)
-    /// and checks that it answers.
-    pub fn open(url: &str, prefix: &str) -> Result<Self, StoreError> {
+    /// Connects to the Redis server at `url` (`redis://host:port[/db]`, `rediss://` for TLS,
+    /// trusting the system's roots or the PEM certificate `ca`) and checks that it answers.
+    pub fn open(url: &str, prefix: &str, ca: Option<&std::path::Path>) -> Result<Self, StoreError> {
         let shown = without_password(url);
-        let client = redis::Client::open(url).map_err(|e| StoreError::Online {
+        let fail = |message: String| StoreError::Online {
             store: shown.clone(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let client = match ca {
+            Some(ca) => {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| fail(format!("cannot read the CA `{}`: {e}", ca.display())))?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(url, certificates)
+            }
+            None => redis::Client::open(url),
+        }
+        .map_err(|e| fail(e.to_string()))?;
         let store = RedisOnline {
             client,
             connection: Mutex::new(None),
