@@ -663,6 +663,28 @@ fn wait_for_group(
     }
 }
 
+/// Runs the pipeline of `kafka` once more into `out`, told the topic ended (`stop_at_end`):
+/// it resumes from the last checkpoint and makes every row final.
+fn finish_bounded(dir: &Path, kafka: &Path, out: &Path) -> Output {
+    let text = std::fs::read_to_string(kafka).unwrap();
+    let bounded = dir.join("kafka-bounded.yaml");
+    std::fs::write(
+        &bounded,
+        text.replace(
+            "    batch_size: 200\n",
+            "    batch_size: 200\n    stop_at_end: true\n",
+        ),
+    )
+    .unwrap();
+    let output = quiver_command("run", &bounded, &[("--output", out)])
+        .output()
+        .unwrap();
+    succeed(
+        output,
+        "the run resumed with the topic's end as the input's",
+    )
+}
+
 /// A streaming run keeps going through a broker restart (librdkafka reconnects), commits its
 /// offsets to the consumer group as it checkpoints, stops cleanly on SIGTERM with a final
 /// checkpoint, and the run that resumes it ends with features equal to the batch reference.
@@ -718,20 +740,7 @@ fn a_run_rides_out_a_broker_restart_and_resumes_after_sigterm() {
     assert!(summary.contains("interrupted"), "{summary}");
 
     // The same pipeline, now told the topic ended: it resumes and makes every row final.
-    let text = std::fs::read_to_string(&kafka).unwrap();
-    let bounded = dir.path().join("kafka-bounded.yaml");
-    std::fs::write(
-        &bounded,
-        text.replace(
-            "    batch_size: 200\n",
-            "    batch_size: 200\n    stop_at_end: true\n",
-        ),
-    )
-    .unwrap();
-    let resumed = quiver_command("run", &bounded, &[("--output", &out)])
-        .output()
-        .unwrap();
-    let resumed = succeed(resumed, "the resumed run");
+    let resumed = finish_bounded(dir.path(), &kafka, &out);
     assert!(
         String::from_utf8_lossy(&resumed.stdout).contains("resumed after checkpoint"),
         "{}",
@@ -1018,22 +1027,7 @@ fn a_standby_instance_takes_over_from_a_killed_one_and_the_results_stay_exact() 
         summary.contains("resumed after checkpoint"),
         "the standby continued the killed run's checkpoints: {summary}"
     );
-    let text = std::fs::read_to_string(&kafka).unwrap();
-    let bounded = dir.path().join("kafka-bounded.yaml");
-    std::fs::write(
-        &bounded,
-        text.replace(
-            "    batch_size: 200\n",
-            "    batch_size: 200\n    stop_at_end: true\n",
-        ),
-    )
-    .unwrap();
-    succeed(
-        quiver_command("run", &bounded, &[("--output", &out)])
-            .output()
-            .unwrap(),
-        "the bounded run",
-    );
+    finish_bounded(dir.path(), &kafka, &out);
     let reference = reference_backfill(dir.path(), &files, &produced.good);
     assert_same_features(&reference, &out);
     assert_eq!(dead_letters(&out), produced.bad);

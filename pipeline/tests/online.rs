@@ -290,26 +290,10 @@ fn windows_read_at_request_time_decay_exactly_as_sql_defines_them() {
     }
 }
 
-fn quiver(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-#[test]
-fn verify_online_finds_nothing_on_a_healthy_store_and_names_a_corrupted_entry() {
-    let dir = tempfile::tempdir().unwrap();
-    let (config, events) = write_pipeline(dir.path(), 0x2545_F491_4F6C_DD1D);
-    let config = config.to_str().unwrap();
-    let out = dir.path().join("out");
-    let online = out.join("online.redb");
-    let online = online.to_str().unwrap();
-    // History registered and backfilled from the first file, then a store run over the later
-    // events: the online store holds windows warmed up from the event log plus the new events.
-    let first = dir.path().join("events.ndjson");
-    let later = dir.path().join("later.ndjson");
+/// `quiver apply` over `first` (history registered and backfilled), then `quiver run --store`
+/// over `later` into `out` (its online store holds windows warmed up from the event log plus
+/// the new events).
+fn apply_then_run_store(config: &str, first: &Path, later: &Path, out: &Path) {
     let applied = quiver(&[
         "apply",
         config,
@@ -337,6 +321,29 @@ fn verify_online_finds_nothing_on_a_healthy_store_and_names_a_corrupted_entry() 
         "{}",
         String::from_utf8_lossy(&ran.stderr)
     );
+}
+
+fn quiver(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn verify_online_finds_nothing_on_a_healthy_store_and_names_a_corrupted_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, events) = write_pipeline(dir.path(), 0x2545_F491_4F6C_DD1D);
+    let config = config.to_str().unwrap();
+    let out = dir.path().join("out");
+    let online = out.join("online.redb");
+    let online = online.to_str().unwrap();
+    // History registered and backfilled from the first file, then a store run over the later
+    // events: the online store holds windows warmed up from the event log plus the new events.
+    let first = dir.path().join("events.ndjson");
+    let later = dir.path().join("later.ndjson");
+    apply_then_run_store(config, &first, &later, &out);
 
     let verify = |extra: &[&str]| {
         let mut args = vec![
@@ -388,33 +395,7 @@ fn verify_online_finds_nothing_on_a_healthy_store_and_names_a_corrupted_entry() 
     );
     assert_ne!(sql, VIEW);
     std::fs::write(dir.path().join("view.sql"), sql).unwrap();
-    let applied = quiver(&[
-        "apply",
-        config,
-        "--no-progress",
-        "--input",
-        first.to_str().unwrap(),
-    ]);
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-    let ran = quiver(&[
-        "run",
-        config,
-        "--store",
-        "--no-progress",
-        "--input",
-        later.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
-    assert!(
-        ran.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ran.stderr)
-    );
+    apply_then_run_store(config, &first, &later, &out);
     let new = read("cards");
     assert_ne!(new["version"], before["version"]);
     assert!(new["features"][0].get("max_10m").is_some(), "{new}");

@@ -147,6 +147,28 @@ fn start(args: &[&str]) -> Served {
     }
 }
 
+/// `quiver run` of `config` into `out`, then `quiver serve` of its online store on a free
+/// loopback port.
+fn run_then_serve(config: &Path, out: &Path) -> Served {
+    let ran = common::quiver_command("run", config, &[("--output", out)])
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let online = out.join("online.redb");
+    start(&[
+        "serve",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--online",
+        online.to_str().unwrap(),
+    ])
+}
+
 /// One HTTP/1.1 request; the status, the headers (lower-cased) and the body.
 fn http(
     addr: &str,
@@ -408,23 +430,7 @@ fn the_status_page_shows_views_freshness_and_sla_in_a_browser() {
     };
     let dir = tempfile::tempdir().unwrap();
     let (config, _) = write_pipeline(dir.path(), "paged", false);
-    let out = dir.path().join("out");
-    let output = common::quiver_command("run", &config, &[("--output", &out)])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let served = start(&[
-        "serve",
-        config.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--online",
-        out.join("online.redb").to_str().unwrap(),
-    ]);
+    let served = run_then_serve(&config, &dir.path().join("out"));
     wait_ready(&served.addr);
     let profile = dir.path().join("chromium-profile");
     let page = Command::new(chromium)
@@ -483,23 +489,7 @@ fn tls_serves_https_with_the_configured_certificate() {
         key.display()
     ));
     std::fs::write(&config, text).unwrap();
-    let out = dir.path().join("out");
-    let ran = common::quiver_command("run", &config, &[("--output", &out)])
-        .output()
-        .unwrap();
-    assert!(
-        ran.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ran.stderr)
-    );
-    let served = start(&[
-        "serve",
-        config.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--online",
-        out.join("online.redb").to_str().unwrap(),
-    ]);
+    let served = run_then_serve(&config, &dir.path().join("out"));
     let curl = |extra: &[&str], path: &str| {
         Command::new("curl")
             .args(["-s", "--max-time", "10"])

@@ -239,6 +239,19 @@ fn entity_values(entity: &Value, keys: &[String]) -> Result<Vec<String>, String>
     }
 }
 
+/// The optional `at` field of a request body: an RFC 3339 time, in µs.
+fn time_field(fields: &serde_json::Map<String, Value>) -> Result<Option<i64>, String> {
+    match fields.get("at") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(t)) => quiver_connectors::parse_rfc3339_micros(t)
+            .map(Some)
+            .ok_or_else(|| {
+                format!("`at` `{t}` is not an RFC 3339 time, e.g. 2026-01-05T10:00:00Z")
+            }),
+        Some(other) => Err(format!("`at` must be an RFC 3339 time string, not {other}")),
+    }
+}
+
 /// The read a feature request's JSON body asks for, and its view; a view the server does
 /// not have is 404, anything else wrong 400.
 async fn read_request(
@@ -309,15 +322,7 @@ fn parse_read(
         ),
         Some(other) => return Err(format!("`features` must be an array of names, not {other}")),
     };
-    let at = match fields.get("at") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(t)) => {
-            Some(quiver_connectors::parse_rfc3339_micros(t).ok_or_else(|| {
-                format!("`at` `{t}` is not an RFC 3339 time, e.g. 2026-01-05T10:00:00Z")
-            })?)
-        }
-        Some(other) => return Err(format!("`at` must be an RFC 3339 time string, not {other}")),
-    };
+    let at = time_field(fields)?;
     Ok(ReadRequest {
         view: view.to_string(),
         entities,
@@ -422,14 +427,7 @@ fn verify_options(body: &[u8]) -> Result<crate::online::verify::VerifyOptions, S
         .get("view")
         .and_then(Value::as_str)
         .ok_or("`view` (a string) is required")?;
-    let at = match fields.get("at") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(t)) => Some(
-            quiver_connectors::parse_rfc3339_micros(t)
-                .ok_or_else(|| format!("`at` `{t}` is not an RFC 3339 time"))?,
-        ),
-        Some(other) => return Err(format!("`at` must be an RFC 3339 time string, not {other}")),
-    };
+    let at = time_field(fields)?;
     let sample = match fields.get("sample") {
         None | Some(Value::Null) => None,
         Some(v) => Some(

@@ -57,6 +57,31 @@ impl EmbeddedOnline {
         serde_json::from_slice(bytes).map_err(|e| self.fail(format!("unreadable stamp: {e}")))
     }
 
+    /// The stamp of `table` and its states (`None` when no state was ever written) in a read
+    /// transaction; `None` when the table does not exist.
+    #[allow(clippy::type_complexity)]
+    fn read_table(
+        &self,
+        tx: &redb::ReadTransaction,
+        table: &str,
+    ) -> Result<
+        Option<(
+            OnlineStamp,
+            Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
+        )>,
+        StoreError,
+    > {
+        let Some(stamp) = self.read_stamp(tx, table)? else {
+            return Ok(None);
+        };
+        let name = states(table);
+        match tx.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
+            Ok(t) => Ok(Some((stamp, Some(t)))),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(Some((stamp, None))),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
     /// The stamp of `table` in a read transaction, if the table exists.
     fn read_stamp(
         &self,
@@ -142,20 +167,15 @@ impl OnlineStore for EmbeddedOnline {
         keys: &[&[u8]],
     ) -> Result<Option<(OnlineStamp, Vec<Option<Vec<u8>>>)>, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let Some(stamp) = self.read_stamp(&tx, table)? else {
+        let Some((stamp, states)) = self.read_table(&tx, table)? else {
             return Ok(None);
-        };
-        let name = states(table);
-        let states = match tx.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => {
-                return Ok(Some((stamp, vec![None; keys.len()])))
-            }
-            Err(e) => return Err(self.fail(e)),
         };
         let mut values = Vec::with_capacity(keys.len());
         for key in keys {
-            let value = states.get(*key).map_err(|e| self.fail(e))?;
+            let value = match &states {
+                Some(states) => states.get(*key).map_err(|e| self.fail(e))?,
+                None => None,
+            };
             values.push(value.map(|v| v.value().to_vec()));
         }
         Ok(Some((stamp, values)))
@@ -168,14 +188,11 @@ impl OnlineStore for EmbeddedOnline {
         limit: usize,
     ) -> Result<Option<(OnlineStamp, Vec<(Vec<u8>, Vec<u8>)>)>, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let Some(stamp) = self.read_stamp(&tx, table)? else {
+        let Some((stamp, states)) = self.read_table(&tx, table)? else {
             return Ok(None);
         };
-        let name = states(table);
-        let states = match tx.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Some((stamp, Vec::new()))),
-            Err(e) => return Err(self.fail(e)),
+        let Some(states) = states else {
+            return Ok(Some((stamp, Vec::new())));
         };
         let range = match after {
             Some(after) => states
