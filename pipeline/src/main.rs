@@ -230,6 +230,10 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Read the same entities this many times and print the latency (p50, p99) and reads
+        /// per second instead of the values: the store's in-process read speed.
+        #[arg(long)]
+        repeat: Option<u32>,
     },
     /// Check the online store against the offline store: each entity's online features at T
     /// (default the online watermark) against the point-in-time recomputation from the view
@@ -514,6 +518,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             features,
             online,
             json,
+            repeat,
         } => {
             let loaded = LoadedConfig::load(&config)?;
             let store = open_online(&loaded, online.as_deref())?;
@@ -529,6 +534,26 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 at: at.map(|at| parse_at(&at)).transpose()?,
             };
             let online = reader.resolve(&request.view).await?;
+            if let Some(times) = repeat.filter(|&n| n > 0) {
+                let mut took = Vec::with_capacity(times as usize);
+                let started = std::time::Instant::now();
+                for _ in 0..times {
+                    let one = std::time::Instant::now();
+                    reader.read(&online, &request)?;
+                    took.push(one.elapsed().as_secs_f64() * 1e3);
+                }
+                let total = started.elapsed().as_secs_f64();
+                took.sort_by(f64::total_cmp);
+                let at = |q: f64| took[((q * took.len() as f64) as usize).min(took.len() - 1)];
+                say(&format!(
+                    "{times} reads of {} entities in-process: p50 {:.3} ms, p99 {:.3} ms, {:.0} reads/s\n",
+                    request.entities.len(),
+                    at(0.5),
+                    at(0.99),
+                    times as f64 / total
+                ));
+                return Ok(());
+            }
             let values = reader.read(&online, &request)?;
             if json {
                 say(&format!(

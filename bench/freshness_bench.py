@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Quiver benchmark: freshness of the online store, from an event produced to Kafka to the
+moment a read sees it.
+
+A local broker (scripts/kafka.sh) and `quiver run configs/fraud-kafka.yaml --serve`, with a
+short checkpoint interval and events whose event time is the moment they are produced (no
+disorder, so `max_lateness: 0s`). A producer sends transactions at a fixed rate over 4
+partitions; meanwhile a poller reads `GET /v1/views` every few milliseconds and records each
+online commit (its watermark and commit time). An event at time t is visible online from the
+first commit whose watermark is past t; its freshness is that commit's time minus t. Prints
+p50/p99 over all events, for each checkpoint interval given.
+
+The rate is half of the maximum this machine sustains in the same setup, measured first: the
+producer sends as fast as it can for a few seconds while the run consumes, and the maximum is
+what the run kept up with.
+
+    python3 bench/freshness_bench.py [--seconds 20] [--intervals 100ms,250ms]
+
+Needs target/release/quiver, Java 17 and Maven (the broker), confluent-kafka in the Python
+running it.
+"""
+import argparse
+import bisect
+import http.client
+import json
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+QUIVER = ROOT / "target" / "release" / "quiver"
+CONFIG = ROOT / "configs" / "fraud-kafka.yaml"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def producer(broker):
+    from confluent_kafka import Producer
+    return Producer({"bootstrap.servers": broker, "linger.ms": 1, "queue.buffering.max.messages": 1_000_000})
+
+
+def produce(p, topic, rate, seconds, seed):
+    """Sends `rate` events/s for `seconds` (as fast as possible when rate is None); returns
+    the event times (ms) sent and the rate achieved."""
+    rng = random.Random(seed)
+    times = []
+    start = time.time()
+    sent = 0
+    txn = seed * 10_000_000
+    while True:
+        now = time.time()
+        if now - start >= seconds:
+            break
+        due = seconds * 1e9 if rate is None else (now - start) * rate
+        burst = 0
+        while sent < due and burst < 500:
+            t = int(time.time() * 1000)
+            card = f"card_{rng.randrange(50_000):06d}"
+            value = json.dumps({"txn_id": txn, "card_id": card, "merchant_id": f"merch_{rng.randrange(2000):05d}",
+                                "amount": round(rng.uniform(1, 500), 2), "mcc": 5411, "country": "US",
+                                "event_time": t})
+            while True:
+                try:
+                    p.produce(topic, value.encode(), key=card.encode())
+                    break
+                except BufferError:
+                    p.poll(0.01)
+            times.append(t)
+            sent += 1
+            txn += 1
+            burst += 1
+        p.poll(0)
+        if rate is not None and sent >= due:
+            time.sleep(0.0005)
+    p.flush()
+    return times, len(times) / (time.time() - start)
+
+
+def poll_commits(port, stop, commits):
+    conn = None
+    while not stop.is_set():
+        try:
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/v1/views")
+            views = json.loads(conn.getresponse().read())["views"]
+            card = next(v for v in views if v["view"] == "card_features")
+            online = card.get("online")
+            if online and online["watermark"]:
+                commits[online["epoch"]] = (online["watermark"], online["committed_at"])
+        except (OSError, ValueError, StopIteration, http.client.HTTPException):
+            conn = None
+        time.sleep(0.003)
+
+
+def micros(rfc3339):
+    from datetime import datetime
+    return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1e6)
+
+
+def trial(broker, work, interval, rate, seconds, seed):
+    topic = f"freshness-{seed}"
+    from confluent_kafka.admin import AdminClient, NewTopic
+    AdminClient({"bootstrap.servers": broker}).create_topics([NewTopic(topic, 4, 1)])[topic].result()
+    text = CONFIG.read_text()
+    text = re.sub(r"file: (\S+)", lambda m: f"file: {(CONFIG.parent / m.group(1)).resolve()}", text)
+    text = text.replace("topics: [transactions]", f"topics: [{topic}]")
+    text = text.replace("max_lateness: 5s", "max_lateness: 0s").replace("idle_timeout: 10s", "idle_timeout: 1s")
+    text = text.replace("interval: 2s", f"interval: {interval}")
+    cfg = work / f"fresh-{seed}.yaml"
+    cfg.write_text(text)
+    port = free_port()
+    out = work / f"out-{seed}"
+    run = subprocess.Popen([str(QUIVER), "run", str(cfg), "--output", str(out), "--no-progress",
+                            "--serve", f"127.0.0.1:{port}"], env={**os.environ, "QUIVER_KAFKA_BOOTSTRAP": broker},
+                           stdout=subprocess.DEVNULL)
+    commits = {}
+    stop = threading.Event()
+    poller = threading.Thread(target=poll_commits, args=(port, stop, commits))
+    poller.start()
+    try:
+        p = producer(broker)
+        times, achieved = produce(p, topic, rate, seconds, seed)
+        last = max(times)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if any(micros(w) > last * 1000 for w, _ in commits.values()):
+                break
+            # Keep the watermark moving past the last event: one more event now and then.
+            produce(p, topic, 200, 0.05, seed + 1)
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        poller.join()
+        run.terminate()
+        run.wait()
+    stamps = sorted((micros(w), micros(c)) for w, c in commits.values())
+    watermarks = [w for w, _ in stamps]
+    delays = []
+    for t in times:
+        i = bisect.bisect_right(watermarks, t * 1000)
+        if i < len(stamps):
+            delays.append((stamps[i][1] - t * 1000) / 1000)
+    delays.sort()
+    pick = lambda q: delays[min(len(delays) - 1, int(q * len(delays)))]  # noqa: E731
+    return {"events": len(times), "seen": len(delays), "rate": achieved, "p50": pick(0.5), "p99": pick(0.99),
+            "commits": len(stamps)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--intervals", default="100ms,250ms")
+    ap.add_argument("--rate", type=float, help="events/s (default: half the maximum measured first)")
+    args = ap.parse_args()
+    if not QUIVER.exists():
+        sys.exit("build it first: cargo build --release")
+    work = Path(tempfile.mkdtemp(prefix="quiver-freshness-"))
+    broker_dir = work / "broker"
+    broker = subprocess.run(["bash", str(ROOT / "scripts" / "kafka.sh"), "start", str(broker_dir)],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    try:
+        rate = args.rate
+        if rate is None:
+            probe = trial(broker, work, "100ms", None, 5, 1)
+            # What the run kept up with: events it made visible per second of producing.
+            rate = probe["rate"] / 2
+            print(f"maximum: the producer sent {probe['rate']:,.0f} events/s and the run kept up "
+                  f"(p99 freshness {probe['p99']:.0f} ms); measuring at half: {rate:,.0f} events/s",
+                  file=sys.stderr)
+        rows = []
+        for n, interval in enumerate(args.intervals.split(",")):
+            rows.append((interval, trial(broker, work, interval, rate, args.seconds, 100 + n)))
+    finally:
+        subprocess.run(["bash", str(ROOT / "scripts" / "kafka.sh"), "stop", str(broker_dir)], check=False)
+    print(f"\nfreshness of the online store (event produced -> visible to reads), {rate:,.0f} events/s target")
+    print(f"{'checkpoint interval':20} {'events':>8} {'events/s':>9} {'commits':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    for interval, r in rows:
+        print(f"{interval:20} {r['seen']:8,} {r['rate']:9,.0f} {r['commits']:8} {r['p50']:8.1f} {r['p99']:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
