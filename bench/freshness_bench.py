@@ -114,7 +114,8 @@ def micros(rfc3339):
 def trial(broker, work, interval, rate, seconds, seed):
     topic = f"freshness-{seed}"
     from confluent_kafka.admin import AdminClient, NewTopic
-    AdminClient({"bootstrap.servers": broker}).create_topics([NewTopic(topic, 4, 1)])[topic].result()
+    admin = AdminClient({"bootstrap.servers": broker})  # kept alive until the topic exists
+    admin.create_topics([NewTopic(topic, 4, 1)])[topic].result()
     text = CONFIG.read_text()
     text = re.sub(r"file: (\S+)", lambda m: f"file: {(CONFIG.parent / m.group(1)).resolve()}", text)
     text = text.replace("topics: [transactions]", f"topics: [{topic}]")
