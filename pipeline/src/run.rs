@@ -418,6 +418,18 @@ pub async fn run(
         coordinator.stats.clone(),
     );
     summary.partitions = lags;
+    if let Some(store) = &online {
+        let run = &coordinator.run;
+        let tables = store.0.tables()?;
+        summary.online = Some(crate::summary::OnlineSummary {
+            store: store.0.describe(),
+            tables: tables
+                .into_iter()
+                .filter(|(_, stamp)| stamp.run == *run)
+                .map(|(table, stamp)| (table, stamp.epoch, stamp.keys))
+                .collect(),
+        });
+    }
     Ok(summary)
 }
 

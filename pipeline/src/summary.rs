@@ -80,6 +80,17 @@ pub struct RunSummary {
     pub compute: Option<ComputeReport>,
     /// Per partition of a live source (Kafka): offset, consumer lag and watermark at the end.
     pub partitions: Option<Vec<crate::source::PartitionLag>>,
+    /// The online store the run wrote, and per table (`view@version`) its epoch and entities.
+    pub online: Option<OnlineSummary>,
+}
+
+/// What a run left in the online store.
+#[derive(Debug, Clone, Serialize)]
+pub struct OnlineSummary {
+    /// The store (a file, or a Redis URL without credentials).
+    pub store: String,
+    /// Per table written by the run: `view@version`, its epoch, its entities.
+    pub tables: Vec<(String, u64, u64)>,
 }
 
 impl RunSummary {
@@ -123,6 +134,7 @@ impl RunSummary {
             checkpoints,
             compute: None,
             partitions: None,
+            online: None,
         }
     }
 
@@ -267,6 +279,16 @@ impl fmt::Display for RunSummary {
                 thousands(v.rows),
                 v.dir.display(),
             )?;
+        }
+        if let Some(online) = &self.online {
+            for (table, epoch, entities) in &online.tables {
+                writeln!(
+                    f,
+                    "  online {table}: {} entities as of epoch {epoch} -> {}",
+                    thousands(*entities),
+                    online.store
+                )?;
+            }
         }
         Ok(())
     }
