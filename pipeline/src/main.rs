@@ -845,6 +845,16 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             for t in &tables {
                 say(&format!("{t}\n"));
             }
+            if view.is_none() {
+                let removed =
+                    quiver_pipeline::registry::compact::remove_unreferenced(&registry, retention);
+                for dir in audited(registry.root(), "compact: unreferenced", target, removed)? {
+                    say(&format!(
+                        "{}: no version refers to it (an interrupted apply); removed\n",
+                        dir.display()
+                    ));
+                }
+            }
             Ok(())
         }
         Command::Compare {

@@ -7,6 +7,7 @@ use quiver_integration_tests::{
     apply_one_view, assert_same_features, read_parquet, read_view, write_files, write_parquet,
     CARD_EVENTS,
 };
+use quiver_pipeline::registry::event_log::event_log_dir;
 use quiver_pipeline::run::{run, RunOptions};
 use quiver_pipeline::source::SourceOverrides;
 use quiver_pipeline::training_set::{parse_feature_list, training_set, TrainingSetOptions};
@@ -140,6 +141,38 @@ async fn a_store_run_continues_the_table_exactly_once() {
     let events =
         quiver_pipeline::registry::event_log::read_event_log(&registry, &definition, None, false)
             .expect("event log")
+            .batches;
+    assert_eq!(events.iter().map(|b| b.num_rows()).sum::<usize>(), 3000);
+
+    // What an apply killed between moving a version into place and registering it leaves is
+    // removed once older than the retention; everything registered stays.
+    let orphan_log = registry.root().join("events/transactions/1");
+    let orphan_table = registry.root().join("offline/v/0123456789abcdef");
+    for orphan in [&orphan_log, &orphan_table] {
+        std::fs::create_dir_all(orphan.join("_delta_log")).expect("orphan");
+        std::fs::write(orphan.join("part-0.parquet"), b"x").expect("orphan file");
+    }
+    let kept = quiver_pipeline::registry::compact::remove_unreferenced(
+        &registry,
+        std::time::Duration::from_secs(3600),
+    )
+    .expect("gc");
+    assert!(
+        kept.is_empty(),
+        "young directories are left alone: {kept:?}"
+    );
+    let mut removed = quiver_pipeline::registry::compact::remove_unreferenced(
+        &registry,
+        std::time::Duration::ZERO,
+    )
+    .expect("gc");
+    removed.sort();
+    assert_eq!(removed, vec![orphan_log.clone(), orphan_table.clone()]);
+    assert!(!orphan_log.exists() && !orphan_table.exists());
+    assert!(table.exists() && event_log_dir(&registry, &definition).exists());
+    let events =
+        quiver_pipeline::registry::event_log::read_event_log(&registry, &definition, None, false)
+            .expect("event log after the clean-up")
             .batches;
     assert_eq!(events.iter().map(|b| b.num_rows()).sum::<usize>(), 3000);
 }

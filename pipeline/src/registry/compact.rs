@@ -1,5 +1,7 @@
 //! `quiver compact`: merges the small files store runs leave (one per table and epoch) into
-//! files of about `target_rows` rows, and vacuums files removed longer ago than a retention.
+//! files of about `target_rows` rows, vacuums files removed longer ago than a retention, and
+//! deletes what no version refers to (an apply killed between moving a version's table or
+//! event log into place and registering it), once it is older than the retention.
 //!
 //! A merge writes the new file first, then one Delta commit removes the merged files and adds
 //! it (`dataChange: false`: readers see the same rows before and after, never both or neither),
@@ -195,4 +197,66 @@ pub fn compact_table(
         rows_merged,
         vacuumed,
     })
+}
+
+/// What no registered version refers to, among the store's version tables and event logs,
+/// last changed longer ago than `retention`: deleted, and returned. (An apply in progress moves
+/// its directories into place just before it registers them, so young ones are left alone.)
+pub fn remove_unreferenced(
+    registry: &Registry,
+    retention: std::time::Duration,
+) -> Result<Vec<PathBuf>, JobError> {
+    let mut referenced: Vec<PathBuf> = Vec::new();
+    for view in registry.views()? {
+        for definition in registry.versions(&view)? {
+            referenced.push(registry.data_dir(&definition.view, &definition.version));
+            if !definition.events.is_empty() {
+                referenced.push(event_log_dir(registry, &definition));
+            }
+        }
+    }
+    // Two levels under each root: offline/<view>/<version>, events/<stream>/<id>.
+    let mut candidates = Vec::new();
+    for top in ["offline", "events"] {
+        for group in subdirectories(&registry.root().join(top))? {
+            candidates.extend(subdirectories(&group)?);
+        }
+    }
+    let now = std::time::SystemTime::now();
+    let mut removed = Vec::new();
+    for dir in candidates {
+        if referenced.contains(&dir) {
+            continue;
+        }
+        let modified = std::fs::metadata(&dir)
+            .and_then(|m| m.modified())
+            .map_err(|e| other(format!("cannot stat `{}`: {e}", dir.display())))?;
+        if now.duration_since(modified).unwrap_or_default() < retention {
+            continue;
+        }
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| other(format!("cannot remove `{}`: {e}", dir.display())))?;
+        removed.push(dir);
+    }
+    Ok(removed)
+}
+
+/// The directories directly under `dir` (none if it does not exist), sorted.
+fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>, JobError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(other(format!("cannot list `{}`: {e}", dir.display()))),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| other(format!("cannot list `{}`: {e}", dir.display())))?
+            .path();
+        if path.is_dir() {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
 }
