@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark scripts: running and timing commands."""
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -22,3 +23,12 @@ def measured(cmd, env=None):
     if status != 0:
         sys.exit(f"command failed ({status}): {cmd}\n{out.decode(errors='replace')}")
     return elapsed, usage.ru_maxrss / 1024.0, out.decode(errors="replace")
+
+
+def free_port():
+    """A TCP port free on the loopback interface now."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

@@ -28,7 +28,6 @@ import multiprocessing
 import os
 import random
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,20 +36,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import sh  # noqa: E402
+from bench_common import free_port, sh  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIVER = ROOT / "target" / "release" / "quiver"
 CONFIG = ROOT / "configs" / "fraud-demo.yaml"
 FEATURES = ["txn_count_10m", "micro_count_10m", "amount_sum_1h", "amount_avg_24h", "amount_max_24h", "amount_stddev_7d"]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_http(port, path, deadline=120):
