@@ -175,6 +175,7 @@ impl Coordinator {
                 kafka: kafka.as_deref(),
                 online: online.as_deref(),
                 online_writes: None,
+                views: Some(&c.views),
             };
             roll_forward(&c.commit, &c.run, effects)?;
         }
@@ -389,12 +390,18 @@ impl Coordinator {
                 parts: Vec::new(),
             };
             let mut online_writes = Vec::new();
+            let mut online_tables = Vec::new();
             for (i, (mut ack, identity)) in acks.into_iter().zip(identities).enumerate() {
                 if let Some(mut write) = ack.online.take() {
                     write.replace = checkpoint.commit.replaces_previous;
                     write.stamp.run = checkpoint.run.clone();
                     write.stamp.epoch = epoch;
                     write.stamp.watermark = watermark;
+                    online_tables.push((
+                        identity.name.clone(),
+                        write.table.clone(),
+                        write.stamp.fingerprint,
+                    ));
                     online_writes.push(write);
                 }
                 if let Some((topic, keys)) =
@@ -435,13 +442,22 @@ impl Coordinator {
             if !online_writes.is_empty() {
                 checkpoint.commit.online = Some(crate::online::epoch::OnlineCommit {
                     epoch,
-                    staged: staged_online,
+                    watermark,
+                    tables: online_tables,
+                    // A checkpoint with state rebuilds the epoch from it; only the last one of
+                    // a finished input, which has none, stages its writes.
+                    staged: checkpoint.complete.then_some(staged_online),
                 });
             }
             checkpoint.written_unix_ms = unix_ms();
             tokio::task::spawn_blocking(move || {
-                if let Some(commit) = &checkpoint.commit.online {
-                    crate::online::epoch::stage(&commit.staged, &online_writes)?;
+                if let Some(staged) = checkpoint
+                    .commit
+                    .online
+                    .as_ref()
+                    .and_then(|c| c.staged.as_ref())
+                {
+                    crate::online::epoch::stage(staged, &online_writes)?;
                 }
                 crash_point("before_checkpoint");
                 let written = dir.write(&checkpoint)?;
@@ -450,6 +466,7 @@ impl Coordinator {
                     kafka: kafka.as_deref(),
                     online: online.as_deref(),
                     online_writes: Some(&online_writes),
+                    views: None,
                 };
                 roll_forward(&checkpoint.commit, &checkpoint.run, effects)?;
                 if checkpoint.complete {

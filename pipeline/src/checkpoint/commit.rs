@@ -23,9 +23,10 @@ pub struct Effects<'a> {
     pub kafka: Option<&'a KafkaOutput>,
     /// The online store.
     pub online: Option<&'a dyn OnlineStore>,
-    /// The epoch's online writes, when the process that staged them applies them (recovery
-    /// reads them back from the staged file).
+    /// The epoch's online writes, when the process that made them applies them.
     pub online_writes: Option<&'a [quiver_store::online::OnlineWrite]>,
+    /// The checkpoint's window state, for recovery to rebuild the epoch's online tables from.
+    pub views: Option<&'a [super::state::ViewCheckpoint]>,
 }
 
 /// Applies a committed epoch's effects (again) for run `run`.
@@ -59,7 +60,13 @@ pub fn roll_forward(
         crate::fault::crash_point("after_kafka_commit");
     }
     if let Some(online) = &commit.online {
-        crate::online::epoch::apply(online, effects.online, effects.online_writes)?;
+        crate::online::epoch::apply(
+            online,
+            run,
+            effects.online,
+            effects.online_writes,
+            effects.views,
+        )?;
     }
     Ok(())
 }

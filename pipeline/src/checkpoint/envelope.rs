@@ -18,7 +18,7 @@ const HEADER: usize = 8 + 2 + 1 + 8 + 8;
 /// ordered integer keys. 3: retained times as differences, count-only inputs as nullness.
 /// 4: min/max trackers keyed by `i64` except for decimals. 5: variance sums in double-double.
 /// 6: commits into the feature store's Delta tables.
-pub const FORMAT_VERSION: u16 = 8;
+pub const FORMAT_VERSION: u16 = 9;
 
 /// What an envelope holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
