@@ -56,12 +56,20 @@ pub fn apply(
     writes: Option<&[OnlineWrite]>,
     views: Option<&[ViewCheckpoint]>,
 ) -> Result<(), JobError> {
-    let store = store.ok_or_else(|| {
-        JobError::Checkpoint(format!(
-            "epoch {} of the last run still has to be written to the online store: run it again with `quiver run` (with the online store enabled) before anything else",
-            commit.epoch
-        ))
-    })?;
+    let pending = commit.staged.as_ref().is_some_and(|s| s.exists());
+    let store = match store {
+        Some(store) => store,
+        // Staged writes would be lost with their file: they are owed to the store.
+        None if pending => {
+            return Err(JobError::Checkpoint(format!(
+                "epoch {} of the last run still has to be written to the online store: run it again with `quiver run` (with the online store enabled) before anything else",
+                commit.epoch
+            )))
+        }
+        // Without staged writes nothing is lost: a later run with the store enabled replaces
+        // its tables at its first epoch.
+        None => return Ok(()),
+    };
     let fail = |e: &dyn std::fmt::Display| {
         JobError::Checkpoint(format!(
             "cannot apply epoch {} to the online store `{}`: {e}",
