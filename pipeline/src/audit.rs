@@ -30,11 +30,8 @@ pub struct AuditEntry {
 impl AuditEntry {
     /// An entry stamped now.
     pub fn now(who: &str, what: &str, outcome: &str) -> Self {
-        let micros = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
         AuditEntry {
-            at: crate::lineage::format_micros(micros),
+            at: crate::lineage::format_micros(crate::clock::now_micros()),
             who: who.to_string(),
             what: what.to_string(),
             target: None,

@@ -24,7 +24,7 @@ use quiver_store::online::OnlineStore;
 use quiver_store::{FeatureRowWriter, StagedFile};
 use serde::Serialize;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// Checkpoint figures for the run summary.
@@ -134,12 +134,6 @@ struct InFlight {
     positions: Vec<PartitionProgress>,
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Coordinator {
     /// Finishes whatever the latest checkpoint committed (a crash may have interrupted its
     /// publication), clears uncommitted staged files, and decides how the run starts: it
@@ -187,7 +181,7 @@ impl Coordinator {
             dir,
             _lock: lock,
             paths,
-            run: format!("{:x}", unix_ms()),
+            run: format!("{:x}", crate::clock::now_ms()),
             pipeline: name,
             source: source_fingerprint.to_string(),
             identities,
@@ -449,7 +443,7 @@ impl Coordinator {
                     staged: checkpoint.complete.then_some(staged_online),
                 });
             }
-            checkpoint.written_unix_ms = unix_ms();
+            checkpoint.written_unix_ms = crate::clock::now_ms();
             tokio::task::spawn_blocking(move || {
                 if let Some(staged) = checkpoint
                     .commit

@@ -23,13 +23,6 @@ pub struct Ingested {
     pub dead_letters: Vec<DeadLetter>,
 }
 
-/// Microseconds since the Unix epoch, now.
-fn unix_micros_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
 /// Runs the transforms over a source batch and checks event times: rows without one, or dated
 /// further ahead of the wall clock than `event_time.max_future`, become dead letters.
 /// `partition` is the index of the batch's partition in the source's partition list (it is
@@ -68,7 +61,7 @@ pub async fn ingest(
     let mut times = event_times(&batch, column).map_err(JobError::Other)?;
     let max_future = pipeline.loaded.config.event_time.max_future;
     let limit = (max_future.as_micros() > 0)
-        .then(|| unix_micros_now().saturating_add(max_future.as_micros()));
+        .then(|| crate::clock::now_micros().saturating_add(max_future.as_micros()));
     let future = |t: &Option<i64>| matches!((t, limit), (Some(t), Some(limit)) if *t > limit);
     if times.iter().any(|t| t.is_none() || future(t)) {
         for (row, time) in times.iter().enumerate() {

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod backfill;
 pub mod batch_compute;
 pub mod checkpoint;
+pub mod clock;
 pub mod compare;
 pub mod compile;
 pub mod config;

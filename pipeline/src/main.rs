@@ -409,9 +409,7 @@ impl GeneratorArgs {
         config.start = self.start.unwrap_or(config.start);
         config.validate()?;
         let end = config.approximate_end_micros()?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
+        let now = quiver_pipeline::clock::now_micros();
         if end > now {
             let days = (end - now) as f64 / 86_400e6;
             eprintln!(
@@ -919,15 +917,14 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         )),
         (None, _) => None,
     };
+    let paths = quiver_pipeline::outputs::OutputPaths::of_config(&loaded, args.output.clone());
     // A standby waits before anything opens the job's stores.
     let held_lock = match (args.standby, is_backfill) {
         (true, true) => anyhow::bail!("--standby is for `quiver run`"),
         (true, false) => {
-            let dir =
-                quiver_pipeline::outputs::OutputPaths::of_config(&loaded, args.output.clone())
-                    .checkpoints;
             let stop = quiver_pipeline::run::stop_requested(true);
-            match quiver_pipeline::checkpoint::lock::JobLock::wait(&dir, stop).await? {
+            match quiver_pipeline::checkpoint::lock::JobLock::wait(&paths.checkpoints, stop).await?
+            {
                 Some(lock) => Some(quiver_pipeline::checkpoint::lock::HeldLock::new(lock)),
                 None => {
                     say("stopped while standing by; this instance ran nothing\n");
@@ -943,8 +940,7 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
             let listen = listen
                 .clone()
                 .unwrap_or_else(|| loaded.config.serve.listen.clone());
-            let output = args.output.clone().unwrap_or_else(|| loaded.output_dir());
-            let store = quiver_pipeline::online::open_configured(&loaded, None, &output)?;
+            let store = quiver_pipeline::online::open_configured(&loaded, None, &paths.root)?;
             let pipeline = CompiledPipeline::compile(loaded.clone()).await?;
             let (server, listener, tls) = start_server(pipeline, store.clone(), &listen).await?;
             let gauges = std::sync::Arc::new(quiver_pipeline::run_gauges::RunGauges::default());

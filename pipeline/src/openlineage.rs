@@ -10,7 +10,6 @@ use crate::error::JobError;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 const PRODUCER: &str = concat!(
     "https://github.com/quiver/quiver/tree/",
@@ -83,11 +82,7 @@ impl LineageEmitter {
         outputs: &[Value],
         facets: Value,
     ) -> Result<(), JobError> {
-        let time = crate::lineage::format_micros(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i64),
-        );
+        let time = crate::lineage::format_micros(crate::clock::now_micros());
         let event = json!({
             "eventType": event_type,
             "eventTime": time,

@@ -83,7 +83,6 @@ pub fn configured_policy(pipeline: &CompiledPipeline) -> CheckpointPolicy {
 }
 
 /// Resolves when the process is asked to stop (SIGINT or SIGTERM); never without `enabled`.
-/// Completes at SIGINT or SIGTERM (never when `enabled` is false).
 pub async fn stop_requested(enabled: bool) {
     if !enabled {
         return std::future::pending().await;
@@ -242,16 +241,10 @@ pub async fn run(
     let writers = outputs.feature_writers(&pipeline, &coordinator.run, &rows, tables.as_deref())?;
     let schema = pipeline.feature_stream_schema.clone();
     // The online tables (`view@version`), named before the views move into their operators.
-    let mut online_tables = Vec::new();
-    if online.is_some() {
-        for i in 0..pipeline.views.len() {
-            let definition = crate::registry::ViewDefinition::of(&pipeline, i)?;
-            online_tables.push(quiver_store::online::table_name(
-                &definition.view,
-                &definition.version,
-            ));
-        }
-    }
+    let online_tables = match online {
+        Some(_) => crate::online::view_tables(&pipeline)?,
+        None => Vec::new(),
+    };
     let mut operators = view_operators(&mut pipeline, options.expire_interval_micros, &source);
     for (op, view) in operators.iter_mut().zip(&states) {
         op.restore(&view.state)?;
@@ -276,7 +269,7 @@ pub async fn run(
             }
         }
     }
-    for (op, table) in operators.iter_mut().zip(online_tables) {
+    for (op, (_, table)) in operators.iter_mut().zip(online_tables) {
         op.enable_online(table);
     }
     let tasks: Vec<ViewTask> = operators

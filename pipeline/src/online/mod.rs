@@ -10,10 +10,11 @@ pub mod epoch;
 pub mod read;
 pub mod verify;
 
+use crate::compile::CompiledPipeline;
 use crate::config::LoadedConfig;
 use crate::error::JobError;
 use quiver_gpu::KeyWindowState;
-use quiver_store::online::{EmbeddedOnline, OnlineStore, RedisOnline};
+use quiver_store::online::{table_name, EmbeddedOnline, OnlineStore, RedisOnline};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -25,6 +26,17 @@ pub fn encode_state(state: &KeyWindowState) -> Result<Vec<u8>, postcard::Error> 
 /// Decodes a key's window state written by [`encode_state`].
 pub fn decode_state(bytes: &[u8]) -> Result<KeyWindowState, postcard::Error> {
     postcard::from_bytes(bytes)
+}
+
+/// Per view of `pipeline`, in view order: its version and its online table (`view@version`).
+pub fn view_tables(pipeline: &CompiledPipeline) -> Result<Vec<(String, String)>, JobError> {
+    (0..pipeline.views.len())
+        .map(|i| {
+            let definition = crate::registry::ViewDefinition::of(pipeline, i)?;
+            let table = table_name(&definition.view, &definition.version);
+            Ok((definition.version, table))
+        })
+        .collect()
 }
 
 /// Opens the embedded online store at `path` (created if missing).

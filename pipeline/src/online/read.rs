@@ -69,6 +69,27 @@ pub struct OnlineView {
     fingerprint: Option<u64>,
 }
 
+impl OnlineView {
+    /// The point-in-time features of the view to return: `wanted`, checked, or all.
+    fn features(&self, wanted: Option<&[String]>) -> Result<Vec<String>, ReadError> {
+        let view = &self.view;
+        let available = view.point_in_time_features();
+        match wanted {
+            None => Ok(available),
+            Some(wanted) => {
+                if let Some(unknown) = wanted.iter().find(|f| !available.contains(f)) {
+                    return Err(ReadError::bad(format!(
+                        "view `{}` has no online feature `{unknown}`; its features are: {}",
+                        view.name(),
+                        available.join(", ")
+                    )));
+                }
+                Ok(wanted.to_vec())
+            }
+        }
+    }
+}
+
 /// A read request.
 #[derive(Debug, Clone, Default)]
 pub struct ReadRequest {
@@ -206,29 +227,20 @@ pub struct OnlineReader {
     others: std::sync::Mutex<std::collections::HashMap<String, Arc<OnlineView>>>,
 }
 
-/// Microseconds since the Unix epoch, now.
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
-
 impl OnlineReader {
     /// A reader of `store` for the views of `pipeline` (their current definitions).
     pub fn new(mut pipeline: CompiledPipeline, store: SharedOnline) -> Result<Self, JobError> {
-        let definitions = (0..pipeline.views.len())
-            .map(|i| crate::registry::ViewDefinition::of(&pipeline, i))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut views = Vec::with_capacity(definitions.len());
-        for ((view, identity), definition) in std::mem::take(&mut pipeline.views)
+        let tables = super::view_tables(&pipeline)?;
+        let mut views = Vec::with_capacity(tables.len());
+        for ((view, identity), (version, table)) in std::mem::take(&mut pipeline.views)
             .into_iter()
             .zip(&pipeline.view_identities)
-            .zip(definitions)
+            .zip(tables)
         {
             views.push(Arc::new(OnlineView {
                 view,
-                table: table_name(&definition.view, &definition.version),
-                version: definition.version,
+                table,
+                version,
                 fingerprint: Some(identity.fingerprint()),
             }));
         }
@@ -327,7 +339,7 @@ impl OnlineReader {
                 bad.len()
             )));
         }
-        let features = self.features(online, request.features.as_deref())?;
+        let features = online.features(request.features.as_deref())?;
         let key_columns: Vec<ArrayRef> = (0..keys.len())
             .map(|k| {
                 let values = request.entities.iter().map(|e| e[k].as_str());
@@ -341,29 +353,6 @@ impl OnlineReader {
             .map(|r| encoded.row(r).data())
             .collect();
         self.read_encoded(online, &encoded, key_columns, &features, request.at)
-    }
-
-    /// The point-in-time features of `online`'s view to return: `wanted`, checked, or all.
-    fn features(
-        &self,
-        online: &OnlineView,
-        wanted: Option<&[String]>,
-    ) -> Result<Vec<String>, ReadError> {
-        let view = &online.view;
-        let available = view.point_in_time_features();
-        match wanted {
-            None => Ok(available),
-            Some(wanted) => {
-                if let Some(unknown) = wanted.iter().find(|f| !available.contains(f)) {
-                    return Err(ReadError::bad(format!(
-                        "view `{}` has no online feature `{unknown}`; its features are: {}",
-                        view.name(),
-                        available.join(", ")
-                    )));
-                }
-                Ok(wanted.to_vec())
-            }
-        }
     }
 
     /// Reads `features` of the entities whose encoded keys are `encoded` (and whose key
@@ -398,7 +387,7 @@ impl OnlineReader {
             )));
         }
         let watermark = stamp.watermark.unwrap_or(i64::MIN);
-        let at = at.unwrap_or_else(|| now_micros().max(watermark));
+        let at = at.unwrap_or_else(|| crate::clock::now_micros().max(watermark));
         if at < watermark {
             return Err(ReadError::bad(format!(
                 "`at` {} is before the online store's watermark {} (epoch {}): online reads are exact only from there on; for earlier times export a training set (`quiver training-set`)",

@@ -129,9 +129,7 @@ pub fn compact_table(
         current.push(file);
     }
     groups.push(current);
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros());
+    let stamp = crate::clock::now_micros();
     let mut removes = Vec::new();
     let mut adds = Vec::new();
     let mut rows_merged = 0;
@@ -178,9 +176,7 @@ pub fn compact_table(
         delta::commit(table, &arrow::datatypes::Schema::empty(), &commit).map_err(other)?;
         quiver_store::sync_dir(table).map_err(other)?;
     }
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = crate::clock::now_ms() as i64;
     let cutoff_ms = now_ms - retention.as_millis() as i64;
     let mut vacuumed = 0;
     for path in delta::removed_before(table, cutoff_ms).map_err(other)? {

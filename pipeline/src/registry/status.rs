@@ -240,9 +240,7 @@ fn run_positions(
 
 /// The status of every view's latest version (or of `view` only).
 pub fn status(registry: &Registry, view: Option<&str>) -> Result<Vec<ViewStatus>, JobError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
+    let now = crate::clock::now_micros();
     let views = match view {
         Some(v) => vec![v.to_string()],
         None => registry.views()?,

@@ -56,13 +56,6 @@ pub struct Server {
     run: Option<Arc<crate::run_gauges::RunGauges>>,
 }
 
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
@@ -496,7 +489,7 @@ async fn metrics_page(State(server): State<Arc<Server>>, headers: HeaderMap) -> 
                 server.metrics.render(
                     &tables,
                     server.run.as_ref().map(|g| g.get()).as_ref(),
-                    now_ms(),
+                    crate::clock::now_ms(),
                 ),
             )
                 .into_response(),
@@ -557,7 +550,7 @@ async fn status_page(State(server): State<Arc<Server>>, headers: HeaderMap) -> R
             offline: offline.iter().find(|s| s.view == v.view.name()).cloned(),
         })
         .collect();
-    let html = page::render(&server.pipeline, &views, now_ms());
+    let html = page::render(&server.pipeline, &views, crate::clock::now_ms());
     let response = axum::response::Html(html).into_response();
     server.observe("/", started, response)
 }
