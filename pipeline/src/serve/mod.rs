@@ -138,10 +138,7 @@ impl Server {
                     Denied::Missing => (StatusCode::UNAUTHORIZED, "anonymous".to_string()),
                     Denied::Unknown => (StatusCode::UNAUTHORIZED, "unknown token".to_string()),
                 };
-                let entry = AuditEntry::now(&who, what, "denied").detail(denied.to_string());
-                if let Err(e) = self.audit.append(&entry) {
-                    eprintln!("quiver serve: {e}");
-                }
+                self.record(&AuditEntry::now(&who, what, "denied").detail(denied.to_string()));
                 let mut response = error(status, denied.to_string());
                 if status == StatusCode::UNAUTHORIZED {
                     response.headers_mut().insert(
@@ -151,6 +148,14 @@ impl Server {
                 }
                 Err(Box::new(response))
             }
+        }
+    }
+
+    /// Appends `entry` to the audit log; a log that cannot be written is reported, and the
+    /// request is answered all the same.
+    fn record(&self, entry: &AuditEntry) {
+        if let Err(e) = self.audit.append(entry) {
+            eprintln!("quiver serve: {e}");
         }
     }
 
@@ -232,6 +237,34 @@ fn entity_values(entity: &Value, keys: &[String]) -> Result<Vec<String>, String>
     }
 }
 
+/// A request body: a JSON object (`shape` names its fields, for the message).
+fn json_object(body: &[u8], shape: &str) -> Result<serde_json::Map<String, Value>, String> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        Ok(_) => Err(format!("the body must be a JSON object {shape}")),
+        Err(e) => Err(format!("the body is not JSON: {e}")),
+    }
+}
+
+/// Refuses a field of a request body that is not among `allowed`.
+fn known_fields(fields: &serde_json::Map<String, Value>, allowed: &[&str]) -> Result<(), String> {
+    match fields.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(unknown) => Err(format!(
+            "unknown field `{unknown}`; the fields are {}",
+            allowed.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The required `view` field of a request body.
+fn view_field(fields: &serde_json::Map<String, Value>) -> Result<&str, String> {
+    fields
+        .get("view")
+        .and_then(Value::as_str)
+        .ok_or_else(|| "`view` (a string) is required".to_string())
+}
+
 /// The optional `at` field of a request body: an RFC 3339 time, in µs.
 fn time_field(fields: &serde_json::Map<String, Value>) -> Result<Option<i64>, String> {
     match fields.get("at") {
@@ -252,17 +285,8 @@ async fn read_request(
     body: &[u8],
 ) -> Result<(Arc<OnlineView>, ReadRequest), (StatusCode, String)> {
     let bad = |e: String| (StatusCode::BAD_REQUEST, e);
-    let body: Value =
-        serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
-    let Value::Object(fields) = &body else {
-        return Err(bad(
-            "the body must be a JSON object {view, entities, features?, at?}".into(),
-        ));
-    };
-    let view = fields
-        .get("view")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("`view` (a string) is required".into()))?;
+    let fields = json_object(body, "{view, entities, features?, at?}").map_err(bad)?;
+    let view = view_field(&fields).map_err(bad)?;
     let online = match server.reader.resolve(view).await {
         Ok(v) => v,
         Err(e) if e.kind == ReadErrorKind::Internal => {
@@ -270,7 +294,7 @@ async fn read_request(
         }
         Err(e) => return Err((StatusCode::NOT_FOUND, e.message)),
     };
-    let request = parse_read(fields, view, online.view.key_names()).map_err(bad)?;
+    let request = parse_read(&fields, view, online.view.key_names()).map_err(bad)?;
     Ok((online, request))
 }
 
@@ -280,14 +304,7 @@ fn parse_read(
     view: &str,
     keys: &[String],
 ) -> Result<ReadRequest, String> {
-    if let Some(unknown) = fields
-        .keys()
-        .find(|k| !["view", "entities", "features", "at"].contains(&k.as_str()))
-    {
-        return Err(format!(
-            "unknown field `{unknown}`; the fields are view, entities, features, at"
-        ));
-    }
+    known_fields(fields, &["view", "entities", "features", "at"])?;
     let entities = fields
         .get("entities")
         .and_then(Value::as_array)
@@ -403,24 +420,10 @@ async fn views(State(server): State<Arc<Server>>, headers: HeaderMap) -> Respons
 
 /// The options of a verify request's JSON body.
 fn verify_options(body: &[u8]) -> Result<crate::online::verify::VerifyOptions, String> {
-    let body: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
-    let Value::Object(fields) = &body else {
-        return Err("the body must be a JSON object {view, at?, sample?}".into());
-    };
-    if let Some(unknown) = fields
-        .keys()
-        .find(|k| !["view", "at", "sample"].contains(&k.as_str()))
-    {
-        return Err(format!(
-            "unknown field `{unknown}`; the fields are view, at, sample"
-        ));
-    }
-    let view = fields
-        .get("view")
-        .and_then(Value::as_str)
-        .ok_or("`view` (a string) is required")?;
-    let at = time_field(fields)?;
+    let fields = json_object(body, "{view, at?, sample?}")?;
+    known_fields(&fields, &["view", "at", "sample"])?;
+    let view = view_field(&fields)?;
+    let at = time_field(&fields)?;
     let sample = match fields.get("sample") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
@@ -457,9 +460,7 @@ async fn verify(State(server): State<Arc<Server>>, headers: HeaderMap, body: Byt
         Err(e) => AuditEntry::now(&who, "POST /v1/verify", "failed").detail(e.to_string()),
     }
     .target(options.view.clone());
-    if let Err(e) = server.audit.append(&entry) {
-        eprintln!("quiver serve: {e}");
-    }
+    server.record(&entry);
     let response = match report {
         Ok(report) => axum::Json(report).into_response(),
         Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
