@@ -358,7 +358,7 @@ impl OnlineReader {
     /// Reads `features` of the entities whose encoded keys are `encoded` (and whose key
     /// columns, returned with the values, are `key_columns`) at `at` (default: now, or the
     /// watermark if later).
-    pub fn read_encoded(
+    fn read_encoded(
         &self,
         online: &OnlineView,
         encoded: &[&[u8]],
@@ -367,7 +367,6 @@ impl OnlineReader {
         at: Option<i64>,
     ) -> Result<OnlineValues, ReadError> {
         let view = &online.view;
-        let keys = view.key_names();
         let (stamp, states) = self
             .store
             .0
@@ -380,6 +379,21 @@ impl OnlineReader {
                     online.version
                 ))
             })?;
+        Self::values(online, stamp, &states, key_columns, features, at)
+    }
+
+    /// `features` at `at` (default: now, or the watermark if later) from the entities' stored
+    /// `states` (as of `stamp`), one row per entity with its key columns `key_columns`.
+    pub fn values(
+        online: &OnlineView,
+        stamp: OnlineStamp,
+        states: &[Option<Vec<u8>>],
+        key_columns: Vec<ArrayRef>,
+        features: &[String],
+        at: Option<i64>,
+    ) -> Result<OnlineValues, ReadError> {
+        let view = &online.view;
+        let keys = view.key_names();
         if online.fingerprint.is_some_and(|f| f != stamp.fingerprint) {
             return Err(ReadError::internal(format!(
                 "the online state of `{}` was written by another plan of the view: run `quiver run` with this config to rewrite it",

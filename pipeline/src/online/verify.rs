@@ -140,17 +140,16 @@ pub async fn verify_online(
 
     // Every key of the online table (one stamp throughout: the run may not be writing).
     let store = &reader.store().0;
-    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut stamp = None;
     loop {
-        let page = store
-            .scan(&online.table, keys.last().map(Vec::as_slice), PAGE)?
-            .ok_or_else(|| {
-                JobError::Other(format!(
-                    "nothing was written to the online store for `{name}` (version {}) yet",
-                    online.version
-                ))
-            })?;
+        let after = entries.last().map(|(k, _)| k.as_slice());
+        let page = store.scan(&online.table, after, PAGE)?.ok_or_else(|| {
+            JobError::Other(format!(
+                "nothing was written to the online store for `{name}` (version {}) yet",
+                online.version
+            ))
+        })?;
         if stamp.as_ref().is_some_and(|s| *s != page.0) {
             return Err(JobError::Other(format!(
                 "the online store of `{name}` changed while it was read: stop the run writing it (or verify from `quiver run --serve`'s process later)"
@@ -158,29 +157,36 @@ pub async fn verify_online(
         }
         stamp = Some(page.0);
         let done = page.1.len() < PAGE;
-        keys.extend(page.1.into_iter().map(|(k, _)| k));
+        entries.extend(page.1);
         if done {
             break;
         }
     }
     let stamp = stamp.expect("at least one page");
-    let entities = keys.len();
-    if let Some(n) = options.sample.filter(|&n| n < keys.len()) {
-        let step = keys.len() as f64 / n.max(1) as f64;
-        keys = (0..n)
-            .map(|i| keys[(i as f64 * step) as usize].clone())
+    let entities = entries.len();
+    if let Some(n) = options.sample.filter(|&n| n < entries.len()) {
+        let step = entries.len() as f64 / n.max(1) as f64;
+        entries = (0..n)
+            .map(|i| entries[(i as f64 * step) as usize].clone())
             .collect();
     }
     let watermark = stamp.watermark.unwrap_or(i64::MIN);
     let at = options.at.unwrap_or(watermark);
 
-    // Online.
-    let encoded: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    // Online: the states just scanned, read at `at`.
+    let encoded: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
     let key_columns = online.view.decode_keys(&encoded).map_err(|e| fail(&e))?;
     let features = online.view.point_in_time_features();
-    let values = reader
-        .read_encoded(online, &encoded, key_columns.clone(), &features, Some(at))
-        .map_err(|e| fail(&e))?;
+    let states: Vec<Option<Vec<u8>>> = entries.into_iter().map(|(_, s)| Some(s)).collect();
+    let values = OnlineReader::values(
+        online,
+        stamp.clone(),
+        &states,
+        key_columns.clone(),
+        &features,
+        Some(at),
+    )
+    .map_err(|e| fail(&e))?;
 
     // Offline: the version's events before the watermark, evaluated at `at`.
     let view = compile_registered(registry, &definition).await?;
