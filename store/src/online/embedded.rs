@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 /// Stamps: table name -> JSON [`OnlineStamp`].
 const STAMPS: TableDefinition<&str, &[u8]> = TableDefinition::new("stamps");
 
+/// A table of entity states: encoded key -> encoded window state.
+type States<'a> = TableDefinition<'a, &'static [u8], &'static [u8]>;
+
 /// The redb table holding a view version's states.
 fn states(table: &str) -> String {
     format!("state/{table}")
@@ -75,7 +78,7 @@ impl EmbeddedOnline {
             return Ok(None);
         };
         let name = states(table);
-        match tx.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
+        match tx.open_table(States::new(&name)) {
             Ok(t) => Ok(Some((stamp, Some(t)))),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(Some((stamp, None))),
             Err(e) => Err(self.fail(e)),
@@ -116,11 +119,11 @@ impl OnlineStore for EmbeddedOnline {
                 }
                 let name = states(&write.table);
                 if write.replace {
-                    tx.delete_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                    tx.delete_table(States::new(&name))
                         .map_err(|e| self.fail(e))?;
                 }
                 let mut table = tx
-                    .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                    .open_table(States::new(&name))
                     .map_err(|e| self.fail(e))?;
                 for key in &write.deletes {
                     table.remove(key.as_slice()).map_err(|e| self.fail(e))?;
@@ -213,7 +216,7 @@ impl OnlineStore for EmbeddedOnline {
         {
             let name = states(table);
             let mut states = tx
-                .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                .open_table(States::new(&name))
                 .map_err(|e| self.fail(e))?;
             states.insert(key, state).map_err(|e| self.fail(e))?;
         }
@@ -226,7 +229,7 @@ impl OnlineStore for EmbeddedOnline {
             let mut stamps = tx.open_table(STAMPS).map_err(|e| self.fail(e))?;
             let existed = stamps.remove(table).map_err(|e| self.fail(e))?.is_some();
             let name = states(table);
-            tx.delete_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+            tx.delete_table(States::new(&name))
                 .map_err(|e| self.fail(e))?;
             existed
         };
