@@ -386,11 +386,7 @@ impl Coordinator {
             let mut online_writes = Vec::new();
             let mut online_tables = Vec::new();
             for (i, (mut ack, identity)) in acks.into_iter().zip(identities).enumerate() {
-                if let Some(mut write) = ack.online.take() {
-                    write.replace = checkpoint.commit.replaces_previous;
-                    write.stamp.run = checkpoint.run.clone();
-                    write.stamp.epoch = epoch;
-                    write.stamp.watermark = watermark;
+                if let Some(write) = ack.online.take() {
                     online_tables.push((
                         identity.name.clone(),
                         write.table.clone(),
@@ -434,14 +430,19 @@ impl Coordinator {
                 checkpoint.commit.kafka = Some(messages);
             }
             if !online_writes.is_empty() {
-                checkpoint.commit.online = Some(crate::online::epoch::OnlineCommit {
+                let commit = crate::online::epoch::OnlineCommit {
                     epoch,
                     watermark,
                     tables: online_tables,
                     // A checkpoint with state rebuilds the epoch from it; only the last one of
                     // a finished input, which has none, stages its writes.
                     staged: checkpoint.complete.then_some(staged_online),
-                });
+                };
+                for write in &mut online_writes {
+                    write.replace = checkpoint.commit.replaces_previous;
+                    write.stamp = commit.stamp(&checkpoint.run, write.stamp.fingerprint);
+                }
+                checkpoint.commit.online = Some(commit);
             }
             checkpoint.written_unix_ms = crate::clock::now_ms();
             tokio::task::spawn_blocking(move || {

@@ -91,7 +91,7 @@ pub fn apply(
         let stamps = store.tables().map_err(|e| fail(&e))?;
         let behind = commit.tables.iter().any(|(_, table, _)| {
             let current = stamps.iter().find(|(t, _)| t == table).map(|(_, s)| s);
-            is_new(current, &stamp(commit, run, 0))
+            is_new(current, &commit.stamp(run, 0))
         });
         if behind {
             let views = views.ok_or_else(|| fail(&"the checkpoint's window state is needed"))?;
@@ -106,15 +106,18 @@ pub fn apply(
     Ok(())
 }
 
-/// The stamp of `commit`'s tables for run `run` and a plan `fingerprint`.
-fn stamp(commit: &OnlineCommit, run: &str, fingerprint: u64) -> OnlineStamp {
-    OnlineStamp {
-        run: run.to_string(),
-        epoch: commit.epoch,
-        watermark: commit.watermark,
-        committed_unix_ms: 0,
-        fingerprint,
-        keys: 0,
+impl OnlineCommit {
+    /// The stamp of this epoch's tables for run `run` and a plan `fingerprint` (the store sets
+    /// the commit time and the key count).
+    pub fn stamp(&self, run: &str, fingerprint: u64) -> OnlineStamp {
+        OnlineStamp {
+            run: run.to_string(),
+            epoch: self.epoch,
+            watermark: self.watermark,
+            committed_unix_ms: 0,
+            fingerprint,
+            keys: 0,
+        }
     }
 }
 
@@ -143,7 +146,7 @@ fn from_state(
         writes.push(OnlineWrite {
             table: table.clone(),
             replace: true,
-            stamp: stamp(commit, run, *fingerprint),
+            stamp: commit.stamp(run, *fingerprint),
             deletes: Vec::new(),
             puts,
         });

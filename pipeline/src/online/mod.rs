@@ -40,7 +40,7 @@ pub fn view_tables(pipeline: &CompiledPipeline) -> Result<Vec<(String, String)>,
 }
 
 /// Opens the embedded online store at `path` (created if missing).
-pub fn open_store(path: &Path) -> Result<SharedOnline, JobError> {
+fn open_store(path: &Path) -> Result<SharedOnline, JobError> {
     let store = EmbeddedOnline::open(path)?;
     Ok(SharedOnline(Arc::new(store)))
 }
