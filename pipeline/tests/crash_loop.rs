@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{delta_table, quiver_command, Rng};
+use common::{delta_table, quiver_command, succeed, Rng};
 
 const VIEW: &str = common::CARD_VIEW;
 
@@ -451,11 +451,7 @@ fn a_failed_new_run_leaves_the_previous_output_and_sigterm_stops_cleanly() {
         .arg(child.id().to_string())
         .status();
     let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeed(&output, "the command");
     let stdout = String::from_utf8_lossy(&output.stdout);
     if stdout.contains("interrupted") {
         let again = run_to_end(&r.config, &fresh_out);
@@ -510,11 +506,7 @@ fn a_changed_view_or_a_damaged_checkpoint_is_a_clear_error_and_fresh_starts_over
     assert!(text.contains("--fresh"), "{text}");
     // --fresh starts over and ends with the uninterrupted run's output.
     let fresh = quiver(&r.config, &out).arg("--fresh").output().unwrap();
-    assert!(
-        fresh.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fresh.stderr)
-    );
+    succeed(&fresh, "the fresh run");
     assert_same(&committed(&out), &r.expected, "after --fresh");
 }
 
@@ -535,11 +527,7 @@ fn an_apply_killed_at_any_step_leaves_latest_on_the_previous_version() {
     };
     let latest = || std::fs::read_to_string(store.join("registry/cards/latest")).unwrap();
     let first = apply(&config, None);
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    succeed(&first, "the first run");
     let v1 = latest();
     let v1_rows = read_dir_rows(&store.join("offline/cards").join(v1.trim()));
 
@@ -561,11 +549,7 @@ fn an_apply_killed_at_any_step_leaves_latest_on_the_previous_version() {
         assert_eq!(rows, v1_rows, "{point}: the previous version changed");
     }
     let done = apply(&config, None);
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
+    succeed(&done, "the run");
     let v2 = latest();
     assert_ne!(v2, v1);
     let v2_rows = read_dir_rows(&store.join("offline/cards").join(v2.trim()));
@@ -625,11 +609,7 @@ fn a_store_run_killed_at_each_commit_step_commits_every_row_once() {
     std::fs::write(&history_file, history.join("\n")).unwrap();
     let applied = dir.path().join("applied");
     let out = quiver_apply(&config, &applied, Some(&history_file), None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeed(&out, "the command");
     let store_run = |store: &Path, out: &Path, crash: Option<String>| {
         let mut cmd = quiver(&config, out);
         cmd.arg("--store").arg(store);
@@ -656,11 +636,7 @@ fn a_store_run_killed_at_each_commit_step_commits_every_row_once() {
     let reference = dir.path().join("reference");
     copy_dir(&applied, &reference);
     let done = store_run(&reference, &dir.path().join("out-ref"), None);
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
+    succeed(&done, "the run");
     let (want_rows, _) = delta_table(&tables(&reference).0);
     let (want_events, _) = delta_table(&tables(&reference).1);
     assert_eq!(want_rows.num_rows(), want_events.num_rows());
@@ -718,11 +694,7 @@ fn a_reader_during_store_commits_never_sees_a_partial_epoch() {
     .unwrap();
     let store = dir.path().join("store");
     let applied = quiver_apply(&config, &store, Some(&history), None);
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
+    succeed(&applied, "quiver apply");
     let version = std::fs::read_to_string(store.join("registry/cards/latest")).unwrap();
     let table = store.join("offline/cards").join(version.trim());
     let counts = dir.path().join("counts.txt");
@@ -759,11 +731,7 @@ open(out, 'w').write('\\n'.join(map(str, seen)))",
         .unwrap();
     std::fs::write(dir.path().join("stop"), b"").unwrap();
     let reader = reader.wait_with_output().unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    succeed(&run, "quiver run");
     assert!(reader.status.success(), "the reader failed");
     // The row count of each table version.
     let mut at_versions = vec![0u64];
@@ -822,11 +790,7 @@ fn apply_and_run_emit_openlineage_events() {
     text.push_str(&format!("openlineage:\n  file: {}\n", events.display()));
     std::fs::write(&config, text).unwrap();
     let apply = quiver_apply(&config, &dir.path().join("store"), None, None);
-    assert!(
-        apply.status.success(),
-        "{}",
-        String::from_utf8_lossy(&apply.stderr)
-    );
+    succeed(&apply, "quiver apply");
     // A run whose checkpoint directory is a file fails.
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
@@ -919,11 +883,7 @@ fn openlineage_events_go_to_an_http_endpoint_and_a_dead_one_does_not_stop_the_jo
         .env("QUIVER_TEST_LINEAGE_KEY", "lineage-secret-42")
         .output()
         .unwrap();
-    assert!(
-        apply.status.success(),
-        "{}",
-        String::from_utf8_lossy(&apply.stderr)
-    );
+    succeed(&apply, "quiver apply");
     let events: Vec<(String, serde_json::Value)> = received
         .try_iter()
         .map(|(head, body)| (head, serde_json::from_str(&body).unwrap()))

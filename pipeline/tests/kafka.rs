@@ -14,7 +14,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{delta_table, quiver_command, Rng};
+use common::{delta_table, quiver_command, succeed, Rng};
 
 const VIEW: &str = common::CARD_VIEW;
 
@@ -265,15 +265,6 @@ fn produce_closing(broker: &str, topic: &str, produced: &Produced) {
             .unwrap();
     }
     producer.flush().unwrap();
-}
-
-fn succeed(output: Output, what: &str) -> Output {
-    assert!(
-        output.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 /// Backfills the files pipeline over `good` (written to `dir/reference.ndjson`, where the

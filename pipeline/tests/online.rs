@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 mod common;
-use common::Rng;
+use common::{succeed, Rng};
 
 const MINUTE_MS: i64 = 60_000;
 /// 2026-01-01T00:00:00Z in ms.
@@ -301,11 +301,7 @@ fn apply_then_run_store(config: &str, first: &Path, later: &Path, out: &Path) {
         "--input",
         first.to_str().unwrap(),
     ]);
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
+    succeed(&applied, "quiver apply");
     let ran = quiver(&[
         "run",
         config,
@@ -316,11 +312,7 @@ fn apply_then_run_store(config: &str, first: &Path, later: &Path, out: &Path) {
         "--output",
         out.to_str().unwrap(),
     ]);
-    assert!(
-        ran.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ran.stderr)
-    );
+    succeed(&ran, "quiver run");
 }
 
 fn quiver(args: &[&str]) -> std::process::Output {
@@ -381,11 +373,7 @@ fn verify_online_finds_nothing_on_a_healthy_store_and_names_a_corrupted_entry() 
         let output = quiver(&[
             "get", config, view, "hot", "a", "--json", "--online", online, "--at", &at,
         ]);
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        succeed(&output, "the command");
         serde_json::from_slice::<Value>(&output.stdout).unwrap()
     };
     let before = read("cards");
@@ -476,11 +464,7 @@ fn redis_serves_the_same_decaying_windows_and_survives_a_crash_mid_commit() {
         .arg("--fresh")
         .output()
         .unwrap();
-    assert!(
-        fresh.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fresh.stderr)
-    );
+    succeed(&fresh, "the fresh run");
     check_decay(&config, None, &events, "redis after a fresh run");
     let views: Value = {
         let output = quiver(&["get", config.to_str().unwrap(), "cards", "hot", "--json"]);
@@ -577,11 +561,7 @@ fn redis_over_tls_trusts_the_configured_ca_and_refuses_an_unknown_certificate() 
             .current_dir(dir.path())
             .output()
             .expect("openssl (scripts/test.sh installs it)");
-        assert!(
-            made.status.success(),
-            "{}",
-            String::from_utf8_lossy(&made.stderr)
-        );
+        succeed(&made, "openssl");
     }
     let (cert, key, ca) = (path("cert.pem"), path("key.pem"), path("ca.pem"));
     let Some(redis) = common::RedisServer::start_with(Some((&cert, &key))) else {

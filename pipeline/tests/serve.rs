@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::Rng;
+use common::{succeed, Rng};
 
 const READER_TOKEN: &str = "qv_reader_secret_0123456789";
 const ADMIN_TOKEN: &str = "qv_admin_secret_9876543210";
@@ -153,11 +153,7 @@ fn run_then_serve(config: &Path, out: &Path) -> Served {
     let ran = common::quiver_command("run", config, &[("--output", out)])
         .output()
         .unwrap();
-    assert!(
-        ran.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ran.stderr)
-    );
+    succeed(&ran, "quiver run");
     let online = out.join("online.redb");
     start(&[
         "serve",
@@ -371,11 +367,7 @@ fn features_over_http_with_tokens_roles_audit_and_metrics() {
         .arg(out.join("online.redb"))
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeed(&output, "the command");
     let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(got["features"], served_values["features"]);
     // And `quiver audit` shows the refusals.
@@ -477,11 +469,7 @@ fn tls_serves_https_with_the_configured_certificate() {
         .arg(&cert)
         .output()
         .expect("openssl (scripts/test.sh installs it)");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    succeed(&made, "openssl");
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!(
         "serve:\n  tls: {{cert: {}, key: {}}}\n",
@@ -499,11 +487,7 @@ fn tls_serves_https_with_the_configured_certificate() {
             .expect("curl (scripts/test.sh installs it)")
     };
     let ok = curl(&["--cacert", cert.to_str().unwrap()], "/healthz");
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    succeed(&ok, "curl");
     assert_eq!(String::from_utf8_lossy(&ok.stdout), "ok\n");
     let untrusted = curl(&[], "/healthz");
     assert!(

@@ -40,6 +40,17 @@ pub fn quiver_command(command: &str, config: &Path, flags: &[(&str, &Path)]) -> 
     cmd
 }
 
+/// `output` of a command that must have succeeded (its stderr in the failure message).
+pub fn succeed<O: std::borrow::Borrow<std::process::Output>>(output: O, what: &str) -> O {
+    let out = output.borrow();
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    output
+}
+
 /// Rows of the Delta table at `table` (the files its log adds), sorted like `committed`, and
 /// the `txn` versions of its commits.
 pub fn delta_table(table: &Path) -> (RecordBatch, Vec<i64>) {
