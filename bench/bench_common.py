@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark scripts: running and timing commands."""
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -32,3 +33,29 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KAFKA_SH = os.path.join(ROOT, "scripts", "kafka.sh")
+
+
+def start_broker(directory):
+    """Starts a local Kafka broker (scripts/kafka.sh) keeping its files in `directory`;
+    returns its bootstrap address."""
+    return subprocess.run(["bash", KAFKA_SH, "start", str(directory)], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def stop_broker(directory):
+    """Stops the broker `start_broker` started in `directory` (nothing if it is not running)."""
+    subprocess.run(["bash", KAFKA_SH, "stop", str(directory)], check=False)
+
+
+def config_text(path):
+    """The text of the config at `path` with its SQL files by absolute path, so a copy of it
+    can be written anywhere."""
+    path = os.path.abspath(path)
+    base = os.path.dirname(path)
+    with open(path) as f:
+        text = f.read()
+    return re.sub(r"file: (\S+)", lambda m: f"file: {os.path.normpath(os.path.join(base, m.group(1)))}", text)

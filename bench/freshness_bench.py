@@ -25,7 +25,6 @@ import http.client
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import free_port  # noqa: E402
+from bench_common import config_text, free_port, start_broker, stop_broker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIVER = ROOT / "target" / "release" / "quiver"
@@ -110,8 +109,7 @@ def trial(broker, work, interval, rate, seconds, seed):
     from confluent_kafka.admin import AdminClient, NewTopic
     admin = AdminClient({"bootstrap.servers": broker})  # kept alive until the topic exists
     admin.create_topics([NewTopic(topic, 4, 1)])[topic].result()
-    text = CONFIG.read_text()
-    text = re.sub(r"file: (\S+)", lambda m: f"file: {(CONFIG.parent / m.group(1)).resolve()}", text)
+    text = config_text(CONFIG)
     text = text.replace("topics: [transactions]", f"topics: [{topic}]")
     text = text.replace("max_lateness: 5s", "max_lateness: 0s").replace("idle_timeout: 10s", "idle_timeout: 1s")
     text = text.replace("interval: 2s", f"interval: {interval}")
@@ -165,8 +163,7 @@ def main():
         sys.exit("build it first: cargo build --release")
     work = Path(tempfile.mkdtemp(prefix="quiver-freshness-"))
     broker_dir = work / "broker"
-    broker = subprocess.run(["bash", str(ROOT / "scripts" / "kafka.sh"), "start", str(broker_dir)],
-                            check=True, capture_output=True, text=True).stdout.strip()
+    broker = start_broker(broker_dir)
     try:
         rate = args.rate
         if rate is None:
@@ -180,7 +177,7 @@ def main():
         for n, interval in enumerate(args.intervals.split(",")):
             rows.append((interval, trial(broker, work, interval, rate, args.seconds, 100 + n)))
     finally:
-        subprocess.run(["bash", str(ROOT / "scripts" / "kafka.sh"), "stop", str(broker_dir)], check=False)
+        stop_broker(broker_dir)
     print(f"\nfreshness of the online store (event produced -> visible to reads), {rate:,.0f} events/s target")
     print(f"{'checkpoint interval':20} {'events':>8} {'events/s':>9} {'commits':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for interval, r in rows:

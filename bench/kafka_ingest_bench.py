@@ -19,13 +19,12 @@ confluent-kafka in the Python running it (pip install confluent-kafka).
 import argparse
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import measured, sh  # noqa: E402
+from bench_common import measured, sh, start_broker, stop_broker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIVER = ROOT / "target" / "release" / "quiver"
@@ -80,12 +79,7 @@ def main():
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     broker_dir = out / "broker"
-    broker = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "kafka.sh"), "start", str(broker_dir)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    broker = start_broker(broker_dir)
     try:
         configs = out / "configs"
         shutil.copytree(ROOT / "configs", configs)
@@ -125,7 +119,7 @@ def main():
         print(f"Kafka / NDJSON file   : {kafka / files:.2f}x")
         print(f"Kafka / bare consumer : {kafka / bare:.2f}x")
     finally:
-        subprocess.run(["bash", str(ROOT / "scripts" / "kafka.sh"), "stop", str(broker_dir)])
+        stop_broker(broker_dir)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import free_port, sh  # noqa: E402
+from bench_common import config_text, free_port, sh  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIVER = ROOT / "target" / "release" / "quiver"
@@ -177,8 +177,7 @@ def main():
         stdout=subprocess.DEVNULL)
     results = {}
     try:
-        text = CONFIG.read_text()
-        text = re.sub(r"file: (\S+)", lambda m: f"file: {(CONFIG.parent / m.group(1)).resolve()}", text)
+        text = config_text(CONFIG)
         configs = {"embedded": work / "embedded.yaml", "redis": work / "redis.yaml"}
         configs["embedded"].write_text(text)
         configs["redis"].write_text(text + f"\nonline:\n  redis: redis://127.0.0.1:{redis_port}\n")
