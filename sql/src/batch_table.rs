@@ -1,16 +1,25 @@
 //! A table whose contents are swapped batch by batch.
 //!
-//! Plans over a stream are built once; for every batch the runtime puts the batch into the
-//! table's slot and executes the same logical plan again, without parsing or planning SQL anew.
+//! Plans over a stream are built once, down to the physical plan: its scan is a [`SlotExec`]
+//! that reads the table's slot when the plan executes. For every batch the runtime puts the
+//! batch into the slot and executes the same physical plan again, without parsing, optimizing
+//! or planning anything anew.
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result;
+use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, TableType};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    ReplaceChildrenOptions, SendableRecordBatchStream,
+};
 use std::sync::{Arc, Mutex};
 
 /// The batches a [`BatchSlotTable`] currently holds.
@@ -60,11 +69,99 @@ impl TableProvider for BatchSlotTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let exec = MemorySourceConfig::try_new_exec(
-            &[self.slot.get()],
-            Arc::clone(&self.schema),
+        Ok(Arc::new(SlotExec::new(
+            &self.schema,
+            self.slot.clone(),
             projection.cloned(),
-        )?;
-        Ok(exec)
+        )?))
+    }
+}
+
+/// The scan of a [`BatchSlotTable`]: one partition holding the slot's batches as of each
+/// [`ExecutionPlan::execute`], so one physical plan serves every batch.
+#[derive(Debug)]
+pub struct SlotExec {
+    slot: BatchSlot,
+    projection: Option<Vec<usize>>,
+    properties: Arc<PlanProperties>,
+}
+
+impl SlotExec {
+    fn new(schema: &SchemaRef, slot: BatchSlot, projection: Option<Vec<usize>>) -> Result<Self> {
+        let projected = match &projection {
+            Some(columns) => Arc::new(schema.project(columns)?),
+            None => Arc::clone(schema),
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(projected),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(SlotExec {
+            slot,
+            projection,
+            properties: Arc::new(properties),
+        })
+    }
+}
+
+impl DisplayAs for SlotExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "SlotExec")
+    }
+}
+
+impl ExecutionPlan for SlotExec {
+    fn name(&self) -> &str {
+        "SlotExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let batches = match &self.projection {
+            Some(columns) => (self.slot.get().iter())
+                .map(|b| b.project(columns))
+                .collect::<std::result::Result<Vec<_>, _>>()?,
+            None => self.slot.get(),
+        };
+        Ok(Box::pin(MemoryStream::try_new(
+            batches,
+            self.schema(),
+            None,
+        )?))
     }
 }

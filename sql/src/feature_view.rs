@@ -12,7 +12,7 @@ use crate::exact::{exact_array, exact_values, input_kind};
 use crate::lineage::{
     append_lineage, carry_hidden, lineage_fields, LINEAGE_OFFSET, LINEAGE_PARTITION,
 };
-use crate::session::{StreamSchema, StreamSession};
+use crate::session::{PreparedPlan, StreamSchema, StreamSession};
 use crate::window_frame::to_kernel_frame;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, StringArray};
 use datafusion::arrow::buffer::NullBuffer;
@@ -71,7 +71,7 @@ pub struct FeatureView {
     name: String,
     stream: String,
     session: StreamSession,
-    pre_plan: Option<LogicalPlan>,
+    pre_plan: Option<PreparedPlan>,
     key_exprs: Vec<Arc<dyn PhysicalExpr>>,
     key_names: Vec<String>,
     key_types: Vec<DataType>,
@@ -380,7 +380,7 @@ impl FeatureView {
                         })
                     })
                     .collect::<Result<Vec<usize>, SqlError>>()?;
-                (Some(optimized), base)
+                (Some(session.prepare(optimized, name).await?), base)
             }
         };
         let mut output_fields: Vec<datafusion::arrow::datatypes::Field> = plan

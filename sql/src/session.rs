@@ -6,11 +6,14 @@ use crate::error::SqlError;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::DFSchema;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SessionConfig, SessionContext};
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::{collect, ExecutionPlan};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -21,6 +24,31 @@ pub struct StreamSchema {
     pub name: String,
     /// Row schema.
     pub schema: SchemaRef,
+}
+
+/// A plan run once per batch (see [`StreamSession::prepare`]).
+#[derive(Debug, Clone)]
+pub(crate) struct PreparedPlan {
+    /// The optimized logical plan.
+    pub(crate) logical: LogicalPlan,
+    /// Its physical plan, reused for every batch; `None` when the plan reads the clock.
+    physical: Option<Arc<dyn ExecutionPlan>>,
+    /// Schema of the results.
+    schema: SchemaRef,
+}
+
+/// Whether `plan` calls a stable function such as `now()`, which planning folds into a
+/// constant.
+fn reads_the_clock(plan: &LogicalPlan) -> bool {
+    let stable = |e: &Expr| {
+        e.exists(|e| {
+            Ok(matches!(e, Expr::ScalarFunction(f)
+                if f.func.signature().volatility == Volatility::Stable))
+        })
+        .unwrap_or(true)
+    };
+    plan.exists(|node| Ok(node.expressions().iter().any(stable)))
+        .unwrap_or(true)
 }
 
 /// A DataFusion context with every known stream registered as a swappable table.
@@ -92,10 +120,37 @@ impl StreamSession {
             .map_err(|e| SqlError::execution(context, e))
     }
 
+    /// Plans `plan` (optimized) for execution batch by batch: down to the physical plan
+    /// when it can be reused, which saves optimizing and planning for every batch.
+    pub(crate) async fn prepare(
+        &self,
+        plan: LogicalPlan,
+        context: &str,
+    ) -> Result<PreparedPlan, SqlError> {
+        // Stable functions (`now()`, `current_date`) are folded into constants while
+        // planning: such a plan is planned again for every batch, as it always was.
+        let physical = if reads_the_clock(&plan) {
+            None
+        } else {
+            let state = self.ctx.state();
+            let physical = state
+                .create_physical_plan(&plan)
+                .await
+                .map_err(|e| SqlError::execution(context, e))?;
+            Some(physical)
+        };
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        Ok(PreparedPlan {
+            logical: plan,
+            physical,
+            schema,
+        })
+    }
+
     /// Runs `plan` with `batch` as the contents of stream `stream`, returning one batch.
     pub(crate) async fn run(
         &self,
-        plan: &LogicalPlan,
+        plan: &PreparedPlan,
         stream: &str,
         batch: RecordBatch,
         context: &str,
@@ -106,14 +161,23 @@ impl StreamSession {
             .ok_or_else(|| SqlError::execution(context, format!("unknown stream `{stream}`")))?;
         slot.set(vec![batch]);
         let result = async {
-            let frame = self.ctx.execute_logical_plan(plan.clone()).await?;
-            frame.collect().await
+            match &plan.physical {
+                Some(physical) => {
+                    // Operators with state between executions (none in row-local plans
+                    // today) start afresh.
+                    let physical = reset_plan_states(Arc::clone(physical))?;
+                    collect(physical, self.ctx.task_ctx()).await
+                }
+                None => {
+                    let frame = self.ctx.execute_logical_plan(plan.logical.clone()).await?;
+                    frame.collect().await
+                }
+            }
         }
         .await;
         slot.set(Vec::new());
         let batches = result.map_err(|e| SqlError::execution(context, e))?;
-        let schema = Arc::new(plan.schema().as_arrow().clone());
-        concat_batches(&schema, &batches).map_err(|e| SqlError::execution(context, e))
+        concat_batches(&plan.schema, &batches).map_err(|e| SqlError::execution(context, e))
     }
 
     /// Turns a DataFusion planning error into a located, actionable diagnostic.

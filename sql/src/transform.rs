@@ -3,7 +3,7 @@
 use crate::diagnostic::Diagnostic;
 use crate::error::SqlError;
 use crate::lineage::carry_hidden;
-use crate::session::{StreamSchema, StreamSession};
+use crate::session::{PreparedPlan, StreamSchema, StreamSession};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::LogicalPlan;
@@ -23,7 +23,7 @@ pub struct Transform {
     name: String,
     input: String,
     session: StreamSession,
-    plan: LogicalPlan,
+    plan: PreparedPlan,
     output_schema: SchemaRef,
 }
 
@@ -57,6 +57,7 @@ impl Transform {
         let plan = carry_hidden(plan).map_err(|e| SqlError::execution(name, e))?;
         let plan = session.optimize(&plan, name)?;
         let output_schema = Arc::new(plan.schema().as_arrow().clone());
+        let plan = session.prepare(plan, name).await?;
         Ok(Transform {
             name: name.to_string(),
             input,
