@@ -188,6 +188,11 @@ impl KeyedWindows {
         });
     }
 
+    /// Whether changes are tracked ([`KeyedWindows::track_changes`]).
+    pub fn tracks_changes(&self) -> bool {
+        self.changes.is_some()
+    }
+
     /// The keys whose state changed since the last call (or since tracking started) and the
     /// keys forgotten since, then starts over. Empty when changes are not tracked.
     ///

@@ -170,32 +170,53 @@ pub struct CheckpointConfig {
     /// Take checkpoints (default true). Without them a killed run starts over.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Wall-clock time between checkpoints (default 10s).
-    #[serde(default = "default_checkpoint_interval")]
-    pub interval: Duration,
+    /// Wall-clock time between checkpoints (default: 500ms from Kafka, where online freshness
+    /// comes with checkpoints; 10s from files and the generator). Read it with
+    /// [`CheckpointConfig::interval`].
+    #[serde(rename = "interval")]
+    pub interval_set: Option<Duration>,
     /// Also take one after this many source records (default: only by time).
     pub every_events: Option<u64>,
     /// Checkpoint directory (default `<output.path>/_checkpoints`).
     pub dir: Option<PathBuf>,
+    /// Incremental checkpoints (the changed keys' state) kept before they are merged into
+    /// whole state, beside the job (default 256; they are merged sooner once they outweigh the
+    /// whole state). 0: every checkpoint holds the whole state.
+    #[serde(default = "default_max_increments")]
+    pub max_increments: usize,
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
         CheckpointConfig {
             enabled: true,
-            interval: default_checkpoint_interval(),
+            interval_set: None,
             every_events: None,
             dir: None,
+            max_increments: default_max_increments(),
         }
     }
+}
+
+fn default_max_increments() -> usize {
+    256
 }
 
 fn default_true() -> bool {
     true
 }
 
-fn default_checkpoint_interval() -> Duration {
-    Duration::from_micros(10_000_000)
+impl CheckpointConfig {
+    /// The time between checkpoints: as configured, else 500ms for a `live` source (each
+    /// checkpoint makes its epoch visible: online, in output topics, in the store) and 10s
+    /// for files and the generator (fewer, larger output files).
+    pub fn interval(&self, live: bool) -> Duration {
+        self.interval_set
+            .unwrap_or(Duration::from_micros(match live {
+                true => 500_000,
+                false => 10_000_000,
+            }))
+    }
 }
 
 /// The input of a pipeline: exactly one of `datagen`, `files` or `kafka`.
@@ -503,7 +524,8 @@ impl LoadedConfig {
             }
             names.push(&step.name);
         }
-        if c.checkpoint.enabled && c.checkpoint.interval.as_micros() <= 0 {
+        let interval = c.checkpoint.interval_set.map(|i| i.as_micros());
+        if c.checkpoint.enabled && interval.is_some_and(|i| i <= 0) {
             return Err(err(
                 "interval",
                 "the checkpoint interval must be positive".into(),

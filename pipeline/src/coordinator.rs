@@ -2,6 +2,7 @@
 //! (barrier to every view, staged outputs, checkpoint file, publication). The decisions are
 //! in [`crate::checkpoint::protocol`]; this is the part that talks to tasks and files.
 
+use crate::checkpoint::chain::CheckpointChain;
 use crate::checkpoint::commit::{roll_forward, Effects};
 use crate::checkpoint::lock::JobLock;
 use crate::checkpoint::protocol::{view_changes, EpochAcks};
@@ -13,7 +14,7 @@ use crate::compile::CompiledPipeline;
 use crate::error::JobError;
 use crate::fault::crash_point;
 use crate::kafka_output::{KafkaCommit, KafkaOutput, TopicPart};
-use crate::operator::{Barrier, BarrierAck, Message};
+use crate::operator::{Barrier, BarrierAck, Message, StateRequest};
 use crate::outputs::{OutputPaths, Outputs};
 use crate::reorder::ReorderBuffer;
 use crate::source::{PartitionProgress, Source};
@@ -50,6 +51,10 @@ pub struct CheckpointStats {
     pub last_commit_s: Option<f64>,
     /// Feature rows per view as of the last durable checkpoint.
     pub view_rows: Vec<(String, u64)>,
+    /// Checkpoints with incremental window state (the changed keys only).
+    pub incremental: u64,
+    /// Times incremental checkpoints were merged into whole state beside the job.
+    pub merges: u64,
 }
 
 /// What the coordinator captured at a barrier, besides the views' answers.
@@ -121,13 +126,17 @@ pub struct Coordinator {
     online: Option<Arc<dyn OnlineStore>>,
     /// Source positions of a checkpoint that became durable and were not handed out yet.
     durable: Option<Vec<PartitionProgress>>,
+    /// Incremental checkpoints since the last whole one, merged beside the job.
+    chain: CheckpointChain,
 }
 
-/// What writing a checkpoint answers: its size in bytes and each view's committed rows.
-type Written = (u64, Vec<(String, u64)>);
+/// What writing a checkpoint answers: its size in bytes, each view's committed rows, and
+/// whether its state was incremental.
+type Written = (u64, Vec<(String, u64)>, bool);
 
 /// A checkpoint being written and published on a blocking thread.
 struct InFlight {
+    epoch: u64,
     started: Instant,
     handle: tokio::task::JoinHandle<Result<Written, JobError>>,
     /// The source positions the checkpoint holds.
@@ -178,7 +187,7 @@ impl Coordinator {
         let name = pipeline.loaded.config.name.clone();
         let identities = pipeline.view_identities.clone();
         let mut coordinator = Coordinator {
-            dir,
+            dir: dir.clone(),
             _lock: lock,
             paths,
             run: format!("{:x}", crate::clock::now_ms()),
@@ -194,6 +203,10 @@ impl Coordinator {
             kafka,
             online,
             durable: None,
+            chain: CheckpointChain::new(
+                dir.clone(),
+                pipeline.loaded.config.checkpoint.max_increments,
+            ),
         };
         let resume = match startup(latest, fresh) {
             Startup::Fresh => None,
@@ -257,12 +270,21 @@ impl Coordinator {
     ) -> Result<(), JobError> {
         let started = Instant::now();
         let epoch = self.epoch;
+        // A process's first checkpoint holds whole state, later ones what changed since the
+        // one before, and the last one of a finished input none (it is never resumed).
+        let request = if complete {
+            StateRequest::Nothing
+        } else if self.stats.count == 0 || !self.chain.incremental() {
+            StateRequest::Whole
+        } else {
+            StateRequest::Changes
+        };
         let mut replies = Vec::with_capacity(tasks.len());
         for task in tasks {
             let (reply, answer) = oneshot::channel();
             let barrier = Barrier {
                 epoch,
-                snapshot: !complete,
+                state: request,
                 reply,
             };
             if !task.send(Message::Barrier(barrier)).await {
@@ -294,6 +316,10 @@ impl Coordinator {
         });
         // Checkpoints commit in order: the previous one must be durable first.
         self.wait_in_flight().await?;
+        if request != StateRequest::Changes {
+            // Writing it removes the files a merge (perhaps started just now) reads.
+            self.chain.finish(true).await?;
+        }
         let positions = captured.partitions.clone();
         // The views hold every event older than the job watermark and none at or after it;
         // at the end of the input, every event: the online state's watermark is then just
@@ -386,7 +412,7 @@ impl Coordinator {
             let mut online_writes = Vec::new();
             let mut online_tables = Vec::new();
             for (i, (mut ack, identity)) in acks.into_iter().zip(identities).enumerate() {
-                if let Some(write) = ack.online.take() {
+                if let Some(write) = ack.state.online.take() {
                     online_tables.push((
                         identity.name.clone(),
                         write.table.clone(),
@@ -411,7 +437,8 @@ impl Coordinator {
                 checkpoint.commit.files.extend(ack.files);
                 checkpoint.views.push(ViewCheckpoint {
                     identity,
-                    state: ack.state,
+                    state: ack.state.state,
+                    incremental: ack.state.incremental,
                     rows: ack.rows,
                 });
             }
@@ -470,12 +497,13 @@ impl Coordinator {
                 let rows = (checkpoint.views.iter())
                     .map(|v| (v.identity.name.clone(), v.rows))
                     .collect();
-                Ok((written.bytes, rows))
+                Ok((written.bytes, rows, checkpoint.is_incremental()))
             })
             .await
             .map_err(|e| JobError::Checkpoint(format!("the checkpoint writer stopped: {e}")))?
         });
         self.in_flight = Some(InFlight {
+            epoch,
             started,
             handle,
             positions,
@@ -497,10 +525,15 @@ impl Coordinator {
         let Some(in_flight) = self.in_flight.take() else {
             return Ok(());
         };
-        let (bytes, rows) = in_flight
+        let (bytes, rows, incremental) = in_flight
             .handle
             .await
             .map_err(|e| JobError::Checkpoint(format!("the checkpoint writer stopped: {e}")))??;
+        self.chain
+            .durable(in_flight.epoch, bytes, incremental)
+            .await?;
+        self.stats.incremental += u64::from(incremental);
+        self.stats.merges = self.chain.merges;
         self.durable = Some(in_flight.positions);
         self.stats.last_bytes = bytes;
         self.stats.max_bytes = self.stats.max_bytes.max(bytes);
@@ -537,6 +570,11 @@ impl Coordinator {
             Ok(()) => self.wait_in_flight().await,
             Err(e) => Err(e),
         };
+        let committed = match committed {
+            Ok(()) => self.chain.finish(true).await,
+            Err(e) => Err(e),
+        };
+        self.stats.merges = self.chain.merges;
         let done = finish_all(tasks).await;
         committed?;
         done

@@ -24,11 +24,34 @@ pub enum Message {
 pub struct Barrier {
     /// The epoch that ends here.
     pub epoch: u64,
-    /// Whether the state is needed (not for the final checkpoint of a finished input: a
-    /// finished run is never resumed).
-    pub snapshot: bool,
+    /// Which state the checkpoint needs.
+    pub state: StateRequest,
     /// Where the answer goes.
     pub reply: oneshot::Sender<Result<BarrierAck, JobError>>,
+}
+
+/// Which state a checkpoint needs from an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateRequest {
+    /// None: the final checkpoint of a finished input (a finished run is never resumed).
+    Nothing,
+    /// All of it.
+    Whole,
+    /// What changed since the previous barrier; an operator that does not track its changes
+    /// answers with all of it.
+    Changes,
+}
+
+/// An operator's state at a barrier.
+#[derive(Debug, Default)]
+pub struct OperatorState {
+    /// Encoded and versioned (empty for stateless operators or when nothing was asked).
+    pub state: Vec<u8>,
+    /// Whether `state` holds only what changed since the previous barrier.
+    pub incremental: bool,
+    /// The keys whose state changed in the epoch, for the online store (stamped by the
+    /// coordinator), if the operator writes one.
+    pub online: Option<OnlineWrite>,
 }
 
 /// An operator's answer to a barrier.
@@ -36,15 +59,12 @@ pub struct Barrier {
 pub struct BarrierAck {
     /// The epoch answered.
     pub epoch: u64,
-    /// The operator's state at the barrier (empty for stateless operators).
-    pub state: Vec<u8>,
+    /// The operator's state at the barrier.
+    pub state: OperatorState,
     /// Output files staged for the epoch.
     pub files: Vec<StagedFile>,
     /// Output rows so far.
     pub rows: u64,
-    /// The keys whose state changed in the epoch, for the online store (stamped by the
-    /// coordinator), if the operator writes one.
-    pub online: Option<OnlineWrite>,
 }
 
 /// A stream operator.
@@ -56,18 +76,14 @@ pub trait Operator: Send {
     /// The watermark moved: release what no future event can need.
     fn on_watermark(&mut self, _watermark: i64) {}
 
-    /// The operator's state, encoded and versioned.
-    fn snapshot(&self) -> Result<Vec<u8>, JobError> {
-        Ok(Vec::new())
+    /// The state a barrier asks for, and what changed for the online store since the
+    /// previous barrier (asked at every barrier).
+    fn checkpoint(&mut self, _request: StateRequest) -> Result<OperatorState, JobError> {
+        Ok(OperatorState::default())
     }
 
-    /// Installs state written by [`Operator::snapshot`].
+    /// Installs whole state written by [`Operator::checkpoint`].
     fn restore(&mut self, _state: &[u8]) -> Result<(), JobError> {
         Ok(())
-    }
-
-    /// What changed for the online store since the last call (asked at every barrier).
-    fn online_write(&mut self) -> Result<Option<OnlineWrite>, JobError> {
-        Ok(None)
     }
 }

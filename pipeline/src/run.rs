@@ -76,8 +76,11 @@ pub fn configured_policy(pipeline: &CompiledPipeline) -> CheckpointPolicy {
             every_events: None,
         };
     }
+    let live = pipeline.loaded.config.source.kafka.is_some();
     CheckpointPolicy {
-        interval: Some(Duration::from_micros(c.interval.as_micros().max(1) as u64)),
+        interval: Some(Duration::from_micros(
+            c.interval(live).as_micros().max(1) as u64
+        )),
         every_events: c.every_events,
     }
 }
@@ -268,6 +271,11 @@ pub async fn run(
                 source.continue_from(&positions);
             }
         }
+    }
+    // Checkpoints after the first hold the keys that changed (and the online store gets
+    // them); every key with state now counts as changed.
+    for op in &mut operators {
+        op.track_changes();
     }
     for (op, (_, table)) in operators.iter_mut().zip(online_tables) {
         op.enable_online(table);

@@ -204,8 +204,13 @@ impl fmt::Display for RunSummary {
         if c.count > 0 {
             writeln!(
                 f,
-                "  checkpoints {} · largest {} bytes · paused {:.3} s in total, longest {:.3} s · longest to durable {:.3} s{}",
+                "  checkpoints {}{} · largest {} bytes · paused {:.3} s in total, longest {:.3} s · longest to durable {:.3} s{}",
                 c.count,
+                match (c.incremental, c.merges) {
+                    (0, _) => String::new(),
+                    (n, 0) => format!(" ({n} incremental)"),
+                    (n, m) => format!(" ({n} incremental, merged {m} times)"),
+                },
                 thousands(c.max_bytes),
                 c.total_s,
                 c.max_s,

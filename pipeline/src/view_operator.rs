@@ -1,9 +1,9 @@
 //! One feature view at run time: its compiled SQL and its keyed window state.
 
 use crate::batch_compute::BatchCompute;
-use crate::checkpoint::envelope::{self, StateKind};
+use crate::checkpoint::view_state::KeyStates;
 use crate::error::JobError;
-use crate::operator::Operator;
+use crate::operator::{Operator, OperatorState, StateRequest};
 use arrow::array::StringArray;
 use arrow::record_batch::RecordBatch;
 use indicatif::ProgressBar;
@@ -24,8 +24,6 @@ pub struct ViewOperator {
     rows_out: u64,
     /// Plan fingerprint carried by state envelopes.
     fingerprint: u64,
-    /// Size of the last snapshot (to size the next one's buffer).
-    last_snapshot_bytes: std::cell::Cell<usize>,
     /// Counts applied events (backfill's progress bar; hidden otherwise).
     progress: ProgressBar,
     /// Event time between sweeps of idle state.
@@ -38,6 +36,10 @@ pub struct ViewOperator {
     partitions: StringArray,
     /// The online store table (`view@version`) this view's changed keys go to, if any.
     online: Option<String>,
+}
+
+fn cannot_encode(view: &str, e: &dyn std::fmt::Display) -> JobError {
+    JobError::Checkpoint(format!("cannot encode window state of `{view}`: {e}"))
 }
 
 /// Shortest event time between sweeps of idle window state.
@@ -71,7 +73,6 @@ impl ViewOperator {
             rows_in: 0,
             rows_out: 0,
             fingerprint,
-            last_snapshot_bytes: std::cell::Cell::new(0),
             progress: ProgressBar::hidden(),
             expire_interval,
             expired_at: i64::MIN,
@@ -95,11 +96,13 @@ impl ViewOperator {
         self
     }
 
-    /// Tracks which keys change, for the online store's table `table` (`view@version`): each
-    /// barrier hands the changed keys' state over ([`Operator::online_write`]). Every key with
-    /// state now counts as changed.
+    /// Writes the online store's table `table` (`view@version`): each barrier hands the changed
+    /// keys' state over ([`Operator::checkpoint`]); changes are tracked from here if they were
+    /// not already (then every key with state counts as changed).
     pub fn enable_online(&mut self, table: String) {
-        self.windows.track_changes();
+        if !self.windows.tracks_changes() {
+            self.track_changes();
+        }
         self.online = Some(table);
     }
 
@@ -211,38 +214,48 @@ impl ViewOperator {
         self.busy += started.elapsed();
     }
 
+    /// Tracks which keys change, so that barriers can ask for incremental state
+    /// ([`StateRequest::Changes`]); every key with state now counts as changed.
+    pub fn track_changes(&mut self) {
+        self.windows.track_changes();
+    }
+
     /// Encodes the state of the keys accepted by `select` (e.g. one source partition's keys)
     /// in a versioned envelope carrying the plan fingerprint.
     pub fn snapshot_keys(&self, select: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>, JobError> {
-        // The previous snapshot's size is a good guess of this one's.
-        let hint = self.last_snapshot_bytes.get();
-        let bytes = envelope::encode_with_capacity(
-            StateKind::ViewState,
-            self.fingerprint,
-            &self.windows.snapshot(select),
-            hint + hint / 8,
-        )
-        .map_err(|e| {
-            JobError::Checkpoint(format!(
-                "cannot encode window state of `{}`: {e}",
-                self.view.name()
-            ))
-        })?;
-        self.last_snapshot_bytes.set(bytes.len());
-        Ok(bytes)
+        let snapshot = self.windows.snapshot(select);
+        let encoded = (snapshot.keys.iter())
+            .map(|(key, state)| Ok((*key, crate::online::encode_state(state)?)))
+            .collect::<Result<Vec<_>, postcard::Error>>()
+            .map_err(|e| cannot_encode(self.view.name(), &e))?;
+        let states = KeyStates {
+            states: encoded.iter().map(|(k, s)| (*k, &s[..])).collect(),
+            forgotten: Vec::new(),
+        };
+        states
+            .encode(self.fingerprint)
+            .map_err(|e| cannot_encode(self.view.name(), &e))
     }
 
-    /// Restores state encoded by [`ViewOperator::snapshot_keys`]; state of another plan,
-    /// truncated or damaged bytes are errors naming the view.
+    /// Restores whole state encoded by [`ViewOperator::snapshot_keys`] (or merged from
+    /// incremental checkpoints); state of another plan, truncated or damaged bytes are errors
+    /// naming the view.
     pub fn restore_keys(&mut self, bytes: &[u8]) -> Result<(), JobError> {
-        let snapshot: WindowSnapshot =
-            envelope::decode(bytes, StateKind::ViewState, self.fingerprint).map_err(|e| {
-                JobError::Checkpoint(format!(
-                    "cannot restore window state of view `{}`: {e}",
-                    self.view.name()
-                ))
-            })?;
-        self.windows.restore(snapshot);
+        let fail = |e: &dyn std::fmt::Display| {
+            JobError::Checkpoint(format!(
+                "cannot restore window state of view `{}`: {e}",
+                self.view.name()
+            ))
+        };
+        let states = KeyStates::decode(bytes, self.fingerprint).map_err(|e| fail(&e))?;
+        if !states.forgotten.is_empty() {
+            return Err(fail(&"the state is incremental, not whole"));
+        }
+        let keys = (states.states.iter())
+            .map(|(key, state)| Ok((key.to_vec(), crate::online::decode_state(state)?)))
+            .collect::<Result<Vec<_>, postcard::Error>>()
+            .map_err(|e| fail(&e))?;
+        self.windows.restore(WindowSnapshot { keys });
         Ok(())
     }
 }
@@ -266,33 +279,33 @@ impl Operator for ViewOperator {
         }
     }
 
-    fn snapshot(&self) -> Result<Vec<u8>, JobError> {
-        self.snapshot_keys(|_| true)
-    }
-
-    fn restore(&mut self, state: &[u8]) -> Result<(), JobError> {
-        self.restore_keys(state)
-    }
-
-    fn online_write(&mut self) -> Result<Option<OnlineWrite>, JobError> {
-        let Some(table) = self.online.clone() else {
-            return Ok(None);
-        };
+    fn checkpoint(&mut self, request: StateRequest) -> Result<OperatorState, JobError> {
         let started = Instant::now();
+        let incremental = request == StateRequest::Changes && self.windows.tracks_changes();
+        // The changed keys' states are encoded once, for the online store and for an
+        // incremental checkpoint alike.
         let changes = self.windows.take_changes();
-        let mut puts = Vec::with_capacity(changes.changed.len());
-        for (key, state) in changes.changed {
-            let bytes = crate::online::encode_state(state).map_err(|e| {
-                JobError::Checkpoint(format!(
-                    "cannot encode the online state of `{}`: {e}",
-                    self.view.name()
-                ))
-            })?;
-            puts.push((key.to_vec(), bytes));
+        let mut puts = Vec::new();
+        if incremental || self.online.is_some() {
+            puts.reserve(changes.changed.len());
+            for (key, state) in changes.changed {
+                let bytes = crate::online::encode_state(state)
+                    .map_err(|e| cannot_encode(self.view.name(), &e))?;
+                puts.push((key.to_vec(), bytes));
+            }
         }
-        let deletes = changes.forgotten.into_iter().map(Vec::from).collect();
-        self.busy += started.elapsed();
-        Ok(Some(OnlineWrite {
+        let deletes: Vec<Vec<u8>> = changes.forgotten.into_iter().map(Vec::from).collect();
+        let state = match request {
+            StateRequest::Nothing => Vec::new(),
+            _ if incremental => KeyStates {
+                states: puts.iter().map(|(k, s)| (&k[..], &s[..])).collect(),
+                forgotten: deletes.iter().map(|k| &k[..]).collect(),
+            }
+            .encode(self.fingerprint)
+            .map_err(|e| cannot_encode(self.view.name(), &e))?,
+            _ => self.snapshot_keys(|_| true)?,
+        };
+        let online = self.online.clone().map(|table| OnlineWrite {
             table,
             replace: false,
             stamp: OnlineStamp {
@@ -305,6 +318,16 @@ impl Operator for ViewOperator {
             },
             deletes,
             puts,
-        }))
+        });
+        self.busy += started.elapsed();
+        Ok(OperatorState {
+            state,
+            incremental,
+            online,
+        })
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), JobError> {
+        self.restore_keys(state)
     }
 }

@@ -28,19 +28,13 @@ impl<O: Operator + 'static, S: Sink + 'static> ViewTask<O, S> {
                     }
                     Message::Watermark(watermark) => operator.on_watermark(watermark),
                     Message::Barrier(barrier) => {
-                        let state = if barrier.snapshot {
-                            operator.snapshot()
-                        } else {
-                            Ok(Vec::new())
-                        };
-                        let ack = state.and_then(|state| {
+                        let ack = operator.checkpoint(barrier.state).and_then(|state| {
                             let files = sink.prepare_commit(barrier.epoch)?;
                             Ok(BarrierAck {
                                 epoch: barrier.epoch,
                                 state,
                                 files,
                                 rows: sink.rows(),
-                                online: operator.online_write()?,
                             })
                         });
                         let failed = ack.is_err();

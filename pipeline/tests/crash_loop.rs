@@ -88,6 +88,7 @@ views:
 checkpoint:
   interval: 1h
   every_events: 250
+  max_increments: 3
 ",
         input.display()
     );
@@ -243,6 +244,19 @@ fn assert_clean(out: &Path) {
         .map(|d| d.map(|e| e.unwrap().path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "staged files left behind: {left:?}");
+    // A finished run keeps its last checkpoint only (no chain of increments, no temporary
+    // files of an interrupted write or merge).
+    let checkpoints: Vec<_> = std::fs::read_dir(out.join("_checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|name| name != "LOCK")
+        .collect();
+    assert_eq!(
+        checkpoints.len(),
+        1,
+        "checkpoint files left in {}: {checkpoints:?}",
+        out.display()
+    );
 }
 
 struct Reference {
@@ -374,23 +388,30 @@ fn crashes_at_each_step_of_a_commit_leave_exactly_once_output() {
     // staged in a file) as well as ordinary ones (recovered from the checkpoint's state).
     let last = r.checkpoints;
     assert!(last > 7, "{last} checkpoints");
-    for point in points {
-        for n in [1, 3, 7, last] {
-            let out = r.dir.path().join(format!("{point}-{n}"));
-            let output = quiver(&r.config, &out)
-                .env("QUIVER_CRASH_AT", format!("{point}:{n}"))
-                .output()
-                .unwrap();
-            assert!(!output.status.success(), "{point}:{n} crashed");
-            run_to_end(&r.config, &out);
-            assert_clean(&out);
-            assert_same(&committed(&out), &r.expected, &format!("{point}:{n}"));
-            assert_eq!(
-                online_features(&r.config, &out),
-                r.online,
-                "{point}:{n}: the online store differs from an uninterrupted run's"
-            );
-        }
+    // Merges of incremental checkpoints (every third one here) run beside the job.
+    let merges = [
+        ("before_compaction_rename", 1),
+        ("before_compaction_rename", 2),
+    ];
+    let points = points
+        .iter()
+        .flat_map(|p| [1, 3, 7, last].map(|n| (*p, n)))
+        .chain(merges);
+    for (point, n) in points {
+        let out = r.dir.path().join(format!("{point}-{n}"));
+        let output = quiver(&r.config, &out)
+            .env("QUIVER_CRASH_AT", format!("{point}:{n}"))
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{point}:{n} crashed");
+        run_to_end(&r.config, &out);
+        assert_clean(&out);
+        assert_same(&committed(&out), &r.expected, &format!("{point}:{n}"));
+        assert_eq!(
+            online_features(&r.config, &out),
+            r.online,
+            "{point}:{n}: the online store differs from an uninterrupted run's"
+        );
     }
 }
 

@@ -6,8 +6,7 @@
 //! is postcard-encoded serde data. A truncated, bit-flipped or foreign file is a clear error,
 //! never a panic; a state written for another plan is refused by its fingerprint.
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 8] = b"QVRSTATE";
 const HEADER: usize = 8 + 2 + 1 + 8 + 8;
@@ -17,8 +16,9 @@ const HEADER: usize = 8 + 2 + 1 + 8 + 8;
 /// 2: window state keeps exact (integer, decimal) inputs exactly and min/max candidates as
 /// ordered integer keys. 3: retained times as differences, count-only inputs as nullness.
 /// 4: min/max trackers keyed by `i64` except for decimals. 5: variance sums in double-double.
-/// 6: commits into the feature store's Delta tables.
-pub const FORMAT_VERSION: u16 = 9;
+/// 6: commits into the feature store's Delta tables. 7 to 9: Kafka and online-store commits.
+/// 10: view state as separately encoded key states, whole or incremental (checkpoint chains).
+pub const FORMAT_VERSION: u16 = 10;
 
 /// What an envelope holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,8 +180,8 @@ fn check(bytes: &[u8], kind: StateKind) -> Result<(u64, &[u8]), EnvelopeError> {
 }
 
 /// Decodes an envelope of `kind` written for plan `fingerprint`.
-pub fn decode<T: DeserializeOwned>(
-    bytes: &[u8],
+pub fn decode<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
     kind: StateKind,
     fingerprint: u64,
 ) -> Result<T, EnvelopeError> {

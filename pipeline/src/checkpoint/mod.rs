@@ -8,12 +8,14 @@
 //! renamed into place (the commit point) and the epoch's files are published (roll-forward,
 //! redone by recovery if the process dies half way).
 
+pub mod chain;
 pub mod commit;
 pub mod dir;
 pub mod envelope;
 pub mod lock;
 pub mod protocol;
 pub mod state;
+pub mod view_state;
 
 pub use dir::CheckpointDir;
 pub use protocol::{startup, CheckpointPolicy, CheckpointTrigger, Startup};

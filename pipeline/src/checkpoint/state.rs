@@ -37,9 +37,13 @@ impl ViewIdentity {
 pub struct ViewCheckpoint {
     /// The definition the state belongs to.
     pub identity: ViewIdentity,
-    /// Window state in its own envelope (kind view state, the identity's fingerprint).
+    /// Window state in its own envelope (kind view state, the identity's fingerprint): see
+    /// [`super::view_state::KeyStates`].
     #[serde(with = "serde_bytes")]
     pub state: Vec<u8>,
+    /// Whether `state` holds only what changed since the previous epoch's checkpoint (which
+    /// recovery then reads too, back to a full one).
+    pub incremental: bool,
     /// Feature rows committed so far in this run.
     pub rows: u64,
 }
@@ -147,4 +151,11 @@ pub struct Checkpoint {
     pub counters: Counters,
     /// The epoch's output effects.
     pub commit: CommitRecord,
+}
+
+impl Checkpoint {
+    /// Whether some view's state is incremental: the checkpoints before this one are needed.
+    pub fn is_incremental(&self) -> bool {
+        self.views.iter().any(|v| v.incremental)
+    }
 }

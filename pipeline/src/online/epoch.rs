@@ -12,8 +12,8 @@
 
 use crate::checkpoint::envelope::{self, StateKind};
 use crate::checkpoint::state::ViewCheckpoint;
+use crate::checkpoint::view_state::KeyStates;
 use crate::error::JobError;
-use quiver_gpu::WindowSnapshot;
 use quiver_store::online::{is_new, OnlineStamp, OnlineStore, OnlineWrite};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -134,15 +134,18 @@ fn from_state(
             .iter()
             .find(|v| v.identity.name == *view)
             .ok_or_else(|| format!("the checkpoint has no state of view `{view}`"))?;
-        let snapshot: WindowSnapshot =
-            envelope::decode(&state.state, StateKind::ViewState, *fingerprint)
-                .map_err(|e| format!("view `{view}`: {e}"))?;
-        let puts = snapshot
-            .keys
-            .iter()
-            .map(|(key, state)| Ok((key.clone(), super::encode_state(state)?)))
-            .collect::<Result<Vec<_>, postcard::Error>>()
+        // Whole state (recovery merges incremental checkpoints first), each key's state
+        // encoded as the online store keeps it.
+        let states = KeyStates::decode(&state.state, *fingerprint)
             .map_err(|e| format!("view `{view}`: {e}"))?;
+        if state.incremental {
+            return Err(format!(
+                "view `{view}`: the checkpoint's state is incremental"
+            ));
+        }
+        let puts = (states.states.iter())
+            .map(|(key, state)| (key.to_vec(), state.to_vec()))
+            .collect();
         writes.push(OnlineWrite {
             table: table.clone(),
             replace: true,
