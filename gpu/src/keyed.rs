@@ -274,6 +274,15 @@ impl KeyedWindows {
     /// a key (ties in input order). Each key's events are then applied back to back, so its
     /// state stays in cache; keys are independent, so this order gives the same features.
     pub fn key_time_order(&self, slots: &[u32], times: &[i64]) -> Vec<u32> {
+        // A counting sort over every key costs O(keys) however small the batch: a live
+        // source's batches of a few events over many keys sort their rows instead.
+        if slots.len() < self.states.len() / 8 {
+            let mut rows: Vec<(u32, i64, u32)> = (slots.iter().zip(times).enumerate())
+                .map(|(row, (&slot, &t))| (slot, t, row as u32))
+                .collect();
+            rows.sort_unstable();
+            return rows.into_iter().map(|(_, _, row)| row).collect();
+        }
         crate::sort::key_time_order(slots, self.states.len(), times).order
     }
 
@@ -582,6 +591,27 @@ mod tests {
 
     fn col3() -> InputColumn<'static> {
         InputColumn::floats(&[1.0, 1.0, 1.0], None)
+    }
+
+    #[test]
+    fn small_batches_over_many_keys_sort_as_the_counting_sort_does() {
+        let mut w = KeyedWindows::new(plan());
+        let many: Vec<Vec<u8>> = (0..1000u32).map(|k| k.to_le_bytes().to_vec()).collect();
+        w.slots(&many.iter().map(|k| &k[..]).collect::<Vec<_>>());
+        let mut rng = 11u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for rows in [1usize, 2, 7, 60, 124] {
+            let slots: Vec<u32> = (0..rows).map(|_| (next() % 40) as u32).collect();
+            // Few distinct times: ties keep input order either way.
+            let times: Vec<i64> = (0..rows).map(|_| (next() % 5) as i64).collect();
+            let counted = crate::sort::key_time_order(&slots, w.key_count(), &times).order;
+            assert_eq!(w.key_time_order(&slots, &times), counted, "{rows} rows");
+        }
     }
 
     #[test]
