@@ -20,14 +20,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import config_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "fraud-demo.yaml"
 QUIVER = ROOT / "target" / "release" / "quiver"
+CONFIG_USED = CONFIG
 
 
 def run(args, out, summary):
-    cmd = [str(QUIVER), "run", str(CONFIG), "--output", str(out), "--no-progress",
+    cmd = [str(QUIVER), "run", str(CONFIG_USED), "--output", str(out), "--no-progress",
            "--summary-json", str(summary)] + args
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -42,10 +45,16 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--events", type=int, default=6_000_000)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--no-online", action="store_true",
+                   help="without the online store (on by default: each checkpoint also writes its changed keys there)")
     a = p.parse_args()
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "quiver-pipeline"], cwd=ROOT,
                    check=True)
     tmp = Path(tempfile.mkdtemp(prefix="quiver-ckpt-"))
+    global CONFIG_USED
+    if a.no_online:
+        CONFIG_USED = tmp / "no-online.yaml"
+        CONFIG_USED.write_text(config_text(CONFIG) + "\nonline: {enabled: false}\n")
     events = ["--events", str(a.events)]
     try:
         best = {}
@@ -69,7 +78,7 @@ def main():
 
         # Recovery: kill -9 0.3 s after the first checkpoint is on disk, then resume.
         out = tmp / "recovery"
-        cmd = [str(QUIVER), "run", str(CONFIG), "--output", str(out), "--no-progress",
+        cmd = [str(QUIVER), "run", str(CONFIG_USED), "--output", str(out), "--no-progress",
                "--checkpoint-interval", "1s"] + events
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)

@@ -316,10 +316,6 @@ impl Coordinator {
         });
         // Checkpoints commit in order: the previous one must be durable first.
         self.wait_in_flight().await?;
-        if request != StateRequest::Changes {
-            // Writing it removes the files a merge (perhaps started just now) reads.
-            self.chain.finish(true).await?;
-        }
         let positions = captured.partitions.clone();
         // The views hold every event older than the job watermark and none at or after it;
         // at the end of the input, every event: the online state's watermark is then just

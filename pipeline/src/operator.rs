@@ -37,8 +37,8 @@ pub enum StateRequest {
     Nothing,
     /// All of it.
     Whole,
-    /// What changed since the previous barrier; an operator that does not track its changes
-    /// answers with all of it.
+    /// What changed since the previous barrier; an operator that does not track its changes,
+    /// or whose state changed mostly, answers with all of it.
     Changes,
 }
 

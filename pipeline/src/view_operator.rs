@@ -281,10 +281,13 @@ impl Operator for ViewOperator {
 
     fn checkpoint(&mut self, request: StateRequest) -> Result<OperatorState, JobError> {
         let started = Instant::now();
-        let incremental = request == StateRequest::Changes && self.windows.tracks_changes();
         // The changed keys' states are encoded once, for the online store and for an
-        // incremental checkpoint alike.
+        // incremental checkpoint alike. When most keys changed, whole state costs about as
+        // much and needs no merge later.
+        let (keys, tracked) = (self.windows.key_count(), self.windows.tracks_changes());
         let changes = self.windows.take_changes();
+        let incremental =
+            request == StateRequest::Changes && tracked && changes.changed.len() * 2 < keys;
         let mut puts = Vec::new();
         if incremental || self.online.is_some() {
             puts.reserve(changes.changed.len());

@@ -11,6 +11,9 @@ use tokio::task::JoinHandle;
 /// smaller (merging a few small files again and again is wasted work).
 const MIN_MERGE_BYTES: u64 = 1 << 20;
 
+/// What a merge answers: the epoch it rewrote and the new file's size (`None`: nothing to do).
+type Merged = (u64, Option<u64>);
+
 /// What the chain of the job's checkpoints looks like, and the merge in progress.
 pub struct CheckpointChain {
     dir: CheckpointDir,
@@ -21,8 +24,9 @@ pub struct CheckpointChain {
     whole_bytes: u64,
     /// The incremental checkpoints after it: epoch and bytes.
     increments: Vec<(u64, u64)>,
-    /// A merge running on a blocking thread: the epoch it rewrites and the new file's size.
-    merging: Option<JoinHandle<Result<(u64, u64), JobError>>>,
+    /// A merge running on a blocking thread: the epoch it rewrites and the new file's size
+    /// (`None`: a whole checkpoint came first).
+    merging: Option<JoinHandle<Result<Merged, JobError>>>,
     /// Merges finished by this process.
     pub merges: u64,
 }
@@ -72,8 +76,8 @@ impl CheckpointChain {
         self.max_increments > 0
     }
 
-    /// Takes the result of a merge that finished, or waits for the one running (`wait`:
-    /// before a checkpoint with whole state removes the files it reads, and at the end).
+    /// Takes the result of a merge that finished, or waits for the one running (`wait`: at the
+    /// end of the run).
     pub async fn finish(&mut self, wait: bool) -> Result<(), JobError> {
         let Some(merging) = self.merging.take_if(|m| wait || m.is_finished()) else {
             return Ok(());
@@ -81,9 +85,11 @@ impl CheckpointChain {
         let (epoch, bytes) = merging.await.map_err(|e| {
             JobError::Checkpoint(format!("merging incremental checkpoints stopped: {e}"))
         })??;
-        self.whole_bytes = bytes;
-        self.increments.retain(|(e, _)| *e > epoch);
-        self.merges += 1;
+        if let Some(bytes) = bytes {
+            self.whole_bytes = bytes;
+            self.increments.retain(|(e, _)| *e > epoch);
+            self.merges += 1;
+        }
         Ok(())
     }
 }

@@ -19,6 +19,9 @@ const COMPACTING: &str = "qvck.compacting";
 #[derive(Debug, Clone)]
 pub struct CheckpointDir {
     dir: PathBuf,
+    /// Held while files are removed or merged (a merge beside the job, the removal of older
+    /// files after a whole checkpoint), so neither removes what the other reads.
+    cleanup: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 /// A checkpoint written, for the run summary.
@@ -31,7 +34,10 @@ pub struct Written {
 impl CheckpointDir {
     /// The checkpoint directory `dir` (created on first write).
     pub fn new(dir: PathBuf) -> Self {
-        CheckpointDir { dir }
+        CheckpointDir {
+            dir,
+            cleanup: Default::default(),
+        }
     }
 
     /// The directory.
@@ -170,8 +176,13 @@ impl CheckpointDir {
     /// Rewrites checkpoint `epoch` (committed, incremental) with whole view state, merged from
     /// the checkpoints before it, and then removes those: recovery reads one file again, and
     /// the directory stops growing. Runs beside the job: the file is replaced atomically by an
-    /// equivalent one, so a reader or a crash sees either. Answers the new file's size.
-    pub fn compact(&self, epoch: u64) -> Result<u64, JobError> {
+    /// equivalent one, so a reader or a crash sees either. Answers the new file's size, or
+    /// `None` when a checkpoint with whole state after `epoch` already removed it.
+    pub fn compact(&self, epoch: u64) -> Result<Option<u64>, JobError> {
+        let _cleanup = self.cleanup.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.file(epoch).exists() {
+            return Ok(None);
+        }
         let whole = self.whole(epoch)?;
         let bytes = encode(&whole).map_err(|e| {
             JobError::Checkpoint(format!("cannot encode merged checkpoint {epoch}: {e}"))
@@ -192,7 +203,7 @@ impl CheckpointDir {
                 let _ = std::fs::remove_file(path);
             }
         }
-        Ok(bytes.len() as u64)
+        Ok(Some(bytes.len() as u64))
     }
 
     /// Removes what writes and merges interrupted by a crash left (never renamed: never
@@ -229,6 +240,7 @@ impl CheckpointDir {
         })
         .map_err(|e| fail("write", &e))?;
         if !checkpoint.is_incremental() {
+            let _cleanup = self.cleanup.lock().unwrap_or_else(|p| p.into_inner());
             for (epoch, old) in self.list()? {
                 if epoch != checkpoint.epoch {
                     let _ = std::fs::remove_file(old);
@@ -378,7 +390,7 @@ mod tests {
         assert_eq!((latest.epoch, latest.views[0].rows), (6, 6));
         assert_eq!(keys(&latest), expected);
         // Merged into checkpoint 6 itself; the files before it go.
-        dir.compact(6).unwrap();
+        assert!(dir.compact(6).unwrap().is_some());
         assert_eq!(files(dir.path()), vec!["checkpoint-0000000006.qvck"]);
         assert_eq!(keys(&dir.latest().unwrap().unwrap()), expected);
         // More increments chain onto the merged checkpoint; a whole one removes the rest.
@@ -387,6 +399,8 @@ mod tests {
         dir.write(&checkpoint(8, "r", false, &[(b"z", b"z8")], &[]))
             .unwrap();
         assert_eq!(files(dir.path()), vec!["checkpoint-0000000008.qvck"]);
+        // A merge that comes after that finds nothing to do.
+        assert_eq!(dir.compact(7).unwrap(), None);
     }
 
     #[test]
