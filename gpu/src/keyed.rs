@@ -521,29 +521,39 @@ mod tests {
         [Some(in_w.len() as f64), sum, max, Some(life as f64), sd]
     }
 
+    /// A small deterministic pseudo-random sequence.
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     #[test]
     fn matches_brute_force_with_ties_nulls_and_idle_keys() {
-        let mut rng = 7u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(7);
         let key_names: [&[u8]; 3] = [b"a", b"b", b"hot"];
         let mut t = 0i64;
         let (mut keys, mut times, mut amounts) = (vec![], vec![], vec![]);
         for _ in 0..600 {
             let r = next();
-            if r % 5 != 0 {
+            if !r.is_multiple_of(5) {
                 t += (r % 90) as i64 * 1_000_000; // ties when 0
             }
-            if r % 97 == 0 {
+            if r.is_multiple_of(97) {
                 t += 30 * MIN; // everyone goes idle for longer than the window
             }
-            keys.push(key_names[if r % 3 == 0 { (r / 3 % 2) as usize } else { 2 }]);
+            keys.push(
+                key_names[if r.is_multiple_of(3) {
+                    (r / 3 % 2) as usize
+                } else {
+                    2
+                }],
+            );
             times.push(t);
-            amounts.push((r % 11 != 0).then(|| ((r >> 8) % 10_000) as f64 / 100.0));
+            amounts.push((!r.is_multiple_of(11)).then(|| ((r >> 8) % 10_000) as f64 / 100.0));
         }
         let ones = vec![1.0; times.len()];
         let vals: Vec<f64> = amounts.iter().map(|a| a.unwrap_or(0.0)).collect();
@@ -598,13 +608,7 @@ mod tests {
         let mut w = KeyedWindows::new(plan());
         let many: Vec<Vec<u8>> = (0..1000u32).map(|k| k.to_le_bytes().to_vec()).collect();
         w.slots(&many.iter().map(|k| &k[..]).collect::<Vec<_>>());
-        let mut rng = 11u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(11);
         for rows in [1usize, 2, 7, 60, 124] {
             let slots: Vec<u32> = (0..rows).map(|_| (next() % 40) as u32).collect();
             // Few distinct times: ties keep input order either way.

@@ -41,7 +41,9 @@ fn write_pipeline(dir: &Path, files: usize, events_per_file: usize) -> PathBuf {
             } else {
                 t - jitter
             };
-            let card = format!("c{}", rng.below(40));
+            // Enough cards that an epoch (250 events) changes fewer than half of them: checkpoints
+            // are incremental and merged.
+            let card = format!("c{}", rng.below(1000));
             let line = match rng.below(200) {
                 0 => "{\"txn_id\": 1, \"card_id\": ".to_string(), // malformed JSON
                 1 => format!(
