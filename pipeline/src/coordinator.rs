@@ -203,10 +203,7 @@ impl Coordinator {
             kafka,
             online,
             durable: None,
-            chain: CheckpointChain::new(
-                dir.clone(),
-                pipeline.loaded.config.checkpoint.max_increments,
-            ),
+            chain: CheckpointChain::new(dir, pipeline.loaded.config.checkpoint.max_increments),
         };
         let resume = match startup(latest, fresh) {
             Startup::Fresh => None,

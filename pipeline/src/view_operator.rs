@@ -223,13 +223,31 @@ impl ViewOperator {
     /// Encodes the state of the keys accepted by `select` (e.g. one source partition's keys)
     /// in a versioned envelope carrying the plan fingerprint.
     pub fn snapshot_keys(&self, select: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>, JobError> {
+        self.encode_whole(select, &[])
+    }
+
+    /// [`ViewOperator::snapshot_keys`], taking the states of `encoded` (keys and their states
+    /// already encoded, e.g. for the online store) as they are instead of encoding them again.
+    fn encode_whole(
+        &self,
+        select: impl Fn(&[u8]) -> bool,
+        encoded: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<Vec<u8>, JobError> {
+        let done: std::collections::HashMap<&[u8], &[u8]> =
+            (encoded.iter()).map(|(k, s)| (&k[..], &s[..])).collect();
         let snapshot = self.windows.snapshot(select);
-        let encoded = (snapshot.keys.iter())
-            .map(|(key, state)| Ok((*key, crate::online::encode_state(state)?)))
+        // Per key, its state encoded here unless `encoded` has it.
+        let fresh = (snapshot.keys.iter())
+            .map(|(key, state)| match done.contains_key(key) {
+                true => Ok(None),
+                false => crate::online::encode_state(state).map(Some),
+            })
             .collect::<Result<Vec<_>, postcard::Error>>()
             .map_err(|e| cannot_encode(self.view.name(), &e))?;
         let states = KeyStates {
-            states: encoded.iter().map(|(k, s)| (*k, &s[..])).collect(),
+            states: (snapshot.keys.iter().zip(&fresh))
+                .map(|((key, _), own)| (*key, own.as_deref().unwrap_or_else(|| done[key])))
+                .collect(),
             forgotten: Vec::new(),
         };
         states
@@ -306,7 +324,8 @@ impl Operator for ViewOperator {
             }
             .encode(self.fingerprint)
             .map_err(|e| cannot_encode(self.view.name(), &e))?,
-            _ => self.snapshot_keys(|_| true)?,
+            // The changed keys' states are already encoded (when there is an online store).
+            _ => self.encode_whole(|_| true, &puts)?,
         };
         let online = self.online.clone().map(|table| OnlineWrite {
             table,
