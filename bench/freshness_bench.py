@@ -85,6 +85,17 @@ def produce(p, topic, rate, seconds, seed):
     return times, len(times) / (time.time() - start)
 
 
+def nudge(p, topic, partitions, seed):
+    """One event, timed now, into each of the topic's `partitions`."""
+    for partition in range(partitions):
+        t = int(time.time() * 1000)
+        value = json.dumps({"txn_id": seed * 10_000_000 + partition, "card_id": f"card_nudge_{partition}",
+                            "merchant_id": "merch_00000", "amount": 1.0, "mcc": 5411, "country": "US",
+                            "event_time": t})
+        p.produce(topic, value.encode(), partition=partition)
+    p.flush()
+
+
 def poll_commits(port, stop, commits):
     conn = None
     while not stop.is_set():
@@ -176,8 +187,9 @@ def trial(broker, work, interval, rate, seconds, seed, warmup, output_topic=Fals
             rows_done = not output_topic or first_txn + len(times) - 1 in arrivals
             if online_done and rows_done:
                 break
-            # Keep the watermark moving past the last event: one more event now and then.
-            produce(p, topic, 200, 0.05, seed + 2)
+            # Keep the watermark moving past the last event: one more event in every partition
+            # now and then (a partition without any would hold it until its idle timeout).
+            nudge(p, topic, 4, seed + 2)
             time.sleep(0.05)
     finally:
         stop.set()
