@@ -7,6 +7,10 @@ use crate::AggKind;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
+mod parts;
+
+pub use parts::{PartWrites, PartsError, StoredParts};
+
 /// State of one frame group for one key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct GroupState {
@@ -120,6 +124,48 @@ impl Retained {
             Retained::Integer(v) => v[row].map(|x| InputValue::exact(x as i128, kind)),
             Retained::Decimal(v) => v[row].map(|x| InputValue::exact(x, kind)),
             Retained::Validity(v) => v[row].then_some(COUNTED),
+        }
+    }
+
+    /// An empty column of the same kind.
+    fn empty_like(&self) -> Self {
+        match self {
+            Retained::Float(_) => Retained::Float(VecDeque::new()),
+            Retained::Integer(_) => Retained::Integer(VecDeque::new()),
+            Retained::Decimal(_) => Retained::Decimal(VecDeque::new()),
+            Retained::Validity(_) => Retained::Validity(VecDeque::new()),
+        }
+    }
+
+    /// The values of rows `rows`, as a column of their own.
+    fn slice(&self, rows: std::ops::Range<usize>) -> Self {
+        match self {
+            Retained::Float(v) => Retained::Float(v.range(rows).copied().collect()),
+            Retained::Integer(v) => Retained::Integer(v.range(rows).copied().collect()),
+            Retained::Decimal(v) => Retained::Decimal(v.range(rows).copied().collect()),
+            Retained::Validity(v) => Retained::Validity(v.range(rows).copied().collect()),
+        }
+    }
+
+    /// Appends `other`'s values from row `skip` on; `false` (nothing appended) when the kinds
+    /// differ.
+    fn append_from(&mut self, other: Retained, skip: usize) -> bool {
+        match (self, other) {
+            (Retained::Float(a), Retained::Float(b)) => a.extend(b.into_iter().skip(skip)),
+            (Retained::Integer(a), Retained::Integer(b)) => a.extend(b.into_iter().skip(skip)),
+            (Retained::Decimal(a), Retained::Decimal(b)) => a.extend(b.into_iter().skip(skip)),
+            (Retained::Validity(a), Retained::Validity(b)) => a.extend(b.into_iter().skip(skip)),
+            _ => return false,
+        }
+        true
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Retained::Float(v) => v.len(),
+            Retained::Integer(v) => v.len(),
+            Retained::Decimal(v) => v.len(),
+            Retained::Validity(v) => v.len(),
         }
     }
 

@@ -153,7 +153,7 @@ mod tests {
         };
         apply(&mut windows, &[b"a", b"b"], 0);
         let changed = |c: &crate::keyed::StateChanges<'_>| {
-            let mut k: Vec<Vec<u8>> = c.changed.iter().map(|(k, _)| k.to_vec()).collect();
+            let mut k: Vec<Vec<u8>> = c.changed.iter().map(|c| c.key.to_vec()).collect();
             k.sort();
             k
         };

@@ -7,9 +7,9 @@ use crate::operator::{Operator, OperatorState, StateRequest};
 use arrow::array::StringArray;
 use arrow::record_batch::RecordBatch;
 use indicatif::ProgressBar;
-use quiver_gpu::{FeatureOutput, Frame, InputColumn, KeyedWindows, WindowSnapshot};
+use quiver_gpu::{FeatureOutput, Frame, InputColumn, KeyWindowState, KeyedWindows, PartsError};
 use quiver_sql::FeatureView;
-use quiver_store::online::{OnlineStamp, OnlineWrite};
+use quiver_store::online::{EntityWrite, OnlineStamp, OnlineWrite};
 use std::time::{Duration, Instant};
 
 /// Rows applied to the kernels between progress callbacks during backfill.
@@ -220,39 +220,24 @@ impl ViewOperator {
         self.windows.track_changes();
     }
 
-    /// Encodes the state of the keys accepted by `select` (e.g. one source partition's keys)
-    /// in a versioned envelope carrying the plan fingerprint.
-    pub fn snapshot_keys(&self, select: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>, JobError> {
-        self.encode_whole(select, &[])
-    }
-
-    /// [`ViewOperator::snapshot_keys`], taking the states of `encoded` (keys and their states
-    /// already encoded, e.g. for the online store) as they are instead of encoding them again.
-    fn encode_whole(
-        &self,
-        select: impl Fn(&[u8]) -> bool,
-        encoded: &[(Vec<u8>, Vec<u8>)],
-    ) -> Result<Vec<u8>, JobError> {
-        let done: std::collections::HashMap<&[u8], &[u8]> =
-            (encoded.iter()).map(|(k, s)| (&k[..], &s[..])).collect();
-        let snapshot = self.windows.snapshot(select);
-        // Per key, its state encoded here unless `encoded` has it.
-        let fresh = (snapshot.keys.iter())
-            .map(|(key, state)| match done.contains_key(key) {
-                true => Ok(None),
-                false => crate::online::encode_state(state).map(Some),
-            })
-            .collect::<Result<Vec<_>, postcard::Error>>()
-            .map_err(|e| cannot_encode(self.view.name(), &e))?;
+    /// Encodes the whole state of the keys accepted by `select` (e.g. one source partition's
+    /// keys) in a versioned envelope carrying the plan fingerprint: every key's head and
+    /// segments, sorted by key.
+    pub fn snapshot_keys(&mut self, select: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>, JobError> {
+        let name = self.view.name().to_string();
+        let mut parts = (self.windows.whole_parts(select)).map_err(|e| cannot_encode(&name, &e))?;
+        parts.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let states = KeyStates {
-            states: (snapshot.keys.iter().zip(&fresh))
-                .map(|((key, _), own)| (*key, own.as_deref().unwrap_or_else(|| done[key])))
+            heads: parts.iter().map(|(k, p)| (*k, &p.head[..])).collect(),
+            segments: (parts.iter())
+                .flat_map(|(k, p)| p.segments.iter().map(|(id, s)| (*k, *id, &s[..])))
                 .collect(),
+            dropped: Vec::new(),
             forgotten: Vec::new(),
         };
         states
             .encode(self.fingerprint)
-            .map_err(|e| cannot_encode(self.view.name(), &e))
+            .map_err(|e| cannot_encode(&name, &e))
     }
 
     /// Restores whole state encoded by [`ViewOperator::snapshot_keys`] (or merged from
@@ -266,14 +251,17 @@ impl ViewOperator {
             ))
         };
         let states = KeyStates::decode(bytes, self.fingerprint).map_err(|e| fail(&e))?;
-        if !states.forgotten.is_empty() {
+        if !states.forgotten.is_empty() || !states.dropped.is_empty() {
             return Err(fail(&"the state is incremental, not whole"));
         }
-        let keys = (states.states.iter())
-            .map(|(key, state)| Ok((key.to_vec(), crate::online::decode_state(state)?)))
-            .collect::<Result<Vec<_>, postcard::Error>>()
+        let keys = (states.keys().map_err(|e| fail(&e))?.into_iter())
+            .map(|k| {
+                let (state, stored) = KeyWindowState::from_parts(k.head, &k.segments)?;
+                Ok((k.key.to_vec(), state, stored))
+            })
+            .collect::<Result<Vec<_>, PartsError>>()
             .map_err(|e| fail(&e))?;
-        self.windows.restore(WindowSnapshot { keys });
+        self.windows.restore_parts(keys);
         Ok(())
     }
 }
@@ -299,33 +287,43 @@ impl Operator for ViewOperator {
 
     fn checkpoint(&mut self, request: StateRequest) -> Result<OperatorState, JobError> {
         let started = Instant::now();
-        // The changed keys' states are encoded once, for the online store and for an
-        // incremental checkpoint alike. When most keys changed, whole state costs about as
-        // much and needs no merge later.
-        let (keys, tracked) = (self.windows.key_count(), self.windows.tracks_changes());
-        let changes = self.windows.take_changes();
-        let incremental =
-            request == StateRequest::Changes && tracked && changes.changed.len() * 2 < keys;
+        // The changed keys' parts are encoded once, for the online store and for an
+        // incremental checkpoint alike: each key's head and its new events, not all of them.
+        let tracked = self.windows.tracks_changes();
+        let incremental = request == StateRequest::Changes && tracked;
+        let name = self.view.name().to_string();
+        let mut changes = self.windows.take_changes();
         let mut puts = Vec::new();
         if incremental || self.online.is_some() {
             puts.reserve(changes.changed.len());
-            for (key, state) in changes.changed {
-                let bytes = crate::online::encode_state(state)
-                    .map_err(|e| cannot_encode(self.view.name(), &e))?;
-                puts.push((key.to_vec(), bytes));
+            for changed in &mut changes.changed {
+                let parts = changed
+                    .write_parts()
+                    .map_err(|e| cannot_encode(&name, &e))?;
+                puts.push(EntityWrite {
+                    key: changed.key.to_vec(),
+                    head: parts.head,
+                    deletes: parts.deletes,
+                    segments: parts.segments,
+                });
             }
         }
         let deletes: Vec<Vec<u8>> = changes.forgotten.into_iter().map(Vec::from).collect();
         let state = match request {
             StateRequest::Nothing => Vec::new(),
             _ if incremental => KeyStates {
-                states: puts.iter().map(|(k, s)| (&k[..], &s[..])).collect(),
+                heads: puts.iter().map(|p| (&p.key[..], &p.head[..])).collect(),
+                segments: (puts.iter())
+                    .flat_map(|p| p.segments.iter().map(|(id, s)| (&p.key[..], *id, &s[..])))
+                    .collect(),
+                dropped: (puts.iter())
+                    .flat_map(|p| p.deletes.iter().map(|id| (&p.key[..], *id)))
+                    .collect(),
                 forgotten: deletes.iter().map(|k| &k[..]).collect(),
             }
             .encode(self.fingerprint)
-            .map_err(|e| cannot_encode(self.view.name(), &e))?,
-            // The changed keys' states are already encoded (when there is an online store).
-            _ => self.encode_whole(|_| true, &puts)?,
+            .map_err(|e| cannot_encode(&name, &e))?,
+            _ => self.snapshot_keys(|_| true)?,
         };
         let online = self.online.clone().map(|table| OnlineWrite {
             table,

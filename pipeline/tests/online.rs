@@ -420,7 +420,9 @@ fn verify_online_finds_nothing_on_a_healthy_store_and_names_a_corrupted_entry() 
         let table = format!("cards@{current}");
         let (_, entries) = store.scan(&table, None, 10).unwrap().unwrap();
         let (victim, _) = &entries[0];
-        let (_, other_state) = entries.iter().max_by_key(|(_, s)| s.len()).unwrap();
+        let (_, other_state) = (entries.iter())
+            .max_by_key(|(_, s)| s.segments.iter().map(|(_, b)| b.len()).sum::<usize>())
+            .unwrap();
         store.put_raw(&table, victim, other_state).unwrap();
     }
     let (ok, report) = verify(&[]);
@@ -473,13 +475,14 @@ fn redis_serves_the_same_decaying_windows_and_survives_a_crash_mid_commit() {
     assert!(views["epoch"].as_u64().unwrap() >= 1, "{views}");
 }
 
-/// Writes 150 epochs of 40 keys (every key holds its epoch's number) through `writer` while
-/// reading all keys over and over through `store`: every read sees one epoch whole.
+/// Writes 150 epochs of 40 keys (every key's head and one segment hold its epoch's number; the
+/// previous epoch's segment is deleted) through `writer` while reading all keys over and over
+/// through `store`: every read sees one epoch whole.
 fn readers_see_whole_epochs(
     writing: std::sync::Arc<dyn quiver_store::online::OnlineStore>,
     store: std::sync::Arc<dyn quiver_store::online::OnlineStore>,
 ) {
-    use quiver_store::online::{OnlineStamp, OnlineWrite};
+    use quiver_store::online::{EntityState, EntityWrite, OnlineStamp, OnlineWrite};
     let keys: Vec<Vec<u8>> = (0..40u8).map(|k| vec![k, 0xFF, k]).collect();
     let writer = {
         let (store, keys) = (writing, keys.clone());
@@ -498,7 +501,14 @@ fn readers_see_whole_epochs(
                         keys: 0,
                     },
                     deletes: Vec::new(),
-                    puts: keys.iter().map(|k| (k.clone(), value.clone())).collect(),
+                    puts: (keys.iter())
+                        .map(|k| EntityWrite {
+                            key: k.clone(),
+                            head: value.clone(),
+                            deletes: vec![epoch - 1],
+                            segments: vec![(epoch, value.clone())],
+                        })
+                        .collect(),
                 };
                 store.apply(&[write]).unwrap();
             }
@@ -510,7 +520,11 @@ fn readers_see_whole_epochs(
         let Some((stamp, values)) = store.get("cards@v1", &refs).unwrap() else {
             continue;
         };
-        let expected = Some(stamp.epoch.to_le_bytes().to_vec());
+        let value = stamp.epoch.to_le_bytes().to_vec();
+        let expected = Some(EntityState {
+            head: value.clone(),
+            segments: vec![(stamp.epoch, value)],
+        });
         assert!(
             values.iter().all(|v| *v == expected),
             "a partial epoch was visible at stamp {}",

@@ -286,7 +286,7 @@ mod tests {
         }
     }
 
-    /// Checkpoint `epoch` of run `run` whose one view holds `states` and `forgotten`.
+    /// Checkpoint `epoch` of run `run` whose one view holds the heads `states` and `forgotten`.
     fn checkpoint(
         epoch: u64,
         run: &str,
@@ -295,8 +295,9 @@ mod tests {
         forgotten: &[&[u8]],
     ) -> Checkpoint {
         let state = KeyStates {
-            states: states.to_vec(),
+            heads: states.to_vec(),
             forgotten: forgotten.to_vec(),
+            ..KeyStates::default()
         }
         .encode(identity().fingerprint())
         .unwrap();
@@ -343,7 +344,7 @@ mod tests {
         assert!(!view.incremental);
         let states = KeyStates::decode(&view.state, identity().fingerprint()).unwrap();
         assert!(states.forgotten.is_empty());
-        (states.states.iter())
+        (states.heads.iter())
             .map(|(k, s)| (k.to_vec(), s.to_vec()))
             .collect()
     }

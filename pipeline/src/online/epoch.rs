@@ -14,7 +14,7 @@ use crate::checkpoint::envelope::{self, StateKind};
 use crate::checkpoint::state::ViewCheckpoint;
 use crate::checkpoint::view_state::KeyStates;
 use crate::error::JobError;
-use quiver_store::online::{is_new, OnlineStamp, OnlineStore, OnlineWrite};
+use quiver_store::online::{is_new, EntityWrite, OnlineStamp, OnlineStore, OnlineWrite};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -143,8 +143,16 @@ fn from_state(
                 "view `{view}`: the checkpoint's state is incremental"
             ));
         }
-        let puts = (states.states.iter())
-            .map(|(key, state)| (key.to_vec(), state.to_vec()))
+        let puts = (states.keys().map_err(|e| format!("view `{view}`: {e}"))?)
+            .into_iter()
+            .map(|k| EntityWrite {
+                key: k.key.to_vec(),
+                head: k.head.to_vec(),
+                deletes: Vec::new(),
+                segments: (k.segments.iter())
+                    .map(|(id, s)| (*id, s.to_vec()))
+                    .collect(),
+            })
             .collect();
         writes.push(OnlineWrite {
             table: table.clone(),

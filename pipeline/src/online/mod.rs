@@ -13,19 +13,17 @@ pub mod verify;
 use crate::compile::CompiledPipeline;
 use crate::config::LoadedConfig;
 use crate::error::JobError;
-use quiver_gpu::KeyWindowState;
-use quiver_store::online::{table_name, EmbeddedOnline, OnlineStore, RedisOnline};
+use quiver_gpu::{KeyWindowState, PartsError};
+use quiver_store::online::{table_name, EmbeddedOnline, EntityState, OnlineStore, RedisOnline};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Encodes one key's window state for the store.
-pub fn encode_state(state: &KeyWindowState) -> Result<Vec<u8>, postcard::Error> {
-    postcard::to_allocvec(state)
-}
-
-/// Decodes a key's window state written by [`encode_state`].
-pub fn decode_state(bytes: &[u8]) -> Result<KeyWindowState, postcard::Error> {
-    postcard::from_bytes(bytes)
+/// Decodes a key's window state as the store keeps it (a head and segments).
+pub fn decode_state(state: &EntityState) -> Result<KeyWindowState, PartsError> {
+    let segments: Vec<(u64, &[u8])> = (state.segments.iter())
+        .map(|(id, s)| (*id, &s[..]))
+        .collect();
+    Ok(KeyWindowState::from_parts(&state.head, &segments)?.0)
 }
 
 /// Per view of `pipeline`, in view order: its version and its online table (`view@version`).

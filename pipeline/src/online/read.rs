@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use quiver_gpu::KeyWindowState;
 use quiver_sql::FeatureView;
-use quiver_store::online::{table_name, OnlineStamp};
+use quiver_store::online::{table_name, EntityState, OnlineStamp};
 use std::sync::Arc;
 
 /// Why a read failed, in the terms a client needs (an HTTP status follows from it).
@@ -387,7 +387,7 @@ impl OnlineReader {
     pub fn values(
         online: &OnlineView,
         stamp: OnlineStamp,
-        states: &[Option<Vec<u8>>],
+        states: &[Option<EntityState>],
         key_columns: Vec<ArrayRef>,
         features: &[String],
         at: Option<i64>,
@@ -412,7 +412,7 @@ impl OnlineReader {
         }
         let decoded: Vec<Option<KeyWindowState>> = states
             .iter()
-            .map(|s| s.as_deref().map(decode_state).transpose())
+            .map(|s| s.as_ref().map(decode_state).transpose())
             .collect::<Result<_, _>>()
             .map_err(|e| {
                 ReadError::internal(format!(

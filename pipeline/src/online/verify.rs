@@ -12,6 +12,7 @@ use crate::registry::event_log::{compile_registered, read_event_log};
 use crate::registry::Registry;
 use arrow::array::{Array, BooleanArray, RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::{Field, Schema};
+use quiver_store::online::EntityState;
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -140,7 +141,7 @@ pub async fn verify_online(
 
     // Every key of the online table (one stamp throughout: the run may not be writing).
     let store = &reader.store().0;
-    let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut entries: Vec<(Vec<u8>, EntityState)> = Vec::new();
     let mut stamp = None;
     loop {
         let after = entries.last().map(|(k, _)| k.as_slice());
@@ -177,7 +178,7 @@ pub async fn verify_online(
     let encoded: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
     let key_columns = online.view.decode_keys(&encoded).map_err(|e| fail(&e))?;
     let features = online.view.point_in_time_features();
-    let states: Vec<Option<Vec<u8>>> = entries.into_iter().map(|(_, s)| Some(s)).collect();
+    let states: Vec<Option<EntityState>> = entries.into_iter().map(|(_, s)| Some(s)).collect();
     let values = OnlineReader::values(
         online,
         stamp.clone(),

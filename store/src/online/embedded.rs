@@ -2,7 +2,7 @@
 //! writes visible together; readers see MVCC snapshots, so they never wait for a commit and
 //! never see half of one. redb locks its file: one process opens it at a time.
 
-use super::{is_new, unix_ms, OnlineStamp, OnlineStore, OnlineWrite};
+use super::{is_new, unix_ms, EntityState, OnlineStamp, OnlineStore, OnlineWrite};
 use crate::StoreError;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
@@ -10,12 +10,39 @@ use std::path::{Path, PathBuf};
 /// Stamps: table name -> JSON [`OnlineStamp`].
 const STAMPS: TableDefinition<&str, &[u8]> = TableDefinition::new("stamps");
 
-/// A table of entity states: encoded key -> encoded window state.
+/// A table of entity heads: encoded key -> head.
 type States<'a> = TableDefinition<'a, &'static [u8], &'static [u8]>;
 
-/// The redb table holding a view version's states.
+/// A table of entity segments: (encoded key, segment id) -> segment.
+type Segments<'a> = TableDefinition<'a, (&'static [u8], u64), &'static [u8]>;
+
+/// A view version's heads and segments, opened for reading.
+type ReadTables = (
+    redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    redb::ReadOnlyTable<(&'static [u8], u64), &'static [u8]>,
+);
+
+/// The redb table holding a view version's heads.
 fn states(table: &str) -> String {
     format!("state/{table}")
+}
+
+/// The redb table holding a view version's segments.
+fn segments(table: &str) -> String {
+    format!("segments/{table}")
+}
+
+/// The segments of `key` in `table`, by id.
+fn segments_of(
+    table: &impl ReadableTable<(&'static [u8], u64), &'static [u8]>,
+    key: &[u8],
+) -> Result<Vec<(u64, Vec<u8>)>, redb::StorageError> {
+    let mut out = Vec::new();
+    for entry in table.range((key, 0)..=(key, u64::MAX))? {
+        let (k, v) = entry?;
+        out.push((k.value().1, v.value().to_vec()));
+    }
+    Ok(out)
 }
 
 /// An online store in one local file.
@@ -60,29 +87,41 @@ impl EmbeddedOnline {
         serde_json::from_slice(bytes).map_err(|e| self.fail(format!("unreadable stamp: {e}")))
     }
 
-    /// The stamp of `table` and its states (`None` when no state was ever written) in a read
-    /// transaction; `None` when the table does not exist.
+    /// The stamp of `table` and its heads and segments (`None` when no state was ever
+    /// written) in a read transaction; `None` when the table does not exist.
     #[allow(clippy::type_complexity)]
     fn read_table(
         &self,
         tx: &redb::ReadTransaction,
         table: &str,
-    ) -> Result<
-        Option<(
-            OnlineStamp,
-            Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
-        )>,
-        StoreError,
-    > {
+    ) -> Result<Option<(OnlineStamp, Option<ReadTables>)>, StoreError> {
         let Some(stamp) = self.read_stamp(tx, table)? else {
             return Ok(None);
         };
-        let name = states(table);
-        match tx.open_table(States::new(&name)) {
+        let (heads, parts) = (states(table), segments(table));
+        let opened = tx
+            .open_table(States::new(&heads))
+            .and_then(|h| Ok((h, tx.open_table(Segments::new(&parts))?)));
+        match opened {
             Ok(t) => Ok(Some((stamp, Some(t)))),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(Some((stamp, None))),
             Err(e) => Err(self.fail(e)),
         }
+    }
+
+    /// The state of `key` in the opened tables.
+    fn entity(
+        &self,
+        (heads, parts): &ReadTables,
+        key: &[u8],
+    ) -> Result<Option<EntityState>, StoreError> {
+        let Some(head) = heads.get(key).map_err(|e| self.fail(e))? else {
+            return Ok(None);
+        };
+        Ok(Some(EntityState {
+            head: head.value().to_vec(),
+            segments: segments_of(parts, key).map_err(|e| self.fail(e))?,
+        }))
     }
 
     /// The stamp of `table` in a read transaction, if the table exists.
@@ -117,21 +156,39 @@ impl OnlineStore for EmbeddedOnline {
                 if !is_new(current.as_ref(), &write.stamp) {
                     continue;
                 }
-                let name = states(&write.table);
+                let (name, parts_name) = (states(&write.table), segments(&write.table));
                 if write.replace {
                     tx.delete_table(States::new(&name))
+                        .map_err(|e| self.fail(e))?;
+                    tx.delete_table(Segments::new(&parts_name))
                         .map_err(|e| self.fail(e))?;
                 }
                 let mut table = tx
                     .open_table(States::new(&name))
                     .map_err(|e| self.fail(e))?;
+                let mut parts = tx
+                    .open_table(Segments::new(&parts_name))
+                    .map_err(|e| self.fail(e))?;
                 for key in &write.deletes {
                     table.remove(key.as_slice()).map_err(|e| self.fail(e))?;
-                }
-                for (key, state) in &write.puts {
-                    table
-                        .insert(key.as_slice(), state.as_slice())
+                    let key = key.as_slice();
+                    parts
+                        .retain_in((key, 0)..=(key, u64::MAX), |_, _| false)
                         .map_err(|e| self.fail(e))?;
+                }
+                for put in &write.puts {
+                    let key = put.key.as_slice();
+                    table
+                        .insert(key, put.head.as_slice())
+                        .map_err(|e| self.fail(e))?;
+                    for &id in &put.deletes {
+                        parts.remove((key, id)).map_err(|e| self.fail(e))?;
+                    }
+                    for (id, bytes) in &put.segments {
+                        parts
+                            .insert((key, *id), bytes.as_slice())
+                            .map_err(|e| self.fail(e))?;
+                    }
                 }
                 let stamp = OnlineStamp {
                     keys: table.len().map_err(|e| self.fail(e))?,
@@ -168,18 +225,17 @@ impl OnlineStore for EmbeddedOnline {
         &self,
         table: &str,
         keys: &[&[u8]],
-    ) -> Result<Option<(OnlineStamp, Vec<Option<Vec<u8>>>)>, StoreError> {
+    ) -> Result<Option<(OnlineStamp, Vec<Option<EntityState>>)>, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let Some((stamp, states)) = self.read_table(&tx, table)? else {
+        let Some((stamp, tables)) = self.read_table(&tx, table)? else {
             return Ok(None);
         };
         let mut values = Vec::with_capacity(keys.len());
         for key in keys {
-            let value = match &states {
-                Some(states) => states.get(*key).map_err(|e| self.fail(e))?,
+            values.push(match &tables {
+                Some(tables) => self.entity(tables, key)?,
                 None => None,
-            };
-            values.push(value.map(|v| v.value().to_vec()));
+            });
         }
         Ok(Some((stamp, values)))
     }
@@ -189,12 +245,12 @@ impl OnlineStore for EmbeddedOnline {
         table: &str,
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Option<(OnlineStamp, Vec<(Vec<u8>, Vec<u8>)>)>, StoreError> {
+    ) -> Result<Option<(OnlineStamp, Vec<(Vec<u8>, EntityState)>)>, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let Some((stamp, states)) = self.read_table(&tx, table)? else {
+        let Some((stamp, tables)) = self.read_table(&tx, table)? else {
             return Ok(None);
         };
-        let Some(states) = states else {
+        let Some((states, parts)) = tables else {
             return Ok(Some((stamp, Vec::new())));
         };
         let range = match after {
@@ -206,19 +262,35 @@ impl OnlineStore for EmbeddedOnline {
         let mut out = Vec::new();
         for entry in range.take(limit) {
             let (k, v) = entry.map_err(|e| self.fail(e))?;
-            out.push((k.value().to_vec(), v.value().to_vec()));
+            let key = k.value().to_vec();
+            let segments = segments_of(&parts, &key).map_err(|e| self.fail(e))?;
+            let head = v.value().to_vec();
+            out.push((key, EntityState { head, segments }));
         }
         Ok(Some((stamp, out)))
     }
 
-    fn put_raw(&self, table: &str, key: &[u8], state: &[u8]) -> Result<(), StoreError> {
+    fn put_raw(&self, table: &str, key: &[u8], state: &EntityState) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(|e| self.fail(e))?;
         {
-            let name = states(table);
+            let (name, parts_name) = (states(table), segments(table));
             let mut states = tx
                 .open_table(States::new(&name))
                 .map_err(|e| self.fail(e))?;
-            states.insert(key, state).map_err(|e| self.fail(e))?;
+            states
+                .insert(key, state.head.as_slice())
+                .map_err(|e| self.fail(e))?;
+            let mut parts = tx
+                .open_table(Segments::new(&parts_name))
+                .map_err(|e| self.fail(e))?;
+            parts
+                .retain_in((key, 0)..=(key, u64::MAX), |_, _| false)
+                .map_err(|e| self.fail(e))?;
+            for (id, bytes) in &state.segments {
+                parts
+                    .insert((key, *id), bytes.as_slice())
+                    .map_err(|e| self.fail(e))?;
+            }
         }
         tx.commit().map_err(|e| self.fail(e))
     }
@@ -230,6 +302,8 @@ impl OnlineStore for EmbeddedOnline {
             let existed = stamps.remove(table).map_err(|e| self.fail(e))?.is_some();
             let name = states(table);
             tx.delete_table(States::new(&name))
+                .map_err(|e| self.fail(e))?;
+            tx.delete_table(Segments::new(&segments(table)))
                 .map_err(|e| self.fail(e))?;
             existed
         };
@@ -244,43 +318,8 @@ impl OnlineStore for EmbeddedOnline {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{read, write};
     use super::*;
-
-    fn write(
-        run: &str,
-        epoch: u64,
-        replace: bool,
-        puts: &[(&str, &str)],
-        deletes: &[&str],
-    ) -> OnlineWrite {
-        OnlineWrite {
-            table: "v@1".into(),
-            replace,
-            stamp: OnlineStamp {
-                run: run.into(),
-                epoch,
-                watermark: Some(epoch as i64 * 10),
-                committed_unix_ms: 0,
-                fingerprint: 7,
-                keys: 0,
-            },
-            deletes: deletes.iter().map(|k| k.as_bytes().to_vec()).collect(),
-            puts: puts
-                .iter()
-                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-                .collect(),
-        }
-    }
-
-    fn read(store: &EmbeddedOnline, keys: &[&str]) -> (u64, Vec<Option<String>>) {
-        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
-        let (stamp, values) = store.get("v@1", &keys).unwrap().unwrap();
-        let values = values
-            .into_iter()
-            .map(|v| v.map(|v| String::from_utf8(v).unwrap()))
-            .collect();
-        (stamp.epoch, values)
-    }
 
     #[test]
     fn epochs_apply_once_replace_and_survive_reopening() {
@@ -315,7 +354,11 @@ mod tests {
         assert_eq!(tables.len(), 1);
         assert_eq!((tables[0].1.run.as_str(), tables[0].1.keys), ("r2", 1));
         let (_, page) = store.scan("v@1", None, 10).unwrap().unwrap();
-        assert_eq!(page, vec![(b"c".to_vec(), b"x".to_vec())]);
+        let x = EntityState {
+            head: b"x".to_vec(),
+            segments: vec![(7, b"x".to_vec())],
+        };
+        assert_eq!(page, vec![(b"c".to_vec(), x)]);
         assert!(store.drop_table("v@1").unwrap());
         assert!(store.get("v@1", &[b"c"]).unwrap().is_none());
     }
@@ -362,7 +405,9 @@ mod tests {
             };
             let expected = Some(stamp.epoch.to_string().into_bytes());
             assert!(
-                values.iter().all(|v| *v == expected),
+                values
+                    .iter()
+                    .all(|v| v.as_ref().map(|v| v.head.clone()) == expected),
                 "a partial epoch was visible"
             );
             seen += 1;

@@ -3,8 +3,10 @@
 //! ([`OnlineStore`]), an embedded backend ([`EmbeddedOnline`], a redb file) by default and
 //! Redis ([`RedisOnline`]).
 //!
-//! The store holds bytes: the runtime encodes window state and decides what a key is. What it
-//! guarantees is the epoch contract: an epoch's writes to every view become visible together
+//! The store holds bytes: the runtime encodes window state and decides what a key is. An
+//! entity's state is a *head* and numbered *segments* ([`EntityState`]), so that a change writes
+//! the head and new segments, not everything the entity holds. What the store guarantees is
+//! the epoch contract: an epoch's writes to every view become visible together
 //! (one transaction), and applying an epoch again (recovery redoing a commit) changes nothing.
 
 mod embedded;
@@ -12,6 +14,60 @@ mod redis;
 
 pub use self::redis::RedisOnline;
 pub use embedded::EmbeddedOnline;
+
+/// Test helpers shared by the backends' tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A write of run `run`, epoch `epoch` to table `v@1`: each put a key whose head is its
+    /// value and with one segment, `7`, holding the value too.
+    pub fn write(
+        run: &str,
+        epoch: u64,
+        replace: bool,
+        puts: &[(&str, &str)],
+        deletes: &[&str],
+    ) -> OnlineWrite {
+        OnlineWrite {
+            table: "v@1".into(),
+            replace,
+            stamp: OnlineStamp {
+                run: run.into(),
+                epoch,
+                watermark: Some(epoch as i64 * 10),
+                committed_unix_ms: 0,
+                fingerprint: 7,
+                keys: 0,
+            },
+            deletes: deletes.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            puts: (puts.iter())
+                .map(|(k, v)| EntityWrite {
+                    key: k.as_bytes().to_vec(),
+                    head: v.as_bytes().to_vec(),
+                    deletes: vec![6],
+                    segments: vec![(7, v.as_bytes().to_vec())],
+                })
+                .collect(),
+        }
+    }
+
+    /// The heads of `keys` in table `v@1` of `store` and its epoch, checking that each
+    /// entity's one segment matches its head.
+    pub fn read(store: &dyn OnlineStore, keys: &[&str]) -> (u64, Vec<Option<String>>) {
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        let (stamp, values) = store.get("v@1", &keys).unwrap().unwrap();
+        let values = (values.into_iter())
+            .map(|v| {
+                v.map(|v| {
+                    assert_eq!(v.segments, vec![(7, v.head.clone())]);
+                    String::from_utf8(v.head).unwrap()
+                })
+            })
+            .collect();
+        (stamp.epoch, values)
+    }
+}
 
 use crate::StoreError;
 use serde::{Deserialize, Serialize};
@@ -34,6 +90,28 @@ pub struct OnlineStamp {
     pub keys: u64,
 }
 
+/// One entity's stored state: its head and its segments, in id order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityState {
+    /// The head.
+    pub head: Vec<u8>,
+    /// Segment ids and bytes, by id.
+    pub segments: Vec<(u64, Vec<u8>)>,
+}
+
+/// One entity's writes of one epoch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityWrite {
+    /// The encoded entity key.
+    pub key: Vec<u8>,
+    /// Its new head.
+    pub head: Vec<u8>,
+    /// Ids of its segments to delete (before `segments` are written).
+    pub deletes: Vec<u64>,
+    /// Its segments to write (replacing a segment with the same id).
+    pub segments: Vec<(u64, Vec<u8>)>,
+}
+
 /// One view version's writes of one epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OnlineWrite {
@@ -45,10 +123,10 @@ pub struct OnlineWrite {
     /// The run, epoch, watermark and fingerprint to stamp (`keys` and the time are set when
     /// the write is applied).
     pub stamp: OnlineStamp,
-    /// Keys whose state is gone (deleted before `puts` are written).
+    /// Keys whose state is gone: head and segments (deleted before `puts` are written).
     pub deletes: Vec<Vec<u8>>,
-    /// Keys and their new state.
-    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Changed entities.
+    pub puts: Vec<EntityWrite>,
 }
 
 /// Table name of a view version.
@@ -73,7 +151,7 @@ pub trait OnlineStore: Send + Sync {
         &self,
         table: &str,
         keys: &[&[u8]],
-    ) -> Result<Option<(OnlineStamp, Vec<Option<Vec<u8>>>)>, StoreError>;
+    ) -> Result<Option<(OnlineStamp, Vec<Option<EntityState>>)>, StoreError>;
 
     /// Up to `limit` keys of `table` with their state, in key order, after `after` (from the
     /// first key when `None`), and the stamp they belong to: paging through a whole table.
@@ -83,11 +161,11 @@ pub trait OnlineStore: Send + Sync {
         table: &str,
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Option<(OnlineStamp, Vec<(Vec<u8>, Vec<u8>)>)>, StoreError>;
+    ) -> Result<Option<(OnlineStamp, Vec<(Vec<u8>, EntityState)>)>, StoreError>;
 
-    /// Overwrites one key's state without touching the stamp (repairs and tests of the
-    /// consistency check).
-    fn put_raw(&self, table: &str, key: &[u8], state: &[u8]) -> Result<(), StoreError>;
+    /// Overwrites one key's state, head and segments, without touching the stamp (repairs
+    /// and tests of the consistency check).
+    fn put_raw(&self, table: &str, key: &[u8], state: &EntityState) -> Result<(), StoreError>;
 
     /// Removes a table; `false` when it did not exist.
     fn drop_table(&self, table: &str) -> Result<bool, StoreError>;

@@ -3,14 +3,17 @@
 //!
 //! - `<prefix>:stamps`: a hash, table (`view@version`) → JSON stamp;
 //! - `<prefix>:keyset:<table>`: a set of the table's entities (hex of the encoded key);
-//! - `<prefix>:state:<table>:{<entity hex>}`: one entity's state. The hash tag is the entity, so
-//!   in a Redis Cluster every view's state of one entity sits in one slot.
+//! - `<prefix>:state:<table>:{<entity hex>}`: one entity's head;
+//! - `<prefix>:segments:<table>:{<entity hex>}`: a hash of its segments, id (decimal) → bytes.
+//!
+//! The hash tag is the entity, so in a Redis Cluster every view's state of one entity sits in
+//! one slot.
 //!
 //! An epoch is one `MULTI`/`EXEC` transaction, and a read one `MULTI`/`EXEC` of the stamp and
 //! the states: on a single Redis server, readers see whole epochs. (A cluster cannot run
 //! transactions across slots; Quiver talks to one server.) `rediss://` URLs connect with TLS.
 
-use super::{is_new, unix_ms, OnlineStamp, OnlineStore, OnlineWrite};
+use super::{is_new, unix_ms, EntityState, OnlineStamp, OnlineStore, OnlineWrite};
 use crate::StoreError;
 use std::sync::Mutex;
 
@@ -22,6 +25,11 @@ pub struct RedisOnline {
     prefix: String,
     /// The URL without credentials, for messages.
     shown: String,
+}
+
+/// A reply as `T`.
+fn from_value<T: redis::FromRedisValue>(value: redis::Value) -> Result<T, redis::ParsingError> {
+    redis::from_redis_value(value)
 }
 
 /// Lower-case hex of `bytes`.
@@ -127,6 +135,10 @@ impl RedisOnline {
         format!("{}:state:{table}:{{{entity_hex}}}", self.prefix)
     }
 
+    fn segments(&self, table: &str, entity_hex: &str) -> String {
+        format!("{}:segments:{table}:{{{entity_hex}}}", self.prefix)
+    }
+
     fn stamp_of(&self, bytes: &[u8], keys: u64) -> Result<OnlineStamp, StoreError> {
         let stamp: OnlineStamp = serde_json::from_slice(bytes)
             .map_err(|e| self.fail(format!("unreadable stamp: {e}")))?;
@@ -163,6 +175,7 @@ impl OnlineStore for RedisOnline {
                 for entity in self.entities(&write.table)? {
                     pipe.cmd("DEL")
                         .arg(self.state(&write.table, &entity))
+                        .arg(self.segments(&write.table, &entity))
                         .ignore();
                 }
                 pipe.cmd("DEL").arg(&keyset).ignore();
@@ -171,15 +184,25 @@ impl OnlineStore for RedisOnline {
                 let entity = hex(key);
                 pipe.cmd("DEL")
                     .arg(self.state(&write.table, &entity))
+                    .arg(self.segments(&write.table, &entity))
                     .ignore();
                 pipe.cmd("SREM").arg(&keyset).arg(&entity).ignore();
             }
-            for (key, state) in &write.puts {
-                let entity = hex(key);
+            for put in &write.puts {
+                let entity = hex(&put.key);
                 pipe.cmd("SET")
                     .arg(self.state(&write.table, &entity))
-                    .arg(state.as_slice())
+                    .arg(put.head.as_slice())
                     .ignore();
+                let segments = self.segments(&write.table, &entity);
+                if !put.deletes.is_empty() {
+                    pipe.cmd("HDEL").arg(&segments).arg(&put.deletes).ignore();
+                }
+                if !put.segments.is_empty() {
+                    let fields: Vec<(u64, &[u8])> =
+                        put.segments.iter().map(|(id, b)| (*id, &b[..])).collect();
+                    pipe.cmd("HSET").arg(&segments).arg(fields).ignore();
+                }
                 pipe.cmd("SADD").arg(&keyset).arg(&entity).ignore();
             }
             let stamp = OnlineStamp {
@@ -218,21 +241,42 @@ impl OnlineStore for RedisOnline {
         &self,
         table: &str,
         keys: &[&[u8]],
-    ) -> Result<Option<(OnlineStamp, Vec<Option<Vec<u8>>>)>, StoreError> {
+    ) -> Result<Option<(OnlineStamp, Vec<Option<EntityState>>)>, StoreError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.cmd("HGET").arg(self.stamps()).arg(table);
         pipe.cmd("SCARD").arg(self.keyset(table));
+        let entities: Vec<String> = keys.iter().map(|k| hex(k)).collect();
         if !keys.is_empty() {
-            let names: Vec<String> = keys.iter().map(|k| self.state(table, &hex(k))).collect();
+            let names: Vec<String> = (entities.iter()).map(|e| self.state(table, e)).collect();
             pipe.cmd("MGET").arg(names);
         }
-        let (stamp, count, values) = if keys.is_empty() {
-            let (stamp, count): (Option<Vec<u8>>, u64) = self.with(|c| pipe.query(c))?;
-            (stamp, count, Vec::new())
-        } else {
-            self.with(|c| pipe.query::<(Option<Vec<u8>>, u64, Vec<Option<Vec<u8>>>)>(c))?
+        for entity in &entities {
+            pipe.cmd("HGETALL").arg(self.segments(table, entity));
+        }
+        let replies: Vec<redis::Value> = self.with(|c| pipe.query(c))?;
+        let mut replies = replies.into_iter();
+        let mut next = |what: &str| {
+            replies
+                .next()
+                .ok_or_else(|| self.fail(format!("no reply for {what}")))
         };
+        let stamp: Option<Vec<u8>> = from_value(next("the stamp")?).map_err(|e| self.fail(e))?;
+        let count: u64 = from_value(next("the key count")?).map_err(|e| self.fail(e))?;
+        let heads: Vec<Option<Vec<u8>>> = match keys.is_empty() {
+            true => Vec::new(),
+            false => from_value(next("the heads")?).map_err(|e| self.fail(e))?,
+        };
+        let mut values = Vec::with_capacity(keys.len());
+        for head in heads {
+            let segments: Vec<(u64, Vec<u8>)> =
+                from_value(next("segments")?).map_err(|e| self.fail(e))?;
+            values.push(head.map(|head| {
+                let mut segments = segments;
+                segments.sort_by_key(|(id, _)| *id);
+                EntityState { head, segments }
+            }));
+        }
         let Some(stamp) = stamp else {
             return Ok(None);
         };
@@ -244,7 +288,7 @@ impl OnlineStore for RedisOnline {
         table: &str,
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Option<(OnlineStamp, Vec<(Vec<u8>, Vec<u8>)>)>, StoreError> {
+    ) -> Result<Option<(OnlineStamp, Vec<(Vec<u8>, EntityState)>)>, StoreError> {
         let after = after.map(hex);
         let entities: Vec<String> = self
             .entities(table)?
@@ -269,18 +313,27 @@ impl OnlineStore for RedisOnline {
         Ok(Some((stamp, page)))
     }
 
-    fn put_raw(&self, table: &str, key: &[u8], state: &[u8]) -> Result<(), StoreError> {
+    fn put_raw(&self, table: &str, key: &[u8], state: &EntityState) -> Result<(), StoreError> {
         let entity = hex(key);
+        let segments = self.segments(table, &entity);
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("SET")
             .arg(self.state(table, &entity))
-            .arg(state)
+            .arg(state.head.as_slice())
+            .ignore()
+            .cmd("DEL")
+            .arg(&segments)
             .ignore()
             .cmd("SADD")
             .arg(self.keyset(table))
             .arg(&entity)
             .ignore();
+        if !state.segments.is_empty() {
+            let fields: Vec<(u64, &[u8])> =
+                state.segments.iter().map(|(id, b)| (*id, &b[..])).collect();
+            pipe.cmd("HSET").arg(&segments).arg(fields).ignore();
+        }
         self.with(|c| pipe.query::<()>(c))
     }
 
@@ -289,7 +342,10 @@ impl OnlineStore for RedisOnline {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for entity in &entities {
-            pipe.cmd("DEL").arg(self.state(table, entity)).ignore();
+            pipe.cmd("DEL")
+                .arg(self.state(table, entity))
+                .arg(self.segments(table, entity))
+                .ignore();
         }
         pipe.cmd("DEL").arg(self.keyset(table)).ignore();
         pipe.cmd("HDEL").arg(self.stamps()).arg(table);

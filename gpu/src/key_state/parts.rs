@@ -1,0 +1,405 @@
+//! A key's window state stored as parts: a small *head* (where each window starts, its running
+//! aggregates, the sequence numbers of the retained events) and the retained events in
+//! *segments* of consecutive events, each stored under the sequence number of its first event.
+//! A key that changed writes its head and a segment of its new events, not every event it
+//! retains: a hot key inside a 24-hour window costs its new events per checkpoint, not a day
+//! of them.
+//!
+//! Segments merge as they are written, like a binary counter: a new segment absorbs the newest
+//! stored ones while they are not longer than it, so a key has O(log n) segments and each event
+//! is rewritten O(log n) times over its life. Events that left every window stay in their
+//! segment until all of the segment's events have left; then the segment is deleted.
+
+use super::{GroupState, KeyWindowState, Retained};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// Which segments of a key a store holds, as written by [`KeyWindowState::write_parts`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredParts {
+    /// Per segment: its id (the sequence number of its first event when written) and the
+    /// sequence number after its last event, in id order.
+    segments: Vec<(u64, u64)>,
+    /// Whether the next write writes every segment again (state read back from a store, or
+    /// about to go to a store that has none of it).
+    rewrite_all: bool,
+}
+
+impl StoredParts {
+    /// The next write writes every segment again: the store it goes to may lack them.
+    pub fn rewrite_all(&mut self) {
+        self.rewrite_all = true;
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+}
+
+/// What one key writes: its head, and the segments to delete and to write.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PartWrites {
+    /// The key's new head.
+    pub head: Vec<u8>,
+    /// Ids of segments to delete (before `segments` are written).
+    pub deletes: Vec<u64>,
+    /// Segments to write: id and bytes.
+    pub segments: Vec<(u64, Vec<u8>)>,
+}
+
+/// Parts that do not make a key's state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PartsError(String);
+
+fn bad(what: &str, e: impl std::fmt::Display) -> PartsError {
+    PartsError(format!("{what}: {e}"))
+}
+
+/// A head as written (borrowing the running aggregates).
+#[derive(Serialize)]
+struct HeadRef<'a> {
+    base: u64,
+    end: u64,
+    last_time: Option<i64>,
+    groups: &'a [GroupState],
+    /// One empty column per input: the kinds of the segments' columns.
+    columns: Vec<Retained>,
+}
+
+/// A head as read.
+#[derive(Deserialize)]
+struct Head {
+    base: u64,
+    end: u64,
+    last_time: Option<i64>,
+    groups: Vec<GroupState>,
+    columns: Vec<Retained>,
+}
+
+/// Consecutive events: the sequence number of the first, then their times and per input
+/// their values.
+#[derive(Serialize, Deserialize)]
+struct Segment {
+    first: u64,
+    #[serde(with = "crate::delta_times")]
+    times: VecDeque<i64>,
+    columns: Vec<Retained>,
+}
+
+impl KeyWindowState {
+    /// The parts to write for this key given what the store holds (`stored`, updated): its
+    /// head, the segments whose events all left the windows (deleted), and a segment of the
+    /// events not written yet, merged with the newest stored segments not longer than it.
+    pub fn write_parts(&self, stored: &mut StoredParts) -> Result<PartWrites, PartsError> {
+        let mut deletes = self.drop_left(stored);
+        let mut segments = Vec::new();
+        if let Some((id, end)) = self.append_unwritten(stored, &mut deletes, true) {
+            segments.push((id, self.segment_bytes(id, end)?));
+        }
+        if std::mem::take(&mut stored.rewrite_all) {
+            for &(id, end) in &stored.segments {
+                if !segments.iter().any(|(written, _)| *written == id) {
+                    segments.push((id, self.segment_bytes(id, end)?));
+                }
+            }
+        }
+        Ok(PartWrites {
+            head: self.head_bytes()?,
+            deletes,
+            segments,
+        })
+    }
+
+    /// Every part of this key (a whole snapshot): its head and every stored segment, events
+    /// not written yet in a segment of their own (added to `stored`). Segments whose events
+    /// all left the windows are kept, empty, so that the key read back still knows to delete
+    /// them.
+    pub fn whole_parts(&self, stored: &mut StoredParts) -> Result<PartWrites, PartsError> {
+        self.append_unwritten(stored, &mut Vec::new(), false);
+        let segments = (stored.segments.iter())
+            .map(|&(id, end)| Ok((id, self.segment_bytes(id, end)?)))
+            .collect::<Result<_, PartsError>>()?;
+        Ok(PartWrites {
+            head: self.head_bytes()?,
+            deletes: Vec::new(),
+            segments,
+        })
+    }
+
+    /// A key's state from its head and its segments (any order), and what the store holds
+    /// (the next write writes every segment again).
+    pub fn from_parts(
+        head: &[u8],
+        segments: &[(u64, &[u8])],
+    ) -> Result<(KeyWindowState, StoredParts), PartsError> {
+        let head: Head = postcard::from_bytes(head).map_err(|e| bad("unreadable head", e))?;
+        let mut sorted: Vec<&(u64, &[u8])> = segments.iter().collect();
+        sorted.sort_by_key(|(id, _)| *id);
+        let mut times = VecDeque::new();
+        let mut columns = head.columns;
+        let mut layout = Vec::with_capacity(sorted.len());
+        let mut next = head.base;
+        for &&(id, bytes) in &sorted {
+            let segment: Segment =
+                postcard::from_bytes(bytes).map_err(|e| bad("unreadable segment", e))?;
+            let len = segment.times.len();
+            let end = segment.first.saturating_add(len as u64);
+            if segment.columns.len() != columns.len()
+                || segment.columns.iter().any(|c| c.len() != len)
+            {
+                return Err(bad(
+                    "segment",
+                    format!("{id} does not match the head's inputs"),
+                ));
+            }
+            if segment.first < id || end > head.end {
+                return Err(bad(
+                    "segment",
+                    format!("{id} lies outside the key's events"),
+                ));
+            }
+            layout.push((id, end));
+            if end <= next {
+                continue; // its events all left the windows (or another segment has them)
+            }
+            if segment.first > next {
+                return Err(bad("segments", format!("events {next}.. are missing")));
+            }
+            let skip = (next - segment.first) as usize;
+            times.extend(segment.times.into_iter().skip(skip));
+            for (column, part) in columns.iter_mut().zip(segment.columns) {
+                if !column.append_from(part, skip) {
+                    return Err(bad("segment", format!("{id} has an input of another kind")));
+                }
+            }
+            next = end;
+        }
+        if next != head.end {
+            return Err(bad("segments", format!("events {next}.. are missing")));
+        }
+        let state = KeyWindowState {
+            base: head.base,
+            times,
+            values: columns,
+            last_time: head.last_time,
+            groups: head.groups,
+        };
+        let stored = StoredParts {
+            segments: layout,
+            rewrite_all: true,
+        };
+        Ok((state, stored))
+    }
+
+    /// Removes from `stored` the segments whose events all left the windows; their ids.
+    fn drop_left(&self, stored: &mut StoredParts) -> Vec<u64> {
+        let left = (stored.segments.iter())
+            .take_while(|(_, end)| *end <= self.base)
+            .count();
+        stored.segments.drain(..left).map(|(id, _)| id).collect()
+    }
+
+    /// Adds the events not written yet to `stored` as a segment (merged, with `merge`, with
+    /// the newest stored segments not longer than it: their ids go to `deletes`); the
+    /// segment's id and end, `None` when every event is written.
+    fn append_unwritten(
+        &self,
+        stored: &mut StoredParts,
+        deletes: &mut Vec<u64>,
+        merge: bool,
+    ) -> Option<(u64, u64)> {
+        let end = self.next_seq();
+        let written = stored.segments.last().map_or(self.base, |&(_, e)| e);
+        let mut first = written.max(self.base);
+        if first >= end {
+            return None;
+        }
+        while let Some(&(id, last_end)) = stored.segments.last().filter(|_| merge) {
+            if last_end.saturating_sub(id.max(self.base)) > end - first {
+                break;
+            }
+            stored.segments.pop();
+            deletes.push(id);
+            first = id;
+        }
+        // The merged segment keeps the id of the oldest it absorbed: written over, not deleted.
+        deletes.retain(|&d| d != first);
+        stored.segments.push((first, end));
+        Some((first, end))
+    }
+
+    fn head_bytes(&self) -> Result<Vec<u8>, PartsError> {
+        let head = HeadRef {
+            base: self.base,
+            end: self.next_seq(),
+            last_time: self.last_time,
+            groups: &self.groups,
+            columns: self.values.iter().map(Retained::empty_like).collect(),
+        };
+        postcard::to_allocvec(&head).map_err(|e| bad("cannot encode a head", e))
+    }
+
+    /// The segment `id` ending before `end`: its events still retained (none when all left).
+    fn segment_bytes(&self, id: u64, end: u64) -> Result<Vec<u8>, PartsError> {
+        let first = id.max(self.base).min(end);
+        let rows = (first - self.base) as usize..(end - self.base) as usize;
+        let segment = Segment {
+            first,
+            times: self.times.range(rows.clone()).copied().collect(),
+            columns: self.values.iter().map(|c| c.slice(rows.clone())).collect(),
+        };
+        postcard::to_allocvec(&segment).map_err(|e| bad("cannot encode a segment", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Frame, WindowPlan, WindowSpec};
+    use crate::AggKind;
+    use crate::InputValue;
+    use std::collections::BTreeMap;
+
+    const SECOND: i64 = 1_000_000;
+
+    fn plan() -> WindowPlan {
+        let range = Frame::Range {
+            width_micros: 100 * SECOND,
+        };
+        WindowPlan::new(
+            vec![
+                WindowSpec {
+                    kind: AggKind::Count,
+                    input: 0,
+                    frame: range,
+                },
+                WindowSpec {
+                    kind: AggKind::Max,
+                    input: 0,
+                    frame: range,
+                },
+                WindowSpec {
+                    kind: AggKind::Count,
+                    input: 0,
+                    frame: Frame::Unbounded,
+                },
+            ],
+            1,
+        )
+        .unwrap()
+    }
+
+    /// A store of one key's parts, written as a store would.
+    #[derive(Default)]
+    struct Store {
+        head: Vec<u8>,
+        segments: BTreeMap<u64, Vec<u8>>,
+    }
+
+    impl Store {
+        fn apply(&mut self, w: PartWrites) {
+            for id in w.deletes {
+                self.segments.remove(&id);
+            }
+            self.segments.extend(w.segments);
+            self.head = w.head;
+        }
+
+        fn read(&self) -> (KeyWindowState, StoredParts) {
+            let parts: Vec<(u64, &[u8])> =
+                self.segments.iter().map(|(i, b)| (*i, &b[..])).collect();
+            KeyWindowState::from_parts(&self.head, &parts).unwrap()
+        }
+    }
+
+    fn push(state: &mut KeyWindowState, plan: &WindowPlan, t: i64) {
+        state.advance(plan, t);
+        state.push(plan, t, |_| Some(InputValue::float((t % 97) as f64)));
+    }
+
+    #[test]
+    fn written_parts_read_back_as_the_state_and_stay_few() {
+        let plan = plan();
+        let mut state = KeyWindowState::new(&plan);
+        let mut stored = StoredParts::default();
+        let mut store = Store::default();
+        let mut t = 0;
+        for epoch in 0..400 {
+            for _ in 0..(epoch % 7) {
+                t += SECOND / 2 + (epoch as i64 % 3) * SECOND;
+                push(&mut state, &plan, t);
+            }
+            store.apply(state.write_parts(&mut stored).unwrap());
+            let (read, layout) = store.read();
+            assert_eq!(read, state, "epoch {epoch}");
+            assert_eq!(
+                layout.segments, stored.segments,
+                "the store holds what is listed"
+            );
+            // Binary-counter merging: a handful of segments, however long it runs.
+            assert!(stored.segment_count() <= 12, "{:?}", stored.segments);
+        }
+        assert!(state.retained_events() > 50);
+    }
+
+    #[test]
+    fn a_key_read_back_rewrites_its_segments_once_and_whole_parts_keep_left_ones() {
+        let plan = plan();
+        let mut state = KeyWindowState::new(&plan);
+        let mut stored = StoredParts::default();
+        let mut store = Store::default();
+        for i in 0..50 {
+            push(&mut state, &plan, i * 10 * SECOND);
+            store.apply(state.write_parts(&mut stored).unwrap());
+        }
+        // Whole parts, read back: the same state, and the same segments known.
+        let mut whole_store = Store::default();
+        let whole = state.whole_parts(&mut stored.clone()).unwrap();
+        assert_eq!(whole.segments.len(), stored.segment_count());
+        whole_store.apply(whole);
+        let (read, mut layout) = whole_store.read();
+        assert_eq!(read, state);
+        assert_eq!(layout.segments, stored.segments);
+        // A store with none of it (a new online table) gets every segment from the next write.
+        let mut fresh = Store::default();
+        fresh.apply(read.write_parts(&mut layout).unwrap());
+        assert_eq!(fresh.read().0, state);
+        // Later writes are incremental again.
+        let mut read = read;
+        push(&mut read, &plan, 600 * SECOND);
+        let w = read.write_parts(&mut layout).unwrap();
+        assert!(
+            w.segments.iter().all(|(id, _)| *id >= 50),
+            "{:?}",
+            w.deletes
+        );
+        fresh.apply(w);
+        assert_eq!(fresh.read().0, read);
+        // Every event older than the windows leaves: the store keeps no segment of them.
+        push(&mut read, &plan, 10_000 * SECOND);
+        fresh.apply(read.write_parts(&mut layout).unwrap());
+        assert_eq!(fresh.segments.len(), 1);
+        assert_eq!(fresh.read().0, read);
+    }
+
+    #[test]
+    fn missing_or_foreign_parts_are_errors() {
+        let plan = plan();
+        let mut state = KeyWindowState::new(&plan);
+        let mut stored = StoredParts::default();
+        let mut store = Store::default();
+        for i in 0..9 {
+            push(&mut state, &plan, i * SECOND);
+            store.apply(state.write_parts(&mut stored).unwrap());
+        }
+        let first = *store.segments.keys().next().unwrap();
+        let kept = store.segments.remove(&first).unwrap();
+        let parts: Vec<(u64, &[u8])> = store.segments.iter().map(|(i, b)| (*i, &b[..])).collect();
+        let e = KeyWindowState::from_parts(&store.head, &parts).unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
+        assert!(KeyWindowState::from_parts(b"\xff", &[]).is_err());
+        assert!(KeyWindowState::from_parts(&store.head, &[(first, &kept[1..])]).is_err());
+    }
+}
