@@ -469,12 +469,12 @@ impl KeyedWindows {
     /// Every part of the state of the keys accepted by `select` (a whole snapshot, see
     /// [`KeyWindowState::whole_parts`]).
     pub fn whole_parts(
-        &mut self,
+        &self,
         select: impl Fn(&[u8]) -> bool,
     ) -> Result<Vec<(&[u8], PartWrites)>, PartsError> {
         (self.keys.iter())
             .zip(&self.states)
-            .zip(self.stored.iter_mut())
+            .zip(&self.stored)
             .filter(|((key, _), _)| select(key))
             .map(|((key, state), stored)| Ok((&key[..], state.whole_parts(stored)?)))
             .collect()

@@ -223,7 +223,7 @@ impl ViewOperator {
     /// Encodes the whole state of the keys accepted by `select` (e.g. one source partition's
     /// keys) in a versioned envelope carrying the plan fingerprint: every key's head and
     /// segments, sorted by key.
-    pub fn snapshot_keys(&mut self, select: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>, JobError> {
+    pub fn snapshot_keys(&self, select: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>, JobError> {
         let name = self.view.name().to_string();
         let mut parts = (self.windows.whole_parts(select)).map_err(|e| cannot_encode(&name, &e))?;
         parts.sort_unstable_by(|a, b| a.0.cmp(b.0));

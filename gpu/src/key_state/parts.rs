@@ -1,11 +1,12 @@
-//! A key's window state stored as parts: a small *head* (where each window starts, its running
-//! aggregates, the sequence numbers of the retained events) and the retained events in
-//! *segments* of consecutive events, each stored under the sequence number of its first event.
-//! A key that changed writes its head and a segment of its new events, not every event it
-//! retains: a hot key inside a 24-hour window costs its new events per checkpoint, not a day
-//! of them.
+//! A key's window state stored as parts: a *head* (where each window starts, its running
+//! aggregates, the sequence numbers of the retained events, and its newest events, the *tail*)
+//! and older retained events in *segments* of consecutive events, each stored under the
+//! sequence number of its first event. A key that changed writes its head, and a segment only
+//! when its tail reached [`SEAL_EVENTS`]: a key with few events is one value, as small as its
+//! state, and a hot key inside a 24-hour window costs its newest events per checkpoint, not a
+//! day of them.
 //!
-//! Segments merge as they are written, like a binary counter: a new segment absorbs the newest
+//! Sealed tails merge into segments like a binary counter: a new segment absorbs the newest
 //! stored ones while they are not longer than it, so a key has O(log n) segments and each event
 //! is rewritten O(log n) times over its life. Events that left every window stay in their
 //! segment until all of the segment's events have left; then the segment is deleted.
@@ -13,6 +14,9 @@
 use super::{GroupState, KeyWindowState, Retained};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+
+/// Events a head carries at most before they go to a segment of their own.
+pub const SEAL_EVENTS: u64 = 64;
 
 /// Which segments of a key a store holds, as written by [`KeyWindowState::write_parts`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,8 +68,8 @@ struct HeadRef<'a> {
     end: u64,
     last_time: Option<i64>,
     groups: &'a [GroupState],
-    /// One empty column per input: the kinds of the segments' columns.
-    columns: Vec<Retained>,
+    /// The events in no segment.
+    tail: Segment,
 }
 
 /// A head as read.
@@ -75,7 +79,50 @@ struct Head {
     end: u64,
     last_time: Option<i64>,
     groups: Vec<GroupState>,
+    tail: Segment,
+}
+
+/// A key's events gathered from its segments, in sequence order.
+struct Events {
+    times: VecDeque<i64>,
     columns: Vec<Retained>,
+    /// The sequence number of the next event to gather.
+    next: u64,
+    /// The sequence number after the key's last event.
+    end: u64,
+}
+
+impl Events {
+    /// Appends the events of `segment` not gathered yet (those before the first retained one
+    /// left the windows); the sequence number after its last event.
+    fn append(&mut self, segment: Segment, what: &dyn Fn() -> String) -> Result<u64, PartsError> {
+        let len = segment.times.len();
+        let end = segment.first.saturating_add(len as u64);
+        if segment.columns.len() != self.columns.len()
+            || segment.columns.iter().any(|c| c.len() != len)
+        {
+            return Err(bad(&what(), "it does not match the key's inputs"));
+        }
+        if end > self.end {
+            return Err(bad(&what(), "it lies outside the key's events"));
+        }
+        if end <= self.next {
+            return Ok(end); // its events all left the windows
+        }
+        if segment.first > self.next {
+            let next = self.next;
+            return Err(bad("segments", format!("events {next}.. are missing")));
+        }
+        let skip = (self.next - segment.first) as usize;
+        self.times.extend(segment.times.into_iter().skip(skip));
+        for (column, part) in self.columns.iter_mut().zip(segment.columns) {
+            if !column.append_from(part, skip) {
+                return Err(bad(&what(), "it has an input of another kind"));
+            }
+        }
+        self.next = end;
+        Ok(end)
+    }
 }
 
 /// Consecutive events: the sequence number of the first, then their times and per input
@@ -90,12 +137,14 @@ struct Segment {
 
 impl KeyWindowState {
     /// The parts to write for this key given what the store holds (`stored`, updated): its
-    /// head, the segments whose events all left the windows (deleted), and a segment of the
-    /// events not written yet, merged with the newest stored segments not longer than it.
+    /// head, the segments whose events all left the windows (deleted), and once the events
+    /// in no segment reach [`SEAL_EVENTS`] a segment of them, merged with the newest stored
+    /// segments not longer than it.
     pub fn write_parts(&self, stored: &mut StoredParts) -> Result<PartWrites, PartsError> {
         let mut deletes = self.drop_left(stored);
         let mut segments = Vec::new();
-        if let Some((id, end)) = self.append_unwritten(stored, &mut deletes, true) {
+        if self.next_seq() - self.tail_start(stored) >= SEAL_EVENTS {
+            let (id, end) = self.seal_tail(stored, &mut deletes);
             segments.push((id, self.segment_bytes(id, end)?));
         }
         if std::mem::take(&mut stored.rewrite_all) {
@@ -106,23 +155,21 @@ impl KeyWindowState {
             }
         }
         Ok(PartWrites {
-            head: self.head_bytes()?,
+            head: self.head_bytes(stored)?,
             deletes,
             segments,
         })
     }
 
-    /// Every part of this key (a whole snapshot): its head and every stored segment, events
-    /// not written yet in a segment of their own (added to `stored`). Segments whose events
-    /// all left the windows are kept, empty, so that the key read back still knows to delete
-    /// them.
-    pub fn whole_parts(&self, stored: &mut StoredParts) -> Result<PartWrites, PartsError> {
-        self.append_unwritten(stored, &mut Vec::new(), false);
+    /// Every part of this key (a whole snapshot): its head and every stored segment. Segments
+    /// whose events all left the windows are kept, empty, so that the key read back still
+    /// knows to delete them.
+    pub fn whole_parts(&self, stored: &StoredParts) -> Result<PartWrites, PartsError> {
         let segments = (stored.segments.iter())
             .map(|&(id, end)| Ok((id, self.segment_bytes(id, end)?)))
             .collect::<Result<_, PartsError>>()?;
         Ok(PartWrites {
-            head: self.head_bytes()?,
+            head: self.head_bytes(stored)?,
             deletes: Vec::new(),
             segments,
         })
@@ -137,48 +184,29 @@ impl KeyWindowState {
         let head: Head = postcard::from_bytes(head).map_err(|e| bad("unreadable head", e))?;
         let mut sorted: Vec<&(u64, &[u8])> = segments.iter().collect();
         sorted.sort_by_key(|(id, _)| *id);
-        let mut times = VecDeque::new();
-        let mut columns = head.columns;
+        let mut events = Events {
+            times: VecDeque::new(),
+            columns: (head.tail.columns.iter())
+                .map(Retained::empty_like)
+                .collect(),
+            next: head.base,
+            end: head.end,
+        };
         let mut layout = Vec::with_capacity(sorted.len());
-        let mut next = head.base;
         for &&(id, bytes) in &sorted {
-            let segment: Segment =
-                postcard::from_bytes(bytes).map_err(|e| bad("unreadable segment", e))?;
-            let len = segment.times.len();
-            let end = segment.first.saturating_add(len as u64);
-            if segment.columns.len() != columns.len()
-                || segment.columns.iter().any(|c| c.len() != len)
-            {
-                return Err(bad(
-                    "segment",
-                    format!("{id} does not match the head's inputs"),
-                ));
+            let what = || format!("segment {id}");
+            let segment: Segment = postcard::from_bytes(bytes).map_err(|e| bad(&what(), e))?;
+            if segment.first < id {
+                return Err(bad(&what(), "it lies outside the key's events"));
             }
-            if segment.first < id || end > head.end {
-                return Err(bad(
-                    "segment",
-                    format!("{id} lies outside the key's events"),
-                ));
-            }
-            layout.push((id, end));
-            if end <= next {
-                continue; // its events all left the windows (or another segment has them)
-            }
-            if segment.first > next {
-                return Err(bad("segments", format!("events {next}.. are missing")));
-            }
-            let skip = (next - segment.first) as usize;
-            times.extend(segment.times.into_iter().skip(skip));
-            for (column, part) in columns.iter_mut().zip(segment.columns) {
-                if !column.append_from(part, skip) {
-                    return Err(bad("segment", format!("{id} has an input of another kind")));
-                }
-            }
-            next = end;
+            layout.push((id, events.append(segment, &what)?));
         }
-        if next != head.end {
+        events.append(head.tail, &|| "the head's events".to_string())?;
+        if events.next != head.end {
+            let next = events.next;
             return Err(bad("segments", format!("events {next}.. are missing")));
         }
+        let (times, columns) = (events.times, events.columns);
         let state = KeyWindowState {
             base: head.base,
             times,
@@ -201,22 +229,18 @@ impl KeyWindowState {
         stored.segments.drain(..left).map(|(id, _)| id).collect()
     }
 
-    /// Adds the events not written yet to `stored` as a segment (merged, with `merge`, with
-    /// the newest stored segments not longer than it: their ids go to `deletes`); the
-    /// segment's id and end, `None` when every event is written.
-    fn append_unwritten(
-        &self,
-        stored: &mut StoredParts,
-        deletes: &mut Vec<u64>,
-        merge: bool,
-    ) -> Option<(u64, u64)> {
-        let end = self.next_seq();
+    /// The sequence number of the first event in no stored segment.
+    fn tail_start(&self, stored: &StoredParts) -> u64 {
         let written = stored.segments.last().map_or(self.base, |&(_, e)| e);
-        let mut first = written.max(self.base);
-        if first >= end {
-            return None;
-        }
-        while let Some(&(id, last_end)) = stored.segments.last().filter(|_| merge) {
+        written.max(self.base)
+    }
+
+    /// Adds the events in no stored segment to `stored` as a segment, merged with the newest
+    /// stored segments not longer than it (their ids go to `deletes`); its id and end.
+    fn seal_tail(&self, stored: &mut StoredParts, deletes: &mut Vec<u64>) -> (u64, u64) {
+        let end = self.next_seq();
+        let mut first = self.tail_start(stored);
+        while let Some(&(id, last_end)) = stored.segments.last() {
             if last_end.saturating_sub(id.max(self.base)) > end - first {
                 break;
             }
@@ -227,30 +251,35 @@ impl KeyWindowState {
         // The merged segment keeps the id of the oldest it absorbed: written over, not deleted.
         deletes.retain(|&d| d != first);
         stored.segments.push((first, end));
-        Some((first, end))
+        (first, end)
     }
 
-    fn head_bytes(&self) -> Result<Vec<u8>, PartsError> {
+    fn head_bytes(&self, stored: &StoredParts) -> Result<Vec<u8>, PartsError> {
+        let end = self.next_seq();
         let head = HeadRef {
             base: self.base,
-            end: self.next_seq(),
+            end,
             last_time: self.last_time,
             groups: &self.groups,
-            columns: self.values.iter().map(Retained::empty_like).collect(),
+            tail: self.segment(self.tail_start(stored), end),
         };
         postcard::to_allocvec(&head).map_err(|e| bad("cannot encode a head", e))
     }
 
-    /// The segment `id` ending before `end`: its events still retained (none when all left).
+    /// The encoded segment `id` ending before `end`.
     fn segment_bytes(&self, id: u64, end: u64) -> Result<Vec<u8>, PartsError> {
+        postcard::to_allocvec(&self.segment(id, end)).map_err(|e| bad("cannot encode a segment", e))
+    }
+
+    /// The events from `id` to `end` still retained (none when all left).
+    fn segment(&self, id: u64, end: u64) -> Segment {
         let first = id.max(self.base).min(end);
         let rows = (first - self.base) as usize..(end - self.base) as usize;
-        let segment = Segment {
+        Segment {
             first,
             times: self.times.range(rows.clone()).copied().collect(),
             columns: self.values.iter().map(|c| c.slice(rows.clone())).collect(),
-        };
-        postcard::to_allocvec(&segment).map_err(|e| bad("cannot encode a segment", e))
+        }
     }
 }
 
@@ -350,13 +379,14 @@ mod tests {
         let mut state = KeyWindowState::new(&plan);
         let mut stored = StoredParts::default();
         let mut store = Store::default();
-        for i in 0..50 {
-            push(&mut state, &plan, i * 10 * SECOND);
+        for i in 0..400 {
+            push(&mut state, &plan, i * SECOND / 2);
             store.apply(state.write_parts(&mut stored).unwrap());
         }
+        assert!(stored.segment_count() >= 1, "{:?}", stored.segments);
         // Whole parts, read back: the same state, and the same segments known.
         let mut whole_store = Store::default();
-        let whole = state.whole_parts(&mut stored.clone()).unwrap();
+        let whole = state.whole_parts(&stored).unwrap();
         assert_eq!(whole.segments.len(), stored.segment_count());
         whole_store.apply(whole);
         let (read, mut layout) = whole_store.read();
@@ -366,21 +396,21 @@ mod tests {
         let mut fresh = Store::default();
         fresh.apply(read.write_parts(&mut layout).unwrap());
         assert_eq!(fresh.read().0, state);
-        // Later writes are incremental again.
+        // Later writes are small again: the head and its few newest events.
         let mut read = read;
-        push(&mut read, &plan, 600 * SECOND);
-        let w = read.write_parts(&mut layout).unwrap();
-        assert!(
-            w.segments.iter().all(|(id, _)| *id >= 50),
-            "{:?}",
-            w.deletes
-        );
-        fresh.apply(w);
-        assert_eq!(fresh.read().0, read);
+        let whole_bytes: usize = fresh.segments.values().map(Vec::len).sum();
+        for i in 0..40 {
+            push(&mut read, &plan, 200 * SECOND + i * SECOND / 2);
+            let w = read.write_parts(&mut layout).unwrap();
+            let bytes: usize = w.segments.iter().map(|(_, b)| b.len()).sum();
+            assert!(bytes * 4 < whole_bytes, "{bytes} of {whole_bytes}");
+            fresh.apply(w);
+            assert_eq!(fresh.read().0, read);
+        }
         // Every event older than the windows leaves: the store keeps no segment of them.
         push(&mut read, &plan, 10_000 * SECOND);
         fresh.apply(read.write_parts(&mut layout).unwrap());
-        assert_eq!(fresh.segments.len(), 1);
+        assert!(fresh.segments.is_empty());
         assert_eq!(fresh.read().0, read);
     }
 
@@ -390,7 +420,7 @@ mod tests {
         let mut state = KeyWindowState::new(&plan);
         let mut stored = StoredParts::default();
         let mut store = Store::default();
-        for i in 0..9 {
+        for i in 0..90 {
             push(&mut state, &plan, i * SECOND);
             store.apply(state.write_parts(&mut stored).unwrap());
         }
