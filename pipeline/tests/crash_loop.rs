@@ -42,8 +42,12 @@ fn write_pipeline(dir: &Path, files: usize, events_per_file: usize) -> PathBuf {
                 t - jitter
             };
             // Enough cards that an epoch (250 events) changes fewer than half of them: checkpoints
-            // are incremental and merged.
-            let card = format!("c{}", rng.below(1000));
+            // are incremental and merged. One hot card keeps hundreds of events in its windows:
+            // its state goes to segments, sealed, merged and dropped as the windows move.
+            let card = match rng.below(8) {
+                0 => "hot".to_string(),
+                _ => format!("c{}", rng.below(1000)),
+            };
             let line = match rng.below(200) {
                 0 => "{\"txn_id\": 1, \"card_id\": ".to_string(), // malformed JSON
                 1 => format!(
@@ -122,7 +126,10 @@ const ONLINE_AT: &str = "2026-01-01T04:50:00Z";
 /// Every card's online features at [`ONLINE_AT`], as `quiver get --json` reads them from the
 /// store of the run under `out`.
 fn online_features(config: &Path, out: &Path) -> serde_json::Value {
-    let cards: Vec<String> = (0..40).map(|c| format!("c{c}")).collect();
+    let cards: Vec<String> = (0..40)
+        .map(|c| format!("c{c}"))
+        .chain(["hot".to_string()])
+        .collect();
     let output = Command::new(env!("CARGO_BIN_EXE_quiver"))
         .arg("get")
         .arg(config)
