@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 mod parts;
 
-pub use parts::{PartWrites, PartsError, StoredParts};
+pub use parts::{head_needs_segments, PartWrites, PartsError, StoredParts};
 
 /// State of one frame group for one key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

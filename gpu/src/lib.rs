@@ -37,7 +37,9 @@ pub use as_known_at::{evaluate_as_known_at, KnownEvents};
 pub use backend::{BackendStats, Device, Scatter, SortedRows, WindowBackend, DEFAULT_GPU_MIN_ROWS};
 pub use cpu_backend::CpuBackend;
 pub use error::KernelError;
-pub use key_state::{InputValue, KeyWindowState, PartWrites, PartsError, StoredParts};
+pub use key_state::{
+    head_needs_segments, InputValue, KeyWindowState, PartWrites, PartsError, StoredParts,
+};
 pub use keyed::{
     ChangedKey, InputColumn, KeyedWindows, StateChanges, WindowSnapshot, WindowSnapshotRef,
 };

@@ -64,6 +64,8 @@ fn bad(what: &str, e: impl std::fmt::Display) -> PartsError {
 /// A head as written (borrowing the running aggregates).
 #[derive(Serialize)]
 struct HeadRef<'a> {
+    /// Whether retained events are in segments (first: [`head_needs_segments`] reads it).
+    segmented: bool,
     base: u64,
     end: u64,
     last_time: Option<i64>,
@@ -75,11 +77,19 @@ struct HeadRef<'a> {
 /// A head as read.
 #[derive(Deserialize)]
 struct Head {
+    #[allow(dead_code)] // read by `head_needs_segments`
+    segmented: bool,
     base: u64,
     end: u64,
     last_time: Option<i64>,
     groups: Vec<GroupState>,
     tail: Segment,
+}
+
+/// Whether a key's state needs its segments besides `head` (some retained events are in
+/// segments); `true` for bytes that are not a head, so that reading them reports the error.
+pub fn head_needs_segments(head: &[u8]) -> bool {
+    postcard::take_from_bytes::<bool>(head).map_or(true, |(segmented, _)| segmented)
 }
 
 /// A key's events gathered from its segments, in sequence order.
@@ -256,12 +266,14 @@ impl KeyWindowState {
 
     fn head_bytes(&self, stored: &StoredParts) -> Result<Vec<u8>, PartsError> {
         let end = self.next_seq();
+        let tail = self.tail_start(stored);
         let head = HeadRef {
+            segmented: tail > self.base,
             base: self.base,
             end,
             last_time: self.last_time,
             groups: &self.groups,
-            tail: self.segment(self.tail_start(stored), end),
+            tail: self.segment(tail, end),
         };
         postcard::to_allocvec(&head).map_err(|e| bad("cannot encode a head", e))
     }
@@ -355,6 +367,7 @@ mod tests {
         let mut stored = StoredParts::default();
         let mut store = Store::default();
         let mut t = 0;
+        let mut segmented = false;
         for epoch in 0..400 {
             for _ in 0..(epoch % 7) {
                 t += SECOND / 2 + (epoch as i64 % 3) * SECOND;
@@ -363,6 +376,14 @@ mod tests {
             store.apply(state.write_parts(&mut stored).unwrap());
             let (read, layout) = store.read();
             assert_eq!(read, state, "epoch {epoch}");
+            // A head whose events are all its own reads alone.
+            if !head_needs_segments(&store.head) {
+                let (alone, _) = KeyWindowState::from_parts(&store.head, &[]).unwrap();
+                assert_eq!(alone, state, "epoch {epoch}");
+            } else {
+                assert!(KeyWindowState::from_parts(&store.head, &[]).is_err());
+                segmented = true;
+            }
             assert_eq!(
                 layout.segments, stored.segments,
                 "the store holds what is listed"
@@ -371,6 +392,8 @@ mod tests {
             assert!(stored.segment_count() <= 12, "{:?}", stored.segments);
         }
         assert!(state.retained_events() > 50);
+        assert!(segmented, "the state grew into segments");
+        assert!(head_needs_segments(b"not a head"));
     }
 
     #[test]

@@ -370,7 +370,7 @@ impl OnlineReader {
         let (stamp, states) = self
             .store
             .0
-            .get(&online.table, encoded)
+            .get_selected(&online.table, encoded, &quiver_gpu::head_needs_segments)
             .map_err(|e| ReadError::internal(e.to_string()))?
             .ok_or_else(|| {
                 ReadError::not_found(format!(

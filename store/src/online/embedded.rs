@@ -109,19 +109,22 @@ impl EmbeddedOnline {
         }
     }
 
-    /// The state of `key` in the opened tables.
+    /// The state of `key` in the opened tables (its segments when `needs_segments` says so).
     fn entity(
         &self,
         (heads, parts): &ReadTables,
         key: &[u8],
+        needs_segments: &dyn Fn(&[u8]) -> bool,
     ) -> Result<Option<EntityState>, StoreError> {
         let Some(head) = heads.get(key).map_err(|e| self.fail(e))? else {
             return Ok(None);
         };
-        Ok(Some(EntityState {
-            head: head.value().to_vec(),
-            segments: segments_of(parts, key).map_err(|e| self.fail(e))?,
-        }))
+        let head = head.value().to_vec();
+        let segments = match needs_segments(&head) {
+            true => segments_of(parts, key).map_err(|e| self.fail(e))?,
+            false => Vec::new(),
+        };
+        Ok(Some(EntityState { head, segments }))
     }
 
     /// The stamp of `table` in a read transaction, if the table exists.
@@ -221,10 +224,11 @@ impl OnlineStore for EmbeddedOnline {
         Ok(out)
     }
 
-    fn get(
+    fn get_selected(
         &self,
         table: &str,
         keys: &[&[u8]],
+        needs_segments: &dyn Fn(&[u8]) -> bool,
     ) -> Result<Option<(OnlineStamp, Vec<Option<EntityState>>)>, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.fail(e))?;
         let Some((stamp, tables)) = self.read_table(&tx, table)? else {
@@ -233,7 +237,7 @@ impl OnlineStore for EmbeddedOnline {
         let mut values = Vec::with_capacity(keys.len());
         for key in keys {
             values.push(match &tables {
-                Some(tables) => self.entity(tables, key)?,
+                Some(tables) => self.entity(tables, key, needs_segments)?,
                 None => None,
             });
         }

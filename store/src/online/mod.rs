@@ -151,6 +151,19 @@ pub trait OnlineStore: Send + Sync {
         &self,
         table: &str,
         keys: &[&[u8]],
+    ) -> Result<Option<(OnlineStamp, Vec<Option<EntityState>>)>, StoreError> {
+        self.get_selected(table, keys, &|_| true)
+    }
+
+    /// [`OnlineStore::get`], reading an entity's segments only when `needs_segments` says so
+    /// for its head (a backend may read them anyway; the embedded store saves a lookup per
+    /// entity whose head holds all it needs).
+    #[allow(clippy::type_complexity)]
+    fn get_selected(
+        &self,
+        table: &str,
+        keys: &[&[u8]],
+        needs_segments: &dyn Fn(&[u8]) -> bool,
     ) -> Result<Option<(OnlineStamp, Vec<Option<EntityState>>)>, StoreError>;
 
     /// Up to `limit` keys of `table` with their state, in key order, after `after` (from the

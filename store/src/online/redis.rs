@@ -237,10 +237,13 @@ impl OnlineStore for RedisOnline {
         Ok(out)
     }
 
-    fn get(
+    /// Reads every entity's segments (heads and segments in one transaction: a second round
+    /// trip could see a later epoch's).
+    fn get_selected(
         &self,
         table: &str,
         keys: &[&[u8]],
+        _needs_segments: &dyn Fn(&[u8]) -> bool,
     ) -> Result<Option<(OnlineStamp, Vec<Option<EntityState>>)>, StoreError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
