@@ -368,15 +368,18 @@ impl Source {
         if open.is_empty() {
             return Ok(None);
         }
-        open.sort_by_key(|&p| (watermarks.partition(p), p));
-        let holding = |p: &usize| !watermarks.is_idle(*p) && !self.caught_up[*p];
-        if let Some(gate) = open.iter().position(holding) {
-            open.truncate(gate + 1);
-        }
+        // Every open partition reads from the start (its position, or `start:` resolved now
+        // for all of them alike, not when the alignment first needs it); a reader whose
+        // partition runs ahead waits on its full channel.
         for &p in &open {
             if self.readers[p].is_none() {
                 self.spawn_reader(p);
             }
+        }
+        open.sort_by_key(|&p| (watermarks.partition(p), p));
+        let holding = |p: &usize| !watermarks.is_idle(*p) && !self.caught_up[*p];
+        if let Some(gate) = open.iter().position(holding) {
+            open.truncate(gate + 1);
         }
         for &p in &open {
             if let Some(reader) = self.readers[p].as_mut() {
