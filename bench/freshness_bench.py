@@ -183,7 +183,7 @@ def trial(broker, work, interval, rate, seconds, seed, warmup, output_topic=Fals
         first_txn = (seed + 1) * 10_000_000
         deadline = time.time() + 120
         while time.time() < deadline:
-            online_done = any(micros(w) > last * 1000 for w, _ in commits.values())
+            online_done = any(micros(w) > last * 1000 for w, _ in list(commits.values()))
             rows_done = not output_topic or first_txn + len(times) - 1 in arrivals
             if online_done and rows_done:
                 break

@@ -24,6 +24,13 @@ use crate::timestamp::micros_to_string;
 /// How long metadata and offset lookups may take before the brokers count as unreachable.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Fetch settings unless the source's `properties` set them: a fetch waits up to 10 ms for
+/// 256 KiB instead of answering each message as it arrives. At 16,000 events/s over 4
+/// partitions this cut the run's CPU from 0.88 to 0.6-0.75 of a core (fewer, larger batches;
+/// the broker's too), for at most 10 ms of added latency when the topic is quiet.
+const FETCH_DEFAULTS: [(&str, &str); 2] =
+    [("fetch.wait.max.ms", "10"), ("fetch.min.bytes", "262144")];
+
 /// How long a partition reader waits for messages before checking whether it should stop.
 const POLL_WAIT: Duration = Duration::from_millis(100);
 
@@ -102,6 +109,12 @@ impl KafkaConsumer {
         group: &str,
     ) -> Result<Self, ConnectorError> {
         config.validate()?;
+        let mut config = config.clone();
+        for (key, value) in FETCH_DEFAULTS {
+            (config.properties)
+                .entry(key.to_string())
+                .or_insert_with(|| value.to_string());
+        }
         let consumer: Client = config
             .client_config(&[
                 ("group.id", group),
