@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 mod parts;
 
-pub use parts::{head_needs_segments, PartWrites, PartsError, StoredParts};
+pub use parts::{head_needs_segments, PartWrites, PartsError, StoredParts, WholeParts};
 
 /// State of one frame group for one key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,16 +134,6 @@ impl Retained {
             Retained::Integer(_) => Retained::Integer(VecDeque::new()),
             Retained::Decimal(_) => Retained::Decimal(VecDeque::new()),
             Retained::Validity(_) => Retained::Validity(VecDeque::new()),
-        }
-    }
-
-    /// The values of rows `rows`, as a column of their own.
-    fn slice(&self, rows: std::ops::Range<usize>) -> Self {
-        match self {
-            Retained::Float(v) => Retained::Float(v.range(rows).copied().collect()),
-            Retained::Integer(v) => Retained::Integer(v.range(rows).copied().collect()),
-            Retained::Decimal(v) => Retained::Decimal(v.range(rows).copied().collect()),
-            Retained::Validity(v) => Retained::Validity(v.range(rows).copied().collect()),
         }
     }
 

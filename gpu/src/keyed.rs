@@ -1,7 +1,9 @@
 //! Window state of every key of a feature view: the CPU backend of the window kernels.
 
 use crate::error::KernelError;
-use crate::key_state::{InputValue, KeyWindowState, PartWrites, PartsError, StoredParts};
+use crate::key_state::{
+    InputValue, KeyWindowState, PartWrites, PartsError, StoredParts, WholeParts,
+};
 use crate::output::FeatureOutput;
 use crate::plan::InputKind;
 use crate::plan::WindowPlan;
@@ -467,16 +469,18 @@ impl KeyedWindows {
     }
 
     /// Every part of the state of the keys accepted by `select` (a whole snapshot, see
-    /// [`KeyWindowState::whole_parts`]).
-    pub fn whole_parts(
+    /// [`KeyWindowState::whole_parts`]), reusing what `written` has for a key (its parts just
+    /// written).
+    pub fn whole_parts<'w>(
         &self,
         select: impl Fn(&[u8]) -> bool,
-    ) -> Result<Vec<(&[u8], PartWrites)>, PartsError> {
+        written: impl Fn(&[u8]) -> Option<&'w PartWrites>,
+    ) -> Result<Vec<(&[u8], WholeParts<'w>)>, PartsError> {
         (self.keys.iter())
             .zip(&self.states)
             .zip(&self.stored)
             .filter(|((key, _), _)| select(key))
-            .map(|((key, state), stored)| Ok((&key[..], state.whole_parts(stored)?)))
+            .map(|((key, state), stored)| Ok((&key[..], state.whole_parts(stored, written(key))?)))
             .collect()
     }
 

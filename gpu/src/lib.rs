@@ -39,6 +39,7 @@ pub use cpu_backend::CpuBackend;
 pub use error::KernelError;
 pub use key_state::{
     head_needs_segments, InputValue, KeyWindowState, PartWrites, PartsError, StoredParts,
+    WholeParts,
 };
 pub use keyed::{
     ChangedKey, InputColumn, KeyedWindows, StateChanges, WindowSnapshot, WindowSnapshotRef,

@@ -7,9 +7,12 @@ use crate::operator::{Operator, OperatorState, StateRequest};
 use arrow::array::StringArray;
 use arrow::record_batch::RecordBatch;
 use indicatif::ProgressBar;
-use quiver_gpu::{FeatureOutput, Frame, InputColumn, KeyWindowState, KeyedWindows, PartsError};
+use quiver_gpu::{
+    FeatureOutput, Frame, InputColumn, KeyWindowState, KeyedWindows, PartWrites, PartsError,
+};
 use quiver_sql::FeatureView;
 use quiver_store::online::{EntityWrite, OnlineStamp, OnlineWrite};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Rows applied to the kernels between progress callbacks during backfill.
@@ -224,8 +227,23 @@ impl ViewOperator {
     /// keys) in a versioned envelope carrying the plan fingerprint: every key's head and
     /// segments, sorted by key.
     pub fn snapshot_keys(&self, select: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>, JobError> {
-        let name = self.view.name().to_string();
-        let mut parts = (self.windows.whole_parts(select)).map_err(|e| cannot_encode(&name, &e))?;
+        self.encode_whole(select, &[])
+    }
+
+    /// [`ViewOperator::snapshot_keys`], taking the parts in `written` (keys' parts just
+    /// written, e.g. for the online store) as they are instead of encoding them again.
+    fn encode_whole(
+        &self,
+        select: impl Fn(&[u8]) -> bool,
+        written: &[(Vec<u8>, PartWrites)],
+    ) -> Result<Vec<u8>, JobError> {
+        let name = self.view.name();
+        let done: HashMap<&[u8], &PartWrites> =
+            (written.iter()).map(|(k, w)| (&k[..], w)).collect();
+        let mut parts = (self
+            .windows
+            .whole_parts(select, |key| done.get(key).copied()))
+        .map_err(|e| cannot_encode(name, &e))?;
         parts.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let states = KeyStates {
             heads: parts.iter().map(|(k, p)| (*k, &p.head[..])).collect(),
@@ -237,7 +255,7 @@ impl ViewOperator {
         };
         states
             .encode(self.fingerprint)
-            .map_err(|e| cannot_encode(&name, &e))
+            .map_err(|e| cannot_encode(name, &e))
     }
 
     /// Restores whole state encoded by [`ViewOperator::snapshot_keys`] (or merged from
@@ -288,42 +306,39 @@ impl Operator for ViewOperator {
     fn checkpoint(&mut self, request: StateRequest) -> Result<OperatorState, JobError> {
         let started = Instant::now();
         // The changed keys' parts are encoded once, for the online store and for an
-        // incremental checkpoint alike: each key's head and its new events, not all of them.
-        let tracked = self.windows.tracks_changes();
-        let incremental = request == StateRequest::Changes && tracked;
+        // incremental checkpoint alike: each key's head and its newest events, not all of them.
+        // When most keys changed, whole state costs about as much and needs no merge later.
+        let (keys, tracked) = (self.windows.key_count(), self.windows.tracks_changes());
         let name = self.view.name().to_string();
         let mut changes = self.windows.take_changes();
-        let mut puts = Vec::new();
+        let incremental =
+            request == StateRequest::Changes && tracked && changes.changed.len() * 2 < keys;
+        let mut written = Vec::new();
         if incremental || self.online.is_some() {
-            puts.reserve(changes.changed.len());
+            written.reserve(changes.changed.len());
             for changed in &mut changes.changed {
-                let parts = changed
-                    .write_parts()
-                    .map_err(|e| cannot_encode(&name, &e))?;
-                puts.push(EntityWrite {
-                    key: changed.key.to_vec(),
-                    head: parts.head,
-                    deletes: parts.deletes,
-                    segments: parts.segments,
-                });
+                let parts = (changed.write_parts()).map_err(|e| cannot_encode(&name, &e))?;
+                written.push((changed.key.to_vec(), parts));
             }
         }
         let deletes: Vec<Vec<u8>> = changes.forgotten.into_iter().map(Vec::from).collect();
         let state = match request {
             StateRequest::Nothing => Vec::new(),
             _ if incremental => KeyStates {
-                heads: puts.iter().map(|p| (&p.key[..], &p.head[..])).collect(),
-                segments: (puts.iter())
-                    .flat_map(|p| p.segments.iter().map(|(id, s)| (&p.key[..], *id, &s[..])))
+                heads: (written.iter())
+                    .map(|(k, p)| (&k[..], &p.head[..]))
                     .collect(),
-                dropped: (puts.iter())
-                    .flat_map(|p| p.deletes.iter().map(|id| (&p.key[..], *id)))
+                segments: (written.iter())
+                    .flat_map(|(k, p)| p.segments.iter().map(|(id, s)| (&k[..], *id, &s[..])))
+                    .collect(),
+                dropped: (written.iter())
+                    .flat_map(|(k, p)| p.deletes.iter().map(|id| (&k[..], *id)))
                     .collect(),
                 forgotten: deletes.iter().map(|k| &k[..]).collect(),
             }
             .encode(self.fingerprint)
             .map_err(|e| cannot_encode(&name, &e))?,
-            _ => self.snapshot_keys(|_| true)?,
+            _ => self.encode_whole(|_| true, &written)?,
         };
         let online = self.online.clone().map(|table| OnlineWrite {
             table,
@@ -337,7 +352,14 @@ impl Operator for ViewOperator {
                 keys: 0,
             },
             deletes,
-            puts,
+            puts: (written.into_iter())
+                .map(|(key, p)| EntityWrite {
+                    key,
+                    head: p.head,
+                    deletes: p.deletes,
+                    segments: p.segments,
+                })
+                .collect(),
         });
         self.busy += started.elapsed();
         Ok(OperatorState {

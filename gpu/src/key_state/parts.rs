@@ -13,6 +13,7 @@
 
 use super::{GroupState, KeyWindowState, Retained};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 /// Events a head carries at most before they go to a segment of their own.
@@ -52,6 +53,16 @@ pub struct PartWrites {
     pub segments: Vec<(u64, Vec<u8>)>,
 }
 
+/// Every part of a key, for a whole snapshot: encoded here, or borrowed from parts just
+/// written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WholeParts<'w> {
+    /// The key's head.
+    pub head: Cow<'w, [u8]>,
+    /// Every segment: id and bytes, by id.
+    pub segments: Vec<(u64, Cow<'w, [u8]>)>,
+}
+
 /// Parts that do not make a key's state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -71,7 +82,7 @@ struct HeadRef<'a> {
     last_time: Option<i64>,
     groups: &'a [GroupState],
     /// The events in no segment.
-    tail: Segment,
+    tail: SegmentRef<'a>,
 }
 
 /// A head as read.
@@ -135,9 +146,78 @@ impl Events {
     }
 }
 
+/// Consecutive events as written: encoded straight from the state's retained events (the
+/// wire form of [`Segment`]).
+struct SegmentRef<'a> {
+    first: u64,
+    times: &'a VecDeque<i64>,
+    columns: &'a [Retained],
+    rows: std::ops::Range<usize>,
+}
+
+impl Serialize for SegmentRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeSeq, SerializeStruct};
+        /// Times as differences (see `crate::delta_times`).
+        struct Deltas<'a>(&'a SegmentRef<'a>);
+        impl Serialize for Deltas<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.rows.len()))?;
+                let mut previous = 0i64;
+                for &t in self.0.times.range(self.0.rows.clone()) {
+                    seq.serialize_element(&t.wrapping_sub(previous))?;
+                    previous = t;
+                }
+                seq.end()
+            }
+        }
+        /// One column's values of the rows, as the `Retained` variant it is.
+        struct Column<'a>(&'a Retained, std::ops::Range<usize>);
+        impl Serialize for Column<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                /// Values of some rows, as a sequence.
+                struct Rows<'a, T>(&'a VecDeque<T>, std::ops::Range<usize>);
+                impl<T: Serialize> Serialize for Rows<'_, T> {
+                    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                        s.collect_seq(self.0.range(self.1.clone()))
+                    }
+                }
+                let rows = self.1.clone();
+                match self.0 {
+                    Retained::Float(v) => {
+                        s.serialize_newtype_variant("Retained", 0, "Float", &Rows(v, rows))
+                    }
+                    Retained::Integer(v) => {
+                        s.serialize_newtype_variant("Retained", 1, "Integer", &Rows(v, rows))
+                    }
+                    Retained::Decimal(v) => {
+                        s.serialize_newtype_variant("Retained", 2, "Decimal", &Rows(v, rows))
+                    }
+                    Retained::Validity(v) => {
+                        s.serialize_newtype_variant("Retained", 3, "Validity", &Rows(v, rows))
+                    }
+                }
+            }
+        }
+        /// Every column's values of the rows.
+        struct Columns<'a>(&'a SegmentRef<'a>);
+        impl Serialize for Columns<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let rows = &self.0.rows;
+                s.collect_seq(self.0.columns.iter().map(|c| Column(c, rows.clone())))
+            }
+        }
+        let mut segment = serializer.serialize_struct("Segment", 3)?;
+        segment.serialize_field("first", &self.first)?;
+        segment.serialize_field("times", &Deltas(self))?;
+        segment.serialize_field("columns", &Columns(self))?;
+        segment.end()
+    }
+}
+
 /// Consecutive events: the sequence number of the first, then their times and per input
 /// their values.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Segment {
     first: u64,
     #[serde(with = "crate::delta_times")]
@@ -171,18 +251,28 @@ impl KeyWindowState {
         })
     }
 
-    /// Every part of this key (a whole snapshot): its head and every stored segment. Segments
-    /// whose events all left the windows are kept, empty, so that the key read back still
-    /// knows to delete them.
-    pub fn whole_parts(&self, stored: &StoredParts) -> Result<PartWrites, PartsError> {
+    /// Every part of this key (a whole snapshot): its head and every stored segment, taking
+    /// the head and segments of `written` (what [`KeyWindowState::write_parts`] just gave for
+    /// `stored`) as they are instead of encoding them again. Segments whose events all left
+    /// the windows are kept, empty, so that the key read back still knows to delete them.
+    pub fn whole_parts<'w>(
+        &self,
+        stored: &StoredParts,
+        written: Option<&'w PartWrites>,
+    ) -> Result<WholeParts<'w>, PartsError> {
+        let done =
+            |id: u64| written.and_then(|w| w.segments.iter().find(|(written, _)| *written == id));
         let segments = (stored.segments.iter())
-            .map(|&(id, end)| Ok((id, self.segment_bytes(id, end)?)))
+            .map(|&(id, end)| match done(id) {
+                Some((_, bytes)) => Ok((id, Cow::Borrowed(&bytes[..]))),
+                None => Ok((id, Cow::Owned(self.segment_bytes(id, end)?))),
+            })
             .collect::<Result<_, PartsError>>()?;
-        Ok(PartWrites {
-            head: self.head_bytes(stored)?,
-            deletes: Vec::new(),
-            segments,
-        })
+        let head = match written {
+            Some(w) => Cow::Borrowed(&w.head[..]),
+            None => Cow::Owned(self.head_bytes(stored)?),
+        };
+        Ok(WholeParts { head, segments })
     }
 
     /// A key's state from its head and its segments (any order), and what the store holds
@@ -284,13 +374,13 @@ impl KeyWindowState {
     }
 
     /// The events from `id` to `end` still retained (none when all left).
-    fn segment(&self, id: u64, end: u64) -> Segment {
+    fn segment(&self, id: u64, end: u64) -> SegmentRef<'_> {
         let first = id.max(self.base).min(end);
-        let rows = (first - self.base) as usize..(end - self.base) as usize;
-        Segment {
+        SegmentRef {
             first,
-            times: self.times.range(rows.clone()).copied().collect(),
-            columns: self.values.iter().map(|c| c.slice(rows.clone())).collect(),
+            times: &self.times,
+            columns: &self.values,
+            rows: (first - self.base) as usize..(end - self.base) as usize,
         }
     }
 }
@@ -409,9 +499,15 @@ mod tests {
         assert!(stored.segment_count() >= 1, "{:?}", stored.segments);
         // Whole parts, read back: the same state, and the same segments known.
         let mut whole_store = Store::default();
-        let whole = state.whole_parts(&stored).unwrap();
+        let whole = state.whole_parts(&stored, None).unwrap();
         assert_eq!(whole.segments.len(), stored.segment_count());
-        whole_store.apply(whole);
+        whole_store.apply(PartWrites {
+            head: whole.head.into_owned(),
+            deletes: Vec::new(),
+            segments: (whole.segments.into_iter())
+                .map(|(id, b)| (id, b.into_owned()))
+                .collect(),
+        });
         let (read, mut layout) = whole_store.read();
         assert_eq!(read, state);
         assert_eq!(layout.segments, stored.segments);
