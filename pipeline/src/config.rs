@@ -94,6 +94,11 @@ pub struct OnlineConfig {
     /// Prefix of the Redis keys (default `quiver`).
     #[serde(default = "default_redis_prefix")]
     pub redis_prefix: String,
+    /// Tables kept per view, the version a run writes and its newest earlier ones (default 2:
+    /// the previous version stays readable as `view@version` during a switch); older
+    /// versions' tables are dropped when a run starts. At least 1.
+    #[serde(default = "default_keep_versions")]
+    pub keep_versions: usize,
 }
 
 impl Default for OnlineConfig {
@@ -104,12 +109,17 @@ impl Default for OnlineConfig {
             redis: None,
             redis_ca: None,
             redis_prefix: default_redis_prefix(),
+            keep_versions: default_keep_versions(),
         }
     }
 }
 
 fn default_redis_prefix() -> String {
     "quiver".into()
+}
+
+fn default_keep_versions() -> usize {
+    2
 }
 
 /// Where OpenLineage run events go.
@@ -552,6 +562,12 @@ impl LoadedConfig {
             return Err(err(
                 "rows_per_file",
                 "rows_per_file must be at least 1".into(),
+            ));
+        }
+        if c.online.keep_versions == 0 {
+            return Err(err(
+                "keep_versions",
+                "online.keep_versions must be at least 1 (the version a run writes)".into(),
             ));
         }
         Ok(())

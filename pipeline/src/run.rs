@@ -248,6 +248,18 @@ pub async fn run(
         Some(_) => crate::online::view_tables(&pipeline)?,
         None => Vec::new(),
     };
+    if let Some(store) = &online {
+        let current: Vec<(String, String)> = (pipeline.views.iter())
+            .zip(&online_tables)
+            .map(|(view, (_, table))| (view.name().to_string(), table.clone()))
+            .collect();
+        let keep = config.online.keep_versions;
+        for table in crate::online::retention::drop_old_versions(&*store.0, &current, keep)? {
+            eprintln!(
+                "online: dropped `{table}` (each view keeps its {keep} newest versions' tables: online.keep_versions)"
+            );
+        }
+    }
     let mut operators = view_operators(&mut pipeline, options.expire_interval_micros, &source);
     for (op, view) in operators.iter_mut().zip(&states) {
         op.restore(&view.state)?;

@@ -432,6 +432,29 @@ fn verify_online_finds_nothing_on_a_healthy_store_and_names_a_corrupted_entry() 
     let entities: std::collections::BTreeSet<String> =
         mismatches.iter().map(|m| m["entity"].to_string()).collect();
     assert_eq!(entities.len(), 1, "only the corrupted entity: {report}");
+
+    // A third version: a view keeps its two newest versions' tables (online.keep_versions),
+    // so the first one's goes and reading it says so; the second stays readable.
+    let third = VIEW.replace(
+        "  amount\nFROM",
+        "  amount AS amount_again,\n  amount\nFROM",
+    );
+    assert_ne!(third, VIEW);
+    std::fs::write(dir.path().join("view.sql"), third).unwrap();
+    apply_then_run_store(config, &first, &later, &out);
+    let gone = quiver(&[
+        "get",
+        config,
+        &format!("cards@{old_version}"),
+        "hot",
+        "--online",
+        online,
+    ]);
+    assert!(!gone.status.success());
+    let text = String::from_utf8_lossy(&gone.stderr);
+    assert!(text.contains("has no version"), "{text}");
+    let second = new["version"].as_str().unwrap();
+    read(&format!("cards@{second}"));
 }
 
 #[test]

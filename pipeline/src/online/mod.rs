@@ -8,6 +8,7 @@
 
 pub mod epoch;
 pub mod read;
+pub mod retention;
 pub mod verify;
 
 use crate::compile::CompiledPipeline;
