@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use apache_avro::schema::Name;
 use apache_avro::types::Value as Avro;
 use apache_avro::Schema;
 use serde_json::{Map, Number, Value};
@@ -17,14 +18,56 @@ use crate::dead_letter::DeadLetterReason;
 use crate::error::ConnectorError;
 use crate::timestamp::micros_to_string;
 
+/// A writer schema and the named types it defines (what its references point to).
+struct WriterSchema {
+    schema: Schema,
+    names: HashMap<Name, Schema>,
+}
+
+impl WriterSchema {
+    fn new(schema: Schema) -> Self {
+        let mut names = HashMap::new();
+        named_types(&schema, &mut names);
+        WriterSchema { schema, names }
+    }
+}
+
+/// Collects the named types `schema` defines (records, enums, fixed, and decimals on a named
+/// fixed: what a reference to that fixed means).
+fn named_types(schema: &Schema, names: &mut HashMap<Name, Schema>) {
+    match schema {
+        Schema::Record(record) => {
+            names.insert(record.name.clone(), schema.clone());
+            for field in &record.fields {
+                named_types(&field.schema, names);
+            }
+        }
+        Schema::Enum(e) => {
+            names.insert(e.name.clone(), schema.clone());
+        }
+        Schema::Fixed(fixed) => {
+            names.insert(fixed.name.clone(), schema.clone());
+        }
+        Schema::Decimal(decimal) => {
+            if let Schema::Fixed(fixed) = &*decimal.inner {
+                names.insert(fixed.name.clone(), schema.clone());
+            }
+        }
+        Schema::Union(union) => union.variants().iter().for_each(|v| named_types(v, names)),
+        Schema::Array(array) => named_types(&array.items, names),
+        Schema::Map(map) => named_types(&map.types, names),
+        _ => {}
+    }
+}
+
 /// How values are framed, and where their schemas come from.
 enum Framing {
     /// Plain Avro binary, one schema for all messages.
-    Plain(Arc<Schema>),
+    Plain(Arc<WriterSchema>),
     /// Confluent's wire format; writer schemas by id from the registry at this URL.
     Registry {
         url: String,
-        schemas: Mutex<HashMap<u32, Arc<Schema>>>,
+        schemas: Mutex<HashMap<u32, Arc<WriterSchema>>>,
     },
 }
 
@@ -50,12 +93,13 @@ fn bad(detail: String) -> AvroError {
 impl AvroDecoder {
     /// Plain Avro values in the schema `text` (JSON) read from `path`.
     pub fn plain(text: &str, path: &str) -> Result<Self, ConnectorError> {
-        let schema = Schema::parse_str(text).map_err(|e| ConnectorError::Kafka {
+        let fail = |detail: String| ConnectorError::Kafka {
             context: format!("Avro schema `{path}`"),
-            detail: e.to_string(),
-        })?;
+            detail,
+        };
+        let schema = Schema::parse_str(text).map_err(|e| fail(e.to_string()))?;
         Ok(AvroDecoder {
-            framing: Framing::Plain(Arc::new(schema)),
+            framing: Framing::Plain(Arc::new(WriterSchema::new(schema))),
         })
     }
 
@@ -101,7 +145,7 @@ impl AvroDecoder {
                 (schema, &bytes[5..])
             }
         };
-        let value = apache_avro::from_avro_datum(&schema, &mut body, None)
+        let value = apache_avro::from_avro_datum(&schema.schema, &mut body, None)
             .map_err(|e| bad(format!("not valid Avro for its schema: {e}")))?;
         if !body.is_empty() {
             return Err(bad(format!(
@@ -109,7 +153,7 @@ impl AvroDecoder {
                 body.len()
             )));
         }
-        match to_json(value) {
+        match to_json(value, &schema.schema, &schema.names) {
             Value::Object(object) => Ok(Value::Object(object)),
             _ => Err(bad("the Avro value is not a record".to_string())),
         }
@@ -117,7 +161,7 @@ impl AvroDecoder {
 }
 
 /// The writer schema with `id` from the registry at `url` (`GET /schemas/ids/{id}`).
-fn fetch_schema(url: &str, id: u32) -> Result<Schema, AvroError> {
+fn fetch_schema(url: &str, id: u32) -> Result<WriterSchema, AvroError> {
     let failed = |detail: String| {
         AvroError::Registry(ConnectorError::Kafka {
             context: format!("schema registry `{url}`, schema id {id}"),
@@ -159,13 +203,24 @@ fn fetch_schema(url: &str, id: u32) -> Result<Schema, AvroError> {
     let text = answer["schema"]
         .as_str()
         .ok_or_else(|| failed("the answer has no `schema`".to_string()))?;
-    Schema::parse_str(text).map_err(|e| failed(format!("the schema does not parse: {e}")))
+    let schema =
+        Schema::parse_str(text).map_err(|e| failed(format!("the schema does not parse: {e}")))?;
+    Ok(WriterSchema::new(schema))
 }
 
-/// An Avro value as JSON: records become objects, unions their branch, timestamps and dates
-/// RFC 3339 strings (so the column's epoch unit does not matter), enums and UUIDs strings,
-/// bytes lowercase hex.
-fn to_json(value: Avro) -> Value {
+/// An Avro value of `schema` as JSON: records become objects, unions their branch,
+/// timestamps and dates RFC 3339 strings (so the column's epoch unit does not matter), enums
+/// and UUIDs strings, bytes lowercase hex, decimals numbers (their unscaled value and the
+/// schema's scale, as a JSON number would carry them: a `float` column reads them). `names`
+/// are the named types references point to.
+fn to_json(value: Avro, schema: &Schema, names: &HashMap<Name, Schema>) -> Value {
+    let schema = match schema {
+        Schema::Ref { name } => names.get(name).unwrap_or(schema),
+        schema => schema,
+    };
+    // Values of a shape the schema does not describe (never from a datum read with it) are
+    // converted without one.
+    let unknown = &Schema::Null;
     let number = |f: f64| Number::from_f64(f).map_or(Value::Null, Value::Number);
     let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     match value {
@@ -177,17 +232,45 @@ fn to_json(value: Avro) -> Value {
         Avro::Double(f) => number(f),
         Avro::Bytes(b) | Avro::Fixed(_, b) => Value::String(hex(&b)),
         Avro::String(s) | Avro::Enum(_, s) => Value::String(s),
-        Avro::Union(_, inner) => to_json(*inner),
-        Avro::Array(items) => Value::Array(items.into_iter().map(to_json).collect()),
-        Avro::Map(entries) => {
-            Value::Object(entries.into_iter().map(|(k, v)| (k, to_json(v))).collect())
+        Avro::Union(branch, inner) => {
+            let schema = match schema {
+                Schema::Union(union) => union.variants().get(branch as usize),
+                _ => None,
+            };
+            to_json(*inner, schema.unwrap_or(unknown), names)
         }
-        Avro::Record(fields) => Value::Object(
-            fields
-                .into_iter()
-                .map(|(k, v)| (k, to_json(v)))
-                .collect::<Map<_, _>>(),
-        ),
+        Avro::Array(items) => {
+            let item = match schema {
+                Schema::Array(array) => &*array.items,
+                _ => unknown,
+            };
+            Value::Array(items.into_iter().map(|v| to_json(v, item, names)).collect())
+        }
+        Avro::Map(entries) => {
+            let item = match schema {
+                Schema::Map(map) => &*map.types,
+                _ => unknown,
+            };
+            let entries = entries.into_iter();
+            Value::Object(entries.map(|(k, v)| (k, to_json(v, item, names))).collect())
+        }
+        Avro::Record(fields) => {
+            let field = |name: &str| match schema {
+                Schema::Record(record) => (record.lookup.get(name))
+                    .map(|&i| &record.fields[i].schema)
+                    .unwrap_or(unknown),
+                _ => unknown,
+            };
+            Value::Object(
+                fields
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let value = to_json(v, field(&k), names);
+                        (k, value)
+                    })
+                    .collect::<Map<_, _>>(),
+            )
+        }
         Avro::Date(days) => Value::String(micros_to_string(i64::from(days) * 86_400_000_000)),
         Avro::TimestampMillis(ms) | Avro::LocalTimestampMillis(ms) => {
             Value::String(micros_to_string(ms.saturating_mul(1000)))
@@ -202,11 +285,43 @@ fn to_json(value: Avro) -> Value {
         Avro::TimeMicros(us) => Value::from(us),
         Avro::BigDecimal(d) => d.to_string().parse::<f64>().map_or(Value::Null, number),
         Avro::Uuid(u) => Value::String(u.to_string()),
-        // Decimals need their schema's scale; not supported yet (a declared column reading one
-        // is a wrong-type dead letter naming it).
-        Avro::Decimal(_) => Value::String("<Avro decimal: not supported yet>".to_string()),
+        Avro::Decimal(d) => match schema {
+            Schema::Decimal(decimal) => decimal_json(&d, decimal.scale),
+            _ => Value::String("<Avro decimal without its schema>".to_string()),
+        },
         Avro::Duration(_) => Value::String("<Avro duration: not supported>".to_string()),
     }
+}
+
+/// A decimal's value as a JSON number: its unscaled value (big-endian two's complement) over
+/// 10^`scale`, written out exactly and read as the nearest double, as a JSON number with the
+/// same digits would be. Wider than 128 bits (more than 38 digits) it is a string, which a
+/// numeric column takes as a wrong-type dead letter naming it.
+fn decimal_json(decimal: &apache_avro::Decimal, scale: usize) -> Value {
+    let Ok(bytes) = <Vec<u8>>::try_from(decimal) else {
+        return Value::String("<Avro decimal: unreadable>".to_string());
+    };
+    if bytes.len() > 16 {
+        return Value::String("<Avro decimal wider than 38 digits: not supported>".to_string());
+    }
+    let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
+    let mut buffer = [if negative { 0xFF } else { 0 }; 16];
+    buffer[16 - bytes.len()..].copy_from_slice(&bytes);
+    let unscaled = i128::from_be_bytes(buffer);
+    let digits = unscaled.unsigned_abs().to_string();
+    let text = if scale == 0 {
+        digits
+    } else {
+        let padded = format!("{digits:0>width$}", width = scale + 1);
+        let (whole, fraction) = padded.split_at(padded.len() - scale);
+        format!("{whole}.{fraction}")
+    };
+    let sign = if negative { "-" } else { "" };
+    format!("{sign}{text}")
+        .parse::<f64>()
+        .ok()
+        .and_then(Number::from_f64)
+        .map_or(Value::Null, Value::Number)
 }
 
 #[cfg(test)]
@@ -241,5 +356,50 @@ mod tests {
         assert!(decoder.decode(&longer).is_err(), "trailing bytes");
         assert!(AvroDecoder::plain("{", "bad.avsc").is_err());
         assert!(AvroDecoder::registry("https://registry").is_err());
+    }
+
+    #[test]
+    fn decimals_take_their_schemas_scale_in_unions_arrays_and_named_types() {
+        const DECIMALS: &str = r#"{"type": "record", "name": "p", "fields": [
+            {"name": "price", "type": {"type": "bytes", "logicalType": "decimal",
+                                        "precision": 10, "scale": 2}},
+            {"name": "maybe", "type": ["null", {"type": "bytes", "logicalType": "decimal",
+                                                 "precision": 6, "scale": 3}]},
+            {"name": "fx", "type": {"type": "fixed", "name": "money", "size": 8,
+                                     "logicalType": "decimal", "precision": 18, "scale": 4}},
+            {"name": "leg", "type": {"type": "record", "name": "leg", "fields": [
+                {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal",
+                                             "precision": 9, "scale": 1}}]}},
+            {"name": "again", "type": "leg"},
+            {"name": "list", "type": {"type": "array", "items": {"type": "bytes",
+                "logicalType": "decimal", "precision": 9, "scale": 4}}},
+            {"name": "whole", "type": {"type": "bytes", "logicalType": "decimal",
+                                        "precision": 5, "scale": 0}}]}"#;
+        let decoder = AvroDecoder::plain(DECIMALS, "p.avsc").unwrap();
+        let schema = Schema::parse_str(DECIMALS).unwrap();
+        let dec = |v: i128, len: usize| {
+            Avro::Decimal(apache_avro::Decimal::from(
+                v.to_be_bytes()[16 - len..].to_vec(),
+            ))
+        };
+        let leg = |v: i128| Avro::Record(vec![("amount".into(), dec(v, 4))]);
+        let record = Avro::Record(vec![
+            ("price".into(), dec(12_345, 3)),
+            ("maybe".into(), Avro::Union(1, Box::new(dec(-5, 1)))),
+            ("fx".into(), dec(-1_234_567, 8)),
+            ("leg".into(), leg(15)),
+            ("again".into(), leg(-7)),
+            ("list".into(), Avro::Array(vec![dec(1, 2)])),
+            ("whole".into(), dec(-42, 1)),
+        ]);
+        let bytes = apache_avro::to_avro_datum(&schema, record).unwrap();
+        let json = decoder.decode(&bytes).unwrap();
+        assert_eq!(json["price"], 123.45);
+        assert_eq!(json["maybe"], -0.005);
+        assert_eq!(json["fx"], -123.4567);
+        assert_eq!(json["leg"]["amount"], 1.5);
+        assert_eq!(json["again"]["amount"], -0.7, "through a reference");
+        assert_eq!(json["list"][0], 0.0001);
+        assert_eq!(json["whole"], -42.0);
     }
 }
