@@ -67,6 +67,8 @@ enum Framing {
     /// Confluent's wire format; writer schemas by id from the registry at this URL.
     Registry {
         url: String,
+        /// TLS settings of an https:// registry.
+        tls: Option<Arc<rustls::ClientConfig>>,
         schemas: Mutex<HashMap<u32, Arc<WriterSchema>>>,
     },
 }
@@ -103,17 +105,24 @@ impl AvroDecoder {
         })
     }
 
-    /// Confluent wire-format values with schemas from the registry at `url` (http://).
-    pub fn registry(url: &str) -> Result<Self, ConnectorError> {
-        if !url.starts_with("http://") {
-            return Err(ConnectorError::Kafka {
-                context: "option `schema_registry`".to_string(),
-                detail: format!("`{url}`: only http:// registries are supported so far"),
-            });
-        }
+    /// Confluent wire-format values with schemas from the registry at `url` (http:// or
+    /// https://, trusting the system's roots and the PEM certificates in `ca`).
+    pub fn registry(url: &str, ca: Option<&str>) -> Result<Self, ConnectorError> {
+        let fail = |detail: String| ConnectorError::Kafka {
+            context: "option `schema_registry`".to_string(),
+            detail,
+        };
+        let tls = if url.starts_with("https://") {
+            Some(Arc::new(tls_config(ca).map_err(fail)?))
+        } else if url.starts_with("http://") {
+            None
+        } else {
+            return Err(fail(format!("`{url}`: give an http:// or https:// URL")));
+        };
         Ok(AvroDecoder {
             framing: Framing::Registry {
                 url: url.trim_end_matches('/').to_string(),
+                tls,
                 schemas: Mutex::new(HashMap::new()),
             },
         })
@@ -123,7 +132,7 @@ impl AvroDecoder {
     pub fn decode(&self, bytes: &[u8]) -> Result<Value, AvroError> {
         let (schema, mut body) = match &self.framing {
             Framing::Plain(schema) => (schema.clone(), bytes),
-            Framing::Registry { url, schemas } => {
+            Framing::Registry { url, tls, schemas } => {
                 if bytes.len() < 5 || bytes[0] != 0 {
                     return Err(bad(
                         "not in Confluent's wire format (a zero byte, then a 4-byte schema id)"
@@ -135,7 +144,7 @@ impl AvroDecoder {
                 let schema = match cached {
                     Some(schema) => schema,
                     None => {
-                        let schema = Arc::new(fetch_schema(url, id)?);
+                        let schema = Arc::new(fetch_schema(url, tls.as_ref(), id)?);
                         if let Ok(mut s) = schemas.lock() {
                             s.insert(id, schema.clone());
                         }
@@ -160,34 +169,74 @@ impl AvroDecoder {
     }
 }
 
-/// The writer schema with `id` from the registry at `url` (`GET /schemas/ids/{id}`).
-fn fetch_schema(url: &str, id: u32) -> Result<WriterSchema, AvroError> {
+/// TLS settings trusting the system's roots and the PEM certificates in the file `ca`.
+fn tls_config(ca: Option<&str>) -> Result<rustls::ClientConfig, String> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(ca) = ca {
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(ca)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("cannot read the CA `{ca}` (schema_registry_ca): {e}"))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "the CA `{ca}` (schema_registry_ca) holds no certificate"
+            ));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("the CA `{ca}` (schema_registry_ca): {e}"))?;
+        }
+    }
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// The writer schema with `id` from the registry at `url` (`GET /schemas/ids/{id}`), over
+/// TLS with `tls` for an https:// URL.
+fn fetch_schema(
+    url: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    id: u32,
+) -> Result<WriterSchema, AvroError> {
     let failed = |detail: String| {
         AvroError::Registry(ConnectorError::Kafka {
             context: format!("schema registry `{url}`, schema id {id}"),
             detail,
         })
     };
-    let rest = url.trim_start_matches("http://");
+    let rest = url
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
     let (host, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    let address = if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:80")
+    let port = if tls.is_some() { 443 } else { 80 };
+    let (name, address) = match host.rsplit_once(':') {
+        Some((name, _)) if !host.ends_with(']') => (name, host.to_string()),
+        _ => (host, format!("{host}:{port}")),
     };
-    let mut stream =
+    let stream =
         TcpStream::connect(&address).map_err(|e| failed(format!("cannot connect: {e}")))?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
     let path = format!("/{prefix}/schemas/ids/{id}").replace("//", "/");
-    write!(
-        stream,
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/vnd.schemaregistry.v1+json, application/json\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| failed(format!("cannot send the request: {e}")))?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| failed(format!("cannot read the answer: {e}")))?;
+    );
+    let response = match tls {
+        None => exchange(stream, &request),
+        Some(config) => {
+            let server = rustls_pki_types::ServerName::try_from(name.trim_matches(['[', ']']))
+                .map_err(|e| failed(format!("`{name}` is not a host name: {e}")))?
+                .to_owned();
+            let connection = rustls::ClientConnection::new(config.clone(), server)
+                .map_err(|e| failed(format!("TLS: {e}")))?;
+            exchange(rustls::StreamOwned::new(connection, stream), &request)
+        }
+    }
+    .map_err(failed)?;
     let (head, body) = response
         .split_once("\r\n\r\n")
         .ok_or_else(|| failed("the answer is not HTTP".to_string()))?;
@@ -206,6 +255,22 @@ fn fetch_schema(url: &str, id: u32) -> Result<WriterSchema, AvroError> {
     let schema =
         Schema::parse_str(text).map_err(|e| failed(format!("the schema does not parse: {e}")))?;
     Ok(WriterSchema::new(schema))
+}
+
+/// Sends `request` and reads the answer until the server closes the connection (a TLS
+/// server that closes without its close notification still gave a whole answer).
+fn exchange(mut stream: impl Read + Write, request: &str) -> Result<String, String> {
+    stream
+        .write_all(request.as_bytes())
+        .and_then(|()| stream.flush())
+        .map_err(|e| format!("cannot send the request: {e}"))?;
+    let mut response = Vec::new();
+    match stream.read_to_end(&mut response) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(e) => return Err(format!("cannot read the answer: {e}")),
+    }
+    String::from_utf8(response).map_err(|_| "the answer is not UTF-8 text".to_string())
 }
 
 /// An Avro value of `schema` as JSON: records become objects, unions their branch,
@@ -355,7 +420,11 @@ mod tests {
         longer.push(0);
         assert!(decoder.decode(&longer).is_err(), "trailing bytes");
         assert!(AvroDecoder::plain("{", "bad.avsc").is_err());
-        assert!(AvroDecoder::registry("https://registry").is_err());
+        assert!(AvroDecoder::registry("ftp://registry", None).is_err());
+        let e = AvroDecoder::registry("https://registry", Some("/no/such/ca.pem"))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("schema_registry_ca"), "{e}");
     }
 
     #[test]
@@ -401,5 +470,92 @@ mod tests {
         assert_eq!(json["again"]["amount"], -0.7, "through a reference");
         assert_eq!(json["list"][0], 0.0001);
         assert_eq!(json["whole"], -42.0);
+    }
+
+    /// Runs `openssl` with `args` in `dir`; `false` when openssl is missing.
+    fn openssl(dir: &std::path::Path, args: &str) -> bool {
+        match std::process::Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(dir)
+            .output()
+        {
+            Ok(out) => {
+                assert!(out.status.success(), "openssl {args}: {out:?}");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    #[test]
+    fn an_https_registry_is_trusted_through_its_ca_and_refused_without() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        std::fs::write(
+            path("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        let steps = [
+            "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=quiver-test-ca -keyout ca.key -out ca.pem",
+            "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out server.csr",
+            "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -out cert.pem -extfile ext.cnf",
+        ];
+        for step in steps {
+            if !openssl(dir.path(), step) {
+                eprintln!("skipped: no openssl (scripts/test.sh installs it)");
+                return;
+            }
+        }
+        // `openssl s_server -WWW` serves files under its directory: the registry's answer.
+        std::fs::create_dir_all(path("schemas/ids")).unwrap();
+        let answer = serde_json::json!({ "schema": SCHEMA }).to_string();
+        std::fs::write(path("schemas/ids/7"), answer).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = std::process::Command::new("openssl")
+            .args(["s_server", "-WWW", "-quiet", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-cert", "cert.pem", "-key", "key.pem"])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "s_server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let schema = Schema::parse_str(SCHEMA).unwrap();
+        let record = Avro::Record(vec![
+            ("id".into(), Avro::Long(3)),
+            ("amount".into(), Avro::Union(0, Box::new(Avro::Null))),
+            ("at".into(), Avro::TimestampMillis(1_767_225_600_000)),
+        ]);
+        let mut message = vec![0, 0, 0, 0, 7];
+        message.extend(apache_avro::to_avro_datum(&schema, record).unwrap());
+        let url = format!("https://127.0.0.1:{port}");
+        let ca = path("ca.pem").display().to_string();
+        let trusted = AvroDecoder::registry(&url, Some(&ca)).unwrap();
+        let result = trusted.decode(&message);
+        let untrusted = AvroDecoder::registry(&url, None).unwrap().decode(&message);
+        let _ = server.kill();
+        let _ = server.wait();
+        let json = result.unwrap();
+        assert_eq!(json["id"], 3);
+        assert_eq!(json["at"], "2026-01-01T00:00:00Z");
+        match untrusted {
+            Err(AvroError::Registry(e)) => {
+                assert!(e.to_string().to_lowercase().contains("certificate"), "{e}")
+            }
+            other => panic!("an unknown certificate was trusted: {other:?}"),
+        }
     }
 }

@@ -32,9 +32,13 @@ pub struct KafkaConfig {
     #[serde(default)]
     pub avro_schema: Option<String>,
     /// `format: avro`: the values are in Confluent's wire format, their schemas in the
-    /// registry at this http:// URL.
+    /// registry at this http:// or https:// URL.
     #[serde(default)]
     pub schema_registry: Option<String>,
+    /// A PEM file of certificates to trust for an https:// `schema_registry` besides the
+    /// system's roots (relative to the config).
+    #[serde(default)]
+    pub schema_registry_ca: Option<String>,
     /// Declared columns, as for files; the event-time column must be among them.
     pub schema: Vec<FieldSpec>,
     /// Where a partition without a checkpointed position starts: `earliest` (default),
@@ -209,7 +213,7 @@ impl KafkaConfig {
             return Ok(None);
         }
         if let Some(url) = &self.schema_registry {
-            return AvroDecoder::registry(url).map(Some);
+            return AvroDecoder::registry(url, self.schema_registry_ca.as_deref()).map(Some);
         }
         let path = self.avro_schema.as_deref().unwrap_or_default();
         let text = std::fs::read_to_string(path).map_err(|e| ConnectorError::Kafka {

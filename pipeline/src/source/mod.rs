@@ -139,9 +139,12 @@ impl Source {
             (None, Some(kafka)) => {
                 let mut kafka = kafka.clone();
                 // An Avro schema file is relative to the pipeline config, like SQL files.
-                if let (Some(path), Some(dir)) = (&kafka.avro_schema, pipeline.loaded.path.parent())
-                {
-                    kafka.avro_schema = Some(dir.join(path).display().to_string());
+                if let Some(dir) = pipeline.loaded.path.parent() {
+                    for path in [&mut kafka.avro_schema, &mut kafka.schema_registry_ca] {
+                        if let Some(p) = path.as_mut() {
+                            *p = dir.join(&*p).display().to_string();
+                        }
+                    }
                 }
                 let schema = pipeline.source_schema.clone();
                 let name = pipeline.loaded.config.name.clone();
