@@ -92,6 +92,7 @@ views:
 {}
 checkpoint:
   interval: 100ms
+  every_events: 2000  # several epochs however fast the run reads (crash points count them)
 ",
         VIEW.lines()
             .map(|l| format!("      {l}"))
