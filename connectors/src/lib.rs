@@ -13,6 +13,7 @@ pub mod kafka;
 pub mod partition;
 pub mod position;
 pub mod schema;
+pub mod test_ca;
 pub mod writer;
 
 pub mod render;

@@ -582,25 +582,8 @@ fn concurrent_readers_never_see_a_partial_epoch_on_either_backend() {
 fn redis_over_tls_trusts_the_configured_ca_and_refuses_an_unknown_certificate() {
     let dir = tempfile::tempdir().unwrap();
     // A private CA and a server certificate it signed (rustls refuses a CA as the server's).
-    let path = |name: &str| dir.path().join(name);
-    std::fs::write(
-        path("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    let ca_step = "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=quiver-test-ca -keyout ca.key -out ca.pem";
-    let csr_step =
-        "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out server.csr";
-    let sign_step = "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -out cert.pem -extfile ext.cnf";
-    for step in [ca_step, csr_step, sign_step] {
-        let made = Command::new("openssl")
-            .args(step.split(' '))
-            .current_dir(dir.path())
-            .output()
-            .expect("openssl (scripts/test.sh installs it)");
-        succeed(&made, "openssl");
-    }
-    let (cert, key, ca) = (path("cert.pem"), path("key.pem"), path("ca.pem"));
+    let tls = quiver_connectors::test_ca::TestCa::make(dir.path()).unwrap();
+    let (cert, key, ca) = (tls.cert, tls.key, tls.ca);
     let Some(redis) = common::RedisServer::start_with(Some((&cert, &key))) else {
         return;
     };

@@ -472,41 +472,14 @@ mod tests {
         assert_eq!(json["whole"], -42.0);
     }
 
-    /// Runs `openssl` with `args` in `dir`; `false` when openssl is missing.
-    fn openssl(dir: &std::path::Path, args: &str) -> bool {
-        match std::process::Command::new("openssl")
-            .args(args.split(' '))
-            .current_dir(dir)
-            .output()
-        {
-            Ok(out) => {
-                assert!(out.status.success(), "openssl {args}: {out:?}");
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
     #[test]
     fn an_https_registry_is_trusted_through_its_ca_and_refused_without() {
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name);
-        std::fs::write(
-            path("ext.cnf"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-        )
-        .unwrap();
-        let steps = [
-            "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=quiver-test-ca -keyout ca.key -out ca.pem",
-            "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out server.csr",
-            "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -out cert.pem -extfile ext.cnf",
-        ];
-        for step in steps {
-            if !openssl(dir.path(), step) {
-                eprintln!("skipped: no openssl (scripts/test.sh installs it)");
-                return;
-            }
-        }
+        let tls = match crate::test_ca::TestCa::make(dir.path()) {
+            Ok(tls) => tls,
+            Err(e) => return eprintln!("skipped: {e}"),
+        };
         // `openssl s_server -WWW` serves files under its directory: the registry's answer.
         std::fs::create_dir_all(path("schemas/ids")).unwrap();
         let answer = serde_json::json!({ "schema": SCHEMA }).to_string();
@@ -519,7 +492,10 @@ mod tests {
         let mut server = std::process::Command::new("openssl")
             .args(["s_server", "-WWW", "-quiet", "-accept"])
             .arg(format!("127.0.0.1:{port}"))
-            .args(["-cert", "cert.pem", "-key", "key.pem"])
+            .arg("-cert")
+            .arg(&tls.cert)
+            .arg("-key")
+            .arg(&tls.key)
             .current_dir(dir.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -542,7 +518,7 @@ mod tests {
         let mut message = vec![0, 0, 0, 0, 7];
         message.extend(apache_avro::to_avro_datum(&schema, record).unwrap());
         let url = format!("https://127.0.0.1:{port}");
-        let ca = path("ca.pem").display().to_string();
+        let ca = tls.ca.display().to_string();
         let trusted = AvroDecoder::registry(&url, Some(&ca)).unwrap();
         let result = trusted.decode(&message);
         let untrusted = AvroDecoder::registry(&url, None).unwrap().decode(&message);
