@@ -255,13 +255,13 @@ const LOCAL_INPUTS: usize = 8;
 /// and per frame the running quantities over the events inside that frame.
 ///
 /// Memory is proportional to the events inside the longest range window; unbounded frames keep
-/// O(1) state. Events must be applied in non-decreasing event time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// O(1) state. Events must be applied in non-decreasing event time. Stores keep it as parts
+/// ([`KeyWindowState::write_parts`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct KeyWindowState {
     /// Sequence number of `times[0]`; sequence numbers count this key's events from 0.
     base: u64,
-    /// Times of the retained events, stored as differences (small varints in a snapshot).
-    #[serde(with = "crate::delta_times")]
+    /// Times of the retained events.
     times: VecDeque<i64>,
     /// Per input column, the value of each retained event (`None` = SQL null).
     values: Vec<Retained>,

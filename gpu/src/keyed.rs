@@ -7,7 +7,6 @@ use crate::key_state::{
 use crate::output::FeatureOutput;
 use crate::plan::InputKind;
 use crate::plan::WindowPlan;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// Key index: foldhash is several times faster than SipHash on short keys and still seeded per
@@ -84,42 +83,19 @@ impl<'a> InputColumn<'a> {
     }
 }
 
-/// A serialisable copy of the state of some or all keys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A copy of the state of some or all keys, in memory (stores keep a key's state as parts:
+/// [`KeyWindowState::write_parts`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct WindowSnapshot {
     /// Encoded entity key and its state.
     pub keys: Vec<(Vec<u8>, KeyWindowState)>,
 }
 
-/// The state of some keys, borrowed from [`KeyedWindows`]; serialises exactly as the
-/// [`WindowSnapshot`] it decodes into.
-#[derive(Debug, Clone, Serialize)]
+/// The state of some keys, borrowed from [`KeyedWindows`].
+#[derive(Debug, Clone)]
 pub struct WindowSnapshotRef<'a> {
     /// Encoded entity key and its state.
-    #[serde(serialize_with = "keys_as_bytes")]
     pub keys: Vec<(&'a [u8], &'a KeyWindowState)>,
-}
-
-/// Serialises keys as byte strings (the wire form of `Vec<u8>` in compact formats).
-fn keys_as_bytes<S: serde::Serializer>(
-    keys: &[(&[u8], &KeyWindowState)],
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeSeq;
-    let mut seq = serializer.serialize_seq(Some(keys.len()))?;
-    for (key, state) in keys {
-        seq.serialize_element(&(KeyBytes(key), *state))?;
-    }
-    seq.end()
-}
-
-/// A key serialised as a sequence of bytes, like `Vec<u8>`.
-struct KeyBytes<'a>(&'a [u8]);
-
-impl Serialize for KeyBytes<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0)
-    }
 }
 
 impl WindowSnapshotRef<'_> {

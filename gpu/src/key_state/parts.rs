@@ -157,18 +157,13 @@ struct SegmentRef<'a> {
 
 impl Serialize for SegmentRef<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::{SerializeSeq, SerializeStruct};
-        /// Times as differences (see `crate::delta_times`).
+        use serde::ser::SerializeStruct;
+        /// Times as differences ([`crate::delta_times`], which [`Segment`] reads back).
         struct Deltas<'a>(&'a SegmentRef<'a>);
         impl Serialize for Deltas<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let mut seq = s.serialize_seq(Some(self.0.rows.len()))?;
-                let mut previous = 0i64;
-                for &t in self.0.times.range(self.0.rows.clone()) {
-                    seq.serialize_element(&t.wrapping_sub(previous))?;
-                    previous = t;
-                }
-                seq.end()
+                let times = self.0.times.range(self.0.rows.clone()).copied();
+                crate::delta_times::serialize_iter(times, s)
             }
         }
         /// One column's values of the rows, as the `Retained` variant it is.
