@@ -45,6 +45,65 @@ fn segments_of(
     Ok(out)
 }
 
+/// A view version's heads and segments, opened for writing.
+struct WriteTables<'t> {
+    heads: redb::Table<'t, &'static [u8], &'static [u8]>,
+    segments: redb::Table<'t, (&'static [u8], u64), &'static [u8]>,
+}
+
+impl<'t> WriteTables<'t> {
+    /// Opens (creating) the tables of `table`.
+    fn open(tx: &'t redb::WriteTransaction, table: &str) -> Result<Self, redb::Error> {
+        Ok(WriteTables {
+            heads: tx.open_table(States::new(&states(table)))?,
+            segments: tx.open_table(Segments::new(&segments(table)))?,
+        })
+    }
+
+    /// Deletes the tables of `table` with everything in them.
+    fn delete(tx: &redb::WriteTransaction, table: &str) -> Result<(), redb::Error> {
+        tx.delete_table(States::new(&states(table)))?;
+        tx.delete_table(Segments::new(&segments(table)))?;
+        Ok(())
+    }
+
+    /// Removes `key`'s head and every segment.
+    fn forget(&mut self, key: &[u8]) -> Result<(), redb::Error> {
+        self.heads.remove(key)?;
+        self.forget_segments(key)
+    }
+
+    fn forget_segments(&mut self, key: &[u8]) -> Result<(), redb::Error> {
+        self.segments
+            .retain_in((key, 0)..=(key, u64::MAX), |_, _| false)?;
+        Ok(())
+    }
+
+    /// Writes `key`'s head and `segments`, after deleting its segments `deletes` (`None`:
+    /// every segment it had).
+    fn put(
+        &mut self,
+        key: &[u8],
+        head: &[u8],
+        deletes: Option<&[u64]>,
+        segments: &[(u64, Vec<u8>)],
+    ) -> Result<(), redb::Error> {
+        self.heads.insert(key, head)?;
+        match deletes {
+            Some(ids) => {
+                for &id in ids {
+                    self.segments.remove((key, id))?;
+                }
+            }
+            None => self.forget_segments(key)?,
+        }
+        for (id, bytes) in segments {
+            self.segments.insert((key, *id), bytes.as_slice())?;
+        }
+        Ok(())
+    }
+}
+
 /// An online store in one local file.
 pub struct EmbeddedOnline {
     db: Database,
@@ -159,42 +218,19 @@ impl OnlineStore for EmbeddedOnline {
                 if !is_new(current.as_ref(), &write.stamp) {
                     continue;
                 }
-                let (name, parts_name) = (states(&write.table), segments(&write.table));
                 if write.replace {
-                    tx.delete_table(States::new(&name))
-                        .map_err(|e| self.fail(e))?;
-                    tx.delete_table(Segments::new(&parts_name))
-                        .map_err(|e| self.fail(e))?;
+                    WriteTables::delete(&tx, &write.table).map_err(|e| self.fail(e))?;
                 }
-                let mut table = tx
-                    .open_table(States::new(&name))
-                    .map_err(|e| self.fail(e))?;
-                let mut parts = tx
-                    .open_table(Segments::new(&parts_name))
-                    .map_err(|e| self.fail(e))?;
+                let mut tables = WriteTables::open(&tx, &write.table).map_err(|e| self.fail(e))?;
                 for key in &write.deletes {
-                    table.remove(key.as_slice()).map_err(|e| self.fail(e))?;
-                    let key = key.as_slice();
-                    parts
-                        .retain_in((key, 0)..=(key, u64::MAX), |_, _| false)
-                        .map_err(|e| self.fail(e))?;
+                    tables.forget(key).map_err(|e| self.fail(e))?;
                 }
                 for put in &write.puts {
-                    let key = put.key.as_slice();
-                    table
-                        .insert(key, put.head.as_slice())
+                    (tables.put(&put.key, &put.head, Some(&put.deletes), &put.segments))
                         .map_err(|e| self.fail(e))?;
-                    for &id in &put.deletes {
-                        parts.remove((key, id)).map_err(|e| self.fail(e))?;
-                    }
-                    for (id, bytes) in &put.segments {
-                        parts
-                            .insert((key, *id), bytes.as_slice())
-                            .map_err(|e| self.fail(e))?;
-                    }
                 }
                 let stamp = OnlineStamp {
-                    keys: table.len().map_err(|e| self.fail(e))?,
+                    keys: tables.heads.len().map_err(|e| self.fail(e))?,
                     committed_unix_ms: unix_ms(),
                     ..write.stamp.clone()
                 };
@@ -276,26 +312,9 @@ impl OnlineStore for EmbeddedOnline {
 
     fn put_raw(&self, table: &str, key: &[u8], state: &EntityState) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(|e| self.fail(e))?;
-        {
-            let (name, parts_name) = (states(table), segments(table));
-            let mut states = tx
-                .open_table(States::new(&name))
-                .map_err(|e| self.fail(e))?;
-            states
-                .insert(key, state.head.as_slice())
-                .map_err(|e| self.fail(e))?;
-            let mut parts = tx
-                .open_table(Segments::new(&parts_name))
-                .map_err(|e| self.fail(e))?;
-            parts
-                .retain_in((key, 0)..=(key, u64::MAX), |_, _| false)
-                .map_err(|e| self.fail(e))?;
-            for (id, bytes) in &state.segments {
-                parts
-                    .insert((key, *id), bytes.as_slice())
-                    .map_err(|e| self.fail(e))?;
-            }
-        }
+        WriteTables::open(&tx, table)
+            .and_then(|mut tables| tables.put(key, &state.head, None, &state.segments))
+            .map_err(|e| self.fail(e))?;
         tx.commit().map_err(|e| self.fail(e))
     }
 
@@ -304,11 +323,7 @@ impl OnlineStore for EmbeddedOnline {
         let existed = {
             let mut stamps = tx.open_table(STAMPS).map_err(|e| self.fail(e))?;
             let existed = stamps.remove(table).map_err(|e| self.fail(e))?.is_some();
-            let name = states(table);
-            tx.delete_table(States::new(&name))
-                .map_err(|e| self.fail(e))?;
-            tx.delete_table(Segments::new(&segments(table)))
-                .map_err(|e| self.fail(e))?;
+            WriteTables::delete(&tx, table).map_err(|e| self.fail(e))?;
             existed
         };
         tx.commit().map_err(|e| self.fail(e))?;

@@ -139,6 +139,49 @@ impl RedisOnline {
         format!("{}:segments:{table}:{{{entity_hex}}}", self.prefix)
     }
 
+    /// Queues deleting `entity`'s head and segments in `table`.
+    fn queue_forget(&self, pipe: &mut redis::Pipeline, table: &str, entity: &str) {
+        pipe.cmd("DEL")
+            .arg(self.state(table, entity))
+            .arg(self.segments(table, entity))
+            .ignore();
+    }
+
+    /// Queues writing `entity`'s head and `segments` in `table`, after deleting its segments
+    /// `deletes` (`None`: every segment it had), and adding it to the table's entities.
+    fn queue_put(
+        &self,
+        pipe: &mut redis::Pipeline,
+        table: &str,
+        entity: &str,
+        head: &[u8],
+        deletes: Option<&[u64]>,
+        segments: &[(u64, Vec<u8>)],
+    ) {
+        pipe.cmd("SET")
+            .arg(self.state(table, entity))
+            .arg(head)
+            .ignore();
+        let key = self.segments(table, entity);
+        match deletes {
+            Some([]) => {}
+            Some(ids) => {
+                pipe.cmd("HDEL").arg(&key).arg(ids).ignore();
+            }
+            None => {
+                pipe.cmd("DEL").arg(&key).ignore();
+            }
+        }
+        if !segments.is_empty() {
+            let fields: Vec<(u64, &[u8])> = segments.iter().map(|(id, b)| (*id, &b[..])).collect();
+            pipe.cmd("HSET").arg(&key).arg(fields).ignore();
+        }
+        pipe.cmd("SADD")
+            .arg(self.keyset(table))
+            .arg(entity)
+            .ignore();
+    }
+
     fn stamp_of(&self, bytes: &[u8], keys: u64) -> Result<OnlineStamp, StoreError> {
         let stamp: OnlineStamp = serde_json::from_slice(bytes)
             .map_err(|e| self.fail(format!("unreadable stamp: {e}")))?;
@@ -173,37 +216,26 @@ impl OnlineStore for RedisOnline {
             let keyset = self.keyset(&write.table);
             if write.replace {
                 for entity in self.entities(&write.table)? {
-                    pipe.cmd("DEL")
-                        .arg(self.state(&write.table, &entity))
-                        .arg(self.segments(&write.table, &entity))
-                        .ignore();
+                    self.queue_forget(&mut pipe, &write.table, &entity);
                 }
                 pipe.cmd("DEL").arg(&keyset).ignore();
             }
             for key in &write.deletes {
                 let entity = hex(key);
-                pipe.cmd("DEL")
-                    .arg(self.state(&write.table, &entity))
-                    .arg(self.segments(&write.table, &entity))
-                    .ignore();
+                self.queue_forget(&mut pipe, &write.table, &entity);
                 pipe.cmd("SREM").arg(&keyset).arg(&entity).ignore();
             }
             for put in &write.puts {
+                let (head, deletes) = (&put.head, Some(&put.deletes[..]));
                 let entity = hex(&put.key);
-                pipe.cmd("SET")
-                    .arg(self.state(&write.table, &entity))
-                    .arg(put.head.as_slice())
-                    .ignore();
-                let segments = self.segments(&write.table, &entity);
-                if !put.deletes.is_empty() {
-                    pipe.cmd("HDEL").arg(&segments).arg(&put.deletes).ignore();
-                }
-                if !put.segments.is_empty() {
-                    let fields: Vec<(u64, &[u8])> =
-                        put.segments.iter().map(|(id, b)| (*id, &b[..])).collect();
-                    pipe.cmd("HSET").arg(&segments).arg(fields).ignore();
-                }
-                pipe.cmd("SADD").arg(&keyset).arg(&entity).ignore();
+                self.queue_put(
+                    &mut pipe,
+                    &write.table,
+                    &entity,
+                    head,
+                    deletes,
+                    &put.segments,
+                );
             }
             let stamp = OnlineStamp {
                 // Counted when read (SCARD).
@@ -317,26 +349,16 @@ impl OnlineStore for RedisOnline {
     }
 
     fn put_raw(&self, table: &str, key: &[u8], state: &EntityState) -> Result<(), StoreError> {
-        let entity = hex(key);
-        let segments = self.segments(table, &entity);
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SET")
-            .arg(self.state(table, &entity))
-            .arg(state.head.as_slice())
-            .ignore()
-            .cmd("DEL")
-            .arg(&segments)
-            .ignore()
-            .cmd("SADD")
-            .arg(self.keyset(table))
-            .arg(&entity)
-            .ignore();
-        if !state.segments.is_empty() {
-            let fields: Vec<(u64, &[u8])> =
-                state.segments.iter().map(|(id, b)| (*id, &b[..])).collect();
-            pipe.cmd("HSET").arg(&segments).arg(fields).ignore();
-        }
+        pipe.atomic();
+        self.queue_put(
+            &mut pipe,
+            table,
+            &hex(key),
+            &state.head,
+            None,
+            &state.segments,
+        );
         self.with(|c| pipe.query::<()>(c))
     }
 
@@ -345,10 +367,7 @@ impl OnlineStore for RedisOnline {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for entity in &entities {
-            pipe.cmd("DEL")
-                .arg(self.state(table, entity))
-                .arg(self.segments(table, entity))
-                .ignore();
+            self.queue_forget(&mut pipe, table, entity);
         }
         pipe.cmd("DEL").arg(self.keyset(table)).ignore();
         pipe.cmd("HDEL").arg(self.stamps()).arg(table);
