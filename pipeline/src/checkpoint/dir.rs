@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 /// they belong to is checked field by field (pipeline, source, views) for clear messages.
 const CHECKPOINT_LAYOUT: u64 = 1;
 
+/// Extension of a checkpoint being written by [`CheckpointDir::write`].
+const WRITING: &str = "qvck.tmp";
+
 /// Extension of a merged checkpoint being written by [`CheckpointDir::compact`].
 const COMPACTING: &str = "qvck.compacting";
 
@@ -213,7 +216,7 @@ impl CheckpointDir {
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
-                if name.ends_with(".qvck.tmp") || name.ends_with(COMPACTING) {
+                if name.ends_with(WRITING) || name.ends_with(COMPACTING) {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }
@@ -234,7 +237,7 @@ impl CheckpointDir {
         };
         let bytes = encode(checkpoint).map_err(|e| fail("encode", &e))?;
         let path = self.file(checkpoint.epoch);
-        let tmp = path.with_extension("qvck.tmp");
+        let tmp = path.with_extension(WRITING);
         write_atomically(&path, &tmp, &bytes, || {
             crate::fault::crash_point("before_checkpoint_rename")
         })
