@@ -37,6 +37,13 @@ pub(crate) struct PreparedPlan {
     schema: SchemaRef,
 }
 
+impl PreparedPlan {
+    /// Schema of the results.
+    pub(crate) fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+}
+
 /// Whether `plan` calls a stable function such as `now()`, which planning folds into a
 /// constant.
 fn reads_the_clock(plan: &LogicalPlan) -> bool {

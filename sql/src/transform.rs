@@ -24,7 +24,6 @@ pub struct Transform {
     input: String,
     session: StreamSession,
     plan: PreparedPlan,
-    output_schema: SchemaRef,
 }
 
 impl std::fmt::Debug for Transform {
@@ -56,14 +55,12 @@ impl Transform {
         })?;
         let plan = carry_hidden(plan).map_err(|e| SqlError::execution(name, e))?;
         let plan = session.optimize(&plan, name)?;
-        let output_schema = Arc::new(plan.schema().as_arrow().clone());
         let plan = session.prepare(plan, name).await?;
         Ok(Transform {
             name: name.to_string(),
             input,
             session,
             plan,
-            output_schema,
         })
     }
 
@@ -79,7 +76,7 @@ impl Transform {
 
     /// Schema of the produced stream.
     pub fn output_schema(&self) -> SchemaRef {
-        Arc::clone(&self.output_schema)
+        Arc::clone(self.plan.schema())
     }
 
     /// Applies the transform to a batch. If the batch fails as a whole, the failing rows are
@@ -109,7 +106,7 @@ impl Transform {
         }
         let batch = match good.len() {
             1 => good.remove(0),
-            _ => datafusion::arrow::compute::concat_batches(&self.output_schema, &good)
+            _ => datafusion::arrow::compute::concat_batches(self.plan.schema(), &good)
                 .map_err(|e| SqlError::execution(&self.name, e))?,
         };
         Ok(TransformOutput { batch, failed })
