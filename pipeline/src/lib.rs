@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod backfill;
 pub mod batch_compute;
+pub mod byte_size;
 pub mod checkpoint;
 pub mod clock;
 pub mod compare;
@@ -38,6 +39,7 @@ pub mod run_gauges;
 pub mod serve;
 pub mod source;
 pub mod source_schema;
+pub mod spill;
 pub mod sql_text;
 pub mod store_target;
 pub mod summary;

@@ -189,8 +189,7 @@ pub async fn entity_lineage(
     let times = TimestampMicrosecondArray::from(vec![at]);
     let compute = BatchCompute::open(Device::Cpu, usize::MAX)?;
     let values =
-        crate::training_set::point_in_time(&view, &events, None, &spine, &times, &compute, false)
-            .await?;
+        crate::training_set::point_in_time(&view, &events, None, &spine, &times, &compute)?;
 
     // The entity's events up to `at`: time, partition index, offset.
     let wanted = view

@@ -185,6 +185,10 @@ enum Command {
         /// then): what a model in production could have seen.
         #[arg(long)]
         as_known_at: bool,
+        /// Memory the export may use (e.g. 512MiB, 8GiB): larger inputs are partitioned by key
+        /// into spill files beside the output and evaluated a partition at a time.
+        #[arg(long, default_value = "4GiB", value_parser = quiver_pipeline::byte_size::parse_byte_size)]
+        memory_limit: usize,
     },
     /// Where features come from. With --entity and --at: each feature's value for that entity
     /// at that time and the events in its windows, by source partition and offset range;
@@ -755,6 +759,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             device,
             encrypt_key_env,
             as_known_at,
+            memory_limit,
         } => {
             use quiver_pipeline::training_set::{
                 parse_encryption_key, parse_feature_list, training_set, TrainingSetOptions,
@@ -781,6 +786,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     device,
                     encryption_key,
                     as_known_at,
+                    memory_limit,
                 },
             )
             .await;

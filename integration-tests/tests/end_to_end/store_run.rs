@@ -388,15 +388,16 @@ FROM source";
         }
         assert!(seen_partial, "{label}: some rows see events, some none");
     };
-    let known_at = |out: &str| {
+    let known_at = |out: &str, memory_limit: usize| {
         let registry = registry.clone();
         let spine_path = spine_path.clone();
         let out = dir.path().join(out);
         async move {
-            training_set(
+            let report = training_set(
                 &registry,
                 TrainingSetOptions {
                     as_known_at: true,
+                    memory_limit,
                     ..TrainingSetOptions::new(
                         spine_path,
                         parse_feature_list("v:*").expect("features"),
@@ -406,10 +407,20 @@ FROM source";
             )
             .await
             .expect("training set");
+            assert_eq!(
+                report.views[0].partitions > 1,
+                memory_limit < quiver_pipeline::training_set::DEFAULT_MEMORY_LIMIT
+            );
             read_parquet(&out)
         }
     };
-    check("as known at", &known_at("known.parquet").await);
+    let all = quiver_pipeline::training_set::DEFAULT_MEMORY_LIMIT;
+    check("as known at", &known_at("known.parquet", all).await);
+    // Partitioned by key into spill files: the same answer.
+    check(
+        "as known at, partitioned",
+        &known_at("known1.parquet", 16 << 10).await,
+    );
     quiver_pipeline::registry::compact::compact(
         &registry,
         Some("v"),
@@ -418,5 +429,5 @@ FROM source";
     )
     .expect("compact");
     assert_eq!(delta::active_files(&log).expect("files").len(), 1);
-    check("after compaction", &known_at("known2.parquet").await);
+    check("after compaction", &known_at("known2.parquet", all).await);
 }

@@ -177,68 +177,80 @@ async fn features_as_of_spine_times_equal_the_range_join_reference() {
         write_parquet(&dir.path().join("spine.parquet"), &spine);
         let registry = apply_view(dir.path(), &view).await;
 
-        let out = dir.path().join("train.parquet");
-        let report = training_set(
-            &registry,
-            TrainingSetOptions::new(
+        // All in memory, and partitioned by key into spill files under a tiny memory limit.
+        for memory_limit in [None, Some(64 << 10)] {
+            let out = dir.path().join("train.parquet");
+            let mut options = TrainingSetOptions::new(
                 dir.path().join("spine.parquet"),
                 parse_feature_list("card_view:*").expect("features"),
                 out.clone(),
-            ),
-        )
-        .await
-        .expect("training set");
-        assert_eq!(report.rows, spine.num_rows());
-        let got = read_parquet(&out);
-        // The spine's columns, as they were and in their order, then the window features
-        // (`ratio_1d` reads the event's own amount: not a feature as of a time).
-        let schema = got.schema();
-        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        let mut want_names = vec!["is_fraud", "card_id", "ts", "row_id"];
-        want_names.extend(FEATURES);
-        assert_eq!(names, want_names);
-        for c in 0..4 {
-            assert_eq!(
-                got.column(c).as_ref(),
-                spine.column(c).as_ref(),
-                "spine column {c}"
             );
-        }
-
-        let reference = quiver_sql::reference::batch_query(
-            &reference_sql,
-            &[
-                ("events".into(), events.schema(), vec![events.clone()]),
-                ("spine".into(), spine.schema(), vec![spine.clone()]),
-            ],
-        )
-        .await
-        .expect("reference");
-        let reference =
-            arrow::compute::concat_batches(&reference[0].schema(), &reference).expect("concat");
-        assert_eq!(reference.num_rows(), spine.num_rows());
-        let times = spine.column(2);
-        let mut checked = 0;
-        for (f, name) in FEATURES.iter().enumerate() {
-            let ours = got.column_by_name(name).expect("feature");
-            let theirs = reference.column(f + 1);
-            for row in 0..spine.num_rows() {
-                let (a, b) = (float(ours, row), float(theirs, row));
-                if times.is_null(row) {
-                    assert_eq!(a, None, "{name} row {row}: a NULL time has NULL features");
-                    continue;
-                }
-                match (a, b) {
-                    (Some(a), Some(b)) => assert!(
-                        a == b || (a - b).abs() <= 1e-9 * b.abs(),
-                        "seed {seed} {name} row {row}: {a} vs {b}"
-                    ),
-                    (a, b) => assert_eq!(a, b, "seed {seed} {name} row {row}"),
-                }
-                checked += 1;
+            if let Some(limit) = memory_limit {
+                options.memory_limit = limit;
             }
+            let report = training_set(&registry, options)
+                .await
+                .expect("training set");
+            assert_eq!(report.views[0].partitions > 1, memory_limit.is_some());
+            // Spill files are gone.
+            let left: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains("spill"))
+                .collect();
+            assert!(left.is_empty(), "{left:?}");
+            assert_eq!(report.rows, spine.num_rows());
+            let got = read_parquet(&out);
+            // The spine's columns, as they were and in their order, then the window features
+            // (`ratio_1d` reads the event's own amount: not a feature as of a time).
+            let schema = got.schema();
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let mut want_names = vec!["is_fraud", "card_id", "ts", "row_id"];
+            want_names.extend(FEATURES);
+            assert_eq!(names, want_names);
+            for c in 0..4 {
+                assert_eq!(
+                    got.column(c).as_ref(),
+                    spine.column(c).as_ref(),
+                    "spine column {c}"
+                );
+            }
+
+            let reference = quiver_sql::reference::batch_query(
+                &reference_sql,
+                &[
+                    ("events".into(), events.schema(), vec![events.clone()]),
+                    ("spine".into(), spine.schema(), vec![spine.clone()]),
+                ],
+            )
+            .await
+            .expect("reference");
+            let reference =
+                arrow::compute::concat_batches(&reference[0].schema(), &reference).expect("concat");
+            assert_eq!(reference.num_rows(), spine.num_rows());
+            let times = spine.column(2);
+            let mut checked = 0;
+            for (f, name) in FEATURES.iter().enumerate() {
+                let ours = got.column_by_name(name).expect("feature");
+                let theirs = reference.column(f + 1);
+                for row in 0..spine.num_rows() {
+                    let (a, b) = (float(ours, row), float(theirs, row));
+                    if times.is_null(row) {
+                        assert_eq!(a, None, "{name} row {row}: a NULL time has NULL features");
+                        continue;
+                    }
+                    match (a, b) {
+                        (Some(a), Some(b)) => assert!(
+                            a == b || (a - b).abs() <= 1e-9 * b.abs(),
+                            "seed {seed} {name} row {row}: {a} vs {b}"
+                        ),
+                        (a, b) => assert_eq!(a, b, "seed {seed} {name} row {row}"),
+                    }
+                    checked += 1;
+                }
+            }
+            assert!(checked > 3000);
         }
-        assert!(checked > 3000);
     }
 }
 

@@ -220,8 +220,7 @@ pub async fn verify_online(
     let times = TimestampMicrosecondArray::from(vec![at; spine.num_rows()]);
     let compute = BatchCompute::open(quiver_gpu::Device::Cpu, usize::MAX)?;
     let offline =
-        crate::training_set::point_in_time(&view, &prepared, None, &spine, &times, &compute, false)
-            .await?;
+        crate::training_set::point_in_time(&view, &prepared, None, &spine, &times, &compute)?;
 
     // Compare.
     let key_count = view.key_names().len();

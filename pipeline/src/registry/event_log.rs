@@ -9,7 +9,7 @@
 //! `__quiver_offset`).
 
 use crate::error::JobError;
-use crate::parquet_file::{parquet_file_schema, read_parquet_columns, read_parquet_file};
+use crate::parquet_file::parquet_file_schema;
 use crate::registry::{Registry, ViewDefinition};
 use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::cast;
@@ -244,45 +244,102 @@ pub fn read_event_log(
     columns: Option<Vec<usize>>,
     lineage: bool,
 ) -> Result<LoggedEvents, JobError> {
-    let what = format!("the event log of {}", label(definition));
+    let mut reader = EventLogReader::open(registry, definition, columns, lineage)?;
     let mut logged = LoggedEvents {
         batches: Vec::new(),
         partitions: Vec::new(),
         available: Vec::new(),
     };
-    for (file, added_us) in log_files(&event_log_dir(registry, definition))? {
-        // The stream's column indices are the log's (the availability column comes last).
-        let batches = match &columns {
-            Some(columns) => {
-                let mut columns = columns.clone();
-                let schema = parquet_file_schema(&file, &what)?;
-                let lineage_columns: &[&str] = if lineage {
-                    &[LOG_PARTITION, LOG_OFFSET]
-                } else {
-                    &[]
-                };
-                for name in lineage_columns.iter().chain([&LOG_AVAILABLE]) {
-                    if let Ok(i) = schema.index_of(name) {
-                        columns.push(i);
-                    }
+    while let Some(batch) = reader.next_batch(&mut logged.available)? {
+        logged.batches.push(batch);
+    }
+    logged.partitions = reader.partitions;
+    Ok(logged)
+}
+
+/// Reads a registered version's event log batch by batch (bounded memory), as
+/// [`read_event_log`] does whole.
+pub struct EventLogReader {
+    files: std::vec::IntoIter<(PathBuf, i64)>,
+    current: Option<(crate::parquet_file::ParquetBatches, i64)>,
+    columns: Option<Vec<usize>>,
+    lineage: bool,
+    what: String,
+    /// Rows of the log (from its Delta log's statistics).
+    pub rows: u64,
+    /// Names of the source partitions the partition column of the batches read so far indexes.
+    pub partitions: Vec<String>,
+}
+
+impl EventLogReader {
+    /// A reader of the log of `definition` (see [`read_event_log`] for `columns` and
+    /// `lineage`).
+    pub fn open(
+        registry: &Registry,
+        definition: &ViewDefinition,
+        columns: Option<Vec<usize>>,
+        lineage: bool,
+    ) -> Result<Self, JobError> {
+        let dir = event_log_dir(registry, definition);
+        let files = log_files(&dir)?;
+        let rows = delta::active_files(&dir)
+            .map_err(other)?
+            .iter()
+            .map(|f| f.rows)
+            .sum();
+        Ok(EventLogReader {
+            files: files.into_iter(),
+            current: None,
+            columns,
+            lineage,
+            what: format!("the event log of {}", label(definition)),
+            rows,
+            partitions: Vec::new(),
+        })
+    }
+
+    /// The next feature-stream batch, appending each row's availability (µs since the epoch)
+    /// to `available`; `None` at the end of the log.
+    pub fn next_batch(
+        &mut self,
+        available: &mut Vec<i64>,
+    ) -> Result<Option<RecordBatch>, JobError> {
+        loop {
+            if let Some((batches, added_us)) = &mut self.current {
+                if let Some(batch) = batches.next() {
+                    let batch = from_log(&batch?, &mut self.partitions, available, *added_us)?;
+                    return Ok(Some(batch));
                 }
-                columns.sort_unstable();
-                columns.dedup();
-                read_parquet_columns(&file, &what, &columns)?
             }
-            None => read_parquet_file(&file, &what)?.1,
-        };
-        for batch in batches {
-            let batch = from_log(
-                &batch,
-                &mut logged.partitions,
-                &mut logged.available,
-                added_us,
-            )?;
-            logged.batches.push(batch);
+            let Some((file, added_us)) = self.files.next() else {
+                return Ok(None);
+            };
+            // The stream's column indices are the log's (the availability column comes last).
+            let columns = match &self.columns {
+                Some(columns) => {
+                    let mut columns = columns.clone();
+                    let schema = parquet_file_schema(&file, &self.what)?;
+                    let lineage_columns: &[&str] = if self.lineage {
+                        &[LOG_PARTITION, LOG_OFFSET]
+                    } else {
+                        &[]
+                    };
+                    for name in lineage_columns.iter().chain([&LOG_AVAILABLE]) {
+                        if let Ok(i) = schema.index_of(name) {
+                            columns.push(i);
+                        }
+                    }
+                    columns.sort_unstable();
+                    columns.dedup();
+                    Some(columns)
+                }
+                None => None,
+            };
+            let batches =
+                crate::parquet_file::ParquetBatches::open(&file, &self.what, columns.as_deref())?;
+            self.current = Some((batches, added_us));
         }
     }
-    Ok(logged)
 }
 
 /// Writes feature-stream `events` as the event log of an apply into `dir` (data file and a

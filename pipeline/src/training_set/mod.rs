@@ -9,21 +9,25 @@
 //!
 //! The windows are computed by the same kernels as backfill, over the view version's event log
 //! (the transformed events its backfill read), with the spine rows added as probes: rows whose
-//! inputs are all NULL, so they are evaluated but never counted.
+//! inputs are all NULL, so they are evaluated but never counted. Any spine size and event log
+//! fit a memory limit: events and probes are partitioned by entity key and evaluated a
+//! partition at a time (`partitioned`), then the output is written in spine order as it is
+//! assembled (`output`).
+
+mod output;
+mod partitioned;
+mod probes;
 
 use crate::batch_compute::BatchCompute;
 use crate::error::JobError;
-use crate::parquet_file::read_parquet_file;
+use crate::parquet_file::ParquetBatches;
 use crate::progress::events_bar;
-use crate::registry::event_log::{compile_registered, read_event_log};
+use crate::registry::event_log::{compile_registered, EventLogReader};
 use crate::registry::{Registry, ViewDefinition};
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
-use arrow::compute::{cast, concat_batches};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMicrosecondType};
-use parquet::arrow::ArrowWriter;
-use quiver_gpu::{
-    evaluate_as_known_at, Device, InputColumn, KnownEvents, Scatter, DEFAULT_GPU_MIN_ROWS,
-};
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema};
+use probes::{null_times, probe_features, probe_windows, EncodedProbes, EventRows};
+use quiver_gpu::{Device, DEFAULT_GPU_MIN_ROWS};
 use quiver_sql::{FeatureView, ViewInputs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -109,12 +113,17 @@ pub struct TrainingSetOptions {
     pub encryption_key: Option<Vec<u8>>,
     /// Count only events already available (committed to the store) at each spine time.
     pub as_known_at: bool,
+    /// Bytes the export may hold in memory: above half of it, events and spine rows are
+    /// partitioned by key into spill files beside the output and evaluated a partition at a
+    /// time (one entity's events always stay in one partition).
+    pub memory_limit: usize,
 }
 
 impl TrainingSetOptions {
     /// Features `features` for the spine at `spine`, written to `out`: the spine's only
     /// timestamp column, no progress bar, the kernels' device chosen automatically, not
-    /// encrypted, every event counted (not only those available by then).
+    /// encrypted, every event counted (not only those available by then), the default memory
+    /// limit.
     pub fn new(spine: PathBuf, features: Vec<FeatureRequest>, out: PathBuf) -> Self {
         TrainingSetOptions {
             spine,
@@ -125,6 +134,7 @@ impl TrainingSetOptions {
             device: Device::Auto,
             encryption_key: None,
             as_known_at: false,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
         }
     }
 }
@@ -149,13 +159,28 @@ pub fn parse_encryption_key(hex: &str) -> Result<Vec<u8>, JobError> {
         .collect()
 }
 
+/// What one view added to a training set.
+#[derive(Debug, Clone)]
+pub struct ViewReport {
+    /// View name.
+    pub view: String,
+    /// Its version.
+    pub version: String,
+    /// Events read from its event log.
+    pub events: usize,
+    /// Key partitions its events and spine rows were evaluated in (1: all in memory at once).
+    pub partitions: usize,
+    /// The output columns it added.
+    pub columns: Vec<String>,
+}
+
 /// What a training set export did.
 #[derive(Debug, Clone)]
 pub struct TrainingSetReport {
     /// Spine rows, and so output rows.
     pub rows: usize,
-    /// Per view: name, version, events read and the output columns it added.
-    pub views: Vec<(String, String, usize, Vec<String>)>,
+    /// Per view: what it read and added.
+    pub views: Vec<ViewReport>,
     /// Output file.
     pub out: PathBuf,
     /// Wall time.
@@ -171,17 +196,27 @@ impl std::fmt::Display for TrainingSetReport {
             self.elapsed.as_secs_f64(),
             self.out.display()
         )?;
-        for (view, version, events, columns) in &self.views {
+        for view in &self.views {
+            let partitions = if view.partitions > 1 {
+                format!(" in {} key partitions", view.partitions)
+            } else {
+                String::new()
+            };
             writeln!(
                 f,
-                "  {view}@{version}: {} events, features {}",
-                crate::summary::thousands(*events as u64),
-                columns.join(", ")
+                "  {}@{}: {} events{partitions}, features {}",
+                view.view,
+                view.version,
+                crate::summary::thousands(view.events as u64),
+                view.columns.join(", ")
             )?;
         }
         Ok(())
     }
 }
+
+/// The memory a training set may take by default (`--memory-limit`).
+pub const DEFAULT_MEMORY_LIMIT: usize = 4 << 30;
 
 /// Builds a point-in-time training set from the store `registry`.
 pub async fn training_set(
@@ -189,21 +224,12 @@ pub async fn training_set(
     options: TrainingSetOptions,
 ) -> Result<TrainingSetReport, JobError> {
     let started = Instant::now();
-    let spine = read_parquet(&options.spine, "the spine")?;
-    let time_column = spine_time_column(&spine, options.time_column.as_deref())?;
-    let times = cast(
-        spine.column_by_name(&time_column).expect("checked"),
-        &DataType::Timestamp(TimeUnit::Microsecond, None),
-    )
-    .map_err(|e| JobError::Other(format!("spine column `{time_column}`: {e}")))?;
+    let spine = ParquetBatches::open(&options.spine, "the spine", Some(&[]))?;
+    let spine_schema = Arc::clone(spine.schema());
+    let spine_rows = spine.rows();
+    drop(spine);
+    let time_column = spine_time_column(&spine_schema, options.time_column.as_deref())?;
     let compute = BatchCompute::open(options.device, DEFAULT_GPU_MIN_ROWS)?;
-    let mut fields: Vec<Field> = spine
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    let mut columns: Vec<ArrayRef> = spine.columns().to_vec();
     // First every view compiled and its features checked, so a typo fails before any work.
     let mut plans = Vec::new();
     for request in &options.features {
@@ -224,7 +250,12 @@ pub async fn training_set(
         plans.push((definition, view, wanted));
     }
     // A feature keeps its name unless the spine or another view has it: then `<view>__<name>`.
-    let spine_names: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
+    let mut out_names: Vec<String> = spine_schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let spine_names = out_names.clone();
     let clashes = |name: &String| {
         spine_names.contains(name)
             || plans
@@ -233,55 +264,116 @@ pub async fn training_set(
                 .count()
                 > 1
     };
-    let mut views = Vec::new();
-    for (definition, view, wanted) in &plans {
-        let logged = read_event_log(registry, definition, view.stream_columns_read(), false)?;
-        let events = prepare_events(view, &logged.batches).await?;
-        let features = point_in_time(
-            view,
-            &events,
-            options.as_known_at.then_some(logged.available.as_slice()),
-            &spine,
-            times.as_primitive::<TimestampMicrosecondType>(),
-            &compute,
-            options.progress,
-        )
-        .await?;
-        let mut added = Vec::new();
+    let mut named = Vec::new();
+    for (definition, _, wanted) in &plans {
+        let mut names = Vec::new();
         for name in wanted {
-            let column = features
-                .column_by_name(name)
-                .expect("a point-in-time feature");
             let out_name = if clashes(name) {
                 format!("{}__{name}", definition.view)
             } else {
                 name.clone()
             };
-            if fields.iter().any(|f| f.name() == &out_name) {
+            if out_names.contains(&out_name) {
                 return Err(JobError::Other(format!(
                     "two output columns would be named `{out_name}`; rename the spine column"
                 )));
             }
-            fields.push(Field::new(&out_name, column.data_type().clone(), true));
-            columns.push(Arc::clone(column));
-            added.push(out_name);
+            out_names.push(out_name.clone());
+            names.push(out_name);
         }
-        views.push((
-            definition.view.clone(),
-            definition.version.clone(),
-            events.iter().map(|p| p.times.len()).sum(),
-            added,
-        ));
+        named.push(names);
     }
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| JobError::Other(format!("assembling the training set: {e}")))?;
-    write_parquet(&options.out, &batch, options.encryption_key.as_deref())?;
+    // Spill files go beside the output (not to a temporary directory that may be in memory).
+    let scratch = Scratch::beside(&options.out);
+    let inputs = partitioned::Inputs {
+        spine: &options.spine,
+        time_column: &time_column,
+        as_known_at: options.as_known_at,
+        // Half for the partition evaluated, half for reading, spilling and writing.
+        budget: options.memory_limit / 2,
+        scratch: &scratch.0,
+        progress: options.progress,
+    };
+    let mut views = Vec::new();
+    let mut evaluated = Vec::new();
+    for ((definition, view, wanted), names) in plans.iter().zip(&named) {
+        let log = EventLogReader::open(registry, definition, view.stream_columns_read(), false)?;
+        let features =
+            partitioned::evaluate_view(view, log, wanted, names, &inputs, &compute).await?;
+        views.push(ViewReport {
+            view: definition.view.clone(),
+            version: definition.version.clone(),
+            events: features.events,
+            partitions: features.partitions,
+            columns: names.clone(),
+        });
+        evaluated.push(features);
+    }
+    // The spine again, batch by batch, with every view's features beside it.
+    let mut assembly = partitioned::Assembly::new(evaluated)?;
+    let mut fields: Vec<Field> = spine_schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    for ((_, view, wanted), names) in plans.iter().zip(&named) {
+        let output = view.output_schema();
+        for (w, name) in wanted.iter().zip(names) {
+            let field = output
+                .field_with_name(w)
+                .map_err(|e| JobError::Other(e.to_string()))?;
+            fields.push(Field::new(name, field.data_type().clone(), true));
+        }
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let mut writer = output::TrainingSetWriter::create(
+        &options.out,
+        Arc::clone(&schema),
+        options.encryption_key.as_deref(),
+    )?;
+    let bar = events_bar(Some(spine_rows as u64), options.progress, "training set");
+    bar.set_message("writing");
+    for batch in ParquetBatches::open(&options.spine, "the spine", None)? {
+        let batch = batch?;
+        let mut columns = batch.columns().to_vec();
+        columns.extend(assembly.next(batch.num_rows())?);
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns)
+            .map_err(|e| JobError::Other(format!("assembling the training set: {e}")))?;
+        writer.write(&batch)?;
+        bar.inc(batch.num_rows() as u64);
+    }
+    writer.finish()?;
+    bar.finish_and_clear();
     Ok(TrainingSetReport {
-        rows: spine.num_rows(),
+        rows: spine_rows,
         views,
         out: options.out,
         elapsed: started.elapsed(),
     })
+}
+
+/// A directory for spill files, removed (with what is in it) when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    /// `.<file name>.spill-<process id>` beside `out`.
+    fn beside(out: &Path) -> Self {
+        let name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "training-set".into());
+        let dir = out
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Scratch(dir.join(format!(".{name}.spill-{}", std::process::id())))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn unknown_feature(
@@ -310,13 +402,12 @@ fn unknown_feature(
 }
 
 /// The spine's time column: the named one, or its only timestamp column.
-fn spine_time_column(spine: &RecordBatch, named: Option<&str>) -> Result<String, JobError> {
-    let schema = spine.schema();
+fn spine_time_column(schema: &Schema, named: Option<&str>) -> Result<String, JobError> {
     if let Some(name) = named {
         let field = schema.field_with_name(name).map_err(|_| {
             JobError::Other(format!(
                 "the spine has no column `{name}`; its columns: {}",
-                column_names(&schema)
+                column_names(schema)
             ))
         })?;
         return match field.data_type() {
@@ -336,7 +427,7 @@ fn spine_time_column(spine: &RecordBatch, named: Option<&str>) -> Result<String,
         [one] => Ok(one.to_string()),
         [] => Err(JobError::Other(format!(
             "the spine has no timestamp column; its columns: {} (name one with --time-column)",
-            column_names(&schema)
+            column_names(schema)
         ))),
         many => Err(JobError::Other(format!(
             "the spine has several timestamp columns ({}); name the one features are taken as of with --time-column",
@@ -370,196 +461,25 @@ pub(crate) async fn prepare_events(
     Ok(prepared)
 }
 
-/// The point-in-time features of `view` at every spine row: the view's events (`prepared`
-/// by [`prepare_events`]) and the spine rows as probes, evaluated together.
-/// With `available` (when each event became visible, in row order), only events available at
-/// each spine time count (`--as-known-at`).
-pub(crate) async fn point_in_time(
+/// The point-in-time features of `view` at every row of `spine` (keys) at `times`, all in
+/// memory: the view's events (`prepared` by [`prepare_events`]) and the spine rows as
+/// probes, evaluated together. With `available` (when each event became visible, in row order),
+/// only events available at each spine time count (`--as-known-at`).
+pub(crate) fn point_in_time(
     view: &FeatureView,
     prepared: &[ViewInputs],
     available: Option<&[i64]>,
     spine: &RecordBatch,
     times: &arrow::array::TimestampMicrosecondArray,
     compute: &BatchCompute,
-    progress: bool,
 ) -> Result<RecordBatch, JobError> {
-    let fail = |e: &dyn std::fmt::Display| JobError::Other(format!("view `{}`: {e}", view.name()));
-    // The spine's key columns, by the view's key names.
-    let key_columns = view
-        .key_names()
-        .iter()
-        .map(|name| {
-            spine.column_by_name(name).cloned().ok_or_else(|| {
-                JobError::Other(format!(
-                    "the spine has no column `{name}`, the key of view `{}`; its columns: {}",
-                    view.name(),
-                    column_names(&spine.schema())
-                ))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let spine_keys = view.encode_keys(&key_columns).map_err(|e| fail(&e))?;
+    let probes = EncodedProbes::encode(view, spine, times)?;
     let rows = spine.num_rows();
-    // A NULL key matches no event (SQL equality) and a NULL time has no window: both get a key
-    // no event has (the empty encoding), and NULL times NULL features afterwards.
-    let unmatched: Vec<bool> = (0..rows)
-        .map(|r| times.is_null(r) || key_columns.iter().any(|c| c.is_null(r)))
-        .collect();
-
-    let event_rows: usize = prepared.iter().map(|p| p.times.len()).sum();
-    let total = event_rows + rows;
-    let mut keys: Vec<&[u8]> = Vec::with_capacity(total);
-    let mut all_times: Vec<i64> = Vec::with_capacity(total);
-    for p in prepared {
-        keys.extend((0..p.keys.num_rows()).map(|i| p.keys.row(i).data()));
-        all_times.extend_from_slice(&p.times);
-    }
-    for (r, &unmatched) in unmatched.iter().enumerate() {
-        keys.push(if unmatched {
-            &[]
-        } else {
-            spine_keys.row(r).data()
-        });
-        all_times.push(if times.is_null(r) { 0 } else { times.value(r) });
-    }
-    // Kernel inputs: the events' values, then NULL for every probe.
-    let inputs = view.window_plan().inputs();
-    let mut values: Vec<Vec<f64>> = Vec::with_capacity(inputs);
-    let mut validity: Vec<Option<Vec<bool>>> = Vec::with_capacity(inputs);
-    let mut exact: Vec<Option<Vec<i128>>> = Vec::with_capacity(inputs);
-    for i in 0..inputs {
-        let is_exact = prepared.first().map_or_else(
-            || view.window_plan().input_kind(i).is_exact(),
-            |p| p.exact[i].is_some(),
-        );
-        let mut v = Vec::with_capacity(if is_exact { 0 } else { total });
-        let mut ok = Vec::with_capacity(total);
-        let mut e = Vec::with_capacity(if is_exact { total } else { 0 });
-        for p in prepared {
-            let n = p.times.len();
-            if is_exact {
-                e.extend_from_slice(p.exact[i].as_deref().unwrap_or(&[]));
-            } else {
-                v.extend_from_slice(&p.values[i]);
-            }
-            match &p.validity[i] {
-                Some(valid) => ok.extend_from_slice(valid),
-                None => ok.extend(std::iter::repeat_n(true, n)),
-            }
-        }
-        if is_exact {
-            e.resize(total, 0);
-        } else {
-            v.resize(total, 0.0);
-        }
-        ok.resize(total, false);
-        values.push(v);
-        validity.push(Some(ok));
-        exact.push(is_exact.then_some(e));
-    }
-    let columns = InputColumn::all(&values, &validity, &exact);
-    let probes = match available {
-        Some(available) => {
-            if available.len() != event_rows {
-                return Err(fail(&format!(
-                    "{} availability times for {event_rows} events",
-                    available.len()
-                )));
-            }
-            // The events alone (the probes are not events here): their columns' first rows.
-            let event_columns: Vec<InputColumn<'_>> = columns
-                .iter()
-                .map(|c| InputColumn {
-                    values: c.values.get(..event_rows).unwrap_or(c.values),
-                    validity: c.validity.map(|v| &v[..event_rows]),
-                    exact: c.exact.map(|e| &e[..event_rows]),
-                })
-                .collect();
-            let known = KnownEvents {
-                keys: &keys[..event_rows],
-                times: &all_times[..event_rows],
-                available,
-                inputs: &event_columns,
-            };
-            evaluate_as_known_at(
-                view.window_plan(),
-                &known,
-                &keys[event_rows..],
-                &all_times[event_rows..],
-            )
-            .map_err(|e| fail(&e))?
-        }
-        None => {
-            let bar = events_bar(Some(total as u64), progress, view.name());
-            // Only the probes' windows are read: events are evaluated but not emitted.
-            let emit: Vec<u32> = std::iter::repeat_n(Scatter::SKIP, event_rows)
-                .chain(0..rows as u32)
-                .collect();
-            let probes = compute.evaluate_rows(
-                view.window_plan(),
-                &keys,
-                &all_times,
-                &columns,
-                Some(&emit),
-                &bar,
-            )?;
-            bar.finish_and_clear();
-            probes
-        }
-    };
-    let features = view.features_at(probes, rows).map_err(|e| fail(&e))?;
-    if times.null_count() > 0 {
-        // NULL spine times: NULL features (also the counts, which would read 0).
-        let null_time = BooleanArray::from((0..rows).map(|r| times.is_null(r)).collect::<Vec<_>>());
-        let columns = features
-            .columns()
-            .iter()
-            .map(|c| arrow::compute::nullif(c, &null_time))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| fail(&e))?;
-        return RecordBatch::try_new(features.schema(), columns).map_err(|e| fail(&e));
-    }
-    Ok(features)
-}
-
-fn read_parquet(path: &Path, what: &str) -> Result<RecordBatch, JobError> {
-    let (schema, batches) = read_parquet_file(path, what)?;
-    concat_batches(&schema, &batches)
-        .map_err(|e| JobError::Other(format!("cannot read {what} `{}`: {e}", path.display())))
-}
-
-/// Writes `batch` to `path` through a temporary file, so a failed export leaves no partial
-/// file behind (and an earlier file at `path` stays until the new one is complete); encrypted
-/// (footer and columns, AES-GCM) under `key` when one is given.
-fn write_parquet(path: &Path, batch: &RecordBatch, key: Option<&[u8]>) -> Result<(), JobError> {
-    let fail = |e: &dyn std::fmt::Display| {
-        JobError::Other(format!("cannot write `{}`: {e}", path.display()))
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
-    }
-    let mut properties = parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::SNAPPY);
-    if let Some(key) = key {
-        let encryption =
-            parquet::encryption::encrypt::FileEncryptionProperties::builder(key.to_vec())
-                .build()
-                .map_err(|e| fail(&e))?;
-        properties = properties.with_file_encryption_properties(encryption);
-    }
-    let tmp = path.with_extension("parquet.tmp");
-    let result = (|| -> Result<(), JobError> {
-        let file = std::fs::File::create(&tmp).map_err(|e| fail(&e))?;
-        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(properties.build()))
-            .map_err(|e| fail(&e))?;
-        writer.write(batch).map_err(|e| fail(&e))?;
-        writer.close().map_err(|e| fail(&e))?;
-        std::fs::rename(&tmp, path).map_err(|e| fail(&e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let keys: Vec<&[u8]> = (0..rows).map(|r| probes.key(r)).collect();
+    let times: Vec<i64> = (0..rows).map(|r| probes.time(r)).collect();
+    let events = EventRows::from_prepared(view, prepared);
+    let windows = probe_windows(view, events, available, &keys, &times, compute, false)?;
+    probe_features(view, windows, rows, null_times(&probes.times).as_ref())
 }
 
 #[cfg(test)]

@@ -1,0 +1,296 @@
+//! Spills: Arrow batches of one schema sorted into partitions, held in memory or, when they
+//! would not fit, written to Arrow IPC files in a temporary directory and read back one
+//! partition at a time. What bounded-memory work (training sets over any event log and spine)
+//! partitions its rows into.
+
+use crate::error::JobError;
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+
+fn other(what: &str, e: impl std::fmt::Display) -> JobError {
+    JobError::Other(format!("{what}: {e}"))
+}
+
+/// Where a spill's partitions live.
+enum Storage {
+    /// Batches in memory, per partition.
+    Memory(Vec<Vec<RecordBatch>>),
+    /// One IPC stream file per partition (opened on its first batch).
+    Files {
+        dir: PathBuf,
+        writers: Vec<Option<StreamWriter<BufWriter<File>>>>,
+    },
+}
+
+/// Batches of one schema in `partitions` partitions.
+pub struct Spill {
+    schema: SchemaRef,
+    name: String,
+    storage: Storage,
+    rows: Vec<usize>,
+    bytes: Vec<usize>,
+}
+
+impl Spill {
+    /// A spill of `partitions` partitions in memory.
+    pub fn in_memory(name: &str, schema: SchemaRef, partitions: usize) -> Self {
+        Spill {
+            schema,
+            name: name.to_string(),
+            storage: Storage::Memory(vec![Vec::new(); partitions]),
+            rows: vec![0; partitions],
+            bytes: vec![0; partitions],
+        }
+    }
+
+    /// A spill of `partitions` partitions in files named `<name>-<partition>.arrows` under
+    /// `dir` (which must exist and is not cleaned up here).
+    pub fn in_files(dir: &Path, name: &str, schema: SchemaRef, partitions: usize) -> Self {
+        Spill {
+            schema,
+            name: name.to_string(),
+            storage: Storage::Files {
+                dir: dir.to_path_buf(),
+                writers: (0..partitions).map(|_| None).collect(),
+            },
+            rows: vec![0; partitions],
+            bytes: vec![0; partitions],
+        }
+    }
+
+    /// The number of partitions.
+    pub fn partitions(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Rows pushed into `partition`.
+    pub fn rows(&self, partition: usize) -> usize {
+        self.rows[partition]
+    }
+
+    /// Bytes (in memory, as Arrow arrays) pushed into `partition`.
+    pub fn bytes(&self, partition: usize) -> usize {
+        self.bytes[partition]
+    }
+
+    fn file(dir: &Path, name: &str, partition: usize) -> PathBuf {
+        dir.join(format!("{name}-{partition}.arrows"))
+    }
+
+    /// Appends `batch` (of the spill's schema) to `partition`.
+    pub fn push(&mut self, partition: usize, batch: RecordBatch) -> Result<(), JobError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.rows[partition] += batch.num_rows();
+        self.bytes[partition] += batch.get_array_memory_size();
+        let what = format!("spilling {}", self.name);
+        match &mut self.storage {
+            Storage::Memory(parts) => parts[partition].push(batch),
+            Storage::Files { dir, writers } => {
+                let writer = match &mut writers[partition] {
+                    Some(writer) => writer,
+                    slot => {
+                        let path = Self::file(dir, &self.name, partition);
+                        let file = File::create(&path).map_err(|e| other(&what, e))?;
+                        slot.insert(
+                            StreamWriter::try_new(BufWriter::new(file), &self.schema)
+                                .map_err(|e| other(&what, e))?,
+                        )
+                    }
+                };
+                writer.write(&batch).map_err(|e| other(&what, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends writing: files are flushed and closed.
+    pub fn finish(&mut self) -> Result<(), JobError> {
+        if let Storage::Files { writers, .. } = &mut self.storage {
+            for writer in writers.iter_mut().filter_map(Option::as_mut) {
+                writer
+                    .finish()
+                    .map_err(|e| other(&format!("spilling {}", self.name), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the batches of `partition` out of the spill, in the order pushed (a file's
+    /// batches are read lazily; the file is removed once read to its end or dropped).
+    pub fn take(&mut self, partition: usize) -> Result<SpilledBatches, JobError> {
+        let what = format!("reading back {}", self.name);
+        match &mut self.storage {
+            Storage::Memory(parts) => Ok(SpilledBatches::Memory(
+                std::mem::take(&mut parts[partition]).into_iter(),
+            )),
+            Storage::Files { dir, writers } => {
+                if writers[partition].take().is_none() {
+                    return Ok(SpilledBatches::Memory(Vec::new().into_iter()));
+                }
+                let path = Self::file(dir, &self.name, partition);
+                let file = File::open(&path).map_err(|e| other(&what, e))?;
+                let reader = StreamReader::try_new(BufReader::new(file), None)
+                    .map_err(|e| other(&what, e))?;
+                Ok(SpilledBatches::File {
+                    reader: Box::new(reader),
+                    path,
+                    what,
+                })
+            }
+        }
+    }
+
+    /// The spill's schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+}
+
+/// The batches of one partition of a [`Spill`].
+pub enum SpilledBatches {
+    /// Held in memory.
+    Memory(std::vec::IntoIter<RecordBatch>),
+    /// Read from a spill file, removed when this is dropped.
+    File {
+        /// The file's reader.
+        reader: Box<StreamReader<BufReader<File>>>,
+        /// The file.
+        path: PathBuf,
+        /// What errors say.
+        what: String,
+    },
+}
+
+impl Iterator for SpilledBatches {
+    type Item = Result<RecordBatch, JobError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            SpilledBatches::Memory(batches) => batches.next().map(Ok),
+            SpilledBatches::File { reader, what, .. } => {
+                reader.next().map(|batch| batch.map_err(|e| other(what, e)))
+            }
+        }
+    }
+}
+
+impl Drop for SpilledBatches {
+    fn drop(&mut self) {
+        if let SpilledBatches::File { path, .. } = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Reads rows of one partition in order, a requested number at a time, across its batches.
+pub struct RowCursor {
+    batches: SpilledBatches,
+    current: Option<RecordBatch>,
+    offset: usize,
+    schema: SchemaRef,
+}
+
+impl RowCursor {
+    /// A cursor at the first row of `batches` (of `schema`).
+    pub fn new(schema: SchemaRef, batches: SpilledBatches) -> Self {
+        RowCursor {
+            batches,
+            current: None,
+            offset: 0,
+            schema,
+        }
+    }
+
+    /// The next `rows` rows as one batch; an error when fewer are left.
+    pub fn next_rows(&mut self, rows: usize) -> Result<RecordBatch, JobError> {
+        let mut parts = Vec::new();
+        let mut wanted = rows;
+        while wanted > 0 {
+            let batch = match &self.current {
+                Some(batch) if self.offset < batch.num_rows() => batch,
+                _ => match self.batches.next() {
+                    Some(batch) => {
+                        self.current = Some(batch?);
+                        self.offset = 0;
+                        continue;
+                    }
+                    None => {
+                        return Err(JobError::Other(format!(
+                            "a spill ended {wanted} rows early (internal error)"
+                        )))
+                    }
+                },
+            };
+            let n = wanted.min(batch.num_rows() - self.offset);
+            parts.push(batch.slice(self.offset, n));
+            self.offset += n;
+            wanted -= n;
+        }
+        match parts.len() {
+            1 => Ok(parts.pop().expect("one part")),
+            _ => arrow::compute::concat_batches(&self.schema, &parts)
+                .map_err(|e| other("reading back a spill", e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{AsArray, Int64Array};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use std::sync::Arc;
+
+    fn batch(schema: &SchemaRef, values: std::ops::Range<i64>) -> RecordBatch {
+        RecordBatch::try_new(
+            Arc::clone(schema),
+            vec![Arc::new(Int64Array::from_iter_values(values))],
+        )
+        .unwrap()
+    }
+
+    fn values(batch: &RecordBatch) -> Vec<i64> {
+        batch
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .values()
+            .to_vec()
+    }
+
+    #[test]
+    fn partitions_read_back_in_order_from_memory_and_files() {
+        let schema: SchemaRef =
+            Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let dir = tempfile::tempdir().unwrap();
+        for mut spill in [
+            Spill::in_memory("t", Arc::clone(&schema), 3),
+            Spill::in_files(dir.path(), "t", Arc::clone(&schema), 3),
+        ] {
+            spill.push(0, batch(&schema, 0..3)).unwrap();
+            spill.push(2, batch(&schema, 10..12)).unwrap();
+            spill.push(0, batch(&schema, 3..5)).unwrap();
+            spill.finish().unwrap();
+            assert_eq!((spill.rows(0), spill.rows(1), spill.rows(2)), (5, 0, 2));
+            let mut cursor = RowCursor::new(Arc::clone(&schema), spill.take(0).unwrap());
+            assert_eq!(values(&cursor.next_rows(2).unwrap()), vec![0, 1]);
+            assert_eq!(values(&cursor.next_rows(3).unwrap()), vec![2, 3, 4]);
+            assert!(cursor.next_rows(1).is_err());
+            assert_eq!(spill.take(1).unwrap().count(), 0);
+            let two: Vec<i64> = spill
+                .take(2)
+                .unwrap()
+                .flat_map(|b| values(&b.unwrap()))
+                .collect();
+            assert_eq!(two, vec![10, 11]);
+        }
+        // Read files are removed.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,551 @@
+//! A view's point-in-time features over a spine in bounded memory: the view's events (read
+//! from its event log batch by batch) and the spine's probes are sorted by a hash of their
+//! entity key into partitions — in memory when everything fits the memory budget, else in
+//! spill files — and each partition is evaluated alone, since a window only ever holds events
+//! of one key. Each partition's features come out in spine order (its probes were pushed in
+//! spine order), and a *route* per spine row records its partition, so the output is put back
+//! together in spine order by reading each partition's features front to back.
+
+use crate::batch_compute::BatchCompute;
+use crate::error::JobError;
+use crate::parquet_file::ParquetBatches;
+use crate::progress::events_bar;
+use crate::registry::event_log::EventLogReader;
+use crate::spill::{RowCursor, Spill, SpilledBatches};
+use crate::training_set::probes::{
+    null_times, probe_features, probe_windows, EncodedProbes, EventRows,
+};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, FixedSizeBinaryArray, Float64Array, Int64Array,
+    RecordBatch, UInt16Array, UInt32Array,
+};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
+use quiver_sql::{FeatureView, ViewInputs};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The most partitions a view is split into (each is a spill file while written).
+pub const MAX_PARTITIONS: usize = 512;
+
+/// What one view's evaluation left for the output.
+pub(crate) struct ViewFeatures {
+    /// Per partition, the wanted features of its probes in spine order.
+    pub results: Spill,
+    /// Per spine row in order, its partition (one partition of `UInt16`).
+    pub routes: Spill,
+    /// Events read from the log.
+    pub events: usize,
+    /// Partitions used.
+    pub partitions: usize,
+}
+
+/// What a view's evaluation needs besides the view.
+pub(crate) struct Inputs<'a> {
+    /// The spine file.
+    pub spine: &'a Path,
+    /// Its time column.
+    pub time_column: &'a str,
+    /// Count only events available at each spine time.
+    pub as_known_at: bool,
+    /// Bytes the evaluation of one partition may take.
+    pub budget: usize,
+    /// Where spill files go (created when needed).
+    pub scratch: &'a Path,
+    /// Draw progress bars.
+    pub progress: bool,
+}
+
+fn fail(view: &FeatureView, e: impl std::fmt::Display) -> JobError {
+    JobError::Other(format!("view `{}`: {e}", view.name()))
+}
+
+/// The partition of an encoded key: FNV-1a, finished by a multiply-xorshift so close keys
+/// spread.
+fn partition_of(key: &[u8], partitions: usize) -> usize {
+    if partitions <= 1 {
+        return 0;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    (h % partitions as u64) as usize
+}
+
+/// The spilled form of a view's events: key, time, (availability,) then per kernel input its
+/// float value or its exact value as 16 little-endian bytes.
+fn event_schema(view: &FeatureView, as_known_at: bool) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("key", DataType::Binary, false),
+        Field::new("time", DataType::Int64, false),
+    ];
+    if as_known_at {
+        fields.push(Field::new("available", DataType::Int64, false));
+    }
+    let plan = view.window_plan();
+    for i in 0..plan.inputs() {
+        let data_type = if plan.input_kind(i).is_exact() {
+            DataType::FixedSizeBinary(16)
+        } else {
+            DataType::Float64
+        };
+        fields.push(Field::new(format!("input{i}"), data_type, true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// The spilled form of probes: key (empty for rows no event can match) and time (NULL for
+/// NULL spine times).
+fn probe_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Binary, false),
+        Field::new("time", DataType::Int64, true),
+    ]))
+}
+
+fn route_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "partition",
+        DataType::UInt16,
+        false,
+    )]))
+}
+
+/// `prepared` events (with their availability) in the spilled form.
+fn event_batch(
+    view: &FeatureView,
+    schema: &SchemaRef,
+    prepared: &ViewInputs,
+    available: Option<&[i64]>,
+) -> Result<RecordBatch, JobError> {
+    let rows = prepared.times.len();
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(BinaryArray::from_iter_values(
+            (0..rows).map(|i| prepared.keys.row(i).data()),
+        )),
+        Arc::new(Int64Array::from(prepared.times.clone())),
+    ];
+    if let Some(available) = available {
+        columns.push(Arc::new(Int64Array::from(available.to_vec())));
+    }
+    for i in 0..prepared.values.len() {
+        let valid = |r: usize| prepared.validity[i].as_ref().is_none_or(|v| v[r]);
+        let column: ArrayRef = match &prepared.exact[i] {
+            Some(exact) => Arc::new(
+                FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+                    (0..rows).map(|r| valid(r).then(|| exact[r].to_le_bytes())),
+                    16,
+                )
+                .map_err(|e| fail(view, e))?,
+            ),
+            None => Arc::new(Float64Array::from_iter(
+                (0..rows).map(|r| valid(r).then(|| prepared.values[i][r])),
+            )),
+        };
+        columns.push(column);
+    }
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| fail(view, e))
+}
+
+/// Pushes the rows of `batch` into the partitions `partition` gives each row.
+fn push_partitioned(
+    spill: &mut Spill,
+    batch: &RecordBatch,
+    partition: &[u16],
+) -> Result<(), JobError> {
+    if spill.partitions() == 1 {
+        return spill.push(0, batch.clone());
+    }
+    // Row indices grouped by partition (a counting sort keeps each partition's rows in order).
+    let mut starts = vec![0u32; spill.partitions() + 1];
+    for &p in partition {
+        starts[p as usize + 1] += 1;
+    }
+    for p in 1..starts.len() {
+        starts[p] += starts[p - 1];
+    }
+    let mut next = starts.clone();
+    let mut order = vec![0u32; partition.len()];
+    for (row, &p) in partition.iter().enumerate() {
+        order[next[p as usize] as usize] = row as u32;
+        next[p as usize] += 1;
+    }
+    let order = UInt32Array::from(order);
+    for p in 0..spill.partitions() {
+        let (from, to) = (starts[p] as usize, starts[p + 1] as usize);
+        if from == to {
+            continue;
+        }
+        let indices = order.slice(from, to - from);
+        let columns = batch
+            .columns()
+            .iter()
+            .map(|c| arrow::compute::take(c, &indices, None))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| JobError::Other(format!("partitioning rows: {e}")))?;
+        let part = RecordBatch::try_new(batch.schema(), columns)
+            .map_err(|e| JobError::Other(format!("partitioning rows: {e}")))?;
+        spill.push(p, part)?;
+    }
+    Ok(())
+}
+
+/// Bytes one partition's evaluation takes per event and per probe, estimated from the average
+/// encoded key length: the spilled rows, the kernels' copies (keys, times and inputs gathered
+/// in key and time order, the sort), and each probe's outputs.
+fn bytes_per_row(view: &FeatureView, key_bytes: usize) -> (usize, usize) {
+    let inputs = view.window_plan().inputs();
+    let outputs = view.window_plan().specs().len();
+    let event = 2 * key_bytes + 64 + 32 * inputs;
+    (event, event + 24 * outputs)
+}
+
+/// Evaluates `wanted` features (output names `names`) of `view` over its event log `log` at
+/// every spine row; see the module's description.
+pub(crate) async fn evaluate_view(
+    view: &FeatureView,
+    mut log: EventLogReader,
+    wanted: &[String],
+    names: &[String],
+    inputs: &Inputs<'_>,
+    compute: &BatchCompute,
+) -> Result<ViewFeatures, JobError> {
+    let event_schema = event_schema(view, inputs.as_known_at);
+    // The first batch tells how long keys are, which sizes the partitions.
+    let mut available = Vec::new();
+    let mut first = match log.next_batch(&mut available)? {
+        Some(batch) => Some(view.prepare(batch).await.map_err(|e| fail(view, e))?),
+        None => None,
+    };
+    let mut spine = spine_reader(view, inputs)?;
+    let spine_rows = spine.rows();
+    let key_bytes = first
+        .as_ref()
+        .filter(|p| p.keys.num_rows() > 0)
+        .map_or(16, |p| p.keys.size() / p.keys.num_rows());
+    let (per_event, per_probe) = bytes_per_row(view, key_bytes);
+    let need = log.rows as usize * per_event + spine_rows * per_probe;
+    let partitions = need.div_ceil(inputs.budget.max(1)).clamp(1, MAX_PARTITIONS);
+    let spill = |name: &str, schema: SchemaRef, n: usize| -> Result<Spill, JobError> {
+        if partitions == 1 {
+            return Ok(Spill::in_memory(name, schema, n));
+        }
+        std::fs::create_dir_all(inputs.scratch).map_err(|e| {
+            JobError::Other(format!(
+                "cannot create the spill directory `{}`: {e}",
+                inputs.scratch.display()
+            ))
+        })?;
+        Ok(Spill::in_files(
+            inputs.scratch,
+            &format!("{}-{name}", view.name()),
+            schema,
+            n,
+        ))
+    };
+    let mut events = spill("events", Arc::clone(&event_schema), partitions)?;
+    let mut probes = spill("probes", probe_schema(), partitions)?;
+    let mut routes = spill("routes", route_schema(), 1)?;
+
+    let bar = events_bar(
+        Some(log.rows + spine_rows as u64),
+        inputs.progress,
+        view.name(),
+    );
+    bar.set_message(format!("partitioning ({partitions} partitions)"));
+    // Events, by key.
+    let mut event_count = 0;
+    let mut consumed = 0;
+    while let Some(prepared) = first.take() {
+        let batch_available = inputs
+            .as_known_at
+            .then(|| &available[consumed..consumed + prepared.times.len()]);
+        let batch = event_batch(view, &event_schema, &prepared, batch_available)?;
+        consumed += prepared.times.len();
+        let partition: Vec<u16> = (0..prepared.keys.num_rows())
+            .map(|i| partition_of(prepared.keys.row(i).data(), partitions) as u16)
+            .collect();
+        push_partitioned(&mut events, &batch, &partition)?;
+        event_count += prepared.times.len();
+        bar.inc(prepared.times.len() as u64);
+        drop(prepared);
+        // The availability of consumed rows is not needed any more.
+        if consumed > 1 << 20 {
+            available.drain(..consumed);
+            consumed = 0;
+        }
+        if let Some(batch) = log.next_batch(&mut available)? {
+            first = Some(view.prepare(batch).await.map_err(|e| fail(view, e))?);
+        }
+    }
+    events.finish()?;
+    // Probes, by key, and each spine row's partition.
+    for batch in spine.by_ref() {
+        let batch = batch?;
+        let times = batch.column_by_name(inputs.time_column).ok_or_else(|| {
+            fail(
+                view,
+                format!("the spine has no column `{}`", inputs.time_column),
+            )
+        })?;
+        let encoded = EncodedProbes::encode(view, &batch, times)?;
+        let rows = batch.num_rows();
+        let partition: Vec<u16> = (0..rows)
+            .map(|r| partition_of(encoded.key(r), partitions) as u16)
+            .collect();
+        let probe = RecordBatch::try_new(
+            probe_schema(),
+            vec![
+                Arc::new(BinaryArray::from_iter_values(
+                    (0..rows).map(|r| encoded.key(r)),
+                )),
+                Arc::new(Int64Array::from_iter((0..rows).map(|r| {
+                    (!encoded.times.is_null(r)).then(|| encoded.times.value(r))
+                }))),
+            ],
+        )
+        .map_err(|e| fail(view, e))?;
+        push_partitioned(&mut probes, &probe, &partition)?;
+        routes.push(
+            0,
+            RecordBatch::try_new(route_schema(), vec![Arc::new(UInt16Array::from(partition))])
+                .map_err(|e| fail(view, e))?,
+        )?;
+        bar.inc(rows as u64);
+    }
+    probes.finish()?;
+    routes.finish()?;
+
+    // Each partition alone.
+    bar.set_position(0);
+    bar.set_message(format!("evaluating {partitions} partitions"));
+    let result_schema = result_schema(view, wanted, names)?;
+    let mut results = spill("features", Arc::clone(&result_schema), partitions)?;
+    let chunk = ((1 << 20) / partitions).clamp(1024, 64 * 1024);
+    for p in 0..partitions {
+        let rows = events.rows(p) + probes.rows(p);
+        let features = evaluate_partition(
+            view,
+            events.take(p)?,
+            probes.take(p)?,
+            inputs.as_known_at,
+            compute,
+        )?;
+        let columns = wanted
+            .iter()
+            .map(|name| {
+                features
+                    .column_by_name(name)
+                    .cloned()
+                    .ok_or_else(|| fail(view, format!("no feature `{name}` (internal error)")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let features =
+            RecordBatch::try_new(Arc::clone(&result_schema), columns).map_err(|e| fail(view, e))?;
+        let mut offset = 0;
+        while offset < features.num_rows() {
+            let n = chunk.min(features.num_rows() - offset);
+            results.push(p, features.slice(offset, n))?;
+            offset += n;
+        }
+        bar.inc(rows as u64);
+    }
+    results.finish()?;
+    bar.finish_and_clear();
+    Ok(ViewFeatures {
+        results,
+        routes,
+        events: event_count,
+        partitions,
+    })
+}
+
+/// The spine's key and time columns of `view`, batch by batch.
+fn spine_reader(view: &FeatureView, inputs: &Inputs<'_>) -> Result<ParquetBatches, JobError> {
+    let all = ParquetBatches::open(inputs.spine, "the spine", Some(&[]))?;
+    let schema = Arc::clone(all.schema());
+    let mut columns = Vec::new();
+    for name in view
+        .key_names()
+        .iter()
+        .map(String::as_str)
+        .chain([inputs.time_column])
+    {
+        let index = schema.index_of(name).map_err(|_| {
+            JobError::Other(format!(
+                "the spine has no column `{name}`, the key of view `{}`; its columns: {}",
+                view.name(),
+                super::column_names(&schema)
+            ))
+        })?;
+        columns.push(index);
+    }
+    ParquetBatches::open(inputs.spine, "the spine", Some(&columns))
+}
+
+/// The output columns of a view: `wanted` features as `names`, typed as the view types them.
+fn result_schema(
+    view: &FeatureView,
+    wanted: &[String],
+    names: &[String],
+) -> Result<SchemaRef, JobError> {
+    let output = view.output_schema();
+    let fields = wanted
+        .iter()
+        .zip(names)
+        .map(|(w, name)| {
+            output
+                .field_with_name(w)
+                .map(|f| Field::new(name, f.data_type().clone(), true))
+                .map_err(|e| fail(view, e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// The point-in-time features of one partition's probes (in the order pushed) over its
+/// events.
+fn evaluate_partition(
+    view: &FeatureView,
+    events: SpilledBatches,
+    probes: SpilledBatches,
+    as_known_at: bool,
+    compute: &BatchCompute,
+) -> Result<RecordBatch, JobError> {
+    let events = events.collect::<Result<Vec<_>, _>>()?;
+    let probes = probes.collect::<Result<Vec<_>, _>>()?;
+    let mut rows = EventRows::empty(view);
+    let mut available = Vec::new();
+    let first_input = if as_known_at { 3 } else { 2 };
+    for batch in &events {
+        let keys = batch.column(0).as_binary::<i32>();
+        rows.keys.extend(keys.iter().map(|k| k.unwrap_or(&[])));
+        rows.times
+            .extend_from_slice(batch.column(1).as_primitive::<Int64Type>().values());
+        if as_known_at {
+            available.extend_from_slice(batch.column(2).as_primitive::<Int64Type>().values());
+        }
+        for i in 0..rows.values.len() {
+            let column = batch.column(first_input + i);
+            match column.nulls() {
+                Some(nulls) => rows.validity[i].extend(nulls.iter()),
+                None => rows.validity[i].extend(std::iter::repeat_n(true, column.len())),
+            }
+            match &mut rows.exact[i] {
+                Some(exact) => exact.extend(
+                    column
+                        .as_fixed_size_binary()
+                        .values()
+                        .chunks_exact(16)
+                        .map(|b| i128::from_le_bytes(b.try_into().expect("16 bytes"))),
+                ),
+                None => {
+                    rows.values[i].extend_from_slice(column.as_primitive::<Float64Type>().values())
+                }
+            }
+        }
+    }
+    let mut probe_keys: Vec<&[u8]> = Vec::new();
+    let mut probe_times: Vec<i64> = Vec::new();
+    let mut times: Vec<Option<i64>> = Vec::new();
+    for batch in &probes {
+        probe_keys.extend(
+            batch
+                .column(0)
+                .as_binary::<i32>()
+                .iter()
+                .map(|k| k.unwrap_or(&[])),
+        );
+        let t = batch.column(1).as_primitive::<Int64Type>();
+        probe_times.extend(t.iter().map(|t| t.unwrap_or(0)));
+        times.extend(t.iter());
+    }
+    let count = probe_times.len();
+    let windows = probe_windows(
+        view,
+        rows,
+        as_known_at.then_some(available.as_slice()),
+        &probe_keys,
+        &probe_times,
+        compute,
+        false,
+    )?;
+    let times = Int64Array::from(times);
+    probe_features(view, windows, count, null_times(&times).as_ref())
+}
+
+/// The features of a training set's rows in spine order, a batch at a time, from every view's
+/// [`ViewFeatures`].
+pub(crate) struct Assembly {
+    views: Vec<(RowCursor, Vec<RowCursor>)>,
+}
+
+impl Assembly {
+    /// Reads back what every view left.
+    pub fn new(views: Vec<ViewFeatures>) -> Result<Self, JobError> {
+        let mut readers = Vec::new();
+        for mut view in views {
+            let routes = RowCursor::new(Arc::clone(view.routes.schema()), view.routes.take(0)?);
+            let schema = Arc::clone(view.results.schema());
+            let results = (0..view.partitions)
+                .map(|p| Ok(RowCursor::new(Arc::clone(&schema), view.results.take(p)?)))
+                .collect::<Result<Vec<_>, JobError>>()?;
+            readers.push((routes, results));
+        }
+        Ok(Assembly { views: readers })
+    }
+
+    /// The feature columns (every view's, in order) of the next `rows` spine rows.
+    pub fn next(&mut self, rows: usize) -> Result<Vec<ArrayRef>, JobError> {
+        let mut columns = Vec::new();
+        for (routes, results) in &mut self.views {
+            let route = routes.next_rows(rows)?;
+            let route = route
+                .column(0)
+                .as_primitive::<arrow::datatypes::UInt16Type>();
+            let mut counts = vec![0usize; results.len()];
+            let mut indices = Vec::with_capacity(rows);
+            for &p in route.values() {
+                indices.push((p as usize, counts[p as usize]));
+                counts[p as usize] += 1;
+            }
+            let parts = results
+                .iter_mut()
+                .zip(&counts)
+                .map(|(cursor, &n)| cursor.next_rows(n))
+                .collect::<Result<Vec<_>, _>>()?;
+            let width = parts.first().map_or(0, |p| p.num_columns());
+            for c in 0..width {
+                let arrays: Vec<&dyn Array> = parts.iter().map(|p| p.column(c).as_ref()).collect();
+                columns.push(
+                    arrow::compute::interleave(&arrays, &indices).map_err(|e| {
+                        JobError::Other(format!("assembling the training set: {e}"))
+                    })?,
+                );
+            }
+        }
+        Ok(columns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_spread_over_partitions() {
+        let mut counts = [0usize; 8];
+        for card in 0..8000u32 {
+            counts[partition_of(format!("card_{card}").as_bytes(), 8)] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
+        assert_eq!(partition_of(b"anything", 1), 0);
+    }
+}
