@@ -192,7 +192,7 @@ async fn as_known_at_counts_only_what_was_committed_by_then() {
   count(*) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 day' PRECEDING AND CURRENT ROW) AS n_1d,
   sum(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '1 day' PRECEDING AND CURRENT ROW) AS sum_1d,
   max(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS max_life
-FROM source";
+FROM source WHERE amount > 20";
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -347,7 +347,7 @@ FROM source";
            sum(CASE WHEN e.event_time >= s.ts - INTERVAL '1 day' THEN e.amount END) AS sum_1d,
            max(e.amount) AS max_life
          FROM spine s LEFT JOIN events e ON e.card_id = s.card_id
-           AND e.event_time <= s.ts AND e.available_at <= s.ts
+           AND e.event_time <= s.ts AND e.available_at <= s.ts AND e.amount > 20
          GROUP BY s.row_id ORDER BY s.row_id",
         &[
             ("events".into(), events.schema(), vec![events.clone()]),

@@ -113,9 +113,10 @@ pub struct TrainingSetOptions {
     pub encryption_key: Option<Vec<u8>>,
     /// Count only events already available (committed to the store) at each spine time.
     pub as_known_at: bool,
-    /// Bytes the export may hold in memory: above half of it, events and spine rows are
-    /// partitioned by key into spill files beside the output and evaluated a partition at a
-    /// time (one entity's events always stay in one partition).
+    /// Bytes the export may hold in memory: events and spine rows are partitioned by key,
+    /// held in memory while they take at most half of it (else in spill files beside the
+    /// output), and evaluated a few partitions at a time within the other half (one entity's
+    /// events always stay in one partition).
     pub memory_limit: usize,
 }
 
@@ -289,10 +290,11 @@ pub async fn training_set(
         spine: &options.spine,
         time_column: &time_column,
         as_known_at: options.as_known_at,
-        // Half for the partition evaluated, half for reading, spilling and writing.
-        budget: options.memory_limit / 2,
+        // What the rest (reading, spilling, assembling, writing) takes is small and bounded.
+        budget: options.memory_limit,
         scratch: &scratch.0,
         progress: options.progress,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let mut views = Vec::new();
     let mut evaluated = Vec::new();

@@ -19,13 +19,20 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, FixedSizeBinaryArray, Float64Array, Int64Array,
     RecordBatch, UInt16Array, UInt32Array,
 };
+use arrow::buffer::{Buffer, NullBuffer};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
-use quiver_sql::{FeatureView, ViewInputs};
+use quiver_sql::{FeatureView, ViewInputs, OFFSET_COLUMN};
 use std::path::Path;
 use std::sync::Arc;
 
 /// The most partitions a view is split into (each is a spill file while written).
 pub const MAX_PARTITIONS: usize = 512;
+
+/// Events and spine rows from which a view's partitions are evaluated on several threads.
+const PARALLEL_ROWS: usize = 256 * 1024;
+
+/// Rows a partition gets when there is enough work to share.
+const PARTITION_ROWS: usize = 1 << 20;
 
 /// What one view's evaluation left for the output.
 pub(crate) struct ViewFeatures {
@@ -47,12 +54,14 @@ pub(crate) struct Inputs<'a> {
     pub time_column: &'a str,
     /// Count only events available at each spine time.
     pub as_known_at: bool,
-    /// Bytes the evaluation of one partition may take.
+    /// Bytes the partitions (while held in memory) and their evaluation may take.
     pub budget: usize,
     /// Where spill files go (created when needed).
     pub scratch: &'a Path,
     /// Draw progress bars.
     pub progress: bool,
+    /// Partitions evaluated at once (each within `budget / threads`).
+    pub threads: usize,
 }
 
 fn fail(view: &FeatureView, e: impl std::fmt::Display) -> JobError {
@@ -115,40 +124,153 @@ fn route_schema() -> SchemaRef {
     )]))
 }
 
-/// `prepared` events (with their availability) in the spilled form.
+/// `prepared` events (with their availability) in the spilled form, moving their buffers
+/// rather than copying them.
 fn event_batch(
     view: &FeatureView,
     schema: &SchemaRef,
-    prepared: &ViewInputs,
-    available: Option<&[i64]>,
+    prepared: ViewInputs,
+    available: Option<Vec<i64>>,
 ) -> Result<RecordBatch, JobError> {
-    let rows = prepared.times.len();
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(BinaryArray::from_iter_values(
-            (0..rows).map(|i| prepared.keys.row(i).data()),
-        )),
-        Arc::new(Int64Array::from(prepared.times.clone())),
-    ];
+    let ViewInputs {
+        keys,
+        times,
+        values,
+        validity,
+        exact,
+        ..
+    } = prepared;
+    let keys = keys.try_into_binary().map_err(|e| fail(view, e))?;
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(keys), Arc::new(Int64Array::from(times))];
     if let Some(available) = available {
-        columns.push(Arc::new(Int64Array::from(available.to_vec())));
+        columns.push(Arc::new(Int64Array::from(available)));
     }
-    for i in 0..prepared.values.len() {
-        let valid = |r: usize| prepared.validity[i].as_ref().is_none_or(|v| v[r]);
-        let column: ArrayRef = match &prepared.exact[i] {
+    for ((values, validity), exact) in values.into_iter().zip(validity).zip(exact) {
+        let nulls = validity.map(NullBuffer::from);
+        let column: ArrayRef = match exact {
             Some(exact) => Arc::new(
-                FixedSizeBinaryArray::try_from_sparse_iter_with_size(
-                    (0..rows).map(|r| valid(r).then(|| exact[r].to_le_bytes())),
-                    16,
-                )
-                .map_err(|e| fail(view, e))?,
+                FixedSizeBinaryArray::try_new(16, Buffer::from_vec(exact), nulls)
+                    .map_err(|e| fail(view, e))?,
             ),
-            None => Arc::new(Float64Array::from_iter(
-                (0..rows).map(|r| valid(r).then(|| prepared.values[i][r])),
-            )),
+            None => Arc::new(Float64Array::new(values.into(), nulls)),
         };
         columns.push(column);
     }
     RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| fail(view, e))
+}
+
+/// Lets partitions be evaluated at once only while their estimated bytes fit the budget
+/// together; a partition larger than the budget (one very hot key) runs alone.
+struct MemoryGate {
+    budget: usize,
+    in_use: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// Bytes admitted by a [`MemoryGate`], given back when dropped.
+struct Admitted<'a> {
+    gate: &'a MemoryGate,
+    bytes: usize,
+}
+
+impl MemoryGate {
+    fn new(budget: usize) -> Self {
+        MemoryGate {
+            budget,
+            in_use: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits until `bytes` fit beside what is admitted (or nothing else is), then admits them.
+    fn admit(&self, bytes: usize) -> Admitted<'_> {
+        let mut in_use = self.in_use.lock().expect("not poisoned");
+        while *in_use > 0 && *in_use + bytes > self.budget {
+            in_use = self.freed.wait(in_use).expect("not poisoned");
+        }
+        *in_use += bytes;
+        Admitted { gate: self, bytes }
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        let mut in_use = self.gate.in_use.lock().expect("not poisoned");
+        *in_use -= self.bytes;
+        self.gate.freed.notify_all();
+    }
+}
+
+/// A view's event log read on a thread of its own (decoding overlaps the rest), batch by
+/// batch with each row's availability.
+struct LogBatches {
+    batches: std::sync::mpsc::Receiver<Result<(RecordBatch, Vec<i64>), JobError>>,
+}
+
+impl LogBatches {
+    fn read(mut log: EventLogReader) -> Self {
+        let (sender, batches) = std::sync::mpsc::sync_channel(2);
+        std::thread::spawn(move || loop {
+            let mut available = Vec::new();
+            let next = log.next_batch(&mut available);
+            let last = !matches!(next, Ok(Some(_)));
+            let sent = match next {
+                Ok(Some(batch)) => sender.send(Ok((batch, available))),
+                Ok(None) => break,
+                Err(e) => sender.send(Err(e)),
+            };
+            if last || sent.is_err() {
+                break;
+            }
+        });
+        LogBatches { batches }
+    }
+
+    /// The next batch prepared for `view` (its row-local part, which may drop rows, and its
+    /// kernel inputs) and, with `as_known_at`, the availability of each row it kept.
+    async fn next_prepared(
+        &mut self,
+        view: &FeatureView,
+        as_known_at: bool,
+    ) -> Result<Option<(ViewInputs, Option<Vec<i64>>)>, JobError> {
+        let Ok(next) = self.batches.recv() else {
+            return Ok(None);
+        };
+        let (batch, available) = next?;
+        if !as_known_at {
+            let prepared = view.prepare(batch).await.map_err(|e| fail(view, e))?;
+            return Ok(Some((prepared, None)));
+        }
+        // The hidden offset column (not read for training sets) carries each row's index
+        // through the view's WHERE, which tells whose availability each kept row has.
+        let Ok(offset) = batch.schema().index_of(OFFSET_COLUMN) else {
+            return Err(fail(
+                view,
+                "the event log has no offset column (internal error)",
+            ));
+        };
+        let mut columns = batch.columns().to_vec();
+        columns[offset] = Arc::new(arrow::array::UInt64Array::from_iter_values(
+            0..batch.num_rows() as u64,
+        ));
+        let batch = RecordBatch::try_new(batch.schema(), columns).map_err(|e| fail(view, e))?;
+        let prepared = view.prepare(batch).await.map_err(|e| fail(view, e))?;
+        let kept = prepared
+            .batch
+            .column_by_name(OFFSET_COLUMN)
+            .ok_or_else(|| {
+                fail(
+                    view,
+                    "the offset column did not pass the view (internal error)",
+                )
+            })?
+            .as_primitive::<arrow::datatypes::UInt64Type>()
+            .values()
+            .iter()
+            .map(|&row| available[row as usize])
+            .collect();
+        Ok(Some((prepared, Some(kept))))
+    }
 }
 
 /// Pushes the rows of `batch` into the partitions `partition` gives each row.
@@ -194,44 +316,75 @@ fn push_partitioned(
     Ok(())
 }
 
-/// Bytes one partition's evaluation takes per event and per probe, estimated from the average
-/// encoded key length: the spilled rows, the kernels' copies (keys, times and inputs gathered
-/// in key and time order, the sort), and each probe's outputs.
-fn bytes_per_row(view: &FeatureView, key_bytes: usize) -> (usize, usize) {
-    let inputs = view.window_plan().inputs();
-    let outputs = view.window_plan().specs().len();
-    let event = 2 * key_bytes + 64 + 32 * inputs;
-    (event, event + 24 * outputs)
+/// Bytes per event and per probe: held in a spill, and taken at the peak of a partition's
+/// evaluation (the rows read back, the kernels' copies — keys, times and inputs gathered in
+/// key and time order, the sort, per-window work — and each probe's outputs), estimated from
+/// the average encoded key length. The peak was calibrated on the fraud demo (13-byte keys,
+/// 7 windows): ~250 bytes per row.
+struct RowBytes {
+    stored_event: usize,
+    stored_probe: usize,
+    working_event: usize,
+    working_probe: usize,
+}
+
+impl RowBytes {
+    fn estimate(view: &FeatureView, key_bytes: usize) -> Self {
+        let inputs = view.window_plan().inputs();
+        let outputs = view.window_plan().specs().len();
+        let working_event = 2 * key_bytes + 128 + 48 * inputs + 16 * outputs;
+        RowBytes {
+            stored_event: key_bytes + 20 + 17 * inputs,
+            stored_probe: key_bytes + 16,
+            working_event,
+            working_probe: working_event + 24 * outputs,
+        }
+    }
 }
 
 /// Evaluates `wanted` features (output names `names`) of `view` over its event log `log` at
 /// every spine row; see the module's description.
 pub(crate) async fn evaluate_view(
     view: &FeatureView,
-    mut log: EventLogReader,
+    log: EventLogReader,
     wanted: &[String],
     names: &[String],
     inputs: &Inputs<'_>,
     compute: &BatchCompute,
 ) -> Result<ViewFeatures, JobError> {
     let event_schema = event_schema(view, inputs.as_known_at);
+    let log_rows = log.rows;
+    let mut log = LogBatches::read(log);
     // The first batch tells how long keys are, which sizes the partitions.
-    let mut available = Vec::new();
-    let mut first = match log.next_batch(&mut available)? {
-        Some(batch) => Some(view.prepare(batch).await.map_err(|e| fail(view, e))?),
-        None => None,
-    };
+    let mut first = log.next_prepared(view, inputs.as_known_at).await?;
     let mut spine = spine_reader(view, inputs)?;
     let spine_rows = spine.rows();
     let key_bytes = first
         .as_ref()
-        .filter(|p| p.keys.num_rows() > 0)
-        .map_or(16, |p| p.keys.size() / p.keys.num_rows());
-    let (per_event, per_probe) = bytes_per_row(view, key_bytes);
-    let need = log.rows as usize * per_event + spine_rows * per_probe;
-    let partitions = need.div_ceil(inputs.budget.max(1)).clamp(1, MAX_PARTITIONS);
+        .filter(|(p, _)| p.keys.num_rows() > 0)
+        .map_or(16, |(p, _)| p.keys.size() / p.keys.num_rows());
+    let bytes = RowBytes::estimate(view, key_bytes);
+    let threads = inputs.threads.max(1);
+    // Half the budget holds the partitions (in memory while they fit), half evaluates them:
+    // enough partitions that `threads` of them fit it at once; with enough work to share,
+    // about `PARTITION_ROWS` rows each (smaller sorts and key tables stay in cache), a
+    // multiple of the threads so they finish together.
+    let stored = log_rows as usize * bytes.stored_event + spine_rows * bytes.stored_probe;
+    let working = log_rows as usize * bytes.working_event + spine_rows * bytes.working_probe;
+    let evaluating = inputs.budget / 2;
+    let rows = log_rows as usize + spine_rows;
+    let partitions = working.div_ceil((evaluating / threads).max(1));
+    let partitions = if rows >= PARALLEL_ROWS {
+        partitions
+            .max(rows.div_ceil(PARTITION_ROWS))
+            .next_multiple_of(threads)
+    } else {
+        partitions
+    }
+    .clamp(1, MAX_PARTITIONS);
+    let in_memory = stored <= inputs.budget - evaluating;
     let spill = |name: &str, schema: SchemaRef, n: usize| -> Result<Spill, JobError> {
-        if partitions == 1 {
+        if in_memory {
             return Ok(Spill::in_memory(name, schema, n));
         }
         std::fs::create_dir_all(inputs.scratch).map_err(|e| {
@@ -252,35 +405,23 @@ pub(crate) async fn evaluate_view(
     let mut routes = spill("routes", route_schema(), 1)?;
 
     let bar = events_bar(
-        Some(log.rows + spine_rows as u64),
+        Some(log_rows + spine_rows as u64),
         inputs.progress,
         view.name(),
     );
     bar.set_message(format!("partitioning ({partitions} partitions)"));
     // Events, by key.
     let mut event_count = 0;
-    let mut consumed = 0;
-    while let Some(prepared) = first.take() {
-        let batch_available = inputs
-            .as_known_at
-            .then(|| &available[consumed..consumed + prepared.times.len()]);
-        let batch = event_batch(view, &event_schema, &prepared, batch_available)?;
-        consumed += prepared.times.len();
-        let partition: Vec<u16> = (0..prepared.keys.num_rows())
+    while let Some((prepared, available)) = first.take() {
+        let rows = prepared.times.len();
+        let partition: Vec<u16> = (0..rows)
             .map(|i| partition_of(prepared.keys.row(i).data(), partitions) as u16)
             .collect();
+        let batch = event_batch(view, &event_schema, prepared, available)?;
         push_partitioned(&mut events, &batch, &partition)?;
-        event_count += prepared.times.len();
-        bar.inc(prepared.times.len() as u64);
-        drop(prepared);
-        // The availability of consumed rows is not needed any more.
-        if consumed > 1 << 20 {
-            available.drain(..consumed);
-            consumed = 0;
-        }
-        if let Some(batch) = log.next_batch(&mut available)? {
-            first = Some(view.prepare(batch).await.map_err(|e| fail(view, e))?);
-        }
+        event_count += rows;
+        bar.inc(rows as u64);
+        first = log.next_prepared(view, inputs.as_known_at).await?;
     }
     events.finish()?;
     // Probes, by key, and each spine row's partition.
@@ -320,21 +461,33 @@ pub(crate) async fn evaluate_view(
     probes.finish()?;
     routes.finish()?;
 
-    // Each partition alone.
+    // Each partition alone, on every core (one view's partitions share nothing).
     bar.set_position(0);
     bar.set_message(format!("evaluating {partitions} partitions"));
     let result_schema = result_schema(view, wanted, names)?;
-    let mut results = spill("features", Arc::clone(&result_schema), partitions)?;
+    let results = std::sync::Mutex::new(spill("features", Arc::clone(&result_schema), partitions)?);
     let chunk = ((1 << 20) / partitions).clamp(1024, 64 * 1024);
-    for p in 0..partitions {
-        let rows = events.rows(p) + probes.rows(p);
-        let features = evaluate_partition(
-            view,
-            events.take(p)?,
-            probes.take(p)?,
-            inputs.as_known_at,
-            compute,
-        )?;
+    // Largest first, so a partition of hot keys does not start last.
+    let mut order: Vec<usize> = (0..partitions).collect();
+    order.sort_by_key(|&p| std::cmp::Reverse(events.rows(p) + probes.rows(p)));
+    let work = std::sync::Mutex::new((order.into_iter(), events, probes));
+    let memory = MemoryGate::new(evaluating);
+    let evaluate_next = || -> Result<bool, JobError> {
+        let (p, events, probes, rows, working) = {
+            let mut work = work.lock().expect("not poisoned");
+            let (next, events, probes) = &mut *work;
+            let Some(p) = next.next() else {
+                return Ok(false);
+            };
+            let rows = events.rows(p) + probes.rows(p);
+            let working =
+                events.rows(p) * bytes.working_event + probes.rows(p) * bytes.working_probe;
+            (p, events.take(p)?, probes.take(p)?, rows, working)
+        };
+        let features = {
+            let _admitted = memory.admit(working);
+            evaluate_partition(view, events, probes, inputs.as_known_at, compute)?
+        };
         let columns = wanted
             .iter()
             .map(|name| {
@@ -346,6 +499,7 @@ pub(crate) async fn evaluate_view(
             .collect::<Result<Vec<_>, _>>()?;
         let features =
             RecordBatch::try_new(Arc::clone(&result_schema), columns).map_err(|e| fail(view, e))?;
+        let mut results = results.lock().expect("not poisoned");
         let mut offset = 0;
         while offset < features.num_rows() {
             let n = chunk.min(features.num_rows() - offset);
@@ -353,7 +507,28 @@ pub(crate) async fn evaluate_view(
             offset += n;
         }
         bar.inc(rows as u64);
-    }
+        Ok(true)
+    };
+    let threads = inputs.threads.clamp(1, partitions);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    while evaluate_next()? {}
+                    Ok::<(), JobError>(())
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join().unwrap_or_else(|_| {
+                Err(fail(
+                    view,
+                    "evaluating a partition failed unexpectedly (a bug)",
+                ))
+            })
+        })
+    })?;
+    let mut results = results.into_inner().expect("not poisoned");
     results.finish()?;
     bar.finish_and_clear();
     Ok(ViewFeatures {
@@ -418,7 +593,9 @@ fn evaluate_partition(
 ) -> Result<RecordBatch, JobError> {
     let events = events.collect::<Result<Vec<_>, _>>()?;
     let probes = probes.collect::<Result<Vec<_>, _>>()?;
-    let mut rows = EventRows::empty(view);
+    // Room for the probes too, which the evaluation appends.
+    let count = |batches: &[RecordBatch]| batches.iter().map(|b| b.num_rows()).sum::<usize>();
+    let mut rows = EventRows::with_capacity(view, count(&events) + count(&probes));
     let mut available = Vec::new();
     let first_input = if as_known_at { 3 } else { 2 };
     for batch in &events {

@@ -95,14 +95,24 @@ pub(crate) struct EventRows<'a> {
 impl<'a> EventRows<'a> {
     /// No events, with `view`'s kernel inputs.
     pub fn empty(view: &FeatureView) -> Self {
-        let inputs = view.window_plan().inputs();
+        Self::with_capacity(view, 0)
+    }
+
+    /// No events, with `view`'s kernel inputs and room for `rows` rows.
+    pub fn with_capacity(view: &FeatureView, rows: usize) -> Self {
+        let plan = view.window_plan();
+        let exact = |i: usize| plan.input_kind(i).is_exact();
         EventRows {
-            keys: Vec::new(),
-            times: Vec::new(),
-            values: vec![Vec::new(); inputs],
-            validity: vec![Vec::new(); inputs],
-            exact: (0..inputs)
-                .map(|i| view.window_plan().input_kind(i).is_exact().then(Vec::new))
+            keys: Vec::with_capacity(rows),
+            times: Vec::with_capacity(rows),
+            values: (0..plan.inputs())
+                .map(|i| Vec::with_capacity(if exact(i) { 0 } else { rows }))
+                .collect(),
+            validity: (0..plan.inputs())
+                .map(|_| Vec::with_capacity(rows))
+                .collect(),
+            exact: (0..plan.inputs())
+                .map(|i| exact(i).then(|| Vec::with_capacity(rows)))
                 .collect(),
         }
     }
