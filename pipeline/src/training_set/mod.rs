@@ -358,7 +358,8 @@ pub async fn training_set(
 struct Scratch(PathBuf);
 
 impl Scratch {
-    /// `.<file name>.spill-<process id>` beside `out`.
+    /// `.<file name>.spill-<process id>` beside `out`; the spill directories of exports of
+    /// the same file whose process is gone (killed) are removed first.
     fn beside(out: &Path) -> Self {
         let name = out
             .file_name()
@@ -368,7 +369,23 @@ impl Scratch {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        Scratch(dir.join(format!(".{name}.spill-{}", std::process::id())))
+        let prefix = format!(".{name}.spill-");
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = file_name
+                .strip_prefix(&prefix)
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // SAFETY: signal 0 only checks whether the process exists.
+            let gone = unsafe { libc::kill(pid, 0) } != 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+            if gone {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        Scratch(dir.join(format!("{prefix}{}", std::process::id())))
     }
 }
 
@@ -510,6 +527,24 @@ mod tests {
         assert!(parse_feature_list("card_features").is_err());
         assert!(parse_feature_list("").is_err());
         assert!(parse_feature_list("a@1:x,a@2:y").is_err());
+    }
+
+    #[test]
+    fn spill_directories_of_gone_exports_are_removed() {
+        let dir = std::env::temp_dir().join(format!("quiver-scratch-test-{}", std::process::id()));
+        let dead = dir.join(format!(".t.parquet.spill-{}", i32::MAX));
+        let alive = dir.join(".t.parquet.spill-1");
+        let other = dir.join(format!(".u.parquet.spill-{}", i32::MAX));
+        for d in [&dead, &alive, &other] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let scratch = Scratch::beside(&dir.join("t.parquet"));
+        assert!(!dead.exists());
+        assert!(alive.exists() && other.exists());
+        std::fs::create_dir_all(&scratch.0).unwrap();
+        drop(scratch);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
