@@ -142,7 +142,7 @@ def main():
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--spine", type=int, default=1_000_000)
     ap.add_argument("--cards", type=int, default=100_000)
-    ap.add_argument("--memory-limit", default="256MiB",
+    ap.add_argument("--memory-limit", default="512MiB",
                     help="the limit of the second Quiver run (spills to files)")
     args = ap.parse_args()
     if not QUIVER.exists():
