@@ -48,4 +48,4 @@ pub use open::{open_backend, OpenedBackend};
 pub use output::FeatureOutput;
 pub use plan::{Frame, InputKind, WindowPlan, WindowSpec};
 pub use read_at::read_at;
-pub use sort::{dense_key_ids, key_time_order, KeyTimeOrder};
+pub use sort::{dense_key_ids, group_rows, key_time_order, KeyTimeOrder};

@@ -34,7 +34,19 @@ pub fn key_time_order(slots: &[u32], key_count: usize, times: &[i64]) -> KeyTime
         .collect();
     by_time.sort_unstable();
     // Stable counting sort by key keeps the time order within each key.
-    let mut offsets = vec![0usize; key_count + 1];
+    let (order, offsets) = group_rows(slots, key_count, by_time.iter().map(|&(_, row)| row));
+    KeyTimeOrder { order, offsets }
+}
+
+/// Rows grouped by their group (`slots[row]`, each below `groups`) with a stable counting
+/// sort: `rows` (every row once) in that order within each group. Returns the order and each
+/// group's start in it (`groups + 1` offsets).
+pub fn group_rows(
+    slots: &[u32],
+    groups: usize,
+    rows: impl Iterator<Item = u32>,
+) -> (Vec<u32>, Vec<usize>) {
+    let mut offsets = vec![0usize; groups + 1];
     for &slot in slots {
         offsets[slot as usize + 1] += 1;
     }
@@ -43,12 +55,12 @@ pub fn key_time_order(slots: &[u32], key_count: usize, times: &[i64]) -> KeyTime
     }
     let mut next = offsets.clone();
     let mut order = vec![0u32; slots.len()];
-    for &(_, row) in &by_time {
+    for row in rows {
         let slot = slots[row as usize] as usize;
         order[next[slot]] = row;
         next[slot] += 1;
     }
-    KeyTimeOrder { order, offsets }
+    (order, offsets)
 }
 
 #[cfg(test)]

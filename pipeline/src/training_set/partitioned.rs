@@ -282,23 +282,12 @@ fn push_partitioned(
     if spill.partitions() == 1 {
         return spill.push(0, batch.clone());
     }
-    // Row indices grouped by partition (a counting sort keeps each partition's rows in order).
-    let mut starts = vec![0u32; spill.partitions() + 1];
-    for &p in partition {
-        starts[p as usize + 1] += 1;
-    }
-    for p in 1..starts.len() {
-        starts[p] += starts[p - 1];
-    }
-    let mut next = starts.clone();
-    let mut order = vec![0u32; partition.len()];
-    for (row, &p) in partition.iter().enumerate() {
-        order[next[p as usize] as usize] = row as u32;
-        next[p as usize] += 1;
-    }
+    // Row indices grouped by partition, in row order within each.
+    let slots: Vec<u32> = partition.iter().map(|&p| u32::from(p)).collect();
+    let (order, starts) = quiver_gpu::group_rows(&slots, spill.partitions(), 0..slots.len() as u32);
     let order = UInt32Array::from(order);
     for p in 0..spill.partitions() {
-        let (from, to) = (starts[p] as usize, starts[p + 1] as usize);
+        let (from, to) = (starts[p], starts[p + 1]);
         if from == to {
             continue;
         }
