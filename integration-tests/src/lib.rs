@@ -204,6 +204,20 @@ pub async fn apply_one_view(
     sql: &str,
     view_extra: &str,
 ) -> quiver_pipeline::registry::Registry {
+    let options = quiver_pipeline::run::RunOptions::default();
+    apply_one_view_with(dir, input, schema, view, sql, view_extra, options).await
+}
+
+/// [`apply_one_view`] with run options (e.g. a memory limit for the apply's backfill).
+pub async fn apply_one_view_with(
+    dir: &Path,
+    input: &str,
+    schema: &[&str],
+    view: &str,
+    sql: &str,
+    view_extra: &str,
+    options: quiver_pipeline::run::RunOptions,
+) -> quiver_pipeline::registry::Registry {
     let schema = if schema.is_empty() {
         String::new()
     } else {
@@ -238,13 +252,9 @@ store: {}/store
     let pipeline = quiver_pipeline::CompiledPipeline::compile(loaded)
         .await
         .expect("compile");
-    quiver_pipeline::registry::apply(
-        pipeline,
-        &registry,
-        quiver_pipeline::run::RunOptions::default(),
-    )
-    .await
-    .expect("apply");
+    quiver_pipeline::registry::apply(pipeline, &registry, options)
+        .await
+        .expect("apply");
     registry
 }
 

@@ -7,6 +7,9 @@
 //!
 //! Each view sorts its input by key and time once and evaluates every window in one call to a
 //! kernel backend: CUDA for large inputs when a GPU is used (`compute.device`), else the CPU.
+//! An input larger than a quarter of the memory limit goes to a spill file as it is read; each
+//! view then splits it by a hash of its key into partitions small enough to evaluate one at a
+//! time (a window only ever holds one key's events), so memory stays bounded.
 
 use crate::batch_compute::BatchCompute;
 use crate::compile::CompiledPipeline;
@@ -19,12 +22,66 @@ use crate::progress::events_bar;
 use crate::reorder::ReorderBuffer;
 use crate::run::{view_operators, RunOptions};
 use crate::source::{Source, SourceEvent, SourceOverrides};
+use crate::spill::{ScratchDir, Spill};
 use crate::summary::{JobTotals, RunSummary};
 use crate::view_task::{send_all, ViewTask};
 use crate::watermark::Watermarks;
+use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::concat_batches;
+use quiver_sql::FeatureView;
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The memory a backfill may take by default (`--memory-limit`).
+pub const DEFAULT_MEMORY_LIMIT: usize = 4 << 30;
+
+/// The most key partitions of one view.
+const MAX_PARTITIONS: usize = 4096;
+
+/// A view's evaluation of a partition takes about this many times the partition's stream
+/// bytes (its prepared inputs, their sorted copies, the feature rows), and a few partitions
+/// wait in the view's queue.
+const PARTITION_BYTES_FACTOR: usize = 8;
+
+/// The rows of `stream` (one partition) that `view` keeps, split by a hash of their key into
+/// `partitions` spill files under `dir`.
+async fn key_partitions(
+    view: &FeatureView,
+    stream: &Spill,
+    partitions: usize,
+    dir: &Path,
+) -> Result<Spill, JobError> {
+    let fail = |e: &dyn std::fmt::Display| JobError::Other(format!("view `{}`: {e}", view.name()));
+    let mut keyed = Spill::in_files(
+        dir,
+        &format!("{}-keyed", view.name()),
+        Arc::clone(stream.schema()),
+        partitions,
+    );
+    for batch in stream.read(0)? {
+        let batch = batch?;
+        let (prepared, kept) =
+            crate::prepared_rows::prepare_tracking_rows(view, batch.clone()).await?;
+        let partition: Vec<u16> = (0..prepared.keys.num_rows())
+            .map(|i| crate::spill::partition_of(prepared.keys.row(i).data(), partitions) as u16)
+            .collect();
+        drop(prepared);
+        // Only the kept rows: the others the view drops anyway.
+        let rows = UInt32Array::from(kept);
+        let columns = batch
+            .columns()
+            .iter()
+            .map(|c| arrow::compute::take(c, &rows, None))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(&e))?;
+        let kept = RecordBatch::try_new(batch.schema(), columns).map_err(|e| fail(&e))?;
+        crate::spill::push_partitioned(&mut keyed, &kept, &partition)?;
+    }
+    keyed.finish()?;
+    Ok(keyed)
+}
 
 /// Computes every view over the whole source and writes the feature rows.
 pub async fn backfill(
@@ -56,10 +113,18 @@ pub async fn backfill(
     )?;
     let mut watermarks = Watermarks::new(0, source.partitions.len(), false, None);
     source.open_partitions(&mut watermarks);
+    let scratch = ScratchDir::beside(&paths.root.join("backfill"));
     let mut outputs = Outputs::new(paths, coordinator.epoch, 0, BTreeMap::new());
     let read_bar = events_bar(source.expected_events, options.progress, "read");
     let mut engine = Duration::ZERO;
-    let mut batches = Vec::new();
+    let memory_limit = options.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT);
+    let mut stream = Spill::in_memory_up_to(
+        scratch.path(),
+        memory_limit / 4,
+        "stream",
+        pipeline.feature_stream_schema.clone(),
+        1,
+    );
     let limits = pipeline.loaded.config.output.clone();
     while let Some(event) = source.next(&mut watermarks).await? {
         outputs.check_dead_letter_ratio(
@@ -79,18 +144,18 @@ pub async fn backfill(
                 let ingested = ingest(&pipeline, batch, partition).await?;
                 engine += step.elapsed();
                 outputs.write_dead_letters(&ingested.dead_letters)?;
-                batches.push(ingested.batch);
+                stream.push(0, ingested.batch)?;
             }
         }
     }
     read_bar.finish_and_clear();
-    let all = concat_batches(&pipeline.feature_stream_schema, &batches)
-        .map_err(|e| JobError::Other(e.to_string()))?;
-    drop(batches);
-    let accepted = all.num_rows() as u64;
+    stream.finish()?;
+    let accepted = stream.rows(0) as u64;
+    let schema = pipeline.feature_stream_schema.clone();
     if let Some(dir) = &options.event_log {
         let info = serde_json::json!({"operation": "apply", "rows": accepted});
-        crate::registry::event_log::write_event_log(dir, &all, &source.partition_names(), info)?;
+        let names = source.partition_names();
+        crate::registry::event_log::write_event_log(dir, &schema, stream.read(0)?, &names, info)?;
     }
     let writers = outputs.feature_writers(&pipeline, &coordinator.run, &[], None)?;
     let operators = view_operators(&mut pipeline, options.expire_interval_micros, &source);
@@ -99,6 +164,22 @@ pub async fn backfill(
         options.progress,
         "features",
     );
+    // Spilled: each view's rows split by its key, small enough to evaluate one at a time
+    // (each view's task holds a few partitions, and the views run at once).
+    let mut keyed = Vec::new();
+    let mut spilled = None;
+    if stream.in_files_now() {
+        let partitions = (stream.bytes(0) * PARTITION_BYTES_FACTOR * operators.len())
+            .div_ceil((memory_limit / 2).max(1))
+            .clamp(2, MAX_PARTITIONS);
+        spilled = Some(crate::batch_compute::SpillReport {
+            bytes: stream.bytes(0) as u64,
+            partitions,
+        });
+        for op in &operators {
+            keyed.push(key_partitions(op.view(), &stream, partitions, scratch.path()).await?);
+        }
+    }
     // Each view computes and writes on its own task: views are independent.
     let tasks: Vec<ViewTask> = operators
         .into_iter()
@@ -110,8 +191,35 @@ pub async fn backfill(
             ViewTask::spawn(op, writer)
         })
         .collect();
-    send_all(&tasks, || Message::Batch(all.clone())).await;
-    drop(all);
+    if !keyed.is_empty() {
+        drop(stream);
+        let mut queues = Vec::new();
+        for (task, mut keyed) in tasks.iter().zip(keyed) {
+            queues.push(async move {
+                for p in 0..keyed.partitions() {
+                    let batches = keyed.take(p)?.collect::<Result<Vec<_>, _>>()?;
+                    if batches.is_empty() {
+                        continue;
+                    }
+                    let batch = concat_batches(keyed.schema(), &batches)
+                        .map_err(|e| JobError::Other(e.to_string()))?;
+                    drop(batches);
+                    if !task.send(Message::Batch(batch)).await {
+                        break; // its error comes with `finish`
+                    }
+                }
+                Ok::<(), JobError>(())
+            });
+        }
+        for result in futures::future::join_all(queues).await {
+            result?;
+        }
+    } else {
+        let batches = stream.take(0)?.collect::<Result<Vec<_>, _>>()?;
+        let all = concat_batches(&schema, &batches).map_err(|e| JobError::Other(e.to_string()))?;
+        drop(batches);
+        send_all(&tasks, || Message::Batch(all.clone())).await;
+    }
     let nothing_buffered = ReorderBuffer::new(pipeline.feature_stream_schema.clone());
     let captured =
         Captured::at_barrier(&source, &watermarks, &nothing_buffered, accepted, &outputs)?;
@@ -134,6 +242,8 @@ pub async fn backfill(
         &done,
         coordinator.stats.clone(),
     );
-    summary.compute = Some(compute.report());
+    let mut report = compute.report();
+    report.spilled = spilled;
+    summary.compute = Some(report);
     Ok(summary)
 }

@@ -116,6 +116,7 @@ impl BatchCompute {
         ComputeReport {
             backends: used,
             gpu_unused_because: self.opened.cpu_reason.clone(),
+            spilled: None,
         }
     }
 }
@@ -136,4 +137,15 @@ pub struct ComputeReport {
     pub backends: Vec<BackendStats>,
     /// Why no GPU was used (`None` when one was available).
     pub gpu_unused_because: Option<String>,
+    /// Set when backfill's input exceeded its memory budget and went to spill files.
+    pub spilled: Option<SpillReport>,
+}
+
+/// How backfill spilled its input.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SpillReport {
+    /// Bytes of the input (as Arrow arrays) written to the spill file.
+    pub bytes: u64,
+    /// Key partitions each view was evaluated in.
+    pub partitions: usize,
 }

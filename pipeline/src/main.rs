@@ -83,6 +83,10 @@ struct JobArgs {
     /// config's serve.listen), while running and, once the input ends, until Ctrl-C.
     #[arg(long, value_name = "ADDR", num_args = 0..=1)]
     serve: Option<Option<String>>,
+    /// `backfill` only: memory it may use (e.g. 512MiB, 8GiB; default 4GiB); a larger input
+    /// goes to spill files in the output directory and is evaluated a key partition at a time.
+    #[arg(long, value_parser = quiver_pipeline::byte_size::parse_byte_size)]
+    memory_limit: Option<usize>,
 }
 
 fn parse_duration_or_zero(text: &str) -> Result<std::time::Duration, String> {
@@ -124,6 +128,10 @@ enum Command {
         /// Number of events to generate (datagen sources only).
         #[arg(long)]
         events: Option<u64>,
+        /// Memory the backfill may use (e.g. 512MiB; default 4GiB); a larger input is spilled
+        /// and evaluated a key partition at a time.
+        #[arg(long, value_parser = quiver_pipeline::byte_size::parse_byte_size)]
+        memory_limit: Option<usize>,
     },
     /// List the views of a feature store with their latest version.
     Views {
@@ -487,6 +495,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             device,
             input,
             events,
+            memory_limit,
         } => {
             let mut loaded = LoadedConfig::load(&config)?;
             if let (Some(input), Some(files)) = (&input, loaded.config.source.files.as_mut()) {
@@ -505,6 +514,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 progress: !no_progress && std::io::stderr().is_terminal(),
                 handle_signals: true,
                 device,
+                memory_limit,
                 ..RunOptions::default()
             };
             let lineage = LineageEmitter::of(&pipeline, "apply");
@@ -1012,6 +1022,7 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         online: serving.as_ref().map(|(store, _, _, _)| store.clone()),
         gauges: serving.as_ref().map(|(_, gauges, _, _)| gauges.clone()),
         held_lock,
+        memory_limit: args.memory_limit,
         ..RunOptions::default()
     };
     let lineage = LineageEmitter::of(&pipeline, if is_backfill { "backfill" } else { "run" });

@@ -61,6 +61,9 @@ pub struct RunOptions {
     pub gauges: Option<Arc<crate::run_gauges::RunGauges>>,
     /// The checkpoints' lock, already taken (a standby that waited for it).
     pub held_lock: Option<crate::checkpoint::lock::HeldLock>,
+    /// Backfill: the memory it may take (`None`: [`crate::backfill::DEFAULT_MEMORY_LIMIT`]);
+    /// above a quarter of it the input is spilled and evaluated a key partition at a time.
+    pub memory_limit: Option<usize>,
 }
 
 /// How often the positions of the last durable checkpoint are committed to a consumer group

@@ -4,7 +4,7 @@
 //! partitions its rows into.
 
 use crate::error::JobError;
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, UInt32Array};
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
@@ -14,6 +14,52 @@ use std::path::{Path, PathBuf};
 
 fn other(what: &str, e: impl std::fmt::Display) -> JobError {
     JobError::Other(format!("{what}: {e}"))
+}
+
+/// A directory for spill files, removed (with what is in it) when dropped.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// `.<file name>.spill-<process id>` beside `out` (not created here); the spill
+    /// directories for the same `out` whose process is gone (killed) are removed first.
+    pub fn beside(out: &Path) -> Self {
+        let name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "quiver".into());
+        let dir = out
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let prefix = format!(".{name}.spill-");
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = file_name
+                .strip_prefix(&prefix)
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // SAFETY: signal 0 only checks whether the process exists.
+            let gone = unsafe { libc::kill(pid, 0) } != 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+            if gone {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        ScratchDir(dir.join(format!("{prefix}{}", std::process::id())))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Where a spill's partitions live.
@@ -34,6 +80,8 @@ pub struct Spill {
     storage: Storage,
     rows: Vec<usize>,
     bytes: Vec<usize>,
+    /// Held in memory up to this many bytes, then moved to files in this directory.
+    overflow: Option<(PathBuf, usize)>,
 }
 
 impl Spill {
@@ -45,7 +93,28 @@ impl Spill {
             storage: Storage::Memory(vec![Vec::new(); partitions]),
             rows: vec![0; partitions],
             bytes: vec![0; partitions],
+            overflow: None,
         }
+    }
+
+    /// A spill held in memory while it takes at most `max_bytes`, then in files under `dir`
+    /// (created then) as [`Spill::in_files`] writes them.
+    pub fn in_memory_up_to(
+        dir: &Path,
+        max_bytes: usize,
+        name: &str,
+        schema: SchemaRef,
+        partitions: usize,
+    ) -> Self {
+        Spill {
+            overflow: Some((dir.to_path_buf(), max_bytes)),
+            ..Spill::in_memory(name, schema, partitions)
+        }
+    }
+
+    /// Whether the partitions are in files.
+    pub fn in_files_now(&self) -> bool {
+        matches!(self.storage, Storage::Files { .. })
     }
 
     /// A spill of `partitions` partitions in files named `<name>-<partition>.arrows` under
@@ -60,6 +129,7 @@ impl Spill {
             },
             rows: vec![0; partitions],
             bytes: vec![0; partitions],
+            overflow: None,
         }
     }
 
@@ -90,24 +160,53 @@ impl Spill {
         self.rows[partition] += batch.num_rows();
         self.bytes[partition] += batch.get_array_memory_size();
         let what = format!("spilling {}", self.name);
-        match &mut self.storage {
-            Storage::Memory(parts) => parts[partition].push(batch),
-            Storage::Files { dir, writers } => {
-                let writer = match &mut writers[partition] {
-                    Some(writer) => writer,
-                    slot => {
-                        let path = Self::file(dir, &self.name, partition);
-                        let file = File::create(&path).map_err(|e| other(&what, e))?;
-                        slot.insert(
-                            StreamWriter::try_new(BufWriter::new(file), &self.schema)
-                                .map_err(|e| other(&what, e))?,
-                        )
+        if let Some((dir, max_bytes)) = &self.overflow {
+            if self.bytes.iter().sum::<usize>() > *max_bytes {
+                // Too large for memory from here on: what is held goes to files first.
+                std::fs::create_dir_all(dir).map_err(|e| other(&what, e))?;
+                let held = std::mem::replace(
+                    &mut self.storage,
+                    Storage::Files {
+                        dir: dir.clone(),
+                        writers: (0..self.rows.len()).map(|_| None).collect(),
+                    },
+                );
+                self.overflow = None;
+                let (rows, bytes) = (self.rows.clone(), self.bytes.clone());
+                if let Storage::Memory(parts) = held {
+                    for (p, batches) in parts.into_iter().enumerate() {
+                        for held in batches {
+                            self.write_to_file(p, &held)?;
+                        }
                     }
-                };
-                writer.write(&batch).map_err(|e| other(&what, e))?;
+                }
+                (self.rows, self.bytes) = (rows, bytes);
             }
         }
+        match &mut self.storage {
+            Storage::Memory(parts) => parts[partition].push(batch),
+            Storage::Files { .. } => self.write_to_file(partition, &batch)?,
+        }
         Ok(())
+    }
+
+    fn write_to_file(&mut self, partition: usize, batch: &RecordBatch) -> Result<(), JobError> {
+        let what = format!("spilling {}", self.name);
+        let Storage::Files { dir, writers } = &mut self.storage else {
+            unreachable!("only called for files");
+        };
+        let writer = match &mut writers[partition] {
+            Some(writer) => writer,
+            slot => {
+                let path = Self::file(dir, &self.name, partition);
+                let file = File::create(&path).map_err(|e| other(&what, e))?;
+                slot.insert(
+                    StreamWriter::try_new(BufWriter::new(file), &self.schema)
+                        .map_err(|e| other(&what, e))?,
+                )
+            }
+        };
+        writer.write(batch).map_err(|e| other(&what, e))
     }
 
     /// Ends writing: files are flushed and closed.
@@ -147,6 +246,30 @@ impl Spill {
         }
     }
 
+    /// The batches of `partition` in the order pushed, leaving them in the spill (to be read
+    /// again); only after [`Spill::finish`].
+    pub fn read(&self, partition: usize) -> Result<SpilledBatches, JobError> {
+        let what = format!("reading back {}", self.name);
+        match &self.storage {
+            Storage::Memory(parts) => {
+                Ok(SpilledBatches::Memory(parts[partition].clone().into_iter()))
+            }
+            Storage::Files { dir, writers } => {
+                if writers[partition].is_none() {
+                    return Ok(SpilledBatches::Memory(Vec::new().into_iter()));
+                }
+                let path = Self::file(dir, &self.name, partition);
+                let file = File::open(&path).map_err(|e| other(&what, e))?;
+                let reader = StreamReader::try_new(BufReader::new(file), None)
+                    .map_err(|e| other(&what, e))?;
+                Ok(SpilledBatches::Shared {
+                    reader: Box::new(reader),
+                    what,
+                })
+            }
+        }
+    }
+
     /// The spill's schema.
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
@@ -155,6 +278,13 @@ impl Spill {
 
 /// The batches of one partition of a [`Spill`].
 pub enum SpilledBatches {
+    /// Read from a spill file that stays (see [`Spill::read`]).
+    Shared {
+        /// The file's reader.
+        reader: Box<StreamReader<BufReader<File>>>,
+        /// What errors say.
+        what: String,
+    },
     /// Held in memory.
     Memory(std::vec::IntoIter<RecordBatch>),
     /// Read from a spill file, removed when this is dropped.
@@ -174,7 +304,7 @@ impl Iterator for SpilledBatches {
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             SpilledBatches::Memory(batches) => batches.next().map(Ok),
-            SpilledBatches::File { reader, what, .. } => {
+            SpilledBatches::File { reader, what, .. } | SpilledBatches::Shared { reader, what } => {
                 reader.next().map(|batch| batch.map_err(|e| other(what, e)))
             }
         }
@@ -241,6 +371,55 @@ impl RowCursor {
     }
 }
 
+/// The partition of an encoded key: FNV-1a, finished by a multiply-xorshift so close keys
+/// spread.
+pub fn partition_of(key: &[u8], partitions: usize) -> usize {
+    if partitions <= 1 {
+        return 0;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    (h % partitions as u64) as usize
+}
+
+/// Pushes the rows of `batch` into the partitions `partition` gives each row.
+pub fn push_partitioned(
+    spill: &mut Spill,
+    batch: &RecordBatch,
+    partition: &[u16],
+) -> Result<(), JobError> {
+    if spill.partitions() == 1 {
+        return spill.push(0, batch.clone());
+    }
+    // Row indices grouped by partition, in row order within each.
+    let slots: Vec<u32> = partition.iter().map(|&p| u32::from(p)).collect();
+    let (order, starts) = quiver_gpu::group_rows(&slots, spill.partitions(), 0..slots.len() as u32);
+    let order = UInt32Array::from(order);
+    for p in 0..spill.partitions() {
+        let (from, to) = (starts[p], starts[p + 1]);
+        if from == to {
+            continue;
+        }
+        let indices = order.slice(from, to - from);
+        let columns = batch
+            .columns()
+            .iter()
+            .map(|c| arrow::compute::take(c, &indices, None))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| JobError::Other(format!("partitioning rows: {e}")))?;
+        let part = RecordBatch::try_new(batch.schema(), columns)
+            .map_err(|e| JobError::Other(format!("partitioning rows: {e}")))?;
+        spill.push(p, part)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +441,37 @@ mod tests {
             .as_primitive::<Int64Type>()
             .values()
             .to_vec()
+    }
+
+    #[test]
+    fn spill_directories_of_gone_exports_are_removed() {
+        let dir = std::env::temp_dir().join(format!("quiver-scratch-test-{}", std::process::id()));
+        let dead = dir.join(format!(".t.parquet.spill-{}", i32::MAX));
+        let alive = dir.join(".t.parquet.spill-1");
+        let other = dir.join(format!(".u.parquet.spill-{}", i32::MAX));
+        for d in [&dead, &alive, &other] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let scratch = ScratchDir::beside(&dir.join("t.parquet"));
+        assert!(!dead.exists());
+        assert!(alive.exists() && other.exists());
+        std::fs::create_dir_all(&scratch.0).unwrap();
+        drop(scratch);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn keys_spread_over_partitions() {
+        let mut counts = [0usize; 8];
+        for card in 0..8000u32 {
+            counts[partition_of(format!("card_{card}").as_bytes(), 8)] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
+        assert_eq!(partition_of(b"anything", 1), 0);
     }
 
     #[test]

@@ -242,6 +242,14 @@ impl fmt::Display for RunSummary {
             if let Some(reason) = &compute.gpu_unused_because {
                 writeln!(f, "    GPU not used: {reason}")?;
             }
+            if let Some(spill) = &compute.spilled {
+                writeln!(
+                    f,
+                    "  input spilled ({} MiB over the memory limit's quarter): {} key partitions per view",
+                    thousands(spill.bytes >> 20),
+                    spill.partitions
+                )?;
+            }
         }
         if self.interrupted {
             writeln!(

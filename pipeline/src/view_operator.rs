@@ -91,9 +91,10 @@ impl ViewOperator {
         self
     }
 
-    /// Evaluates the operator's first and only batch (backfill's whole input) by sorting it
-    /// and handing it to `compute`'s backends, a GPU when one is used, instead of applying it
-    /// event by event. The evaluation keeps no window state, so another batch is an error.
+    /// Evaluates each batch by sorting it and handing it to `compute`'s backends, a GPU when
+    /// one is used, instead of applying it event by event. The evaluation keeps no window
+    /// state, so each batch must hold every event of its keys: backfill's whole input, or one
+    /// key partition of it.
     pub fn with_batch_compute(mut self, compute: BatchCompute) -> Self {
         self.batch = Some(compute);
         self
@@ -153,13 +154,6 @@ impl ViewOperator {
         let started = Instant::now();
         let batch_rows = batch.num_rows() as u64;
         self.rows_in += batch_rows;
-        if self.batch.is_some() && self.rows_in != batch_rows {
-            // The sorted evaluation keeps no state: it must see the whole input at once.
-            return Err(JobError::Other(format!(
-                "view `{}`: backfill's sorted evaluation takes the whole input in one batch",
-                self.view.name()
-            )));
-        }
         let inputs = self.view.prepare(batch).await?;
         if let Some(batch) = &self.batch {
             let out = batch.evaluate(self.view.window_plan(), &inputs, &self.progress)?;

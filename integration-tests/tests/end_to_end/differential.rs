@@ -187,15 +187,19 @@ fn late_ids(summary: &RunSummary) -> HashSet<i64> {
 
 async fn check(datagen: DatagenConfig, max_lateness_ms: u64, expect_late: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
-    for is_backfill in [false, true] {
-        let out = dir
-            .path()
-            .join(if is_backfill { "backfill" } else { "run" });
+    // Backfill twice: in memory, and spilled and split by key under a tiny memory limit.
+    for (is_backfill, memory_limit) in [(false, None), (true, None), (true, Some(64 << 10))] {
+        let out = dir.path().join(match (is_backfill, memory_limit) {
+            (false, _) => "run",
+            (true, None) => "backfill",
+            (true, Some(_)) => "backfill-spilled",
+        });
         let pipeline = compile(dir.path(), &datagen, max_lateness_ms).await;
         let options = RunOptions {
             output: Some(out.clone()),
             // Sweep state often, so that expiry runs many times mid-stream.
             expire_interval_micros: Some(60_000_000),
+            memory_limit,
             ..RunOptions::default()
         };
         let summary = if is_backfill {
@@ -203,7 +207,22 @@ async fn check(datagen: DatagenConfig, max_lateness_ms: u64, expect_late: bool) 
         } else {
             run(pipeline, options).await.expect("run")
         };
-        let mode = if is_backfill { "backfill" } else { "run" };
+        let mode = out.file_name().unwrap().to_string_lossy().into_owned();
+        if is_backfill && datagen.events > 1000 {
+            let spilled = summary.compute.as_ref().and_then(|c| c.spilled.as_ref());
+            assert_eq!(
+                spilled.is_some_and(|s| s.partitions > 1),
+                memory_limit.is_some(),
+                "{mode}: spilled and split by key only under the tiny limit"
+            );
+        }
+        let spill_left = std::fs::read_dir(&out)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().contains("spill"))
+            })
+            .unwrap_or(false);
+        assert!(!spill_left, "{mode}: spill files are removed");
         let late = late_ids(&summary);
         assert_eq!(
             late.len() as u64,

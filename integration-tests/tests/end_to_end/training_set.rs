@@ -8,7 +8,7 @@ use arrow::array::{
     TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit};
-use quiver_integration_tests::{apply_one_view, read_parquet, write_parquet};
+use quiver_integration_tests::{apply_one_view, apply_one_view_with, read_parquet, write_parquet};
 use quiver_pipeline::registry::Registry;
 use quiver_pipeline::training_set::{parse_feature_list, training_set, TrainingSetOptions};
 use std::path::Path;
@@ -142,6 +142,15 @@ async fn apply_view(dir: &Path, view: &str) -> Registry {
     apply_one_view(dir, "events.parquet", &[], "card_view", view, "").await
 }
 
+/// The apply's backfill spilled and split by key, its event log written from the spill.
+async fn apply_view_spilled(dir: &Path, view: &str) -> Registry {
+    let options = quiver_pipeline::run::RunOptions {
+        memory_limit: Some(16 << 10),
+        ..Default::default()
+    };
+    apply_one_view_with(dir, "events.parquet", &[], "card_view", view, "", options).await
+}
+
 fn float(column: &ArrayRef, row: usize) -> Option<f64> {
     if column.is_null(row) {
         return None;
@@ -175,7 +184,11 @@ async fn features_as_of_spine_times_equal_the_range_join_reference() {
         write_parquet(&dir.path().join("events.parquet"), &events);
         let spine = spine(seed ^ 0x5eed);
         write_parquet(&dir.path().join("spine.parquet"), &spine);
-        let registry = apply_view(dir.path(), &view).await;
+        let registry = if filtered {
+            apply_view_spilled(dir.path(), &view).await
+        } else {
+            apply_view(dir.path(), &view).await
+        };
 
         // All in memory, and partitioned by key into spill files under a tiny memory limit.
         for memory_limit in [None, Some(64 << 10)] {

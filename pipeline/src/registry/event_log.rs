@@ -342,11 +342,12 @@ impl EventLogReader {
     }
 }
 
-/// Writes feature-stream `events` as the event log of an apply into `dir` (data file and a
-/// first Delta commit carrying `info`).
+/// Writes feature-stream batches `events` (of `schema`) as the event log of an apply into
+/// `dir` (data file and a first Delta commit carrying `info`), batch by batch.
 pub fn write_event_log(
     dir: &Path,
-    events: &RecordBatch,
+    schema: &SchemaRef,
+    events: impl Iterator<Item = Result<RecordBatch, JobError>>,
     partitions: &[String],
     info: serde_json::Value,
 ) -> Result<(), JobError> {
@@ -357,14 +358,22 @@ pub fn write_event_log(
         ))
     };
     std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
-    let log = to_log(events, partitions)?;
+    let log_schema = to_log(&RecordBatch::new_empty(Arc::clone(schema)), partitions)?.schema();
     let path = dir.join(EVENT_LOG_FILE);
-    let rows = quiver_connectors::write_file(
-        quiver_connectors::FileFormat::Parquet,
-        &path,
-        std::slice::from_ref(&log),
-    )
-    .map_err(|e| fail(&e))?;
+    let file = std::fs::File::create(&path).map_err(|e| fail(&e))?;
+    let properties = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .build();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(file, Arc::clone(&log_schema), Some(properties))
+            .map_err(|e| fail(&e))?;
+    let mut rows = 0u64;
+    for batch in events {
+        let log = to_log(&batch?, partitions)?;
+        writer.write(&log).map_err(|e| fail(&e))?;
+        rows += log.num_rows() as u64;
+    }
+    writer.close().map_err(|e| fail(&e))?;
     let size = std::fs::metadata(&path).map_err(|e| fail(&e))?.len();
     let commit = delta::Commit {
         files: vec![delta::AddFile {
@@ -376,6 +385,6 @@ pub fn write_event_log(
         transaction: None,
         removes: Vec::new(),
     };
-    delta::commit(dir, &log.schema(), &commit).map_err(|e| fail(&e))?;
+    delta::commit(dir, &log_schema, &commit).map_err(|e| fail(&e))?;
     Ok(())
 }

@@ -24,12 +24,13 @@ use crate::parquet_file::ParquetBatches;
 use crate::progress::events_bar;
 use crate::registry::event_log::{compile_registered, EventLogReader};
 use crate::registry::{Registry, ViewDefinition};
+use crate::spill::ScratchDir;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema};
 use probes::{null_times, probe_features, probe_windows, EncodedProbes, EventRows};
 use quiver_gpu::{Device, DEFAULT_GPU_MIN_ROWS};
 use quiver_sql::{FeatureView, ViewInputs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -285,14 +286,14 @@ pub async fn training_set(
         named.push(names);
     }
     // Spill files go beside the output (not to a temporary directory that may be in memory).
-    let scratch = Scratch::beside(&options.out);
+    let scratch = ScratchDir::beside(&options.out);
     let inputs = partitioned::Inputs {
         spine: &options.spine,
         time_column: &time_column,
         as_known_at: options.as_known_at,
         // What the rest (reading, spilling, assembling, writing) takes is small and bounded.
         budget: options.memory_limit,
-        scratch: &scratch.0,
+        scratch: scratch.path(),
         progress: options.progress,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
@@ -352,47 +353,6 @@ pub async fn training_set(
         out: options.out,
         elapsed: started.elapsed(),
     })
-}
-
-/// A directory for spill files, removed (with what is in it) when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    /// `.<file name>.spill-<process id>` beside `out`; the spill directories of exports of
-    /// the same file whose process is gone (killed) are removed first.
-    fn beside(out: &Path) -> Self {
-        let name = out
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "training-set".into());
-        let dir = out
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let prefix = format!(".{name}.spill-");
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let file_name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = file_name
-                .strip_prefix(&prefix)
-                .and_then(|p| p.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            // SAFETY: signal 0 only checks whether the process exists.
-            let gone = unsafe { libc::kill(pid, 0) } != 0
-                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-            if gone {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-        Scratch(dir.join(format!("{prefix}{}", std::process::id())))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn unknown_feature(
@@ -527,24 +487,6 @@ mod tests {
         assert!(parse_feature_list("card_features").is_err());
         assert!(parse_feature_list("").is_err());
         assert!(parse_feature_list("a@1:x,a@2:y").is_err());
-    }
-
-    #[test]
-    fn spill_directories_of_gone_exports_are_removed() {
-        let dir = std::env::temp_dir().join(format!("quiver-scratch-test-{}", std::process::id()));
-        let dead = dir.join(format!(".t.parquet.spill-{}", i32::MAX));
-        let alive = dir.join(".t.parquet.spill-1");
-        let other = dir.join(format!(".u.parquet.spill-{}", i32::MAX));
-        for d in [&dead, &alive, &other] {
-            std::fs::create_dir_all(d).unwrap();
-        }
-        let scratch = Scratch::beside(&dir.join("t.parquet"));
-        assert!(!dead.exists());
-        assert!(alive.exists() && other.exists());
-        std::fs::create_dir_all(&scratch.0).unwrap();
-        drop(scratch);
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -11,17 +11,17 @@ use crate::error::JobError;
 use crate::parquet_file::ParquetBatches;
 use crate::progress::events_bar;
 use crate::registry::event_log::EventLogReader;
-use crate::spill::{RowCursor, Spill, SpilledBatches};
+use crate::spill::{partition_of, push_partitioned, RowCursor, Spill, SpilledBatches};
 use crate::training_set::probes::{
     null_times, probe_features, probe_windows, EncodedProbes, EventRows,
 };
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, FixedSizeBinaryArray, Float64Array, Int64Array,
-    RecordBatch, UInt16Array, UInt32Array,
+    RecordBatch, UInt16Array,
 };
 use arrow::buffer::{Buffer, NullBuffer};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
-use quiver_sql::{FeatureView, ViewInputs, OFFSET_COLUMN};
+use quiver_sql::{FeatureView, ViewInputs};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -66,23 +66,6 @@ pub(crate) struct Inputs<'a> {
 
 fn fail(view: &FeatureView, e: impl std::fmt::Display) -> JobError {
     JobError::Other(format!("view `{}`: {e}", view.name()))
-}
-
-/// The partition of an encoded key: FNV-1a, finished by a multiply-xorshift so close keys
-/// spread.
-fn partition_of(key: &[u8], partitions: usize) -> usize {
-    if partitions <= 1 {
-        return 0;
-    }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    (h % partitions as u64) as usize
 }
 
 /// The spilled form of a view's events: key, time, (availability,) then per kernel input its
@@ -241,68 +224,11 @@ impl LogBatches {
             let prepared = view.prepare(batch).await.map_err(|e| fail(view, e))?;
             return Ok(Some((prepared, None)));
         }
-        // The hidden offset column (not read for training sets) carries each row's index
-        // through the view's WHERE, which tells whose availability each kept row has.
-        let Ok(offset) = batch.schema().index_of(OFFSET_COLUMN) else {
-            return Err(fail(
-                view,
-                "the event log has no offset column (internal error)",
-            ));
-        };
-        let mut columns = batch.columns().to_vec();
-        columns[offset] = Arc::new(arrow::array::UInt64Array::from_iter_values(
-            0..batch.num_rows() as u64,
-        ));
-        let batch = RecordBatch::try_new(batch.schema(), columns).map_err(|e| fail(view, e))?;
-        let prepared = view.prepare(batch).await.map_err(|e| fail(view, e))?;
-        let kept = prepared
-            .batch
-            .column_by_name(OFFSET_COLUMN)
-            .ok_or_else(|| {
-                fail(
-                    view,
-                    "the offset column did not pass the view (internal error)",
-                )
-            })?
-            .as_primitive::<arrow::datatypes::UInt64Type>()
-            .values()
-            .iter()
-            .map(|&row| available[row as usize])
-            .collect();
+        // Each kept row's availability: the view's WHERE may drop rows.
+        let (prepared, kept) = crate::prepared_rows::prepare_tracking_rows(view, batch).await?;
+        let kept = kept.iter().map(|&row| available[row as usize]).collect();
         Ok(Some((prepared, Some(kept))))
     }
-}
-
-/// Pushes the rows of `batch` into the partitions `partition` gives each row.
-fn push_partitioned(
-    spill: &mut Spill,
-    batch: &RecordBatch,
-    partition: &[u16],
-) -> Result<(), JobError> {
-    if spill.partitions() == 1 {
-        return spill.push(0, batch.clone());
-    }
-    // Row indices grouped by partition, in row order within each.
-    let slots: Vec<u32> = partition.iter().map(|&p| u32::from(p)).collect();
-    let (order, starts) = quiver_gpu::group_rows(&slots, spill.partitions(), 0..slots.len() as u32);
-    let order = UInt32Array::from(order);
-    for p in 0..spill.partitions() {
-        let (from, to) = (starts[p], starts[p + 1]);
-        if from == to {
-            continue;
-        }
-        let indices = order.slice(from, to - from);
-        let columns = batch
-            .columns()
-            .iter()
-            .map(|c| arrow::compute::take(c, &indices, None))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| JobError::Other(format!("partitioning rows: {e}")))?;
-        let part = RecordBatch::try_new(batch.schema(), columns)
-            .map_err(|e| JobError::Other(format!("partitioning rows: {e}")))?;
-        spill.push(p, part)?;
-    }
-    Ok(())
 }
 
 /// Bytes per event and per probe: held in a spill, and taken at the peak of a partition's
@@ -695,23 +621,5 @@ impl Assembly {
             }
         }
         Ok(columns)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_spread_over_partitions() {
-        let mut counts = [0usize; 8];
-        for card in 0..8000u32 {
-            counts[partition_of(format!("card_{card}").as_bytes(), 8)] += 1;
-        }
-        assert!(
-            counts.iter().all(|&c| (800..1200).contains(&c)),
-            "{counts:?}"
-        );
-        assert_eq!(partition_of(b"anything", 1), 0);
     }
 }
