@@ -16,6 +16,7 @@ use crate::compile::CompiledPipeline;
 use crate::coordinator::{Captured, Coordinator};
 use crate::error::JobError;
 use crate::ingest::ingest;
+use crate::keyed_input::KeyedInput;
 use crate::operator::Message;
 use crate::outputs::{OutputPaths, Outputs};
 use crate::progress::events_bar;
@@ -26,11 +27,8 @@ use crate::spill::{ScratchDir, Spill};
 use crate::summary::{JobTotals, RunSummary};
 use crate::view_task::{send_all, ViewTask};
 use crate::watermark::Watermarks;
-use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::concat_batches;
-use quiver_sql::FeatureView;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,43 +43,11 @@ const MAX_PARTITIONS: usize = 4096;
 /// wait in the view's queue.
 const PARTITION_BYTES_FACTOR: usize = 8;
 
-/// The rows of `stream` (one partition) that `view` keeps, split by a hash of their key into
-/// `partitions` spill files under `dir`.
-async fn key_partitions(
-    view: &FeatureView,
-    stream: &Spill,
-    partitions: usize,
-    dir: &Path,
-) -> Result<Spill, JobError> {
-    let fail = |e: &dyn std::fmt::Display| JobError::Other(format!("view `{}`: {e}", view.name()));
-    let mut keyed = Spill::in_files(
-        dir,
-        &format!("{}-keyed", view.name()),
-        Arc::clone(stream.schema()),
-        partitions,
-    );
-    for batch in stream.read(0)? {
-        let batch = batch?;
-        let (prepared, kept) =
-            crate::prepared_rows::prepare_tracking_rows(view, batch.clone()).await?;
-        let partition: Vec<u16> = (0..prepared.keys.num_rows())
-            .map(|i| crate::spill::partition_of(prepared.keys.row(i).data(), partitions) as u16)
-            .collect();
-        drop(prepared);
-        // Only the kept rows: the others the view drops anyway.
-        let rows = UInt32Array::from(kept);
-        let columns = batch
-            .columns()
-            .iter()
-            .map(|c| arrow::compute::take(c, &rows, None))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| fail(&e))?;
-        let kept = RecordBatch::try_new(batch.schema(), columns).map_err(|e| fail(&e))?;
-        crate::spill::push_partitioned(&mut keyed, &kept, &partition)?;
-    }
-    keyed.finish()?;
-    Ok(keyed)
-}
+/// Inputs of at least this many rows are split by key even when they fit in memory.
+const SPLIT_ROWS: usize = 256 * 1024;
+
+/// Rows a key partition gets when the input is split for speed rather than memory.
+const PARTITION_ROWS: usize = 1 << 20;
 
 /// Computes every view over the whole source and writes the feature rows.
 pub async fn backfill(
@@ -164,20 +130,34 @@ pub async fn backfill(
         options.progress,
         "features",
     );
-    // Spilled: each view's rows split by its key, small enough to evaluate one at a time
-    // (each view's task holds a few partitions, and the views run at once).
+    // A large input is split by each view's key into partitions small enough to evaluate one
+    // at a time (each view's task holds a few, and the views run at once); smaller sorts and
+    // key tables also stay in cache, so this is faster than one sort of everything.
+    let spilled = stream.in_files_now();
+    let input_bytes = stream.bytes(0);
     let mut keyed = Vec::new();
-    let mut spilled = None;
-    if stream.in_files_now() {
-        let partitions = (stream.bytes(0) * PARTITION_BYTES_FACTOR * operators.len())
+    let need = stream.bytes(0) * PARTITION_BYTES_FACTOR * operators.len();
+    let mut partitions = 1;
+    if spilled || need > memory_limit / 2 || accepted as usize >= SPLIT_ROWS {
+        let in_memory = if spilled {
+            None
+        } else {
+            Some(Arc::new(stream.take(0)?.collect::<Result<Vec<_>, _>>()?))
+        };
+        partitions = need
             .div_ceil((memory_limit / 2).max(1))
+            .max((accepted as usize).div_ceil(PARTITION_ROWS))
             .clamp(2, MAX_PARTITIONS);
-        spilled = Some(crate::batch_compute::SpillReport {
-            bytes: stream.bytes(0) as u64,
-            partitions,
-        });
         for op in &operators {
-            keyed.push(key_partitions(op.view(), &stream, partitions, scratch.path()).await?);
+            let view = op.view();
+            let split = KeyedInput::split(
+                view,
+                &stream,
+                in_memory.as_ref(),
+                partitions,
+                scratch.path(),
+            );
+            keyed.push(split.await?);
         }
     }
     // Each view computes and writes on its own task: views are independent.
@@ -197,13 +177,9 @@ pub async fn backfill(
         for (task, mut keyed) in tasks.iter().zip(keyed) {
             queues.push(async move {
                 for p in 0..keyed.partitions() {
-                    let batches = keyed.take(p)?.collect::<Result<Vec<_>, _>>()?;
-                    if batches.is_empty() {
+                    let Some(batch) = keyed.take(p)? else {
                         continue;
-                    }
-                    let batch = concat_batches(keyed.schema(), &batches)
-                        .map_err(|e| JobError::Other(e.to_string()))?;
-                    drop(batches);
+                    };
                     if !task.send(Message::Batch(batch)).await {
                         break; // its error comes with `finish`
                     }
@@ -243,7 +219,11 @@ pub async fn backfill(
         coordinator.stats.clone(),
     );
     let mut report = compute.report();
-    report.spilled = spilled;
+    report.input = Some(crate::batch_compute::InputReport {
+        bytes: input_bytes as u64,
+        partitions,
+        spilled,
+    });
     summary.compute = Some(report);
     Ok(summary)
 }

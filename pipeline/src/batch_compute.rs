@@ -116,7 +116,7 @@ impl BatchCompute {
         ComputeReport {
             backends: used,
             gpu_unused_because: self.opened.cpu_reason.clone(),
-            spilled: None,
+            input: None,
         }
     }
 }
@@ -137,15 +137,17 @@ pub struct ComputeReport {
     pub backends: Vec<BackendStats>,
     /// Why no GPU was used (`None` when one was available).
     pub gpu_unused_because: Option<String>,
-    /// Set when backfill's input exceeded its memory budget and went to spill files.
-    pub spilled: Option<SpillReport>,
+    /// How backfill held and split its input (`None` elsewhere).
+    pub input: Option<InputReport>,
 }
 
-/// How backfill spilled its input.
+/// How backfill held and split its input.
 #[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct SpillReport {
-    /// Bytes of the input (as Arrow arrays) written to the spill file.
+pub struct InputReport {
+    /// Bytes of the input as Arrow arrays.
     pub bytes: u64,
-    /// Key partitions each view was evaluated in.
+    /// Key partitions each view was evaluated in (1: the whole input at once).
     pub partitions: usize,
+    /// Whether the input went to spill files (it exceeded a quarter of the memory limit).
+    pub spilled: bool,
 }

@@ -24,6 +24,7 @@ pub mod event_time;
 pub mod fault;
 pub mod ingest;
 pub mod kafka_output;
+pub mod keyed_input;
 pub mod lineage;
 pub mod online;
 pub mod openlineage;

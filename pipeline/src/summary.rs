@@ -242,12 +242,17 @@ impl fmt::Display for RunSummary {
             if let Some(reason) = &compute.gpu_unused_because {
                 writeln!(f, "    GPU not used: {reason}")?;
             }
-            if let Some(spill) = &compute.spilled {
+            if let Some(input) = compute.input.as_ref().filter(|i| i.partitions > 1) {
                 writeln!(
                     f,
-                    "  input spilled ({} MiB over the memory limit's quarter): {} key partitions per view",
-                    thousands(spill.bytes >> 20),
-                    spill.partitions
+                    "  input {} MiB, evaluated in {} key partitions per view ({})",
+                    thousands(input.bytes >> 20),
+                    input.partitions,
+                    if input.spilled {
+                        "spilled to disk: over a quarter of the memory limit"
+                    } else {
+                        "in memory"
+                    }
                 )?;
             }
         }

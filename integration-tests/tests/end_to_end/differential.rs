@@ -187,13 +187,21 @@ fn late_ids(summary: &RunSummary) -> HashSet<i64> {
 
 async fn check(datagen: DatagenConfig, max_lateness_ms: u64, expect_late: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
-    // Backfill twice: in memory, and spilled and split by key under a tiny memory limit.
-    for (is_backfill, memory_limit) in [(false, None), (true, None), (true, Some(64 << 10))] {
-        let out = dir.path().join(match (is_backfill, memory_limit) {
-            (false, _) => "run",
-            (true, None) => "backfill",
-            (true, Some(_)) => "backfill-spilled",
-        });
+    // Backfill three times: the whole input at once; split by key in memory under a limit a
+    // few times the input; spilled and split under a tiny limit.
+    let mut input_bytes = 0;
+    for (mode, is_backfill) in [
+        ("run", false),
+        ("backfill", true),
+        ("backfill-split", true),
+        ("backfill-spilled", true),
+    ] {
+        let memory_limit = match mode {
+            "backfill-split" => Some(input_bytes * 8),
+            "backfill-spilled" => Some(64 << 10),
+            _ => None,
+        };
+        let out = dir.path().join(mode);
         let pipeline = compile(dir.path(), &datagen, max_lateness_ms).await;
         let options = RunOptions {
             output: Some(out.clone()),
@@ -207,14 +215,17 @@ async fn check(datagen: DatagenConfig, max_lateness_ms: u64, expect_late: bool) 
         } else {
             run(pipeline, options).await.expect("run")
         };
-        let mode = out.file_name().unwrap().to_string_lossy().into_owned();
-        if is_backfill && datagen.events > 1000 {
-            let spilled = summary.compute.as_ref().and_then(|c| c.spilled.as_ref());
-            assert_eq!(
-                spilled.is_some_and(|s| s.partitions > 1),
-                memory_limit.is_some(),
-                "{mode}: spilled and split by key only under the tiny limit"
-            );
+        if let Some(input) = summary.compute.as_ref().and_then(|c| c.input.as_ref()) {
+            if mode == "backfill" {
+                input_bytes = input.bytes as usize;
+            }
+            if datagen.events > 1000 {
+                assert_eq!(
+                    (input.partitions > 1, input.spilled),
+                    (mode != "backfill", mode == "backfill-spilled"),
+                    "{mode}: how the input was held and split"
+                );
+            }
         }
         let spill_left = std::fs::read_dir(&out)
             .map(|d| {
