@@ -224,25 +224,19 @@ impl Spill {
     /// Takes the batches of `partition` out of the spill, in the order pushed (a file's
     /// batches are read lazily; the file is removed once read to its end or dropped).
     pub fn take(&mut self, partition: usize) -> Result<SpilledBatches, JobError> {
-        let what = format!("reading back {}", self.name);
+        let (name, what) = (&self.name, format!("reading back {}", self.name));
         match &mut self.storage {
             Storage::Memory(parts) => Ok(SpilledBatches::Memory(
                 std::mem::take(&mut parts[partition]).into_iter(),
             )),
-            Storage::Files { dir, writers } => {
-                if writers[partition].take().is_none() {
-                    return Ok(SpilledBatches::Memory(Vec::new().into_iter()));
+            Storage::Files { dir, writers } => match writers[partition].take() {
+                None => Ok(SpilledBatches::Memory(Vec::new().into_iter())),
+                Some(_) => {
+                    let path = Self::file(dir, name, partition);
+                    let reader = Self::open(&path, &what)?;
+                    Ok(SpilledBatches::File { reader, path, what })
                 }
-                let path = Self::file(dir, &self.name, partition);
-                let file = File::open(&path).map_err(|e| other(&what, e))?;
-                let reader = StreamReader::try_new(BufReader::new(file), None)
-                    .map_err(|e| other(&what, e))?;
-                Ok(SpilledBatches::File {
-                    reader: Box::new(reader),
-                    path,
-                    what,
-                })
-            }
+            },
         }
     }
 
@@ -254,20 +248,21 @@ impl Spill {
             Storage::Memory(parts) => {
                 Ok(SpilledBatches::Memory(parts[partition].clone().into_iter()))
             }
-            Storage::Files { dir, writers } => {
-                if writers[partition].is_none() {
-                    return Ok(SpilledBatches::Memory(Vec::new().into_iter()));
+            Storage::Files { dir, writers } => match &writers[partition] {
+                None => Ok(SpilledBatches::Memory(Vec::new().into_iter())),
+                Some(_) => {
+                    let reader = Self::open(&Self::file(dir, &self.name, partition), &what)?;
+                    Ok(SpilledBatches::Shared { reader, what })
                 }
-                let path = Self::file(dir, &self.name, partition);
-                let file = File::open(&path).map_err(|e| other(&what, e))?;
-                let reader = StreamReader::try_new(BufReader::new(file), None)
-                    .map_err(|e| other(&what, e))?;
-                Ok(SpilledBatches::Shared {
-                    reader: Box::new(reader),
-                    what,
-                })
-            }
+            },
         }
+    }
+
+    fn open(path: &Path, what: &str) -> Result<Box<StreamReader<BufReader<File>>>, JobError> {
+        let file = File::open(path).map_err(|e| other(what, e))?;
+        let reader =
+            StreamReader::try_new(BufReader::new(file), None).map_err(|e| other(what, e))?;
+        Ok(Box::new(reader))
     }
 
     /// The spill's schema.
