@@ -21,7 +21,9 @@ mod timestamp;
 
 pub use datagen::{datagen_schema, Datagen, DatagenConfig, DATAGEN_PARTITION};
 pub use dead_letter::{DeadLetter, DeadLetterReason, DeadLetterWriter};
-pub use decode::{decode_file, decode_json_records, Decoded, FileFormat, JsonRecord};
+pub use decode::{
+    decode_file, decode_json_records, decode_parquet_chunks, Decoded, FileFormat, JsonRecord,
+};
 pub use error::ConnectorError;
 pub use files::InputFiles;
 pub use infer::infer_fields;

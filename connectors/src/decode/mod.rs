@@ -12,6 +12,8 @@ mod csv;
 mod ndjson;
 mod parquet;
 
+pub use parquet::decode_chunks as decode_parquet_chunks;
+
 use crate::dead_letter::DeadLetter;
 use crate::error::ConnectorError;
 use crate::position::SourceBatch;

@@ -113,16 +113,41 @@ pub(super) fn decode(
     schema: &DeclaredSchema,
     batch_size: usize,
 ) -> Result<Decoded, ConnectorError> {
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(Bytes::copy_from_slice(data)).map_err(|e| {
-            file_error(
-                partition,
-                format!(
-                    "cannot read the file metadata: {e}; the file is truncated, corrupt or \
+    let mut all = Decoded::default();
+    decode_chunks(
+        partition,
+        Bytes::copy_from_slice(data),
+        schema,
+        batch_size,
+        |chunk| {
+            all.batches.extend(chunk.batches);
+            all.dead_letters.extend(chunk.dead_letters);
+            true
+        },
+    )?;
+    Ok(all)
+}
+
+/// Decodes the Parquet file `data` batch by batch, handing each batch's good rows and dead
+/// letters to `emit` as soon as they are decoded (in row order), until `emit` returns false:
+/// memory holds the file and one batch, not the decoded file.
+pub fn decode_chunks(
+    partition: &str,
+    data: Bytes,
+    schema: &DeclaredSchema,
+    batch_size: usize,
+    mut emit: impl FnMut(Decoded) -> bool,
+) -> Result<(), ConnectorError> {
+    let batch_size = batch_size.max(1);
+    let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| {
+        file_error(
+            partition,
+            format!(
+                "cannot read the file metadata: {e}; the file is truncated, corrupt or \
                      not Parquet"
-                ),
-            )
-        })?;
+            ),
+        )
+    })?;
     let file_schema = builder.schema().clone();
 
     // Declared column -> index of the top-level file column with that name.
@@ -193,9 +218,9 @@ pub(super) fn decode(
         source,
     };
 
-    let mut decoded = Decoded::default();
     let mut base: u64 = 0;
     for read in reader {
+        let mut decoded = Decoded::default();
         let chunk = read.map_err(|e| {
             file_error(
                 partition,
@@ -263,18 +288,20 @@ pub(super) fn decode(
         } else {
             filter_record_batch(&working, &BooleanArray::from(keep)).map_err(arrow_error)?
         };
-        if kept.num_rows() == 0 {
-            continue;
+        if kept.num_rows() > 0 {
+            let batch = RecordBatch::try_new(declared.clone(), kept.columns().to_vec())
+                .map_err(arrow_error)?;
+            decoded.batches.push(SourceBatch {
+                batch,
+                partition: partition.to_string(),
+                offsets,
+            });
         }
-        let batch =
-            RecordBatch::try_new(declared.clone(), kept.columns().to_vec()).map_err(arrow_error)?;
-        decoded.batches.push(SourceBatch {
-            batch,
-            partition: partition.to_string(),
-            offsets,
-        });
+        if !emit(decoded) {
+            break;
+        }
     }
-    Ok(decoded)
+    Ok(())
 }
 
 #[cfg(test)]

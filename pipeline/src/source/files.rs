@@ -1,4 +1,5 @@
-//! File input: each resolved file is a partition, read whole and decoded on a blocking thread.
+//! File input: each resolved file is a partition, read whole and decoded on a blocking thread
+//! (Parquet batch by batch as it is sent, the others whole).
 
 use crate::error::JobError;
 use crate::source::connector::{ReaderMessage, ReaderSender, SourceConnector};
@@ -77,7 +78,7 @@ impl SourceConnector for FileConnector {
 }
 
 /// Reads one file whole, decodes it on a blocking thread and sends its records after the
-/// resume position.
+/// resume position: NDJSON and CSV once decoded, Parquet batch by batch as decoded.
 async fn read_file(
     files: Arc<InputFiles>,
     index: usize,
@@ -97,16 +98,47 @@ async fn read_file(
         })?;
         let size = bytes.len() as u64;
         let partition = name.clone();
+        if format == FileFormat::Parquet {
+            // Parquet streams: each batch is sent as it is decoded (the channel's bound holds
+            // the decoder back), so memory holds the file and a few batches, not its rows.
+            if tx.send(Ok(ReaderMessage::Opened(size))).await.is_err() {
+                return Ok(None);
+            }
+            let sender = tx.clone();
+            let position = progress.position;
+            tokio::task::spawn_blocking(move || {
+                quiver_connectors::decode_parquet_chunks(
+                    &partition,
+                    bytes,
+                    &schema,
+                    batch_size,
+                    |chunk| {
+                        in_offset_order(chunk).into_iter().all(|item| match item.after(position) {
+                            Some(item) => sender.blocking_send(Ok(ReaderMessage::Item(item))).is_ok(),
+                            None => true,
+                        })
+                    },
+                )
+            })
+            .await
+            .map_err(|e| JobError::Other(format!("decoding `{name}` stopped: {e}")))??;
+            return Ok(None);
+        }
         let decoded = tokio::task::spawn_blocking(move || {
             decode_file(format, &partition, &bytes, &schema, batch_size)
         })
         .await
         .map_err(|e| JobError::Other(format!("decoding `{name}` stopped: {e}")))??;
-        Ok::<_, JobError>((size, decoded))
+        Ok::<_, JobError>(Some((size, decoded)))
     }
     .await;
     let (size, decoded) = match result {
-        Ok(x) => x,
+        Ok(Some(x)) => x,
+        Ok(None) => {
+            // Streamed (Parquet): everything is sent.
+            let _ = tx.send(Ok(ReaderMessage::Done)).await;
+            return;
+        }
         Err(e) => {
             let _ = tx.send(Err(e)).await;
             return;
