@@ -1,6 +1,6 @@
 //! Spills: Arrow batches of one schema sorted into partitions, held in memory or, when they
-//! would not fit, written to Arrow IPC files in a temporary directory and read back one
-//! partition at a time. What bounded-memory work (training sets over any event log and spine)
+//! would not fit, written to Arrow IPC files (LZ4-compressed) in a temporary directory and
+//! read back one partition at a time. What bounded-memory work (training sets over any event log and spine)
 //! partitions its rows into.
 
 use crate::error::JobError;
@@ -200,8 +200,11 @@ impl Spill {
             slot => {
                 let path = Self::file(dir, &self.name, partition);
                 let file = File::create(&path).map_err(|e| other(&what, e))?;
+                let options = arrow::ipc::writer::IpcWriteOptions::default()
+                    .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
+                    .map_err(|e| other(&what, e))?;
                 slot.insert(
-                    StreamWriter::try_new(BufWriter::new(file), &self.schema)
+                    StreamWriter::try_new_with_options(BufWriter::new(file), &self.schema, options)
                         .map_err(|e| other(&what, e))?,
                 )
             }
