@@ -150,14 +150,18 @@ pub async fn backfill(
             .clamp(2, MAX_PARTITIONS);
         for op in &operators {
             let view = op.view();
+            let what = format!("{}: by key", view.name());
+            let bar = events_bar(Some(accepted), options.progress, &what);
             let split = KeyedInput::split(
                 view,
                 &stream,
                 in_memory.as_ref(),
                 partitions,
                 scratch.path(),
+                &bar,
             );
             keyed.push(split.await?);
+            bar.finish_and_clear();
         }
     }
     // Each view computes and writes on its own task: views are independent.

@@ -26,13 +26,15 @@ pub enum KeyedInput {
 
 impl KeyedInput {
     /// Splits `input` (the backfill's one-partition spill) by `view`'s key into `partitions`:
-    /// positions when `in_memory` holds the input, else spill files under `dir`.
+    /// positions when `in_memory` holds the input, else spill files under `dir`; `progress`
+    /// counts the rows read.
     pub async fn split(
         view: &FeatureView,
         input: &Spill,
         in_memory: Option<&Arc<Vec<RecordBatch>>>,
         partitions: usize,
         dir: &Path,
+        progress: &indicatif::ProgressBar,
     ) -> Result<Self, JobError> {
         let fail =
             |e: &dyn std::fmt::Display| JobError::Other(format!("view `{}`: {e}", view.name()));
@@ -54,6 +56,7 @@ impl KeyedInput {
         };
         for (index, batch) in batches.enumerate() {
             let batch = batch?;
+            progress.inc(batch.num_rows() as u64);
             let (prepared, kept) = prepare_tracking_rows(view, batch.clone()).await?;
             let partition: Vec<u16> = (0..prepared.keys.num_rows())
                 .map(|i| partition_of(prepared.keys.row(i).data(), partitions) as u16)
