@@ -31,4 +31,4 @@ pub use partition::{in_offset_order, PartitionItem};
 pub use position::{SourceBatch, SourceRange};
 pub use schema::{DeclaredSchema, EpochUnit, FieldSpec, FieldType};
 pub use timestamp::parse_rfc3339_micros;
-pub use writer::write_file;
+pub use writer::{write_batches, write_file};

@@ -45,37 +45,54 @@ pub fn write_file(
     path: &Path,
     batches: &[RecordBatch],
 ) -> Result<u64, ConnectorError> {
-    if let Some(first) = batches.first() {
-        if let Some(other) = batches.iter().find(|b| b.schema() != first.schema()) {
-            return Err(write_error(
-                path,
-                format!(
-                    "batches have different schemas ({:?} vs {:?}); write them to separate files",
-                    first.schema().fields(),
-                    other.schema().fields()
-                ),
-            ));
-        }
-    }
+    write_batches(format, path, batches.iter().cloned())
+}
+
+/// [`write_file`] for batches produced as they are written (e.g. by a generator): only one is
+/// held at a time. A batch whose schema differs from the first one's is an error (the file
+/// written so far stays, incomplete).
+pub fn write_batches(
+    format: FileFormat,
+    path: &Path,
+    batches: impl IntoIterator<Item = RecordBatch>,
+) -> Result<u64, ConnectorError> {
+    let mut batches = batches.into_iter().peekable();
+    let first = batches.peek().map(|b| b.schema());
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io_error(path, "creating the output directory"))?;
     }
     let file = File::create(path).map_err(io_error(path, "creating the output file"))?;
+    let checked = batches.map(|batch| match &first {
+        Some(first) if batch.schema() != *first => Err(write_error(
+            path,
+            format!(
+                "batches have different schemas ({:?} vs {:?}); write them to separate files",
+                first.fields(),
+                batch.schema().fields()
+            ),
+        )),
+        _ => Ok(batch),
+    });
     match format {
-        FileFormat::Ndjson => write_ndjson(path, file, batches),
-        FileFormat::Csv => write_csv(path, file, batches),
-        FileFormat::Parquet => write_parquet(path, file, batches),
+        FileFormat::Ndjson => write_ndjson(path, file, checked),
+        FileFormat::Csv => write_csv(path, file, first.as_deref(), checked),
+        FileFormat::Parquet => write_parquet(path, file, first.clone(), checked),
     }
 }
 
-fn write_ndjson(path: &Path, file: File, batches: &[RecordBatch]) -> Result<u64, ConnectorError> {
+fn write_ndjson(
+    path: &Path,
+    file: File,
+    batches: impl Iterator<Item = Result<RecordBatch, ConnectorError>>,
+) -> Result<u64, ConnectorError> {
     let mut out = BufWriter::new(file);
     let mut line = Vec::with_capacity(256);
     let mut rows = 0u64;
     for batch in batches {
+        let batch = batch?;
         for row in 0..batch.num_rows() {
             line.clear();
-            write_json_row(batch, row, &mut line);
+            write_json_row(&batch, row, &mut line);
             line.push(b'\n');
             out.write_all(&line)
                 .map_err(io_error(path, "writing NDJSON"))?;
@@ -86,16 +103,22 @@ fn write_ndjson(path: &Path, file: File, batches: &[RecordBatch]) -> Result<u64,
     Ok(rows)
 }
 
-fn write_csv(path: &Path, file: File, batches: &[RecordBatch]) -> Result<u64, ConnectorError> {
+fn write_csv(
+    path: &Path,
+    file: File,
+    schema: Option<&arrow::datatypes::Schema>,
+    batches: impl Iterator<Item = Result<RecordBatch, ConnectorError>>,
+) -> Result<u64, ConnectorError> {
     let csv_error = |e: csv::Error| write_error(path, format!("CSV output failed: {e}"));
     let mut out = csv::Writer::from_writer(BufWriter::new(file));
     let mut rows = 0u64;
-    if let Some(first) = batches.first() {
-        out.write_record(first.schema().fields().iter().map(|f| f.name().as_str()))
+    if let Some(schema) = schema {
+        out.write_record(schema.fields().iter().map(|f| f.name().as_str()))
             .map_err(csv_error)?;
     }
     let mut record: Vec<String> = Vec::new();
     for batch in batches {
+        let batch = batch?;
         for row in 0..batch.num_rows() {
             record.clear();
             record.extend(
@@ -112,8 +135,13 @@ fn write_csv(path: &Path, file: File, batches: &[RecordBatch]) -> Result<u64, Co
     Ok(rows)
 }
 
-fn write_parquet(path: &Path, file: File, batches: &[RecordBatch]) -> Result<u64, ConnectorError> {
-    let Some(first) = batches.first() else {
+fn write_parquet(
+    path: &Path,
+    file: File,
+    schema: Option<arrow::datatypes::SchemaRef>,
+    batches: impl Iterator<Item = Result<RecordBatch, ConnectorError>>,
+) -> Result<u64, ConnectorError> {
+    let Some(schema) = schema else {
         return Err(write_error(
             path,
             "no batches given, so the Parquet schema is unknown; pass at least one (possibly \
@@ -126,11 +154,11 @@ fn write_parquet(path: &Path, file: File, batches: &[RecordBatch]) -> Result<u64
     let properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();
-    let mut writer =
-        ArrowWriter::try_new(file, first.schema(), Some(properties)).map_err(parquet_error)?;
+    let mut writer = ArrowWriter::try_new(file, schema, Some(properties)).map_err(parquet_error)?;
     let mut rows = 0u64;
     for batch in batches {
-        writer.write(batch).map_err(parquet_error)?;
+        let batch = batch?;
+        writer.write(&batch).map_err(parquet_error)?;
         rows += batch.num_rows() as u64;
     }
     writer.close().map_err(parquet_error)?;

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use quiver_connectors::{write_file, Datagen, DatagenConfig, FileFormat};
+use quiver_connectors::{write_batches, Datagen, DatagenConfig, FileFormat};
 use quiver_pipeline::backfill::backfill;
 use quiver_pipeline::checkpoint::CheckpointPolicy;
 use quiver_pipeline::openlineage::{dataset, observed, LineageEmitter};
@@ -1131,11 +1131,9 @@ fn generate(out: &Path, config: DatagenConfig) -> anyhow::Result<()> {
             out.display()
         )
     })?;
-    let batches: Vec<_> = Datagen::new(config)?.map(|b| b.batch).collect();
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let rows = write_file(format, out, &batches)?;
+    // Batches are written as they are generated: memory holds one, whatever the count.
+    let batches = Datagen::new(config)?.map(|b| b.batch);
+    let rows = write_batches(format, out, batches)?;
     say(&format!(
         "wrote {rows} generated transactions to {}\n",
         out.display()
