@@ -39,8 +39,8 @@ pub const DEFAULT_MEMORY_LIMIT: usize = 4 << 30;
 const MAX_PARTITIONS: usize = 4096;
 
 /// A view's evaluation of a partition takes about this many times the partition's stream
-/// bytes (its prepared inputs, their sorted copies, the feature rows), and a few partitions
-/// wait in the view's queue.
+/// bytes (its prepared inputs, their sorted copies, the feature rows), and one more partition
+/// waits in the view's queue while another is being read back.
 const PARTITION_BYTES_FACTOR: usize = 8;
 
 /// Inputs of at least this many rows are split by key even when they fit in memory.
@@ -172,7 +172,8 @@ pub async fn backfill(
             let op = op
                 .with_progress(compute_bar.clone())
                 .with_batch_compute(compute.clone());
-            ViewTask::spawn(op, writer)
+            // One partition waits while one is evaluated: each is large.
+            ViewTask::spawn_with_queue(op, writer, 1)
         })
         .collect();
     if !keyed.is_empty() {

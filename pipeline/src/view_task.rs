@@ -17,8 +17,14 @@ pub struct ViewTask<O = ViewOperator, S = FeatureRowWriter> {
 impl<O: Operator + 'static, S: Sink + 'static> ViewTask<O, S> {
     /// Starts a task owning `operator` and its `sink`. A small queue bounds memory: a slow
     /// view slows ingestion instead of buffering without limit.
-    pub fn spawn(mut operator: O, mut sink: S) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Message>(4);
+    pub fn spawn(operator: O, sink: S) -> Self {
+        Self::spawn_with_queue(operator, sink, 4)
+    }
+
+    /// [`ViewTask::spawn`] with a queue of `queue` messages (backfill sends large batches,
+    /// of which one waiting is enough).
+    pub fn spawn_with_queue(mut operator: O, mut sink: S, queue: usize) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Message>(queue.max(1));
         let handle = tokio::spawn(async move {
             while let Some(message) = rx.recv().await {
                 match message {
