@@ -34,3 +34,10 @@ pub enum JobError {
     #[error("{0}")]
     Other(String),
 }
+
+impl JobError {
+    /// `e` as an error of view `view` (its name leads the message).
+    pub fn in_view(view: &str, e: impl std::fmt::Display) -> Self {
+        JobError::Other(format!("view `{view}`: {e}"))
+    }
+}

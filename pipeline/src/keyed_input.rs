@@ -5,7 +5,7 @@
 
 use crate::error::JobError;
 use crate::prepared_rows::prepare_tracking_rows;
-use crate::spill::{partition_of, push_partitioned, Spill};
+use crate::spill::{partitions_of, push_partitioned, Spill};
 use arrow::array::{RecordBatch, UInt32Array};
 use quiver_sql::FeatureView;
 use std::path::Path;
@@ -36,8 +36,6 @@ impl KeyedInput {
         dir: &Path,
         progress: &indicatif::ProgressBar,
     ) -> Result<Self, JobError> {
-        let fail =
-            |e: &dyn std::fmt::Display| JobError::Other(format!("view `{}`: {e}", view.name()));
         let mut keyed = match in_memory {
             Some(input) => KeyedInput::Memory {
                 input: Arc::clone(input),
@@ -58,9 +56,7 @@ impl KeyedInput {
             let batch = batch?;
             progress.inc(batch.num_rows() as u64);
             let (prepared, kept) = prepare_tracking_rows(view, batch.clone()).await?;
-            let partition: Vec<u16> = (0..prepared.keys.num_rows())
-                .map(|i| partition_of(prepared.keys.row(i).data(), partitions) as u16)
-                .collect();
+            let partition = partitions_of(prepared.keys.iter().map(|k| k.data()), partitions);
             drop(prepared);
             match &mut keyed {
                 KeyedInput::Memory { parts, .. } => {
@@ -69,15 +65,8 @@ impl KeyedInput {
                     }
                 }
                 KeyedInput::Files(spill) => {
-                    let rows = UInt32Array::from(kept);
-                    let columns = batch
-                        .columns()
-                        .iter()
-                        .map(|c| arrow::compute::take(c, &rows, None))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| fail(&e))?;
-                    let kept =
-                        RecordBatch::try_new(batch.schema(), columns).map_err(|e| fail(&e))?;
+                    let kept = arrow::compute::take_record_batch(&batch, &UInt32Array::from(kept))
+                        .map_err(|e| JobError::in_view(view.name(), e))?;
                     push_partitioned(spill, &kept, &partition)?;
                 }
             }

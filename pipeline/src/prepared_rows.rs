@@ -15,7 +15,7 @@ pub async fn prepare_tracking_rows(
     view: &FeatureView,
     batch: RecordBatch,
 ) -> Result<(ViewInputs, Vec<u32>), JobError> {
-    let fail = |e: &dyn std::fmt::Display| JobError::Other(format!("view `{}`: {e}", view.name()));
+    let fail = |e: &dyn std::fmt::Display| JobError::in_view(view.name(), e);
     let offset = batch
         .schema()
         .index_of(OFFSET_COLUMN)

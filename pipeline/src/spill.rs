@@ -1,6 +1,6 @@
 //! Spills: Arrow batches of one schema sorted into partitions, held in memory or, when they
 //! would not fit, written to Arrow IPC files (LZ4-compressed) in a temporary directory and
-//! read back one partition at a time. What bounded-memory work (training sets over any event log and spine)
+//! read back one partition at a time. What bounded-memory work (training sets, backfill)
 //! partitions its rows into.
 
 use crate::error::JobError;
@@ -98,7 +98,7 @@ impl Spill {
     }
 
     /// A spill held in memory while it takes at most `max_bytes`, then in files under `dir`
-    /// (created then) as [`Spill::in_files`] writes them.
+    /// as [`Spill::in_files`] writes them.
     pub fn in_memory_up_to(
         dir: &Path,
         max_bytes: usize,
@@ -118,7 +118,7 @@ impl Spill {
     }
 
     /// A spill of `partitions` partitions in files named `<name>-<partition>.arrows` under
-    /// `dir` (which must exist and is not cleaned up here).
+    /// `dir` (created with the first file, not cleaned up here).
     pub fn in_files(dir: &Path, name: &str, schema: SchemaRef, partitions: usize) -> Self {
         Spill {
             schema,
@@ -159,11 +159,9 @@ impl Spill {
         }
         self.rows[partition] += batch.num_rows();
         self.bytes[partition] += batch.get_array_memory_size();
-        let what = format!("spilling {}", self.name);
         if let Some((dir, max_bytes)) = &self.overflow {
             if self.bytes.iter().sum::<usize>() > *max_bytes {
                 // Too large for memory from here on: what is held goes to files first.
-                std::fs::create_dir_all(dir).map_err(|e| other(&what, e))?;
                 let held = std::mem::replace(
                     &mut self.storage,
                     Storage::Files {
@@ -172,7 +170,6 @@ impl Spill {
                     },
                 );
                 self.overflow = None;
-                let (rows, bytes) = (self.rows.clone(), self.bytes.clone());
                 if let Storage::Memory(parts) = held {
                     for (p, batches) in parts.into_iter().enumerate() {
                         for held in batches {
@@ -180,7 +177,6 @@ impl Spill {
                         }
                     }
                 }
-                (self.rows, self.bytes) = (rows, bytes);
             }
         }
         match &mut self.storage {
@@ -191,25 +187,26 @@ impl Spill {
     }
 
     fn write_to_file(&mut self, partition: usize, batch: &RecordBatch) -> Result<(), JobError> {
-        let what = format!("spilling {}", self.name);
+        let name = &self.name;
+        let fail = |e: &dyn std::fmt::Display| other(&format!("spilling {name}"), e);
         let Storage::Files { dir, writers } = &mut self.storage else {
             unreachable!("only called for files");
         };
         let writer = match &mut writers[partition] {
             Some(writer) => writer,
             slot => {
-                let path = Self::file(dir, &self.name, partition);
-                let file = File::create(&path).map_err(|e| other(&what, e))?;
+                std::fs::create_dir_all(&*dir).map_err(|e| fail(&e))?;
+                let file = File::create(Self::file(dir, name, partition)).map_err(|e| fail(&e))?;
                 let options = arrow::ipc::writer::IpcWriteOptions::default()
                     .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
-                    .map_err(|e| other(&what, e))?;
+                    .map_err(|e| fail(&e))?;
                 slot.insert(
                     StreamWriter::try_new_with_options(BufWriter::new(file), &self.schema, options)
-                        .map_err(|e| other(&what, e))?,
+                        .map_err(|e| fail(&e))?,
                 )
             }
         };
-        writer.write(batch).map_err(|e| other(&what, e))
+        writer.write(batch).map_err(|e| fail(&e))
     }
 
     /// Ends writing: files are flushed and closed.
@@ -386,6 +383,12 @@ pub fn partition_of(key: &[u8], partitions: usize) -> usize {
     (h % partitions as u64) as usize
 }
 
+/// The partition of each of `keys` (encoded keys), for [`push_partitioned`].
+pub fn partitions_of<'a>(keys: impl Iterator<Item = &'a [u8]>, partitions: usize) -> Vec<u16> {
+    keys.map(|key| partition_of(key, partitions) as u16)
+        .collect()
+}
+
 /// Pushes the rows of `batch` into the partitions `partition` gives each row.
 pub fn push_partitioned(
     spill: &mut Spill,
@@ -404,14 +407,7 @@ pub fn push_partitioned(
         if from == to {
             continue;
         }
-        let indices = order.slice(from, to - from);
-        let columns = batch
-            .columns()
-            .iter()
-            .map(|c| arrow::compute::take(c, &indices, None))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| JobError::Other(format!("partitioning rows: {e}")))?;
-        let part = RecordBatch::try_new(batch.schema(), columns)
+        let part = arrow::compute::take_record_batch(batch, &order.slice(from, to - from))
             .map_err(|e| JobError::Other(format!("partitioning rows: {e}")))?;
         spill.push(p, part)?;
     }

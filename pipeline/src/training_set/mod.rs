@@ -434,7 +434,7 @@ pub(crate) async fn prepare_events(
         prepared.push(
             view.prepare(batch.clone())
                 .await
-                .map_err(|e| JobError::Other(format!("view `{}`: {e}", view.name())))?,
+                .map_err(|e| JobError::in_view(view.name(), e))?,
         );
     }
     Ok(prepared)

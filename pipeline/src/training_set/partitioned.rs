@@ -11,7 +11,7 @@ use crate::error::JobError;
 use crate::parquet_file::ParquetBatches;
 use crate::progress::events_bar;
 use crate::registry::event_log::EventLogReader;
-use crate::spill::{partition_of, push_partitioned, RowCursor, Spill, SpilledBatches};
+use crate::spill::{partitions_of, push_partitioned, RowCursor, Spill, SpilledBatches};
 use crate::training_set::probes::{
     null_times, probe_features, probe_windows, EncodedProbes, EventRows,
 };
@@ -65,7 +65,7 @@ pub(crate) struct Inputs<'a> {
 }
 
 fn fail(view: &FeatureView, e: impl std::fmt::Display) -> JobError {
-    JobError::Other(format!("view `{}`: {e}", view.name()))
+    JobError::in_view(view.name(), e)
 }
 
 /// The spilled form of a view's events: key, time, (availability,) then per kernel input its
@@ -298,26 +298,18 @@ pub(crate) async fn evaluate_view(
     }
     .clamp(1, MAX_PARTITIONS);
     let in_memory = stored <= inputs.budget - evaluating;
-    let spill = |name: &str, schema: SchemaRef, n: usize| -> Result<Spill, JobError> {
-        if in_memory {
-            return Ok(Spill::in_memory(name, schema, n));
-        }
-        std::fs::create_dir_all(inputs.scratch).map_err(|e| {
-            JobError::Other(format!(
-                "cannot create the spill directory `{}`: {e}",
-                inputs.scratch.display()
-            ))
-        })?;
-        Ok(Spill::in_files(
+    let spill = |name: &str, schema: SchemaRef, n: usize| match in_memory {
+        true => Spill::in_memory(name, schema, n),
+        false => Spill::in_files(
             inputs.scratch,
             &format!("{}-{name}", view.name()),
             schema,
             n,
-        ))
+        ),
     };
-    let mut events = spill("events", Arc::clone(&event_schema), partitions)?;
-    let mut probes = spill("probes", probe_schema(), partitions)?;
-    let mut routes = spill("routes", route_schema(), 1)?;
+    let mut events = spill("events", Arc::clone(&event_schema), partitions);
+    let mut probes = spill("probes", probe_schema(), partitions);
+    let mut routes = spill("routes", route_schema(), 1);
 
     let bar = events_bar(
         Some(log_rows + spine_rows as u64),
@@ -329,9 +321,7 @@ pub(crate) async fn evaluate_view(
     let mut event_count = 0;
     while let Some((prepared, available)) = first.take() {
         let rows = prepared.times.len();
-        let partition: Vec<u16> = (0..rows)
-            .map(|i| partition_of(prepared.keys.row(i).data(), partitions) as u16)
-            .collect();
+        let partition = partitions_of(prepared.keys.iter().map(|k| k.data()), partitions);
         let batch = event_batch(view, &event_schema, prepared, available)?;
         push_partitioned(&mut events, &batch, &partition)?;
         event_count += rows;
@@ -350,9 +340,7 @@ pub(crate) async fn evaluate_view(
         })?;
         let encoded = EncodedProbes::encode(view, &batch, times)?;
         let rows = batch.num_rows();
-        let partition: Vec<u16> = (0..rows)
-            .map(|r| partition_of(encoded.key(r), partitions) as u16)
-            .collect();
+        let partition = partitions_of((0..rows).map(|r| encoded.key(r)), partitions);
         let probe = RecordBatch::try_new(
             probe_schema(),
             vec![
@@ -380,7 +368,7 @@ pub(crate) async fn evaluate_view(
     bar.set_position(0);
     bar.set_message(format!("evaluating {partitions} partitions"));
     let result_schema = result_schema(view, wanted, names)?;
-    let results = std::sync::Mutex::new(spill("features", Arc::clone(&result_schema), partitions)?);
+    let results = std::sync::Mutex::new(spill("features", Arc::clone(&result_schema), partitions));
     let chunk = ((1 << 20) / partitions).clamp(1024, 64 * 1024);
     // Largest first, so a partition of hot keys does not start last.
     let mut order: Vec<usize> = (0..partitions).collect();

@@ -29,8 +29,7 @@ impl EncodedProbes {
         spine: &RecordBatch,
         times: &dyn Array,
     ) -> Result<Self, JobError> {
-        let fail =
-            |e: &dyn std::fmt::Display| JobError::Other(format!("view `{}`: {e}", view.name()));
+        let fail = |e: &dyn std::fmt::Display| JobError::in_view(view.name(), e);
         let times = cast(times, &DataType::Timestamp(TimeUnit::Microsecond, None))
             .map_err(|e| JobError::Other(format!("the spine's time column: {e}")))?
             .as_primitive::<TimestampMicrosecondType>()
@@ -169,7 +168,7 @@ pub(crate) fn probe_windows<'a>(
     compute: &BatchCompute,
     progress: bool,
 ) -> Result<FeatureOutput, JobError> {
-    let fail = |e: &dyn std::fmt::Display| JobError::Other(format!("view `{}`: {e}", view.name()));
+    let fail = |e: &dyn std::fmt::Display| JobError::in_view(view.name(), e);
     let event_rows = events.len();
     if let Some(available) = available {
         if available.len() != event_rows {
@@ -226,7 +225,7 @@ pub(crate) fn probe_features(
     rows: usize,
     null_times: Option<&BooleanArray>,
 ) -> Result<RecordBatch, JobError> {
-    let fail = |e: &dyn std::fmt::Display| JobError::Other(format!("view `{}`: {e}", view.name()));
+    let fail = |e: &dyn std::fmt::Display| JobError::in_view(view.name(), e);
     let features = view.features_at(windows, rows).map_err(|e| fail(&e))?;
     match null_times.filter(|n| n.true_count() > 0) {
         Some(null_times) => {
