@@ -30,13 +30,23 @@ impl ParquetBatches {
     /// Opens the Parquet file at `path`, decoding `columns` (indices into its schema; `None`:
     /// all); `what` names the file in errors (e.g. "the spine").
     pub fn open(path: &Path, what: &str, columns: Option<&[usize]>) -> Result<Self, JobError> {
+        Self::open_selecting(path, what, |_| Ok(columns.map(<[usize]>::to_vec)))
+    }
+
+    /// [`ParquetBatches::open`] with the columns chosen from the file's schema by `select`
+    /// (the footer is read once).
+    pub fn open_selecting(
+        path: &Path,
+        what: &str,
+        select: impl FnOnce(&SchemaRef) -> Result<Option<Vec<usize>>, JobError>,
+    ) -> Result<Self, JobError> {
         let what = format!("{what} `{}`", path.display());
         let fail = |e: &dyn std::fmt::Display| JobError::Other(format!("cannot read {what}: {e}"));
         let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(&e))?;
         let full = builder.schema().clone();
         let rows = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
-        let (builder, schema, nulls) = match columns {
+        let (builder, schema, nulls) = match select(&full)?.as_deref() {
             None => (builder, full, None),
             Some(columns) => {
                 let nullable = Arc::new(arrow::datatypes::Schema::new(
@@ -132,14 +142,4 @@ pub fn parquet_file_schema(path: &Path, what: &str) -> Result<SchemaRef, JobErro
     ParquetRecordBatchReaderBuilder::try_new(file)
         .map(|b| b.schema().clone())
         .map_err(|e| JobError::Other(format!("cannot read {what} `{}`: {e}", path.display())))
-}
-
-/// The batches of the Parquet file at `path` with only `columns` (indices into its schema)
-/// decoded: the others are all NULL, so the batches keep the file's columns (all nullable).
-pub fn read_parquet_columns(
-    path: &Path,
-    what: &str,
-    columns: &[usize],
-) -> Result<Vec<RecordBatch>, JobError> {
-    ParquetBatches::open(path, what, Some(columns))?.collect()
 }

@@ -9,7 +9,7 @@
 //! `__quiver_offset`).
 
 use crate::error::JobError;
-use crate::parquet_file::parquet_file_schema;
+use crate::parquet_file::{parquet_file_schema, ParquetBatches};
 use crate::registry::{Registry, ViewDefinition};
 use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::cast;
@@ -164,9 +164,19 @@ fn label(definition: &ViewDefinition) -> String {
     format!("{}@{}", definition.view, definition.version)
 }
 
+/// A data file of an event log.
+pub struct LogFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// When it was committed (µs since the epoch).
+    pub added_us: i64,
+    /// Its rows (from the Delta log's statistics).
+    pub rows: u64,
+}
+
 /// The data files of the event log at `dir`, in commit order (those its Delta log adds and
-/// does not remove), with when each was committed (µs since the epoch).
-pub fn log_files(dir: &Path) -> Result<Vec<(PathBuf, i64)>, JobError> {
+/// does not remove).
+pub fn log_files(dir: &Path) -> Result<Vec<LogFile>, JobError> {
     if delta::versions(dir).map_err(other)?.is_empty() {
         return Err(JobError::Other(format!(
             "`{}` is not an event log (no Delta log): it was written before event logs were Delta tables; apply the view again into a new store",
@@ -176,11 +186,10 @@ pub fn log_files(dir: &Path) -> Result<Vec<(PathBuf, i64)>, JobError> {
     Ok(delta::active_files(dir)
         .map_err(other)?
         .into_iter()
-        .map(|f| {
-            (
-                dir.join(&f.path),
-                f.added_ms.unwrap_or(i64::MAX / 1000) * 1000,
-            )
+        .map(|f| LogFile {
+            path: dir.join(&f.path),
+            added_us: f.added_ms.unwrap_or(i64::MAX / 1000) * 1000,
+            rows: f.rows,
         })
         .collect())
 }
@@ -198,10 +207,10 @@ pub async fn compile_registered(
         )));
     }
     let files = log_files(&event_log_dir(registry, definition))?;
-    let (first, _) = files
+    let first = files
         .first()
         .ok_or_else(|| JobError::Other(format!("the event log of {label} has no files")))?;
-    let schema = parquet_file_schema(first, &format!("the event log of {label}"))?;
+    let schema = parquet_file_schema(&first.path, &format!("the event log of {label}"))?;
     let streams = [StreamSchema {
         name: definition.stream.clone(),
         schema: stream_schema(&schema),
@@ -260,8 +269,8 @@ pub fn read_event_log(
 /// Reads a registered version's event log batch by batch (bounded memory), as
 /// [`read_event_log`] does whole.
 pub struct EventLogReader {
-    files: std::vec::IntoIter<(PathBuf, i64)>,
-    current: Option<(crate::parquet_file::ParquetBatches, i64)>,
+    files: std::vec::IntoIter<LogFile>,
+    current: Option<(ParquetBatches, i64)>,
     columns: Option<Vec<usize>>,
     lineage: bool,
     what: String,
@@ -280,13 +289,8 @@ impl EventLogReader {
         columns: Option<Vec<usize>>,
         lineage: bool,
     ) -> Result<Self, JobError> {
-        let dir = event_log_dir(registry, definition);
-        let files = log_files(&dir)?;
-        let rows = delta::active_files(&dir)
-            .map_err(other)?
-            .iter()
-            .map(|f| f.rows)
-            .sum();
+        let files = log_files(&event_log_dir(registry, definition))?;
+        let rows = files.iter().map(|f| f.rows).sum();
         Ok(EventLogReader {
             files: files.into_iter(),
             current: None,
@@ -311,33 +315,31 @@ impl EventLogReader {
                     return Ok(Some(batch));
                 }
             }
-            let Some((file, added_us)) = self.files.next() else {
+            let Some(file) = self.files.next() else {
                 return Ok(None);
             };
             // The stream's column indices are the log's (the availability column comes last).
-            let columns = match &self.columns {
-                Some(columns) => {
-                    let mut columns = columns.clone();
-                    let schema = parquet_file_schema(&file, &self.what)?;
-                    let lineage_columns: &[&str] = if self.lineage {
-                        &[LOG_PARTITION, LOG_OFFSET]
-                    } else {
-                        &[]
-                    };
-                    for name in lineage_columns.iter().chain([&LOG_AVAILABLE]) {
-                        if let Ok(i) = schema.index_of(name) {
-                            columns.push(i);
-                        }
+            let (columns, lineage) = (&self.columns, self.lineage);
+            let batches = ParquetBatches::open_selecting(&file.path, &self.what, |schema| {
+                let Some(columns) = columns else {
+                    return Ok(None);
+                };
+                let mut columns = columns.clone();
+                let lineage_columns: &[&str] = if lineage {
+                    &[LOG_PARTITION, LOG_OFFSET]
+                } else {
+                    &[]
+                };
+                for name in lineage_columns.iter().chain([&LOG_AVAILABLE]) {
+                    if let Ok(i) = schema.index_of(name) {
+                        columns.push(i);
                     }
-                    columns.sort_unstable();
-                    columns.dedup();
-                    Some(columns)
                 }
-                None => None,
-            };
-            let batches =
-                crate::parquet_file::ParquetBatches::open(&file, &self.what, columns.as_deref())?;
-            self.current = Some((batches, added_us));
+                columns.sort_unstable();
+                columns.dedup();
+                Ok(Some(columns))
+            })?;
+            self.current = Some((batches, file.added_us));
         }
     }
 }
@@ -357,23 +359,20 @@ pub fn write_event_log(
             dir.display()
         ))
     };
-    std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
     let log_schema = to_log(&RecordBatch::new_empty(Arc::clone(schema)), partitions)?.schema();
     let path = dir.join(EVENT_LOG_FILE);
-    let file = std::fs::File::create(&path).map_err(|e| fail(&e))?;
-    let properties = parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::SNAPPY)
-        .build();
-    let mut writer =
-        parquet::arrow::ArrowWriter::try_new(file, Arc::clone(&log_schema), Some(properties))
+    // An empty batch first gives the file its schema however many events follow; the first
+    // error ends the writing and is returned.
+    let mut failed = None;
+    let logs = std::iter::once(Ok(RecordBatch::new_empty(Arc::clone(&log_schema))))
+        .chain(events.map(|batch| batch.and_then(|b| to_log(&b, partitions))))
+        .map_while(|log| log.map_err(|e| failed = Some(e)).ok());
+    let rows =
+        quiver_connectors::write_batches(quiver_connectors::FileFormat::Parquet, &path, logs)
             .map_err(|e| fail(&e))?;
-    let mut rows = 0u64;
-    for batch in events {
-        let log = to_log(&batch?, partitions)?;
-        writer.write(&log).map_err(|e| fail(&e))?;
-        rows += log.num_rows() as u64;
+    if let Some(e) = failed {
+        return Err(e);
     }
-    writer.close().map_err(|e| fail(&e))?;
     let size = std::fs::metadata(&path).map_err(|e| fail(&e))?.len();
     let commit = delta::Commit {
         files: vec![delta::AddFile {

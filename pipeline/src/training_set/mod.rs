@@ -26,7 +26,7 @@ use crate::registry::event_log::{compile_registered, EventLogReader};
 use crate::registry::{Registry, ViewDefinition};
 use crate::spill::ScratchDir;
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Schema};
 use probes::{null_times, probe_features, probe_windows, EncodedProbes, EventRows};
 use quiver_gpu::{Device, DEFAULT_GPU_MIN_ROWS};
 use quiver_sql::{FeatureView, ViewInputs};
@@ -313,22 +313,12 @@ pub async fn training_set(
         evaluated.push(features);
     }
     // The spine again, batch by batch, with every view's features beside it.
-    let mut assembly = partitioned::Assembly::new(evaluated)?;
-    let mut fields: Vec<Field> = spine_schema
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    for ((_, view, wanted), names) in plans.iter().zip(&named) {
-        let output = view.output_schema();
-        for (w, name) in wanted.iter().zip(names) {
-            let field = output
-                .field_with_name(w)
-                .map_err(|e| JobError::Other(e.to_string()))?;
-            fields.push(Field::new(name, field.data_type().clone(), true));
-        }
-    }
+    let fields = (spine_schema.fields().iter())
+        .chain(evaluated.iter().flat_map(|f| f.results.schema().fields()))
+        .cloned()
+        .collect::<Vec<_>>();
     let schema = Arc::new(Schema::new(fields));
+    let mut assembly = partitioned::Assembly::new(evaluated)?;
     let mut writer = output::TrainingSetWriter::create(
         &options.out,
         Arc::clone(&schema),
@@ -457,7 +447,7 @@ pub(crate) fn point_in_time(
     let keys: Vec<&[u8]> = (0..rows).map(|r| probes.key(r)).collect();
     let times: Vec<i64> = (0..rows).map(|r| probes.time(r)).collect();
     let events = EventRows::from_prepared(view, prepared);
-    let windows = probe_windows(view, events, available, &keys, &times, compute, false)?;
+    let windows = probe_windows(view, events, available, &keys, &times, compute)?;
     probe_features(view, windows, rows, null_times(&probes.times).as_ref())
 }
 

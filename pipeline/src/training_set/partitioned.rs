@@ -13,7 +13,7 @@ use crate::progress::events_bar;
 use crate::registry::event_log::EventLogReader;
 use crate::spill::{partitions_of, push_partitioned, RowCursor, Spill, SpilledBatches};
 use crate::training_set::probes::{
-    null_times, probe_features, probe_windows, EncodedProbes, EventRows,
+    missing_spine_key, null_times, probe_features, probe_windows, EncodedProbes, EventRows,
 };
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, FixedSizeBinaryArray, Float64Array, Int64Array,
@@ -444,25 +444,18 @@ pub(crate) async fn evaluate_view(
 
 /// The spine's key and time columns of `view`, batch by batch.
 fn spine_reader(view: &FeatureView, inputs: &Inputs<'_>) -> Result<ParquetBatches, JobError> {
-    let all = ParquetBatches::open(inputs.spine, "the spine", Some(&[]))?;
-    let schema = Arc::clone(all.schema());
-    let mut columns = Vec::new();
-    for name in view
-        .key_names()
-        .iter()
-        .map(String::as_str)
-        .chain([inputs.time_column])
-    {
-        let index = schema.index_of(name).map_err(|_| {
-            JobError::Other(format!(
-                "the spine has no column `{name}`, the key of view `{}`; its columns: {}",
-                view.name(),
-                super::column_names(&schema)
-            ))
-        })?;
-        columns.push(index);
-    }
-    ParquetBatches::open(inputs.spine, "the spine", Some(&columns))
+    ParquetBatches::open_selecting(inputs.spine, "the spine", |schema| {
+        let names = view.key_names().iter().map(String::as_str);
+        names
+            .chain([inputs.time_column])
+            .map(|name| {
+                schema
+                    .index_of(name)
+                    .map_err(|_| missing_spine_key(view, name, schema))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    })
 }
 
 /// The output columns of a view: `wanted` features as `names`, typed as the view types them.
@@ -552,7 +545,6 @@ fn evaluate_partition(
         &probe_keys,
         &probe_times,
         compute,
-        false,
     )?;
     let times = Int64Array::from(times);
     probe_features(view, windows, count, null_times(&times).as_ref())

@@ -5,10 +5,9 @@
 
 use crate::batch_compute::BatchCompute;
 use crate::error::JobError;
-use crate::progress::events_bar;
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, TimestampMicrosecondArray};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Schema, TimeUnit, TimestampMicrosecondType};
 use quiver_gpu::{evaluate_as_known_at, FeatureOutput, InputColumn, KnownEvents, Scatter};
 use quiver_sql::{FeatureView, ViewInputs};
 
@@ -38,13 +37,8 @@ impl EncodedProbes {
             .key_names()
             .iter()
             .map(|name| {
-                spine.column_by_name(name).cloned().ok_or_else(|| {
-                    JobError::Other(format!(
-                        "the spine has no column `{name}`, the key of view `{}`; its columns: {}",
-                        view.name(),
-                        super::column_names(&spine.schema())
-                    ))
-                })
+                (spine.column_by_name(name).cloned())
+                    .ok_or_else(|| missing_spine_key(view, name, &spine.schema()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let keys = view.encode_keys(&key_columns).map_err(|e| fail(&e))?;
@@ -156,6 +150,15 @@ impl<'a> EventRows<'a> {
     }
 }
 
+/// The error for a spine without the column `name`, a key of `view`.
+pub(crate) fn missing_spine_key(view: &FeatureView, name: &str, spine: &Schema) -> JobError {
+    JobError::Other(format!(
+        "the spine has no column `{name}`, the key of view `{}`; its columns: {}",
+        view.name(),
+        super::column_names(spine)
+    ))
+}
+
 /// The window outputs of `view` at each probe (`probe_keys`, `probe_times`, in probe order)
 /// over `events`; with `available` (when each event became visible, in event order) only
 /// events available at each probe's time count (`--as-known-at`).
@@ -166,7 +169,6 @@ pub(crate) fn probe_windows<'a>(
     probe_keys: &[&'a [u8]],
     probe_times: &[i64],
     compute: &BatchCompute,
-    progress: bool,
 ) -> Result<FeatureOutput, JobError> {
     let fail = |e: &dyn std::fmt::Display| JobError::in_view(view.name(), e);
     let event_rows = events.len();
@@ -199,7 +201,6 @@ pub(crate) fn probe_windows<'a>(
         }
         events.validity[i].resize(total, false);
     }
-    let bar = events_bar(Some(total as u64), progress, view.name());
     // Only the probes' windows are read: events are evaluated but not emitted.
     let emit: Vec<u32> = std::iter::repeat_n(Scatter::SKIP, event_rows)
         .chain(0..probes as u32)
@@ -211,9 +212,8 @@ pub(crate) fn probe_windows<'a>(
         &events.times,
         &inputs,
         Some(&emit),
-        &bar,
+        &indicatif::ProgressBar::hidden(),
     )?;
-    bar.finish_and_clear();
     Ok(windows)
 }
 
