@@ -136,7 +136,7 @@ pub async fn backfill(
     let spilled = stream.in_files_now();
     let input_bytes = stream.bytes(0);
     let mut keyed = Vec::new();
-    let need = stream.bytes(0) * PARTITION_BYTES_FACTOR * operators.len();
+    let need = input_bytes * PARTITION_BYTES_FACTOR * operators.len();
     let mut partitions = 1;
     if spilled || need > memory_limit / 2 || accepted as usize >= SPLIT_ROWS {
         let in_memory = if spilled {

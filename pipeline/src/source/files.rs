@@ -4,7 +4,9 @@
 use crate::error::JobError;
 use crate::source::connector::{ReaderMessage, ReaderSender, SourceConnector};
 use crate::source::PartitionProgress;
-use quiver_connectors::{decode_file, in_offset_order, DeclaredSchema, FileFormat, InputFiles};
+use quiver_connectors::{
+    decode_file, decode_parquet_chunks, in_offset_order, DeclaredSchema, FileFormat, InputFiles,
+};
 use std::sync::Arc;
 
 /// Files as a source: one partition per file, in name order.
@@ -89,6 +91,8 @@ async fn read_file(
     tx: ReaderSender,
 ) {
     let name = progress.name.clone();
+    let position = progress.position;
+    let sender = tx.clone();
     let result = async {
         let bytes = files.read(index).await?;
         let format = format.or_else(|| FileFormat::from_path(&name)).ok_or_else(|| {
@@ -96,63 +100,37 @@ async fn read_file(
                 "cannot tell the format of `{name}` from its extension: set `format: ndjson | csv | parquet` under source.files"
             ))
         })?;
-        let size = bytes.len() as u64;
         let partition = name.clone();
-        if format == FileFormat::Parquet {
-            // Parquet streams: each batch is sent as it is decoded (the channel's bound holds
-            // the decoder back), so memory holds the file and a few batches, not its rows.
-            if tx.send(Ok(ReaderMessage::Opened(size))).await.is_err() {
-                return Ok(None);
+        // Decoding and sending happen on a blocking thread; the channel's bound holds it back.
+        tokio::task::spawn_blocking(move || {
+            let opened = ReaderMessage::Opened(bytes.len() as u64);
+            let send = |message| sender.blocking_send(Ok(message)).is_ok();
+            let items = |chunk| {
+                in_offset_order(chunk).into_iter().all(|item| {
+                    item.after(position)
+                        .is_none_or(|item| send(ReaderMessage::Item(item)))
+                })
+            };
+            if format == FileFormat::Parquet {
+                // Batch by batch as decoded: memory holds the file and a few batches.
+                if send(opened) {
+                    decode_parquet_chunks(&partition, bytes, &schema, batch_size, items)?;
+                }
+            } else {
+                let decoded = decode_file(format, &partition, &bytes, &schema, batch_size)?;
+                if send(opened) {
+                    items(decoded);
+                }
             }
-            let sender = tx.clone();
-            let position = progress.position;
-            tokio::task::spawn_blocking(move || {
-                quiver_connectors::decode_parquet_chunks(
-                    &partition,
-                    bytes,
-                    &schema,
-                    batch_size,
-                    |chunk| {
-                        in_offset_order(chunk).into_iter().all(|item| match item.after(position) {
-                            Some(item) => sender.blocking_send(Ok(ReaderMessage::Item(item))).is_ok(),
-                            None => true,
-                        })
-                    },
-                )
-            })
-            .await
-            .map_err(|e| JobError::Other(format!("decoding `{name}` stopped: {e}")))??;
-            return Ok(None);
-        }
-        let decoded = tokio::task::spawn_blocking(move || {
-            decode_file(format, &partition, &bytes, &schema, batch_size)
+            Ok::<_, JobError>(())
         })
         .await
-        .map_err(|e| JobError::Other(format!("decoding `{name}` stopped: {e}")))??;
-        Ok::<_, JobError>(Some((size, decoded)))
+        .map_err(|e| JobError::Other(format!("decoding `{name}` stopped: {e}")))?
     }
     .await;
-    let (size, decoded) = match result {
-        Ok(Some(x)) => x,
-        Ok(None) => {
-            // Streamed (Parquet): everything is sent.
-            let _ = tx.send(Ok(ReaderMessage::Done)).await;
-            return;
-        }
-        Err(e) => {
-            let _ = tx.send(Err(e)).await;
-            return;
-        }
+    let last = match result {
+        Ok(()) => Ok(ReaderMessage::Done),
+        Err(e) => Err(e),
     };
-    if tx.send(Ok(ReaderMessage::Opened(size))).await.is_err() {
-        return;
-    }
-    for item in in_offset_order(decoded) {
-        if let Some(item) = item.after(progress.position) {
-            if tx.send(Ok(ReaderMessage::Item(item))).await.is_err() {
-                return;
-            }
-        }
-    }
-    let _ = tx.send(Ok(ReaderMessage::Done)).await;
+    let _ = tx.send(last).await;
 }
