@@ -248,7 +248,7 @@ store: {}/store
     );
     let config = write_files(dir, &[("one_view.yaml", &yaml)]);
     let loaded = quiver_pipeline::LoadedConfig::load(&config).expect("config");
-    let registry = quiver_pipeline::registry::Registry::open(loaded.config.store.clone());
+    let registry = loaded.config.store_registry(None).expect("store");
     let pipeline = quiver_pipeline::CompiledPipeline::compile(loaded)
         .await
         .expect("compile");
@@ -270,6 +270,13 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch) {
     writer.close().expect("close");
 }
 
+/// The local directory of a store directory (the tests' stores are local unless they say).
+pub fn local(dir: &quiver_store::StoreDir) -> PathBuf {
+    dir.local_path()
+        .expect("a local store directory")
+        .to_path_buf()
+}
+
 /// Reads the Parquet file at `path` as one batch.
 pub fn read_parquet(path: &Path) -> RecordBatch {
     let file = std::fs::File::open(path).expect("open");
@@ -279,4 +286,36 @@ pub fn read_parquet(path: &Path) -> RecordBatch {
         .expect("reader");
     let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
     concat_batches(&batches[0].schema(), &batches).expect("concat")
+}
+
+/// The endpoint of the tests' S3 server (moto, started by scripts/test.sh), or `None` when not configured outside CI (the test command always sets it).
+pub fn s3_endpoint() -> Option<String> {
+    match std::env::var("QUIVER_TEST_S3_ENDPOINT") {
+        Ok(e) => Some(e),
+        Err(_) if std::env::var("CI").is_ok() => {
+            panic!("QUIVER_TEST_S3_ENDPOINT is not set: run the tests with `bash scripts/test.sh`, which starts an S3 server")
+        }
+        Err(_) => {
+            eprintln!("skipping: QUIVER_TEST_S3_ENDPOINT not set (bash scripts/test.sh sets it)");
+            None
+        }
+    }
+}
+
+/// Creates the bucket with a plain HTTP PUT (object_store cannot create buckets).
+pub fn create_bucket(endpoint: &str, bucket: &str) {
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(host).expect("connect to the S3 server");
+    write!(
+        stream,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    assert!(
+        response.starts_with("HTTP/1.1 200") || response.contains("BucketAlreadyOwnedByYou"),
+        "{response}"
+    );
 }

@@ -1,11 +1,14 @@
 //! The audit log of a feature store: who did what, when, and how it ended, for every registry
-//! change, training-set export and denied request. One JSON object per line, appended (never
-//! rewritten) under the store directory; `quiver audit` reads it.
+//! change, training-set export and denied request. In a local store, one JSON object per line,
+//! appended (never rewritten) to `_audit.ndjson`; in an object store (whose objects cannot be
+//! appended to), one object per entry under `_audit/`, named by time, created only if absent.
+//! `quiver audit` reads either.
 
 use crate::error::JobError;
+use quiver_store::StoreDir;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// One audit entry.
@@ -53,9 +56,9 @@ impl AuditEntry {
     }
 }
 
-/// The audit log of the store at a directory.
+/// The audit log of a store.
 pub struct AuditLog {
-    path: PathBuf,
+    target: Target,
     /// Appends of one process go one at a time (each is one `write` of a whole line, so
     /// processes appending together do not interleave within a line either).
     lock: Mutex<()>,
@@ -81,38 +84,65 @@ pub fn os_user() -> String {
     name.unwrap_or_else(|| format!("uid:{uid}"))
 }
 
+/// Where the entries go.
+enum Target {
+    /// One file, a line per entry.
+    File(PathBuf),
+    /// A directory of one object per entry.
+    Objects(StoreDir),
+}
+
 impl AuditLog {
     /// The audit log of the store at `store`.
-    pub fn of_store(store: &Path) -> Self {
+    pub fn of_store(store: &StoreDir) -> Self {
+        let target = match store.local_path() {
+            Some(dir) => Target::File(dir.join("_audit.ndjson")),
+            None => Target::Objects(store.join("_audit")),
+        };
         AuditLog {
-            path: store.join("_audit.ndjson"),
+            target,
             lock: Mutex::new(()),
         }
     }
 
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the log is (a file, or an object-store directory).
+    pub fn location(&self) -> String {
+        match &self.target {
+            Target::File(path) => path.display().to_string(),
+            Target::Objects(dir) => dir.to_string(),
+        }
     }
 
-    /// Appends `entry` and syncs it.
+    /// Appends `entry` durably.
     pub fn append(&self, entry: &AuditEntry) -> Result<(), JobError> {
         let fail = |e: &dyn std::fmt::Display| {
             JobError::Other(format!(
                 "cannot append to the audit log `{}`: {e}",
-                self.path.display()
+                self.location()
             ))
         };
         let mut line = serde_json::to_vec(entry).map_err(|e| fail(&e))?;
         line.push(b'\n');
+        let path = match &self.target {
+            Target::File(path) => path,
+            Target::Objects(dir) => {
+                // Named by time, then a random part: listed in order, never overwritten.
+                let name = format!(
+                    "{:020}-{}.json",
+                    crate::clock::now_micros(),
+                    uuid::Uuid::new_v4().simple()
+                );
+                return dir.create(&name, &line).map(|_| ()).map_err(|e| fail(&e));
+            }
+        };
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
         }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.path)
+            .open(path)
             .map_err(|e| fail(&e))?;
         file.write_all(&line)
             .and_then(|()| file.sync_data())
@@ -122,30 +152,44 @@ impl AuditLog {
     /// Every entry, oldest first (none if the log does not exist yet). A damaged line is an
     /// error naming its line number.
     pub fn read(&self) -> Result<Vec<AuditEntry>, JobError> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(JobError::Other(format!(
-                    "cannot read the audit log `{}`: {e}",
-                    self.path.display()
-                )))
-            }
+        let fail = |e: &dyn std::fmt::Display| {
+            JobError::Other(format!(
+                "cannot read the audit log `{}`: {e}",
+                self.location()
+            ))
         };
-        text.lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| {
-                serde_json::from_str(l).map_err(|e| {
-                    JobError::Other(format!(
-                        "{}:{}: not an audit entry: {e}",
-                        self.path.display(),
-                        i + 1
-                    ))
-                })
-            })
-            .collect()
+        let dir = match &self.target {
+            Target::File(path) => {
+                let text = match std::fs::read_to_string(path) {
+                    Ok(t) => t,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                    Err(e) => return Err(fail(&e)),
+                };
+                return parse_lines(&text, &path.display().to_string());
+            }
+            Target::Objects(dir) => dir,
+        };
+        let mut entries = Vec::new();
+        for object in dir.list().map_err(|e| fail(&e))? {
+            if let Some(bytes) = dir.read(&object.name).map_err(|e| fail(&e))? {
+                let text = String::from_utf8_lossy(&bytes);
+                entries.extend(parse_lines(&text, &dir.join(&object.name).to_string())?);
+            }
+        }
+        Ok(entries)
     }
+}
+
+/// The entries of `text`, one per line; a damaged line is an error naming `what` and its line.
+fn parse_lines(text: &str, what: &str) -> Result<Vec<AuditEntry>, JobError> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| JobError::Other(format!("{what}:{}: not an audit entry: {e}", i + 1)))
+        })
+        .collect()
 }
 
 impl std::fmt::Display for AuditEntry {
@@ -172,14 +216,14 @@ mod tests {
     #[test]
     fn entries_append_and_read_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::of_store(&dir.path().join("store"));
+        let log = AuditLog::of_store(&StoreDir::local(dir.path().join("store")));
         assert!(log.read().unwrap().is_empty());
         let a = AuditEntry::now("alice", "apply", "ok").target("cards@1");
         let b = AuditEntry::now("anonymous", "GET /v1/audit", "denied").detail("no token");
         log.append(&a).unwrap();
         log.append(&b).unwrap();
         assert_eq!(log.read().unwrap(), vec![a, b]);
-        std::fs::write(log.path(), "{\"broken\n").unwrap();
+        std::fs::write(log.location(), "{\"broken\n").unwrap();
         let e = log.read().unwrap_err().to_string();
         assert!(e.contains("_audit.ndjson:1"), "{e}");
     }

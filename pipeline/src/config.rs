@@ -33,9 +33,15 @@ pub struct PipelineConfig {
     #[serde(default)]
     pub compute: ComputeConfig,
     /// The feature store `quiver apply` registers views in: a local directory (default
-    /// `quiver-store`, relative to where quiver runs).
+    /// `quiver-store`, relative to where quiver runs) or an object-store URL
+    /// (`s3://bucket/prefix`).
     #[serde(default = "default_store")]
     pub store: PathBuf,
+    /// Object-store options of an `s3://` store (`aws_endpoint`, `aws_region`,
+    /// `aws_access_key_id`, ...; the environment's `AWS_*` variables are read too); values are
+    /// never logged.
+    #[serde(default)]
+    pub store_options: std::collections::BTreeMap<String, String>,
     /// OpenLineage run events of `apply` and `run` (off unless set).
     #[serde(default)]
     pub openlineage: Option<OpenLineageConfig>,
@@ -402,6 +408,17 @@ pub struct LoadedConfig {
     pub path: PathBuf,
     /// Its text (for locating errors found after parsing).
     pub text: String,
+}
+
+impl PipelineConfig {
+    /// The registry of the feature store at `over` (a `--store` argument), else at the
+    /// config's `store`, with the config's `store_options`.
+    pub fn store_registry(
+        &self,
+        over: Option<&Path>,
+    ) -> Result<crate::registry::Registry, crate::error::JobError> {
+        crate::registry::Registry::at(over.unwrap_or(&self.store), &self.store_options)
+    }
 }
 
 impl LoadedConfig {

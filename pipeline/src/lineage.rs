@@ -297,7 +297,7 @@ pub fn definition_lineage(registry: &Registry, view: &str) -> Result<String, Job
     if versions.is_empty() {
         return Err(JobError::Other(format!(
             "view `{view}` has no version in the store `{}`",
-            registry.root().display()
+            registry.root()
         )));
     }
     let latest = registry.latest(view)?;

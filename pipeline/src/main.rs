@@ -502,9 +502,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 // As for run and backfill: the input replaces the configured files.
                 files.location = input.clone();
             }
-            let root = store.unwrap_or_else(|| loaded.config.store.clone());
+            let registry = loaded.config.store_registry(store.as_deref())?;
             let pipeline = CompiledPipeline::compile(loaded).await?;
-            let registry = Registry::open(root);
             let options = RunOptions {
                 source: SourceOverrides {
                     events,
@@ -518,7 +517,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 ..RunOptions::default()
             };
             let lineage = LineageEmitter::of(&pipeline, "apply");
-            let store_namespace = format!("quiver-store:{}", registry.root().display());
+            let store_namespace = format!("quiver-store:{}", registry.root());
             let target = config.display().to_string();
             let report = observed(lineage, apply(pipeline, &registry, options), |report| {
                 (report.views.iter())
@@ -534,10 +533,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             })
             .await;
             let report = audited(registry.root(), "apply", &target, report)?;
-            say(&format!(
-                "applied to {}\n{report}",
-                registry.root().display()
-            ));
+            say(&format!("applied to {}\n{report}", registry.root()));
             Ok(())
         }
         Command::Get {
@@ -607,7 +603,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         } => {
             let loaded = LoadedConfig::load(&config)?;
             let online = open_online(&loaded, online.as_deref())?;
-            let registry = Registry::open(store.unwrap_or_else(|| loaded.config.store.clone()));
+            let registry = loaded.config.store_registry(store.as_deref())?;
             let pipeline = CompiledPipeline::compile(loaded).await?;
             let reader = quiver_pipeline::online::read::OnlineReader::new(pipeline, online)?;
             let options = quiver_pipeline::online::verify::VerifyOptions {
@@ -663,10 +659,12 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit { store, json } => {
-            let log = quiver_pipeline::audit::AuditLog::of_store(&store);
+            let log = quiver_pipeline::audit::AuditLog::of_store(
+                Registry::at(&store, &Default::default())?.root(),
+            );
             let entries = log.read()?;
             if entries.is_empty() && !json {
-                say(&format!("no audit entries in {}\n", log.path().display()));
+                say(&format!("no audit entries in {}\n", log.location()));
             }
             for entry in entries {
                 if json {
@@ -678,7 +676,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Views { store, json } => {
-            let registry = Registry::open(store);
+            let registry = Registry::at(&store, &Default::default())?;
             let mut rows = Vec::new();
             for view in registry.views()? {
                 let versions = registry.versions(&view)?;
@@ -700,7 +698,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             } else if rows.is_empty() {
                 say(&format!(
                     "no views in {} (run `quiver apply <config>`)\n",
-                    registry.root().display()
+                    registry.root()
                 ));
             } else {
                 say("view                      latest                    versions  rows          created\n");
@@ -721,7 +719,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Describe { view, store, json } => {
-            let registry = Registry::open(store);
+            let registry = Registry::at(&store, &Default::default())?;
             let (name, version) = match view.split_once('@') {
                 Some((n, v)) => (n, Some(v)),
                 None => (view.as_str(), None),
@@ -739,7 +737,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     d.created,
                     d.config,
                     d.rows,
-                    registry.data_dir(&d.view, &d.version).display(),
+                    registry.data_dir(&d.view, &d.version),
                     d.keys.join(", "),
                     d.event_time,
                     d.engine,
@@ -751,11 +749,11 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Remove { view, store } => {
-            let registry = Registry::open(store);
+            let registry = Registry::at(&store, &Default::default())?;
             audited(registry.root(), "remove", &view, registry.remove(&view))?;
             say(&format!(
                 "removed `{view}` from the latest views of {}; its versions stay readable as {view}@<version>\n",
-                registry.root().display()
+                registry.root()
             ));
             Ok(())
         }
@@ -783,7 +781,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            let registry = Registry::open(store);
+            let registry = Registry::at(&store, &Default::default())?;
             let target = format!("{} -> {}", features, out.display());
             let report = training_set(
                 &registry,
@@ -811,7 +809,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             json,
             store,
         } => {
-            let registry = Registry::open(store);
+            let registry = Registry::at(&store, &Default::default())?;
             let (name, version) = match view.split_once('@') {
                 Some((n, v)) => (n, Some(v)),
                 None => (view.as_str(), None),
@@ -843,14 +841,14 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { view, json, store } => {
-            let registry = Registry::open(store);
+            let registry = Registry::at(&store, &Default::default())?;
             let views = quiver_pipeline::registry::status::status(&registry, view.as_deref())?;
             if json {
                 say(&format!("{}\n", serde_json::to_string_pretty(&views)?));
             } else if views.is_empty() {
                 say(&format!(
                     "no views in {} (run `quiver apply <config>`)\n",
-                    registry.root().display()
+                    registry.root()
                 ));
             } else {
                 for v in &views {
@@ -865,7 +863,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             retention,
             store,
         } => {
-            let registry = Registry::open(store);
+            let registry = Registry::at(&store, &Default::default())?;
             let tables = quiver_pipeline::registry::compact::compact(
                 &registry,
                 view.as_deref(),
@@ -882,8 +880,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     quiver_pipeline::registry::compact::remove_unreferenced(&registry, retention);
                 for dir in audited(registry.root(), "compact: unreferenced", target, removed)? {
                     say(&format!(
-                        "{}: no version refers to it (an interrupted apply); removed\n",
-                        dir.display()
+                        "{dir}: no version refers to it (an interrupted apply); removed\n"
                     ));
                 }
             }
@@ -946,9 +943,7 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         (Some(_), true) => {
             anyhow::bail!("--store is for `quiver run`; `quiver apply` backfills into the store")
         }
-        (Some(dir), false) => Some(Registry::open(
-            dir.clone().unwrap_or_else(|| loaded.config.store.clone()),
-        )),
+        (Some(dir), false) => Some(loaded.config.store_registry(dir.as_deref())?),
         (None, _) => None,
     };
     let paths = quiver_pipeline::outputs::OutputPaths::of_config(&loaded, args.output.clone());
@@ -1064,7 +1059,7 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
 /// Appends the outcome of command `what` on `target` to the audit log of the store at
 /// `store` (a failure to write it is a warning: the command's own outcome stands).
 fn audited<T, E: std::fmt::Display>(
-    store: &Path,
+    store: &quiver_store::StoreDir,
     what: &str,
     target: &str,
     result: Result<T, E>,

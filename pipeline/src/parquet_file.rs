@@ -1,11 +1,16 @@
-//! Reading local Parquet files (spines, event logs, outputs to compare): whole, or batch by
-//! batch in bounded memory.
+//! Reading Parquet files (spines, event logs, outputs to compare), local or in an object-store
+//! feature store: whole, or batch by batch in bounded memory.
 
 use crate::error::JobError;
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderBuilder, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::arrow::ProjectionMask;
+use quiver_store::object_parquet::ObjectParquetReader;
+use quiver_store::StoreDir;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,7 +21,7 @@ const BATCH_ROWS: usize = 64 * 1024;
 /// projected columns are decoded; the others are all NULL, so the batches keep the file's
 /// columns (all nullable).
 pub struct ParquetBatches {
-    reader: ParquetRecordBatchReader,
+    reader: BatchReader,
     /// The file's schema (all nullable when projected).
     schema: SchemaRef,
     /// Per column of the file: a NULL column to slice for columns not decoded.
@@ -26,7 +31,88 @@ pub struct ParquetBatches {
     what: String,
 }
 
+/// Decodes a local file on this thread, or an object-store file with ranged requests.
+enum BatchReader {
+    Local(ParquetRecordBatchReader),
+    Object(ParquetRecordBatchStream<ObjectParquetReader>),
+}
+
+impl Iterator for BatchReader {
+    type Item = Result<RecordBatch, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            BatchReader::Local(reader) => Some(reader.next()?.map_err(|e| e.to_string())),
+            BatchReader::Object(stream) => {
+                use futures::StreamExt;
+                let batch = futures::executor::block_on(stream.next())?;
+                Some(batch.map_err(|e| e.to_string()))
+            }
+        }
+    }
+}
+
+/// Projects `builder` per `select`: the batch schema (all nullable when projected) and the
+/// NULL column of each field left out.
+type Projected<T> = (
+    ArrowReaderBuilder<T>,
+    SchemaRef,
+    Option<Vec<Option<ArrayRef>>>,
+);
+
+fn project<T>(builder: ArrowReaderBuilder<T>, columns: Option<Vec<usize>>) -> Projected<T> {
+    let full = builder.schema().clone();
+    let Some(columns) = columns else {
+        return (builder, full, None);
+    };
+    let nullable = Arc::new(arrow::datatypes::Schema::new(
+        full.fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    let mask = ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied());
+    // One all-NULL column per skipped field, sliced for every batch: NULLs cost nothing more
+    // than once, however many rows are read.
+    let nulls = (0..full.fields().len())
+        .map(|i| {
+            (!columns.contains(&i))
+                .then(|| arrow::array::new_null_array(full.field(i).data_type(), BATCH_ROWS))
+        })
+        .collect();
+    (builder.with_projection(mask), nullable, Some(nulls))
+}
+
 impl ParquetBatches {
+    /// Opens the Parquet file `name` of the store directory `dir` (local, or read from an
+    /// object store with ranged requests), as [`ParquetBatches::open_selecting`] does.
+    pub fn open_in(
+        dir: &StoreDir,
+        name: &str,
+        what: &str,
+        select: impl FnOnce(&SchemaRef) -> Result<Option<Vec<usize>>, JobError>,
+    ) -> Result<Self, JobError> {
+        let Some(builder) = quiver_store::object_parquet::open(dir, name) else {
+            let path = dir.join(name);
+            return Self::open_selecting(path.local_path().unwrap_or(Path::new("")), what, select);
+        };
+        let what = format!("{what} `{}`", dir.join(name));
+        let builder = builder.map_err(|e| JobError::Other(format!("cannot read {what}: {e}")))?;
+        let rows = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+        let columns = select(builder.schema())?;
+        let (builder, schema, nulls) = project(builder.with_batch_size(BATCH_ROWS), columns);
+        let stream = builder
+            .build()
+            .map_err(|e| JobError::Other(format!("cannot read {what}: {e}")))?;
+        Ok(ParquetBatches {
+            reader: BatchReader::Object(stream),
+            schema,
+            nulls,
+            rows,
+            what,
+        })
+    }
+
     /// Opens the Parquet file at `path`, decoding `columns` (indices into its schema; `None`:
     /// all); `what` names the file in errors (e.g. "the spine").
     pub fn open(path: &Path, what: &str, columns: Option<&[usize]>) -> Result<Self, JobError> {
@@ -44,36 +130,12 @@ impl ParquetBatches {
         let fail = |e: &dyn std::fmt::Display| JobError::Other(format!("cannot read {what}: {e}"));
         let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(&e))?;
-        let full = builder.schema().clone();
         let rows = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
-        let (builder, schema, nulls) = match select(&full)?.as_deref() {
-            None => (builder, full, None),
-            Some(columns) => {
-                let nullable = Arc::new(arrow::datatypes::Schema::new(
-                    full.fields()
-                        .iter()
-                        .map(|f| f.as_ref().clone().with_nullable(true))
-                        .collect::<Vec<_>>(),
-                ));
-                let mask = ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied());
-                // One all-NULL column per skipped field, sliced for every batch: NULLs cost
-                // nothing more than once, however many rows are read.
-                let nulls = (0..full.fields().len())
-                    .map(|i| {
-                        (!columns.contains(&i)).then(|| {
-                            arrow::array::new_null_array(full.field(i).data_type(), BATCH_ROWS)
-                        })
-                    })
-                    .collect();
-                (builder.with_projection(mask), nullable, Some(nulls))
-            }
-        };
-        let reader = builder
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|e| fail(&e))?;
+        let columns = select(builder.schema())?;
+        let (builder, schema, nulls) = project(builder.with_batch_size(BATCH_ROWS), columns);
+        let reader = builder.build().map_err(|e| fail(&e))?;
         Ok(ParquetBatches {
-            reader,
+            reader: BatchReader::Local(reader),
             schema,
             nulls,
             rows,
@@ -135,11 +197,13 @@ pub fn read_parquet_file(
     Ok((schema, batches.collect::<Result<Vec<_>, _>>()?))
 }
 
-/// The schema of the Parquet file at `path`, from its footer.
-pub fn parquet_file_schema(path: &Path, what: &str) -> Result<SchemaRef, JobError> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| JobError::Other(format!("cannot read {what} `{}`: {e}", path.display())))?;
-    ParquetRecordBatchReaderBuilder::try_new(file)
-        .map(|b| b.schema().clone())
-        .map_err(|e| JobError::Other(format!("cannot read {what} `{}`: {e}", path.display())))
+/// Every batch of the Parquet file `name` of the store directory `dir`, and its schema.
+pub fn read_store_file(
+    dir: &StoreDir,
+    name: &str,
+    what: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>), JobError> {
+    let batches = ParquetBatches::open_in(dir, name, what, |_| Ok(None))?;
+    let schema = Arc::clone(batches.schema());
+    Ok((schema, batches.collect::<Result<Vec<_>, _>>()?))
 }

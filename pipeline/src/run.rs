@@ -171,12 +171,9 @@ pub async fn run(
     };
     if let Some(target) = &target {
         // Staged files become the tables' files by renames: stage on the store's file system.
-        paths.staging = target
-            .registry
-            .root()
-            .join("_runs")
-            .join(&config.name)
-            .join("staging");
+        if let Some(root) = target.registry.root().local_path() {
+            paths.staging = root.join("_runs").join(&config.name).join("staging");
+        }
     }
     let mut source = Source::resolve(&pipeline, &options.source).await?;
     let kafka = KafkaOutput::connect(&pipeline)?.map(Arc::new);

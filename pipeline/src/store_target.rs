@@ -14,7 +14,7 @@ use crate::error::JobError;
 use crate::registry::event_log::{event_log_dir, log_files, read_event_log};
 use crate::registry::{Registry, ViewDefinition};
 use crate::source::PartitionProgress;
-use quiver_store::delta;
+use quiver_store::{delta, StoreDir};
 use std::path::PathBuf;
 
 /// Where a run's views and events go in the store.
@@ -32,6 +32,16 @@ impl StoreTarget {
     /// The target of `pipeline` in `registry`: every view must be registered with exactly this
     /// definition as its latest version (else `quiver apply` first).
     pub fn resolve(pipeline: &CompiledPipeline, registry: Registry) -> Result<Self, JobError> {
+        let Some(root) = registry
+            .root()
+            .local_path()
+            .map(std::path::Path::to_path_buf)
+        else {
+            return Err(JobError::Other(format!(
+                "`quiver run --store` commits into a local store only (not built yet for object stores such as `{}`); run into a local store, or register and backfill with `quiver apply`",
+                registry.root()
+            )));
+        };
         let mut views = Vec::new();
         let mut event_logs: Vec<PathBuf> = Vec::new();
         for i in 0..pipeline.views.len() {
@@ -47,12 +57,15 @@ impl StoreTarget {
                 )));
             }
             let definition = registry.definition(&mine.view, Some(&mine.version))?;
-            let log = event_log_dir(&registry, &definition);
-            log_files(&log)?; // a Delta event log, or a clear error
+            log_files(&event_log_dir(&registry, &definition))?; // a Delta event log, or a clear error
+            let log = root.join("events").join(&definition.events);
             if !event_logs.contains(&log) {
                 event_logs.push(log);
             }
-            let table = registry.data_dir(&definition.view, &definition.version);
+            let table = root
+                .join("offline")
+                .join(&definition.view)
+                .join(&definition.version);
             views.push((definition, table));
         }
         Ok(StoreTarget {
@@ -70,7 +83,7 @@ impl StoreTarget {
         schema: &arrow::datatypes::SchemaRef,
         event_time: &str,
     ) -> Result<Vec<History>, JobError> {
-        let mut read: Vec<(PathBuf, History)> = Vec::new();
+        let mut read: Vec<(StoreDir, History)> = Vec::new();
         let mut out = Vec::with_capacity(self.views.len());
         for (definition, _) in &self.views {
             let log = event_log_dir(&self.registry, definition);
@@ -127,6 +140,7 @@ impl StoreTarget {
         let Some(log) = self.event_logs.first() else {
             return Ok(None);
         };
+        let log = &StoreDir::local(log);
         let store = |e: quiver_store::StoreError| JobError::Other(e.to_string());
         for version in delta::versions(log).map_err(store)?.into_iter().rev() {
             let actions = delta::read_commit(log, version).map_err(store)?;
@@ -136,8 +150,7 @@ impl StoreTarget {
             if let Some(positions) = positions {
                 let positions = serde_json::from_value(positions.clone()).map_err(|e| {
                     JobError::Other(format!(
-                        "commit {version} of `{}` records unreadable source positions: {e}",
-                        log.display()
+                        "commit {version} of `{log}` records unreadable source positions: {e}"
                     ))
                 })?;
                 return Ok(Some(positions));

@@ -766,8 +766,10 @@ open(out, 'w').write('\\n'.join(map(str, seen)))",
     // The row count of each table version.
     let mut at_versions = vec![0u64];
     let mut rows = 0;
-    for v in quiver_store::delta::versions(&table).unwrap() {
-        for action in quiver_store::delta::read_commit(&table, v).unwrap() {
+    for v in quiver_store::delta::versions(&quiver_store::StoreDir::local(&table)).unwrap() {
+        for action in
+            quiver_store::delta::read_commit(&quiver_store::StoreDir::local(&table), v).unwrap()
+        {
             if let Some(stats) = action.pointer("/add/stats").and_then(|s| s.as_str()) {
                 let stats: serde_json::Value = serde_json::from_str(stats).unwrap();
                 rows += stats["numRecords"].as_u64().unwrap();

@@ -5,15 +5,15 @@
 //! JSON commits with `commitInfo` (where Quiver records its own metadata: view version, engine,
 //! rows, epoch, source positions), `protocol` and `metaData` in the first commit, `add` actions
 //! with row counts, and `txn` actions that make a commit idempotent per (application, epoch).
-//! A commit is written to a temporary file and hard-linked to its numbered name, which fails if
-//! the name exists: two writers never both win one version, and a reader never sees half a
-//! commit. Timestamps without a time zone are `timestamp_ntz` (reader version 3, writer 7 with
+//! A commit is created under its numbered name only if that name is free
+//! ([`StoreDir::create`]: a hard link on a local disk, a conditional PUT on an object store):
+//! two writers never both win one version, and a reader never sees half a commit. Timestamps without a time zone are `timestamp_ntz` (reader version 3, writer 7 with
 //! that table feature); anything else keeps the oldest protocol (1, 2).
 
 use crate::error::StoreError;
+use crate::location::StoreDir;
 use arrow::datatypes::{DataType, Schema, TimeUnit};
 use serde_json::{json, Map, Value};
-use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The log directory of a table.
@@ -116,21 +116,18 @@ impl Snapshot {
 /// The table's snapshot at its latest version. Snapshots are kept per table for the process
 /// and brought up to date by reading only the commits since: a streaming run committing every
 /// few seconds does not re-read its whole log each time.
-fn snapshot(table: &Path) -> Result<Snapshot, StoreError> {
+fn snapshot(table: &StoreDir) -> Result<Snapshot, StoreError> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Snapshot>>> = OnceLock::new();
-    let key = table.to_path_buf();
+    static CACHE: OnceLock<Mutex<HashMap<String, Snapshot>>> = OnceLock::new();
+    let key = table.to_string();
     let cached = CACHE
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(&key)
         .cloned();
-    let all = versions(table)?;
-    let created = std::fs::metadata(commit_path(table, 0))
-        .and_then(|m| m.modified())
-        .ok();
+    let (all, created) = log_listing(table)?;
     let mut snap = match cached {
         // A log replaced at this path (another first commit, or fewer versions): start over.
         Some(s)
@@ -157,13 +154,13 @@ fn snapshot(table: &Path) -> Result<Snapshot, StoreError> {
 }
 
 /// The files the table holds now: added and not removed since, in the order they were added.
-pub fn active_files(table: &Path) -> Result<Vec<ActiveFile>, StoreError> {
+pub fn active_files(table: &StoreDir) -> Result<Vec<ActiveFile>, StoreError> {
     Ok(snapshot(table)?.files)
 }
 
 /// Files removed by commits made at or before `cutoff_ms` (milliseconds since the epoch) that no
 /// later commit added back: what a vacuum with that retention may delete.
-pub fn removed_before(table: &Path, cutoff_ms: i64) -> Result<Vec<String>, StoreError> {
+pub fn removed_before(table: &StoreDir, cutoff_ms: i64) -> Result<Vec<String>, StoreError> {
     Ok(snapshot(table)?
         .removed
         .into_iter()
@@ -172,16 +169,9 @@ pub fn removed_before(table: &Path, cutoff_ms: i64) -> Result<Vec<String>, Store
         .collect())
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn delta_error(path: &Path, message: impl Into<String>) -> StoreError {
+fn delta_error(table: &StoreDir, message: impl Into<String>) -> StoreError {
     StoreError::Delta {
-        path: path.to_path_buf(),
+        table: table.to_string(),
         message: message.into(),
     }
 }
@@ -231,45 +221,55 @@ pub fn delta_schema(schema: &Schema) -> Result<(String, bool), String> {
     Ok((json!({"type": "struct", "fields": fields}).to_string(), ntz))
 }
 
-fn commit_path(table: &Path, version: u64) -> PathBuf {
-    table.join(LOG_DIR).join(format!("{version:020}.json"))
+/// The name of commit `version` in the log directory.
+fn commit_name(version: u64) -> String {
+    format!("{version:020}.json")
 }
 
-/// The table's commits so far, in order (none: not a Delta table yet).
-pub fn versions(table: &Path) -> Result<Vec<u64>, StoreError> {
-    let dir = table.join(LOG_DIR);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(&dir)(e)),
-    };
+/// The table's commits so far, in order, and when its first commit was written.
+fn log_listing(table: &StoreDir) -> Result<(Vec<u64>, Option<SystemTime>), StoreError> {
     let mut out = Vec::new();
-    for entry in entries {
-        let name = entry.map_err(io(&dir))?.file_name();
-        let name = name.to_string_lossy();
-        if let Some(v) = name
+    let mut created = None;
+    for entry in table.join(LOG_DIR).list()? {
+        if let Some(v) = entry
+            .name
             .strip_suffix(".json")
             .and_then(|n| n.parse::<u64>().ok())
         {
+            if v == 0 {
+                created = entry.modified;
+            }
             out.push(v);
         }
     }
     out.sort_unstable();
-    Ok(out)
+    Ok((out, created))
+}
+
+/// The table's commits so far, in order (none: not a Delta table yet).
+pub fn versions(table: &StoreDir) -> Result<Vec<u64>, StoreError> {
+    Ok(log_listing(table)?.0)
 }
 
 /// The actions of commit `version`, one JSON object per line.
-pub fn read_commit(table: &Path, version: u64) -> Result<Vec<Value>, StoreError> {
-    let path = commit_path(table, version);
-    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+pub fn read_commit(table: &StoreDir, version: u64) -> Result<Vec<Value>, StoreError> {
+    let name = commit_name(version);
+    let bytes = table
+        .join(LOG_DIR)
+        .read(&name)?
+        .ok_or_else(|| delta_error(table, format!("commit `{name}` is missing")))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| delta_error(table, format!("commit `{name}`: {e}")))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).map_err(|e| delta_error(&path, e.to_string())))
+        .map(|l| {
+            serde_json::from_str(l).map_err(|e| delta_error(table, format!("commit `{name}`: {e}")))
+        })
         .collect()
 }
 
 /// The latest version the table recorded for application `app_id` (`txn` actions).
-pub fn transaction_version(table: &Path, app_id: &str) -> Result<Option<i64>, StoreError> {
+pub fn transaction_version(table: &StoreDir, app_id: &str) -> Result<Option<i64>, StoreError> {
     Ok(snapshot(table)?.transactions.get(app_id).copied())
 }
 
@@ -282,7 +282,11 @@ const COMMIT_ATTEMPTS: usize = 20;
 /// Optimistic concurrency, as Delta writers do: when another writer (a compaction, another
 /// run) took the next version first, the commit is checked again (its transaction may now be
 /// done; the files it removes must still be there) and retried at the version after.
-pub fn commit(table: &Path, schema: &Schema, commit: &Commit) -> Result<Option<u64>, StoreError> {
+pub fn commit(
+    table: &StoreDir,
+    schema: &Schema,
+    commit: &Commit,
+) -> Result<Option<u64>, StoreError> {
     for _ in 0..COMMIT_ATTEMPTS {
         // One look at the log per attempt: the transaction, the removed files, the version.
         let snap = snapshot(table)?;
@@ -319,7 +323,7 @@ pub fn commit(table: &Path, schema: &Schema, commit: &Commit) -> Result<Option<u
 
 /// One attempt at `version`: `None` when another writer took it first.
 fn commit_once(
-    table: &Path,
+    table: &StoreDir,
     schema: &Schema,
     commit: &Commit,
     version: u64,
@@ -402,28 +406,12 @@ fn commit_once(
         text.push_str(&action.to_string());
         text.push('\n');
     }
-    let path = commit_path(table, version);
-    let dir = table.join(LOG_DIR);
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let tmp = dir.join(format!(".{version:020}.json.{}.tmp", std::process::id()));
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(io(&tmp))?;
-    }
-    // The link fails if another writer took this version first: the table stays consistent
-    // and the caller sees why.
-    let linked = std::fs::hard_link(&tmp, &path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
-        Err(e) => return Err(io(&path)(e)),
-    }
-    crate::sink::sync_dir(&dir)?;
-    Ok(Some(version))
+    // Not created when another writer took this version first: the table stays consistent
+    // and the caller retries.
+    let created = table
+        .join(LOG_DIR)
+        .create(&commit_name(version), text.as_bytes())?;
+    Ok(created.then_some(version))
 }
 
 #[cfg(test)]
@@ -446,7 +434,7 @@ mod tests {
     #[test]
     fn commits_are_numbered_and_idempotent_per_transaction() {
         let dir = tempfile::tempdir().unwrap();
-        let table = dir.path().join("t");
+        let table = StoreDir::local(dir.path().join("t"));
         let first = Commit {
             files: vec![AddFile {
                 path: "part-0.parquet".into(),
@@ -480,7 +468,8 @@ mod tests {
 
     #[test]
     fn compaction_removes_what_it_merges_once() {
-        let dir = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StoreDir::local(tmp.path());
         let add = |path: &str| AddFile {
             path: path.into(),
             size: 1,
@@ -490,38 +479,39 @@ mod tests {
             files: vec![add("a.parquet"), add("b.parquet")],
             ..Commit::default()
         };
-        commit(dir.path(), &schema(), &append).unwrap();
+        commit(&dir, &schema(), &append).unwrap();
         let merge = Commit {
             files: vec![add("c.parquet")],
             removes: vec!["a.parquet".into(), "b.parquet".into()],
             ..Commit::default()
         };
-        assert_eq!(commit(dir.path(), &schema(), &merge).unwrap(), Some(1));
-        let active: Vec<String> = active_files(dir.path())
+        assert_eq!(commit(&dir, &schema(), &merge).unwrap(), Some(1));
+        let active: Vec<String> = active_files(&dir)
             .unwrap()
             .into_iter()
             .map(|f| f.path)
             .collect();
         assert_eq!(active, vec!["c.parquet"]);
-        assert_eq!(removed_before(dir.path(), 0).unwrap(), Vec::<String>::new());
+        assert_eq!(removed_before(&dir, 0).unwrap(), Vec::<String>::new());
         assert_eq!(
-            removed_before(dir.path(), i64::MAX).unwrap(),
+            removed_before(&dir, i64::MAX).unwrap(),
             vec!["a.parquet", "b.parquet"]
         );
-        let removes = read_commit(dir.path(), 1).unwrap();
+        let removes = read_commit(&dir, 1).unwrap();
         assert!(removes
             .iter()
             .any(|a| a.pointer("/remove/dataChange") == Some(&json!(false))));
         // The same merge again: its files are gone, so nothing is committed.
-        assert!(commit(dir.path(), &schema(), &merge).is_err());
-        assert_eq!(versions(dir.path()).unwrap(), vec![0, 1]);
+        assert!(commit(&dir, &schema(), &merge).is_err());
+        assert_eq!(versions(&dir).unwrap(), vec![0, 1]);
     }
 
     #[test]
     fn unsupported_types_and_paths_are_errors() {
         let bad = Schema::new(vec![Field::new("u", DataType::UInt64, true)]);
         assert!(delta_schema(&bad).unwrap_err().contains("`u`"));
-        let dir = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StoreDir::local(tmp.path());
         let escape = Commit {
             files: vec![AddFile {
                 path: "../x.parquet".into(),
@@ -530,6 +520,6 @@ mod tests {
             }],
             ..Commit::default()
         };
-        assert!(commit(dir.path(), &schema(), &escape).is_err());
+        assert!(commit(&dir, &schema(), &escape).is_err());
     }
 }

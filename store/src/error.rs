@@ -30,10 +30,18 @@ pub enum StoreError {
         message: String,
     },
     /// A Delta Lake log could not be written or read.
-    #[error("Delta table `{path}`: {message}")]
+    #[error("Delta table `{table}`: {message}")]
     Delta {
-        /// The table directory.
-        path: PathBuf,
+        /// The table directory (a path or URL).
+        table: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// An object-store request failed.
+    #[error("object store `{location}`: {message}")]
+    Object {
+        /// The object or prefix (a URL without credentials).
+        location: String,
         /// What went wrong.
         message: String,
     },

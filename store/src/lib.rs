@@ -8,12 +8,15 @@
 pub mod delta;
 pub mod error;
 pub mod feature_rows;
+pub mod location;
+pub mod object_parquet;
 pub mod online;
 pub mod parquet_stats;
 pub mod sink;
 
 pub use error::StoreError;
 pub use feature_rows::{remove_other_runs, FeatureRowWriter};
+pub use location::{Entry, StoreDir};
 pub use sink::{publish, sync_dir, write_atomically, Sink, StagedFile};
 
 /// Columns whose names start with this prefix are Quiver's internal bookkeeping (e.g. source

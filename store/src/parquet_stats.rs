@@ -2,8 +2,10 @@
 
 use crate::delta::AddFile;
 use crate::error::StoreError;
-use arrow::datatypes::{DataType, TimeUnit};
+use crate::location::StoreDir;
+use arrow::datatypes::{DataType, Schema, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::statistics::Statistics;
 use std::path::Path;
 
@@ -28,40 +30,54 @@ pub fn table_file(
         size,
         rows: metadata.file_metadata().num_rows() as u64,
     };
+    let newest = newest_in(metadata, builder.schema(), time_column);
+    Ok((add, newest))
+}
+
+/// The newest value of the timestamp column `column` in microseconds, from the statistics of
+/// a file's row groups.
+fn newest_in(metadata: &ParquetMetaData, schema: &Schema, column: &str) -> Option<i64> {
     // Microseconds from the column's unit.
-    let to_micros = match builder
-        .schema()
-        .field_with_name(time_column)
-        .map(|f| f.data_type())
-    {
+    let to_micros = match schema.field_with_name(column).map(|f| f.data_type()) {
         Ok(DataType::Timestamp(TimeUnit::Second, _)) => |t: i64| t.saturating_mul(1_000_000),
         Ok(DataType::Timestamp(TimeUnit::Millisecond, _)) => |t: i64| t.saturating_mul(1_000),
         Ok(DataType::Timestamp(TimeUnit::Microsecond, _)) => |t: i64| t,
         Ok(DataType::Timestamp(TimeUnit::Nanosecond, _)) => |t: i64| t.div_euclid(1_000),
-        _ => return Ok((add, None)),
+        _ => return None,
     };
-    let Some(index) = metadata
+    let index = metadata
         .file_metadata()
         .schema_descr()
         .columns()
         .iter()
-        .position(|c| c.path().string() == time_column)
-    else {
-        return Ok((add, None));
-    };
-    let newest = metadata
+        .position(|c| c.path().string() == column)?;
+    metadata
         .row_groups()
         .iter()
         .filter_map(|rg| match rg.column(index).statistics() {
             Some(Statistics::Int64(s)) => s.max_opt().copied(),
             _ => None,
         })
-        .max();
-    Ok((add, newest.map(to_micros)))
+        .max()
+        .map(to_micros)
 }
 
-/// The newest value of the timestamp column `column` in a Parquet file, in microseconds, from
-/// its statistics.
-pub fn newest_timestamp(path: &Path, column: &str) -> Result<Option<i64>, StoreError> {
-    Ok(table_file(path, String::new(), column)?.1)
+/// The newest value of the timestamp column `column` in the Parquet file `name` of `dir`, in
+/// microseconds, from its statistics (on an object store, ranged reads of its footer only).
+pub fn newest_timestamp(
+    dir: &StoreDir,
+    name: &str,
+    column: &str,
+) -> Result<Option<i64>, StoreError> {
+    match crate::object_parquet::open(dir, name) {
+        Some(builder) => {
+            let builder = builder?;
+            Ok(newest_in(builder.metadata(), builder.schema(), column))
+        }
+        None => {
+            let path = dir.join(name);
+            let path = path.local_path().unwrap_or(Path::new(""));
+            Ok(table_file(path, String::new(), column)?.1)
+        }
+    }
 }

@@ -14,4 +14,5 @@ mod registry;
 mod snapshot;
 mod status;
 mod store_run;
+mod store_s3;
 mod training_set;

@@ -5,46 +5,16 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 use quiver_connectors::{write_file, FileFormat};
-use quiver_integration_tests::{read_view, run_config, write_files};
-use std::io::{Read, Write};
+use quiver_integration_tests::{create_bucket, read_view, run_config, s3_endpoint, write_files};
 
 const BUCKET: &str = "quiver-test";
 
-/// The endpoint, or `None` when not configured outside CI (the test command always sets it).
-fn endpoint() -> Option<String> {
-    match std::env::var("QUIVER_TEST_S3_ENDPOINT") {
-        Ok(e) => Some(e),
-        Err(_) if std::env::var("CI").is_ok() => {
-            panic!("QUIVER_TEST_S3_ENDPOINT is not set: run the tests with `bash scripts/test.sh`, which starts an S3 server")
-        }
-        Err(_) => {
-            eprintln!("skipping: QUIVER_TEST_S3_ENDPOINT not set (bash scripts/test.sh sets it)");
-            None
-        }
-    }
-}
-
-/// Creates the bucket with a plain HTTP PUT (object_store cannot create buckets).
-fn create_bucket(endpoint: &str) {
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = std::net::TcpStream::connect(host).expect("connect to the S3 server");
-    write!(
-        stream,
-        "PUT /{BUCKET} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    assert!(
-        response.starts_with("HTTP/1.1 200") || response.contains("BucketAlreadyOwnedByYou"),
-        "{response}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_ndjson_and_parquet_from_s3() {
-    let Some(endpoint) = endpoint() else { return };
-    create_bucket(&endpoint);
+    let Some(endpoint) = s3_endpoint() else {
+        return;
+    };
+    create_bucket(&endpoint, BUCKET);
     let store = AmazonS3Builder::new()
         .with_endpoint(&endpoint)
         .with_allow_http(true)

@@ -2,7 +2,7 @@
 //! files, records the definition in the commit, and an independent reader (delta-rs through
 //! Polars, when the test command provides Python with it) reads the same rows.
 
-use quiver_integration_tests::{apply_one_view, read_view, write_files, CARD_EVENTS};
+use quiver_integration_tests::{apply_one_view, local, read_view, write_files, CARD_EVENTS};
 use quiver_store::delta;
 
 const VIEW: &str = "SELECT card_id, event_time, amount,
@@ -34,7 +34,7 @@ async fn every_version_is_a_delta_table_other_engines_read() {
     assert_eq!(info["version"], version.as_str());
     assert_eq!(info["rows"], 2000);
     let added: Vec<&serde_json::Value> = actions.iter().filter_map(|a| a.get("add")).collect();
-    let files: Vec<String> = std::fs::read_dir(&table)
+    let files: Vec<String> = std::fs::read_dir(local(&table))
         .expect("dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".parquet"))
@@ -49,7 +49,7 @@ async fn every_version_is_a_delta_table_other_engines_read() {
         })
         .sum();
     assert_eq!(rows, 2000);
-    let ours = read_view(&table);
+    let ours = read_view(&local(&table));
     assert_eq!(ours.num_rows(), 2000);
     // The events the version was computed from: a Delta table too.
     let definition = registry.definition("v", None).expect("definition");
@@ -67,7 +67,7 @@ async fn every_version_is_a_delta_table_other_engines_read() {
 df = pl.read_delta(sys.argv[1])
 print(df.height, df['n_10m'].sum(), round(df['sum_1h'].sum(), 6), df['_source_offset'].max())";
     let out = std::process::Command::new(python)
-        .args(["-c", script, &table.to_string_lossy()])
+        .args(["-c", script, &table.to_string()])
         .output()
         .expect("python runs");
     assert!(
@@ -98,7 +98,7 @@ print(df.height, df['n_10m'].sum(), round(df['sum_1h'].sum(), 6), df['_source_of
         .args([
             "-c",
             "import sys, polars as pl; df = pl.read_delta(sys.argv[1]); print(df.height, df['_quiver_partition'].n_unique())",
-            &events.to_string_lossy(),
+            &events.to_string(),
         ])
         .output()
         .expect("python runs");

@@ -3,7 +3,7 @@
 //! comments aside) keep their version; old versions stay readable; a failed apply leaves every
 //! view on its previous version.
 
-use quiver_integration_tests::{read_view, write_files, yaml_block};
+use quiver_integration_tests::{local, read_view, write_files, yaml_block};
 use quiver_pipeline::registry::{apply, Applied, Registry};
 use quiver_pipeline::run::RunOptions;
 use quiver_pipeline::{CompiledPipeline, LoadedConfig};
@@ -59,7 +59,7 @@ fn events(dir: &Path, good: bool) {
 
 async fn apply_config(path: &Path) -> Result<Vec<(String, Applied)>, quiver_pipeline::JobError> {
     let loaded = LoadedConfig::load(path)?;
-    let registry = Registry::open(loaded.config.store.clone());
+    let registry = loaded.config.store_registry(None)?;
     let pipeline = CompiledPipeline::compile(loaded).await?;
     Ok(apply(pipeline, &registry, RunOptions::default())
         .await?
@@ -69,7 +69,7 @@ async fn apply_config(path: &Path) -> Result<Vec<(String, Applied)>, quiver_pipe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_follow_definitions_and_latest_moves_only_after_a_backfill() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let registry = Registry::open(dir.path().join("store"));
+    let registry = Registry::open(quiver_store::StoreDir::local(dir.path().join("store")));
     events(dir.path(), true);
 
     let first = apply_config(&config(dir.path(), VIEW))
@@ -82,7 +82,7 @@ async fn versions_follow_definitions_and_latest_moves_only_after_a_backfill() {
         panic!("first apply creates a version: {first:?}");
     };
     assert_eq!(rows, 500);
-    let v1_rows = read_view(&registry.data_dir("v", &v1));
+    let v1_rows = read_view(&local(&registry.data_dir("v", &v1)));
     assert_eq!(v1_rows.num_rows(), 500);
 
     // Layout and comments are not the definition.
@@ -120,7 +120,7 @@ async fn versions_follow_definitions_and_latest_moves_only_after_a_backfill() {
         Some(v2.as_str())
     );
     assert_eq!(
-        read_view(&registry.data_dir("v", &v1)),
+        read_view(&local(&registry.data_dir("v", &v1))),
         v1_rows,
         "old version unchanged"
     );

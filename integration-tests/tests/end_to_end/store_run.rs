@@ -4,8 +4,8 @@
 //! the events; events not newer than the table's are dead-lettered as late.
 
 use quiver_integration_tests::{
-    apply_one_view, assert_same_features, read_parquet, read_view, write_files, write_parquet,
-    CARD_EVENTS,
+    apply_one_view, assert_same_features, local, read_parquet, read_view, write_files,
+    write_parquet, CARD_EVENTS,
 };
 use quiver_pipeline::registry::event_log::event_log_dir;
 use quiver_pipeline::run::{run, RunOptions};
@@ -92,7 +92,7 @@ async fn a_store_run_continues_the_table_exactly_once() {
     unique.dedup();
     assert_eq!(epochs, unique, "one commit per epoch");
     // Every row exactly once, equal to a backfill over all events.
-    let ours = read_view(&table);
+    let ours = read_view(&local(&table));
     assert_eq!(ours.num_rows(), 3000);
     let reference_registry = apply_one_view(
         &dir.path().join("all"),
@@ -107,7 +107,9 @@ async fn a_store_run_continues_the_table_exactly_once() {
         .latest("v")
         .expect("latest")
         .expect("version");
-    let reference = read_view(&reference_registry.data_dir("v", &reference_version));
+    let reference = read_view(&local(
+        &reference_registry.data_dir("v", &reference_version),
+    ));
     let ours = ours.project(&[0, 1, 2, 3, 4, 5, 6]).expect("features");
     let reference = reference.project(&[0, 1, 2, 3, 4, 5, 6]).expect("features");
     assert_same_features(&ours, &reference, &["card_id", "event_time"], "store run");
@@ -125,7 +127,7 @@ async fn a_store_run_continues_the_table_exactly_once() {
     assert_eq!(compacted.len(), 2, "the view's table and its event log");
     assert_eq!(delta::active_files(&table).expect("files").len(), 1);
     assert_eq!(compacted[0].vacuumed, files_before);
-    let after = read_view(&table)
+    let after = read_view(&local(&table))
         .project(&[0, 1, 2, 3, 4, 5, 6])
         .expect("features");
     assert_same_features(&after, &reference, &["card_id", "event_time"], "compacted");
@@ -146,8 +148,8 @@ async fn a_store_run_continues_the_table_exactly_once() {
 
     // What an apply killed between moving a version into place and registering it leaves is
     // removed once older than the retention; everything registered stays.
-    let orphan_log = registry.root().join("events/transactions/1");
-    let orphan_table = registry.root().join("offline/v/0123456789abcdef");
+    let orphan_log = local(registry.root()).join("events/transactions/1");
+    let orphan_table = local(registry.root()).join("offline/v/0123456789abcdef");
     for orphan in [&orphan_log, &orphan_table] {
         std::fs::create_dir_all(orphan.join("_delta_log")).expect("orphan");
         std::fs::write(orphan.join("part-0.parquet"), b"x").expect("orphan file");
@@ -167,9 +169,15 @@ async fn a_store_run_continues_the_table_exactly_once() {
     )
     .expect("gc");
     removed.sort();
-    assert_eq!(removed, vec![orphan_log.clone(), orphan_table.clone()]);
+    assert_eq!(
+        removed,
+        vec![
+            orphan_log.display().to_string(),
+            orphan_table.display().to_string()
+        ]
+    );
     assert!(!orphan_log.exists() && !orphan_table.exists());
-    assert!(table.exists() && event_log_dir(&registry, &definition).exists());
+    assert!(local(&table).exists() && local(&event_log_dir(&registry, &definition)).exists());
     let events =
         quiver_pipeline::registry::event_log::read_event_log(&registry, &definition, None, false)
             .expect("event log after the clean-up")
@@ -259,7 +267,7 @@ FROM source WHERE amount > 20";
     for file in delta::active_files(&log).expect("files") {
         let added_us = file.added_ms.expect("commit time") * 1000;
         commits.push(added_us);
-        let batch = read_parquet(&log.join(&file.path));
+        let batch = read_parquet(&local(&log).join(&file.path));
         let card = arrow::compute::cast(batch.column_by_name("card_id").unwrap(), &DataType::Utf8)
             .unwrap();
         let time = batch.column_by_name("event_time").unwrap();

@@ -350,7 +350,9 @@ async fn a_spine_of_the_events_themselves_gets_the_backfilled_feature_rows() {
         .latest("card_view")
         .expect("latest")
         .expect("a version");
-    let rows = quiver_integration_tests::read_view(&registry.data_dir("card_view", &version));
+    let rows = quiver_integration_tests::read_view(&quiver_integration_tests::local(
+        &registry.data_dir("card_view", &version),
+    ));
     let spine = rows
         .project(&[
             rows.schema().index_of("card_id").expect("card_id"),

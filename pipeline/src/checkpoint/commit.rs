@@ -105,7 +105,8 @@ fn commit_table(commit: &TableCommit) -> Result<(), JobError> {
     };
     // The table exists (apply created it), so no schema is needed to create it.
     let no_schema = arrow::datatypes::Schema::empty();
-    quiver_store::delta::commit(&commit.table, &no_schema, &delta_commit).map_err(|e| fail(&e))?;
+    let table = quiver_store::StoreDir::local(&commit.table);
+    quiver_store::delta::commit(&table, &no_schema, &delta_commit).map_err(|e| fail(&e))?;
     Ok(())
 }
 

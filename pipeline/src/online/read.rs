@@ -247,7 +247,7 @@ impl OnlineReader {
         Ok(OnlineReader {
             store,
             views,
-            registry: crate::registry::Registry::open(pipeline.loaded.config.store.clone()),
+            registry: pipeline.loaded.config.store_registry(None)?,
             others: Default::default(),
         })
     }

@@ -8,6 +8,7 @@ use crate::registry::definition::ViewDefinition;
 use crate::registry::store::Registry;
 use crate::run::RunOptions;
 use crate::summary::thousands;
+use quiver_store::StoreDir;
 
 /// What `apply` did to one view.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,8 +94,23 @@ fn keep_indices<T>(items: Vec<T>, keep: &[usize]) -> Vec<T> {
         .collect()
 }
 
+/// Where an apply stages its backfill: `<store>/_staging` for a local store (moved into place
+/// by renames), a scratch directory of the local temporary directory for an object store
+/// (uploaded); the scratch directory is removed when the apply ends, and by the next apply
+/// after a kill.
+fn staging_dir(registry: &Registry) -> (std::path::PathBuf, Option<crate::spill::ScratchDir>) {
+    match registry.root().local_path() {
+        Some(root) => (root.join("_staging"), None),
+        None => {
+            let scratch =
+                crate::spill::ScratchDir::beside(&std::env::temp_dir().join("quiver-apply"));
+            (scratch.path().to_path_buf(), Some(scratch))
+        }
+    }
+}
+
 /// Applies `pipeline` to the store `registry`: every view whose definition is not its latest
-/// version gets one. A new version is backfilled into `<store>/_staging` first and moved into
+/// version gets one. A new version is backfilled into a staging directory first and moved into
 /// place only when its backfill committed; `latest` moves last, so a failed or killed apply
 /// leaves every view on its previous version.
 pub async fn apply(
@@ -102,7 +118,7 @@ pub async fn apply(
     registry: &Registry,
     options: RunOptions,
 ) -> Result<ApplyReport, JobError> {
-    let staging = registry.staging_dir();
+    let (staging, _scratch) = staging_dir(registry);
     if staging.exists() {
         // What an interrupted apply left: never visible to readers, safe to drop.
         std::fs::remove_dir_all(&staging)
@@ -121,7 +137,9 @@ pub async fn apply(
                 version: d.version.clone(),
             }));
         } else if registry.definition(&d.view, Some(&d.version)).is_ok()
-            && registry.data_dir(&d.view, &d.version).exists()
+            && !quiver_store::delta::versions(&registry.data_dir(&d.view, &d.version))
+                .map_err(|e| JobError::Other(e.to_string()))?
+                .is_empty()
         {
             registry.set_latest(&d.view, &d.version)?;
             outcomes.push(Some(Applied::Restored {
@@ -172,9 +190,11 @@ pub async fn apply(
             definition.created = created.clone();
             definition.events = events.clone();
             let target = registry.data_dir(&definition.view, &definition.version);
-            move_into_place(&out.join(&definition.view), &target)?;
+            let staged = out.join(&definition.view);
+            let files = version_files(&staged, &definition)?;
+            move_into_place(&staged, &target)?;
             crate::fault::crash_point("apply_after_move");
-            commit_version_table(&target, &schemas[k], &definition)?;
+            commit_version_table(&target, files, &schemas[k], &definition)?;
             registry.register(&definition)?;
             crate::fault::crash_point("apply_before_latest");
             registry.set_latest(&definition.view, &definition.version)?;
@@ -196,41 +216,79 @@ pub async fn apply(
     })
 }
 
-/// Moves the staged directory `from` to `to`, replacing what is there (an empty directory
-/// when nothing was staged), and makes the move durable.
-fn move_into_place(from: &std::path::Path, to: &std::path::Path) -> Result<(), JobError> {
-    let fail = |action: &str, path: &std::path::Path, e: std::io::Error| {
-        JobError::Other(format!("cannot {action} `{}`: {e}", path.display()))
+/// Moves the staged directory `from` to `to`, replacing what is there (nothing when nothing
+/// was staged): a rename for a local store, made durable; an upload of each file for an
+/// object store. Nothing refers to `to` until its Delta commit and registration.
+fn move_into_place(from: &std::path::Path, to: &StoreDir) -> Result<(), JobError> {
+    let fail = |action: &str, what: &dyn std::fmt::Display, e: &dyn std::fmt::Display| {
+        JobError::Other(format!("cannot {action} `{what}`: {e}"))
     };
-    if to.exists() {
-        std::fs::remove_dir_all(to).map_err(|e| fail("replace", to, e))?;
+    to.remove_all().map_err(|e| fail("replace", to, &e))?;
+    if let Some(to) = to.local_path() {
+        let parent = to.parent().unwrap_or(std::path::Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| fail("create", &parent.display(), &e))?;
+        if from.exists() {
+            std::fs::rename(from, to).map_err(|e| fail("move", &from.display(), &e))?;
+        } else {
+            std::fs::create_dir_all(to).map_err(|e| fail("create", &to.display(), &e))?;
+        }
+        return quiver_store::sync_dir(parent).map_err(|e| JobError::Other(e.to_string()));
     }
-    let parent = to.parent().unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| fail("create", parent, e))?;
-    if from.exists() {
-        std::fs::rename(from, to).map_err(|e| fail("move", from, e))?;
-    } else {
-        std::fs::create_dir_all(to).map_err(|e| fail("create", to, e))?;
-    }
-    quiver_store::sync_dir(parent).map_err(|e| JobError::Other(e.to_string()))
+    upload_dir(from, to, "")
 }
 
-/// Makes a version's directory of Parquet files a Delta table: one commit adding them, with
-/// the version's definition in its commit info.
-fn commit_version_table(
+/// Uploads every file under the local directory `from` (at `prefix` below it) into `to`.
+fn upload_dir(from: &std::path::Path, to: &StoreDir, prefix: &str) -> Result<(), JobError> {
+    let entries = match std::fs::read_dir(from.join(prefix)) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(JobError::Other(format!(
+                "cannot list `{}`: {e}",
+                from.join(prefix).display()
+            )))
+        }
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| JobError::Other(e.to_string()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let relative = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if entry.path().is_dir() {
+            upload_dir(from, to, &relative)?;
+        } else {
+            to.put_file(&entry.path(), &relative)
+                .map_err(|e| JobError::Other(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The staged Parquet files of a version (at `dir`) as Delta `add` actions, and the newest
+/// event time in them.
+fn version_files(
     dir: &std::path::Path,
-    schema: &arrow::datatypes::Schema,
     definition: &ViewDefinition,
-) -> Result<(), JobError> {
+) -> Result<(Vec<quiver_store::delta::AddFile>, Option<i64>), JobError> {
     let fail = |e: &dyn std::fmt::Display| {
         JobError::Other(format!(
-            "cannot make `{}` a Delta table: {e}",
+            "cannot read the staged rows of {}@{} in `{}`: {e}",
+            definition.view,
+            definition.version,
             dir.display()
         ))
     };
     let mut files = Vec::new();
     let mut newest: Option<i64> = None;
-    for entry in std::fs::read_dir(dir).map_err(|e| fail(&e))? {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((files, newest)),
+        Err(e) => return Err(fail(&e)),
+    };
+    for entry in entries {
         let path = entry.map_err(|e| fail(&e))?.path();
         if path.extension().is_none_or(|x| x != "parquet") {
             continue;
@@ -246,6 +304,17 @@ fn commit_version_table(
         newest = newest.max(newest_in_file);
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((files, newest))
+}
+
+/// Makes a version's directory of Parquet files a Delta table: one commit adding `files`, with
+/// the version's definition in its commit info.
+fn commit_version_table(
+    dir: &StoreDir,
+    (files, newest): (Vec<quiver_store::delta::AddFile>, Option<i64>),
+    schema: &arrow::datatypes::Schema,
+    definition: &ViewDefinition,
+) -> Result<(), JobError> {
     let info = serde_json::json!({
         "newest_event_us": newest,
         "view": definition.view,
@@ -262,7 +331,8 @@ fn commit_version_table(
         transaction: None,
         removes: Vec::new(),
     };
-    quiver_store::delta::commit(dir, schema, &commit).map_err(|e| fail(&e))?;
+    quiver_store::delta::commit(dir, schema, &commit)
+        .map_err(|e| JobError::Other(format!("cannot make `{dir}` a Delta table: {e}")))?;
     Ok(())
 }
 

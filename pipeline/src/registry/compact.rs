@@ -10,17 +10,16 @@
 //! in-flight queries keep working; `--retention 0s` deletes them at once.
 
 use crate::error::JobError;
-use crate::parquet_file::read_parquet_file;
+use crate::parquet_file::read_store_file;
 use crate::registry::event_log::{event_log_dir, LOG_AVAILABLE};
 use crate::registry::Registry;
-use quiver_store::delta;
-use std::path::{Path, PathBuf};
+use quiver_store::{delta, StoreDir};
 
 /// What compaction did to one table.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TableCompaction {
-    /// The table's directory.
-    pub table: PathBuf,
+    /// The table's directory (a path or URL).
+    pub table: String,
     /// Active files before and after.
     pub files: (usize, usize),
     /// Rows merged into new files.
@@ -34,7 +33,7 @@ impl std::fmt::Display for TableCompaction {
         write!(
             f,
             "{}: {} -> {} files ({} rows merged), {} old files vacuumed",
-            self.table.display(),
+            self.table,
             self.files.0,
             self.files.1,
             crate::summary::thousands(self.rows_merged),
@@ -59,7 +58,7 @@ pub fn compact(
         Some(v) => vec![v.to_string()],
         None => registry.views()?,
     };
-    let mut tables: Vec<PathBuf> = Vec::new();
+    let mut tables: Vec<StoreDir> = Vec::new();
     for name in views {
         if registry.latest(&name)?.is_none() && view.is_none() {
             continue;
@@ -110,7 +109,7 @@ fn with_availability(
 /// Merges runs of consecutive small files of `table` and deletes files removed more than
 /// `retention` ago.
 pub fn compact_table(
-    table: &Path,
+    table: &StoreDir,
     target_rows: u64,
     retention: std::time::Duration,
 ) -> Result<TableCompaction, JobError> {
@@ -136,25 +135,36 @@ pub fn compact_table(
     for (n, group) in groups.iter().filter(|g| g.len() > 1).enumerate() {
         let mut batches = Vec::new();
         for file in group {
-            let (_, b) = read_parquet_file(&table.join(&file.path), "a table file")?;
+            let (_, b) = read_store_file(table, &file.path, "a table file")?;
             for batch in b {
                 batches.push(with_availability(batch, file.added_ms)?);
             }
         }
         let expected: u64 = group.iter().map(|f| f.rows).sum();
         let name = format!("part-compact-{stamp:x}-{n:06}.parquet");
-        let path = table.join(&name);
+        // Written in place on a local disk; on an object store, locally first, then uploaded.
+        let (path, scratch) = match table.local_path() {
+            Some(dir) => (dir.join(&name), None),
+            None => {
+                let scratch =
+                    crate::spill::ScratchDir::beside(&std::env::temp_dir().join("quiver-compact"));
+                std::fs::create_dir_all(scratch.path()).map_err(other)?;
+                (scratch.path().join(&name), Some(scratch))
+            }
+        };
         let written =
             quiver_connectors::write_file(quiver_connectors::FileFormat::Parquet, &path, &batches)
                 .map_err(other)?;
         if written != expected {
             let _ = std::fs::remove_file(&path);
             return Err(JobError::Other(format!(
-                "compacting `{}`: {written} rows written for {expected} read; nothing committed",
-                table.display()
+                "compacting `{table}`: {written} rows written for {expected} read; nothing committed"
             )));
         }
         let size = std::fs::metadata(&path).map_err(other)?.len();
+        if scratch.is_some() {
+            table.put_file(&path, &name).map_err(other)?;
+        }
         adds.push(delta::AddFile {
             path: name,
             size,
@@ -174,21 +184,18 @@ pub fn compact_table(
             removes,
         };
         delta::commit(table, &arrow::datatypes::Schema::empty(), &commit).map_err(other)?;
-        quiver_store::sync_dir(table).map_err(other)?;
     }
     let now_ms = crate::clock::now_ms() as i64;
     let cutoff_ms = now_ms - retention.as_millis() as i64;
     let mut vacuumed = 0;
     for path in delta::removed_before(table, cutoff_ms).map_err(other)? {
-        match std::fs::remove_file(table.join(&path)) {
-            Ok(()) => vacuumed += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(other(format!("cannot delete `{path}`: {e}"))),
+        if table.remove(&path).map_err(other)? {
+            vacuumed += 1;
         }
     }
     let after = delta::active_files(table).map_err(other)?.len();
     Ok(TableCompaction {
-        table: table.to_path_buf(),
+        table: table.to_string(),
         files: (before, after),
         rows_merged,
         vacuumed,
@@ -201,8 +208,8 @@ pub fn compact_table(
 pub fn remove_unreferenced(
     registry: &Registry,
     retention: std::time::Duration,
-) -> Result<Vec<PathBuf>, JobError> {
-    let mut referenced: Vec<PathBuf> = Vec::new();
+) -> Result<Vec<String>, JobError> {
+    let mut referenced: Vec<StoreDir> = Vec::new();
     for view in registry.views()? {
         for definition in registry.versions(&view)? {
             referenced.push(registry.data_dir(&definition.view, &definition.version));
@@ -224,35 +231,25 @@ pub fn remove_unreferenced(
         if referenced.contains(&dir) {
             continue;
         }
-        let modified = std::fs::metadata(&dir)
-            .and_then(|m| m.modified())
-            .map_err(|e| other(format!("cannot stat `{}`: {e}", dir.display())))?;
+        let Some(modified) = dir.last_modified().map_err(other)? else {
+            continue;
+        };
         if now.duration_since(modified).unwrap_or_default() < retention {
             continue;
         }
-        std::fs::remove_dir_all(&dir)
-            .map_err(|e| other(format!("cannot remove `{}`: {e}", dir.display())))?;
-        removed.push(dir);
+        dir.remove_all().map_err(other)?;
+        removed.push(dir.to_string());
     }
     Ok(removed)
 }
 
 /// The directories directly under `dir` (none if it does not exist), sorted.
-fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>, JobError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(other(format!("cannot list `{}`: {e}", dir.display()))),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let path = entry
-            .map_err(|e| other(format!("cannot list `{}`: {e}", dir.display())))?
-            .path();
-        if path.is_dir() {
-            out.push(path);
-        }
-    }
-    out.sort();
-    Ok(out)
+fn subdirectories(dir: &StoreDir) -> Result<Vec<StoreDir>, JobError> {
+    Ok(dir
+        .list()
+        .map_err(other)?
+        .into_iter()
+        .filter(|e| e.is_dir)
+        .map(|e| dir.join(&e.name))
+        .collect())
 }

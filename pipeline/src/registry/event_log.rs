@@ -9,15 +9,16 @@
 //! `__quiver_offset`).
 
 use crate::error::JobError;
-use crate::parquet_file::{parquet_file_schema, ParquetBatches};
+use crate::parquet_file::ParquetBatches;
 use crate::registry::{Registry, ViewDefinition};
 use arrow::array::{ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use quiver_sql::{FeatureView, StreamSchema, OFFSET_COLUMN, PARTITION_COLUMN};
 use quiver_store::delta;
+use quiver_store::StoreDir;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// The data file an apply writes into its event log.
@@ -156,7 +157,7 @@ fn from_log(
 }
 
 /// The directory of a registered version's event log.
-pub fn event_log_dir(registry: &Registry, definition: &ViewDefinition) -> PathBuf {
+pub fn event_log_dir(registry: &Registry, definition: &ViewDefinition) -> StoreDir {
     registry.events_dir(&definition.events)
 }
 
@@ -166,8 +167,10 @@ fn label(definition: &ViewDefinition) -> String {
 
 /// A data file of an event log.
 pub struct LogFile {
-    /// Where it is.
-    pub path: PathBuf,
+    /// The log's directory.
+    pub dir: StoreDir,
+    /// The file's path in it.
+    pub name: String,
     /// When it was committed (µs since the epoch).
     pub added_us: i64,
     /// Its rows (from the Delta log's statistics).
@@ -176,18 +179,18 @@ pub struct LogFile {
 
 /// The data files of the event log at `dir`, in commit order (those its Delta log adds and
 /// does not remove).
-pub fn log_files(dir: &Path) -> Result<Vec<LogFile>, JobError> {
+pub fn log_files(dir: &StoreDir) -> Result<Vec<LogFile>, JobError> {
     if delta::versions(dir).map_err(other)?.is_empty() {
         return Err(JobError::Other(format!(
-            "`{}` is not an event log (no Delta log): it was written before event logs were Delta tables; apply the view again into a new store",
-            dir.display()
+            "`{dir}` is not an event log (no Delta log): it was written before event logs were Delta tables; apply the view again into a new store"
         )));
     }
     Ok(delta::active_files(dir)
         .map_err(other)?
         .into_iter()
         .map(|f| LogFile {
-            path: dir.join(&f.path),
+            dir: dir.clone(),
+            name: f.path,
             added_us: f.added_ms.unwrap_or(i64::MAX / 1000) * 1000,
             rows: f.rows,
         })
@@ -210,7 +213,9 @@ pub async fn compile_registered(
     let first = files
         .first()
         .ok_or_else(|| JobError::Other(format!("the event log of {label} has no files")))?;
-    let schema = parquet_file_schema(&first.path, &format!("the event log of {label}"))?;
+    let what = format!("the event log of {label}");
+    let schema =
+        Arc::clone(ParquetBatches::open_in(&first.dir, &first.name, &what, |_| Ok(None))?.schema());
     let streams = [StreamSchema {
         name: definition.stream.clone(),
         schema: stream_schema(&schema),
@@ -320,7 +325,7 @@ impl EventLogReader {
             };
             // The stream's column indices are the log's (the availability column comes last).
             let (columns, lineage) = (&self.columns, self.lineage);
-            let batches = ParquetBatches::open_selecting(&file.path, &self.what, |schema| {
+            let batches = ParquetBatches::open_in(&file.dir, &file.name, &self.what, |schema| {
                 let Some(columns) = columns else {
                     return Ok(None);
                 };
@@ -384,6 +389,6 @@ pub fn write_event_log(
         transaction: None,
         removes: Vec::new(),
     };
-    delta::commit(dir, &log_schema, &commit).map_err(|e| fail(&e))?;
+    delta::commit(&StoreDir::local(dir), &log_schema, &commit).map_err(|e| fail(&e))?;
     Ok(())
 }

@@ -137,7 +137,7 @@ pub fn version_status(
             "{}@{} has no Delta log at `{}` (registered before the store wrote them): apply it again into a new store",
             definition.view,
             definition.version,
-            table.display()
+            table
         )));
     }
     let mut latencies = Vec::new();
@@ -169,7 +169,8 @@ pub fn version_status(
     let mut newest: Option<i64> = None;
     for file in &active {
         let t = quiver_store::parquet_stats::newest_timestamp(
-            &table.join(&file.path),
+            &table,
+            &file.path,
             &definition.event_time,
         )
         .map_err(store)?;

@@ -81,7 +81,7 @@ impl Server {
             .iter()
             .map(|v| v.freshness_sla.map(|d| d.as_micros() as f64 / 1e6))
             .collect();
-        let registry = crate::registry::Registry::open(config.store.clone());
+        let registry = config.store_registry(None)?;
         let audit = AuditLog::of_store(registry.root());
         Ok(Server {
             pipeline: config.name.clone(),

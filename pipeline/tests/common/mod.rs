@@ -56,8 +56,9 @@ pub fn succeed<O: std::borrow::Borrow<std::process::Output>>(output: O, what: &s
 pub fn delta_table(table: &Path) -> (RecordBatch, Vec<i64>) {
     let mut batches = Vec::new();
     let mut txns = Vec::new();
-    for v in quiver_store::delta::versions(table).unwrap() {
-        for action in quiver_store::delta::read_commit(table, v).unwrap() {
+    let dir = quiver_store::StoreDir::local(table);
+    for v in quiver_store::delta::versions(&dir).unwrap() {
+        for action in quiver_store::delta::read_commit(&dir, v).unwrap() {
             if let Some(path) = action.pointer("/add/path").and_then(|p| p.as_str()) {
                 let file = std::fs::File::open(table.join(path)).unwrap();
                 let reader = ParquetRecordBatchReaderBuilder::try_new(file)
