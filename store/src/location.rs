@@ -183,7 +183,8 @@ impl StoreDir {
         settings.extend(options.iter().map(|(k, v)| (k.clone(), v.clone())));
         let (store, path) = object_store::parse_url_opts(&url, settings.iter()).map_err(|e| {
             invalid(format!(
-                "unsupported URL or options: {e}; a store is a local directory or an s3:// URL"
+                "cannot open it as a store: {e} (a store is a local directory or an s3:// URL, \
+                 configured by `store_options` and the AWS_* environment variables)"
             ))
         })?;
         Ok(StoreDir {
@@ -603,6 +604,7 @@ mod tests {
         assert_eq!(file.local_path(), Some(Path::new("/tmp/q")));
         let options = BTreeMap::from([
             ("aws_region".to_string(), "us-east-1".to_string()),
+            ("aws_access_key_id".to_string(), "key".to_string()),
             ("aws_secret_access_key".to_string(), "s3cr3t".to_string()),
         ]);
         let s3 = StoreDir::parse("s3://bucket/prefix/", &options).unwrap();
