@@ -37,6 +37,9 @@ until python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.
   sleep 0.5
 done
 export QUIVER_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+# The tests' bucket (each test writes under its own prefix); boto3 comes with moto.
+export QUIVER_TEST_S3_BUCKET=quiver-test
+"$CACHE/venv/bin/python" -c "import boto3; boto3.client('s3', endpoint_url='$QUIVER_TEST_S3_ENDPOINT', aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1').create_bucket(Bucket='$QUIVER_TEST_S3_BUCKET')"
 
 # --- an independent Delta Lake reader (delta-rs through Polars) ------------------------------
 if ! "$CACHE/venv/bin/python" -c "import polars, deltalake" 2>/dev/null; then

@@ -302,20 +302,8 @@ pub fn s3_endpoint() -> Option<String> {
     }
 }
 
-/// Creates the bucket with a plain HTTP PUT (object_store cannot create buckets).
-pub fn create_bucket(endpoint: &str, bucket: &str) {
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(host).expect("connect to the S3 server");
-    write!(
-        stream,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    assert!(
-        response.starts_with("HTTP/1.1 200") || response.contains("BucketAlreadyOwnedByYou"),
-        "{response}"
-    );
+/// The tests' bucket on the S3 server (created by scripts/test.sh; tests write under their own
+/// prefixes).
+pub fn s3_bucket() -> String {
+    std::env::var("QUIVER_TEST_S3_BUCKET").unwrap_or_else(|_| "quiver-test".to_string())
 }

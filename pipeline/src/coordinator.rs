@@ -179,6 +179,7 @@ impl Coordinator {
                 online: online.as_deref(),
                 online_writes: None,
                 views: Some(&c.views),
+                store: paths.object_store.as_ref(),
             };
             roll_forward(&c.commit, &c.run, effects)?;
         }
@@ -348,6 +349,7 @@ impl Coordinator {
                 dead_letters,
                 replaces_previous: !self.replaced,
                 tables: Vec::new(),
+                store: self.paths.object_store.as_ref().map(|s| s.to_string()),
                 kafka: None,
                 online: None,
             },
@@ -482,6 +484,7 @@ impl Coordinator {
                     online: online.as_deref(),
                     online_writes: Some(&online_writes),
                     views: None,
+                    store: paths.object_store.as_ref(),
                 };
                 roll_forward(&checkpoint.commit, &checkpoint.run, effects)?;
                 if checkpoint.complete {

@@ -6,7 +6,7 @@
 
 use crate::compile::CompiledPipeline;
 use crate::error::JobError;
-use crate::parquet_file::read_parquet_file;
+use crate::parquet_file::{read_parquet_file, read_store_file};
 use arrow::array::{Array, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
@@ -99,16 +99,21 @@ impl KafkaOutput {
         self.dead_letters.as_deref()
     }
 
-    /// Writes `commit` for run `run` (nothing if its transaction already committed).
-    pub fn write(&self, run: &str, commit: &KafkaCommit) -> Result<(), JobError> {
-        let mut messages =
-            commit
-                .parts
-                .iter()
-                .flat_map(|part| match part_messages(run, commit.epoch, part) {
-                    Ok(messages) => messages.into_iter().map(Ok).collect::<Vec<_>>(),
-                    Err(e) => vec![Err(e)],
-                });
+    /// Writes `commit` for run `run` (nothing if its transaction already committed); feature
+    /// files are read from `store` when the run commits into an object store (their paths are
+    /// then relative to it).
+    pub fn write(
+        &self,
+        run: &str,
+        commit: &KafkaCommit,
+        store: Option<&quiver_store::StoreDir>,
+    ) -> Result<(), JobError> {
+        let mut messages = commit.parts.iter().flat_map(|part| {
+            match part_messages(run, commit.epoch, part, store) {
+                Ok(messages) => messages.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            }
+        });
         self.sink.commit_epoch(run, commit.epoch, &mut messages)?;
         Ok(())
     }
@@ -123,6 +128,7 @@ fn part_messages(
     run: &str,
     epoch: u64,
     part: &TopicPart,
+    store: Option<&quiver_store::StoreDir>,
 ) -> Result<Vec<SinkMessage>, ConnectorError> {
     let base = |view: &str| {
         vec![
@@ -140,7 +146,13 @@ fn part_messages(
         } => {
             let mut out = Vec::new();
             for path in files {
-                let (_, batches) = read_parquet_file(path, "a feature file").map_err(other)?;
+                let (_, batches) = match store {
+                    Some(store) => {
+                        read_store_file(store, &path.to_string_lossy(), "a feature file")
+                    }
+                    None => read_parquet_file(path, "a feature file"),
+                }
+                .map_err(other)?;
                 for batch in batches {
                     let key_values = key_strings(&batch, keys).map_err(other)?;
                     for row in 0..batch.num_rows() {

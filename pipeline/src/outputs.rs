@@ -20,6 +20,9 @@ pub struct OutputPaths {
     pub dead_letters: PathBuf,
     /// Checkpoint directory.
     pub checkpoints: PathBuf,
+    /// The feature store a store run commits into, when it is on an object store (the
+    /// tables' and files' paths of its commits are then relative to it).
+    pub object_store: Option<quiver_store::StoreDir>,
 }
 
 impl OutputPaths {
@@ -44,6 +47,7 @@ impl OutputPaths {
             .clone()
             .unwrap_or_else(|| root.join("_checkpoints"));
         OutputPaths {
+            object_store: None,
             staging: root.join("_staging"),
             root,
             dead_letters,

@@ -171,8 +171,10 @@ pub async fn run(
     };
     if let Some(target) = &target {
         // Staged files become the tables' files by renames: stage on the store's file system.
-        if let Some(root) = target.registry.root().local_path() {
-            paths.staging = root.join("_runs").join(&config.name).join("staging");
+        match target.registry.root().local_path() {
+            Some(root) => paths.staging = root.join("_runs").join(&config.name).join("staging"),
+            // Staged in the output directory, uploaded when the epoch commits.
+            None => paths.object_store = target.object_store(),
         }
     }
     let mut source = Source::resolve(&pipeline, &options.source).await?;

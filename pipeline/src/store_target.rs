@@ -22,26 +22,42 @@ use std::path::PathBuf;
 pub struct StoreTarget {
     /// The store.
     pub registry: Registry,
-    /// Per view, in view order: its latest version's definition and Delta table.
+    /// Per view, in view order: its latest version's definition and Delta table (a path in a
+    /// local store, or relative to an object store: see [`StoreTarget::dir`]).
     pub views: Vec<(ViewDefinition, PathBuf)>,
-    /// The distinct event logs of those versions.
+    /// The distinct event logs of those versions (paths as for the tables).
     pub event_logs: Vec<PathBuf>,
 }
 
+/// The path of `name` (a `/`-separated path in the store) as a run's writers and commits name
+/// it: under a local store's directory, or relative to an object store (see
+/// [`crate::outputs::OutputPaths::object_store`]).
+fn in_store(registry: &Registry, name: &str) -> PathBuf {
+    match registry.root().local_path() {
+        Some(root) => root.join(name),
+        None => PathBuf::from(name),
+    }
+}
+
 impl StoreTarget {
+    /// The store directory of a table or event log path of [`StoreTarget::views`] or
+    /// [`StoreTarget::event_logs`].
+    pub fn dir(&self, path: &std::path::Path) -> StoreDir {
+        match self.registry.root().local_path() {
+            Some(_) => StoreDir::local(path),
+            None => self.registry.root().join(&path.to_string_lossy()),
+        }
+    }
+
+    /// The object store the run commits into, if the store is on one.
+    pub fn object_store(&self) -> Option<StoreDir> {
+        let root = self.registry.root();
+        root.local_path().is_none().then(|| root.clone())
+    }
+
     /// The target of `pipeline` in `registry`: every view must be registered with exactly this
     /// definition as its latest version (else `quiver apply` first).
     pub fn resolve(pipeline: &CompiledPipeline, registry: Registry) -> Result<Self, JobError> {
-        let Some(root) = registry
-            .root()
-            .local_path()
-            .map(std::path::Path::to_path_buf)
-        else {
-            return Err(JobError::Other(format!(
-                "`quiver run --store` commits into a local store only (not built yet for object stores such as `{}`); run into a local store, or register and backfill with `quiver apply`",
-                registry.root()
-            )));
-        };
         let mut views = Vec::new();
         let mut event_logs: Vec<PathBuf> = Vec::new();
         for i in 0..pipeline.views.len() {
@@ -58,14 +74,14 @@ impl StoreTarget {
             }
             let definition = registry.definition(&mine.view, Some(&mine.version))?;
             log_files(&event_log_dir(&registry, &definition))?; // a Delta event log, or a clear error
-            let log = root.join("events").join(&definition.events);
+            let log = in_store(&registry, &format!("events/{}", definition.events));
             if !event_logs.contains(&log) {
                 event_logs.push(log);
             }
-            let table = root
-                .join("offline")
-                .join(&definition.view)
-                .join(&definition.version);
+            let table = in_store(
+                &registry,
+                &format!("offline/{}/{}", definition.view, definition.version),
+            );
             views.push((definition, table));
         }
         Ok(StoreTarget {
@@ -140,7 +156,7 @@ impl StoreTarget {
         let Some(log) = self.event_logs.first() else {
             return Ok(None);
         };
-        let log = &StoreDir::local(log);
+        let log = &self.dir(log);
         let store = |e: quiver_store::StoreError| JobError::Other(e.to_string());
         for version in delta::versions(log).map_err(store)?.into_iter().rev() {
             let actions = delta::read_commit(log, version).map_err(store)?;

@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{delta_table, quiver_command, succeed, Rng};
+use common::{delta_table_in, quiver_command, succeed, Rng};
 
 const VIEW: &str = common::CARD_VIEW;
 
@@ -624,7 +624,65 @@ fn copy_dir(from: &Path, to: &Path) {
 fn a_store_run_killed_at_each_commit_step_commits_every_row_once() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_pipeline(dir.path(), 2, 600);
-    // History a day before the input, applied first.
+    let history = store_history(dir.path());
+    let applied = dir.path().join("applied");
+    succeed(
+        &quiver_apply(&config, &applied, Some(&history), None),
+        "the apply",
+    );
+    // Each trial starts from a copy of the applied store.
+    let prepare = |name: &str| {
+        let store = dir.path().join(name);
+        copy_dir(&applied, &store);
+        store.display().to_string()
+    };
+    store_run_crash_trials(dir.path(), &config, prepare, &[], &Default::default());
+}
+
+/// The same trials with the store on S3 (the tests' S3 server): uploads, conditional-PUT
+/// commits and recovery's re-publication leave every row in each table exactly once.
+#[test]
+fn a_store_run_on_s3_killed_at_each_commit_step_commits_every_row_once() {
+    let Some((endpoint, bucket)) = common::s3_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_pipeline(dir.path(), 2, 600);
+    let history = store_history(dir.path());
+    let env = [
+        ("AWS_ENDPOINT", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    let options: std::collections::BTreeMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+        .collect();
+    let prefix = format!(
+        "crash-{:x}",
+        std::process::id() as u64 * 1_000_003 + now_ms()
+    );
+    // Each trial applies the history into a prefix of its own.
+    let prepare = |name: &str| {
+        let url = format!("s3://{bucket}/{prefix}/{name}");
+        let mut apply = quiver_command("apply", &config, &[("--store", Path::new(&url))]);
+        apply.arg("--input").arg(&history).envs(env);
+        succeed(apply.output().unwrap(), "the apply");
+        url
+    };
+    store_run_crash_trials(dir.path(), &config, prepare, &env, &options);
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// History a day before the input of [`write_pipeline`], for a store run to continue.
+fn store_history(dir: &Path) -> PathBuf {
     let history: Vec<String> = (0..200)
         .map(|k| {
             format!(
@@ -635,40 +693,44 @@ fn a_store_run_killed_at_each_commit_step_commits_every_row_once() {
             )
         })
         .collect();
-    let history_file = dir.path().join("history.ndjson");
-    std::fs::write(&history_file, history.join("\n")).unwrap();
-    let applied = dir.path().join("applied");
-    let out = quiver_apply(&config, &applied, Some(&history_file), None);
-    succeed(&out, "the command");
-    let store_run = |store: &Path, out: &Path, crash: Option<String>| {
-        let mut cmd = quiver(&config, out);
-        cmd.arg("--store").arg(store);
+    let file = dir.join("history.ndjson");
+    std::fs::write(&file, history.join("\n")).unwrap();
+    file
+}
+
+/// Store runs killed at each commit step and resumed, each into a store `prepare(name)` returns
+/// (history applied), compared with an uninterrupted run's tables; `env` and `options`
+/// configure an object store.
+fn store_run_crash_trials(
+    dir: &Path,
+    config: &Path,
+    prepare: impl Fn(&str) -> String,
+    env: &[(&str, &str)],
+    options: &std::collections::BTreeMap<String, String>,
+) {
+    let store_run = |store: &str, out: &Path, crash: Option<String>| {
+        let mut cmd = quiver(config, out);
+        cmd.arg("--store").arg(store).envs(env.iter().copied());
         if let Some(c) = crash {
             cmd.env("QUIVER_CRASH_AT", c);
         }
         cmd.output().unwrap()
     };
-    let tables = |store: &Path| {
-        let version = std::fs::read_to_string(store.join("registry/cards/latest")).unwrap();
-        let definition: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(
-                store.join(format!("registry/cards/versions/{}.json", version.trim())),
-            )
-            .unwrap(),
+    let tables = |store: &str| {
+        let registry = quiver_pipeline::registry::Registry::at(Path::new(store), options).unwrap();
+        let version = registry.latest("cards").unwrap().unwrap();
+        let definition = registry.definition("cards", Some(&version)).unwrap();
+        (
+            registry.data_dir("cards", &version),
+            registry.events_dir(&definition.events),
         )
-        .unwrap();
-        let events = store
-            .join("events")
-            .join(definition["events"].as_str().unwrap());
-        (store.join("offline/cards").join(version.trim()), events)
     };
 
-    let reference = dir.path().join("reference");
-    copy_dir(&applied, &reference);
-    let done = store_run(&reference, &dir.path().join("out-ref"), None);
+    let reference = prepare("reference");
+    let done = store_run(&reference, &dir.join("out-ref"), None);
     succeed(&done, "the run");
-    let (want_rows, _) = delta_table(&tables(&reference).0);
-    let (want_events, _) = delta_table(&tables(&reference).1);
+    let (want_rows, _) = delta_table_in(&tables(&reference).0);
+    let (want_events, _) = delta_table_in(&tables(&reference).1);
     assert_eq!(want_rows.num_rows(), want_events.num_rows());
 
     for point in [
@@ -678,9 +740,8 @@ fn a_store_run_killed_at_each_commit_step_commits_every_row_once() {
         "after_checkpoint",
     ] {
         for n in [1, 3] {
-            let store = dir.path().join(format!("store-{point}-{n}"));
-            let out = dir.path().join(format!("out-{point}-{n}"));
-            copy_dir(&applied, &store);
+            let store = prepare(&format!("store-{point}-{n}"));
+            let out = dir.join(format!("out-{point}-{n}"));
             let crashed = store_run(&store, &out, Some(format!("{point}:{n}")));
             assert!(!crashed.status.success(), "{point}:{n} was not reached");
             let resumed = store_run(&store, &out, None);
@@ -690,7 +751,7 @@ fn a_store_run_killed_at_each_commit_step_commits_every_row_once() {
                 String::from_utf8_lossy(&resumed.stderr)
             );
             let (table, events) = tables(&store);
-            let (rows, txns) = delta_table(&table);
+            let (rows, txns) = delta_table_in(&table);
             assert_eq!(rows, want_rows, "{point}:{n}: feature rows");
             let mut unique = txns.clone();
             unique.sort_unstable();
@@ -700,7 +761,11 @@ fn a_store_run_killed_at_each_commit_step_commits_every_row_once() {
                 unique.len(),
                 "{point}:{n}: an epoch committed twice"
             );
-            assert_eq!(delta_table(&events).0, want_events, "{point}:{n}: events");
+            assert_eq!(
+                delta_table_in(&events).0,
+                want_events,
+                "{point}:{n}: events"
+            );
         }
     }
 }

@@ -17,7 +17,7 @@ pub mod sink;
 pub use error::StoreError;
 pub use feature_rows::{remove_other_runs, FeatureRowWriter};
 pub use location::{Entry, StoreDir};
-pub use sink::{publish, sync_dir, write_atomically, Sink, StagedFile};
+pub use sink::{publish, publish_into, sync_dir, write_atomically, Sink, StagedFile};
 
 /// Columns whose names start with this prefix are Quiver's internal bookkeeping (e.g. source
 /// offsets) and are not written as features.

@@ -427,6 +427,28 @@ impl StoreDir {
         .map_err(|e| object_error(self.to_string(), e))
     }
 
+    /// The size of the file `name`, `None` when there is none.
+    pub fn size(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        match self.object(name) {
+            None => {
+                let path = self.local_file(name);
+                match std::fs::metadata(&path) {
+                    Ok(meta) => Ok(Some(meta.len())),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(io_error(&path)(e)),
+                }
+            }
+            Some((store, path)) => request(async move {
+                match store.head(&path).await {
+                    Ok(meta) => Ok(Some(meta.size)),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .map_err(|e| object_error(self.describe(name), e)),
+        }
+    }
+
     /// Deletes the file `name`; `false` when there was none.
     pub fn remove(&self, name: &str) -> Result<bool, StoreError> {
         match self.object(name) {

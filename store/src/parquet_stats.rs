@@ -62,6 +62,35 @@ fn newest_in(metadata: &ParquetMetaData, schema: &Schema, column: &str) -> Optio
         .map(to_micros)
 }
 
+/// [`table_file`] for the Parquet file `name` of the store directory `dir` (on an object
+/// store: its size from a HEAD request, the rest from ranged reads of its footer).
+pub fn table_file_in(
+    dir: &StoreDir,
+    name: &str,
+    time_column: &str,
+) -> Result<(AddFile, Option<i64>), StoreError> {
+    match crate::object_parquet::open(dir, name) {
+        Some(builder) => {
+            let builder = builder?;
+            let size = dir.size(name)?.unwrap_or(0);
+            let add = AddFile {
+                path: name.to_string(),
+                size,
+                rows: builder.metadata().file_metadata().num_rows() as u64,
+            };
+            Ok((
+                add,
+                newest_in(builder.metadata(), builder.schema(), time_column),
+            ))
+        }
+        None => {
+            let path = dir.join(name);
+            let path = path.local_path().unwrap_or(Path::new(""));
+            table_file(path, name.to_string(), time_column)
+        }
+    }
+}
+
 /// The newest value of the timestamp column `column` in the Parquet file `name` of `dir`, in
 /// microseconds, from its statistics (on an object store, ranged reads of its footer only).
 pub fn newest_timestamp(
@@ -69,15 +98,5 @@ pub fn newest_timestamp(
     name: &str,
     column: &str,
 ) -> Result<Option<i64>, StoreError> {
-    match crate::object_parquet::open(dir, name) {
-        Some(builder) => {
-            let builder = builder?;
-            Ok(newest_in(builder.metadata(), builder.schema(), column))
-        }
-        None => {
-            let path = dir.join(name);
-            let path = path.local_path().unwrap_or(Path::new(""));
-            Ok(table_file(path, String::new(), column)?.1)
-        }
-    }
+    Ok(table_file_in(dir, name, column)?.1)
 }

@@ -6,6 +6,7 @@
 //! committed epoch without the sink that staged it.
 
 use crate::error::StoreError;
+use crate::location::StoreDir;
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -48,6 +49,20 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
+/// The error for a file of a committed epoch that is neither staged nor published.
+fn lost(file: &StagedFile, committed: &dyn std::fmt::Display) -> StoreError {
+    StoreError::Io {
+        path: file.staged.clone(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "a file of a committed checkpoint is missing (neither staged nor at `{committed}`); \
+                 the staging directory was changed by hand: start over with --fresh"
+            ),
+        ),
+    }
+}
+
 /// Renames each staged file to its committed name. A file already published is skipped, so
 /// publishing twice (a crash during publication, then recovery) is harmless; a file that is
 /// neither staged nor published means the staging area was tampered with, and is an error.
@@ -59,21 +74,26 @@ pub fn publish(files: &[StagedFile]) -> Result<(), StoreError> {
             }
             std::fs::rename(&file.staged, &file.committed).map_err(io(&file.committed))?;
         } else if !file.committed.exists() {
-            return Err(StoreError::Io {
-                path: file.staged.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!(
-                        "a file of a committed checkpoint is missing (neither staged nor at `{}`); \
-                         the staging directory was changed by hand: start over with --fresh",
-                        file.committed.display()
-                    ),
-                ),
-            });
+            return Err(lost(file, &file.committed.display()));
         }
     }
     if let Some(dir) = files.first().and_then(|f| f.committed.parent()) {
         sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// [`publish`] into the store `store`, whose files' committed names are relative to it: each
+/// staged file is uploaded (an object store) or moved (a local one), then its staged copy goes;
+/// idempotent in the same way.
+pub fn publish_into(store: &StoreDir, files: &[StagedFile]) -> Result<(), StoreError> {
+    for file in files {
+        let name = file.committed.to_string_lossy();
+        if file.staged.exists() {
+            store.put_file(&file.staged, &name)?;
+        } else if store.size(&name)?.is_none() {
+            return Err(lost(file, &store.join(&name)));
+        }
     }
     Ok(())
 }

@@ -5,20 +5,18 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 use quiver_connectors::{write_file, FileFormat};
-use quiver_integration_tests::{create_bucket, read_view, run_config, s3_endpoint, write_files};
-
-const BUCKET: &str = "quiver-test";
+use quiver_integration_tests::{read_view, run_config, s3_bucket, s3_endpoint, write_files};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_ndjson_and_parquet_from_s3() {
     let Some(endpoint) = s3_endpoint() else {
         return;
     };
-    create_bucket(&endpoint, BUCKET);
+    let bucket = s3_bucket();
     let store = AmazonS3Builder::new()
         .with_endpoint(&endpoint)
         .with_allow_http(true)
-        .with_bucket_name(BUCKET)
+        .with_bucket_name(&bucket)
         .with_access_key_id("test")
         .with_secret_access_key("test")
         .with_region("us-east-1")
@@ -85,7 +83,7 @@ async fn reads_ndjson_and_parquet_from_s3() {
         "name: s3
 source:
   files:
-    location: s3://{BUCKET}/in/
+    location: s3://{bucket}/in/
     options:
       aws_endpoint: {endpoint}
       aws_allow_http: \"true\"
@@ -113,7 +111,7 @@ views:
     assert_eq!(summary.dead_letter_total(), 1);
     let letters = std::fs::read_to_string(&summary.dead_letter_path).expect("dead letters");
     assert!(
-        letters.contains(&format!("\"partition\":\"s3://{BUCKET}/in/a.ndjson\"")),
+        letters.contains(&format!("\"partition\":\"s3://{bucket}/in/a.ndjson\"")),
         "{letters}"
     );
     assert!(letters.contains("\"offset\":3"), "{letters}");

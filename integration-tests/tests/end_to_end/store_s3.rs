@@ -4,7 +4,7 @@
 //! and the same rows.
 
 use quiver_integration_tests::{
-    create_bucket, local, read_view, s3_endpoint, sorted, write_files, yaml_block,
+    local, read_view, s3_bucket, s3_endpoint, sorted, write_files, yaml_block,
 };
 use quiver_pipeline::parquet_file::ParquetBatches;
 use quiver_pipeline::registry::{apply, Applied, Registry};
@@ -13,8 +13,6 @@ use quiver_pipeline::training_set::{parse_feature_list, training_set, TrainingSe
 use quiver_pipeline::{CompiledPipeline, LoadedConfig};
 use quiver_store::{delta, StoreDir};
 use std::path::{Path, PathBuf};
-
-const BUCKET: &str = "quiver-store-test";
 
 const VIEW: &str = "SELECT card_id, event_time, amount,
   count(*) OVER w AS n_10m,
@@ -105,11 +103,11 @@ async fn a_store_on_s3_holds_what_a_local_store_holds() {
     let Some(endpoint) = s3_endpoint() else {
         return;
     };
-    create_bucket(&endpoint, BUCKET);
+    let bucket = s3_bucket();
     let dir = tempfile::tempdir().expect("tempdir");
     events(dir.path());
     let prefix = format!("run-{}", uuid::Uuid::new_v4().simple());
-    let url = format!("s3://{BUCKET}/{prefix}");
+    let url = format!("s3://{bucket}/{prefix}");
     let options = format!(
         "store_options:
   aws_endpoint: {endpoint}
@@ -148,7 +146,7 @@ async fn a_store_on_s3_holds_what_a_local_store_holds() {
         "the store is on S3, not on the local disk"
     );
     assert!(
-        !dir.path().join("s3:").exists() && !Path::new(&format!("s3:/{BUCKET}")).exists(),
+        !dir.path().join("s3:").exists() && !Path::new(&format!("s3:/{bucket}")).exists(),
         "nothing was written to a local directory named like the URL"
     );
 
@@ -225,30 +223,78 @@ async fn a_store_on_s3_holds_what_a_local_store_holds() {
     assert_eq!(s3.versions("cards").expect("versions").len(), 2);
     assert_eq!(table_rows(&table).num_rows(), 3000, "the old version stays");
 
-    // Compaction on S3: a second file is merged with the first, rows unchanged, and the
-    // merged files are vacuumed with a zero retention.
+    // A streaming run appends to the latest version on S3 as it does to a local store: the
+    // same events streamed into both give the same rows, one commit per epoch, and the later
+    // events reach the event log (training sets and lineage read them).
+    let later: Vec<String> = (3000..4200i64)
+        .map(|i| {
+            format!(
+                "{{\"card_id\": \"c{}\", \"amount\": {}.5, \"event_time\": {}}}",
+                (i * 11) % 40,
+                i % 89,
+                1_767_225_600_000i64 + (i / 3) * 15_000
+            )
+        })
+        .collect();
+    write_files(dir.path(), &[("later.ndjson", &later.join("\n"))]);
+    let on_disk_v2 = config(
+        dir.path(),
+        "local-v2.yaml",
+        &changed,
+        &dir.path().join("store").display().to_string(),
+        "",
+    );
+    apply_config(&on_disk_v2).await;
+    for (config_path, registry, out) in [
+        (&on_s3_v2, &s3, "run-s3"),
+        (&on_disk_v2, &disk, "run-local"),
+    ] {
+        let loaded = LoadedConfig::load(config_path).expect("config");
+        let pipeline = CompiledPipeline::compile(loaded).await.expect("compile");
+        let options = RunOptions {
+            source: quiver_pipeline::source::SourceOverrides {
+                input: Some(dir.path().join("later.ndjson").display().to_string()),
+                ..Default::default()
+            },
+            output: Some(dir.path().join(out)),
+            checkpoints: Some(quiver_pipeline::checkpoint::CheckpointPolicy {
+                interval: None,
+                every_events: Some(400),
+            }),
+            store: Some(registry.clone()),
+            ..RunOptions::default()
+        };
+        quiver_pipeline::run::run(pipeline, options)
+            .await
+            .expect("store run");
+    }
     let table2 = s3.data_dir("cards", v2);
-    let before = table_rows(&table2);
-    let copy = dir.path().join("copy.parquet");
-    quiver_integration_tests::write_parquet(&copy, &before.slice(0, 10));
-    table2
-        .put_file(&copy, "part-extra.parquet")
-        .expect("upload");
-    delta::commit(
-        &table2,
-        &arrow::datatypes::Schema::empty(),
-        &delta::Commit {
-            files: vec![delta::AddFile {
-                path: "part-extra.parquet".into(),
-                size: 1,
-                rows: 10,
-            }],
-            ..delta::Commit::default()
-        },
-    )
-    .expect("commit");
+    let streamed = sorted(&table_rows(&table2), &by);
+    let streamed_locally = sorted(&read_view(&local(&disk.data_dir("cards", v2))), &by);
+    assert_eq!(streamed.num_rows(), 3000 + 1200);
+    assert_eq!(
+        streamed.project(&[0, 1, 2, 3, 4]).expect("features"),
+        streamed_locally
+            .project(&[0, 1, 2, 3, 4])
+            .expect("features")
+    );
+    let commits = delta::versions(&table2).expect("log").len();
+    assert!(
+        commits >= 3,
+        "the apply's commit, then one per epoch: {commits}"
+    );
+    let v2_definition = s3.definition("cards", Some(v2)).expect("definition");
+    let logged =
+        quiver_pipeline::registry::event_log::read_event_log(&s3, &v2_definition, None, false)
+            .expect("event log");
+    let logged_rows: usize = logged.batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(logged_rows, 3000 + 1200);
+
+    // Compaction on S3 merges the run's small files (one per epoch) and the apply's into one,
+    // the rows unchanged, and vacuums the merged files with a zero retention.
+    let before = sorted(&table_rows(&table2), &by);
     let files_before = delta::active_files(&table2).expect("files").len();
-    assert!(files_before >= 2);
+    assert!(files_before >= 3, "{files_before}");
     let compacted = quiver_pipeline::registry::compact::compact(
         &s3,
         Some("cards"),
@@ -263,8 +309,7 @@ async fn a_store_on_s3_holds_what_a_local_store_holds() {
         "{}",
         compacted[0].table
     );
-    let after = table_rows(&table2);
-    assert_eq!(after.num_rows(), before.num_rows() + 10);
+    assert_eq!(sorted(&table_rows(&table2), &by), before);
     assert!(table2
         .list()
         .expect("list")
@@ -288,14 +333,6 @@ async fn a_store_on_s3_holds_what_a_local_store_holds() {
     audit.append(&first).expect("audit");
     audit.append(&second).expect("audit");
     assert_eq!(audit.read().expect("read"), vec![first, second]);
-
-    // A streaming run cannot append to an object-store store yet: it says so.
-    let loaded = LoadedConfig::load(&on_s3_v2).expect("config");
-    let pipeline = CompiledPipeline::compile(loaded).await.expect("compile");
-    let err = quiver_pipeline::store_target::StoreTarget::resolve(&pipeline, s3.clone())
-        .expect_err("run --store into S3")
-        .to_string();
-    assert!(err.contains("local store only"), "{err}");
 
     // Two writers racing for one Delta version: exactly one wins (a conditional PUT).
     let race = s3.root().join("race");

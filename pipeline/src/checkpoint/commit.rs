@@ -6,7 +6,7 @@ use super::state::{CommitRecord, DeadLetterCommit, TableCommit};
 use crate::error::JobError;
 use crate::kafka_output::KafkaOutput;
 use quiver_store::online::OnlineStore;
-use quiver_store::{publish, remove_other_runs, sync_dir};
+use quiver_store::{publish, remove_other_runs, sync_dir, StoreDir};
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
@@ -27,6 +27,8 @@ pub struct Effects<'a> {
     pub online_writes: Option<&'a [quiver_store::online::OnlineWrite]>,
     /// The checkpoint's window state, for recovery to rebuild the epoch's online tables from.
     pub views: Option<&'a [super::state::ViewCheckpoint]>,
+    /// The feature store, when the run commits into one on an object store.
+    pub store: Option<&'a StoreDir>,
 }
 
 /// Applies a committed epoch's effects (again) for run `run`.
@@ -36,10 +38,26 @@ pub fn roll_forward(
     effects: Effects<'_>,
 ) -> Result<(), JobError> {
     let kafka = effects.kafka;
-    publish(&commit.files)?;
+    let store = match (&commit.store, effects.store) {
+        (None, _) => None,
+        (Some(url), Some(store)) if *url == store.to_string() => Some(store),
+        (Some(url), _) => {
+            return Err(JobError::Checkpoint(format!(
+                "the last epoch of this run commits into the store `{url}`: run it again with `--store {url}` (and the same store options)"
+            )))
+        }
+    };
+    match store {
+        Some(store) => quiver_store::publish_into(store, &commit.files)?,
+        None => publish(&commit.files)?,
+    }
     crate::fault::crash_point("after_publish");
     for table in &commit.tables {
-        commit_table(table)?;
+        let dir = match store {
+            Some(store) => store.join(&table.table.to_string_lossy()),
+            None => StoreDir::local(&table.table),
+        };
+        commit_table(table, &dir)?;
         crate::fault::crash_point("after_table_commit");
     }
     if commit.replaces_previous {
@@ -56,7 +74,7 @@ pub fn roll_forward(
             ))
         })?;
         crate::fault::crash_point("before_kafka_commit");
-        output.write(run, messages)?;
+        output.write(run, messages, store)?;
         crate::fault::crash_point("after_kafka_commit");
     }
     if let Some(online) = &commit.online {
@@ -71,13 +89,12 @@ pub fn roll_forward(
     Ok(())
 }
 
-/// The Delta commit of one table's epoch (nothing when the table already has it).
-fn commit_table(commit: &TableCommit) -> Result<(), JobError> {
+/// The Delta commit of one table's epoch into `table` (nothing when the table already has it).
+fn commit_table(commit: &TableCommit, table: &StoreDir) -> Result<(), JobError> {
     let fail = |e: &dyn std::fmt::Display| {
         JobError::Checkpoint(format!(
-            "cannot commit epoch {} to the Delta table `{}`: {e}",
-            commit.epoch,
-            commit.table.display()
+            "cannot commit epoch {} to the Delta table `{table}`: {e}",
+            commit.epoch
         ))
     };
     let mut files = Vec::with_capacity(commit.files.len());
@@ -86,9 +103,9 @@ fn commit_table(commit: &TableCommit) -> Result<(), JobError> {
         let relative = path
             .strip_prefix(&commit.table)
             .map_err(|_| fail(&format!("`{}` is outside the table", path.display())))?;
-        let (file, newest_in_file) = quiver_store::parquet_stats::table_file(
-            path,
-            relative.to_string_lossy().into_owned(),
+        let (file, newest_in_file) = quiver_store::parquet_stats::table_file_in(
+            table,
+            &relative.to_string_lossy(),
             &commit.event_time,
         )
         .map_err(|e| fail(&e))?;
@@ -105,8 +122,7 @@ fn commit_table(commit: &TableCommit) -> Result<(), JobError> {
     };
     // The table exists (apply created it), so no schema is needed to create it.
     let no_schema = arrow::datatypes::Schema::empty();
-    let table = quiver_store::StoreDir::local(&commit.table);
-    quiver_store::delta::commit(&table, &no_schema, &delta_commit).map_err(|e| fail(&e))?;
+    quiver_store::delta::commit(table, &no_schema, &delta_commit).map_err(|e| fail(&e))?;
     Ok(())
 }
 
@@ -190,6 +206,7 @@ mod tests {
             },
             replaces_previous: before == 0,
             tables: Vec::new(),
+            store: None,
             kafka: None,
             online: None,
         }

@@ -336,6 +336,7 @@ mod tests {
                 },
                 replaces_previous: false,
                 tables: Vec::new(),
+                store: None,
                 kafka: None,
                 online: None,
             },

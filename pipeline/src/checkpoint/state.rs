@@ -77,6 +77,9 @@ pub struct CommitRecord {
     pub replaces_previous: bool,
     /// Delta commits of the epoch into the feature store (`quiver run --store`).
     pub tables: Vec<TableCommit>,
+    /// The object store (its URL) the feature store is on, when it is on one: then the
+    /// committed paths of `files` and the tables' directories are relative to it.
+    pub store: Option<String>,
     /// The epoch's messages to Kafka topics (`output.kafka`).
     pub kafka: Option<crate::kafka_output::KafkaCommit>,
     /// The epoch's writes to the online store.

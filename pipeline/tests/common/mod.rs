@@ -4,7 +4,6 @@
 
 use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -54,18 +53,20 @@ pub fn succeed<O: std::borrow::Borrow<std::process::Output>>(output: O, what: &s
 /// Rows of the Delta table at `table` (the files its log adds), sorted like `committed`, and
 /// the `txn` versions of its commits.
 pub fn delta_table(table: &Path) -> (RecordBatch, Vec<i64>) {
+    delta_table_in(&quiver_store::StoreDir::local(table))
+}
+
+/// [`delta_table`] of a table in a store (local or on an object store).
+pub fn delta_table_in(table: &quiver_store::StoreDir) -> (RecordBatch, Vec<i64>) {
     let mut batches = Vec::new();
     let mut txns = Vec::new();
-    let dir = quiver_store::StoreDir::local(table);
-    for v in quiver_store::delta::versions(&dir).unwrap() {
-        for action in quiver_store::delta::read_commit(&dir, v).unwrap() {
+    for v in quiver_store::delta::versions(table).unwrap() {
+        for action in quiver_store::delta::read_commit(table, v).unwrap() {
             if let Some(path) = action.pointer("/add/path").and_then(|p| p.as_str()) {
-                let file = std::fs::File::open(table.join(path)).unwrap();
-                let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-                    .unwrap()
-                    .build()
-                    .unwrap();
-                batches.extend(reader.map(|b| b.unwrap()));
+                let (_, read) =
+                    quiver_pipeline::parquet_file::read_store_file(table, path, "a table file")
+                        .unwrap();
+                batches.extend(read);
             }
             if let Some(t) = action.pointer("/txn/version").and_then(|t| t.as_i64()) {
                 txns.push(t);
@@ -73,6 +74,25 @@ pub fn delta_table(table: &Path) -> (RecordBatch, Vec<i64>) {
         }
     }
     (sorted_rows(&batches), txns)
+}
+
+/// The tests' S3 server (moto, started by scripts/test.sh) and bucket, or `None` outside the
+/// test command (under CI, where the test command always sets them, a missing server fails).
+pub fn s3_server() -> Option<(String, String)> {
+    match std::env::var("QUIVER_TEST_S3_ENDPOINT") {
+        Ok(endpoint) => {
+            let bucket =
+                std::env::var("QUIVER_TEST_S3_BUCKET").unwrap_or_else(|_| "quiver-test".into());
+            Some((endpoint, bucket))
+        }
+        Err(_) if std::env::var("CI").is_ok() => {
+            panic!("QUIVER_TEST_S3_ENDPOINT is not set: run the tests with `bash scripts/test.sh`")
+        }
+        Err(_) => {
+            eprintln!("skipping: QUIVER_TEST_S3_ENDPOINT not set (bash scripts/test.sh sets it)");
+            None
+        }
+    }
 }
 
 /// `batches` as one batch sorted on the columns of `card_id`, `event_time` and `txn_id` it has.
