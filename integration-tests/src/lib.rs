@@ -252,7 +252,7 @@ store: {}/store
     let pipeline = quiver_pipeline::CompiledPipeline::compile(loaded)
         .await
         .expect("compile");
-    quiver_pipeline::registry::apply(pipeline, &registry, options)
+    quiver_pipeline::registry::apply(pipeline, &registry, options, false)
         .await
         .expect("apply");
     registry

@@ -20,6 +20,7 @@ use crate::keyed_input::KeyedInput;
 use crate::operator::Message;
 use crate::outputs::{OutputPaths, Outputs};
 use crate::progress::events_bar;
+use crate::registry::event_log::EventLogReader;
 use crate::reorder::ReorderBuffer;
 use crate::run::{view_operators, RunOptions};
 use crate::source::{Source, SourceEvent, SourceOverrides};
@@ -49,7 +50,53 @@ const SPLIT_ROWS: usize = 256 * 1024;
 /// Rows a key partition gets when the input is split for speed rather than memory.
 const PARTITION_ROWS: usize = 1 << 20;
 
-/// Computes every view over the whole source and writes the feature rows.
+/// Where a backfill's events come from.
+enum Origin {
+    /// The configured source, read through the transforms.
+    Source(Box<Source>, Watermarks),
+    /// A registered event log: the transformed events as an apply or a store run kept them.
+    EventLog {
+        reader: Box<EventLogReader>,
+        fingerprint: String,
+    },
+}
+
+impl Origin {
+    /// What identifies the input (for the checkpoint).
+    fn fingerprint(&self) -> &str {
+        match self {
+            Origin::Source(source, _) => &source.fingerprint,
+            Origin::EventLog { fingerprint, .. } => fingerprint,
+        }
+    }
+
+    /// Events to read, when known.
+    fn expected_events(&self) -> Option<u64> {
+        match self {
+            Origin::Source(source, _) => source.expected_events,
+            Origin::EventLog { reader, .. } => Some(reader.rows),
+        }
+    }
+
+    /// The names of the source partitions the events' partition column indexes.
+    fn partition_names(&self) -> Vec<String> {
+        match self {
+            Origin::Source(source, _) => source.partition_names(),
+            Origin::EventLog { reader, .. } => reader.partitions.clone(),
+        }
+    }
+
+    /// Records read (an event log's are all accepted events).
+    fn records(&self, accepted: u64) -> u64 {
+        match self {
+            Origin::Source(source, _) => source.events,
+            Origin::EventLog { .. } => accepted,
+        }
+    }
+}
+
+/// Computes every view over the whole source (or a registered event log) and writes the
+/// feature rows.
 pub async fn backfill(
     mut pipeline: CompiledPipeline,
     options: RunOptions,
@@ -62,26 +109,34 @@ pub async fn backfill(
         compute_config.gpu_min_rows,
     )?;
     let paths = OutputPaths::of(&pipeline, options.output.clone());
-    // A live source (Kafka) is read to its current ends.
-    let overrides = SourceOverrides {
-        stop_at_end: true,
-        ..options.source.clone()
+    let mut origin = match &options.from_event_log {
+        Some((registry, definition)) => Origin::EventLog {
+            reader: Box::new(EventLogReader::open(registry, definition, None, true)?),
+            fingerprint: format!("event-log:{}", definition.events),
+        },
+        None => {
+            // A live source (Kafka) is read to its current ends.
+            let overrides = SourceOverrides {
+                stop_at_end: true,
+                ..options.source.clone()
+            };
+            let source = Source::resolve(&pipeline, &overrides).await?;
+            let watermarks = Watermarks::new(0, source.partitions.len(), false, None);
+            Origin::Source(Box::new(source), watermarks)
+        }
     };
-    let mut source = Source::resolve(&pipeline, &overrides).await?;
     let (mut coordinator, _) = Coordinator::begin(
         &pipeline,
         paths.clone(),
-        &source.fingerprint,
+        origin.fingerprint(),
         true,
         None,
         || Ok(None),
         None,
     )?;
-    let mut watermarks = Watermarks::new(0, source.partitions.len(), false, None);
-    source.open_partitions(&mut watermarks);
     let scratch = ScratchDir::beside(&paths.root.join("backfill"));
     let mut outputs = Outputs::new(paths, coordinator.epoch, 0, BTreeMap::new());
-    let read_bar = events_bar(source.expected_events, options.progress, "read");
+    let read_bar = events_bar(origin.expected_events(), options.progress, "read");
     let mut engine = Duration::ZERO;
     let memory_limit = options.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT);
     let mut stream = Spill::in_memory_up_to(
@@ -92,39 +147,62 @@ pub async fn backfill(
         1,
     );
     let limits = pipeline.loaded.config.output.clone();
-    while let Some(event) = source.next(&mut watermarks).await? {
-        outputs.check_dead_letter_ratio(
-            source.events,
-            limits.max_dead_letter_ratio,
-            limits.dead_letter_min_records,
-        )?;
-        match event {
-            SourceEvent::Finished(_) | SourceEvent::Quiet => {}
-            SourceEvent::Item(partition, item) => {
-                read_bar.inc(item.len() as u64);
-                outputs.write_dead_letters(&item.dead_letters)?;
-                let Some(batch) = item.batch else {
-                    continue;
-                };
-                let step = Instant::now();
-                let ingested = ingest(&pipeline, batch, partition).await?;
-                engine += step.elapsed();
-                outputs.write_dead_letters(&ingested.dead_letters)?;
-                stream.push(0, ingested.batch)?;
+    let schema = pipeline.feature_stream_schema.clone();
+    match &mut origin {
+        Origin::Source(source, watermarks) => {
+            source.open_partitions(watermarks);
+            while let Some(event) = source.next(watermarks).await? {
+                outputs.check_dead_letter_ratio(
+                    source.events,
+                    limits.max_dead_letter_ratio,
+                    limits.dead_letter_min_records,
+                )?;
+                match event {
+                    SourceEvent::Finished(_) | SourceEvent::Quiet => {}
+                    SourceEvent::Item(partition, item) => {
+                        read_bar.inc(item.len() as u64);
+                        outputs.write_dead_letters(&item.dead_letters)?;
+                        let Some(batch) = item.batch else {
+                            continue;
+                        };
+                        let step = Instant::now();
+                        let ingested = ingest(&pipeline, batch, partition).await?;
+                        engine += step.elapsed();
+                        outputs.write_dead_letters(&ingested.dead_letters)?;
+                        stream.push(0, ingested.batch)?;
+                    }
+                }
+            }
+        }
+        Origin::EventLog { reader, .. } => {
+            // The log's events are the transformed stream already (lineage columns included).
+            let mut available = Vec::new();
+            while let Some(batch) = reader.next_batch(&mut available)? {
+                available.clear();
+                read_bar.inc(batch.num_rows() as u64);
+                let batch = arrow::record_batch::RecordBatch::try_new(
+                    schema.clone(),
+                    batch.columns().to_vec(),
+                )
+                .map_err(|e| {
+                    JobError::Other(format!(
+                        "the event log does not fit this config's stream: {e}"
+                    ))
+                })?;
+                stream.push(0, batch)?;
             }
         }
     }
     read_bar.finish_and_clear();
     stream.finish()?;
     let accepted = stream.rows(0) as u64;
-    let schema = pipeline.feature_stream_schema.clone();
+    let names = origin.partition_names();
     if let Some(dir) = &options.event_log {
         let info = serde_json::json!({"operation": "apply", "rows": accepted});
-        let names = source.partition_names();
         crate::registry::event_log::write_event_log(dir, &schema, stream.read(0)?, &names, info)?;
     }
     let writers = outputs.feature_writers(&pipeline, &coordinator.run, &[], None)?;
-    let operators = view_operators(&mut pipeline, options.expire_interval_micros, &source);
+    let operators = view_operators(&mut pipeline, options.expire_interval_micros, &names);
     let compute_bar = events_bar(
         Some(accepted * operators.len() as u64),
         options.progress,
@@ -202,8 +280,12 @@ pub async fn backfill(
         send_all(&tasks, || Message::Batch(all.clone())).await;
     }
     let nothing_buffered = ReorderBuffer::new(pipeline.feature_stream_schema.clone());
-    let captured =
-        Captured::at_barrier(&source, &watermarks, &nothing_buffered, accepted, &outputs)?;
+    let captured = match &origin {
+        Origin::Source(source, watermarks) => {
+            Captured::at_barrier(source, watermarks, &nothing_buffered, accepted, &outputs)?
+        }
+        Origin::EventLog { .. } => Captured::without_source(&nothing_buffered, accepted, &outputs)?,
+    };
     let done = coordinator
         .finish(true, tasks, &mut outputs, captured)
         .await?;
@@ -212,7 +294,7 @@ pub async fn backfill(
         JobTotals {
             mode: "backfill",
             pipeline: pipeline.loaded.config.name.clone(),
-            events: source.events,
+            events: origin.records(accepted),
             accepted,
             started,
             engine,

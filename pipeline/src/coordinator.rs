@@ -98,6 +98,30 @@ impl Captured {
     }
 }
 
+impl Captured {
+    /// What a job without a source (a backfill of an event log) captures at its barrier.
+    pub fn without_source(
+        reorder: &ReorderBuffer,
+        accepted: u64,
+        outputs: &Outputs,
+    ) -> Result<Captured, JobError> {
+        Ok(Captured {
+            partitions: Vec::new(),
+            watermarks: Watermarks::new(0, 0, false, None).snapshot(),
+            reorder: reorder
+                .snapshot()
+                .map_err(|e| JobError::Checkpoint(format!("cannot save buffered events: {e}")))?,
+            counters: Counters {
+                events: accepted,
+                accepted,
+                dead_letters: outputs.dead_letter_counts(),
+                files_done: 0,
+            },
+            end_offsets: None,
+        })
+    }
+}
+
 /// The coordinator of one job.
 pub struct Coordinator {
     dir: CheckpointDir,

@@ -109,13 +109,20 @@ enum Command {
     /// Compute a pipeline's views over bounded (historical) input as fast as possible.
     Backfill(JobArgs),
     /// Register the config's views in the feature store: each changed view gets a new version,
-    /// backfilled from the configured source, then becomes the view's latest.
+    /// backfilled from the events the store holds for its stream (its event log: what earlier
+    /// applies read and store runs appended), else from the configured source, then becomes the
+    /// view's latest.
     Apply {
         /// Pipeline config (YAML).
         config: PathBuf,
-        /// Store directory (default: the config's `store`, else quiver-store).
+        /// Store directory or object-store URL (default: the config's `store`, else
+        /// quiver-store).
         #[arg(long)]
         store: Option<PathBuf>,
+        /// Backfill new versions from the configured source (or `--input`/`--events`) even when
+        /// the store has an event log of the stream.
+        #[arg(long)]
+        from_source: bool,
         /// Do not draw a progress bar.
         #[arg(long)]
         no_progress: bool,
@@ -496,7 +503,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             input,
             events,
             memory_limit,
+            from_source,
         } => {
+            // Naming the input means reading it.
+            let from_source = from_source || input.is_some() || events.is_some();
             let mut loaded = LoadedConfig::load(&config)?;
             if let (Some(input), Some(files)) = (&input, loaded.config.source.files.as_mut()) {
                 // As for run and backfill: the input replaces the configured files.
@@ -519,18 +529,22 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let lineage = LineageEmitter::of(&pipeline, "apply");
             let store_namespace = format!("quiver-store:{}", registry.root());
             let target = config.display().to_string();
-            let report = observed(lineage, apply(pipeline, &registry, options), |report| {
-                (report.views.iter())
-                    .filter_map(|(view, applied)| match applied {
-                        Applied::Created { version, rows, .. } => Some(dataset(
-                            &store_namespace,
-                            &format!("offline/{view}/{version}"),
-                            serde_json::json!({"view": view, "version": version, "rows": rows}),
-                        )),
-                        _ => None,
-                    })
-                    .collect()
-            })
+            let report = observed(
+                lineage,
+                apply(pipeline, &registry, options, from_source),
+                |report| {
+                    (report.views.iter())
+                        .filter_map(|(view, applied)| match applied {
+                            Applied::Created { version, rows, .. } => Some(dataset(
+                                &store_namespace,
+                                &format!("offline/{view}/{version}"),
+                                serde_json::json!({"view": view, "version": version, "rows": rows}),
+                            )),
+                            _ => None,
+                        })
+                        .collect()
+                },
+            )
             .await;
             let report = audited(registry.root(), "apply", &target, report)?;
             say(&format!("applied to {}\n{report}", registry.root()));

@@ -64,6 +64,9 @@ pub struct RunOptions {
     /// Backfill: the memory it may take (`None`: [`crate::backfill::DEFAULT_MEMORY_LIMIT`]);
     /// above a quarter of it the input is spilled and evaluated a key partition at a time.
     pub memory_limit: Option<usize>,
+    /// Backfill: read the events of this registered version's event log (already transformed:
+    /// the views read them as they are) instead of the configured source.
+    pub from_event_log: Option<(crate::registry::Registry, crate::registry::ViewDefinition)>,
 }
 
 /// How often the positions of the last durable checkpoint are committed to a consumer group
@@ -120,14 +123,13 @@ pub async fn stop_requested(enabled: bool) {
 pub fn view_operators(
     pipeline: &mut CompiledPipeline,
     expire_interval: Option<i64>,
-    source: &Source,
+    names: &[String],
 ) -> Vec<ViewOperator> {
-    let names = source.partition_names();
     std::mem::take(&mut pipeline.views)
         .into_iter()
         .zip(&pipeline.view_identities)
         .map(|(view, identity)| {
-            let op = ViewOperator::new(view, identity.fingerprint()).with_partitions(&names);
+            let op = ViewOperator::new(view, identity.fingerprint()).with_partitions(names);
             match expire_interval {
                 Some(micros) => op.with_expire_interval(micros),
                 None => op,
@@ -262,7 +264,11 @@ pub async fn run(
             );
         }
     }
-    let mut operators = view_operators(&mut pipeline, options.expire_interval_micros, &source);
+    let mut operators = view_operators(
+        &mut pipeline,
+        options.expire_interval_micros,
+        &source.partition_names(),
+    );
     for (op, view) in operators.iter_mut().zip(&states) {
         op.restore(&view.state)?;
     }

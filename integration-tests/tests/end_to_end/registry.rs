@@ -58,12 +58,18 @@ fn events(dir: &Path, good: bool) {
 }
 
 async fn apply_config(path: &Path) -> Result<Vec<(String, Applied)>, quiver_pipeline::JobError> {
+    Ok(apply_report(path, false).await?.views)
+}
+
+/// The report of `quiver apply` (with `--from-source` when `from_source`).
+async fn apply_report(
+    path: &Path,
+    from_source: bool,
+) -> Result<quiver_pipeline::registry::ApplyReport, quiver_pipeline::JobError> {
     let loaded = LoadedConfig::load(path)?;
     let registry = loaded.config.store_registry(None)?;
     let pipeline = CompiledPipeline::compile(loaded).await?;
-    Ok(apply(pipeline, &registry, RunOptions::default())
-        .await?
-        .views)
+    apply(pipeline, &registry, RunOptions::default(), from_source).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,10 +148,11 @@ async fn versions_follow_definitions_and_latest_moves_only_after_a_backfill() {
         }
     );
 
-    // A failing backfill (the input turned to garbage) leaves `latest` where it was.
+    // A failing backfill (the input turned to garbage, and read with --from-source) leaves
+    // `latest` where it was.
     events(dir.path(), false);
     let third = VIEW.replace("10 minutes", "5 minutes");
-    let err = apply_config(&config(dir.path(), &third))
+    let err = apply_report(&config(dir.path(), &third), true)
         .await
         .expect_err("the backfill fails");
     assert!(err.to_string().contains("dead letters"), "{err}");
@@ -154,6 +161,42 @@ async fn versions_follow_definitions_and_latest_moves_only_after_a_backfill() {
         Some(v1.as_str())
     );
     assert_eq!(registry.versions("v").expect("versions").len(), 2);
+
+    // Without --from-source a new version is backfilled from the events the store holds (its
+    // event log), not from the source, which is garbage by now: all 500 events count.
+    let report = apply_report(&config(dir.path(), &third), false)
+        .await
+        .expect("apply from the event log");
+    let first_log = registry.definition("v", Some(&v1)).expect("v1").events;
+    assert_eq!(report.event_log.as_deref(), Some(first_log.as_str()));
+    let Applied::Created {
+        version: v3, rows, ..
+    } = report.views[0].1.clone()
+    else {
+        panic!("a new version: {report}");
+    };
+    assert_eq!(rows, 500);
+    assert_eq!(
+        registry.definition("v", Some(&v3)).expect("v3").events,
+        first_log
+    );
+    let v3_rows = read_view(&local(&registry.data_dir("v", &v3)));
+    let n_5m = v3_rows.column_by_name("n_10m").expect("count column");
+    let n_10m = v1_rows.column_by_name("n_10m").expect("count column");
+    assert!(
+        arrow::compute::sum(
+            n_5m.as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap()
+        ) < arrow::compute::sum(
+            n_10m
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap()
+        ),
+        "5-minute windows count fewer events than 10-minute ones"
+    );
+    registry.set_latest("v", &v1).expect("back to v1");
 
     // Removing is explicit and keeps the versions readable.
     registry.remove("v").expect("remove");

@@ -183,6 +183,55 @@ async fn a_store_run_continues_the_table_exactly_once() {
             .expect("event log after the clean-up")
             .batches;
     assert_eq!(events.iter().map(|b| b.num_rows()).sum::<usize>(), 3000);
+
+    // A changed view applied again is backfilled from the events the store holds (the apply's
+    // history and the run's streamed events, late ones left out), not from the configured
+    // source, which has the history only: it equals the changed view over all the events.
+    let changed = VIEW.replace("10 minutes", "20 minutes");
+    let registry = apply_one_view(
+        dir.path(),
+        "history.ndjson",
+        &CARD_EVENTS,
+        "v",
+        &changed,
+        "",
+    )
+    .await;
+    let v2 = registry.latest("v").expect("latest").expect("version");
+    assert_ne!(v2, version);
+    assert_eq!(
+        registry.definition("v", Some(&v2)).expect("v2").events,
+        definition.events,
+        "the new version shares the event log it was backfilled from"
+    );
+    let reference_registry = apply_one_view(
+        &dir.path().join("all"),
+        "*.ndjson",
+        &CARD_EVENTS,
+        "v",
+        &changed,
+        "",
+    )
+    .await;
+    let reference_version = reference_registry
+        .latest("v")
+        .expect("latest")
+        .expect("version");
+    let ours = read_view(&local(&registry.data_dir("v", &v2)))
+        .project(&[0, 1, 2, 3, 4, 5, 6])
+        .expect("features");
+    let reference = read_view(&local(
+        &reference_registry.data_dir("v", &reference_version),
+    ))
+    .project(&[0, 1, 2, 3, 4, 5, 6])
+    .expect("features");
+    assert_eq!(ours.num_rows(), 3000);
+    assert_same_features(
+        &ours,
+        &reference,
+        &["card_id", "event_time"],
+        "a new version from the event log",
+    );
 }
 
 /// `--as-known-at` against a DataFusion reference that joins each spine row with the events of

@@ -64,7 +64,7 @@ async fn apply_config(path: &Path) -> (Registry, Vec<(String, Applied)>) {
     let loaded = LoadedConfig::load(path).expect("config");
     let registry = loaded.config.store_registry(None).expect("store");
     let pipeline = CompiledPipeline::compile(loaded).await.expect("compile");
-    let report = apply(pipeline, &registry, RunOptions::default())
+    let report = apply(pipeline, &registry, RunOptions::default(), false)
         .await
         .expect("apply");
     (registry, report.views)

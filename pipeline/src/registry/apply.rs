@@ -41,10 +41,19 @@ pub enum Applied {
 pub struct ApplyReport {
     /// View name and what happened.
     pub views: Vec<(String, Applied)>,
+    /// What new versions were backfilled from: the store's event log (its name under
+    /// `events/`) or, when `None`, the configured source.
+    pub event_log: Option<String>,
 }
 
 impl std::fmt::Display for ApplyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(log) = &self.event_log {
+            writeln!(
+                f,
+                "new versions backfilled from the store's event log events/{log} (the events the store holds; `--from-source` reads the configured source instead)"
+            )?;
+        }
         for (view, applied) in &self.views {
             match applied {
                 Applied::Unchanged { version } => {
@@ -109,14 +118,55 @@ fn staging_dir(registry: &Registry) -> (std::path::PathBuf, Option<crate::spill:
     }
 }
 
+/// The registered version whose event log a new version of `wanted` can be backfilled from:
+/// one over the same stream, transforms, source schema and event time (so its log holds the
+/// very events the new version's views read), preferring a view's latest version (store runs
+/// append to those logs) and then the newest log.
+pub fn reusable_event_log(
+    registry: &Registry,
+    wanted: &ViewDefinition,
+) -> Result<Option<ViewDefinition>, JobError> {
+    let mut best: Option<(bool, u64, ViewDefinition)> = None;
+    for view in registry.views()? {
+        let latest = registry.latest(&view)?;
+        for d in registry.versions(&view)? {
+            let same_stream = d.stream == wanted.stream
+                && d.transforms == wanted.transforms
+                && d.source_schema == wanted.source_schema
+                && d.event_time == wanted.event_time;
+            if !same_stream || d.events.is_empty() {
+                continue;
+            }
+            if crate::registry::event_log::log_files(&registry.events_dir(&d.events)).is_err() {
+                continue; // not a Delta event log (an old store)
+            }
+            let id = d
+                .events
+                .rsplit('/')
+                .next()
+                .and_then(|id| id.parse::<u64>().ok())
+                .unwrap_or(0);
+            let rank = (latest.as_deref() == Some(d.version.as_str()), id);
+            if best.as_ref().is_none_or(|(l, i, _)| rank > (*l, *i)) {
+                best = Some((rank.0, rank.1, d));
+            }
+        }
+    }
+    Ok(best.map(|(_, _, d)| d))
+}
+
 /// Applies `pipeline` to the store `registry`: every view whose definition is not its latest
 /// version gets one. A new version is backfilled into a staging directory first and moved into
 /// place only when its backfill committed; `latest` moves last, so a failed or killed apply
-/// leaves every view on its previous version.
+/// leaves every view on its previous version. New versions are backfilled from the store's
+/// event log of the same stream when it has one ([`reusable_event_log`]) and `from_source` is
+/// false, and share it; otherwise from the configured source, whose events become a new event
+/// log.
 pub async fn apply(
     mut pipeline: CompiledPipeline,
     registry: &Registry,
     options: RunOptions,
+    from_source: bool,
 ) -> Result<ApplyReport, JobError> {
     let (staging, _scratch) = staging_dir(registry);
     if staging.exists() {
@@ -151,7 +201,11 @@ pub async fn apply(
             to_backfill.push((i, previous));
         }
     }
+    let mut reused = None;
     if !to_backfill.is_empty() {
+        if !from_source {
+            reused = reusable_event_log(registry, &definitions[to_backfill[0].0])?;
+        }
         // Only the views that need a new version are computed.
         let keep: Vec<usize> = to_backfill.iter().map(|(i, _)| *i).collect();
         pipeline.views = keep_indices(std::mem::take(&mut pipeline.views), &keep);
@@ -166,7 +220,8 @@ pub async fn apply(
             pipeline,
             RunOptions {
                 output: Some(out.clone()),
-                event_log: Some(staged_events.clone()),
+                event_log: reused.is_none().then(|| staged_events.clone()),
+                from_event_log: reused.clone().map(|d| (registry.clone(), d)),
                 ..options
             },
         )
@@ -176,9 +231,16 @@ pub async fn apply(
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let created = utc_rfc3339(now.as_secs() as i64);
-        // The event log of this apply, shared by the versions it creates.
-        let events = format!("{stream}/{}", now.as_micros());
-        move_into_place(&staged_events, &registry.events_dir(&events))?;
+        // The event log the versions it creates share: the one they were backfilled from, or
+        // this apply's.
+        let events = match &reused {
+            Some(d) => d.events.clone(),
+            None => {
+                let events = format!("{stream}/{}", now.as_micros());
+                move_into_place(&staged_events, &registry.events_dir(&events))?;
+                events
+            }
+        };
         for (k, (i, previous)) in to_backfill.into_iter().enumerate() {
             let mut definition = definitions[i].clone();
             let rows = summary
@@ -208,6 +270,7 @@ pub async fn apply(
             .map_err(|e| JobError::Other(format!("cannot clear `{}`: {e}", staging.display())))?;
     }
     Ok(ApplyReport {
+        event_log: reused.map(|d| d.events),
         views: definitions
             .iter()
             .zip(outcomes)
