@@ -526,8 +526,23 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 memory_limit,
                 ..RunOptions::default()
             };
-            let lineage = LineageEmitter::of(&pipeline, "apply");
             let store_namespace = format!("quiver-store:{}", registry.root());
+            let mut lineage = LineageEmitter::of(&pipeline, "apply");
+            if lineage.is_some() && !from_source && !pipeline.views.is_empty() {
+                // New versions will read the store's event log, not the source: name it.
+                let wanted = quiver_pipeline::registry::ViewDefinition::of(&pipeline, 0)?;
+                if let Some(log) =
+                    quiver_pipeline::registry::apply::reusable_event_log(&registry, &wanted)?
+                {
+                    lineage = lineage.map(|l| {
+                        l.with_inputs(vec![dataset(
+                            &store_namespace,
+                            &format!("events/{}", log.events),
+                            serde_json::json!({"stream": log.stream, "event_log": true}),
+                        )])
+                    });
+                }
+            }
             let target = config.display().to_string();
             let report = observed(
                 lineage,

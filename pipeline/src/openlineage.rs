@@ -76,6 +76,12 @@ impl LineageEmitter {
         })
     }
 
+    /// With `inputs` as the job's input datasets instead of the configured source.
+    pub fn with_inputs(mut self, inputs: Vec<Value>) -> Self {
+        self.inputs = inputs;
+        self
+    }
+
     async fn emit(
         &self,
         event_type: &str,
