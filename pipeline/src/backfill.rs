@@ -201,7 +201,8 @@ pub async fn backfill(
         let info = serde_json::json!({"operation": "apply", "rows": accepted});
         crate::registry::event_log::write_event_log(dir, &schema, stream.read(0)?, &names, info)?;
     }
-    let writers = outputs.feature_writers(&pipeline, &coordinator.run, &[], None)?;
+    let availability = vec![options.availability_column; pipeline.views.len()];
+    let writers = outputs.feature_writers(&pipeline, &coordinator.run, &[], None, &availability)?;
     let operators = view_operators(&mut pipeline, options.expire_interval_micros, &names);
     let compute_bar = events_bar(
         Some(accepted * operators.len() as u64),

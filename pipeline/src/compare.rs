@@ -113,7 +113,8 @@ fn view_names(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-/// All Parquet files of one view directory as one batch, dictionaries decoded.
+/// All Parquet files of one view directory as one batch, dictionaries decoded, without a store
+/// table's availability column.
 fn read_view(dir: &Path) -> anyhow::Result<RecordBatch> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
@@ -133,6 +134,14 @@ fn read_view(dir: &Path) -> anyhow::Result<RecordBatch> {
     }
     let schema = schema.expect("at least one file");
     let batch = concat_batches(&schema, &batches)?;
+    // A store table's availability column says when rows were committed, not what they are.
+    let batch = match batch.schema().index_of(quiver_store::AVAILABLE_COLUMN) {
+        Ok(index) => {
+            let keep: Vec<usize> = (0..batch.num_columns()).filter(|&i| i != index).collect();
+            batch.project(&keep)?
+        }
+        Err(_) => batch,
+    };
     let columns = batch
         .columns()
         .iter()

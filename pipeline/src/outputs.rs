@@ -193,13 +193,15 @@ impl Outputs {
 
     /// One feature-row writer per view of `pipeline`, in view order, for run `run`; `rows`
     /// are the rows each view committed earlier in the run (after a restart). Rows go under
-    /// the output directory, or for a store run into each view's Delta table (`tables`).
+    /// the output directory, or for a store run into each view's Delta table (`tables`); the
+    /// views whose `availability` is true also write the store's availability column.
     pub fn feature_writers(
         &self,
         pipeline: &CompiledPipeline,
         run: &str,
         rows: &[u64],
         tables: Option<&[PathBuf]>,
+        availability: &[bool],
     ) -> Result<Vec<FeatureRowWriter>, JobError> {
         let rows_per_file = pipeline.loaded.config.output.rows_per_file;
         pipeline
@@ -224,6 +226,10 @@ impl Outputs {
                         run,
                         self.epoch,
                     )?,
+                };
+                let writer = match availability.get(i) {
+                    Some(true) => writer.with_availability_column(),
+                    _ => writer,
                 };
                 Ok(writer.with_rows(rows.get(i).copied().unwrap_or(0)))
             })

@@ -64,6 +64,9 @@ pub struct RunOptions {
     /// Backfill: the memory it may take (`None`: [`crate::backfill::DEFAULT_MEMORY_LIMIT`]);
     /// above a quarter of it the input is spilled and evaluated a key partition at a time.
     pub memory_limit: Option<usize>,
+    /// Backfill: write the store tables' availability column with the feature rows (`quiver
+    /// apply`).
+    pub availability_column: bool,
     /// Backfill: read the events of this registered version's event log (already transformed:
     /// the views read them as they are) instead of the configured source.
     pub from_event_log: Option<(crate::registry::Registry, crate::registry::ViewDefinition)>,
@@ -245,7 +248,17 @@ pub async fn run(
             &coordinator.run,
         )?;
     }
-    let writers = outputs.feature_writers(&pipeline, &coordinator.run, &rows, tables.as_deref())?;
+    let availability = target
+        .as_ref()
+        .map(|t| t.availability.clone())
+        .unwrap_or_default();
+    let writers = outputs.feature_writers(
+        &pipeline,
+        &coordinator.run,
+        &rows,
+        tables.as_deref(),
+        &availability,
+    )?;
     let schema = pipeline.feature_stream_schema.clone();
     // The online tables (`view@version`), named before the views move into their operators.
     let online_tables = match online {

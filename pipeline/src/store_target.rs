@@ -27,6 +27,9 @@ pub struct StoreTarget {
     pub views: Vec<(ViewDefinition, PathBuf)>,
     /// The distinct event logs of those versions (paths as for the tables).
     pub event_logs: Vec<PathBuf>,
+    /// Per view: whether its table has the availability column (versions registered before
+    /// it existed do not).
+    pub availability: Vec<bool>,
 }
 
 /// The path of `name` (a `/`-separated path in the store) as a run's writers and commits name
@@ -60,6 +63,7 @@ impl StoreTarget {
     pub fn resolve(pipeline: &CompiledPipeline, registry: Registry) -> Result<Self, JobError> {
         let mut views = Vec::new();
         let mut event_logs: Vec<PathBuf> = Vec::new();
+        let mut availability = Vec::new();
         for i in 0..pipeline.views.len() {
             let mine = ViewDefinition::of(pipeline, i)?;
             let latest = registry.latest(&mine.view)?;
@@ -82,12 +86,17 @@ impl StoreTarget {
                 &registry,
                 &format!("offline/{}/{}", definition.view, definition.version),
             );
+            let columns =
+                delta::column_names(&registry.data_dir(&definition.view, &definition.version))
+                    .map_err(|e| JobError::Other(e.to_string()))?;
+            availability.push(columns.iter().any(|c| c == quiver_store::AVAILABLE_COLUMN));
             views.push((definition, table));
         }
         Ok(StoreTarget {
             registry,
             views,
             event_logs,
+            availability,
         })
     }
 

@@ -268,6 +268,29 @@ pub fn read_commit(table: &StoreDir, version: u64) -> Result<Vec<Value>, StoreEr
         .collect()
 }
 
+/// The column names of the table's schema (its first commit's `metaData`); none when it has
+/// no commit yet.
+pub fn column_names(table: &StoreDir) -> Result<Vec<String>, StoreError> {
+    let Some(first) = versions(table)?.first().copied() else {
+        return Ok(Vec::new());
+    };
+    let actions = read_commit(table, first)?;
+    let Some(schema) = actions
+        .iter()
+        .find_map(|a| a.pointer("/metaData/schemaString").and_then(Value::as_str))
+    else {
+        return Ok(Vec::new());
+    };
+    let schema: Value = serde_json::from_str(schema)
+        .map_err(|e| delta_error(table, format!("unreadable schema: {e}")))?;
+    Ok(schema["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["name"].as_str().map(str::to_string))
+        .collect())
+}
+
 /// The latest version the table recorded for application `app_id` (`txn` actions).
 pub fn transaction_version(table: &StoreDir, app_id: &str) -> Result<Option<i64>, StoreError> {
     Ok(snapshot(table)?.transactions.get(app_id).copied())

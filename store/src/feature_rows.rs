@@ -31,6 +31,8 @@ pub struct FeatureRowWriter {
     epoch: u64,
     schema: SchemaRef,
     keep: Vec<usize>,
+    /// Whether the availability column is appended to every batch.
+    availability: bool,
     rows_per_file: usize,
     current: Option<(ArrowWriter<File>, PathBuf, usize)>,
     next_file: usize,
@@ -107,6 +109,7 @@ impl FeatureRowWriter {
             epoch: first_epoch,
             schema,
             keep,
+            availability: false,
             rows_per_file: rows_per_file.max(1),
             current: None,
             next_file: 0,
@@ -118,6 +121,24 @@ impl FeatureRowWriter {
     /// The schema written (internal columns removed).
     pub fn schema(&self) -> &Schema {
         &self.schema
+    }
+
+    /// Also writes the store tables' availability column ([`crate::AVAILABLE_COLUMN`]): NULL
+    /// in every row written, meaning "when this file's Delta commit made it visible" (known
+    /// only at commit); compaction fills it in from that commit's time.
+    pub fn with_availability_column(mut self) -> Self {
+        if self.schema.index_of(crate::AVAILABLE_COLUMN).is_err() {
+            let mut fields: Vec<arrow::datatypes::FieldRef> =
+                self.schema.fields().iter().cloned().collect();
+            fields.push(Arc::new(arrow::datatypes::Field::new(
+                crate::AVAILABLE_COLUMN,
+                DataType::Int64,
+                true,
+            )));
+            self.schema = Arc::new(Schema::new(fields));
+            self.availability = true;
+        }
+        self
     }
 
     /// Counts `rows` committed by an earlier process of the same run (after a restart).
@@ -141,7 +162,14 @@ impl FeatureRowWriter {
         let batch = batch
             .project(&self.keep)
             .map_err(|e| self.schema_error(e))?;
-        let batch = RecordBatch::try_new(Arc::clone(&self.schema), batch.columns().to_vec())
+        let mut columns = batch.columns().to_vec();
+        if self.availability {
+            columns.push(arrow::array::new_null_array(
+                &DataType::Int64,
+                batch.num_rows(),
+            ));
+        }
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)
             .map_err(|e| self.schema_error(e))?;
         let mut offset = 0;
         while offset < batch.num_rows() {

@@ -19,6 +19,12 @@ pub use feature_rows::{remove_other_runs, FeatureRowWriter};
 pub use location::{Entry, StoreDir};
 pub use sink::{publish, publish_into, sync_dir, write_atomically, Sink, StagedFile};
 
+/// The column of the store's tables (feature tables and event logs) with when each row became
+/// available, in microseconds since the epoch: NULL in files as written, meaning the time of
+/// the Delta commit that added the file (known only at commit); compaction writes that time
+/// into the files it merges, which the log no longer ties to their commits.
+pub const AVAILABLE_COLUMN: &str = "_quiver_available_at";
+
 /// Columns whose names start with this prefix are Quiver's internal bookkeeping (e.g. source
 /// offsets) and are not written as features.
 pub const INTERNAL_COLUMN_PREFIX: &str = "__quiver_";

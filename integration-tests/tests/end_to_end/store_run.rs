@@ -117,6 +117,28 @@ async fn a_store_run_continues_the_table_exactly_once() {
     // Compaction merges the epochs' small files; the rows stay the same, old files go.
     let files_before = delta::active_files(&table).expect("files").len();
     assert!(files_before > 1);
+    // Each row's availability is its file's commit time: NULL as written (known only at the
+    // commit), written into the rows by the compaction that merges the files.
+    let commit_times: std::collections::BTreeSet<i64> = delta::active_files(&table)
+        .expect("files")
+        .iter()
+        .map(|f| f.added_ms.expect("commit time") * 1000)
+        .collect();
+    let availability = |batch: &arrow::record_batch::RecordBatch| {
+        let column = batch
+            .column_by_name(quiver_store::AVAILABLE_COLUMN)
+            .expect("the availability column");
+        arrow::compute::cast(column, &arrow::datatypes::DataType::Int64)
+            .expect("int64")
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .expect("int64")
+            .iter()
+            .collect::<Vec<Option<i64>>>()
+    };
+    assert!(availability(&read_view(&local(&table)))
+        .iter()
+        .all(Option::is_none));
     let compacted = quiver_pipeline::registry::compact::compact(
         &registry,
         Some("v"),
@@ -131,6 +153,15 @@ async fn a_store_run_continues_the_table_exactly_once() {
         .project(&[0, 1, 2, 3, 4, 5, 6])
         .expect("features");
     assert_same_features(&after, &reference, &["card_id", "event_time"], "compacted");
+    let filled = availability(&read_view(&local(&table)));
+    assert_eq!(filled.len(), 3000);
+    assert!(
+        filled
+            .iter()
+            .all(|a| a.is_some_and(|a| commit_times.contains(&a))),
+        "every row's availability is the commit time of the file that held it"
+    );
+    assert!(filled.iter().flatten().min() < filled.iter().flatten().max());
     let status = quiver_pipeline::registry::status::status(&registry, Some("v")).expect("status");
     assert_eq!(status[0].rows, 3000);
     assert!(

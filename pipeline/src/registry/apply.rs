@@ -221,6 +221,7 @@ pub async fn apply(
             RunOptions {
                 output: Some(out.clone()),
                 event_log: reused.is_none().then(|| staged_events.clone()),
+                availability_column: true,
                 from_event_log: reused.clone().map(|d| (registry.clone(), d)),
                 ..options
             },
@@ -394,7 +395,15 @@ fn commit_version_table(
         transaction: None,
         removes: Vec::new(),
     };
-    quiver_store::delta::commit(dir, schema, &commit)
+    // The rows' availability column comes last, as the writers add it.
+    let mut fields: Vec<arrow::datatypes::FieldRef> = schema.fields().iter().cloned().collect();
+    fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(
+        quiver_store::AVAILABLE_COLUMN,
+        arrow::datatypes::DataType::Int64,
+        true,
+    )));
+    let schema = arrow::datatypes::Schema::new(fields);
+    quiver_store::delta::commit(dir, &schema, &commit)
         .map_err(|e| JobError::Other(format!("cannot make `{dir}` a Delta table: {e}")))?;
     Ok(())
 }

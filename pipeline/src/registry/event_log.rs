@@ -27,10 +27,9 @@ pub const EVENT_LOG_FILE: &str = "events.parquet";
 pub const LOG_PARTITION: &str = "_quiver_partition";
 /// The log's column with each event's offset in its partition.
 pub const LOG_OFFSET: &str = "_quiver_offset";
-/// The log's column with when each event became available (µs since the epoch): NULL as
-/// written (the commit that makes it visible comes later), where readers take the time of the
-/// commit that added the file; compaction fills it in before merging files.
-pub const LOG_AVAILABLE: &str = "_quiver_available_at";
+/// The log's column with when each event became available (µs since the epoch): see
+/// [`quiver_store::AVAILABLE_COLUMN`].
+pub const LOG_AVAILABLE: &str = quiver_store::AVAILABLE_COLUMN;
 
 fn other(e: impl std::fmt::Display) -> JobError {
     JobError::Other(e.to_string())
