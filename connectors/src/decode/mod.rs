@@ -9,6 +9,7 @@
 mod builder;
 mod convert;
 mod csv;
+mod json_fields;
 mod ndjson;
 mod parquet;
 
@@ -109,6 +110,7 @@ pub fn decode_json_records<'r>(
     batch_size: usize,
 ) -> Result<Decoded, ConnectorError> {
     let mut sink = builder::RowSink::new(partition, schema, batch_size.max(1));
+    let names = json_fields::FieldNames::new(schema);
     for record in records {
         if let Some((reason, detail)) = record.problem {
             let raw = String::from_utf8_lossy(record.value.unwrap_or_default()).into_owned();
@@ -116,6 +118,10 @@ pub fn decode_json_records<'r>(
             continue;
         }
         match record.value {
+            // Values without outside columns take the declared-field path when they can.
+            Some(value)
+                if record.extra.is_empty()
+                    && ndjson::push_declared_fields(&mut sink, &names, record.offset, value)? => {}
             Some(value) => {
                 ndjson::push_json_record(&mut sink, record.offset, value, &record.extra, "message")?
             }
