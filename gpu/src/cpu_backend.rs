@@ -24,6 +24,9 @@ impl CpuBackend {
     }
 }
 
+/// Events a key's state may retain beyond its windows while no row is read (see `evaluate`).
+const DEFERRED_EVENTS: usize = 4096;
+
 impl WindowBackend for CpuBackend {
     fn device(&self) -> String {
         "cpu".into()
@@ -53,12 +56,19 @@ impl WindowBackend for CpuBackend {
                 while j < end && rows.times[j] == t {
                     j += 1;
                 }
-                state.advance(plan, t);
+                let targets = &positions[i..j];
+                let emits = targets.iter().any(|&p| p != Scatter::SKIP);
+                // Windows only need to end at `t` where something is read there (training
+                // sets read at probes only): events that leave them meanwhile are removed
+                // at the next read, all at once, with the same result. Every so often anyway,
+                // so the events retained meanwhile stay few.
+                if emits || state.retained_events() >= DEFERRED_EVENTS {
+                    state.advance(plan, t);
+                }
                 for row in i..j {
                     state.push(plan, t, |input| value(row, input));
                 }
-                let targets = &positions[i..j];
-                if targets.iter().any(|&p| p != Scatter::SKIP) {
+                if emits {
                     for spec in 0..specs {
                         out.set_from(
                             plan,
