@@ -30,6 +30,13 @@ fn line(k: i64) -> String {
     )
 }
 
+/// The rows of `view` applied to all the events (history and streamed) in `dir/all`.
+async fn all_events(dir: &std::path::Path, view: &str) -> arrow::record_batch::RecordBatch {
+    let registry = apply_one_view(&dir.join("all"), "*.ndjson", &CARD_EVENTS, "v", view, "").await;
+    let version = registry.latest("v").expect("latest").expect("version");
+    read_view(&local(&registry.data_dir("v", &version)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_run_continues_the_table_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -94,22 +101,7 @@ async fn a_store_run_continues_the_table_exactly_once() {
     // Every row exactly once, equal to a backfill over all events.
     let ours = read_view(&local(&table));
     assert_eq!(ours.num_rows(), 3000);
-    let reference_registry = apply_one_view(
-        &dir.path().join("all"),
-        "*.ndjson",
-        &CARD_EVENTS,
-        "v",
-        VIEW,
-        "",
-    )
-    .await;
-    let reference_version = reference_registry
-        .latest("v")
-        .expect("latest")
-        .expect("version");
-    let reference = read_view(&local(
-        &reference_registry.data_dir("v", &reference_version),
-    ));
+    let reference = all_events(dir.path(), VIEW).await;
     let ours = ours.project(&[0, 1, 2, 3, 4, 5, 6]).expect("features");
     let reference = reference.project(&[0, 1, 2, 3, 4, 5, 6]).expect("features");
     assert_same_features(&ours, &reference, &["card_id", "event_time"], "store run");
@@ -235,27 +227,13 @@ async fn a_store_run_continues_the_table_exactly_once() {
         definition.events,
         "the new version shares the event log it was backfilled from"
     );
-    let reference_registry = apply_one_view(
-        &dir.path().join("all"),
-        "*.ndjson",
-        &CARD_EVENTS,
-        "v",
-        &changed,
-        "",
-    )
-    .await;
-    let reference_version = reference_registry
-        .latest("v")
-        .expect("latest")
-        .expect("version");
     let ours = read_view(&local(&registry.data_dir("v", &v2)))
         .project(&[0, 1, 2, 3, 4, 5, 6])
         .expect("features");
-    let reference = read_view(&local(
-        &reference_registry.data_dir("v", &reference_version),
-    ))
-    .project(&[0, 1, 2, 3, 4, 5, 6])
-    .expect("features");
+    let reference = all_events(dir.path(), &changed)
+        .await
+        .project(&[0, 1, 2, 3, 4, 5, 6])
+        .expect("features");
     assert_eq!(ours.num_rows(), 3000);
     assert_same_features(
         &ours,

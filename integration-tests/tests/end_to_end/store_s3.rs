@@ -45,19 +45,25 @@ store: {store}
     write_files(dir, &[(name, &yaml)])
 }
 
-/// 3,000 events over 40 cards with tied times (every third event shares its time).
-fn events(dir: &Path) {
-    let lines: Vec<String> = (0..3000i64)
+/// Events `range` over 40 cards (the `stride`-th card after the previous one), with tied
+/// times (every third event shares its time), as NDJSON lines.
+fn card_events(range: std::ops::Range<i64>, stride: i64, amounts: i64) -> String {
+    let lines: Vec<String> = range
         .map(|i| {
             format!(
                 "{{\"card_id\": \"c{}\", \"amount\": {}.25, \"event_time\": {}}}",
-                (i * 7) % 40,
-                i % 97,
+                (i * stride) % 40,
+                i % amounts,
                 1_767_225_600_000i64 + (i / 3) * 15_000
             )
         })
         .collect();
-    write_files(dir, &[("in.ndjson", &lines.join("\n"))]);
+    lines.join("\n")
+}
+
+/// 3,000 events over 40 cards.
+fn events(dir: &Path) {
+    write_files(dir, &[("in.ndjson", &card_events(0..3000, 7, 97))]);
 }
 
 async fn apply_config(path: &Path) -> (Registry, Vec<(String, Applied)>) {
@@ -226,17 +232,10 @@ async fn a_store_on_s3_holds_what_a_local_store_holds() {
     // A streaming run appends to the latest version on S3 as it does to a local store: the
     // same events streamed into both give the same rows, one commit per epoch, and the later
     // events reach the event log (training sets and lineage read them).
-    let later: Vec<String> = (3000..4200i64)
-        .map(|i| {
-            format!(
-                "{{\"card_id\": \"c{}\", \"amount\": {}.5, \"event_time\": {}}}",
-                (i * 11) % 40,
-                i % 89,
-                1_767_225_600_000i64 + (i / 3) * 15_000
-            )
-        })
-        .collect();
-    write_files(dir.path(), &[("later.ndjson", &later.join("\n"))]);
+    write_files(
+        dir.path(),
+        &[("later.ndjson", &card_events(3000..4200, 11, 89))],
+    );
     let on_disk_v2 = config(
         dir.path(),
         "local-v2.yaml",
