@@ -28,6 +28,37 @@ pub(super) struct Reject {
     pub detail: String,
 }
 
+/// A present, non-null JSON value as the type rules see it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum JsonScalar<'a> {
+    Bool(bool),
+    /// An integer in the signed 64-bit range.
+    Int(i64),
+    /// A non-negative integer beyond `i64::MAX`.
+    UInt(u64),
+    Float(f64),
+    Str(&'a str),
+    /// An array or an object.
+    Nested,
+}
+
+impl<'a> JsonScalar<'a> {
+    /// The scalar of a non-null `serde_json` value (`Null` reads as `Nested`: callers check
+    /// for null first).
+    fn of(value: &'a Value) -> Self {
+        match value {
+            Value::Bool(b) => JsonScalar::Bool(*b),
+            Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => JsonScalar::Int(i),
+                (None, Some(u)) => JsonScalar::UInt(u),
+                (None, None) => JsonScalar::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Value::String(s) => JsonScalar::Str(s),
+            Value::Null | Value::Array(_) | Value::Object(_) => JsonScalar::Nested,
+        }
+    }
+}
+
 /// What the conversion needs to know about the target column.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Target<'s> {
@@ -97,21 +128,27 @@ impl Target<'_> {
             Some(Value::Null) => return self.null(false),
             Some(v) => v,
         };
-        let cell = match (self.spec.field_type, value) {
-            (FieldType::String, Value::String(s)) => Some(Cell::Str(s)),
-            (FieldType::Int, Value::Number(n)) => n.as_i64().map(Cell::Int),
-            (FieldType::Float, Value::Number(n)) => n.as_f64().map(Cell::Float),
-            (FieldType::Bool, Value::Bool(b)) => Some(Cell::Bool(*b)),
-            (FieldType::Timestamp, Value::String(s)) => {
-                parse_text_micros(s, self.spec.epoch_unit()).map(Cell::Timestamp)
+        self.convert_scalar(JsonScalar::of(value))
+            .ok_or_else(|| self.wrong(&describe_json(value)))
+    }
+
+    /// The type rules of JSON values: the cell of a present, non-null value, `None` when it
+    /// does not fit the declared type.
+    pub fn convert_scalar<'a>(&self, value: JsonScalar<'a>) -> Option<Cell<'a>> {
+        let unit = || self.spec.epoch_unit();
+        match (self.spec.field_type, value) {
+            (FieldType::String, JsonScalar::Str(s)) => Some(Cell::Str(s)),
+            (FieldType::Int, JsonScalar::Int(i)) => Some(Cell::Int(i)),
+            (FieldType::Float, JsonScalar::Int(i)) => Some(Cell::Float(i as f64)),
+            (FieldType::Float, JsonScalar::UInt(u)) => Some(Cell::Float(u as f64)),
+            (FieldType::Float, JsonScalar::Float(f)) => Some(Cell::Float(f)),
+            (FieldType::Bool, JsonScalar::Bool(b)) => Some(Cell::Bool(b)),
+            (FieldType::Timestamp, JsonScalar::Str(s)) => {
+                parse_text_micros(s, unit()).map(Cell::Timestamp)
             }
-            (FieldType::Timestamp, Value::Number(n)) => n
-                .as_i64()
-                .and_then(|v| self.spec.epoch_unit().to_micros(v))
-                .map(Cell::Timestamp),
+            (FieldType::Timestamp, JsonScalar::Int(i)) => unit().to_micros(i).map(Cell::Timestamp),
             _ => None,
-        };
-        cell.ok_or_else(|| self.wrong(&describe_json(value)))
+        }
     }
 
     /// Converts a CSV text field; the empty string is null.

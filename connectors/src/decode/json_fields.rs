@@ -13,8 +13,8 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use super::convert::{Cell, Target};
-use crate::schema::{DeclaredSchema, FieldType};
+use super::convert::{Cell, JsonScalar, Target};
+use crate::schema::DeclaredSchema;
 
 /// A scalar JSON value of a declared field.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,25 +35,17 @@ impl Scalar<'_> {
     /// The cell of `target`, following the general decoder's rules; `None` when the general
     /// decoder would reject it (then it decodes the record, to say why).
     pub(super) fn cell<'s>(value: Option<&'s Scalar<'_>>, target: &Target<'_>) -> Option<Cell<'s>> {
-        let value = match value {
+        let scalar = match value {
             None => return target.null(true).ok(),
             Some(Scalar::Null) => return target.null(false).ok(),
-            Some(v) => v,
+            Some(Scalar::Bool(b)) => JsonScalar::Bool(*b),
+            Some(Scalar::Int(i)) => JsonScalar::Int(*i),
+            Some(Scalar::UInt(u)) => JsonScalar::UInt(*u),
+            Some(Scalar::Float(f)) => JsonScalar::Float(*f),
+            Some(Scalar::Str(s)) => JsonScalar::Str(s),
+            Some(Scalar::Nested) => JsonScalar::Nested,
         };
-        let unit = || target.spec.epoch_unit();
-        match (target.spec.field_type, value) {
-            (FieldType::String, Scalar::Str(s)) => Some(Cell::Str(s)),
-            (FieldType::Int, Scalar::Int(i)) => Some(Cell::Int(*i)),
-            (FieldType::Float, Scalar::Int(i)) => Some(Cell::Float(*i as f64)),
-            (FieldType::Float, Scalar::UInt(u)) => Some(Cell::Float(*u as f64)),
-            (FieldType::Float, Scalar::Float(f)) => Some(Cell::Float(*f)),
-            (FieldType::Bool, Scalar::Bool(b)) => Some(Cell::Bool(*b)),
-            (FieldType::Timestamp, Scalar::Str(s)) => {
-                crate::timestamp::parse_text_micros(s, unit()).map(Cell::Timestamp)
-            }
-            (FieldType::Timestamp, Scalar::Int(i)) => unit().to_micros(*i).map(Cell::Timestamp),
-            _ => None,
-        }
+        target.convert_scalar(scalar)
     }
 }
 
