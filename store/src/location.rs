@@ -283,21 +283,14 @@ impl StoreDir {
     pub fn create(&self, name: &str, bytes: &[u8]) -> Result<bool, StoreError> {
         match self.object(name) {
             None => {
-                use std::io::Write;
                 let path = self.local_file(name);
                 let dir = path.parent().unwrap_or(Path::new("."));
-                std::fs::create_dir_all(dir).map_err(io_error(dir))?;
                 let file_name = path
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-                {
-                    let mut f = std::fs::File::create(&tmp).map_err(io_error(&tmp))?;
-                    f.write_all(bytes)
-                        .and_then(|()| f.sync_all())
-                        .map_err(io_error(&tmp))?;
-                }
+                crate::sink::write_synced(&tmp, bytes)?;
                 // The link fails if the name exists: two writers never both create it.
                 let linked = std::fs::hard_link(&tmp, &path);
                 let _ = std::fs::remove_file(&tmp);

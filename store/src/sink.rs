@@ -108,17 +108,23 @@ pub fn write_atomically(
     bytes: &[u8],
     before_rename: impl FnOnce(),
 ) -> Result<(), StoreError> {
-    use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
+    write_synced(tmp, bytes)?;
+    before_rename();
+    std::fs::rename(tmp, path).map_err(io(path))?;
+    sync_dir(dir)
+}
+
+/// Writes `bytes` to the new file `tmp` (creating its directory) and syncs it: the first half
+/// of an atomic replace or create, whose second half gives it its name.
+pub(crate) fn write_synced(tmp: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    let dir = tmp.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut file = std::fs::File::create(tmp).map_err(io(tmp))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
-        .map_err(io(tmp))?;
-    drop(file);
-    before_rename();
-    std::fs::rename(tmp, path).map_err(io(path))?;
-    sync_dir(dir)
+        .map_err(io(tmp))
 }
 
 /// Flushes a directory entry change (a rename or a new file) to disk.
