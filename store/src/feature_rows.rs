@@ -130,11 +130,7 @@ impl FeatureRowWriter {
         if self.schema.index_of(crate::AVAILABLE_COLUMN).is_err() {
             let mut fields: Vec<arrow::datatypes::FieldRef> =
                 self.schema.fields().iter().cloned().collect();
-            fields.push(Arc::new(arrow::datatypes::Field::new(
-                crate::AVAILABLE_COLUMN,
-                DataType::Int64,
-                true,
-            )));
+            fields.push(Arc::new(crate::availability_field()));
             self.schema = Arc::new(Schema::new(fields));
             self.availability = true;
         }

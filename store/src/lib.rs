@@ -25,6 +25,11 @@ pub use sink::{publish, publish_into, sync_dir, write_atomically, Sink, StagedFi
 /// into the files it merges, which the log no longer ties to their commits.
 pub const AVAILABLE_COLUMN: &str = "_quiver_available_at";
 
+/// The availability column's field (nullable `Int64`), last in every store table.
+pub fn availability_field() -> arrow::datatypes::Field {
+    arrow::datatypes::Field::new(AVAILABLE_COLUMN, arrow::datatypes::DataType::Int64, true)
+}
+
 /// Columns whose names start with this prefix are Quiver's internal bookkeeping (e.g. source
 /// offsets) and are not written as features.
 pub const INTERNAL_COLUMN_PREFIX: &str = "__quiver_";

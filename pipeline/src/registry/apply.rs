@@ -397,11 +397,7 @@ fn commit_version_table(
     };
     // The rows' availability column comes last, as the writers add it.
     let mut fields: Vec<arrow::datatypes::FieldRef> = schema.fields().iter().cloned().collect();
-    fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(
-        quiver_store::AVAILABLE_COLUMN,
-        arrow::datatypes::DataType::Int64,
-        true,
-    )));
+    fields.push(std::sync::Arc::new(quiver_store::availability_field()));
     let schema = arrow::datatypes::Schema::new(fields);
     quiver_store::delta::commit(dir, &schema, &commit)
         .map_err(|e| JobError::Other(format!("cannot make `{dir}` a Delta table: {e}")))?;

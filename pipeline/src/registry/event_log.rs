@@ -74,7 +74,7 @@ pub fn to_log(batch: &RecordBatch, partitions: &[String]) -> Result<RecordBatch,
             }
         }
     }
-    fields.push(Field::new(LOG_AVAILABLE, DataType::Int64, true));
+    fields.push(quiver_store::availability_field());
     columns.push(arrow::array::new_null_array(
         &DataType::Int64,
         batch.num_rows(),
