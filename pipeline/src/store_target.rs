@@ -46,10 +46,7 @@ impl StoreTarget {
     /// The store directory of a table or event log path of [`StoreTarget::views`] or
     /// [`StoreTarget::event_logs`].
     pub fn dir(&self, path: &std::path::Path) -> StoreDir {
-        match self.registry.root().local_path() {
-            Some(_) => StoreDir::local(path),
-            None => self.registry.root().join(&path.to_string_lossy()),
-        }
+        StoreDir::of_commit(self.object_store().as_ref(), path)
     }
 
     /// The object store the run commits into, if the store is on one.
@@ -78,13 +75,13 @@ impl StoreTarget {
             }
             let definition = registry.definition(&mine.view, Some(&mine.version))?;
             log_files(&event_log_dir(&registry, &definition))?; // a Delta event log, or a clear error
-            let log = in_store(&registry, &format!("events/{}", definition.events));
+            let log = in_store(&registry, &Registry::events_path(&definition.events));
             if !event_logs.contains(&log) {
                 event_logs.push(log);
             }
             let table = in_store(
                 &registry,
-                &format!("offline/{}/{}", definition.view, definition.version),
+                &Registry::data_path(&definition.view, &definition.version),
             );
             let columns =
                 delta::column_names(&registry.data_dir(&definition.view, &definition.version))

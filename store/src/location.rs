@@ -215,6 +215,15 @@ impl StoreDir {
         StoreDir { inner }
     }
 
+    /// The directory a store run's commit names by `path`: relative to `object_store` when
+    /// the store is on one, else the local path itself.
+    pub fn of_commit(object_store: Option<&StoreDir>, path: &Path) -> StoreDir {
+        match object_store {
+            Some(store) => store.join(&path.to_string_lossy()),
+            None => StoreDir::local(path),
+        }
+    }
+
     /// The local directory, when the store is on the local disk.
     pub fn local_path(&self) -> Option<&Path> {
         match &self.inner {

@@ -53,11 +53,7 @@ pub fn roll_forward(
     }
     crate::fault::crash_point("after_publish");
     for table in &commit.tables {
-        let dir = match store {
-            Some(store) => store.join(&table.table.to_string_lossy()),
-            None => StoreDir::local(&table.table),
-        };
-        commit_table(table, &dir)?;
+        commit_table(table, &StoreDir::of_commit(store, &table.table))?;
         crate::fault::crash_point("after_table_commit");
     }
     if commit.replaces_previous {

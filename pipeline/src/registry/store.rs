@@ -70,12 +70,22 @@ impl Registry {
 
     /// Where the feature rows of `view@version` live.
     pub fn data_dir(&self, view: &str, version: &str) -> StoreDir {
-        self.root.join("offline").join(view).join(version)
+        self.root.join(&Self::data_path(view, version))
+    }
+
+    /// [`Registry::data_dir`] as a `/`-separated path in the store.
+    pub fn data_path(view: &str, version: &str) -> String {
+        format!("offline/{view}/{version}")
     }
 
     /// Where an event log (see [`ViewDefinition::events`]) lives, from its store-relative name.
     pub fn events_dir(&self, events: &str) -> StoreDir {
-        self.root.join("events").join(events)
+        self.root.join(&Self::events_path(events))
+    }
+
+    /// [`Registry::events_dir`] as a `/`-separated path in the store.
+    pub fn events_path(events: &str) -> String {
+        format!("events/{events}")
     }
 
     /// Registered views, by name (removed ones included while versions remain).
