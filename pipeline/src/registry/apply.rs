@@ -126,7 +126,7 @@ pub fn reusable_event_log(
     registry: &Registry,
     wanted: &ViewDefinition,
 ) -> Result<Option<ViewDefinition>, JobError> {
-    let mut best: Option<(bool, u64, ViewDefinition)> = None;
+    let mut candidates: Vec<((bool, u64), ViewDefinition)> = Vec::new();
     for view in registry.views()? {
         let latest = registry.latest(&view)?;
         for d in registry.versions(&view)? {
@@ -137,22 +137,21 @@ pub fn reusable_event_log(
             if !same_stream || d.events.is_empty() {
                 continue;
             }
-            if crate::registry::event_log::log_files(&registry.events_dir(&d.events)).is_err() {
-                continue; // not a Delta event log (an old store)
-            }
             let id = d
                 .events
                 .rsplit('/')
                 .next()
                 .and_then(|id| id.parse::<u64>().ok())
                 .unwrap_or(0);
-            let rank = (latest.as_deref() == Some(d.version.as_str()), id);
-            if best.as_ref().is_none_or(|(l, i, _)| rank > (*l, *i)) {
-                best = Some((rank.0, rank.1, d));
-            }
+            candidates.push(((latest.as_deref() == Some(d.version.as_str()), id), d));
         }
     }
-    Ok(best.map(|(_, _, d)| d))
+    // Best first; only the logs looked at are read (an old store's may not be Delta tables).
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+    Ok(candidates
+        .into_iter()
+        .map(|(_, d)| d)
+        .find(|d| crate::registry::event_log::log_files(&registry.events_dir(&d.events)).is_ok()))
 }
 
 /// Applies `pipeline` to the store `registry`: every view whose definition is not its latest
