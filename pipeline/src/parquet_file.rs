@@ -52,18 +52,25 @@ impl Iterator for BatchReader {
     }
 }
 
-/// Projects `builder` per `select`: the batch schema (all nullable when projected) and the
-/// NULL column of each field left out.
-type Projected<T> = (
+/// A reader builder set up for [`ParquetBatches`]: batch size and the projection `select`
+/// chose, the batch schema (all nullable when projected), the NULL column of each field left
+/// out, and the file's rows.
+type Configured<T> = (
     ArrowReaderBuilder<T>,
     SchemaRef,
     Option<Vec<Option<ArrayRef>>>,
+    usize,
 );
 
-fn project<T>(builder: ArrowReaderBuilder<T>, columns: Option<Vec<usize>>) -> Projected<T> {
+fn configure<T>(
+    builder: ArrowReaderBuilder<T>,
+    select: impl FnOnce(&SchemaRef) -> Result<Option<Vec<usize>>, JobError>,
+) -> Result<Configured<T>, JobError> {
+    let rows = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
     let full = builder.schema().clone();
-    let Some(columns) = columns else {
-        return (builder, full, None);
+    let builder = builder.with_batch_size(BATCH_ROWS);
+    let Some(columns) = select(&full)? else {
+        return Ok((builder, full, None, rows));
     };
     let nullable = Arc::new(arrow::datatypes::Schema::new(
         full.fields()
@@ -80,7 +87,7 @@ fn project<T>(builder: ArrowReaderBuilder<T>, columns: Option<Vec<usize>>) -> Pr
                 .then(|| arrow::array::new_null_array(full.field(i).data_type(), BATCH_ROWS))
         })
         .collect();
-    (builder.with_projection(mask), nullable, Some(nulls))
+    Ok((builder.with_projection(mask), nullable, Some(nulls), rows))
 }
 
 impl ParquetBatches {
@@ -98,9 +105,7 @@ impl ParquetBatches {
         };
         let what = format!("{what} `{}`", dir.join(name));
         let builder = builder.map_err(|e| JobError::Other(format!("cannot read {what}: {e}")))?;
-        let rows = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
-        let columns = select(builder.schema())?;
-        let (builder, schema, nulls) = project(builder.with_batch_size(BATCH_ROWS), columns);
+        let (builder, schema, nulls, rows) = configure(builder, select)?;
         let stream = builder
             .build()
             .map_err(|e| JobError::Other(format!("cannot read {what}: {e}")))?;
@@ -130,9 +135,7 @@ impl ParquetBatches {
         let fail = |e: &dyn std::fmt::Display| JobError::Other(format!("cannot read {what}: {e}"));
         let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(&e))?;
-        let rows = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
-        let columns = select(builder.schema())?;
-        let (builder, schema, nulls) = project(builder.with_batch_size(BATCH_ROWS), columns);
+        let (builder, schema, nulls, rows) = configure(builder, select)?;
         let reader = builder.build().map_err(|e| fail(&e))?;
         Ok(ParquetBatches {
             reader: BatchReader::Local(reader),
