@@ -141,7 +141,13 @@ impl<'s> RowSink<'s> {
             self.reject(offset, reject, raw());
             return Ok(());
         }
-        for (column, cell) in self.columns.iter_mut().zip(cells.iter()) {
+        self.push_cells(offset, &cells)
+    }
+
+    /// Appends a row whose cells (one per declared column, in declared order) are converted
+    /// already.
+    pub fn push_cells(&mut self, offset: u64, cells: &[Cell<'_>]) -> Result<(), ConnectorError> {
+        for (column, cell) in self.columns.iter_mut().zip(cells) {
             column.append(*cell);
         }
         self.offsets.push(offset);

@@ -71,11 +71,7 @@ pub(super) fn push_declared_fields(
         };
         cells.push(cell);
     }
-    sink.push_row(
-        offset,
-        |_, index| Ok(cells[index]),
-        || String::from_utf8_lossy(record).into_owned(),
-    )?;
+    sink.push_cells(offset, &cells)?;
     Ok(true)
 }
 
