@@ -56,7 +56,8 @@ impl fmt::Display for ViewComparison {
 
 /// Compares the views (subdirectories not starting with `_`) of two output directories;
 /// `ignore_lineage` leaves out the source partition and offset columns (e.g. the same events
-/// read from a file and from Kafka).
+/// read from a file and from Kafka). The output of a sharded job (`shard-I-of-N`
+/// subdirectories, one per shard) counts as the union of its shards' views.
 pub fn compare_outputs(
     a: &Path,
     b: &Path,
@@ -80,8 +81,8 @@ pub fn compare_outputs(
             });
             continue;
         }
-        let mut first = read_view(&a.join(view))?;
-        let mut second = read_view(&b.join(view))?;
+        let mut first = read_view(&view_dirs(a, view)?)?;
+        let mut second = read_view(&view_dirs(b, view)?)?;
         if ignore_lineage {
             first = without_lineage(first)?;
             second = without_lineage(second)?;
@@ -100,30 +101,66 @@ pub fn compare_outputs(
     Ok(out)
 }
 
-fn view_names(dir: &Path) -> anyhow::Result<Vec<String>> {
-    let mut names = Vec::new();
+/// The directories of an output: itself, or for a sharded job's output its shards' (sorted).
+fn shard_roots(dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut shards = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.file_type()?.is_dir() && !name.starts_with('_') && !name.starts_with('.') {
-            names.push(name);
+        if entry.file_type()?.is_dir() && quiver_sql::KeyShard::of_dir_name(&name).is_some() {
+            shards.push(entry.path());
+        }
+    }
+    shards.sort();
+    if shards.is_empty() {
+        shards.push(dir.to_path_buf());
+    }
+    Ok(shards)
+}
+
+fn view_names(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for root in shard_roots(dir)? {
+        for entry in
+            std::fs::read_dir(&root).with_context(|| format!("reading {}", root.display()))?
+        {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let view =
+                !name.starts_with('_') && !name.starts_with('.') && !name.starts_with("shard-");
+            if entry.file_type()?.is_dir() && view && !names.contains(&name) {
+                names.push(name);
+            }
         }
     }
     names.sort();
     Ok(names)
 }
 
-/// All Parquet files of one view directory as one batch, dictionaries decoded, without a store
-/// table's availability column.
-fn read_view(dir: &Path) -> anyhow::Result<RecordBatch> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-        .collect();
+/// The directories holding view `view` of the output `dir` (one per shard of a sharded job).
+fn view_dirs(dir: &Path, view: &str) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    Ok((shard_roots(dir)?.into_iter())
+        .map(|root| root.join(view))
+        .filter(|d| d.is_dir())
+        .collect())
+}
+
+/// All Parquet files of a view's directories as one batch, dictionaries decoded, without a
+/// store table's availability column.
+fn read_view(dirs: &[std::path::PathBuf]) -> anyhow::Result<RecordBatch> {
+    let mut files = Vec::new();
+    for dir in dirs {
+        files.extend(
+            std::fs::read_dir(dir)
+                .with_context(|| format!("reading {}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "parquet")),
+        );
+    }
     files.sort();
     if files.is_empty() {
-        bail!("no Parquet files in {}", dir.display());
+        let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        bail!("no Parquet files in {}", names.join(", "));
     }
     let mut batches = Vec::new();
     let mut schema = None;

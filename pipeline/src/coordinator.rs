@@ -142,6 +142,8 @@ pub struct Coordinator {
     pub stats: CheckpointStats,
     /// A store run's Delta tables, per view: the table and `view@version`.
     store_tables: Option<Vec<(std::path::PathBuf, String)>>,
+    /// The shard of the job this run is, named in its store commits.
+    shard: Option<quiver_sql::KeyShard>,
     /// The pipeline's event-time column.
     event_time: String,
     /// The output topics (`output.kafka`), written at each commit.
@@ -224,6 +226,7 @@ impl Coordinator {
             in_flight: None,
             stats: CheckpointStats::default(),
             store_tables: None,
+            shard: None,
             event_time: pipeline.event_time().to_string(),
             kafka,
             online,
@@ -273,16 +276,22 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Ends the epoch in progress: a barrier to every view (after everything sent before),
-    /// the epoch's dead letters synced, the checkpoint written (the commit point), the
-    /// epoch's files published. `complete` marks the end of the input.
     /// Commits every epoch into these Delta tables (one per view, in view order, with its
-    /// `view@version`) besides publishing its files, and leaves other runs' files alone.
-    pub fn with_store_tables(mut self, tables: Vec<(std::path::PathBuf, String)>) -> Self {
+    /// `view@version`) besides publishing its files, and leaves other runs' files alone; the
+    /// commits name `shard` when the run is one shard of a job.
+    pub fn with_store_tables(
+        mut self,
+        tables: Vec<(std::path::PathBuf, String)>,
+        shard: Option<quiver_sql::KeyShard>,
+    ) -> Self {
         self.store_tables = Some(tables);
+        self.shard = shard;
         self
     }
 
+    /// Ends the epoch in progress: a barrier to every view (after everything sent before),
+    /// the epoch's dead letters synced, the checkpoint written (the commit point), the
+    /// epoch's files published. `complete` marks the end of the input.
     pub async fn commit(
         &mut self,
         complete: bool,
@@ -325,6 +334,7 @@ impl Coordinator {
             serde_json::json!({
                 "run": self.run,
                 "epoch": epoch,
+                "shard": self.shard.map(|s| s.to_string()),
                 "watermark": captured.watermarks.job,
                 "positions": captured.partitions,
                 "end_offsets": captured.end_offsets,

@@ -39,6 +39,7 @@ pub mod reorder;
 pub mod run;
 pub mod run_gauges;
 pub mod serve;
+pub mod shard;
 pub mod source;
 pub mod source_schema;
 pub mod spill;

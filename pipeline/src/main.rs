@@ -87,6 +87,11 @@ struct JobArgs {
     /// goes to spill files in the output directory and is evaluated a key partition at a time.
     #[arg(long, value_parser = quiver_pipeline::byte_size::parse_byte_size)]
     memory_limit: Option<usize>,
+    /// `run` only: run shard INDEX/COUNT of the job's key space with its own checkpoints and
+    /// outputs under `<output>/shard-INDEX-of-COUNT` (what the instances of a config with
+    /// `source.kafka.shards` start for the shards they own).
+    #[arg(long, value_name = "INDEX/COUNT", value_parser = quiver_sql::KeyShard::parse)]
+    shard: Option<quiver_sql::KeyShard>,
 }
 
 fn parse_duration_or_zero(text: &str) -> Result<std::time::Duration, String> {
@@ -975,7 +980,13 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         (Some(dir), false) => Some(loaded.config.store_registry(dir.as_deref())?),
         (None, _) => None,
     };
-    let paths = quiver_pipeline::outputs::OutputPaths::of_config(&loaded, args.output.clone());
+    if let (Some(_), true) = (args.shard, is_backfill) {
+        anyhow::bail!("--shard is for `quiver run`");
+    }
+    let mut paths = quiver_pipeline::outputs::OutputPaths::of_config(&loaded, args.output.clone());
+    if let Some(shard) = args.shard {
+        paths = paths.sharded(shard);
+    }
     // A standby waits before anything opens the job's stores.
     let held_lock = match (args.standby, is_backfill) {
         (true, true) => anyhow::bail!("--standby is for `quiver run`"),
@@ -1047,6 +1058,7 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         gauges: serving.as_ref().map(|(_, gauges, _, _)| gauges.clone()),
         held_lock,
         memory_limit: args.memory_limit,
+        shard: args.shard,
         ..RunOptions::default()
     };
     let lineage = LineageEmitter::of(&pipeline, if is_backfill { "backfill" } else { "run" });

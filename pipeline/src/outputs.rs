@@ -55,6 +55,32 @@ impl OutputPaths {
         }
     }
 
+    /// The paths of one shard of the job (`quiver run --shard`): everything under
+    /// `<root>/shard-I-of-N/`; a configured dead-letter file or checkpoint directory elsewhere
+    /// gets the shard's directory inserted before its name.
+    pub fn sharded(self, shard: quiver_sql::KeyShard) -> Self {
+        let dir = shard.dir_name();
+        let root = self.root.join(&dir);
+        let moved = |path: PathBuf| match path.strip_prefix(&self.root) {
+            Ok(rest) => root.join(rest),
+            Err(_) => match (path.parent(), path.file_name()) {
+                (Some(parent), Some(name)) => parent.join(&dir).join(name),
+                _ => path.join(&dir),
+            },
+        };
+        let checkpoints = match self.checkpoints.strip_prefix(&self.root) {
+            Ok(rest) => root.join(rest),
+            Err(_) => self.checkpoints.join(&dir),
+        };
+        OutputPaths {
+            staging: moved(self.staging.clone()),
+            dead_letters: moved(self.dead_letters.clone()),
+            checkpoints,
+            object_store: self.object_store.clone(),
+            root,
+        }
+    }
+
     /// Removes everything staged: called at start-up, after the latest committed epoch was
     /// published, so what is left belongs to epochs that never committed.
     pub fn clear_staging(&self) -> Result<(), JobError> {

@@ -70,6 +70,8 @@ pub struct RunOptions {
     /// Backfill: read the events of this registered version's event log (already transformed:
     /// the views read them as they are) instead of the configured source.
     pub from_event_log: Option<(crate::registry::Registry, crate::registry::ViewDefinition)>,
+    /// Run one shard of the job's key space (`quiver run --shard I/N`, see [`crate::shard`]).
+    pub shard: Option<quiver_sql::KeyShard>,
 }
 
 /// How often the positions of the last durable checkpoint are committed to a consumer group
@@ -168,8 +170,28 @@ pub async fn run(
     options: RunOptions,
 ) -> Result<RunSummary, JobError> {
     let started = Instant::now();
+    if let Some(shard) = options.shard {
+        crate::shard::shard_config(&mut pipeline.loaded.config, shard);
+        if options.online.is_some() {
+            return Err(JobError::Other(
+                "a shard does not write the online store (not built yet): run it without --serve"
+                    .into(),
+            ));
+        }
+        if pipeline.loaded.config.online.enabled {
+            eprintln!("online: not written by a sharded run (not built yet; see the README)");
+            pipeline.loaded.config.online.enabled = false;
+        }
+    }
     let config = pipeline.loaded.config.clone();
     let mut paths = OutputPaths::of(&pipeline, options.output.clone());
+    if let Some(shard) = options.shard {
+        paths = paths.sharded(shard);
+    }
+    let routing = match options.shard {
+        Some(shard) => Some(crate::shard::ShardRouting::new(&pipeline, shard).await?),
+        None => None,
+    };
     let target = match options.store.clone() {
         Some(registry) => Some(StoreTarget::resolve(&pipeline, registry)?),
         None => None,
@@ -177,7 +199,13 @@ pub async fn run(
     if let Some(target) = &target {
         // Staged files become the tables' files by renames: stage on the store's file system.
         match target.registry.root().local_path() {
-            Some(root) => paths.staging = root.join("_runs").join(&config.name).join("staging"),
+            Some(root) => {
+                let runs = root.join("_runs").join(&config.name);
+                paths.staging = match options.shard {
+                    Some(shard) => runs.join(shard.dir_name()).join("staging"),
+                    None => runs.join("staging"),
+                }
+            }
             // Staged in the output directory, uploaded when the epoch commits.
             None => paths.object_store = target.object_store(),
         }
@@ -209,7 +237,7 @@ pub async fn run(
         let tables = (target.views.iter())
             .map(|(d, table)| (table.clone(), format!("{}@{}", d.view, d.version)))
             .collect();
-        coordinator = coordinator.with_store_tables(tables);
+        coordinator = coordinator.with_store_tables(tables, options.shard);
     }
     let idle = config.event_time.idle_timeout.as_micros();
     let mut watermarks = Watermarks::new(
@@ -240,7 +268,9 @@ pub async fn run(
     let tables: Option<Vec<PathBuf>> = target
         .as_ref()
         .map(|t| t.views.iter().map(|(_, table)| table.clone()).collect());
-    if let Some(target) = &target {
+    // The event logs get every accepted event once: from shard 0 of a sharded job.
+    let logs_events = routing.as_ref().is_none_or(|r| r.writes_unkeyed());
+    if let (Some(target), true) = (&target, logs_events) {
         outputs = outputs.with_event_logs(
             &pipeline,
             &target.event_logs,
@@ -282,6 +312,11 @@ pub async fn run(
         options.expire_interval_micros,
         &source.partition_names(),
     );
+    if let Some(shard) = options.shard {
+        for op in &mut operators {
+            op.set_shard(shard);
+        }
+    }
     for (op, view) in operators.iter_mut().zip(&states) {
         op.restore(&view.state)?;
     }
@@ -300,7 +335,7 @@ pub async fn run(
             watermarks = watermarks.with_floor(newest.saturating_add(1));
         }
         if source.is_live() {
-            if let Some(positions) = target.committed_positions()? {
+            if let Some(positions) = target.committed_positions(options.shard)? {
                 source.continue_from(&positions);
             }
         }
@@ -354,11 +389,13 @@ pub async fn run(
             Some(SourceEvent::Item(p, item)) => {
                 bar.inc(item.len() as u64);
                 trigger.record(item.len() as u64);
-                outputs.write_dead_letters(&item.dead_letters)?;
+                if routing.as_ref().is_none_or(|r| r.writes_unkeyed()) {
+                    outputs.write_dead_letters(&item.dead_letters)?;
+                }
                 if let Some(batch) = item.batch {
                     let now = source.now();
-                    let (batch, times) =
-                        admit(&pipeline, batch, p, &mut watermarks, now, &mut outputs).await?;
+                    let into = (&mut watermarks, &mut outputs, routing.as_ref());
+                    let (batch, times) = admit(&pipeline, batch, p, now, into).await?;
                     accepted += batch.num_rows() as u64;
                     outputs.write_events(&batch)?;
                     reorder.push(batch, times);
@@ -469,37 +506,67 @@ pub async fn run(
 
 /// Ingests a batch of partition `partition`: rows rejected on the way (transforms, event
 /// time, lateness) become dead letters; returns the on-time rows with their event times.
+/// A shard's job ([`crate::shard::ShardRouting`]) writes only its share of the dead letters.
 async fn admit(
     pipeline: &CompiledPipeline,
     batch: quiver_connectors::SourceBatch,
     partition: usize,
-    watermarks: &mut Watermarks,
     now: Duration,
-    outputs: &mut Outputs,
+    (watermarks, outputs, routing): (
+        &mut Watermarks,
+        &mut Outputs,
+        Option<&crate::shard::ShardRouting>,
+    ),
 ) -> Result<(arrow::record_batch::RecordBatch, Vec<i64>), JobError> {
     let ingested = ingest(pipeline, batch, partition).await?;
-    outputs.write_dead_letters(&ingested.dead_letters)?;
+    if routing.is_none_or(|r| r.writes_unkeyed()) {
+        outputs.write_dead_letters(&ingested.dead_letters)?;
+    }
     let on_time = watermarks.observe(partition, &ingested.times, now);
     if on_time.iter().all(|ok| *ok) {
         return Ok((ingested.batch, ingested.times));
     }
     let lateness = pipeline.loaded.config.event_time.max_lateness;
-    let late: Vec<_> = on_time
-        .iter()
-        .enumerate()
+    let detail = format!(
+        "event time is older than the watermark (the slowest partition's max event time minus max_lateness {lateness})"
+    );
+    let late_rows: Vec<usize> = (on_time.iter().enumerate())
         .filter(|(_, ok)| !**ok)
-        .map(|(row, _)| {
-            row_dead_letter(
-                &ingested.batch,
-                row,
-                &ingested.partition,
-                DeadLetterReason::Late,
-                format!(
-                    "event time is older than the watermark (the slowest partition's max event time minus max_lateness {lateness})"
-                ),
-            )
-        })
+        .map(|(row, _)| row)
         .collect();
+    let dead_letter = |row: usize, detail: String| {
+        row_dead_letter(
+            &ingested.batch,
+            row,
+            &ingested.partition,
+            DeadLetterReason::Late,
+            detail,
+        )
+    };
+    let late: Vec<_> = match routing {
+        None => (late_rows.iter())
+            .map(|&row| dead_letter(row, detail.clone()))
+            .collect(),
+        Some(routing) => {
+            let indices =
+                arrow::array::UInt32Array::from_iter_values(late_rows.iter().map(|&r| r as u32));
+            let rows = arrow::compute::take_record_batch(&ingested.batch, &indices)
+                .map_err(|e| JobError::Other(e.to_string()))?;
+            (routing.owned_late(&rows).await?.into_iter())
+                .map(|owned| {
+                    let detail = match owned.views {
+                        None => detail.clone(),
+                        Some(views) => format!(
+                            "{detail}; dropped from {} by shard {} (the other views' keys belong to other shards)",
+                            views.join(", "),
+                            routing.shard()
+                        ),
+                    };
+                    dead_letter(late_rows[owned.row], detail)
+                })
+                .collect()
+        }
+    };
     outputs.write_dead_letters(&late)?;
     let keep: BooleanArray = on_time.iter().map(|&ok| Some(ok)).collect();
     let batch =

@@ -157,19 +157,43 @@ impl StoreTarget {
 impl StoreTarget {
     /// The source positions the last run committed into these tables (`commitInfo.quiver.
     /// positions` of the newest commit of a run in the first event log), if any: where a new
-    /// run over a live source (Kafka) continues.
-    pub fn committed_positions(&self) -> Result<Option<Vec<PartitionProgress>>, JobError> {
-        let Some(log) = self.event_logs.first() else {
-            return Ok(None);
-        };
-        let log = &self.dir(log);
+    /// run over a live source (Kafka) continues. A shard continues from the newest commit of
+    /// the same shard in the first view's table (each shard reads at its own pace), else, as
+    /// the first run of that shard layout, from the event log.
+    pub fn committed_positions(
+        &self,
+        shard: Option<quiver_sql::KeyShard>,
+    ) -> Result<Option<Vec<PartitionProgress>>, JobError> {
+        if let (Some(shard), Some((_, table))) = (shard, self.views.first()) {
+            let name = shard.to_string();
+            let found = self.newest_positions(table, |info| {
+                info.get("shard").and_then(|s| s.as_str()) == Some(name.as_str())
+            })?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        match self.event_logs.first() {
+            Some(log) => self.newest_positions(log, |_| true),
+            None => Ok(None),
+        }
+    }
+
+    /// The positions of the newest commit of the Delta table `table` whose `commitInfo.quiver`
+    /// records positions and is accepted by `select`.
+    fn newest_positions(
+        &self,
+        table: &std::path::Path,
+        select: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<Option<Vec<PartitionProgress>>, JobError> {
+        let log = &self.dir(table);
         let store = |e: quiver_store::StoreError| JobError::Other(e.to_string());
         for version in delta::versions(log).map_err(store)?.into_iter().rev() {
             let actions = delta::read_commit(log, version).map_err(store)?;
-            let positions = actions
-                .iter()
-                .find_map(|a| a.pointer("/commitInfo/quiver/positions"));
-            if let Some(positions) = positions {
+            let info = (actions.iter())
+                .find_map(|a| a.pointer("/commitInfo/quiver"))
+                .filter(|info| select(info));
+            if let Some(positions) = info.and_then(|i| i.get("positions")) {
                 let positions = serde_json::from_value(positions.clone()).map_err(|e| {
                     JobError::Other(format!(
                         "commit {version} of `{log}` records unreadable source positions: {e}"

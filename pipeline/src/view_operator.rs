@@ -85,6 +85,12 @@ impl ViewOperator {
         }
     }
 
+    /// Computes only the keys `shard` owns: other events are dropped after the view's
+    /// row-local part (one shard of a job, see [`crate::shard`]).
+    pub fn set_shard(&mut self, shard: quiver_sql::KeyShard) {
+        self.view.set_shard(shard);
+    }
+
     /// Names the source partitions (by index) in the feature rows' lineage column.
     pub fn with_partitions(mut self, names: &[String]) -> Self {
         self.partitions = StringArray::from_iter_values(names);

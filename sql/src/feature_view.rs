@@ -9,6 +9,7 @@
 use crate::diagnostic::Diagnostic;
 use crate::error::SqlError;
 use crate::exact::{exact_array, exact_values, input_kind};
+use crate::key_shard::KeyShard;
 use crate::lineage::{
     append_lineage, carry_hidden, lineage_fields, LINEAGE_OFFSET, LINEAGE_PARTITION,
 };
@@ -85,6 +86,8 @@ pub struct FeatureView {
     feature_types: Vec<DataType>,
     post: Vec<PostProjection>,
     output_schema: SchemaRef,
+    /// Only rows whose key this shard owns are evaluated (one of several active instances).
+    shard: Option<KeyShard>,
 }
 
 impl std::fmt::Debug for FeatureView {
@@ -423,7 +426,70 @@ impl FeatureView {
             feature_types,
             output_schema: Arc::new(datafusion::arrow::datatypes::Schema::new(output_fields)),
             post,
+            shard: None,
         })
+    }
+
+    /// Evaluates only the rows whose key `shard` owns from now on: [`FeatureView::prepare`]
+    /// drops the others after the view's row-local part.
+    pub fn set_shard(&mut self, shard: KeyShard) {
+        self.shard = Some(shard);
+    }
+
+    /// The shard (of `count`) owning each row of `batch` that the view's row-local part keeps:
+    /// the kept rows (with the hidden lineage columns the batch carried) and their shards.
+    pub async fn key_shards(
+        &self,
+        batch: RecordBatch,
+        count: u32,
+    ) -> Result<(RecordBatch, Vec<u32>), SqlError> {
+        let batch = self.row_local(batch).await?;
+        let keys = self.encoded_keys(&batch)?;
+        let shards = (0..keys.num_rows())
+            .map(|i| KeyShard::of_key(keys.row(i).data(), count))
+            .collect();
+        Ok((batch, shards))
+    }
+
+    /// The view's row-local part (its WHERE and projections below the windows) over `batch`.
+    async fn row_local(&self, batch: RecordBatch) -> Result<RecordBatch, SqlError> {
+        match &self.pre_plan {
+            Some(plan) => {
+                self.session
+                    .run(plan, &self.stream, batch, &self.name)
+                    .await
+            }
+            None => Ok(batch),
+        }
+    }
+
+    /// The encoded entity keys of a batch after the row-local part.
+    fn encoded_keys(&self, batch: &RecordBatch) -> Result<Rows, SqlError> {
+        let fail = |e: &dyn std::fmt::Display| SqlError::execution(&self.name, e);
+        let base = batch.project(&self.base_columns).map_err(|e| fail(&e))?;
+        let key_columns = (self.key_exprs.iter())
+            .map(|e| {
+                e.evaluate(&base)
+                    .and_then(|v| v.into_array(batch.num_rows()))
+                    .map_err(|e| fail(&e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.key_converter
+            .convert_columns(&key_columns)
+            .map_err(|e| fail(&e))
+    }
+
+    /// `batch` (after the row-local part) without the rows whose key `shard` does not own.
+    fn keep_shard(&self, batch: RecordBatch, shard: KeyShard) -> Result<RecordBatch, SqlError> {
+        let keys = self.encoded_keys(&batch)?;
+        let keep: datafusion::arrow::array::BooleanArray = (0..keys.num_rows())
+            .map(|i| Some(shard.owns(keys.row(i).data())))
+            .collect();
+        if keep.true_count() == batch.num_rows() {
+            return Ok(batch);
+        }
+        datafusion::arrow::compute::filter_record_batch(&batch, &keep)
+            .map_err(|e| SqlError::execution(&self.name, &e))
     }
 
     /// View name.
@@ -454,12 +520,9 @@ impl FeatureView {
 
     /// Evaluates the row-local part of the view and the kernel inputs for one stream batch.
     pub async fn prepare(&self, batch: RecordBatch) -> Result<ViewInputs, SqlError> {
-        let batch = match &self.pre_plan {
-            Some(plan) => {
-                self.session
-                    .run(plan, &self.stream, batch, &self.name)
-                    .await?
-            }
+        let batch = self.row_local(batch).await?;
+        let batch = match self.shard {
+            Some(shard) => self.keep_shard(batch, shard)?,
             None => batch,
         };
         let fail = |e: &dyn std::fmt::Display| SqlError::execution(&self.name, e);
@@ -472,15 +535,7 @@ impl FeatureView {
                 .and_then(|v| v.into_array(rows))
                 .map_err(|e| fail(&e))
         };
-        let key_columns = self
-            .key_exprs
-            .iter()
-            .map(eval)
-            .collect::<Result<Vec<_>, _>>()?;
-        let keys = self
-            .key_converter
-            .convert_columns(&key_columns)
-            .map_err(|e| fail(&e))?;
+        let keys = self.encoded_keys(&batch)?;
         let time = cast(
             &eval(&self.time_expr)?,
             &DataType::Timestamp(TimeUnit::Microsecond, None),
