@@ -40,6 +40,7 @@ pub mod run;
 pub mod run_gauges;
 pub mod serve;
 pub mod shard;
+pub mod shard_instance;
 pub mod source;
 pub mod source_schema;
 pub mod spill;

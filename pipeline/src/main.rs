@@ -969,6 +969,10 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 
 async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
     let mut loaded = LoadedConfig::load(&args.config)?;
+    let sharded = (loaded.config.source.kafka.as_ref()).is_some_and(|k| k.shards.is_some());
+    if sharded && !is_backfill && args.shard.is_none() {
+        return shard_instance(args, &loaded).await;
+    }
     if let (Some(input), Some(files)) = (&args.input, loaded.config.source.files.as_mut()) {
         // The input replaces the configured files, for reading and for a schema read from them.
         files.location = input.clone();
@@ -1095,6 +1099,60 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
         task.await??;
     }
     Ok(())
+}
+
+/// `quiver run` of a config with `source.kafka.shards`: this process is one instance of the
+/// job, running the shards the group assigns it (see `shard_instance`).
+async fn shard_instance(args: JobArgs, loaded: &LoadedConfig) -> anyhow::Result<()> {
+    let refused = [
+        (
+            args.fresh,
+            "--fresh (start a shard over with `--shard I/N --fresh`)",
+        ),
+        (
+            args.standby,
+            "--standby (every instance of a sharded job runs shards)",
+        ),
+        (args.serve.is_some(), "--serve"),
+        (args.summary_json.is_some(), "--summary-json"),
+        (args.input.is_some(), "--input"),
+        (args.events.is_some(), "--events"),
+    ];
+    if let Some((_, flag)) = refused.iter().find(|(given, _)| *given) {
+        anyhow::bail!("{flag} is not for an instance of a sharded job (`source.kafka.shards`)");
+    }
+    let mut child_args: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(output) = &args.output {
+        child_args.extend(["--output".into(), output.clone().into_os_string()]);
+    }
+    match &args.store {
+        Some(Some(dir)) => child_args.extend(["--store".into(), dir.clone().into_os_string()]),
+        Some(None) => child_args.push("--store".into()),
+        None => {}
+    }
+    if let Some(interval) = args.checkpoint_interval {
+        child_args.extend([
+            "--checkpoint-interval".into(),
+            format!("{}us", interval.as_micros()).into(),
+        ]);
+    }
+    if let Some(every) = args.checkpoint_every_events {
+        child_args.extend(["--checkpoint-every-events".into(), every.to_string().into()]);
+    }
+    if args.no_checkpoints {
+        child_args.push("--no-checkpoints".into());
+    }
+    if args.until_caught_up {
+        child_args.push("--until-caught-up".into());
+    }
+    let bounded = args.until_caught_up
+        || (loaded.config.source.kafka.as_ref()).is_some_and(|k| k.stop_at_end);
+    let options = quiver_pipeline::shard_instance::InstanceOptions {
+        config: args.config.clone(),
+        child_args,
+        bounded,
+    };
+    quiver_pipeline::shard_instance::run_instance(loaded, options).await
 }
 
 /// Appends the outcome of command `what` on `target` to the audit log of the store at

@@ -1024,3 +1024,157 @@ fn a_standby_instance_takes_over_from_a_killed_one_and_the_results_stay_exact() 
     assert_same_features(&reference, &out);
     assert_eq!(dead_letters(&out), produced.bad);
 }
+
+/// A second view of the test configs, keyed by something that is not the message key (the
+/// card): its keys' events come from every partition.
+const NON_MESSAGE_KEY_VIEW: &str = "  - name: by_tens
+    sql: |
+      SELECT txn_id, event_time,
+        count(*) OVER (PARTITION BY txn_id % 10 ORDER BY event_time RANGE BETWEEN INTERVAL '1 minute' PRECEDING AND CURRENT ROW) AS n_1m,
+        sum(amount) OVER (PARTITION BY txn_id % 10 ORDER BY event_time RANGE BETWEEN INTERVAL '10 minutes' PRECEDING AND CURRENT ROW) AS sum_10m
+      FROM transactions
+";
+
+/// Adds [`NON_MESSAGE_KEY_VIEW`] to a config written by [`write_configs`].
+fn add_non_message_key_view(config: &Path) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let text = text.replace(
+        "checkpoint:\n",
+        &format!("{NON_MESSAGE_KEY_VIEW}checkpoint:\n"),
+    );
+    std::fs::write(config, text).unwrap();
+}
+
+/// Every dead letter of a sharded output (all shards' files) as (partition, offset, reason,
+/// detail), duplicates kept.
+fn sharded_dead_letters(out: &Path) -> Vec<(String, u64, String, String)> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(out).unwrap() {
+        let path = entry.unwrap().path().join("dead_letter.ndjson");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            all.push((
+                v["partition"].as_str().unwrap().to_string(),
+                v["offset"].as_u64().unwrap(),
+                v["reason"].as_str().unwrap().to_string(),
+                v["detail"].as_str().unwrap_or_default().to_string(),
+            ));
+        }
+    }
+    all
+}
+
+/// Waits until every shard's consumer group (`<group>.shard-I-of-N`) has committed every
+/// partition up to `ends`.
+fn wait_for_shards(
+    broker: &str,
+    group: &str,
+    shards: u32,
+    topic: &str,
+    ends: &[u64],
+    child: &mut std::process::Child,
+) {
+    for shard in 0..shards {
+        let group = format!("{group}.shard-{shard}-of-{shards}");
+        wait_for_group(broker, &group, topic, ends, child);
+    }
+}
+
+/// Two active instances of a job with three shards and two views, one keyed by the message
+/// key and one by a value from every partition: the second instance takes a shard over from
+/// the first (a handover with its window state), then the first is killed with its shards'
+/// processes (`kill -9` of its process group) mid-stream, the survivor takes its shards over
+/// from their checkpoints, and the union of the shards' features equals the batch reference.
+/// Every bad message is a dead letter once; a late one once per shard owning one of its keys.
+#[test]
+fn instances_of_a_sharded_job_share_its_shards_and_take_over_from_a_killed_one() {
+    let Some(broker) = broker() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = &fresh_topic("sharded");
+    create_topic(&broker, topic, 3);
+    let (kafka, files) = write_configs(dir.path(), &broker, topic, "    shards: 3\n");
+    add_non_message_key_view(&kafka);
+    add_non_message_key_view(&files);
+    let mut produced = Produced {
+        partitions: vec![(0, 1_767_225_600_000); 3],
+        ..Produced::default()
+    };
+    produce(&broker, topic, &mut produced, 3_000, 0x5A4D);
+    let out = dir.path().join("out");
+    let start = || {
+        use std::os::unix::process::CommandExt;
+        let mut command = quiver_command("run", &kafka, &[("--output", &out)]);
+        // Its own process group: the test kills the instance with its shards' processes.
+        command.process_group(0);
+        command.spawn().unwrap()
+    };
+    let ends = |p: &Produced| p.partitions.iter().map(|(o, _)| *o).collect::<Vec<_>>();
+    let group = format!("{topic}-group");
+    let mut first = KillOnDrop(Some(start()));
+    let first_lines = stderr_lines(first.0.as_mut().unwrap());
+    wait_for_line(&first_lines, "owns shards 0, 1, 2 (of 3)");
+    wait_for_shards(
+        &broker,
+        &group,
+        3,
+        topic,
+        &ends(&produced),
+        first.0.as_mut().unwrap(),
+    );
+
+    // A second instance joins: one shard moves to it, with its state.
+    let mut second = KillOnDrop(Some(start()));
+    let second_lines = stderr_lines(second.0.as_mut().unwrap());
+    wait_for_line(&first_lines, "instance: handing shard");
+    wait_for_line(&second_lines, "instance: owns shards");
+    produce(&broker, topic, &mut produced, 3_000, 0x5A4E);
+
+    // The first instance dies with its shards' processes, in the middle of the new events.
+    let killed = first.0.take().unwrap();
+    // SAFETY: kill(2) of the process group the test started.
+    unsafe { libc::kill(-(killed.id() as libc::pid_t), libc::SIGKILL) };
+    let _ = KillOnDrop(Some(killed));
+    wait_for_line(&second_lines, "owns shards 0, 1, 2 (of 3)");
+    let survivor = second.0.as_mut().unwrap();
+    wait_for_shards(&broker, &group, 3, topic, &ends(&produced), survivor);
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &survivor.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    succeed(
+        second.0.take().unwrap().wait_with_output().unwrap(),
+        "the surviving instance, stopped by SIGTERM",
+    );
+
+    // Resumed once more told the topic ended (one instance runs every shard): rows final.
+    finish_bounded(dir.path(), &kafka, &out);
+    let reference = reference_backfill(dir.path(), &files, &produced.good);
+    assert_same_features(&reference, &out);
+    let letters = sharded_dead_letters(&out);
+    for (partition, offset, reason) in &produced.bad {
+        let copies: Vec<_> = (letters.iter())
+            .filter(|l| (&l.0, l.1, &l.2) == (partition, *offset, reason))
+            .collect();
+        match reason.as_str() {
+            // One per shard owning one of its keys (the views' keys may be in two shards).
+            "late" => {
+                assert!((1..=2).contains(&copies.len()), "{copies:?}");
+                if copies.len() == 2 {
+                    assert!(
+                        copies.iter().all(|c| c.3.contains("dropped from")),
+                        "{copies:?}"
+                    );
+                }
+            }
+            _ => assert_eq!(copies.len(), 1, "{partition}@{offset} {reason}: {copies:?}"),
+        }
+    }
+    let bad: BTreeSet<_> = (letters.iter())
+        .map(|l| (l.0.clone(), l.1, l.2.clone()))
+        .collect();
+    assert_eq!(bad, produced.bad);
+}

@@ -65,6 +65,12 @@ pub struct KafkaConfig {
     /// backlog); by default the run keeps consuming until it is stopped.
     #[serde(default)]
     pub stop_at_end: bool,
+    /// Split the job's key space into this many shards, shared by every `quiver run` of this
+    /// config (its instances, on machines that see the same output directory): each instance
+    /// runs the shards the group `<group_id>.shards` assigns it, and a shard moves to another
+    /// instance, with its window state, when its owner stops or dies.
+    #[serde(default)]
+    pub shards: Option<u32>,
 }
 
 /// Formats of Kafka message values.
@@ -187,6 +193,14 @@ impl KafkaConfig {
             ));
         }
         self.start_from()?;
+        if let Some(shards) = self.shards {
+            if !(1..=256).contains(&shards) {
+                return Err(bad(
+                    "option `shards`",
+                    format!("is {shards}; a job has 1 to 256 shards"),
+                ));
+            }
+        }
         match (self.format, &self.avro_schema, &self.schema_registry) {
             (KafkaFormat::Avro, Some(_), None) | (KafkaFormat::Avro, None, Some(_)) => {}
             (KafkaFormat::Avro, _, _) => {

@@ -6,10 +6,12 @@ mod avro;
 mod config;
 mod consumer;
 mod producer;
+mod shard_group;
 mod sink;
 
 pub use avro::{AvroDecoder, AvroError};
 pub use config::{KafkaConfig, KafkaFormat, StartFrom};
 pub use consumer::{KafkaConsumer, PartitionSink, ReadEnd, TopicPartition};
 pub use producer::{add_partitions, ensure_topic, JsonProducer};
+pub use shard_group::ShardGroup;
 pub use sink::{KafkaSinkConfig, SinkMessage, TransactionalSink};

@@ -15,7 +15,9 @@ use super::config::KafkaConfig;
 use crate::error::ConnectorError;
 
 /// An admin client of the brokers in `config`.
-fn admin(config: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, ConnectorError> {
+pub(super) fn admin(
+    config: &KafkaConfig,
+) -> Result<AdminClient<DefaultClientContext>, ConnectorError> {
     config
         .client_config(&[])?
         .create()
