@@ -11,6 +11,7 @@ mod offline_delta;
 mod parquet_schema;
 mod partitions;
 mod registry;
+mod shards;
 mod snapshot;
 mod status;
 mod store_run;
