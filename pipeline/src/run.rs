@@ -324,7 +324,7 @@ pub async fn run(
         // A fresh store run continues the tables: windows start from the event logs, and only
         // events newer than everything in them are on time.
         let mut newest = None;
-        let histories = target.histories(&schema, &config.event_time.column)?;
+        let histories = target.histories(&schema, &config.event_time.column, options.shard)?;
         for (op, (history, last)) in operators.iter_mut().zip(histories) {
             if let Some(history) = history {
                 op.warm_up(history).await?;

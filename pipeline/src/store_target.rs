@@ -99,11 +99,13 @@ impl StoreTarget {
 
     /// Per view, its event log's events as one batch of the stream's schema, for warming up
     /// its windows, and the newest event time in them; each event log is read once however
-    /// many views share it.
+    /// many views share it. A shard's run takes only what that shard has seen (see
+    /// [`StoreTarget::shard_seen`]).
     pub fn histories(
         &self,
         schema: &arrow::datatypes::SchemaRef,
         event_time: &str,
+        shard: Option<quiver_sql::KeyShard>,
     ) -> Result<Vec<History>, JobError> {
         let mut read: Vec<(StoreDir, History)> = Vec::new();
         let mut out = Vec::with_capacity(self.views.len());
@@ -113,7 +115,7 @@ impl StoreTarget {
                 out.push(history.clone());
                 continue;
             }
-            let history = self.history(definition, schema, event_time)?;
+            let history = self.history(definition, schema, event_time, shard)?;
             read.push((log, history.clone()));
             out.push(history);
         }
@@ -125,9 +127,17 @@ impl StoreTarget {
         definition: &ViewDefinition,
         schema: &arrow::datatypes::SchemaRef,
         event_time: &str,
+        shard: Option<quiver_sql::KeyShard>,
     ) -> Result<History, JobError> {
-        let batches = read_event_log(&self.registry, definition, None, false)?.batches;
-        if batches.is_empty() {
+        let logged = read_event_log(&self.registry, definition, None, false)?;
+        let batches = match shard {
+            Some(shard) => {
+                let log = event_log_dir(&self.registry, definition);
+                self.shard_seen(&log, shard, logged)?
+            }
+            None => logged.batches,
+        };
+        if batches.iter().all(|b| b.num_rows() == 0) {
             return Ok((None, None));
         }
         let fail = |e: &dyn std::fmt::Display| {
@@ -155,6 +165,100 @@ impl StoreTarget {
 }
 
 impl StoreTarget {
+    /// The events of an event log that shard `shard` has seen: those committed before any
+    /// shard of a sharded run committed into the log (what the apply and unsharded runs
+    /// logged), and of the later ones (shard 0 logs every event, at its own pace) those at or
+    /// before the positions of this shard's own newest commit. A shard starting without its
+    /// checkpoint thus warms up from, and is late against, exactly what its rows were
+    /// computed from, however far the other shards have gone.
+    fn shard_seen(
+        &self,
+        log: &StoreDir,
+        shard: quiver_sql::KeyShard,
+        logged: crate::registry::event_log::LoggedEvents,
+    ) -> Result<Vec<arrow::record_batch::RecordBatch>, JobError> {
+        let store = |e: quiver_store::StoreError| JobError::Other(e.to_string());
+        let mut sharded_from_ms = None;
+        for version in delta::versions(log).map_err(store)? {
+            let actions = delta::read_commit(log, version).map_err(store)?;
+            let info = actions.iter().find_map(|a| a.get("commitInfo"));
+            let by_shard = info
+                .and_then(|i| i.pointer("/quiver/shard"))
+                .is_some_and(|s| !s.is_null());
+            if by_shard {
+                sharded_from_ms = info
+                    .and_then(|i| i.get("timestamp"))
+                    .and_then(|t| t.as_i64());
+                break;
+            }
+        }
+        let Some(from_ms) = sharded_from_ms else {
+            return Ok(logged.batches);
+        };
+        let own: std::collections::HashMap<String, u64> = self
+            .committed_positions(Some(shard))?
+            .filter(|_| self.has_own_commits(shard).unwrap_or(false))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| p.position.map(|o| (p.name, o)))
+            .collect();
+        let mut available = logged.available.iter();
+        let mut out = Vec::with_capacity(logged.batches.len());
+        for batch in logged.batches {
+            let as_u64 = |name: &str| {
+                let column = batch.column_by_name(name)?;
+                let column =
+                    arrow::compute::cast(column, &arrow::datatypes::DataType::UInt64).ok()?;
+                (column.as_any())
+                    .downcast_ref::<arrow::array::UInt64Array>()
+                    .cloned()
+            };
+            let (partitions, offsets) = (
+                as_u64(quiver_sql::PARTITION_COLUMN),
+                as_u64(quiver_sql::OFFSET_COLUMN),
+            );
+            let value = |column: &Option<arrow::array::UInt64Array>, row: usize| {
+                use arrow::array::Array;
+                column
+                    .as_ref()
+                    .filter(|c| c.is_valid(row))
+                    .map(|c| c.value(row))
+            };
+            let name = |row: usize| logged.partitions.get(value(&partitions, row)? as usize);
+            let offset = |row: usize| value(&offsets, row);
+            let keep: arrow::array::BooleanArray = (0..batch.num_rows())
+                .map(|row| {
+                    let before = available.next().is_some_and(|&us| us < from_ms * 1000);
+                    let seen = || {
+                        let (Some(name), Some(offset)) = (name(row), offset(row)) else {
+                            return false;
+                        };
+                        own.get(name).is_some_and(|&p| offset <= p)
+                    };
+                    Some(before || seen())
+                })
+                .collect();
+            out.push(
+                arrow::compute::filter_record_batch(&batch, &keep)
+                    .map_err(|e| JobError::Other(e.to_string()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Whether shard `shard` has committed into the first view's table.
+    fn has_own_commits(&self, shard: quiver_sql::KeyShard) -> Result<bool, JobError> {
+        let Some((_, table)) = self.views.first() else {
+            return Ok(false);
+        };
+        let name = shard.to_string();
+        Ok(self
+            .newest_positions(table, |info| {
+                info.get("shard").and_then(|s| s.as_str()) == Some(name.as_str())
+            })?
+            .is_some())
+    }
+
     /// The source positions the last run committed into these tables (`commitInfo.quiver.
     /// positions` of the newest commit of a run in the first event log), if any: where a new
     /// run over a live source (Kafka) continues. A shard continues from the newest commit of
@@ -173,7 +277,10 @@ impl StoreTarget {
                 return Ok(found);
             }
         }
+        // Before a shard's first commit, where the unsharded runs left off.
+        let unsharded = |info: &serde_json::Value| info.get("shard").is_none_or(|s| s.is_null());
         match self.event_logs.first() {
+            Some(log) if shard.is_some() => self.newest_positions(log, unsharded),
             Some(log) => self.newest_positions(log, |_| true),
             None => Ok(None),
         }

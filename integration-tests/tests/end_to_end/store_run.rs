@@ -497,3 +497,86 @@ FROM source WHERE amount > 20";
     assert_eq!(delta::active_files(&log).expect("files").len(), 1);
     check("after compaction", &known_at("known2.parquet", all).await);
 }
+
+/// The shards of a store run (`--shard I/N`, what the instances of a sharded Kafka job run)
+/// each commit their keys' rows into the one table, naming their shard in the commits: the
+/// table equals a backfill over all the events, every row once, and the event log gets every
+/// streamed event once (from shard 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shards_of_a_store_run_fill_one_table_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history: Vec<String> = (0..1500).map(line).collect();
+    let mut later: Vec<String> = (1500..3000).map(line).collect();
+    later.insert(700, line(20)); // late
+    write_files(
+        dir.path(),
+        &[
+            ("history.ndjson", &history.join("\n")),
+            ("later.ndjson", &later.join("\n")),
+            ("all/a.ndjson", &history.join("\n")),
+            (
+                "all/b.ndjson",
+                &(1500..3000).map(line).collect::<Vec<_>>().join("\n"),
+            ),
+        ],
+    );
+    let registry = apply_one_view(dir.path(), "history.ndjson", &CARD_EVENTS, "v", VIEW, "").await;
+    let version = registry.latest("v").expect("latest").expect("version");
+    let table = registry.data_dir("v", &version);
+    let mut late = 0;
+    for index in 0..2 {
+        let loaded = LoadedConfig::load(&dir.path().join("one_view.yaml")).expect("config");
+        let pipeline = CompiledPipeline::compile(loaded).await.expect("compile");
+        let summary = run(
+            pipeline,
+            RunOptions {
+                source: SourceOverrides {
+                    input: Some(dir.path().join("later.ndjson").display().to_string()),
+                    ..SourceOverrides::default()
+                },
+                output: Some(dir.path().join("run-out")),
+                checkpoints: Some(quiver_pipeline::checkpoint::CheckpointPolicy {
+                    interval: None,
+                    every_events: Some(500),
+                }),
+                store: Some(registry.clone()),
+                shard: Some(quiver_sql::KeyShard::new(index, 2).expect("shard")),
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .expect("store run of a shard");
+        late += summary.dead_letters.get("late").copied().unwrap_or(0);
+    }
+    assert_eq!(
+        late, 1,
+        "the late event is a dead letter of the shard owning its key"
+    );
+    let shards: std::collections::BTreeSet<String> = (delta::versions(&table).expect("log"))
+        .into_iter()
+        .flat_map(|v| delta::read_commit(&table, v).expect("commit"))
+        .filter_map(|a| {
+            a.pointer("/commitInfo/quiver/shard")
+                .and_then(|s| s.as_str())
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(shards, ["0/2".to_string(), "1/2".to_string()].into());
+    let ours = read_view(&local(&table));
+    assert_eq!(ours.num_rows(), 3000);
+    let reference = all_events(dir.path(), VIEW).await;
+    let ours = ours.project(&[0, 1, 2, 3, 4, 5, 6]).expect("features");
+    let reference = reference.project(&[0, 1, 2, 3, 4, 5, 6]).expect("features");
+    assert_same_features(
+        &ours,
+        &reference,
+        &["card_id", "event_time"],
+        "sharded store run",
+    );
+    let definition = registry.definition("v", None).expect("definition");
+    let events =
+        quiver_pipeline::registry::event_log::read_event_log(&registry, &definition, None, false)
+            .expect("event log")
+            .batches;
+    assert_eq!(events.iter().map(|b| b.num_rows()).sum::<usize>(), 3000);
+}
