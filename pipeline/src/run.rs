@@ -323,6 +323,7 @@ pub async fn run(
     if let (Some(target), true) = (&target, states.is_empty()) {
         // A fresh store run continues the tables: windows start from the event logs, and only
         // events newer than everything in them are on time.
+        target.check_shard_layout(options.shard)?;
         let mut newest = None;
         let histories = target.histories(&schema, &config.event_time.column, options.shard)?;
         for (op, (history, last)) in operators.iter_mut().zip(histories) {

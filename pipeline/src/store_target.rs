@@ -246,6 +246,37 @@ impl StoreTarget {
         Ok(out)
     }
 
+    /// Refuses a fresh run whose shard layout (`shard`, or none) differs from that of the
+    /// runs that last committed into the store: their rows stand at positions this run cannot
+    /// continue from exactly (each shard of the other layout stopped at its own).
+    pub fn check_shard_layout(&self, shard: Option<quiver_sql::KeyShard>) -> Result<(), JobError> {
+        let Some((_, table)) = self.views.first() else {
+            return Ok(());
+        };
+        let log = &self.dir(table);
+        let store = |e: quiver_store::StoreError| JobError::Other(e.to_string());
+        // The newest commit of a run (compactions and applies name none).
+        let mut last = None;
+        for version in delta::versions(log).map_err(store)?.into_iter().rev() {
+            let actions = delta::read_commit(log, version).map_err(store)?;
+            let info = actions.iter().find_map(|a| a.pointer("/commitInfo/quiver"));
+            if let Some(info) = info.filter(|i| i.get("run").is_some()) {
+                last = (info.get("shard").and_then(|s| s.as_str()))
+                    .and_then(|s| quiver_sql::KeyShard::parse(s).ok());
+                break;
+            }
+        }
+        match (last, shard) {
+            (Some(l), Some(s)) if l.count() == s.count() => Ok(()),
+            (None, _) => Ok(()),
+            (Some(l), _) => Err(JobError::Other(format!(
+                "the store's tables were last written by a job with {} shards, and this run is {}: continue with the same `shards` (a different layout cannot continue exactly where each of those shards stopped)",
+                l.count(),
+                shard.map_or("not sharded".to_string(), |s| format!("a shard of {}", s.count()))
+            ))),
+        }
+    }
+
     /// Whether shard `shard` has committed into the first view's table.
     fn has_own_commits(&self, shard: quiver_sql::KeyShard) -> Result<bool, JobError> {
         let Some((_, table)) = self.views.first() else {

@@ -552,6 +552,23 @@ async fn the_shards_of_a_store_run_fill_one_table_once() {
         late, 1,
         "the late event is a dead letter of the shard owning its key"
     );
+    // Another layout cannot continue where each of these shards stopped: refused.
+    for shard in [None, Some(quiver_sql::KeyShard::new(0, 3).expect("shard"))] {
+        let loaded = LoadedConfig::load(&dir.path().join("one_view.yaml")).expect("config");
+        let pipeline = CompiledPipeline::compile(loaded).await.expect("compile");
+        let refused = run(
+            pipeline,
+            RunOptions {
+                output: Some(dir.path().join("other-layout")),
+                store: Some(registry.clone()),
+                shard,
+                ..RunOptions::default()
+            },
+        )
+        .await
+        .expect_err("another shard layout is refused");
+        assert!(refused.to_string().contains("2 shards"), "{refused}");
+    }
     let shards: std::collections::BTreeSet<String> = (delta::versions(&table).expect("log"))
         .into_iter()
         .flat_map(|v| delta::read_commit(&table, v).expect("commit"))
