@@ -366,21 +366,13 @@ impl RowCursor {
     }
 }
 
-/// The partition of an encoded key: FNV-1a, finished by a multiply-xorshift so close keys
-/// spread.
+/// The partition of an encoded key ([`quiver_sql::key_shard::stable_hash`], so close keys
+/// spread).
 pub fn partition_of(key: &[u8], partitions: usize) -> usize {
     if partitions <= 1 {
         return 0;
     }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    (h % partitions as u64) as usize
+    (quiver_sql::key_shard::stable_hash(key) % partitions as u64) as usize
 }
 
 /// The partition of each of `keys` (encoded keys), for [`push_partitioned`].

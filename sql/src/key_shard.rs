@@ -82,8 +82,9 @@ impl std::fmt::Display for KeyShard {
 }
 
 /// FNV-1a over the bytes, then MurmurHash3's 64-bit finalizer so that every bit of the key
-/// reaches the low bits a modulo reads.
-fn stable_hash(bytes: &[u8]) -> u64 {
+/// reaches the low bits a modulo reads: the hash that places keys in shards and in backfill's
+/// key partitions.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         h ^= u64::from(b);

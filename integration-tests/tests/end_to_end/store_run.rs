@@ -37,16 +37,25 @@ async fn all_events(dir: &std::path::Path, view: &str) -> arrow::record_batch::R
     read_view(&local(&registry.data_dir("v", &version)))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_run_continues_the_table_exactly_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    // History (applied) and what comes after it (streamed), plus two stale events.
+/// Writes the history (events 0..1500, applied), what comes after it (1500..3000 with
+/// `stale` events inserted at their indices: late), and both without the stale ones under
+/// `all/` (the reference's input); applies the history as view `v` and returns the store and
+/// the version and its table.
+async fn history_and_later(
+    dir: &std::path::Path,
+    stale: &[(usize, i64)],
+) -> (
+    quiver_pipeline::registry::Registry,
+    String,
+    quiver_store::StoreDir,
+) {
     let history: Vec<String> = (0..1500).map(line).collect();
     let mut later: Vec<String> = (1500..3000).map(line).collect();
-    later.insert(10, line(1499)); // as old as the history's newest: late
-    later.insert(500, line(3)); // far older: late
+    for &(at, k) in stale {
+        later.insert(at, line(k));
+    }
     write_files(
-        dir.path(),
+        dir,
         &[
             ("history.ndjson", &history.join("\n")),
             ("later.ndjson", &later.join("\n")),
@@ -57,9 +66,18 @@ async fn a_store_run_continues_the_table_exactly_once() {
             ),
         ],
     );
-    let registry = apply_one_view(dir.path(), "history.ndjson", &CARD_EVENTS, "v", VIEW, "").await;
+    let registry = apply_one_view(dir, "history.ndjson", &CARD_EVENTS, "v", VIEW, "").await;
     let version = registry.latest("v").expect("latest").expect("version");
     let table = registry.data_dir("v", &version);
+    (registry, version, table)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_run_continues_the_table_exactly_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // History (applied) and what comes after it (streamed), plus two stale events: one as
+    // old as the history's newest, one far older.
+    let (registry, version, table) = history_and_later(dir.path(), &[(10, 1499), (500, 3)]).await;
 
     let loaded = LoadedConfig::load(&dir.path().join("one_view.yaml")).expect("config");
     let pipeline = CompiledPipeline::compile(loaded).await.expect("compile");
@@ -505,24 +523,7 @@ FROM source WHERE amount > 20";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shards_of_a_store_run_fill_one_table_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let history: Vec<String> = (0..1500).map(line).collect();
-    let mut later: Vec<String> = (1500..3000).map(line).collect();
-    later.insert(700, line(20)); // late
-    write_files(
-        dir.path(),
-        &[
-            ("history.ndjson", &history.join("\n")),
-            ("later.ndjson", &later.join("\n")),
-            ("all/a.ndjson", &history.join("\n")),
-            (
-                "all/b.ndjson",
-                &(1500..3000).map(line).collect::<Vec<_>>().join("\n"),
-            ),
-        ],
-    );
-    let registry = apply_one_view(dir.path(), "history.ndjson", &CARD_EVENTS, "v", VIEW, "").await;
-    let version = registry.latest("v").expect("latest").expect("version");
-    let table = registry.data_dir("v", &version);
+    let (registry, _, table) = history_and_later(dir.path(), &[(700, 20)]).await;
     let mut late = 0;
     for index in 0..2 {
         let loaded = LoadedConfig::load(&dir.path().join("one_view.yaml")).expect("config");
