@@ -195,9 +195,7 @@ impl StoreTarget {
         let Some(from_ms) = sharded_from_ms else {
             return Ok(logged.batches);
         };
-        let own: std::collections::HashMap<String, u64> = self
-            .committed_positions(Some(shard))?
-            .filter(|_| self.has_own_commits(shard).unwrap_or(false))
+        let own: std::collections::HashMap<String, u64> = (self.own_positions(shard)?)
             .unwrap_or_default()
             .into_iter()
             .filter_map(|p| p.position.map(|o| (p.name, o)))
@@ -277,17 +275,19 @@ impl StoreTarget {
         }
     }
 
-    /// Whether shard `shard` has committed into the first view's table.
-    fn has_own_commits(&self, shard: quiver_sql::KeyShard) -> Result<bool, JobError> {
+    /// The positions of shard `shard`'s newest commit into the first view's table, if it has
+    /// committed there.
+    fn own_positions(
+        &self,
+        shard: quiver_sql::KeyShard,
+    ) -> Result<Option<Vec<PartitionProgress>>, JobError> {
         let Some((_, table)) = self.views.first() else {
-            return Ok(false);
+            return Ok(None);
         };
         let name = shard.to_string();
-        Ok(self
-            .newest_positions(table, |info| {
-                info.get("shard").and_then(|s| s.as_str()) == Some(name.as_str())
-            })?
-            .is_some())
+        self.newest_positions(table, |info| {
+            info.get("shard").and_then(|s| s.as_str()) == Some(name.as_str())
+        })
     }
 
     /// The source positions the last run committed into these tables (`commitInfo.quiver.
@@ -299,14 +299,8 @@ impl StoreTarget {
         &self,
         shard: Option<quiver_sql::KeyShard>,
     ) -> Result<Option<Vec<PartitionProgress>>, JobError> {
-        if let (Some(shard), Some((_, table))) = (shard, self.views.first()) {
-            let name = shard.to_string();
-            let found = self.newest_positions(table, |info| {
-                info.get("shard").and_then(|s| s.as_str()) == Some(name.as_str())
-            })?;
-            if found.is_some() {
-                return Ok(found);
-            }
+        if let Some(own) = shard.map(|s| self.own_positions(s)).transpose()?.flatten() {
+            return Ok(Some(own));
         }
         // Before a shard's first commit, where the unsharded runs left off.
         let unsharded = |info: &serde_json::Value| info.get("shard").is_none_or(|s| s.is_null());
