@@ -1013,20 +1013,13 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
             let listen = listen
                 .clone()
                 .unwrap_or_else(|| loaded.config.serve.listen.clone());
-            let store = quiver_pipeline::online::open_configured(&loaded, None, &paths.root)?;
-            let pipeline = CompiledPipeline::compile(loaded.clone()).await?;
-            let (server, listener, tls) = start_server(pipeline, store.clone(), &listen).await?;
+            if args.shard.is_some() {
+                anyhow::bail!("a shard does not serve: serve a sharded job from its instances (`quiver run --serve` with `online.redis`) or with `quiver serve`");
+            }
+            let store = quiver_pipeline::online::open_for_run(&loaded, &paths.root, None)?;
             let gauges = std::sync::Arc::new(quiver_pipeline::run_gauges::RunGauges::default());
-            let server = server.with_run(gauges.clone());
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn(quiver_pipeline::serve::serve(
-                server,
-                listener,
-                tls,
-                async {
-                    let _ = stopped.await;
-                },
-            ));
+            let (stop, task) =
+                spawn_server(&loaded, store.clone(), &listen, Some(gauges.clone())).await?;
             Some((store, gauges, stop, task))
         }
         (None, _) => None,
@@ -1113,7 +1106,6 @@ async fn shard_instance(args: JobArgs, loaded: &LoadedConfig) -> anyhow::Result<
             args.standby,
             "--standby (every instance of a sharded job runs shards)",
         ),
-        (args.serve.is_some(), "--serve"),
         (args.summary_json.is_some(), "--summary-json"),
         (args.input.is_some(), "--input"),
         (args.events.is_some(), "--events"),
@@ -1152,7 +1144,25 @@ async fn shard_instance(args: JobArgs, loaded: &LoadedConfig) -> anyhow::Result<
         child_args,
         bounded,
     };
-    quiver_pipeline::shard_instance::run_instance(loaded, options).await
+    // Serving next to the shards reads what they all write: the job's Redis server.
+    let serving = match &args.serve {
+        Some(_) if loaded.config.online.redis.is_none() => anyhow::bail!(
+            "--serve on an instance of a sharded job needs `online.redis`: with the embedded store each shard process writes its own file, which `quiver serve` reads once the shards' runs stop"
+        ),
+        Some(listen) => {
+            let listen = listen
+                .clone()
+                .unwrap_or_else(|| loaded.config.serve.listen.clone());
+            Some(spawn_server(loaded, open_online(loaded, None)?, &listen, None).await?)
+        }
+        None => None,
+    };
+    let result = quiver_pipeline::shard_instance::run_instance(loaded, options).await;
+    if let Some((stop, task)) = serving {
+        let _ = stop.send(());
+        task.await??;
+    }
+    result
 }
 
 /// Appends the outcome of command `what` on `target` to the audit log of the store at
@@ -1209,6 +1219,33 @@ async fn start_server(
     let scheme = if tls.is_some() { "https" } else { "http" };
     say(&format!("serving on {scheme}://{local} ({access})\n"));
     Ok((server, listener, tls))
+}
+
+/// Serves `store` for `loaded`'s views on `listen` (with the figures of the run beside it, if
+/// `run`) in a task, until the returned sender is used or dropped.
+async fn spawn_server(
+    loaded: &LoadedConfig,
+    store: quiver_pipeline::online::SharedOnline,
+    listen: &str,
+    run: Option<std::sync::Arc<quiver_pipeline::run_gauges::RunGauges>>,
+) -> anyhow::Result<(
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+)> {
+    let pipeline = CompiledPipeline::compile(loaded.clone()).await?;
+    let (mut server, listener, tls) = start_server(pipeline, store, listen).await?;
+    if let Some(run) = run {
+        server = server.with_run(run);
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        quiver_pipeline::serve::serve(server, listener, tls, stopped).await?;
+        Ok(())
+    });
+    Ok((stop, task))
 }
 
 /// A server, its bound socket and its TLS acceptor (HTTPS) if any.

@@ -174,17 +174,15 @@ pub async fn run(
         crate::shard::shard_config(&mut pipeline.loaded.config, shard);
         if options.online.is_some() {
             return Err(JobError::Other(
-                "a shard does not write the online store (not built yet): run it without --serve"
+                "a shard does not serve: serve a sharded job from its instances (`quiver run --serve` with `online.redis`) or with `quiver serve`"
                     .into(),
             ));
-        }
-        if pipeline.loaded.config.online.enabled {
-            eprintln!("online: not written by a sharded run (not built yet; see the README)");
-            pipeline.loaded.config.online.enabled = false;
         }
     }
     let config = pipeline.loaded.config.clone();
     let mut paths = OutputPaths::of(&pipeline, options.output.clone());
+    // The job's output directory (a shard's is inside it).
+    let job_root = paths.root.clone();
     if let Some(shard) = options.shard {
         paths = paths.sharded(shard);
     }
@@ -222,10 +220,10 @@ pub async fn run(
         || {
             online = match options.online.clone() {
                 Some(shared) => Some(shared),
-                None if config.online.enabled => Some(crate::online::open_configured(
+                None if config.online.enabled => Some(crate::online::open_for_run(
                     &pipeline.loaded,
-                    None,
-                    &paths.root,
+                    &job_root,
+                    options.shard,
                 )?),
                 None => None,
             };
@@ -291,20 +289,23 @@ pub async fn run(
     )?;
     let schema = pipeline.feature_stream_schema.clone();
     // The online tables (`view@version`), named before the views move into their operators.
-    let online_tables = match online {
+    let mut online_tables = match online {
         Some(_) => crate::online::view_tables(&pipeline)?,
         None => Vec::new(),
     };
+    if let Some(shard) = options.shard {
+        for (_, table) in &mut online_tables {
+            *table = crate::online::shard_tables::shard_table(table, shard);
+        }
+    }
     if let Some(store) = &online {
         let current: Vec<(String, String)> = (pipeline.views.iter())
             .zip(&online_tables)
             .map(|(view, (_, table))| (view.name().to_string(), table.clone()))
             .collect();
         let keep = config.online.keep_versions;
-        for table in crate::online::retention::drop_old_versions(&*store.0, &current, keep)? {
-            eprintln!(
-                "online: dropped `{table}` (each view keeps its {keep} newest versions' tables: online.keep_versions)"
-            );
+        for dropped in crate::online::retention::drop_old_versions(&*store.0, &current, keep)? {
+            eprintln!("online: dropped `{}` ({})", dropped.table, dropped.reason);
         }
     }
     let mut operators = view_operators(

@@ -1177,4 +1177,35 @@ fn instances_of_a_sharded_job_share_its_shards_and_take_over_from_a_killed_one()
         .map(|l| (l.0.clone(), l.1, l.2.clone()))
         .collect();
     assert_eq!(bad, produced.bad);
+
+    // The shards wrote the online store through the handovers and the kill, each its own
+    // file: a read of every card finds it in its shard, with every event it had.
+    let mut lifetime = std::collections::BTreeMap::<String, u64>::new();
+    for line in &produced.good {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        *lifetime
+            .entry(event["card_id"].as_str().unwrap().into())
+            .or_default() += 1;
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args([
+            "get",
+            kafka.to_str().unwrap(),
+            "cards",
+            "--json",
+            "--online",
+        ])
+        .arg(out.join("online.redb"))
+        .args(lifetime.keys())
+        .output()
+        .unwrap();
+    let answer: serde_json::Value =
+        serde_json::from_slice(&succeed(output, "quiver get").stdout).unwrap();
+    assert_eq!(answer["shards"].as_array().unwrap().len(), 3, "{answer}");
+    let rows = answer["features"].as_array().unwrap();
+    assert_eq!(rows.len(), lifetime.len());
+    for (row, (card, n)) in rows.iter().zip(&lifetime) {
+        assert_eq!(row["card_id"], card.as_str());
+        assert_eq!(row["n_lifetime"], *n, "{card}: {row}");
+    }
 }

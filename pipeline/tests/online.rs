@@ -498,6 +498,148 @@ fn redis_serves_the_same_decaying_windows_and_survives_a_crash_mid_commit() {
     assert!(views["epoch"].as_u64().unwrap() >= 1, "{views}");
 }
 
+/// `quiver run --shard I/N` of each of `count` shards, one after the other, into `out`, with
+/// `extra` arguments.
+fn run_shards(config: &Path, out: &Path, count: u32, extra: &[&str]) {
+    for index in 0..count {
+        let shard = format!("{index}/{count}");
+        let ran = common::quiver_command("run", config, &[("--output", out)])
+            .args(["--shard", &shard])
+            .args(extra)
+            .output()
+            .unwrap();
+        succeed(&ran, &format!("shard {shard}"));
+    }
+}
+
+/// The shards named in a read's answer.
+fn shards_read(answer: &Value) -> Vec<String> {
+    (answer["shards"].as_array().into_iter().flatten())
+        .map(|s| s["shard"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_shards_of_a_job_write_the_online_store_and_a_read_finds_each_key_in_its_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, events) = write_pipeline(dir.path(), 0x6C07_8965_D1CE_4E5B);
+    let cards = ["hot", "a", "b", "early", "never-seen"];
+    let last = events.iter().map(|e| e.1).max().unwrap();
+
+    // Embedded: each shard process writes its own file; a read opens them all.
+    let out = dir.path().join("out");
+    run_shards(&config, &out, 3, &[]);
+    for index in 0..3 {
+        let file = out.join(format!("shard-{index}-of-3")).join("online.redb");
+        assert!(file.exists(), "{} was written", file.display());
+    }
+    let file = out.join("online.redb");
+    assert!(!file.exists(), "no unsharded file");
+    check_decay(&config, Some(&file), &events, "embedded shards");
+    let answer = get(&config, Some(&file), &cards, Some(last + MINUTE_MS)).unwrap();
+    let read = shards_read(&answer);
+    assert!(read.len() >= 2, "the cards are in several shards: {answer}");
+    // One card reads one shard.
+    let one = get(&config, Some(&file), &["hot"], Some(last + MINUTE_MS)).unwrap();
+    assert_eq!(shards_read(&one).len(), 1, "{one}");
+
+    // Into the store: verify-online compares every shard's entities with the offline
+    // recomputation, and finds a corrupted entry in one shard's file.
+    let store_config = config.to_str().unwrap();
+    let stored = dir.path().join("stored");
+    let first = dir.path().join("events.ndjson");
+    let later = dir.path().join("later.ndjson");
+    let applied = quiver(&[
+        "apply",
+        store_config,
+        "--no-progress",
+        "--input",
+        first.to_str().unwrap(),
+    ]);
+    succeed(&applied, "quiver apply");
+    run_shards(
+        &config,
+        &stored,
+        2,
+        &["--store", "--input", later.to_str().unwrap()],
+    );
+    let online = stored.join("online.redb");
+    let online = online.to_str().unwrap();
+    let verify = || {
+        let output = quiver(&[
+            "verify-online",
+            store_config,
+            "cards",
+            "--online",
+            online,
+            "--json",
+        ]);
+        let report: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|_| panic!("no report: {}", String::from_utf8_lossy(&output.stderr)));
+        (output.status.success(), report)
+    };
+    let (ok, report) = verify();
+    assert!(ok && report["mismatched"] == 0, "{report}");
+    assert_eq!(
+        report["checked"], 4,
+        "every entity of both shards: {report}"
+    );
+    {
+        use quiver_store::online::{EmbeddedOnline, OnlineStore};
+        let version = report["version"].as_str().unwrap();
+        // The shard holding the hot card: its state given to another card of that shard, or
+        // the hot card's state given to a card of the other shard's file.
+        let files: Vec<(EmbeddedOnline, String)> = (0..2)
+            .map(|i| {
+                let shard = format!("shard-{i}-of-2");
+                let file = EmbeddedOnline::open(&stored.join(&shard).join("online.redb")).unwrap();
+                (file, format!("cards@{version}/{shard}"))
+            })
+            .collect();
+        let mut entries: Vec<(usize, Vec<u8>, quiver_store::online::EntityState)> = Vec::new();
+        for (i, (file, table)) in files.iter().enumerate() {
+            let (_, page) = file.scan(table, None, 10).unwrap().unwrap();
+            entries.extend(page.into_iter().map(|(k, s)| (i, k, s)));
+        }
+        assert_eq!(entries.len(), 4);
+        let biggest = (entries.iter())
+            .max_by_key(|(_, _, s)| s.segments.iter().map(|(_, b)| b.len()).sum::<usize>())
+            .unwrap()
+            .clone();
+        let (shard, victim, _) = entries.iter().find(|(_, k, _)| *k != biggest.1).unwrap();
+        let (file, table) = &files[*shard];
+        file.put_raw(table, victim, &biggest.2).unwrap();
+    }
+    let (ok, report) = verify();
+    assert!(!ok, "a mismatch fails the command: {report}");
+    let entities: std::collections::BTreeSet<String> = (report["mismatches"].as_array())
+        .unwrap()
+        .iter()
+        .map(|m| m["entity"].to_string())
+        .collect();
+    assert_eq!(entities.len(), 1, "only the corrupted entity: {report}");
+
+    // Redis: the shards share one server, each with its own tables.
+    let Some(redis) = common::RedisServer::start() else {
+        return;
+    };
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "online:\n  redis: {}\n  redis_prefix: shards\n",
+        redis.url()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let out = dir.path().join("redis-out");
+    run_shards(&config, &out, 3, &[]);
+    check_decay(&config, None, &events, "redis shards");
+    let answer = get(&config, None, &cards, Some(last + MINUTE_MS)).unwrap();
+    assert_eq!(
+        shards_read(&answer),
+        read,
+        "the same keys in the same shards"
+    );
+}
+
 /// Writes 150 epochs of 40 keys (every key's head and one segment hold its epoch's number; the
 /// previous epoch's segment is deleted) through `writer` while reading all keys over and over
 /// through `store`: every read sees one epoch whole.

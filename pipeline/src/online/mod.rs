@@ -9,6 +9,8 @@
 pub mod epoch;
 pub mod read;
 pub mod retention;
+pub mod shard_files;
+pub mod shard_tables;
 pub mod verify;
 
 use crate::compile::CompiledPipeline;
@@ -16,7 +18,7 @@ use crate::config::LoadedConfig;
 use crate::error::JobError;
 use quiver_gpu::{KeyWindowState, PartsError};
 use quiver_store::online::{table_name, EmbeddedOnline, EntityState, OnlineStore, RedisOnline};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Decodes a key's window state as the store keeps it (a head and segments).
@@ -44,28 +46,71 @@ fn open_store(path: &Path) -> Result<SharedOnline, JobError> {
     Ok(SharedOnline(Arc::new(store)))
 }
 
-/// Opens the online store of `loaded`: its Redis server when `online.redis` is set, else the
-/// embedded file `file` if given, else `online.path`, else `online.redb` in `output_dir`.
+/// The Redis server of `loaded`'s `online.redis`, if it names one.
+fn open_redis(loaded: &LoadedConfig) -> Result<Option<SharedOnline>, JobError> {
+    let online = &loaded.config.online;
+    let Some(url) = &online.redis else {
+        return Ok(None);
+    };
+    let url = quiver_connectors::env::expand_env(url)
+        .map_err(|e| JobError::Other(format!("online.redis: {e}")))?;
+    let store = RedisOnline::open(&url, &online.redis_prefix, online.redis_ca.as_deref())?;
+    Ok(Some(SharedOnline(Arc::new(store))))
+}
+
+/// The embedded store file of `loaded`: `file` if given, else `online.path`, else
+/// `online.redb` in `output_dir` (the job's output directory, not a shard's).
+fn embedded_path(loaded: &LoadedConfig, file: Option<&Path>, output_dir: &Path) -> PathBuf {
+    match file {
+        Some(file) => file.to_path_buf(),
+        None => {
+            (loaded.config.online.path.clone()).unwrap_or_else(|| output_dir.join("online.redb"))
+        }
+    }
+}
+
+/// Opens the online store of `loaded` to read it: its Redis server when `online.redis` is set,
+/// else the embedded file `file` if given, else `online.path`, else `online.redb` in
+/// `output_dir`. For a sharded job's embedded store (the config has `shards`, or the file is
+/// missing and shard files are beside it) every shard's file, read as one store.
 pub fn open_configured(
     loaded: &LoadedConfig,
     file: Option<&Path>,
     output_dir: &Path,
 ) -> Result<SharedOnline, JobError> {
-    let online = &loaded.config.online;
-    match (&online.redis, file) {
-        (Some(url), None) => {
-            let url = quiver_connectors::env::expand_env(url)
-                .map_err(|e| JobError::Other(format!("online.redis: {e}")))?;
-            let store = RedisOnline::open(&url, &online.redis_prefix, online.redis_ca.as_deref())?;
-            Ok(SharedOnline(Arc::new(store)))
-        }
-        (_, Some(file)) => open_store(file),
-        (None, None) => open_store(
-            &online
-                .path
-                .clone()
-                .unwrap_or_else(|| output_dir.join("online.redb")),
-        ),
+    if let (Some(redis), None) = (open_redis(loaded)?, file) {
+        return Ok(redis);
+    }
+    let path = embedded_path(loaded, file, output_dir);
+    let configured = (loaded.config.source.kafka.as_ref()).and_then(|k| k.shards);
+    let shards = match configured {
+        Some(count) => Some(shard_tables::shard_files(&path, count)),
+        None if !path.exists() => shard_tables::existing_shard_files(&path),
+        None => None,
+    };
+    match shards {
+        Some(files) => Ok(SharedOnline(Arc::new(shard_files::ShardFiles::open(
+            &files,
+        )?))),
+        None => open_store(&path),
+    }
+}
+
+/// Opens the online store a run of `loaded` writes: the job's Redis server, else its embedded
+/// file (in `output_dir`, the job's output directory, unless `online.path` says otherwise),
+/// or for shard `shard` the shard's own file beside it ([`shard_tables::shard_file`]).
+pub fn open_for_run(
+    loaded: &LoadedConfig,
+    output_dir: &Path,
+    shard: Option<quiver_sql::KeyShard>,
+) -> Result<SharedOnline, JobError> {
+    if let Some(redis) = open_redis(loaded)? {
+        return Ok(redis);
+    }
+    let path = embedded_path(loaded, None, output_dir);
+    match shard {
+        Some(shard) => open_store(&shard_tables::shard_file(&path, shard)),
+        None => open_store(&path),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Reading features from the online store at a request time T: every window ends at T.
 
+use super::shard_tables::{combined_stamp, discovered_layout, shard_table};
 use super::{decode_state, SharedOnline};
 use crate::compile::CompiledPipeline;
 use crate::error::JobError;
@@ -8,8 +9,9 @@ use arrow::array::{Array, ArrayRef, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use quiver_gpu::KeyWindowState;
-use quiver_sql::FeatureView;
+use quiver_sql::{FeatureView, KeyShard};
 use quiver_store::online::{table_name, EntityState, OnlineStamp};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// Why a read failed, in the terms a client needs (an HTTP status follows from it).
@@ -62,14 +64,56 @@ pub struct OnlineView {
     pub view: FeatureView,
     /// Its version (the hash of its normalized definition).
     pub version: String,
-    /// Its online table (`view@version`).
+    /// Its online table (`view@version`); a sharded job's shards each write their own
+    /// ([`shard_table`]).
     pub table: String,
     /// Fingerprint of its plan (the state encoding), checked against the table's stamp; `None`
     /// for a version compiled from the registry (its version hash names its definition).
     fingerprint: Option<u64>,
+    /// How many shards wrote its state (0: one unsharded table).
+    shards: AtomicU32,
+    /// Whether the config sets the shard count (else it is what the store holds).
+    pinned: bool,
 }
 
 impl OnlineView {
+    /// The shard count of its tables (`None`: one unsharded table).
+    pub fn shards(&self) -> Option<u32> {
+        Some(self.shards.load(Ordering::Relaxed)).filter(|&n| n > 0)
+    }
+
+    /// Its tables: the one table, or each shard's in shard order.
+    pub fn tables(&self) -> Vec<(Option<KeyShard>, String)> {
+        match self.shards() {
+            None => vec![(None, self.table.clone())],
+            Some(count) => (0..count)
+                .map(|i| {
+                    let shard = KeyShard::new(i, count).expect("index below count");
+                    (Some(shard), shard_table(&self.table, shard))
+                })
+                .collect(),
+        }
+    }
+
+    /// What its tables among `tables` (a store's listing) are as of ([`combined_stamp`] for a
+    /// sharded view); `None` until every table of it was written.
+    pub fn stamp_in(&self, tables: &[(String, OnlineStamp)]) -> Option<OnlineStamp> {
+        let mine: Vec<&OnlineStamp> = (self.tables().iter())
+            .map(|(_, t)| tables.iter().find(|(name, _)| name == t).map(|(_, s)| s))
+            .collect::<Option<_>>()?;
+        combined_stamp(mine)
+    }
+
+    /// Sets its shard count from what `tables` hold, unless the config sets it; whether it
+    /// changed.
+    fn rediscover(&self, tables: &[(String, OnlineStamp)]) -> bool {
+        if self.pinned {
+            return false;
+        }
+        let found = discovered_layout(tables, &self.table).unwrap_or(0);
+        self.shards.swap(found, Ordering::Relaxed) != found
+    }
+
     /// The point-in-time features of the view to return: `wanted`, checked, or all.
     fn features(&self, wanted: Option<&[String]>) -> Result<Vec<String>, ReadError> {
         let view = &self.view;
@@ -113,15 +157,19 @@ pub struct OnlineValues {
     pub version: String,
     /// The time every window ends at (µs).
     pub at: i64,
-    /// What the state is as of: run, epoch, watermark, commit time.
+    /// What the state is as of: run, epoch, watermark, commit time (for a sharded view the
+    /// [`combined_stamp`] of the shards read).
     pub stamp: OnlineStamp,
+    /// A sharded view's shards read, each with its own stamp (empty when unsharded).
+    pub shards: Vec<(KeyShard, OnlineStamp)>,
     /// One row per entity: the key columns (as given) and then the features.
     pub rows: RecordBatch,
 }
 
 impl OnlineValues {
     /// The values as JSON: `{view, version, at, epoch, watermark, committed_at, features:
-    /// [{key..., feature...}]}`.
+    /// [{key..., feature...}]}`, and for a sharded view `shards: [{shard, run, epoch,
+    /// watermark, committed_at}]`.
     pub fn to_json(&self) -> serde_json::Value {
         let schema = self.rows.schema();
         let rows: Vec<serde_json::Value> = (0..self.rows.num_rows())
@@ -135,7 +183,7 @@ impl OnlineValues {
                 serde_json::Value::Object(fields)
             })
             .collect();
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "view": self.view,
             "version": self.version,
             "at": format_micros(self.at),
@@ -144,7 +192,21 @@ impl OnlineValues {
             "watermark": self.stamp.watermark.map(format_micros),
             "committed_at": format_micros(self.stamp.committed_unix_ms as i64 * 1000),
             "features": rows,
-        })
+        });
+        if !self.shards.is_empty() {
+            json["shards"] = (self.shards.iter())
+                .map(|(shard, stamp)| {
+                    serde_json::json!({
+                        "shard": shard.to_string(),
+                        "run": stamp.run,
+                        "epoch": stamp.epoch,
+                        "watermark": stamp.watermark.map(format_micros),
+                        "committed_at": format_micros(stamp.committed_unix_ms as i64 * 1000),
+                    })
+                })
+                .collect();
+        }
+        json
     }
 }
 
@@ -229,19 +291,31 @@ pub struct OnlineReader {
 
 impl OnlineReader {
     /// A reader of `store` for the views of `pipeline` (their current definitions).
+    ///
+    /// A view's tables are sharded when the config's `source.kafka.shards` says so, else as the
+    /// store holds them now (see [`super::shard_tables`]; looked at again when a read finds
+    /// nothing).
     pub fn new(mut pipeline: CompiledPipeline, store: SharedOnline) -> Result<Self, JobError> {
         let tables = super::view_tables(&pipeline)?;
+        let configured = (pipeline.loaded.config.source.kafka.as_ref()).and_then(|k| k.shards);
+        let stored = match configured {
+            Some(_) => Vec::new(),
+            None => store.0.tables()?,
+        };
         let mut views = Vec::with_capacity(tables.len());
         for ((view, identity), (version, table)) in std::mem::take(&mut pipeline.views)
             .into_iter()
             .zip(&pipeline.view_identities)
             .zip(tables)
         {
+            let shards = configured.or_else(|| discovered_layout(&stored, &table));
             views.push(Arc::new(OnlineView {
                 view,
                 table,
                 version,
                 fingerprint: Some(identity.fingerprint()),
+                shards: AtomicU32::new(shards.unwrap_or(0)),
+                pinned: configured.is_some(),
             }));
         }
         Ok(OnlineReader {
@@ -296,7 +370,8 @@ impl OnlineReader {
             .0
             .tables()
             .map_err(|e| ReadError::internal(e.to_string()))?;
-        if !tables.iter().any(|(t, _)| *t == table) {
+        let shards = discovered_layout(&tables, &table);
+        if shards.is_none() && !tables.iter().any(|(t, _)| *t == table) {
             return Err(missing());
         }
         let definition = self
@@ -311,6 +386,8 @@ impl OnlineReader {
             version: version.to_string(),
             table: table.clone(),
             fingerprint: None,
+            shards: AtomicU32::new(shards.unwrap_or(0)),
+            pinned: false,
         });
         let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
         Ok(Arc::clone(others.entry(table).or_insert(found)))
@@ -357,7 +434,8 @@ impl OnlineReader {
 
     /// Reads `features` of the entities whose encoded keys are `encoded` (and whose key
     /// columns, returned with the values, are `key_columns`) at `at` (default: now, or the
-    /// watermark if later).
+    /// watermark if later). When nothing is found and the view's layout is the store's, the
+    /// store's tables are looked at again (a run of another layout may have written since).
     fn read_encoded(
         &self,
         online: &OnlineView,
@@ -366,27 +444,81 @@ impl OnlineReader {
         features: &[String],
         at: Option<i64>,
     ) -> Result<OnlineValues, ReadError> {
-        let view = &online.view;
-        let (stamp, states) = self
-            .store
-            .0
-            .get_selected(&online.table, encoded, &quiver_gpu::head_needs_segments)
-            .map_err(|e| ReadError::internal(e.to_string()))?
-            .ok_or_else(|| {
-                ReadError::not_found(format!(
-                    "nothing was written to the online store for `{}` (version {}) yet: run `quiver run` on this config first",
-                    view.name(),
-                    online.version
-                ))
-            })?;
-        Self::values(online, stamp, &states, key_columns, features, at)
+        let (stamps, states) = match self.states(online, encoded) {
+            Err(e) if e.kind == ReadErrorKind::NotFound && !online.pinned => {
+                let tables =
+                    (self.store.0.tables()).map_err(|e| ReadError::internal(e.to_string()))?;
+                if !online.rediscover(&tables) {
+                    return Err(e);
+                }
+                self.states(online, encoded)?
+            }
+            other => other?,
+        };
+        Self::values(online, stamps, &states, key_columns, features, at)
     }
 
-    /// `features` at `at` (default: now, or the watermark if later) from the entities' stored
-    /// `states` (as of `stamp`), one row per entity with its key columns `key_columns`.
+    /// The stored states of the entities `encoded`, each from its shard's table when the view
+    /// is sharded, with the stamp of each table read.
+    #[allow(clippy::type_complexity)]
+    fn states(
+        &self,
+        online: &OnlineView,
+        encoded: &[&[u8]],
+    ) -> Result<
+        (
+            Vec<(Option<KeyShard>, OnlineStamp)>,
+            Vec<Option<EntityState>>,
+        ),
+        ReadError,
+    > {
+        let view = &online.view;
+        let read = |table: &str, keys: &[&[u8]], shard: Option<KeyShard>| {
+            self.store
+                .0
+                .get_selected(table, keys, &quiver_gpu::head_needs_segments)
+                .map_err(|e| ReadError::internal(e.to_string()))?
+                .ok_or_else(|| {
+                    let which = shard.map_or(String::new(), |s| format!(" by shard {s}"));
+                    ReadError::not_found(format!(
+                        "nothing was written to the online store for `{}` (version {}){which} yet: run `quiver run` on this config first",
+                        view.name(),
+                        online.version
+                    ))
+                })
+        };
+        let Some(count) = online.shards() else {
+            let (stamp, states) = read(&online.table, encoded, None)?;
+            return Ok((vec![(None, stamp)], states));
+        };
+        // Each entity from the table of the shard owning its key.
+        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); count as usize];
+        for (i, key) in encoded.iter().enumerate() {
+            by_shard[KeyShard::of_key(key, count) as usize].push(i);
+        }
+        let mut states = vec![None; encoded.len()];
+        let mut stamps = Vec::new();
+        for (index, rows) in by_shard.iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            let shard = KeyShard::new(index as u32, count).expect("index below count");
+            let keys: Vec<&[u8]> = rows.iter().map(|&r| encoded[r]).collect();
+            let (stamp, found) = read(&shard_table(&online.table, shard), &keys, Some(shard))?;
+            for (&row, state) in rows.iter().zip(found) {
+                states[row] = state;
+            }
+            stamps.push((Some(shard), stamp));
+        }
+        Ok((stamps, states))
+    }
+
+    /// `features` at `at` (default: now, or the newest watermark of the tables read if later)
+    /// from the entities' stored `states`, read from tables with `stamps` (one, or a sharded
+    /// view's shards read), one row per entity with its key columns `key_columns`.
     pub fn values(
         online: &OnlineView,
-        stamp: OnlineStamp,
+        stamps: Vec<(Option<KeyShard>, OnlineStamp)>,
         states: &[Option<EntityState>],
         key_columns: Vec<ArrayRef>,
         features: &[String],
@@ -394,20 +526,28 @@ impl OnlineReader {
     ) -> Result<OnlineValues, ReadError> {
         let view = &online.view;
         let keys = view.key_names();
-        if online.fingerprint.is_some_and(|f| f != stamp.fingerprint) {
+        let stale =
+            (stamps.iter()).any(|(_, s)| online.fingerprint.is_some_and(|f| f != s.fingerprint));
+        if stale {
             return Err(ReadError::internal(format!(
                 "the online state of `{}` was written by another plan of the view: run `quiver run` with this config to rewrite it",
                 view.name()
             )));
         }
+        let stamp = combined_stamp(stamps.iter().map(|(_, s)| s))
+            .ok_or_else(|| ReadError::internal("no table was read".to_string()))?;
         let watermark = stamp.watermark.unwrap_or(i64::MIN);
         let at = at.unwrap_or_else(|| crate::clock::now_micros().max(watermark));
         if at < watermark {
+            let (shard, newest) = (stamps.iter())
+                .max_by_key(|(_, s)| s.watermark)
+                .expect("a stamp, combined above");
+            let which = shard.map_or(String::new(), |s| format!(", shard {s}"));
             return Err(ReadError::bad(format!(
-                "`at` {} is before the online store's watermark {} (epoch {}): online reads are exact only from there on; for earlier times export a training set (`quiver training-set`)",
+                "`at` {} is before the online store's watermark {} (epoch {}{which}): online reads are exact only from there on; for earlier times export a training set (`quiver training-set`)",
                 format_micros(at),
                 format_micros(watermark),
-                stamp.epoch
+                newest.epoch
             )));
         }
         let decoded: Vec<Option<KeyWindowState>> = states
@@ -447,6 +587,9 @@ impl OnlineReader {
             version: online.version.clone(),
             at,
             stamp,
+            shards: (stamps.into_iter())
+                .filter_map(|(shard, stamp)| Some((shard?, stamp)))
+                .collect(),
             rows,
         })
     }

@@ -5,6 +5,7 @@
 //! watermark). On a healthy store it finds nothing.
 
 use super::read::{json_value, OnlineReader};
+use super::shard_tables::combined_stamp;
 use crate::batch_compute::BatchCompute;
 use crate::error::JobError;
 use crate::lineage::format_micros;
@@ -12,7 +13,8 @@ use crate::registry::event_log::{compile_registered, read_event_log};
 use crate::registry::Registry;
 use arrow::array::{Array, BooleanArray, RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::{Field, Schema};
-use quiver_store::online::EntityState;
+use quiver_sql::KeyShard;
+use quiver_store::online::{EntityState, OnlineStamp};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -139,16 +141,113 @@ pub async fn verify_online(
             ))
         })?;
 
-    // Every key of the online table (one stamp throughout: the run may not be writing).
+    // Every key of the online tables (one stamp per table throughout: the run may not be
+    // writing).
+    let mut tables = Vec::new();
+    for (shard, table) in online.tables() {
+        let (stamp, entries) = scan_table(reader, &table, &name, &online.version, shard)?;
+        tables.push((shard, stamp, entries));
+    }
+    let stamp = combined_stamp(tables.iter().map(|(_, s, _)| s)).expect("one table at least");
+    let entities: usize = tables.iter().map(|(_, _, e)| e.len()).sum();
+    if let Some(n) = options.sample.filter(|&n| n < entities) {
+        // About `n` entities spread over each table's key space, in proportion to its size.
+        for (_, _, entries) in &mut tables {
+            let share = (n as f64 * entries.len() as f64 / entities as f64).ceil() as usize;
+            let step = entries.len() as f64 / share.max(1) as f64;
+            *entries = (0..share.min(entries.len()))
+                .map(|i| entries[(i as f64 * step) as usize].clone())
+                .collect();
+        }
+    }
+    // Exact for every table from the newest watermark on.
+    let at = options.at.or(stamp.watermark).unwrap_or(i64::MIN);
+    let features = online.view.point_in_time_features();
+    let view = compile_registered(registry, &definition).await?;
+    let logged = read_event_log(registry, &definition, view.stream_columns_read(), false)?;
+    let mut report = VerifyReport {
+        view: name,
+        version: online.version.clone(),
+        at: format_micros(at),
+        epoch: stamp.epoch,
+        watermark: stamp.watermark.map(format_micros),
+        entities,
+        checked: 0,
+        features: features.len(),
+        events: 0,
+        mismatches: Vec::new(),
+        mismatched: 0,
+    };
+    for (shard, stamp, entries) in tables {
+        let watermark = stamp.watermark.unwrap_or(i64::MIN);
+        // Online: the states just scanned, read at `at`.
+        let encoded: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
+        let key_columns = online.view.decode_keys(&encoded).map_err(|e| fail(&e))?;
+        let states: Vec<Option<EntityState>> = entries.into_iter().map(|(_, s)| Some(s)).collect();
+        let values = OnlineReader::values(
+            online,
+            vec![(shard, stamp)],
+            &states,
+            key_columns.clone(),
+            &features,
+            Some(at),
+        )
+        .map_err(|e| fail(&e))?;
+        // Offline: the version's events before the table's watermark, evaluated at `at`.
+        let mut before = Vec::with_capacity(logged.batches.len());
+        let mut events = 0;
+        for batch in &logged.batches {
+            let times = crate::event_time::event_times(batch, &definition.event_time)
+                .map_err(|e| fail(&e))?;
+            let keep: BooleanArray = times
+                .iter()
+                .map(|t| Some(t.is_some_and(|t| t < watermark)))
+                .collect();
+            let kept = arrow::compute::filter_record_batch(batch, &keep).map_err(|e| fail(&e))?;
+            events += kept.num_rows();
+            before.push(kept);
+        }
+        report.events = report.events.max(events);
+        let prepared = crate::training_set::prepare_events(&view, &before).await?;
+        let spine = RecordBatch::try_new(
+            Arc::new(Schema::new(
+                view.key_names()
+                    .iter()
+                    .zip(&key_columns)
+                    .map(|(k, c)| Field::new(k, c.data_type().clone(), true))
+                    .collect::<Vec<_>>(),
+            )),
+            key_columns,
+        )
+        .map_err(|e| fail(&e))?;
+        let times = TimestampMicrosecondArray::from(vec![at; spine.num_rows()]);
+        let compute = BatchCompute::open(quiver_gpu::Device::Cpu, usize::MAX)?;
+        let offline =
+            crate::training_set::point_in_time(&view, &prepared, None, &spine, &times, &compute)?;
+        compare(&values.rows, &offline, &features, options, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// Every key of `table` with its state and the stamp they are as of (one stamp throughout: the
+/// table must not change while it is read).
+#[allow(clippy::type_complexity)]
+fn scan_table(
+    reader: &OnlineReader,
+    table: &str,
+    name: &str,
+    version: &str,
+    shard: Option<KeyShard>,
+) -> Result<(OnlineStamp, Vec<(Vec<u8>, EntityState)>), JobError> {
     let store = &reader.store().0;
     let mut entries: Vec<(Vec<u8>, EntityState)> = Vec::new();
     let mut stamp = None;
     loop {
         let after = entries.last().map(|(k, _)| k.as_slice());
-        let page = store.scan(&online.table, after, PAGE)?.ok_or_else(|| {
+        let page = store.scan(table, after, PAGE)?.ok_or_else(|| {
+            let which = shard.map_or(String::new(), |s| format!(" by shard {s}"));
             JobError::Other(format!(
-                "nothing was written to the online store for `{name}` (version {}) yet",
-                online.version
+                "nothing was written to the online store for `{name}` (version {version}){which} yet"
             ))
         })?;
         if stamp.as_ref().is_some_and(|s| *s != page.0) {
@@ -160,91 +259,39 @@ pub async fn verify_online(
         let done = page.1.len() < PAGE;
         entries.extend(page.1);
         if done {
-            break;
+            return Ok((stamp.expect("a page was read"), entries));
         }
     }
-    let stamp = stamp.expect("at least one page");
-    let entities = entries.len();
-    if let Some(n) = options.sample.filter(|&n| n < entries.len()) {
-        let step = entries.len() as f64 / n.max(1) as f64;
-        entries = (0..n)
-            .map(|i| entries[(i as f64 * step) as usize].clone())
-            .collect();
-    }
-    let watermark = stamp.watermark.unwrap_or(i64::MIN);
-    let at = options.at.unwrap_or(watermark);
+}
 
-    // Online: the states just scanned, read at `at`.
-    let encoded: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
-    let key_columns = online.view.decode_keys(&encoded).map_err(|e| fail(&e))?;
-    let features = online.view.point_in_time_features();
-    let states: Vec<Option<EntityState>> = entries.into_iter().map(|(_, s)| Some(s)).collect();
-    let values = OnlineReader::values(
-        online,
-        stamp.clone(),
-        &states,
-        key_columns.clone(),
-        &features,
-        Some(at),
-    )
-    .map_err(|e| fail(&e))?;
-
-    // Offline: the version's events before the watermark, evaluated at `at`.
-    let view = compile_registered(registry, &definition).await?;
-    let logged = read_event_log(registry, &definition, view.stream_columns_read(), false)?;
-    let event_time = &definition.event_time;
-    let mut before = Vec::with_capacity(logged.batches.len());
-    let mut events = 0;
-    for batch in &logged.batches {
-        let times = crate::event_time::event_times(batch, event_time).map_err(|e| fail(&e))?;
-        let keep: BooleanArray = times
-            .iter()
-            .map(|t| Some(t.is_some_and(|t| t < watermark)))
-            .collect();
-        let kept = arrow::compute::filter_record_batch(batch, &keep).map_err(|e| fail(&e))?;
-        events += kept.num_rows();
-        before.push(kept);
-    }
-    let prepared = crate::training_set::prepare_events(&view, &before).await?;
-    let spine = RecordBatch::try_new(
-        Arc::new(Schema::new(
-            view.key_names()
-                .iter()
-                .zip(&key_columns)
-                .map(|(k, c)| Field::new(k, c.data_type().clone(), true))
-                .collect::<Vec<_>>(),
-        )),
-        key_columns,
-    )
-    .map_err(|e| fail(&e))?;
-    let times = TimestampMicrosecondArray::from(vec![at; spine.num_rows()]);
-    let compute = BatchCompute::open(quiver_gpu::Device::Cpu, usize::MAX)?;
-    let offline =
-        crate::training_set::point_in_time(&view, &prepared, None, &spine, &times, &compute)?;
-
-    // Compare.
-    let key_count = view.key_names().len();
-    let mut mismatches = Vec::new();
-    let mut mismatched = 0;
-    for feature in &features {
+/// Compares the `online` and `offline` values of `features`, row by row, into `report`.
+fn compare(
+    online: &RecordBatch,
+    offline: &RecordBatch,
+    features: &[String],
+    options: &VerifyOptions,
+    report: &mut VerifyReport,
+) -> Result<(), JobError> {
+    let key_count = online.num_columns() - features.len();
+    for feature in features {
         let (Some(on), Some(off)) = (
-            values.rows.column_by_name(feature),
+            online.column_by_name(feature),
             offline.column_by_name(feature),
         ) else {
             return Err(JobError::Other(format!(
                 "feature `{feature}` is missing from one side of the comparison"
             )));
         };
-        for row in 0..values.rows.num_rows() {
+        for row in 0..online.num_rows() {
             let (a, b) = (json_value(on.as_ref(), row), json_value(off.as_ref(), row));
             if agree(&a, &b, options.rtol) {
                 continue;
             }
-            mismatched += 1;
-            if mismatches.len() < options.limit {
-                mismatches.push(Mismatch {
+            report.mismatched += 1;
+            if report.mismatches.len() < options.limit {
+                report.mismatches.push(Mismatch {
                     entity: (0..key_count)
-                        .map(|k| json_value(values.rows.column(k).as_ref(), row))
+                        .map(|k| json_value(online.column(k).as_ref(), row))
                         .collect(),
                     feature: feature.clone(),
                     online: a,
@@ -253,19 +300,8 @@ pub async fn verify_online(
             }
         }
     }
-    Ok(VerifyReport {
-        view: name,
-        version: online.version.clone(),
-        at: format_micros(at),
-        epoch: stamp.epoch,
-        watermark: stamp.watermark.map(format_micros),
-        entities,
-        checked: values.rows.num_rows(),
-        features: features.len(),
-        events,
-        mismatches,
-        mismatched,
-    })
+    report.checked += online.num_rows();
+    Ok(())
 }
 
 #[cfg(test)]

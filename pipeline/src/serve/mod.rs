@@ -386,12 +386,13 @@ fn view_list(server: &Server) -> Result<Vec<Value>, JobError> {
         .views()
         .iter()
         .map(|v| {
-            let stamp = tables.iter().find(|(t, _)| *t == v.table).map(|(_, s)| s);
+            let stamp = v.stamp_in(&tables);
             json!({
                 "view": v.view.name(),
                 "version": v.version,
                 "keys": v.view.key_names(),
                 "features": v.view.point_in_time_features(),
+                "shards": v.shards(),
                 "online": stamp.map(|s| json!({
                     "epoch": s.epoch,
                     "run": s.run,
@@ -509,7 +510,7 @@ async fn ready(State(server): State<Arc<Server>>) -> Response {
         .reader
         .views()
         .iter()
-        .filter(|v| !tables.iter().any(|(t, _)| *t == v.table))
+        .filter(|v| v.stamp_in(&tables).is_none())
         .map(|v| v.view.name())
         .collect();
     if missing.is_empty() {
@@ -543,10 +544,7 @@ async fn status_page(State(server): State<Arc<Server>>, headers: HeaderMap) -> R
             version: v.version.clone(),
             keys: v.view.key_names().to_vec(),
             features: v.view.point_in_time_features(),
-            online: tables
-                .iter()
-                .find(|(t, _)| *t == v.table)
-                .map(|(_, s)| s.clone()),
+            online: v.stamp_in(&tables),
             sla_s: *sla,
             offline: offline.iter().find(|s| s.view == v.view.name()).cloned(),
         })
