@@ -49,9 +49,11 @@ fi
 export QUIVER_TEST_PYTHON="$CACHE/venv/bin/python"
 
 # --- Redis (the online store's second backend) and a real browser (the status page) -------
-# Debian packages, installed once; the tests start their own redis-server on loopback ports.
+# Debian packages, installed once; the tests start their own redis-server on loopback ports
+# (one, and a three-node Redis Cluster).
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)   # creates the test cluster
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)   # a certificate for the TLS test
 command -v curl >/dev/null 2>&1 || missing+=(curl)         # an HTTPS client for it

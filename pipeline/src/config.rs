@@ -95,6 +95,10 @@ pub struct OnlineConfig {
     /// A Redis server instead (`redis://[user:password@]host:port[/db]`; `${VAR}` and
     /// `${VAR:-default}` come from the environment).
     pub redis: Option<String>,
+    /// A Redis Cluster instead: some of its nodes (`redis://host:port`, `rediss://` for TLS;
+    /// the others are found from them), `${VAR}` as for `redis`.
+    #[serde(default)]
+    pub redis_cluster: Vec<String>,
     /// A PEM certificate to trust for a `rediss://` server (default: the system's roots).
     pub redis_ca: Option<PathBuf>,
     /// Prefix of the Redis keys (default `quiver`).
@@ -113,6 +117,7 @@ impl Default for OnlineConfig {
             enabled: true,
             path: None,
             redis: None,
+            redis_cluster: Vec::new(),
             redis_ca: None,
             redis_prefix: default_redis_prefix(),
             keep_versions: default_keep_versions(),
@@ -579,6 +584,12 @@ impl LoadedConfig {
             return Err(err(
                 "rows_per_file",
                 "rows_per_file must be at least 1".into(),
+            ));
+        }
+        if c.online.redis.is_some() && !c.online.redis_cluster.is_empty() {
+            return Err(err(
+                "redis_cluster",
+                "online.redis (one server) and online.redis_cluster (a cluster's nodes) are two stores: set one".into(),
             ));
         }
         if c.online.keep_versions == 0 {

@@ -1014,7 +1014,7 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| loaded.config.serve.listen.clone());
             if args.shard.is_some() {
-                anyhow::bail!("a shard does not serve: serve a sharded job from its instances (`quiver run --serve` with `online.redis`) or with `quiver serve`");
+                anyhow::bail!("a shard does not serve: serve a sharded job from its instances (`quiver run --serve` with `online.redis` or `redis_cluster`) or with `quiver serve`");
             }
             let store = quiver_pipeline::online::open_for_run(&loaded, &paths.root, None)?;
             let gauges = std::sync::Arc::new(quiver_pipeline::run_gauges::RunGauges::default());
@@ -1146,8 +1146,8 @@ async fn shard_instance(args: JobArgs, loaded: &LoadedConfig) -> anyhow::Result<
     };
     // Serving next to the shards reads what they all write: the job's Redis server.
     let serving = match &args.serve {
-        Some(_) if loaded.config.online.redis.is_none() => anyhow::bail!(
-            "--serve on an instance of a sharded job needs `online.redis`: with the embedded store each shard process writes its own file, which `quiver serve` reads once the shards' runs stop"
+        Some(_) if loaded.config.online.redis.is_none() && loaded.config.online.redis_cluster.is_empty() => anyhow::bail!(
+            "--serve on an instance of a sharded job needs `online.redis` (or `redis_cluster`): with the embedded store each shard process writes its own file, which `quiver serve` reads once the shards' runs stop"
         ),
         Some(listen) => {
             let listen = listen

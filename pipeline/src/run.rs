@@ -174,7 +174,7 @@ pub async fn run(
         crate::shard::shard_config(&mut pipeline.loaded.config, shard);
         if options.online.is_some() {
             return Err(JobError::Other(
-                "a shard does not serve: serve a sharded job from its instances (`quiver run --serve` with `online.redis`) or with `quiver serve`"
+                "a shard does not serve: serve a sharded job from its instances (`quiver run --serve` with `online.redis` or `redis_cluster`) or with `quiver serve`"
                     .into(),
             ));
         }

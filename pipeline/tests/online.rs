@@ -718,6 +718,48 @@ fn concurrent_readers_never_see_a_partial_epoch_on_either_backend() {
     let open =
         || quiver_store::online::RedisOnline::open(&redis.url(), "concurrency", None).unwrap();
     readers_see_whole_epochs(std::sync::Arc::new(open()), std::sync::Arc::new(open()));
+    // A cluster: the epoch is not one transaction there; readers resolve versions.
+    let cluster = common::RedisCluster::start().expect("redis-server is installed");
+    let open = || {
+        quiver_store::online::RedisClusterOnline::open(&cluster.urls(), "concurrency", None)
+            .unwrap()
+    };
+    readers_see_whole_epochs(std::sync::Arc::new(open()), std::sync::Arc::new(open()));
+}
+
+#[test]
+fn a_redis_cluster_serves_the_same_decaying_windows_through_crashes_and_shards() {
+    let Some(cluster) = common::RedisCluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (config, events) = write_pipeline(dir.path(), 0x1B87_3593_CC9E_2D51);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    let nodes: Vec<String> = cluster.urls()[..2].to_vec();
+    text.push_str(&format!(
+        "online:\n  redis_cluster: [{}]\n  redis_prefix: c1\n",
+        nodes.join(", ")
+    ));
+    std::fs::write(&config, text).unwrap();
+    let out = dir.path().join("out");
+    // Killed twice just after a checkpoint committed, before the online store took its epoch:
+    // each rerun's recovery applies it (an attempt that wrote versions but not the stamp is
+    // the versioned store's unit test).
+    for crash in ["after_checkpoint:3", "after_checkpoint:1"] {
+        let crashed = common::quiver_command("run", &config, &[("--output", &out)])
+            .env("QUIVER_CRASH_AT", crash)
+            .output()
+            .unwrap();
+        assert!(!crashed.status.success(), "the crash point {crash} fired");
+    }
+    run(&config, &out);
+    assert!(!out.join("online.redb").exists(), "the cluster is used");
+    check_decay(&config, None, &events, "redis cluster");
+    // Shards of the job replace the unsharded table (the same version in another layout).
+    run_shards(&config, &dir.path().join("sharded"), 3, &[]);
+    check_decay(&config, None, &events, "redis cluster, shards");
+    let answer = get(&config, None, &["hot", "a", "b", "early"], None).unwrap();
+    assert!(shards_read(&answer).len() >= 2, "{answer}");
 }
 
 #[test]

@@ -17,7 +17,9 @@ use crate::compile::CompiledPipeline;
 use crate::config::LoadedConfig;
 use crate::error::JobError;
 use quiver_gpu::{KeyWindowState, PartsError};
-use quiver_store::online::{table_name, EmbeddedOnline, EntityState, OnlineStore, RedisOnline};
+use quiver_store::online::{
+    table_name, EmbeddedOnline, EntityState, OnlineStore, RedisClusterOnline, RedisOnline,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -46,15 +48,27 @@ fn open_store(path: &Path) -> Result<SharedOnline, JobError> {
     Ok(SharedOnline(Arc::new(store)))
 }
 
-/// The Redis server of `loaded`'s `online.redis`, if it names one.
+/// The Redis server of `loaded`'s `online.redis`, or its Redis Cluster of
+/// `online.redis_cluster`, if it names one.
 fn open_redis(loaded: &LoadedConfig) -> Result<Option<SharedOnline>, JobError> {
     let online = &loaded.config.online;
-    let Some(url) = &online.redis else {
-        return Ok(None);
+    let expand = |what: &str, url: &str| {
+        quiver_connectors::env::expand_env(url)
+            .map_err(|e| JobError::Other(format!("online.{what}: {e}")))
     };
-    let url = quiver_connectors::env::expand_env(url)
-        .map_err(|e| JobError::Other(format!("online.redis: {e}")))?;
-    let store = RedisOnline::open(&url, &online.redis_prefix, online.redis_ca.as_deref())?;
+    let ca = online.redis_ca.as_deref();
+    if let Some(url) = &online.redis {
+        let url = expand("redis", url)?;
+        let store = RedisOnline::open(&url, &online.redis_prefix, ca)?;
+        return Ok(Some(SharedOnline(Arc::new(store))));
+    }
+    if online.redis_cluster.is_empty() {
+        return Ok(None);
+    }
+    let nodes = (online.redis_cluster.iter())
+        .map(|n| expand("redis_cluster", n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let store = RedisClusterOnline::open(&nodes, &online.redis_prefix, ca)?;
     Ok(Some(SharedOnline(Arc::new(store))))
 }
 
@@ -69,7 +83,8 @@ fn embedded_path(loaded: &LoadedConfig, file: Option<&Path>, output_dir: &Path) 
     }
 }
 
-/// Opens the online store of `loaded` to read it: its Redis server when `online.redis` is set,
+/// Opens the online store of `loaded` to read it: its Redis server (or cluster) when
+/// `online.redis` (`online.redis_cluster`) is set,
 /// else the embedded file `file` if given, else `online.path`, else `online.redb` in
 /// `output_dir`. For a sharded job's embedded store (the config has `shards`, or the file is
 /// missing and shard files are beside it) every shard's file, read as one store.

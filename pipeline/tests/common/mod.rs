@@ -136,12 +136,14 @@ impl RedisServer {
 
     /// [`RedisServer::start`], serving TLS only with the PEM certificate and key `tls`.
     pub fn start_with(tls: Option<(&Path, &Path)>) -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        Self::start_with_args(tls, &[])
+    }
+
+    /// [`RedisServer::start_with`], with more `redis-server` arguments.
+    fn start_with_args(tls: Option<(&Path, &Path)>, extra: &[String]) -> Option<Self> {
+        let port = free_port();
         let mut command = Command::new("redis-server");
+        command.args(extra);
         match tls {
             None => command.args(["--port", &port.to_string()]),
             Some((cert, key)) => command
@@ -205,6 +207,83 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Redis Cluster of three masters on loopback ports (no replicas, no persistence), stopped
+/// when dropped.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    /// Starts one, its slots spread over the three (`redis-cli --cluster create`); `None` as
+    /// for [`RedisServer::start`].
+    pub fn start() -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let args: Vec<String> = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &free_port().to_string(),
+                "--cluster-config-file",
+                &format!("nodes-{i}.conf"),
+                "--dir",
+                dir.path().to_str().unwrap(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            nodes.push(RedisServer::start_with_args(None, &args)?);
+        }
+        let addresses: Vec<String> = (nodes.iter())
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli comes with redis-server");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let cluster = RedisCluster { nodes, _dir: dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !cluster.nodes.iter().all(|n| {
+            let info = Command::new("redis-cli")
+                .args(["-p", &n.port.to_string(), "cluster", "info"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok")
+        }) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cluster did not come up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Some(cluster)
+    }
+
+    /// Its nodes' URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
     }
 }
 

@@ -1,7 +1,7 @@
 //! The online store: per view version, each entity's window state as of the last committed
 //! epoch, written once per checkpoint epoch and read at request time. One interface
-//! ([`OnlineStore`]), an embedded backend ([`EmbeddedOnline`], a redb file) by default and
-//! Redis ([`RedisOnline`]).
+//! ([`OnlineStore`]), an embedded backend ([`EmbeddedOnline`], a redb file) by default,
+//! Redis ([`RedisOnline`]) and Redis Cluster ([`RedisClusterOnline`]).
 //!
 //! The store holds bytes: the runtime encodes window state and decides what a key is. An
 //! entity's state is a *head* and numbered *segments* ([`EntityState`]), so that a change writes
@@ -11,9 +11,12 @@
 
 mod embedded;
 mod redis;
+mod redis_cluster;
+pub mod versioned;
 
 pub use self::redis::RedisOnline;
 pub use embedded::EmbeddedOnline;
+pub use redis_cluster::RedisClusterOnline;
 
 /// Test helpers shared by the backends' tests.
 #[cfg(test)]

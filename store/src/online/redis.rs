@@ -11,7 +11,8 @@
 //!
 //! An epoch is one `MULTI`/`EXEC` transaction, and a read one `MULTI`/`EXEC` of the stamp and
 //! the states: on a single Redis server, readers see whole epochs. (A cluster cannot run
-//! transactions across slots; Quiver talks to one server.) `rediss://` URLs connect with TLS.
+//! transactions across slots: [`super::RedisClusterOnline`] keeps versions instead.)
+//! `rediss://` URLs connect with TLS.
 
 use super::{is_new, unix_ms, EntityState, OnlineStamp, OnlineStore, OnlineWrite};
 use crate::StoreError;
@@ -28,17 +29,19 @@ pub struct RedisOnline {
 }
 
 /// A reply as `T`.
-fn from_value<T: redis::FromRedisValue>(value: redis::Value) -> Result<T, redis::ParsingError> {
+pub(super) fn from_value<T: redis::FromRedisValue>(
+    value: redis::Value,
+) -> Result<T, redis::ParsingError> {
     redis::from_redis_value(value)
 }
 
 /// Lower-case hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The bytes of lower-case hex `text` (`None` if it is not hex).
-fn unhex(text: &str) -> Option<Vec<u8>> {
+pub(super) fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
@@ -49,7 +52,7 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 }
 
 /// `url` without a password (`redis://user:secret@host` → `redis://user:***@host`).
-fn without_password(url: &str) -> String {
+pub(super) fn without_password(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];
@@ -58,6 +61,16 @@ fn without_password(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// The certificates to trust for TLS: the PEM file `ca`.
+pub(super) fn tls_certificates(ca: &std::path::Path) -> Result<redis::TlsCertificates, String> {
+    let pem =
+        std::fs::read(ca).map_err(|e| format!("cannot read the CA `{}`: {e}", ca.display()))?;
+    Ok(redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    })
 }
 
 impl RedisOnline {
@@ -70,15 +83,7 @@ impl RedisOnline {
             message,
         };
         let client = match ca {
-            Some(ca) => {
-                let pem = std::fs::read(ca)
-                    .map_err(|e| fail(format!("cannot read the CA `{}`: {e}", ca.display())))?;
-                let certificates = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem),
-                };
-                redis::Client::build_with_tls(url, certificates)
-            }
+            Some(ca) => redis::Client::build_with_tls(url, tls_certificates(ca).map_err(fail)?),
             None => redis::Client::open(url),
         }
         .map_err(|e| fail(e.to_string()))?;
