@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Quiver benchmark: reading features online, against Feast in the same run.
 
-Runs the fraud demo into the online store (embedded redb file, then a Redis server) and reads 6
-card features for 1 and 100 cards per request:
+Runs the fraud demo into the online store (embedded redb file, a Redis server, a three-node
+Redis Cluster on loopback ports) and reads 6 card features for 1 and 100 cards per request:
 
   - in-process: `quiver get --repeat` (the reader the server uses, without HTTP) and Feast's
     `FeatureStore.get_online_features` (its local SQLite online store, materialized from the
@@ -17,7 +17,7 @@ are Quiver / Feast.
 
     python3 bench/serving_bench.py [--events 1000000] [--requests 2000] [--clients 4]
 
-Needs target/release/quiver (cargo build --release), redis-server, and feast in the Python
+Needs target/release/quiver (cargo build --release), redis-server and redis-cli, and feast in the Python
 running it (pip install feast).
 """
 import argparse
@@ -162,6 +162,27 @@ def feast_in_process(store, cards, batch, requests):
     return summary(lat, time.perf_counter() - start)
 
 
+def start_cluster(work, procs):
+    """A Redis Cluster of three masters on loopback ports (appended to `procs`); its ports."""
+    ports = []
+    for i in range(3):
+        port = free_port()
+        procs.append(subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--cluster-enabled", "yes", "--cluster-port", str(free_port()), "--dir", str(work),
+             "--cluster-config-file", f"nodes-{i}.conf"], stdout=subprocess.DEVNULL))
+        ports.append(port)
+    for port in ports:
+        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
+            time.sleep(0.05)
+    sh(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-replicas", "0",
+        "--cluster-yes"], stdout=subprocess.DEVNULL)
+    while not all(b"cluster_state:ok" in subprocess.run(["redis-cli", "-p", str(p), "cluster", "info"],
+                                                         capture_output=True).stdout for p in ports):
+        time.sleep(0.1)
+    return ports
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
@@ -172,19 +193,24 @@ def main():
         sys.exit("build it first: cargo build --release")
     work = Path(tempfile.mkdtemp(prefix="quiver-serving-"))
     redis_port = free_port()
-    redis_proc = subprocess.Popen(
+    redis_procs = [subprocess.Popen(
         ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL)]
     results = {}
     try:
+        cluster_ports = start_cluster(work, redis_procs)
         text = config_text(CONFIG)
-        configs = {"embedded": work / "embedded.yaml", "redis": work / "redis.yaml"}
+        configs = {"embedded": work / "embedded.yaml", "redis": work / "redis.yaml",
+                   "cluster": work / "cluster.yaml"}
         configs["embedded"].write_text(text)
         configs["redis"].write_text(text + f"\nonline:\n  redis: redis://127.0.0.1:{redis_port}\n")
+        nodes = ", ".join(f"redis://127.0.0.1:{p}" for p in cluster_ports)
+        configs["cluster"].write_text(text + f"\nonline:\n  redis_cluster: [{nodes}]\n")
         for name, cfg in configs.items():
             sh([str(QUIVER), "run", str(cfg), "--events", str(args.events), "--output", str(work / f"out-{name}"),
                 "--no-progress"], stdout=subprocess.DEVNULL)
-        online_args = {"embedded": ["--online", str(work / "out-embedded" / "online.redb")], "redis": []}
+        online_args = {"embedded": ["--online", str(work / "out-embedded" / "online.redb")], "redis": [],
+                       "cluster": []}
         port = free_port()
         proc = subprocess.Popen([str(QUIVER), "serve", str(configs["embedded"]), "--listen", f"127.0.0.1:{port}",
                                  *online_args["embedded"]], stdout=subprocess.DEVNULL)
@@ -230,17 +256,19 @@ def main():
             proc.terminate()
             proc.wait()
     finally:
-        redis_proc.terminate()
-        redis_proc.wait()
+        for proc in redis_procs:
+            proc.terminate()
+            proc.wait()
 
     print(f"\nonline reads of 6 card features, {args.events:,} events, {entities:,} cards; "
           f"HTTP: {args.clients} concurrent keep-alive clients")
     print(f"{'':46} {'p50 ms':>8} {'p99 ms':>8} {'reads/s':>9} {'p99 vs Feast':>13}")
-    labels = {"embedded": "quiver, embedded store", "redis": "quiver, Redis store", "feast": "Feast 0.67, SQLite store"}
+    labels = {"embedded": "quiver, embedded store", "redis": "quiver, Redis store",
+              "cluster": "quiver, Redis Cluster (3 nodes)", "feast": "Feast 0.67, SQLite store"}
     for mode in ("in-process", "http"):
         for batch in (1, 100):
             feast = results[(mode, "feast", batch)]
-            for name in ("embedded", "redis", "feast"):
+            for name in ("embedded", "redis", "cluster", "feast"):
                 r = results[(mode, name, batch)]
                 label = f"{labels[name]}, {mode}, {batch} per read"
                 print(f"{label:46} {r['p50']:8.3f} {r['p99']:8.3f} {r['qps']:9.0f} {r['p99'] / feast['p99']:12.2f}x")

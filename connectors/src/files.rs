@@ -258,6 +258,27 @@ impl InputFiles {
         result.bytes().await.map_err(store_error)
     }
 
+    /// Object `index` for ranged reads (its size read from the store).
+    pub async fn ranges(
+        &self,
+        index: usize,
+    ) -> Result<crate::object_ranges::ObjectRanges, ConnectorError> {
+        let (path, name) = self.object(index)?;
+        let meta = self
+            .store
+            .head(path)
+            .await
+            .map_err(|source| ConnectorError::ObjectStore {
+                location: name.clone(),
+                source,
+            })?;
+        Ok(crate::object_ranges::ObjectRanges::new(
+            Arc::clone(&self.store),
+            path.clone(),
+            meta.size,
+        ))
+    }
+
     /// The Arrow schema of Parquet object `index`, read from its footer alone (ranged reads of
     /// the file's tail, not the whole object).
     pub async fn parquet_schema(

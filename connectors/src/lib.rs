@@ -10,6 +10,7 @@ pub mod error;
 pub mod files;
 pub mod infer;
 pub mod kafka;
+pub mod object_ranges;
 pub mod partition;
 pub mod position;
 pub mod schema;
@@ -19,10 +20,12 @@ pub mod writer;
 pub mod render;
 mod timestamp;
 
+pub use bytes::Bytes;
 pub use datagen::{datagen_schema, Datagen, DatagenConfig, DATAGEN_PARTITION};
 pub use dead_letter::{DeadLetter, DeadLetterReason, DeadLetterWriter};
 pub use decode::{
-    decode_file, decode_json_records, decode_parquet_chunks, Decoded, FileFormat, JsonRecord,
+    decode_file, decode_json_records, decode_parquet_chunks, decode_parquet_object, Decoded,
+    FileFormat, JsonRecord,
 };
 pub use error::ConnectorError;
 pub use files::InputFiles;

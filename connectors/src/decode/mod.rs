@@ -14,6 +14,7 @@ mod ndjson;
 mod parquet;
 
 pub use parquet::decode_chunks as decode_parquet_chunks;
+pub use parquet::decode_object_chunks as decode_parquet_object;
 
 use crate::dead_letter::DeadLetter;
 use crate::error::ConnectorError;

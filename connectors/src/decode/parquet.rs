@@ -136,20 +136,82 @@ pub fn decode_chunks(
     data: Bytes,
     schema: &DeclaredSchema,
     batch_size: usize,
-    mut emit: impl FnMut(Decoded) -> bool,
+    emit: impl FnMut(Decoded) -> bool,
 ) -> Result<(), ConnectorError> {
-    let batch_size = batch_size.max(1);
-    let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| {
-        file_error(
-            partition,
-            format!(
-                "cannot read the file metadata: {e}; the file is truncated, corrupt or \
-                     not Parquet"
-            ),
-        )
-    })?;
-    let file_schema = builder.schema().clone();
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| metadata_error(partition, e))?;
+    let mask = projection(
+        partition,
+        builder.schema(),
+        builder.parquet_schema(),
+        schema,
+    )?;
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(batch_size.max(1))
+        .build()
+        .map_err(|e| file_error(partition, format!("cannot start reading: {e}")))?;
+    convert_batches(
+        partition,
+        schema,
+        reader.map(|r| r.map_err(|e| e.to_string())),
+        emit,
+    )
+}
 
+/// [`decode_chunks`] of a Parquet object, reading only what it decodes: the footer, then each
+/// row group's chunks of the declared columns (ranged reads, coalesced), so memory holds one
+/// row group's columns and one batch, whatever the file's size. Runs on a blocking thread of
+/// the runtime `runtime` (it waits for the reads there).
+pub fn decode_object_chunks(
+    (partition, object): (&str, crate::object_ranges::ObjectRanges),
+    schema: &DeclaredSchema,
+    batch_size: usize,
+    runtime: &tokio::runtime::Handle,
+    emit: impl FnMut(Decoded) -> bool,
+) -> Result<(), ConnectorError> {
+    use futures::StreamExt;
+    use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+    let builder = runtime
+        .block_on(ParquetRecordBatchStreamBuilder::new(object))
+        .map_err(|e| metadata_error(partition, e))?;
+    let mask = projection(
+        partition,
+        builder.schema(),
+        builder.parquet_schema(),
+        schema,
+    )?;
+    let mut stream = builder
+        .with_projection(mask)
+        .with_batch_size(batch_size.max(1))
+        .build()
+        .map_err(|e| file_error(partition, format!("cannot start reading: {e}")))?;
+    let batches = std::iter::from_fn(|| runtime.block_on(stream.next()));
+    convert_batches(
+        partition,
+        schema,
+        batches.map(|r| r.map_err(|e| e.to_string())),
+        emit,
+    )
+}
+
+fn metadata_error(partition: &str, e: parquet::errors::ParquetError) -> ConnectorError {
+    file_error(
+        partition,
+        format!(
+            "cannot read the file metadata: {e}; the file is truncated, corrupt or not Parquet"
+        ),
+    )
+}
+
+/// The file columns to read for the declared `schema` (by name), checking that each declared
+/// column is there (or nullable) and converts to its declared type.
+fn projection(
+    partition: &str,
+    file_schema: &arrow::datatypes::SchemaRef,
+    parquet_schema: &parquet::schema::types::SchemaDescriptor,
+    schema: &DeclaredSchema,
+) -> Result<ProjectionMask, ConnectorError> {
     // Declared column -> index of the top-level file column with that name.
     let mut file_index = Vec::with_capacity(schema.fields.len());
     for (i, field) in schema.fields.iter().enumerate() {
@@ -162,7 +224,7 @@ pub fn decode_chunks(
                         "the file has no column `{}`, which is declared non-nullable (file \
                          columns: {}); fix the name in the schema or declare it `nullable: true`",
                         field.name,
-                        column_list(&file_schema)
+                        column_list(file_schema)
                     ),
                 ))
             }
@@ -189,13 +251,17 @@ pub fn decode_chunks(
     let mut roots: Vec<usize> = file_index.iter().flatten().copied().collect();
     roots.sort_unstable();
     roots.dedup();
-    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(batch_size)
-        .build()
-        .map_err(|e| file_error(partition, format!("cannot start reading: {e}")))?;
+    Ok(ProjectionMask::roots(parquet_schema, roots))
+}
 
+/// Converts decoded `batches` (the declared columns) to the declared types, dead-lettering
+/// rows that break the schema, and hands each batch's outcome to `emit` until it returns false.
+fn convert_batches(
+    partition: &str,
+    schema: &DeclaredSchema,
+    batches: impl Iterator<Item = Result<RecordBatch, String>>,
+    mut emit: impl FnMut(Decoded) -> bool,
+) -> Result<(), ConnectorError> {
     let declared = schema.arrow_schema();
     // Nulls are filtered out only after building, so the working batch allows them everywhere.
     let relaxed = Arc::new(Schema::new(
@@ -219,7 +285,7 @@ pub fn decode_chunks(
     };
 
     let mut base: u64 = 0;
-    for read in reader {
+    for read in batches {
         let mut decoded = Decoded::default();
         let chunk = read.map_err(|e| {
             file_error(
@@ -319,6 +385,9 @@ mod tests {
     use crate::error::ConnectorError;
     use crate::schema::{DeclaredSchema, EpochUnit, FieldSpec, FieldType};
     use crate::writer::write_file;
+
+    use super::{decode_chunks, decode_object_chunks};
+    use crate::decode::Decoded;
 
     fn schema() -> DeclaredSchema {
         DeclaredSchema::new(
@@ -427,6 +496,70 @@ mod tests {
         assert_eq!(t.value(0), 1_767_225_600_000_000);
         let second = &decoded.batches[1].batch;
         assert!(second.column(1).is_null(0), "null amount stays null");
+    }
+
+    #[test]
+    fn ranged_reads_of_a_file_of_many_row_groups_decode_what_the_whole_file_does() {
+        use crate::object_ranges::ObjectRanges;
+        use object_store::{memory::InMemory, ObjectStoreExt, PutPayload};
+        // The same rows many times over, in row groups of 7 rows, plus a wide column nobody
+        // declared (its chunks are never read).
+        let one = file_batch();
+        let wide = Arc::new(StringArray::from(vec!["x".repeat(1000); one.num_rows()]));
+        let one = RecordBatch::try_new(
+            Arc::new(Schema::new(
+                (one.schema().fields().iter().map(|f| f.as_ref().clone()))
+                    .chain([Field::new("unused", DataType::Utf8, false)])
+                    .collect::<Vec<_>>(),
+            )),
+            one.columns().iter().cloned().chain([wide as _]).collect(),
+        )
+        .unwrap();
+        let mut data = Vec::new();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(7))
+            .build();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut data, one.schema(), Some(props)).unwrap();
+        for _ in 0..20 {
+            writer.write(&one).unwrap();
+        }
+        writer.close().unwrap();
+        let mut whole = Vec::new();
+        decode_chunks("f", data.clone().into(), &schema(), 3, |d| {
+            whole.push(d);
+            true
+        })
+        .unwrap();
+
+        let store = Arc::new(InMemory::new());
+        let path = object_store::path::Path::from("f.parquet");
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let size = data.len() as u64;
+        runtime
+            .block_on(store.put(&path, PutPayload::from(data)))
+            .unwrap();
+        let object = ObjectRanges::new(store, path, size);
+        let mut ranged = Vec::new();
+        decode_object_chunks(("f", object), &schema(), 3, runtime.handle(), |d| {
+            ranged.push(d);
+            true
+        })
+        .unwrap();
+        let flat = |all: &[Decoded]| {
+            let offsets: Vec<u64> = (all.iter())
+                .flat_map(|d| d.batches.iter().flat_map(|b| b.offsets.clone()))
+                .collect();
+            let letters: Vec<(u64, String)> = (all.iter())
+                .flat_map(|d| d.dead_letters.iter().map(|l| (l.offset, l.detail.clone())))
+                .collect();
+            (offsets, letters)
+        };
+        let (offsets, letters) = flat(&ranged);
+        assert_eq!((offsets.clone(), letters.clone()), flat(&whole));
+        assert_eq!(offsets.len(), 40, "two good rows in each of the 20 copies");
+        assert_eq!(letters.len(), 60);
+        assert_eq!(*offsets.last().unwrap(), 98);
     }
 
     #[test]

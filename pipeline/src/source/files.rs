@@ -5,7 +5,7 @@ use crate::error::JobError;
 use crate::source::connector::{ReaderMessage, ReaderSender, SourceConnector};
 use crate::source::PartitionProgress;
 use quiver_connectors::{
-    decode_file, decode_parquet_chunks, in_offset_order, DeclaredSchema, FileFormat, InputFiles,
+    decode_file, decode_parquet_object, in_offset_order, DeclaredSchema, FileFormat, InputFiles,
 };
 use std::sync::Arc;
 
@@ -79,8 +79,17 @@ impl SourceConnector for FileConnector {
     }
 }
 
-/// Reads one file whole, decodes it on a blocking thread and sends its records after the
-/// resume position: NDJSON and CSV once decoded, Parquet batch by batch as decoded.
+/// What is read of a file before decoding.
+enum Content {
+    /// Parquet: the object, read by ranges as decoded.
+    Ranged(quiver_connectors::object_ranges::ObjectRanges),
+    /// NDJSON and CSV: the whole file.
+    Whole(quiver_connectors::Bytes),
+}
+
+/// Reads one file and sends its records after the resume position, decoding on a blocking
+/// thread: Parquet by ranged reads, row group by row group, batch by batch as decoded; NDJSON
+/// and CSV read and decoded whole.
 async fn read_file(
     files: Arc<InputFiles>,
     index: usize,
@@ -94,16 +103,19 @@ async fn read_file(
     let position = progress.position;
     let sender = tx.clone();
     let result = async {
-        let bytes = files.read(index).await?;
         let format = format.or_else(|| FileFormat::from_path(&name)).ok_or_else(|| {
             JobError::Other(format!(
                 "cannot tell the format of `{name}` from its extension: set `format: ndjson | csv | parquet` under source.files"
             ))
         })?;
+        let content = match format {
+            FileFormat::Parquet => Content::Ranged(files.ranges(index).await?),
+            _ => Content::Whole(files.read(index).await?),
+        };
         let partition = name.clone();
+        let runtime = tokio::runtime::Handle::current();
         // Decoding and sending happen on a blocking thread; the channel's bound holds it back.
         tokio::task::spawn_blocking(move || {
-            let opened = ReaderMessage::Opened(bytes.len() as u64);
             let send = |message| sender.blocking_send(Ok(message)).is_ok();
             let items = |chunk| {
                 in_offset_order(chunk).into_iter().all(|item| {
@@ -111,15 +123,19 @@ async fn read_file(
                         .is_none_or(|item| send(ReaderMessage::Item(item)))
                 })
             };
-            if format == FileFormat::Parquet {
-                // Batch by batch as decoded: memory holds the file and a few batches.
-                if send(opened) {
-                    decode_parquet_chunks(&partition, bytes, &schema, batch_size, items)?;
+            match content {
+                // Batch by batch as decoded: memory holds a row group's columns and a batch.
+                Content::Ranged(object) => {
+                    if send(ReaderMessage::Opened(object.size())) {
+                        let object = (partition.as_str(), object);
+                        decode_parquet_object(object, &schema, batch_size, &runtime, items)?;
+                    }
                 }
-            } else {
-                let decoded = decode_file(format, &partition, &bytes, &schema, batch_size)?;
-                if send(opened) {
-                    items(decoded);
+                Content::Whole(bytes) => {
+                    let decoded = decode_file(format, &partition, &bytes, &schema, batch_size)?;
+                    if send(ReaderMessage::Opened(bytes.len() as u64)) {
+                        items(decoded);
+                    }
                 }
             }
             Ok::<_, JobError>(())
