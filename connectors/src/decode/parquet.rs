@@ -9,7 +9,7 @@ use arrow::compute::{can_cast_types, cast_with_options, filter_record_batch, Cas
 use arrow::datatypes::{Field, Schema};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderBuilder, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 
 use super::convert::Reject;
@@ -140,15 +140,7 @@ pub fn decode_chunks(
 ) -> Result<(), ConnectorError> {
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| metadata_error(partition, e))?;
-    let mask = projection(
-        partition,
-        builder.schema(),
-        builder.parquet_schema(),
-        schema,
-    )?;
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(batch_size.max(1))
+    let reader = projected(partition, builder, schema, batch_size)?
         .build()
         .map_err(|e| file_error(partition, format!("cannot start reading: {e}")))?;
     convert_batches(
@@ -175,15 +167,7 @@ pub fn decode_object_chunks(
     let builder = runtime
         .block_on(ParquetRecordBatchStreamBuilder::new(object))
         .map_err(|e| metadata_error(partition, e))?;
-    let mask = projection(
-        partition,
-        builder.schema(),
-        builder.parquet_schema(),
-        schema,
-    )?;
-    let mut stream = builder
-        .with_projection(mask)
-        .with_batch_size(batch_size.max(1))
+    let mut stream = projected(partition, builder, schema, batch_size)?
         .build()
         .map_err(|e| file_error(partition, format!("cannot start reading: {e}")))?;
     let batches = std::iter::from_fn(|| runtime.block_on(stream.next()));
@@ -202,6 +186,25 @@ fn metadata_error(partition: &str, e: parquet::errors::ParquetError) -> Connecto
             "cannot read the file metadata: {e}; the file is truncated, corrupt or not Parquet"
         ),
     )
+}
+
+/// `builder` (of a whole file or of ranged reads) reading the file columns of the declared
+/// `schema`, in batches of `batch_size` rows.
+fn projected<T>(
+    partition: &str,
+    builder: ArrowReaderBuilder<T>,
+    schema: &DeclaredSchema,
+    batch_size: usize,
+) -> Result<ArrowReaderBuilder<T>, ConnectorError> {
+    let mask = projection(
+        partition,
+        builder.schema(),
+        builder.parquet_schema(),
+        schema,
+    )?;
+    Ok(builder
+        .with_projection(mask)
+        .with_batch_size(batch_size.max(1)))
 }
 
 /// The file columns to read for the declared `schema` (by name), checking that each declared

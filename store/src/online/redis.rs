@@ -21,11 +21,56 @@ use std::sync::Mutex;
 /// An online store in a Redis server.
 pub struct RedisOnline {
     client: redis::Client,
-    /// One connection, reopened after a failure.
-    connection: Mutex<Option<redis::Connection>>,
+    connection: Reconnecting<redis::Connection>,
     prefix: String,
-    /// The URL without credentials, for messages.
+}
+
+/// A Redis backend's one connection, opened when first needed and again after a failure, and
+/// where it goes (without credentials) for messages.
+pub(super) struct Reconnecting<C> {
+    slot: Mutex<Option<C>>,
     shown: String,
+}
+
+impl<C> Reconnecting<C> {
+    /// Not connected yet, to the store shown as `shown`.
+    pub(super) fn new(shown: String) -> Self {
+        Reconnecting {
+            slot: Mutex::new(None),
+            shown,
+        }
+    }
+
+    /// Where it goes, for messages.
+    pub(super) fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// A failure of this store.
+    pub(super) fn fail(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Online {
+            store: self.shown.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Runs `f` on the connection, opening it with `connect` first if needed; a failed
+    /// command drops the connection so the next call starts afresh.
+    pub(super) fn with<T>(
+        &self,
+        connect: impl FnOnce() -> redis::RedisResult<C>,
+        f: impl FnOnce(&mut C) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(connect().map_err(|e| self.fail(e))?);
+        }
+        let connection = slot.as_mut().expect("connected above");
+        f(connection).map_err(|e| {
+            *slot = None;
+            self.fail(e)
+        })
+    }
 }
 
 /// A reply as `T`.
@@ -73,6 +118,38 @@ pub(super) fn tls_certificates(ca: &std::path::Path) -> Result<redis::TlsCertifi
     })
 }
 
+/// A page of [`OnlineStore::scan`] of `table` in a Redis `store` whose sorted entities (hex)
+/// are `entities`: those after `after`, up to `limit`, read with [`OnlineStore::get`] (one
+/// consistent read); an entity gone between the listing and the read is left out.
+#[allow(clippy::type_complexity)]
+pub(super) fn scan_page(
+    store: &dyn OnlineStore,
+    entities: Vec<String>,
+    table: &str,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<Option<(OnlineStamp, Vec<(Vec<u8>, EntityState)>)>, StoreError> {
+    let after = after.map(hex);
+    let keys: Vec<Vec<u8>> = (entities.into_iter())
+        .filter(|e| after.as_ref().is_none_or(|a| e > a))
+        .take(limit)
+        .map(|e| {
+            unhex(&e).ok_or_else(|| StoreError::Online {
+                store: store.describe(),
+                message: format!("entity `{e}` is not hex"),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    let Some((stamp, values)) = store.get(table, &refs)? else {
+        return Ok(None);
+    };
+    let page = (keys.into_iter().zip(values))
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    Ok(Some((stamp, page)))
+}
+
 impl RedisOnline {
     /// Connects to the Redis server at `url` (`redis://host:port[/db]`, `rediss://` for TLS,
     /// trusting the system's roots or the PEM certificate `ca`) and checks that it answers.
@@ -89,43 +166,25 @@ impl RedisOnline {
         .map_err(|e| fail(e.to_string()))?;
         let store = RedisOnline {
             client,
-            connection: Mutex::new(None),
+            connection: Reconnecting::new(shown),
             prefix: prefix.to_string(),
-            shown,
         };
         store.with(|c| redis::cmd("PING").query::<String>(c).map(|_| ()))?;
         Ok(store)
     }
 
     fn fail(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Online {
-            store: self.shown.clone(),
-            message: e.to_string(),
-        }
+        self.connection.fail(e)
     }
 
-    /// Runs `f` on the connection, (re)connecting first if needed; a failed command drops
-    /// the connection so the next call starts afresh.
+    /// Runs `f` on the connection ([`Reconnecting::with`]).
     fn with<T>(
         &self,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
-        let mut slot = self.connection.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            let connection = self
-                .client
-                .get_connection_with_timeout(std::time::Duration::from_secs(5))
-                .map_err(|e| self.fail(e))?;
-            *slot = Some(connection);
-        }
-        let connection = slot.as_mut().expect("connected above");
-        match f(connection) {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                *slot = None;
-                Err(self.fail(e))
-            }
-        }
+        let connect =
+            || (self.client).get_connection_with_timeout(std::time::Duration::from_secs(5));
+        self.connection.with(connect, f)
     }
 
     fn stamps(&self) -> String {
@@ -329,28 +388,7 @@ impl OnlineStore for RedisOnline {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Option<(OnlineStamp, Vec<(Vec<u8>, EntityState)>)>, StoreError> {
-        let after = after.map(hex);
-        let entities: Vec<String> = self
-            .entities(table)?
-            .into_iter()
-            .filter(|e| after.as_ref().is_none_or(|a| e > a))
-            .take(limit)
-            .collect();
-        let keys: Vec<Vec<u8>> = entities
-            .iter()
-            .map(|e| unhex(e).ok_or_else(|| self.fail(format!("entity `{e}` is not hex"))))
-            .collect::<Result<_, _>>()?;
-        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        let Some((stamp, values)) = self.get(table, &refs)? else {
-            return Ok(None);
-        };
-        // An entity deleted between the listing and the read is left out.
-        let page = keys
-            .into_iter()
-            .zip(values)
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .collect();
-        Ok(Some((stamp, page)))
+        scan_page(self, self.entities(table)?, table, after, limit)
     }
 
     fn put_raw(&self, table: &str, key: &[u8], state: &EntityState) -> Result<(), StoreError> {
@@ -381,7 +419,7 @@ impl OnlineStore for RedisOnline {
     }
 
     fn describe(&self) -> String {
-        self.shown.clone()
+        self.connection.shown().to_string()
     }
 }
 

@@ -16,14 +16,13 @@
 //! than [`READ_GUARD`] between its stamp and its entities reads again, so it never misses an
 //! entity its stamp still had.
 
-use super::redis::{from_value, hex, tls_certificates, unhex, without_password};
+use super::redis::{from_value, hex, scan_page, tls_certificates, without_password, Reconnecting};
 use super::versioned::{plan, resolve, whole, Change, Resolved, FLOOR};
 use super::{is_new, unix_ms, EntityState, OnlineStamp, OnlineStore, OnlineWrite};
 use crate::StoreError;
 use redis::cluster::{cluster_pipe, ClusterClient, ClusterConnection, ClusterPipeline};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a gone entity's hash stays after the epoch that removed it committed.
@@ -48,11 +47,9 @@ struct ClusterStamp {
 /// An online store in a Redis Cluster.
 pub struct RedisClusterOnline {
     client: ClusterClient,
-    /// One connection (to every node), reopened after a failure.
-    connection: Mutex<Option<ClusterConnection>>,
+    /// One connection (to every node).
+    connection: Reconnecting<ClusterConnection>,
     prefix: String,
-    /// The seed nodes without credentials, for messages.
-    shown: String,
 }
 
 impl RedisClusterOnline {
@@ -85,9 +82,8 @@ impl RedisClusterOnline {
         let client = builder.build().map_err(|e| fail(e.to_string()))?;
         let store = RedisClusterOnline {
             client,
-            connection: Mutex::new(None),
+            connection: Reconnecting::new(shown),
             prefix: prefix.to_string(),
-            shown,
         };
         store.with(|c| {
             redis::cmd("HLEN")
@@ -99,30 +95,15 @@ impl RedisClusterOnline {
     }
 
     fn fail(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Online {
-            store: self.shown.clone(),
-            message: e.to_string(),
-        }
+        self.connection.fail(e)
     }
 
-    /// Runs `f` on the connection, (re)connecting first if needed; a failed command drops
-    /// the connection so the next call starts afresh.
+    /// Runs `f` on the connection ([`Reconnecting::with`]).
     fn with<T>(
         &self,
         f: impl FnOnce(&mut ClusterConnection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
-        let mut slot = self.connection.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            *slot = Some(self.client.get_connection().map_err(|e| self.fail(e))?);
-        }
-        let connection = slot.as_mut().expect("connected above");
-        match f(connection) {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                *slot = None;
-                Err(self.fail(e))
-            }
-        }
+        self.connection.with(|| self.client.get_connection(), f)
     }
 
     /// Runs a pipeline (its commands may go to several nodes; not a transaction).
@@ -368,28 +349,7 @@ impl OnlineStore for RedisClusterOnline {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Option<(OnlineStamp, Vec<(Vec<u8>, EntityState)>)>, StoreError> {
-        let after = after.map(hex);
-        let entities: Vec<String> = self
-            .entities(table)?
-            .into_iter()
-            .filter(|e| after.as_ref().is_none_or(|a| e > a))
-            .take(limit)
-            .collect();
-        let keys: Vec<Vec<u8>> = entities
-            .iter()
-            .map(|e| unhex(e).ok_or_else(|| self.fail(format!("entity `{e}` is not hex"))))
-            .collect::<Result<_, _>>()?;
-        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        let Some((stamp, values)) = self.get(table, &refs)? else {
-            return Ok(None);
-        };
-        // An entity gone between the listing and the read is left out.
-        let page = keys
-            .into_iter()
-            .zip(values)
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .collect();
-        Ok(Some((stamp, page)))
+        scan_page(self, self.entities(table)?, table, after, limit)
     }
 
     fn put_raw(&self, table: &str, key: &[u8], state: &EntityState) -> Result<(), StoreError> {
@@ -421,6 +381,6 @@ impl OnlineStore for RedisClusterOnline {
     }
 
     fn describe(&self) -> String {
-        format!("redis cluster {}", self.shown)
+        format!("redis cluster {}", self.connection.shown())
     }
 }
