@@ -688,6 +688,18 @@ mod tests {
     }
 
     #[test]
+    fn one_redis_server_or_one_cluster() {
+        let both = format!(
+            "{GOOD}online:\n  redis: redis://127.0.0.1:6379\n  redis_cluster: [redis://127.0.0.1:7000]\n"
+        );
+        let e = LoadedConfig::parse(Path::new("p.yaml"), both).unwrap_err();
+        assert!(e.message.contains("set one"), "{e}");
+        let cluster = format!("{GOOD}online:\n  redis_cluster: [redis://a:7000, redis://b:7000]\n");
+        let c = LoadedConfig::parse(Path::new("p.yaml"), cluster).unwrap();
+        assert_eq!(c.config.online.redis_cluster.len(), 2);
+    }
+
+    #[test]
     fn wrong_type_is_located() {
         let text = GOOD.replace("{events: 10}", "{events: many}");
         let e = LoadedConfig::parse(Path::new("p.yaml"), text).unwrap_err();
