@@ -727,6 +727,126 @@ fn concurrent_readers_never_see_a_partial_epoch_on_either_backend() {
     readers_see_whole_epochs(std::sync::Arc::new(open()), std::sync::Arc::new(open()));
 }
 
+/// A model of the online store's contract: per key its head and segments.
+type Model = std::collections::BTreeMap<Vec<u8>, quiver_store::online::EntityState>;
+
+/// One random epoch of writes to table `t@1` (puts that delete and write segments, deleted
+/// keys, keys deleted and written again, now and then a replacing epoch), applied to `model`.
+fn random_epoch(rng: &mut Rng, epoch: u64, model: &mut Model) -> quiver_store::online::OnlineWrite {
+    use quiver_store::online::{EntityState, EntityWrite, OnlineStamp, OnlineWrite};
+    let replace = epoch == 1 || rng.below(10) == 0;
+    if replace {
+        model.clear();
+    }
+    let mut deletes = Vec::new();
+    let mut puts = Vec::new();
+    for k in 0..30u8 {
+        let key = vec![b'k', k];
+        let roll = rng.below(10);
+        let deleted = !replace && roll < 2 && model.contains_key(&key);
+        if deleted {
+            deletes.push(key.clone());
+            model.remove(&key);
+        }
+        if roll >= 5 || (deleted && roll == 0) || (replace && roll < 5 && model.is_empty()) {
+            let mut state = model.remove(&key).unwrap_or_default();
+            let mut write = EntityWrite {
+                key: key.clone(),
+                head: format!("h{epoch}").into_bytes(),
+                ..EntityWrite::default()
+            };
+            for id in state.segments.iter().map(|(id, _)| *id).collect::<Vec<_>>() {
+                if rng.below(3) == 0 {
+                    write.deletes.push(id);
+                }
+            }
+            if rng.below(2) == 0 {
+                write
+                    .segments
+                    .push((rng.below(6), format!("s{epoch}").into_bytes()));
+            }
+            state.segments.retain(|(id, _)| !write.deletes.contains(id));
+            for (id, bytes) in &write.segments {
+                state.segments.retain(|(s, _)| s != id);
+                state.segments.push((*id, bytes.clone()));
+            }
+            state.segments.sort_by_key(|(id, _)| *id);
+            state.head = write.head.clone();
+            model.insert(key, EntityState { ..state });
+            puts.push(write);
+        }
+    }
+    OnlineWrite {
+        table: "t@1".into(),
+        replace,
+        stamp: OnlineStamp {
+            run: "r".into(),
+            epoch,
+            watermark: Some(epoch as i64),
+            committed_unix_ms: 0,
+            fingerprint: 1,
+            keys: 0,
+        },
+        deletes,
+        puts,
+    }
+}
+
+#[test]
+fn every_backend_holds_what_the_contract_says_after_each_of_many_random_epochs() {
+    use quiver_store::online::OnlineStore;
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores: Vec<(&str, Box<dyn OnlineStore>)> = vec![(
+        "embedded",
+        Box::new(
+            quiver_store::online::EmbeddedOnline::open(&dir.path().join("online.redb")).unwrap(),
+        ),
+    )];
+    let server = common::RedisServer::start();
+    let cluster = common::RedisCluster::start();
+    if let (Some(server), Some(cluster)) = (&server, &cluster) {
+        let redis = quiver_store::online::RedisOnline::open(&server.url(), "model", None);
+        stores.push(("redis", Box::new(redis.unwrap())));
+        let nodes = cluster.urls();
+        let cluster = quiver_store::online::RedisClusterOnline::open(&nodes, "model", None);
+        stores.push(("cluster", Box::new(cluster.unwrap())));
+    }
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut model = Model::new();
+    let keys: Vec<Vec<u8>> = (0..30u8).map(|k| vec![b'k', k]).collect();
+    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    for epoch in 1..=60 {
+        let write = random_epoch(&mut rng, epoch, &mut model);
+        for (name, store) in &stores {
+            store.apply(std::slice::from_ref(&write)).unwrap();
+            // Applying an epoch again changes nothing.
+            assert_eq!(store.apply(std::slice::from_ref(&write)).unwrap(), 0);
+            let (stamp, values) = store.get("t@1", &refs).unwrap().unwrap();
+            assert_eq!(stamp.epoch, epoch, "{name}");
+            for (key, value) in keys.iter().zip(values) {
+                assert_eq!(
+                    value.as_ref(),
+                    model.get(key),
+                    "{name}: key {key:?} after epoch {epoch}"
+                );
+            }
+            let listed = store.tables().unwrap();
+            assert_eq!(
+                listed[0].1.keys,
+                model.len() as u64,
+                "{name}: keys after epoch {epoch}"
+            );
+            let (_, page) = store.scan("t@1", None, 100).unwrap().unwrap();
+            let scanned: Vec<&Vec<u8>> = page.iter().map(|(k, _)| k).collect();
+            assert_eq!(
+                scanned,
+                model.keys().collect::<Vec<_>>(),
+                "{name}: scan after epoch {epoch}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_redis_cluster_serves_the_same_decaying_windows_through_crashes_and_shards() {
     let Some(cluster) = common::RedisCluster::start() else {

@@ -211,24 +211,32 @@ impl OnlineStore for RedisClusterOnline {
             }
             let seq = current.map_or(0, |c| c.seq) + 1;
             let put_entities: Vec<String> = write.puts.iter().map(|p| hex(&p.key)).collect();
+            let written: HashSet<&String> = put_entities.iter().collect();
             let mut changes: Vec<(String, Change<'_>)> = Vec::new();
             if write.replace {
-                let written: HashSet<&String> = put_entities.iter().collect();
                 for entity in self.entities(&write.table)? {
                     if !written.contains(&entity) {
                         changes.push((entity, Change::Gone));
                     }
                 }
             }
+            // Deletes come before puts: a key deleted and written again in one epoch has only
+            // what it is written with.
+            let mut renewed = HashSet::new();
             for key in &write.deletes {
-                changes.push((hex(key), Change::Gone));
+                let entity = hex(key);
+                if written.contains(&entity) {
+                    renewed.insert(entity);
+                } else {
+                    changes.push((entity, Change::Gone));
+                }
             }
-            for (put, entity) in write.puts.iter().zip(put_entities) {
+            for (put, entity) in write.puts.iter().zip(&put_entities) {
                 let change = Change::Put {
                     write: put,
-                    replace: write.replace,
+                    replace: write.replace || renewed.contains(entity),
                 };
-                changes.push((entity, change));
+                changes.push((entity.clone(), change));
             }
             let removed = self.write_versions(&write.table, seq, &changes)?;
             gone.push((write.table.clone(), removed));
