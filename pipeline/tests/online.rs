@@ -733,7 +733,7 @@ type Model = std::collections::BTreeMap<Vec<u8>, quiver_store::online::EntitySta
 /// One random epoch of writes to table `t@1` (puts that delete and write segments, deleted
 /// keys, keys deleted and written again, now and then a replacing epoch), applied to `model`.
 fn random_epoch(rng: &mut Rng, epoch: u64, model: &mut Model) -> quiver_store::online::OnlineWrite {
-    use quiver_store::online::{EntityState, EntityWrite, OnlineStamp, OnlineWrite};
+    use quiver_store::online::{EntityWrite, OnlineStamp, OnlineWrite};
     let replace = epoch == 1 || rng.below(10) == 0;
     if replace {
         model.clear();
@@ -748,7 +748,7 @@ fn random_epoch(rng: &mut Rng, epoch: u64, model: &mut Model) -> quiver_store::o
             deletes.push(key.clone());
             model.remove(&key);
         }
-        if roll >= 5 || (deleted && roll == 0) || (replace && roll < 5 && model.is_empty()) {
+        if roll >= 5 || (deleted && roll == 0) || (replace && model.is_empty()) {
             let mut state = model.remove(&key).unwrap_or_default();
             let mut write = EntityWrite {
                 key: key.clone(),
@@ -772,7 +772,7 @@ fn random_epoch(rng: &mut Rng, epoch: u64, model: &mut Model) -> quiver_store::o
             }
             state.segments.sort_by_key(|(id, _)| *id);
             state.head = write.head.clone();
-            model.insert(key, EntityState { ..state });
+            model.insert(key, state);
             puts.push(write);
         }
     }
