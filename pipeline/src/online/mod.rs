@@ -11,6 +11,7 @@ pub mod read;
 pub mod retention;
 pub mod shard_files;
 pub mod shard_tables;
+mod values_json;
 pub mod verify;
 
 use crate::compile::CompiledPipeline;

@@ -1,12 +1,13 @@
 //! Reading features from the online store at a request time T: every window ends at T.
 
 use super::shard_tables::{combined_stamp, discovered_layout, shard_table};
+use super::values_json::JsonCell;
 use super::{decode_state, SharedOnline};
 use crate::compile::CompiledPipeline;
 use crate::error::JobError;
 use crate::lineage::format_micros;
 use arrow::array::{Array, ArrayRef, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{Field, Schema};
 use arrow::record_batch::RecordBatch;
 use quiver_gpu::KeyWindowState;
 use quiver_sql::{FeatureView, KeyShard};
@@ -167,46 +168,9 @@ pub struct OnlineValues {
 }
 
 impl OnlineValues {
-    /// The values as JSON: `{view, version, at, epoch, watermark, committed_at, features:
-    /// [{key..., feature...}]}`, and for a sharded view `shards: [{shard, run, epoch,
-    /// watermark, committed_at}]`.
+    /// The values as a JSON value (what [`OnlineValues`] serializes to).
     pub fn to_json(&self) -> serde_json::Value {
-        let schema = self.rows.schema();
-        let rows: Vec<serde_json::Value> = (0..self.rows.num_rows())
-            .map(|r| {
-                let fields = schema
-                    .fields()
-                    .iter()
-                    .zip(self.rows.columns())
-                    .map(|(f, c)| (f.name().clone(), json_value(c.as_ref(), r)))
-                    .collect::<serde_json::Map<_, _>>();
-                serde_json::Value::Object(fields)
-            })
-            .collect();
-        let mut json = serde_json::json!({
-            "view": self.view,
-            "version": self.version,
-            "at": format_micros(self.at),
-            "epoch": self.stamp.epoch,
-            "run": self.stamp.run,
-            "watermark": self.stamp.watermark.map(format_micros),
-            "committed_at": format_micros(self.stamp.committed_unix_ms as i64 * 1000),
-            "features": rows,
-        });
-        if !self.shards.is_empty() {
-            json["shards"] = (self.shards.iter())
-                .map(|(shard, stamp)| {
-                    serde_json::json!({
-                        "shard": shard.to_string(),
-                        "run": stamp.run,
-                        "epoch": stamp.epoch,
-                        "watermark": stamp.watermark.map(format_micros),
-                        "committed_at": format_micros(stamp.committed_unix_ms as i64 * 1000),
-                    })
-                })
-                .collect();
-        }
-        json
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -251,31 +215,9 @@ impl std::fmt::Display for OnlineValues {
 }
 
 /// One value of an Arrow column as JSON: numbers as numbers (non-finite floats as null),
-/// decimals as exact strings, times as RFC 3339, the rest as their text.
+/// decimals as exact strings, times as RFC 3339, the rest as their text ([`JsonCell`]).
 pub fn json_value(column: &dyn Array, row: usize) -> serde_json::Value {
-    use arrow::array::AsArray;
-    use arrow::datatypes as t;
-    if column.is_null(row) {
-        return serde_json::Value::Null;
-    }
-    match column.data_type() {
-        DataType::Int64 => column.as_primitive::<t::Int64Type>().value(row).into(),
-        DataType::Int32 => column.as_primitive::<t::Int32Type>().value(row).into(),
-        DataType::UInt64 => column.as_primitive::<t::UInt64Type>().value(row).into(),
-        DataType::Float64 => {
-            let x = column.as_primitive::<t::Float64Type>().value(row);
-            serde_json::Number::from_f64(x).map_or(serde_json::Value::Null, Into::into)
-        }
-        DataType::Boolean => column.as_boolean().value(row).into(),
-        DataType::Timestamp(t::TimeUnit::Microsecond, _) => format_micros(
-            column
-                .as_primitive::<t::TimestampMicrosecondType>()
-                .value(row),
-        )
-        .into(),
-        _ => arrow::util::display::array_value_to_string(column, row)
-            .map_or(serde_json::Value::Null, Into::into),
-    }
+    serde_json::to_value(JsonCell(column, row)).unwrap_or(serde_json::Value::Null)
 }
 
 /// Reads the online store for the views of one pipeline, and for other versions of them

@@ -357,7 +357,7 @@ async fn features(State(server): State<Arc<Server>>, headers: HeaderMap, body: B
     let response = match read {
         Ok(Ok(values)) => {
             server.metrics.entities_read(entities);
-            axum::Json(values.to_json()).into_response()
+            axum::Json(values).into_response()
         }
         Ok(Err(e)) => {
             let status = match e.kind {
