@@ -290,10 +290,8 @@ fn windows_read_at_request_time_decay_exactly_as_sql_defines_them() {
     }
 }
 
-/// `quiver apply` over `first` (history registered and backfilled), then `quiver run --store`
-/// over `later` into `out` (its online store holds windows warmed up from the event log plus
-/// the new events).
-fn apply_then_run_store(config: &str, first: &Path, later: &Path, out: &Path) {
+/// `quiver apply` over `first`: the history registered and backfilled.
+fn apply_history(config: &str, first: &Path) {
     let applied = quiver(&[
         "apply",
         config,
@@ -302,6 +300,31 @@ fn apply_then_run_store(config: &str, first: &Path, later: &Path, out: &Path) {
         first.to_str().unwrap(),
     ]);
     succeed(&applied, "quiver apply");
+}
+
+/// `quiver verify-online <config> cards --online <online> --json <extra>`: whether it passed,
+/// and its report.
+fn verify_cards(config: &str, online: &str, extra: &[&str]) -> (bool, Value) {
+    let mut args = vec![
+        "verify-online",
+        config,
+        "cards",
+        "--online",
+        online,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let output = quiver(&args);
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("no report: {}", String::from_utf8_lossy(&output.stderr)));
+    (output.status.success(), report)
+}
+
+/// `quiver apply` over `first` (history registered and backfilled), then `quiver run --store`
+/// over `later` into `out` (its online store holds windows warmed up from the event log plus
+/// the new events).
+fn apply_then_run_store(config: &str, first: &Path, later: &Path, out: &Path) {
+    apply_history(config, first);
     let ran = quiver(&[
         "run",
         config,
@@ -337,21 +360,7 @@ fn verify_online_finds_nothing_on_a_healthy_store_and_names_a_corrupted_entry() 
     let later = dir.path().join("later.ndjson");
     apply_then_run_store(config, &first, &later, &out);
 
-    let verify = |extra: &[&str]| {
-        let mut args = vec![
-            "verify-online",
-            config,
-            "cards",
-            "--online",
-            online,
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        let output = quiver(&args);
-        let report: Value = serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|_| panic!("no report: {}", String::from_utf8_lossy(&output.stderr)));
-        (output.status.success(), report)
-    };
+    let verify = |extra: &[&str]| verify_cards(config, online, extra);
     let (ok, report) = verify(&[]);
     assert!(ok, "{report}");
     assert_eq!(report["mismatched"], 0, "{report}");
@@ -549,14 +558,7 @@ fn the_shards_of_a_job_write_the_online_store_and_a_read_finds_each_key_in_its_s
     let stored = dir.path().join("stored");
     let first = dir.path().join("events.ndjson");
     let later = dir.path().join("later.ndjson");
-    let applied = quiver(&[
-        "apply",
-        store_config,
-        "--no-progress",
-        "--input",
-        first.to_str().unwrap(),
-    ]);
-    succeed(&applied, "quiver apply");
+    apply_history(store_config, &first);
     run_shards(
         &config,
         &stored,
@@ -565,19 +567,7 @@ fn the_shards_of_a_job_write_the_online_store_and_a_read_finds_each_key_in_its_s
     );
     let online = stored.join("online.redb");
     let online = online.to_str().unwrap();
-    let verify = || {
-        let output = quiver(&[
-            "verify-online",
-            store_config,
-            "cards",
-            "--online",
-            online,
-            "--json",
-        ]);
-        let report: Value = serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|_| panic!("no report: {}", String::from_utf8_lossy(&output.stderr)));
-        (output.status.success(), report)
-    };
+    let verify = || verify_cards(store_config, online, &[]);
     let (ok, report) = verify();
     assert!(ok && report["mismatched"] == 0, "{report}");
     assert_eq!(
