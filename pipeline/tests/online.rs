@@ -111,6 +111,13 @@ store: {}
     (path, events)
 }
 
+/// Adds `online:` with `settings` (YAML lines indented by two) to the config at `config`.
+fn set_online(config: &Path, settings: &str) {
+    let mut text = std::fs::read_to_string(config).unwrap();
+    text.push_str(&format!("online:\n  {settings}\n"));
+    std::fs::write(config, text).unwrap();
+}
+
 fn run(config: &Path, out: &Path) {
     let output = common::quiver_command("run", config, &[("--output", out)])
         .output()
@@ -473,12 +480,10 @@ fn redis_serves_the_same_decaying_windows_and_survives_a_crash_mid_commit() {
     };
     let dir = tempfile::tempdir().unwrap();
     let (config, events) = write_pipeline(dir.path(), 0x94D0_49BB_1331_11EB);
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "online:\n  redis: {}\n  redis_prefix: t1\n",
-        redis.url()
-    ));
-    std::fs::write(&config, text).unwrap();
+    set_online(
+        &config,
+        &format!("redis: {}\n  redis_prefix: t1", redis.url()),
+    );
     let out = dir.path().join("out");
     // Killed just after a checkpoint committed, before the online store took its epoch:
     // the rerun's recovery applies it, and the run goes on to the end.
@@ -613,12 +618,10 @@ fn the_shards_of_a_job_write_the_online_store_and_a_read_finds_each_key_in_its_s
     let Some(redis) = common::RedisServer::start() else {
         return;
     };
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "online:\n  redis: {}\n  redis_prefix: shards\n",
-        redis.url()
-    ));
-    std::fs::write(&config, text).unwrap();
+    set_online(
+        &config,
+        &format!("redis: {}\n  redis_prefix: shards", redis.url()),
+    );
     let out = dir.path().join("redis-out");
     run_shards(&config, &out, 3, &[]);
     check_decay(&config, None, &events, "redis shards");
@@ -844,13 +847,12 @@ fn a_redis_cluster_serves_the_same_decaying_windows_through_crashes_and_shards()
     };
     let dir = tempfile::tempdir().unwrap();
     let (config, events) = write_pipeline(dir.path(), 0x1B87_3593_CC9E_2D51);
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    let nodes: Vec<String> = cluster.urls()[..2].to_vec();
-    text.push_str(&format!(
-        "online:\n  redis_cluster: [{}]\n  redis_prefix: c1\n",
-        nodes.join(", ")
-    ));
-    std::fs::write(&config, text).unwrap();
+    // Two of the three nodes: the client finds the third.
+    let nodes = cluster.urls()[..2].join(", ");
+    set_online(
+        &config,
+        &format!("redis_cluster: [{nodes}]\n  redis_prefix: c1"),
+    );
     let out = dir.path().join("out");
     // Killed twice just after a checkpoint committed, before the online store took its epoch:
     // each rerun's recovery applies it (an attempt that wrote versions but not the stamp is
