@@ -1014,7 +1014,7 @@ async fn job(args: JobArgs, is_backfill: bool) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| loaded.config.serve.listen.clone());
             if args.shard.is_some() {
-                anyhow::bail!("a shard does not serve: serve a sharded job from its instances (`quiver run --serve` with `online.redis` or `redis_cluster`) or with `quiver serve`");
+                anyhow::bail!(quiver_pipeline::shard::SHARD_DOES_NOT_SERVE);
             }
             let store = quiver_pipeline::online::open_for_run(&loaded, &paths.root, None)?;
             let gauges = std::sync::Arc::new(quiver_pipeline::run_gauges::RunGauges::default());

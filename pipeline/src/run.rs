@@ -173,10 +173,7 @@ pub async fn run(
     if let Some(shard) = options.shard {
         crate::shard::shard_config(&mut pipeline.loaded.config, shard);
         if options.online.is_some() {
-            return Err(JobError::Other(
-                "a shard does not serve: serve a sharded job from its instances (`quiver run --serve` with `online.redis` or `redis_cluster`) or with `quiver serve`"
-                    .into(),
-            ));
+            return Err(JobError::Other(crate::shard::SHARD_DOES_NOT_SERVE.into()));
         }
     }
     let config = pipeline.loaded.config.clone();
@@ -266,9 +263,10 @@ pub async fn run(
     let tables: Option<Vec<PathBuf>> = target
         .as_ref()
         .map(|t| t.views.iter().map(|(_, table)| table.clone()).collect());
-    // The event logs get every accepted event once: from shard 0 of a sharded job.
-    let logs_events = routing.as_ref().is_none_or(|r| r.writes_unkeyed());
-    if let (Some(target), true) = (&target, logs_events) {
+    // Events and the dead letters that have no key are written once: by shard 0 of a sharded
+    // job.
+    let writes_unkeyed = routing.as_ref().is_none_or(|r| r.writes_unkeyed());
+    if let (Some(target), true) = (&target, writes_unkeyed) {
         outputs = outputs.with_event_logs(
             &pipeline,
             &target.event_logs,
@@ -391,7 +389,7 @@ pub async fn run(
             Some(SourceEvent::Item(p, item)) => {
                 bar.inc(item.len() as u64);
                 trigger.record(item.len() as u64);
-                if routing.as_ref().is_none_or(|r| r.writes_unkeyed()) {
+                if writes_unkeyed {
                     outputs.write_dead_letters(&item.dead_letters)?;
                 }
                 if let Some(batch) = item.batch {

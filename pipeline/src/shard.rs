@@ -20,6 +20,9 @@ use quiver_sql::lineage::OFFSET_COLUMN;
 use quiver_sql::{FeatureView, KeyShard};
 use std::collections::HashMap;
 
+/// Why `--serve` is refused for one shard (a reader needs every shard's keys).
+pub const SHARD_DOES_NOT_SERVE: &str = "a shard does not serve: serve a sharded job from its instances (`quiver run --serve` with `online.redis` or `redis_cluster`) or with `quiver serve`";
+
 /// Gives a shard its own consumer group (`<group>.shard-I-of-N`, for lag tools: each shard
 /// reads every partition) and its own transactional id for output topics (one writer per id).
 pub fn shard_config(config: &mut PipelineConfig, shard: KeyShard) {

@@ -479,17 +479,30 @@ impl FeatureView {
             .map_err(|e| fail(&e))
     }
 
-    /// `batch` (after the row-local part) without the rows whose key `shard` does not own.
-    fn keep_shard(&self, batch: RecordBatch, shard: KeyShard) -> Result<RecordBatch, SqlError> {
+    /// `batch` (after the row-local part) and its encoded keys, without the rows whose key
+    /// another shard owns when the view runs one shard (the keys are evaluated once).
+    fn owned_rows(&self, batch: RecordBatch) -> Result<(RecordBatch, Rows), SqlError> {
         let keys = self.encoded_keys(&batch)?;
-        let keep: datafusion::arrow::array::BooleanArray = (0..keys.num_rows())
-            .map(|i| Some(shard.owns(keys.row(i).data())))
+        let Some(shard) = self.shard else {
+            return Ok((batch, keys));
+        };
+        let keep: datafusion::arrow::array::BooleanArray = keys
+            .iter()
+            .map(|key| Some(shard.owns(key.data())))
             .collect();
-        if keep.true_count() == batch.num_rows() {
-            return Ok(batch);
+        let kept_rows = keep.true_count();
+        if kept_rows == batch.num_rows() {
+            return Ok((batch, keys));
         }
-        datafusion::arrow::compute::filter_record_batch(&batch, &keep)
-            .map_err(|e| SqlError::execution(&self.name, &e))
+        let mut kept = self.key_converter.empty_rows(kept_rows, keys.size());
+        for (key, owned) in keys.iter().zip(keep.values()) {
+            if owned {
+                kept.push(key);
+            }
+        }
+        let batch = datafusion::arrow::compute::filter_record_batch(&batch, &keep)
+            .map_err(|e| SqlError::execution(&self.name, &e))?;
+        Ok((batch, kept))
     }
 
     /// View name.
@@ -520,11 +533,7 @@ impl FeatureView {
 
     /// Evaluates the row-local part of the view and the kernel inputs for one stream batch.
     pub async fn prepare(&self, batch: RecordBatch) -> Result<ViewInputs, SqlError> {
-        let batch = self.row_local(batch).await?;
-        let batch = match self.shard {
-            Some(shard) => self.keep_shard(batch, shard)?,
-            None => batch,
-        };
+        let (batch, keys) = self.owned_rows(self.row_local(batch).await?)?;
         let fail = |e: &dyn std::fmt::Display| SqlError::execution(&self.name, e);
         let rows = batch.num_rows();
         // Expressions were planned over the view's own columns (without the hidden lineage
@@ -535,7 +544,6 @@ impl FeatureView {
                 .and_then(|v| v.into_array(rows))
                 .map_err(|e| fail(&e))
         };
-        let keys = self.encoded_keys(&batch)?;
         let time = cast(
             &eval(&self.time_expr)?,
             &DataType::Timestamp(TimeUnit::Microsecond, None),

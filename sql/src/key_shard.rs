@@ -42,6 +42,12 @@ impl KeyShard {
         KeyShard::new(number(index)?, number(count)?)
     }
 
+    /// Every shard of a key space cut into `count` (a count [`KeyShard::new`] accepts), in
+    /// order.
+    pub fn all(count: u32) -> impl Iterator<Item = KeyShard> {
+        (0..count).map(move |index| KeyShard { index, count })
+    }
+
     /// This shard's number.
     pub fn index(&self) -> u32 {
         self.index

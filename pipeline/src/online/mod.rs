@@ -94,8 +94,10 @@ pub fn open_configured(
     file: Option<&Path>,
     output_dir: &Path,
 ) -> Result<SharedOnline, JobError> {
-    if let (Some(redis), None) = (open_redis(loaded)?, file) {
-        return Ok(redis);
+    if file.is_none() {
+        if let Some(redis) = open_redis(loaded)? {
+            return Ok(redis);
+        }
     }
     let path = embedded_path(loaded, file, output_dir);
     let configured = (loaded.config.source.kafka.as_ref()).and_then(|k| k.shards);

@@ -87,11 +87,8 @@ impl OnlineView {
     pub fn tables(&self) -> Vec<(Option<KeyShard>, String)> {
         match self.shards() {
             None => vec![(None, self.table.clone())],
-            Some(count) => (0..count)
-                .map(|i| {
-                    let shard = KeyShard::new(i, count).expect("index below count");
-                    (Some(shard), shard_table(&self.table, shard))
-                })
+            Some(count) => KeyShard::all(count)
+                .map(|shard| (Some(shard), shard_table(&self.table, shard)))
                 .collect(),
         }
     }
@@ -440,11 +437,10 @@ impl OnlineReader {
         }
         let mut states = vec![None; encoded.len()];
         let mut stamps = Vec::new();
-        for (index, rows) in by_shard.iter().enumerate() {
+        for (shard, rows) in KeyShard::all(count).zip(&by_shard) {
             if rows.is_empty() {
                 continue;
             }
-            let shard = KeyShard::new(index as u32, count).expect("index below count");
             let keys: Vec<&[u8]> = rows.iter().map(|&r| encoded[r]).collect();
             let (stamp, found) = read(&shard_table(&online.table, shard), &keys, Some(shard))?;
             for (&row, state) in rows.iter().zip(found) {

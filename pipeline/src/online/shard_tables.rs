@@ -59,8 +59,8 @@ pub fn shard_file(path: &Path, shard: KeyShard) -> PathBuf {
 
 /// The files of all `count` shards for the job file `path`, in shard order.
 pub fn shard_files(path: &Path, count: u32) -> Vec<PathBuf> {
-    (0..count)
-        .map(|i| shard_file(path, KeyShard::new(i, count).expect("index below count")))
+    KeyShard::all(count)
+        .map(|shard| shard_file(path, shard))
         .collect()
 }
 

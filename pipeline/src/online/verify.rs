@@ -178,6 +178,14 @@ pub async fn verify_online(
         mismatches: Vec::new(),
         mismatched: 0,
     };
+    let times = (logged.batches.iter())
+        .map(|batch| crate::event_time::event_times(batch, &definition.event_time))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(&e))?;
+    let compute = BatchCompute::open(quiver_gpu::Device::Cpu, usize::MAX)?;
+    // The events before a watermark, prepared for the view: shards at the same watermark (all
+    // of them at the end of an input) share them.
+    let mut prepared: Option<(i64, Vec<quiver_sql::ViewInputs>)> = None;
     for (shard, stamp, entries) in tables {
         let watermark = stamp.watermark.unwrap_or(i64::MIN);
         // Online: the states just scanned, read at `at`.
@@ -194,21 +202,22 @@ pub async fn verify_online(
         )
         .map_err(|e| fail(&e))?;
         // Offline: the version's events before the table's watermark, evaluated at `at`.
-        let mut before = Vec::with_capacity(logged.batches.len());
-        let mut events = 0;
-        for batch in &logged.batches {
-            let times = crate::event_time::event_times(batch, &definition.event_time)
-                .map_err(|e| fail(&e))?;
-            let keep: BooleanArray = times
-                .iter()
-                .map(|t| Some(t.is_some_and(|t| t < watermark)))
-                .collect();
-            let kept = arrow::compute::filter_record_batch(batch, &keep).map_err(|e| fail(&e))?;
-            events += kept.num_rows();
-            before.push(kept);
+        if prepared.as_ref().is_none_or(|(w, _)| *w != watermark) {
+            let mut before = Vec::with_capacity(logged.batches.len());
+            for (batch, times) in logged.batches.iter().zip(&times) {
+                let keep: BooleanArray = times
+                    .iter()
+                    .map(|t| Some(t.is_some_and(|t| t < watermark)))
+                    .collect();
+                before
+                    .push(arrow::compute::filter_record_batch(batch, &keep).map_err(|e| fail(&e))?);
+            }
+            let events = before.iter().map(RecordBatch::num_rows).sum();
+            report.events = report.events.max(events);
+            let inputs = crate::training_set::prepare_events(&view, &before).await?;
+            prepared = Some((watermark, inputs));
         }
-        report.events = report.events.max(events);
-        let prepared = crate::training_set::prepare_events(&view, &before).await?;
+        let (_, inputs) = prepared.as_ref().expect("prepared above");
         let spine = RecordBatch::try_new(
             Arc::new(Schema::new(
                 view.key_names()
@@ -220,10 +229,15 @@ pub async fn verify_online(
             key_columns,
         )
         .map_err(|e| fail(&e))?;
-        let times = TimestampMicrosecondArray::from(vec![at; spine.num_rows()]);
-        let compute = BatchCompute::open(quiver_gpu::Device::Cpu, usize::MAX)?;
-        let offline =
-            crate::training_set::point_in_time(&view, &prepared, None, &spine, &times, &compute)?;
+        let spine_times = TimestampMicrosecondArray::from(vec![at; spine.num_rows()]);
+        let offline = crate::training_set::point_in_time(
+            &view,
+            inputs,
+            None,
+            &spine,
+            &spine_times,
+            &compute,
+        )?;
         compare(&values.rows, &offline, &features, options, &mut report)?;
     }
     Ok(report)
