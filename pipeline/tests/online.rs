@@ -633,6 +633,18 @@ fn the_shards_of_a_job_write_the_online_store_and_a_read_finds_each_key_in_its_s
     );
 }
 
+/// The stamp of epoch `epoch` of run `r` (watermark the epoch's number, fingerprint 1).
+fn test_stamp(epoch: u64) -> quiver_store::online::OnlineStamp {
+    quiver_store::online::OnlineStamp {
+        run: "r".into(),
+        epoch,
+        watermark: Some(epoch as i64),
+        committed_unix_ms: 0,
+        fingerprint: 1,
+        keys: 0,
+    }
+}
+
 /// Writes 150 epochs of 40 keys (every key's head and one segment hold its epoch's number; the
 /// previous epoch's segment is deleted) through `writer` while reading all keys over and over
 /// through `store`: every read sees one epoch whole.
@@ -640,7 +652,7 @@ fn readers_see_whole_epochs(
     writing: std::sync::Arc<dyn quiver_store::online::OnlineStore>,
     store: std::sync::Arc<dyn quiver_store::online::OnlineStore>,
 ) {
-    use quiver_store::online::{EntityState, EntityWrite, OnlineStamp, OnlineWrite};
+    use quiver_store::online::{EntityState, EntityWrite, OnlineWrite};
     let keys: Vec<Vec<u8>> = (0..40u8).map(|k| vec![k, 0xFF, k]).collect();
     let writer = {
         let (store, keys) = (writing, keys.clone());
@@ -650,14 +662,7 @@ fn readers_see_whole_epochs(
                 let write = OnlineWrite {
                     table: "cards@v1".into(),
                     replace: epoch == 1,
-                    stamp: OnlineStamp {
-                        run: "r".into(),
-                        epoch,
-                        watermark: Some(epoch as i64),
-                        committed_unix_ms: 0,
-                        fingerprint: 1,
-                        keys: 0,
-                    },
+                    stamp: test_stamp(epoch),
                     deletes: Vec::new(),
                     puts: (keys.iter())
                         .map(|k| EntityWrite {
@@ -726,7 +731,7 @@ type Model = std::collections::BTreeMap<Vec<u8>, quiver_store::online::EntitySta
 /// One random epoch of writes to table `t@1` (puts that delete and write segments, deleted
 /// keys, keys deleted and written again, now and then a replacing epoch), applied to `model`.
 fn random_epoch(rng: &mut Rng, epoch: u64, model: &mut Model) -> quiver_store::online::OnlineWrite {
-    use quiver_store::online::{EntityWrite, OnlineStamp, OnlineWrite};
+    use quiver_store::online::{EntityWrite, OnlineWrite};
     let replace = epoch == 1 || rng.below(10) == 0;
     if replace {
         model.clear();
@@ -772,14 +777,7 @@ fn random_epoch(rng: &mut Rng, epoch: u64, model: &mut Model) -> quiver_store::o
     OnlineWrite {
         table: "t@1".into(),
         replace,
-        stamp: OnlineStamp {
-            run: "r".into(),
-            epoch,
-            watermark: Some(epoch as i64),
-            committed_unix_ms: 0,
-            fingerprint: 1,
-            keys: 0,
-        },
+        stamp: test_stamp(epoch),
         deletes,
         puts,
     }

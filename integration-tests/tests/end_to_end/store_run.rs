@@ -21,6 +21,34 @@ const VIEW: &str = "SELECT card_id, event_time, amount,
   count(*) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS n_life
 FROM source";
 
+/// `quiver run --store` of `one_view.yaml` in `dir` into `registry`'s store, with `options`.
+async fn store_run(
+    dir: &std::path::Path,
+    registry: &quiver_pipeline::registry::Registry,
+    options: RunOptions,
+) -> Result<quiver_pipeline::RunSummary, quiver_pipeline::JobError> {
+    let loaded = LoadedConfig::load(&dir.join("one_view.yaml")).expect("config");
+    let pipeline = CompiledPipeline::compile(loaded).await.expect("compile");
+    let store = Some(registry.clone());
+    run(pipeline, RunOptions { store, ..options }).await
+}
+
+/// A run over `input` (in `dir`) into `dir/run-out`, a checkpoint every `every_events` events.
+fn streamed(dir: &std::path::Path, input: &str, every_events: u64) -> RunOptions {
+    RunOptions {
+        source: SourceOverrides {
+            input: Some(dir.join(input).display().to_string()),
+            ..SourceOverrides::default()
+        },
+        output: Some(dir.join("run-out")),
+        checkpoints: Some(quiver_pipeline::checkpoint::CheckpointPolicy {
+            interval: None,
+            every_events: Some(every_events),
+        }),
+        ..RunOptions::default()
+    }
+}
+
 fn line(k: i64) -> String {
     format!(
         "{{\"card_id\": \"c{}\", \"amount\": {}.5, \"event_time\": {}}}",
@@ -79,23 +107,10 @@ async fn a_store_run_continues_the_table_exactly_once() {
     // old as the history's newest, one far older.
     let (registry, version, table) = history_and_later(dir.path(), &[(10, 1499), (500, 3)]).await;
 
-    let loaded = LoadedConfig::load(&dir.path().join("one_view.yaml")).expect("config");
-    let pipeline = CompiledPipeline::compile(loaded).await.expect("compile");
-    let summary = run(
-        pipeline,
-        RunOptions {
-            source: SourceOverrides {
-                input: Some(dir.path().join("later.ndjson").display().to_string()),
-                ..SourceOverrides::default()
-            },
-            output: Some(dir.path().join("run-out")),
-            checkpoints: Some(quiver_pipeline::checkpoint::CheckpointPolicy {
-                interval: None,
-                every_events: Some(400),
-            }),
-            store: Some(registry.clone()),
-            ..RunOptions::default()
-        },
+    let summary = store_run(
+        dir.path(),
+        &registry,
+        streamed(dir.path(), "later.ndjson", 400),
     )
     .await
     .expect("store run");
@@ -311,26 +326,9 @@ FROM source WHERE amount > 20";
         "",
     )
     .await;
-    let loaded = LoadedConfig::load(&dir.path().join("one_view.yaml")).expect("config");
-    let pipeline = CompiledPipeline::compile(loaded).await.expect("compile");
-    run(
-        pipeline,
-        RunOptions {
-            source: SourceOverrides {
-                input: Some(dir.path().join("later").display().to_string()),
-                ..SourceOverrides::default()
-            },
-            output: Some(dir.path().join("run-out")),
-            checkpoints: Some(quiver_pipeline::checkpoint::CheckpointPolicy {
-                interval: None,
-                every_events: Some(50),
-            }),
-            store: Some(registry.clone()),
-            ..RunOptions::default()
-        },
-    )
-    .await
-    .expect("store run");
+    store_run(dir.path(), &registry, streamed(dir.path(), "later", 50))
+        .await
+        .expect("store run");
 
     // The events with their availability, as the reference sees them: from the Delta log.
     let definition = registry.definition("v", None).expect("definition");
@@ -526,27 +524,13 @@ async fn the_shards_of_a_store_run_fill_one_table_once() {
     let (registry, _, table) = history_and_later(dir.path(), &[(700, 20)]).await;
     let mut late = 0;
     for index in 0..2 {
-        let loaded = LoadedConfig::load(&dir.path().join("one_view.yaml")).expect("config");
-        let pipeline = CompiledPipeline::compile(loaded).await.expect("compile");
-        let summary = run(
-            pipeline,
-            RunOptions {
-                source: SourceOverrides {
-                    input: Some(dir.path().join("later.ndjson").display().to_string()),
-                    ..SourceOverrides::default()
-                },
-                output: Some(dir.path().join("run-out")),
-                checkpoints: Some(quiver_pipeline::checkpoint::CheckpointPolicy {
-                    interval: None,
-                    every_events: Some(500),
-                }),
-                store: Some(registry.clone()),
-                shard: Some(quiver_sql::KeyShard::new(index, 2).expect("shard")),
-                ..RunOptions::default()
-            },
-        )
-        .await
-        .expect("store run of a shard");
+        let options = RunOptions {
+            shard: Some(quiver_sql::KeyShard::new(index, 2).expect("shard")),
+            ..streamed(dir.path(), "later.ndjson", 500)
+        };
+        let summary = store_run(dir.path(), &registry, options)
+            .await
+            .expect("store run of a shard");
         late += summary.dead_letters.get("late").copied().unwrap_or(0);
     }
     assert_eq!(
@@ -555,19 +539,14 @@ async fn the_shards_of_a_store_run_fill_one_table_once() {
     );
     // Another layout cannot continue where each of these shards stopped: refused.
     for shard in [None, Some(quiver_sql::KeyShard::new(0, 3).expect("shard"))] {
-        let loaded = LoadedConfig::load(&dir.path().join("one_view.yaml")).expect("config");
-        let pipeline = CompiledPipeline::compile(loaded).await.expect("compile");
-        let refused = run(
-            pipeline,
-            RunOptions {
-                output: Some(dir.path().join("other-layout")),
-                store: Some(registry.clone()),
-                shard,
-                ..RunOptions::default()
-            },
-        )
-        .await
-        .expect_err("another shard layout is refused");
+        let options = RunOptions {
+            output: Some(dir.path().join("other-layout")),
+            shard,
+            ..RunOptions::default()
+        };
+        let refused = store_run(dir.path(), &registry, options)
+            .await
+            .expect_err("another shard layout is refused");
         assert!(refused.to_string().contains("2 shards"), "{refused}");
     }
     let shards: std::collections::BTreeSet<String> = (delta::versions(&table).expect("log"))
