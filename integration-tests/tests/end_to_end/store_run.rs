@@ -33,6 +33,18 @@ async fn store_run(
     run(pipeline, RunOptions { store, ..options }).await
 }
 
+/// Events in the event log of the latest version of view `v` in `registry`.
+fn logged_events(registry: &quiver_pipeline::registry::Registry) -> usize {
+    let definition = registry.definition("v", None).expect("definition");
+    let log =
+        quiver_pipeline::registry::event_log::read_event_log(registry, &definition, None, false);
+    log.expect("event log")
+        .batches
+        .iter()
+        .map(|b| b.num_rows())
+        .sum()
+}
+
 /// A run over `input` (in `dir`) into `dir/run-out`, a checkpoint every `every_events` events.
 fn streamed(dir: &std::path::Path, input: &str, every_events: u64) -> RunOptions {
     RunOptions {
@@ -195,12 +207,7 @@ async fn a_store_run_continues_the_table_exactly_once() {
     );
 
     // The event log gained the streamed events (not the late ones).
-    let definition = registry.definition("v", None).expect("definition");
-    let events =
-        quiver_pipeline::registry::event_log::read_event_log(&registry, &definition, None, false)
-            .expect("event log")
-            .batches;
-    assert_eq!(events.iter().map(|b| b.num_rows()).sum::<usize>(), 3000);
+    assert_eq!(logged_events(&registry), 3000);
 
     // What an apply killed between moving a version into place and registering it leaves is
     // removed once older than the retention; everything registered stays.
@@ -233,12 +240,9 @@ async fn a_store_run_continues_the_table_exactly_once() {
         ]
     );
     assert!(!orphan_log.exists() && !orphan_table.exists());
+    let definition = registry.definition("v", None).expect("definition");
     assert!(local(&table).exists() && local(&event_log_dir(&registry, &definition)).exists());
-    let events =
-        quiver_pipeline::registry::event_log::read_event_log(&registry, &definition, None, false)
-            .expect("event log after the clean-up")
-            .batches;
-    assert_eq!(events.iter().map(|b| b.num_rows()).sum::<usize>(), 3000);
+    assert_eq!(logged_events(&registry), 3000, "after the clean-up");
 
     // A changed view applied again is backfilled from the events the store holds (the apply's
     // history and the run's streamed events, late ones left out), not from the configured
@@ -570,10 +574,5 @@ async fn the_shards_of_a_store_run_fill_one_table_once() {
         &["card_id", "event_time"],
         "sharded store run",
     );
-    let definition = registry.definition("v", None).expect("definition");
-    let events =
-        quiver_pipeline::registry::event_log::read_event_log(&registry, &definition, None, false)
-            .expect("event log")
-            .batches;
-    assert_eq!(events.iter().map(|b| b.num_rows()).sum::<usize>(), 3000);
+    assert_eq!(logged_events(&registry), 3000);
 }
