@@ -138,8 +138,16 @@ impl Retained {
     }
 
     /// Appends `other`'s values from row `skip` on; `false` (nothing appended) when the kinds
-    /// differ.
-    fn append_from(&mut self, other: Retained, skip: usize) -> bool {
+    /// differ. Into an empty column `other` moves (nothing is copied).
+    fn append_from(&mut self, mut other: Retained, skip: usize) -> bool {
+        if std::mem::discriminant(self) != std::mem::discriminant(&other) {
+            return false;
+        }
+        if self.len() == 0 {
+            other.drain_front(skip);
+            *self = other;
+            return true;
+        }
         match (self, other) {
             (Retained::Float(a), Retained::Float(b)) => a.extend(b.into_iter().skip(skip)),
             (Retained::Integer(a), Retained::Integer(b)) => a.extend(b.into_iter().skip(skip)),

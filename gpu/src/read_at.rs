@@ -11,24 +11,29 @@ use crate::plan::WindowPlan;
 /// holds the key's events with time in `[at - w, at]`, as SQL's frame for a row at `at`.
 ///
 /// A state only knows the events up to its newest one, so `at` must not be older than that
-/// ([`KernelError::ReadBeforeState`] otherwise). The states are not changed.
+/// ([`KernelError::ReadBeforeState`] otherwise). The states are advanced to `at` in place
+/// (a read's states are decoded for it and dropped after, so none is copied).
 pub fn read_at(
     plan: &WindowPlan,
-    states: &[Option<&KeyWindowState>],
+    states: &mut [Option<KeyWindowState>],
     at: i64,
 ) -> Result<FeatureOutput, KernelError> {
     let specs = plan.specs().len();
     let mut out = FeatureOutput::new(specs, states.len());
     let empty = KeyWindowState::new(plan);
-    for (row, state) in states.iter().enumerate() {
-        let state = state.unwrap_or(&empty);
-        if let Some(last) = state.last_time().filter(|&last| last > at) {
-            return Err(KernelError::ReadBeforeState { at, last });
-        }
-        let mut moved = state.clone();
-        moved.advance(plan, at);
+    for (row, state) in states.iter_mut().enumerate() {
+        let state = match state {
+            Some(state) => {
+                if let Some(last) = state.last_time().filter(|&last| last > at) {
+                    return Err(KernelError::ReadBeforeState { at, last });
+                }
+                state.advance(plan, at);
+                &*state
+            }
+            None => &empty,
+        };
         for spec in 0..specs {
-            out.set_from(plan, &moved, spec, std::iter::once(row));
+            out.set_from(plan, state, spec, std::iter::once(row));
         }
     }
     Ok(out)
@@ -108,7 +113,7 @@ mod tests {
             15 * MIN,
             100 * MIN,
         ] {
-            let out = read_at(&plan, &[Some(state), None], at).unwrap();
+            let out = read_at(&plan, &mut [Some(state.clone()), None], at).unwrap();
             let (n, sum, max, sd, lifetime) = brute(&events, at);
             let get =
                 |spec: usize, row: usize| out.valid[spec][row].then_some(out.values[spec][row]);
@@ -128,7 +133,7 @@ mod tests {
         }
         // Reading from state is never exact before its newest event.
         assert!(matches!(
-            read_at(&plan, &[Some(state)], 3 * MIN),
+            read_at(&plan, &mut [Some(state.clone())], 3 * MIN),
             Err(KernelError::ReadBeforeState { .. })
         ));
     }

@@ -25,6 +25,7 @@ use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, WindowFunctionDefinition};
 use datafusion::physical_expr::PhysicalExpr;
 use quiver_gpu::{AggKind, FeatureOutput, InputKind, WindowPlan, WindowSpec};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// The per-batch inputs of the window kernels, evaluated from one batch of the stream.
@@ -85,6 +86,13 @@ pub struct FeatureView {
     base_columns: Vec<usize>,
     feature_types: Vec<DataType>,
     post: Vec<PostProjection>,
+    /// For the window level's columns and then each projection level's outputs: the window
+    /// aggregates each column reads, or `None` when it also reads the event's own columns
+    /// ([`windows_read`]; fixed by the plan, so computed once).
+    reads: Vec<Vec<Option<BTreeSet<usize>>>>,
+    /// The window level's schema and each projection level's, every field nullable (what a
+    /// point-in-time read evaluates them over).
+    nullable_levels: Vec<SchemaRef>,
     output_schema: SchemaRef,
     /// Only rows whose key this shard owns are evaluated (one of several active instances).
     shard: Option<KeyShard>,
@@ -409,6 +417,12 @@ impl FeatureView {
             .into());
         }
         output_fields.extend(lineage_fields());
+        let window_schema: SchemaRef = Arc::new(top_window.schema.as_arrow().clone());
+        let reads = windows_read(base_columns.len(), &window_schema, &post);
+        let nullable_levels = std::iter::once(&window_schema)
+            .chain(post.iter().map(|level| &level.schema))
+            .map(all_nullable)
+            .collect();
         Ok(FeatureView {
             name: name.to_string(),
             stream,
@@ -421,11 +435,13 @@ impl FeatureView {
             time_expr,
             inputs,
             window_plan,
-            window_schema: Arc::new(top_window.schema.as_arrow().clone()),
+            window_schema,
             base_columns,
             feature_types,
             output_schema: Arc::new(datafusion::arrow::datatypes::Schema::new(output_fields)),
             post,
+            reads,
+            nullable_levels,
             shard: None,
         })
     }
@@ -727,8 +743,7 @@ impl FeatureView {
     /// columns), so they have a value as of any time: what training sets and online reads
     /// serve. In output order.
     pub fn point_in_time_features(&self) -> Vec<String> {
-        let levels = self.windows_read();
-        let last = levels.last().expect("the window level");
+        let last = self.reads.last().expect("the window level");
         self.output_schema
             .fields()
             .iter()
@@ -742,33 +757,8 @@ impl FeatureView {
     /// reads; `None` when it is not one.
     pub fn feature_windows(&self, name: &str) -> Option<Vec<usize>> {
         let index = self.output_schema.index_of(name).ok()?;
-        let windows = self.windows_read().pop()?.into_iter().nth(index)??;
-        Some(windows.into_iter().collect())
-    }
-
-    /// For the window level's columns and then each projection level's outputs: the window
-    /// aggregates each column reads, or `None` when it also reads the event's own columns.
-    fn windows_read(&self) -> Vec<Vec<Option<std::collections::BTreeSet<usize>>>> {
-        let base = self.base_columns.len();
-        let mut levels = vec![(0..self.window_schema.fields().len())
-            .map(|i| (i >= base).then(|| std::collections::BTreeSet::from([i - base])))
-            .collect::<Vec<_>>()];
-        for level in &self.post {
-            let below = levels.last().expect("the window level");
-            let windows = level
-                .exprs
-                .iter()
-                .map(|e| {
-                    let mut read = std::collections::BTreeSet::new();
-                    for c in datafusion::physical_expr::utils::collect_columns(e) {
-                        read.extend(below.get(c.index())?.as_ref()?.iter().copied());
-                    }
-                    Some(read)
-                })
-                .collect();
-            levels.push(windows);
-        }
-        levels
+        let windows = self.reads.last()?.get(index)?.as_ref()?;
+        Some(windows.iter().copied().collect())
     }
 
     /// The point-in-time features ([`FeatureView::point_in_time_features`]) of `rows` rows
@@ -786,12 +776,14 @@ impl FeatureView {
             .map(|f| datafusion::arrow::array::new_null_array(f.data_type(), rows))
             .collect();
         columns.extend(self.window_columns(features, rows)?);
-        let levels = self.windows_read();
+        let levels = &self.reads;
         // Every column may be NULL here: the event columns are, and NULL spine times null
         // even the counts.
-        let mut schema = all_nullable(&self.window_schema);
-        for (level, read) in self.post.iter().zip(&levels[1..]) {
-            let input = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(|e| fail(&e))?;
+        let mut schema = &self.nullable_levels[0];
+        for ((level, read), nullable) in
+            (self.post.iter().zip(&levels[1..])).zip(&self.nullable_levels[1..])
+        {
+            let input = RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| fail(&e))?;
             columns = level
                 .exprs
                 .iter()
@@ -809,14 +801,43 @@ impl FeatureView {
                     )),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            schema = all_nullable(&level.schema);
+            schema = nullable;
         }
         let last = levels.last().expect("the window level");
         let keep: Vec<usize> = (0..last.len()).filter(|&i| last[i].is_some()).collect();
-        RecordBatch::try_new(schema, columns)
+        RecordBatch::try_new(Arc::clone(schema), columns)
             .and_then(|b| b.project(&keep))
             .map_err(|e| fail(&e))
     }
+}
+
+/// For the window level's columns (`base` event columns first, then the window aggregates of
+/// `window_schema`) and then each projection level's outputs: the window aggregates each
+/// column reads, or `None` when it also reads the event's own columns.
+fn windows_read(
+    base: usize,
+    window_schema: &SchemaRef,
+    post: &[PostProjection],
+) -> Vec<Vec<Option<BTreeSet<usize>>>> {
+    let mut levels = vec![(0..window_schema.fields().len())
+        .map(|i| (i >= base).then(|| BTreeSet::from([i - base])))
+        .collect::<Vec<_>>()];
+    for level in post {
+        let below = levels.last().expect("the window level");
+        let windows = level
+            .exprs
+            .iter()
+            .map(|e| {
+                let mut read = BTreeSet::new();
+                for c in datafusion::physical_expr::utils::collect_columns(e) {
+                    read.extend(below.get(c.index())?.as_ref()?.iter().copied());
+                }
+                Some(read)
+            })
+            .collect();
+        levels.push(windows);
+    }
+    levels
 }
 
 /// `schema` with every field nullable.

@@ -135,7 +135,14 @@ impl Events {
             return Err(bad("segments", format!("events {next}.. are missing")));
         }
         let skip = (self.next - segment.first) as usize;
-        self.times.extend(segment.times.into_iter().skip(skip));
+        if self.times.is_empty() {
+            // The first segment gathered (most keys have only their head's): moved, not copied.
+            let mut times = segment.times;
+            times.drain(..skip);
+            self.times = times;
+        } else {
+            self.times.extend(segment.times.into_iter().skip(skip));
+        }
         for (column, part) in self.columns.iter_mut().zip(segment.columns) {
             if !column.append_from(part, skip) {
                 return Err(bad(&what(), "it has an input of another kind"));

@@ -488,7 +488,7 @@ impl OnlineReader {
                 newest.epoch
             )));
         }
-        let decoded: Vec<Option<KeyWindowState>> = states
+        let mut decoded: Vec<Option<KeyWindowState>> = states
             .iter()
             .map(|s| s.as_ref().map(decode_state).transpose())
             .collect::<Result<_, _>>()
@@ -498,11 +498,10 @@ impl OnlineReader {
                     view.name()
                 ))
             })?;
-        let refs: Vec<Option<&KeyWindowState>> = decoded.iter().map(Option::as_ref).collect();
-        let windows = quiver_gpu::read_at(view.window_plan(), &refs, at)
+        let windows = quiver_gpu::read_at(view.window_plan(), &mut decoded, at)
             .map_err(|e| ReadError::internal(format!("view `{}`: {e}", view.name())))?;
         let values = view
-            .features_at(windows, refs.len())
+            .features_at(windows, decoded.len())
             .map_err(|e| ReadError::internal(e.to_string()))?;
         let mut fields: Vec<Field> = keys
             .iter()

@@ -119,6 +119,9 @@ impl OnlineStore for ShardFiles {
     fn describe(&self) -> String {
         self.shown.clone()
     }
+    fn is_local(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -333,6 +333,9 @@ impl OnlineStore for EmbeddedOnline {
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
+    fn is_local(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

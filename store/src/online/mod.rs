@@ -188,6 +188,13 @@ pub trait OnlineStore: Send + Sync {
 
     /// Where the store is, for messages (never with credentials).
     fn describe(&self) -> String;
+
+    /// Whether reads are served from this process's memory and local files, never waiting on
+    /// a network (a server may then run small reads on its own threads instead of handing
+    /// them to a blocking pool).
+    fn is_local(&self) -> bool {
+        false
+    }
 }
 
 /// Whether `write` must be applied over `current` (the table's stamp now): not when the table
