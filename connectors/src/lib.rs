@@ -24,8 +24,8 @@ pub use bytes::Bytes;
 pub use datagen::{datagen_schema, Datagen, DatagenConfig, DATAGEN_PARTITION};
 pub use dead_letter::{DeadLetter, DeadLetterReason, DeadLetterWriter};
 pub use decode::{
-    decode_file, decode_json_records, decode_parquet_chunks, decode_parquet_object, Decoded,
-    FileFormat, JsonRecord,
+    decode_file, decode_json_records, decode_parquet_chunks, decode_parquet_object,
+    decode_text_object, Decoded, FileFormat, JsonRecord,
 };
 pub use error::ConnectorError;
 pub use files::InputFiles;

@@ -1,6 +1,6 @@
-//! Ranged reads of one object, as the source of a Parquet reader: the footer, then each row
-//! group's column chunks (coalesced into few requests by the object store), never the whole
-//! object.
+//! Ranged reads of one object: as the source of a Parquet reader (the footer, then each row
+//! group's column chunks, coalesced into few requests by the object store), or piece by piece
+//! for text formats; never the whole object.
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -31,6 +31,11 @@ impl ObjectRanges {
     /// Its size in bytes.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Its bytes in `range`.
+    pub async fn read(&self, range: Range<u64>) -> object_store::Result<Bytes> {
+        self.store.get_range(&self.path, range).await
     }
 }
 

@@ -105,12 +105,36 @@ fn raw_bytes(data: &[u8], start: usize, end: u64) -> &[u8] {
     raw
 }
 
-pub(super) fn decode(
+/// What decoding a CSV file in pieces carries from one piece to the next.
+#[derive(Debug, Clone)]
+pub(super) struct CsvProgress {
+    /// Declared column -> file column, and the header's width, once the header was read.
+    header: Option<(Vec<Option<usize>>, usize)>,
+    /// The 1-based line number of the first byte of the next piece.
+    line: u64,
+}
+
+impl Default for CsvProgress {
+    fn default() -> Self {
+        CsvProgress {
+            header: None,
+            line: 1,
+        }
+    }
+}
+
+/// Decodes the CSV records of `data`, a piece of a file starting at a record boundary (the
+/// file's start first) after what `progress` says was read before (updated); when `last` is
+/// false, a record that reaches the end of `data` is left for the next piece (it may be cut
+/// short, even inside a quoted field). Returns what was decoded and the bytes consumed.
+pub(super) fn decode_chunk(
     partition: &str,
     data: &[u8],
+    last: bool,
+    progress: &mut CsvProgress,
     schema: &DeclaredSchema,
     batch_size: usize,
-) -> Result<Decoded, ConnectorError> {
+) -> Result<(Decoded, usize), ConnectorError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -121,20 +145,36 @@ pub(super) fn decode(
     };
     let mut sink = RowSink::new(partition, schema, batch_size);
     let mut record = csv::ByteRecord::new();
-    if !reader.read_byte_record(&mut record).map_err(csv_error)? {
-        return sink.finish();
-    }
-    let mapping = map_header(partition, &record, schema)?;
-    let header_len = record.len();
+    // Whether the record just read may continue in the next piece.
+    let cut_short = |reader: &csv::Reader<&[u8]>| {
+        !last && usize::try_from(reader.position().byte()).unwrap_or(usize::MAX) >= data.len()
+    };
+    let (mapping, header_len) = match &progress.header {
+        Some(header) => header.clone(),
+        None => {
+            if !reader.read_byte_record(&mut record).map_err(csv_error)? || cut_short(&reader) {
+                return Ok((sink.finish()?, 0));
+            }
+            let header = (map_header(partition, &record, schema)?, record.len());
+            progress.header = Some(header.clone());
+            header
+        }
+    };
     let mut lines = LineCounter {
         data,
         counted_to: 0,
-        line: 1,
+        line: progress.line,
     };
-
+    let mut consumed = data.len();
     loop {
         let start = reader.position().clone();
         if !reader.read_byte_record(&mut record).map_err(csv_error)? {
+            break;
+        }
+        if cut_short(&reader) {
+            consumed = usize::try_from(start.byte())
+                .unwrap_or(usize::MAX)
+                .min(data.len());
             break;
         }
         // csv reports a record after blank lines at the first blank line, so find the real
@@ -194,7 +234,8 @@ pub(super) fn decode(
             || text.to_string(),
         )?;
     }
-    sink.finish()
+    progress.line = lines.line_of(consumed);
+    Ok((sink.finish()?, consumed))
 }
 
 #[cfg(test)]

@@ -12,9 +12,11 @@ mod csv;
 mod json_fields;
 mod ndjson;
 mod parquet;
+mod text;
 
 pub use parquet::decode_chunks as decode_parquet_chunks;
 pub use parquet::decode_object_chunks as decode_parquet_object;
+pub use text::{decode_text_object, TextDecoder, TEXT_PIECE_BYTES};
 
 use crate::dead_letter::DeadLetter;
 use crate::error::ConnectorError;
@@ -82,8 +84,9 @@ pub fn decode_file(
 ) -> Result<Decoded, ConnectorError> {
     let batch_size = batch_size.max(1);
     match format {
-        FileFormat::Ndjson => ndjson::decode(partition, data, schema, batch_size),
-        FileFormat::Csv => csv::decode(partition, data, schema, batch_size),
+        FileFormat::Ndjson | FileFormat::Csv => {
+            TextDecoder::new(format, partition, schema, batch_size)?.push(data, true)
+        }
         FileFormat::Parquet => parquet::decode(partition, data, schema, batch_size),
     }
 }

@@ -10,12 +10,23 @@ use crate::dead_letter::DeadLetterReason;
 use crate::error::ConnectorError;
 use crate::schema::DeclaredSchema;
 
-pub(super) fn decode(
+/// Decodes the NDJSON lines of `data`, a piece of a file starting at a line boundary whose
+/// first line is line `first_line` of the file; when `last` is false, only up to the last
+/// newline (the rest may be a line cut short). Returns what was decoded, the bytes consumed and
+/// the lines they held.
+pub(super) fn decode_chunk(
     partition: &str,
     data: &[u8],
+    last: bool,
+    first_line: u64,
     schema: &DeclaredSchema,
     batch_size: usize,
-) -> Result<Decoded, ConnectorError> {
+) -> Result<(Decoded, usize, u64), ConnectorError> {
+    let complete = match last {
+        true => data.len(),
+        false => memchr::memrchr(b'\n', data).map_or(0, |end| end + 1),
+    };
+    let data = &data[..complete];
     let mut sink = RowSink::new(partition, schema, batch_size);
     let names = FieldNames::new(schema);
     for (index, line) in lines(data).enumerate() {
@@ -23,12 +34,13 @@ pub(super) fn decode(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let offset = index as u64 + 1;
+        let offset = first_line + index as u64;
         if !push_declared_fields(&mut sink, &names, offset, line)? {
             push_json_record(&mut sink, offset, line, &[], "line")?;
         }
     }
-    sink.finish()
+    let newlines = memchr::memchr_iter(b'\n', data).count() as u64;
+    Ok((sink.finish()?, complete, newlines))
 }
 
 /// The lines of `data` (split at each `\n`, found with `memchr`), the last one even if empty.

@@ -1,11 +1,12 @@
-//! File input: each resolved file is a partition, read whole and decoded on a blocking thread
-//! (Parquet batch by batch as it is sent, the others whole).
+//! File input: each resolved file is a partition, read by ranges and decoded on a blocking
+//! thread as it is sent (Parquet row group by row group, NDJSON and CSV piece by piece).
 
 use crate::error::JobError;
 use crate::source::connector::{ReaderMessage, ReaderSender, SourceConnector};
 use crate::source::PartitionProgress;
 use quiver_connectors::{
-    decode_file, decode_parquet_object, in_offset_order, DeclaredSchema, FileFormat, InputFiles,
+    decode_parquet_object, decode_text_object, in_offset_order, DeclaredSchema, FileFormat,
+    InputFiles,
 };
 use std::sync::Arc;
 
@@ -79,17 +80,10 @@ impl SourceConnector for FileConnector {
     }
 }
 
-/// What is read of a file before decoding.
-enum Content {
-    /// Parquet: the object, read by ranges as decoded.
-    Ranged(quiver_connectors::object_ranges::ObjectRanges),
-    /// NDJSON and CSV: the whole file.
-    Whole(quiver_connectors::Bytes),
-}
-
 /// Reads one file and sends its records after the resume position, decoding on a blocking
-/// thread: Parquet by ranged reads, row group by row group, batch by batch as decoded; NDJSON
-/// and CSV read and decoded whole.
+/// thread as it reads by ranges: Parquet row group by row group, batch by batch; NDJSON and
+/// CSV by pieces of `TEXT_PIECE_BYTES`. Memory holds a row group's columns or a piece and what
+/// was decoded of it, never the file.
 async fn read_file(
     files: Arc<InputFiles>,
     index: usize,
@@ -108,10 +102,7 @@ async fn read_file(
                 "cannot tell the format of `{name}` from its extension: set `format: ndjson | csv | parquet` under source.files"
             ))
         })?;
-        let content = match format {
-            FileFormat::Parquet => Content::Ranged(files.ranges(index).await?),
-            _ => Content::Whole(files.read(index).await?),
-        };
+        let object = files.ranges(index).await?;
         let partition = name.clone();
         let runtime = tokio::runtime::Handle::current();
         // Decoding and sending happen on a blocking thread; the channel's bound holds it back.
@@ -123,18 +114,15 @@ async fn read_file(
                         .is_none_or(|item| send(ReaderMessage::Item(item)))
                 })
             };
-            match content {
-                // Batch by batch as decoded: memory holds a row group's columns and a batch.
-                Content::Ranged(object) => {
-                    if send(ReaderMessage::Opened(object.size())) {
+            if send(ReaderMessage::Opened(object.size())) {
+                match format {
+                    FileFormat::Parquet => {
                         let object = (partition.as_str(), object);
-                        decode_parquet_object(object, &schema, batch_size, &runtime, items)?;
+                        decode_parquet_object(object, &schema, batch_size, &runtime, items)?
                     }
-                }
-                Content::Whole(bytes) => {
-                    let decoded = decode_file(format, &partition, &bytes, &schema, batch_size)?;
-                    if send(ReaderMessage::Opened(bytes.len() as u64)) {
-                        items(decoded);
+                    _ => {
+                        let object = (partition.as_str(), &object);
+                        decode_text_object(format, object, &schema, batch_size, &runtime, items)?
                     }
                 }
             }
