@@ -16,7 +16,7 @@ use crate::compile::CompiledPipeline;
 use crate::coordinator::{Captured, Coordinator};
 use crate::error::JobError;
 use crate::ingest::ingest;
-use crate::keyed_input::KeyedInput;
+use crate::keyed_input::{KeyPartition, KeyedInput};
 use crate::operator::Message;
 use crate::outputs::{OutputPaths, Outputs};
 use crate::progress::events_bar;
@@ -217,6 +217,7 @@ pub async fn backfill(
     let mut keyed = Vec::new();
     let need = input_bytes * PARTITION_BYTES_FACTOR * operators.len();
     let mut partitions = 1;
+    let mut sliced = 0;
     if spilled || need > memory_limit / 2 || accepted as usize >= SPLIT_ROWS {
         let in_memory = if spilled {
             None
@@ -239,8 +240,16 @@ pub async fn backfill(
                 scratch.path(),
                 &bar,
             );
-            keyed.push(split.await?);
+            let mut split = split.await?;
             bar.finish_and_clear();
+            // Each partition should hold about this many rows; a hot key's is cut by time.
+            let slice_rows = memory_limit
+                / (2 * PARTITION_BYTES_FACTOR * operators.len())
+                / (input_bytes / (accepted as usize).max(1)).max(1);
+            sliced += split
+                .slice_oversized(view, slice_rows, scratch.path())
+                .await?;
+            keyed.push(split);
         }
     }
     // Each view computes and writes on its own task: views are independent.
@@ -261,10 +270,14 @@ pub async fn backfill(
         for (task, mut keyed) in tasks.iter().zip(keyed) {
             queues.push(async move {
                 for p in 0..keyed.partitions() {
-                    let Some(batch) = keyed.take(p)? else {
-                        continue;
+                    let sent = match keyed.take(p)? {
+                        None => continue,
+                        Some(KeyPartition::Whole(batch)) => task.send(Message::Batch(batch)).await,
+                        Some(KeyPartition::Sliced(mut slices)) => {
+                            send_slices(task, &mut slices).await?
+                        }
                     };
-                    if !task.send(Message::Batch(batch)).await {
+                    if !sent {
                         break; // its error comes with `finish`
                     }
                 }
@@ -311,7 +324,26 @@ pub async fn backfill(
         bytes: input_bytes as u64,
         partitions,
         spilled,
+        sliced,
     });
     summary.compute = Some(report);
     Ok(summary)
+}
+
+/// Sends a key partition's time `slices` to `task` in time order, each as one batch, then the
+/// end of its slices; `false` if the task stopped.
+async fn send_slices(task: &ViewTask, slices: &mut Spill) -> Result<bool, JobError> {
+    for s in 0..slices.partitions() {
+        let batches = slices.take(s)?.collect::<Result<Vec<_>, _>>()?;
+        if batches.is_empty() {
+            continue;
+        }
+        let slice = concat_batches(slices.schema(), &batches)
+            .map_err(|e| JobError::Other(format!("a time slice: {e}")))?;
+        drop(batches);
+        if !task.send(Message::Slice(slice)).await {
+            return Ok(false);
+        }
+    }
+    Ok(task.send(Message::SlicesEnd).await)
 }

@@ -150,4 +150,7 @@ pub struct InputReport {
     pub partitions: usize,
     /// Whether the input went to spill files (it exceeded a quarter of the memory limit).
     pub spilled: bool,
+    /// Key partitions (of all views) too large for the limit, cut by event time and evaluated
+    /// slice by slice with window state carried between slices.
+    pub sliced: usize,
 }

@@ -2,17 +2,23 @@
 //! (a window only ever holds one key's events): as row positions into the input while it is
 //! in memory, or as the rows themselves in spill files when the input was spilled. Only the
 //! rows the view keeps (its WHERE) are split; the others it would drop anyway.
+//!
+//! A partition far larger than the others (a hot key's events are never split by key) is cut
+//! again by event time into slices of about the others' size ([`KeyedInput::slice_oversized`]),
+//! evaluated in time order with window state carried from slice to slice, so memory holds a
+//! slice and the state, not the hot key's events.
 
 use crate::error::JobError;
 use crate::prepared_rows::prepare_tracking_rows;
 use crate::spill::{partitions_of, push_partitioned, Spill};
 use arrow::array::{RecordBatch, UInt32Array};
 use quiver_sql::FeatureView;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// One view's key partitions of backfill's input.
-pub enum KeyedInput {
+/// Where a view's key partitions of backfill's input are.
+enum Parts {
     /// Per partition, (batch, row) positions into the input held in memory.
     Memory {
         /// The input's batches.
@@ -23,6 +29,25 @@ pub enum KeyedInput {
     /// The rows per partition, in spill files.
     Files(Spill),
 }
+
+/// One view's key partitions of backfill's input.
+pub struct KeyedInput {
+    parts: Parts,
+    /// The partitions cut by event time: each one's slices in time order.
+    sliced: BTreeMap<usize, Spill>,
+}
+
+/// One key partition, as it is evaluated.
+pub enum KeyPartition {
+    /// Its rows, evaluated at once.
+    Whole(RecordBatch),
+    /// Its rows cut by event time: slice `i` holds the rows of times before every row of slice
+    /// `i + 1`, so the slices are evaluated in order with window state carried between them.
+    Sliced(Spill),
+}
+
+/// Rows per batch when a partition is read in pieces.
+const PIECE_ROWS: usize = 64 * 1024;
 
 impl KeyedInput {
     /// Splits `input` (the backfill's one-partition spill) by `view`'s key into `partitions`:
@@ -37,11 +62,11 @@ impl KeyedInput {
         progress: &indicatif::ProgressBar,
     ) -> Result<Self, JobError> {
         let mut keyed = match in_memory {
-            Some(input) => KeyedInput::Memory {
+            Some(input) => Parts::Memory {
                 input: Arc::clone(input),
                 parts: vec![Vec::new(); partitions],
             },
-            None => KeyedInput::Files(Spill::in_files(
+            None => Parts::Files(Spill::in_files(
                 dir,
                 &format!("{}-keyed", view.name()),
                 Arc::clone(input.schema()),
@@ -59,55 +84,187 @@ impl KeyedInput {
             let partition = partitions_of(prepared.keys.iter().map(|k| k.data()), partitions);
             drop(prepared);
             match &mut keyed {
-                KeyedInput::Memory { parts, .. } => {
+                Parts::Memory { parts, .. } => {
                     for (&row, &p) in kept.iter().zip(&partition) {
                         parts[p as usize].push((index, row as usize));
                     }
                 }
-                KeyedInput::Files(spill) => {
+                Parts::Files(spill) => {
                     let kept = arrow::compute::take_record_batch(&batch, &UInt32Array::from(kept))
                         .map_err(|e| JobError::in_view(view.name(), e))?;
                     push_partitioned(spill, &kept, &partition)?;
                 }
             }
         }
-        if let KeyedInput::Files(spill) = &mut keyed {
+        if let Parts::Files(spill) = &mut keyed {
             spill.finish()?;
         }
-        Ok(keyed)
+        Ok(KeyedInput {
+            parts: keyed,
+            sliced: BTreeMap::new(),
+        })
+    }
+
+    /// Rows of partition `p` (0 once taken).
+    pub fn rows(&self, p: usize) -> usize {
+        match &self.parts {
+            Parts::Memory { parts, .. } => parts[p].len(),
+            Parts::Files(spill) => spill.rows(p),
+        }
+    }
+
+    /// Cuts every partition of more than `2 * slice_rows` rows by `view`'s event time into
+    /// slices of about `slice_rows` rows (all rows of one time in one slice), in spill files
+    /// under `dir`; how many partitions were cut. Each partition is read twice, a piece at a
+    /// time: once for its event times (where to cut), once to cut it.
+    pub async fn slice_oversized(
+        &mut self,
+        view: &FeatureView,
+        slice_rows: usize,
+        dir: &Path,
+    ) -> Result<usize, JobError> {
+        let slice_rows = slice_rows.max(1);
+        for p in 0..self.partitions() {
+            let rows = self.rows(p);
+            if rows <= slice_rows.saturating_mul(2) {
+                continue;
+            }
+            let mut times = Vec::with_capacity(rows);
+            for piece in self.pieces(p)? {
+                let (prepared, _) = prepare_tracking_rows(view, piece?).await?;
+                times.extend_from_slice(&prepared.times);
+            }
+            let bounds = slice_bounds(times, rows.div_ceil(slice_rows));
+            let name = format!("{}-slices-{p}", view.name());
+            let schema = Arc::clone(self.schema());
+            let mut slices = Spill::in_files(dir, &name, schema, bounds.len() + 1);
+            for piece in self.pieces(p)? {
+                let piece = piece?;
+                let (prepared, kept) = prepare_tracking_rows(view, piece.clone()).await?;
+                let slice: Vec<u16> = (prepared.times.iter())
+                    .map(|t| bounds.partition_point(|b| b <= t) as u16)
+                    .collect();
+                let kept = arrow::compute::take_record_batch(&piece, &UInt32Array::from(kept))
+                    .map_err(|e| JobError::in_view(view.name(), e))?;
+                push_partitioned(&mut slices, &kept, &slice)?;
+            }
+            slices.finish()?;
+            self.discard(p)?;
+            self.sliced.insert(p, slices);
+        }
+        Ok(self.sliced.len())
+    }
+
+    /// The schema of the partitions' rows.
+    fn schema(&self) -> &arrow::datatypes::SchemaRef {
+        match &self.parts {
+            Parts::Memory { input, .. } => input[0].schema_ref(),
+            Parts::Files(spill) => spill.schema(),
+        }
+    }
+
+    /// The rows of partition `p` in pieces of at most [`PIECE_ROWS`] rows, left in place.
+    fn pieces(
+        &self,
+        p: usize,
+    ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, JobError>> + '_>, JobError> {
+        match &self.parts {
+            Parts::Memory { input, parts } => {
+                let batches: Vec<&RecordBatch> = input.iter().collect();
+                Ok(Box::new(parts[p].chunks(PIECE_ROWS).map(
+                    move |positions| {
+                        arrow::compute::interleave_record_batch(&batches, positions)
+                            .map_err(|e| JobError::Other(format!("a key partition: {e}")))
+                    },
+                )))
+            }
+            Parts::Files(spill) => Ok(Box::new(spill.read(p)?)),
+        }
+    }
+
+    /// Drops partition `p`'s rows (its slices replace them).
+    fn discard(&mut self, p: usize) -> Result<(), JobError> {
+        match &mut self.parts {
+            Parts::Memory { parts, .. } => drop(std::mem::take(&mut parts[p])),
+            Parts::Files(spill) => drop(spill.take(p)?),
+        }
+        Ok(())
     }
 
     /// The number of partitions.
     pub fn partitions(&self) -> usize {
-        match self {
-            KeyedInput::Memory { parts, .. } => parts.len(),
-            KeyedInput::Files(spill) => spill.partitions(),
+        match &self.parts {
+            Parts::Memory { parts, .. } => parts.len(),
+            Parts::Files(spill) => spill.partitions(),
         }
     }
 
-    /// The rows of partition `p` as one batch (taken out), `None` when it has none.
-    pub fn take(&mut self, p: usize) -> Result<Option<RecordBatch>, JobError> {
+    /// Partition `p` (taken out): its rows as one batch, or its time slices; `None` when it
+    /// has no rows.
+    pub fn take(&mut self, p: usize) -> Result<Option<KeyPartition>, JobError> {
+        if let Some(slices) = self.sliced.remove(&p) {
+            return Ok(Some(KeyPartition::Sliced(slices)));
+        }
         let fail = |e: &dyn std::fmt::Display| JobError::Other(format!("a key partition: {e}"));
-        match self {
-            KeyedInput::Memory { input, parts } => {
+        let whole = match &mut self.parts {
+            Parts::Memory { input, parts } => {
                 let positions = std::mem::take(&mut parts[p]);
                 if positions.is_empty() {
                     return Ok(None);
                 }
                 let batches: Vec<&RecordBatch> = input.iter().collect();
                 arrow::compute::interleave_record_batch(&batches, &positions)
-                    .map(Some)
-                    .map_err(|e| fail(&e))
+                    .map_err(|e| fail(&e))?
             }
-            KeyedInput::Files(spill) => {
+            Parts::Files(spill) => {
                 let batches = spill.take(p)?.collect::<Result<Vec<_>, _>>()?;
                 if batches.is_empty() {
                     return Ok(None);
                 }
-                arrow::compute::concat_batches(spill.schema(), &batches)
-                    .map(Some)
-                    .map_err(|e| fail(&e))
+                arrow::compute::concat_batches(spill.schema(), &batches).map_err(|e| fail(&e))?
             }
+        };
+        Ok(Some(KeyPartition::Whole(whole)))
+    }
+}
+
+/// Where to cut rows with event times `times` into about `slices` slices of equal row
+/// counts: ascending times, a row of time `t` going to the slice of the bounds at or before
+/// `t` (so all rows of one time share a slice, which may then hold more).
+fn slice_bounds(mut times: Vec<i64>, slices: usize) -> Vec<i64> {
+    if times.is_empty() {
+        return Vec::new();
+    }
+    times.sort_unstable();
+    let slices = slices.clamp(1, MAX_SLICES);
+    let mut bounds: Vec<i64> = (1..slices)
+        .map(|i| times[i * times.len() / slices])
+        .collect();
+    bounds.dedup();
+    bounds
+}
+
+/// Slices of one partition at most (each is a file open while the partition is cut).
+const MAX_SLICES: usize = 512;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slice_bounds_cut_equal_counts_and_keep_a_time_together() {
+        let times: Vec<i64> = (0..100).map(|i| i / 2).collect(); // each time twice
+        let bounds = slice_bounds(times.clone(), 4);
+        assert_eq!(bounds, vec![12, 25, 37]);
+        let slice = |t: &i64| bounds.partition_point(|b| b <= t);
+        let mut sizes = [0; 4];
+        for t in &times {
+            sizes[slice(t)] += 1;
         }
+        assert_eq!(sizes, [24, 26, 24, 26]);
+        // One time for everything: one slice, whatever was asked.
+        assert!(slice_bounds(vec![7; 50], 5).iter().all(|&b| b == 7));
+        assert_eq!(slice_bounds(vec![7; 50], 5).len(), 1);
+        assert!(slice_bounds(Vec::new(), 1).is_empty());
     }
 }

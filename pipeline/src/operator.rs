@@ -12,6 +12,12 @@ use tokio::sync::oneshot;
 pub enum Message {
     /// Events released by the watermark (not older than any sent before).
     Batch(RecordBatch),
+    /// Events of some keys cut by event time: every event of these keys after this slice's
+    /// comes in later slices, so window state is carried from one slice to the next (backfill's
+    /// key partitions too large to evaluate at once).
+    Slice(RecordBatch),
+    /// The keys of the slices sent since the last one have no more events: their state may go.
+    SlicesEnd,
     /// No event older than this will follow.
     Watermark(i64),
     /// Every message of the epoch came before: snapshot and stage now.
@@ -72,6 +78,14 @@ pub struct BarrierAck {
 pub trait Operator: Send {
     /// Processes released events; returns the rows to pass on.
     async fn on_batch(&mut self, batch: RecordBatch) -> Result<RecordBatch, JobError>;
+
+    /// Processes one [`Message::Slice`]; returns the rows to pass on.
+    async fn on_slice(&mut self, batch: RecordBatch) -> Result<RecordBatch, JobError> {
+        self.on_batch(batch).await
+    }
+
+    /// The keys of the slices so far are done ([`Message::SlicesEnd`]).
+    fn on_slices_end(&mut self) {}
 
     /// The watermark moved: release what no future event can need.
     fn on_watermark(&mut self, _watermark: i64) {}

@@ -69,8 +69,19 @@ enum Storage {
     /// One IPC stream file per partition (opened on its first batch).
     Files {
         dir: PathBuf,
-        writers: Vec<Option<StreamWriter<BufWriter<File>>>>,
+        writers: Vec<PartFile>,
     },
+}
+
+/// One partition's spill file.
+enum PartFile {
+    /// Nothing was written to the partition: no file.
+    Unwritten,
+    /// Being written.
+    Open(Box<StreamWriter<BufWriter<File>>>),
+    /// Written and closed ([`Spill::finish`]): thousands of partitions do not hold thousands
+    /// of open files while they wait to be read.
+    Closed,
 }
 
 /// Batches of one schema in `partitions` partitions.
@@ -125,7 +136,7 @@ impl Spill {
             name: name.to_string(),
             storage: Storage::Files {
                 dir: dir.to_path_buf(),
-                writers: (0..partitions).map(|_| None).collect(),
+                writers: (0..partitions).map(|_| PartFile::Unwritten).collect(),
             },
             rows: vec![0; partitions],
             bytes: vec![0; partitions],
@@ -166,7 +177,7 @@ impl Spill {
                     &mut self.storage,
                     Storage::Files {
                         dir: dir.clone(),
-                        writers: (0..self.rows.len()).map(|_| None).collect(),
+                        writers: (0..self.rows.len()).map(|_| PartFile::Unwritten).collect(),
                     },
                 );
                 self.overflow = None;
@@ -192,30 +203,37 @@ impl Spill {
         let Storage::Files { dir, writers } = &mut self.storage else {
             unreachable!("only called for files");
         };
-        let writer = match &mut writers[partition] {
-            Some(writer) => writer,
-            slot => {
-                std::fs::create_dir_all(&*dir).map_err(|e| fail(&e))?;
-                let file = File::create(Self::file(dir, name, partition)).map_err(|e| fail(&e))?;
-                let options = arrow::ipc::writer::IpcWriteOptions::default()
-                    .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
-                    .map_err(|e| fail(&e))?;
-                slot.insert(
-                    StreamWriter::try_new_with_options(BufWriter::new(file), &self.schema, options)
-                        .map_err(|e| fail(&e))?,
-                )
-            }
-        };
-        writer.write(batch).map_err(|e| fail(&e))
+        let slot = &mut writers[partition];
+        if let PartFile::Unwritten = slot {
+            std::fs::create_dir_all(&*dir).map_err(|e| fail(&e))?;
+            let file = File::create(Self::file(dir, name, partition)).map_err(|e| fail(&e))?;
+            let options = arrow::ipc::writer::IpcWriteOptions::default()
+                .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
+                .map_err(|e| fail(&e))?;
+            *slot = PartFile::Open(Box::new(
+                StreamWriter::try_new_with_options(BufWriter::new(file), &self.schema, options)
+                    .map_err(|e| fail(&e))?,
+            ));
+        }
+        match slot {
+            PartFile::Open(writer) => writer.write(batch).map_err(|e| fail(&e)),
+            _ => Err(fail(&"written after it was finished (internal error)")),
+        }
     }
 
     /// Ends writing: files are flushed and closed.
     pub fn finish(&mut self) -> Result<(), JobError> {
         if let Storage::Files { writers, .. } = &mut self.storage {
-            for writer in writers.iter_mut().filter_map(Option::as_mut) {
-                writer
-                    .finish()
-                    .map_err(|e| other(&format!("spilling {}", self.name), e))?;
+            let fail = |e: &dyn std::fmt::Display| other(&format!("spilling {}", self.name), e);
+            for slot in writers.iter_mut() {
+                if !matches!(slot, PartFile::Open(_)) {
+                    continue;
+                }
+                if let PartFile::Open(mut writer) = std::mem::replace(slot, PartFile::Closed) {
+                    writer.finish().map_err(|e| fail(&e))?;
+                    let buffered = writer.into_inner().map_err(|e| fail(&e))?;
+                    buffered.into_inner().map_err(|e| fail(e.error()))?;
+                }
             }
         }
         Ok(())
@@ -229,14 +247,16 @@ impl Spill {
             Storage::Memory(parts) => Ok(SpilledBatches::Memory(
                 std::mem::take(&mut parts[partition]).into_iter(),
             )),
-            Storage::Files { dir, writers } => match writers[partition].take() {
-                None => Ok(SpilledBatches::Memory(Vec::new().into_iter())),
-                Some(_) => {
-                    let path = Self::file(dir, name, partition);
-                    let reader = Self::open(&path, &what)?;
-                    Ok(SpilledBatches::File { reader, path, what })
+            Storage::Files { dir, writers } => {
+                match std::mem::replace(&mut writers[partition], PartFile::Unwritten) {
+                    PartFile::Unwritten => Ok(SpilledBatches::Memory(Vec::new().into_iter())),
+                    PartFile::Open(_) | PartFile::Closed => {
+                        let path = Self::file(dir, name, partition);
+                        let reader = Self::open(&path, &what)?;
+                        Ok(SpilledBatches::File { reader, path, what })
+                    }
                 }
-            },
+            }
         }
     }
 
@@ -249,8 +269,8 @@ impl Spill {
                 Ok(SpilledBatches::Memory(parts[partition].clone().into_iter()))
             }
             Storage::Files { dir, writers } => match &writers[partition] {
-                None => Ok(SpilledBatches::Memory(Vec::new().into_iter())),
-                Some(_) => {
+                PartFile::Unwritten => Ok(SpilledBatches::Memory(Vec::new().into_iter())),
+                PartFile::Open(_) | PartFile::Closed => {
                     let reader = Self::open(&Self::file(dir, &self.name, partition), &what)?;
                     Ok(SpilledBatches::Shared { reader, what })
                 }

@@ -254,6 +254,13 @@ impl fmt::Display for RunSummary {
                         "in memory"
                     }
                 )?;
+                if input.sliced > 0 {
+                    writeln!(
+                        f,
+                        "  {} key partitions (hot keys) over the limit, evaluated in time slices",
+                        input.sliced
+                    )?;
+                }
             }
         }
         if self.interrupted {

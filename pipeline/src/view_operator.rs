@@ -155,19 +155,32 @@ impl ViewOperator {
     pub async fn process(
         &mut self,
         batch: RecordBatch,
+        progress: impl FnMut(usize),
+    ) -> Result<RecordBatch, JobError> {
+        let Some(compute) = &self.batch else {
+            return self.process_streaming(batch, progress).await;
+        };
+        let started = Instant::now();
+        self.rows_in += batch.num_rows() as u64;
+        let inputs = self.view.prepare(batch).await?;
+        let out = compute.evaluate(self.view.window_plan(), &inputs, &self.progress)?;
+        let features = self.view.finish(&inputs, out, &self.partitions)?;
+        self.rows_out += features.num_rows() as u64;
+        self.busy += started.elapsed();
+        Ok(features)
+    }
+
+    /// [`ViewOperator::process`] event by event through the windows' state, which carries
+    /// to the next batch, even when the operator evaluates whole batches otherwise (the
+    /// slices of a key partition too large to evaluate at once).
+    async fn process_streaming(
+        &mut self,
+        batch: RecordBatch,
         mut progress: impl FnMut(usize),
     ) -> Result<RecordBatch, JobError> {
         let started = Instant::now();
-        let batch_rows = batch.num_rows() as u64;
-        self.rows_in += batch_rows;
+        self.rows_in += batch.num_rows() as u64;
         let inputs = self.view.prepare(batch).await?;
-        if let Some(batch) = &self.batch {
-            let out = batch.evaluate(self.view.window_plan(), &inputs, &self.progress)?;
-            let features = self.view.finish(&inputs, out, &self.partitions)?;
-            self.rows_out += features.num_rows() as u64;
-            self.busy += started.elapsed();
-            return Ok(features);
-        }
         let rows = inputs.times.len();
         let slots = self.windows.slots(&inputs.key_bytes());
         let order = self.windows.key_time_order(&slots, &inputs.times);
@@ -289,6 +302,16 @@ impl Operator for ViewOperator {
     async fn on_batch(&mut self, batch: RecordBatch) -> Result<RecordBatch, JobError> {
         let progress = self.progress.clone();
         self.process(batch, |n| progress.inc(n as u64)).await
+    }
+
+    async fn on_slice(&mut self, batch: RecordBatch) -> Result<RecordBatch, JobError> {
+        let progress = self.progress.clone();
+        self.process_streaming(batch, |n| progress.inc(n as u64))
+            .await
+    }
+
+    fn on_slices_end(&mut self) {
+        self.windows = KeyedWindows::new(self.view.window_plan().clone());
     }
 
     fn on_watermark(&mut self, watermark: i64) {

@@ -32,6 +32,11 @@ impl<O: Operator + 'static, S: Sink + 'static> ViewTask<O, S> {
                         let rows = operator.on_batch(batch).await?;
                         sink.write(&rows)?;
                     }
+                    Message::Slice(batch) => {
+                        let rows = operator.on_slice(batch).await?;
+                        sink.write(&rows)?;
+                    }
+                    Message::SlicesEnd => operator.on_slices_end(),
                     Message::Watermark(watermark) => operator.on_watermark(watermark),
                     Message::Barrier(barrier) => {
                         let ack = operator.checkpoint(barrier.state).and_then(|state| {
