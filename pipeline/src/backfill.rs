@@ -50,6 +50,27 @@ const SPLIT_ROWS: usize = 256 * 1024;
 /// Rows a key partition gets when the input is split for speed rather than memory.
 const PARTITION_ROWS: usize = 1 << 20;
 
+/// A feature row written takes about this many times its event's stream bytes in a
+/// writer's row group (the event's columns, the features, lineage).
+const WRITTEN_ROW_FACTOR: usize = 2;
+
+/// What backfill's data may take of `limit`: the limit less what the process holds before it
+/// reads anything (its code, the runtime, the compiled plans), never less than a quarter of
+/// the limit.
+fn data_budget(limit: usize) -> usize {
+    let held = crate::resident::resident_bytes().unwrap_or(0);
+    limit.saturating_sub(held).max(limit / 4)
+}
+
+/// Rows per Parquet row group of each of `views` writers so that their row groups take at
+/// most an eighth of `budget` with rows of `row_bytes` stream bytes (between 4k and the
+/// writers' default).
+fn row_group_rows(budget: usize, views: usize, row_bytes: usize) -> usize {
+    let per_writer = budget / 8 / views.max(1);
+    (per_writer / (WRITTEN_ROW_FACTOR * row_bytes).max(1))
+        .clamp(4096, quiver_store::FeatureRowWriter::ROW_GROUP_ROWS)
+}
+
 /// Where a backfill's events come from.
 enum Origin {
     /// The configured source, read through the transforms.
@@ -138,7 +159,10 @@ pub async fn backfill(
     let mut outputs = Outputs::new(paths, coordinator.epoch, 0, BTreeMap::new());
     let read_bar = events_bar(origin.expected_events(), options.progress, "read");
     let mut engine = Duration::ZERO;
-    let memory_limit = options.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT);
+    if options.memory_limit.is_some() {
+        crate::resident::return_freed_memory();
+    }
+    let memory_limit = data_budget(options.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT));
     let mut stream = Spill::in_memory_up_to(
         scratch.path(),
         memory_limit / 4,
@@ -202,7 +226,17 @@ pub async fn backfill(
         crate::registry::event_log::write_event_log(dir, &schema, stream.read(0)?, &names, info)?;
     }
     let availability = vec![options.availability_column; pipeline.views.len()];
+    let input_bytes = stream.bytes(0);
+    let row_bytes = input_bytes / (accepted as usize).max(1);
     let writers = outputs.feature_writers(&pipeline, &coordinator.run, &[], None, &availability)?;
+    // Each writer holds a row group; under a small limit they get smaller ones, and the
+    // partitions share what is left.
+    let group_rows = row_group_rows(memory_limit, pipeline.views.len(), row_bytes);
+    let writers: Vec<_> = (writers.into_iter())
+        .map(|w| w.with_row_group_rows(group_rows))
+        .collect();
+    let memory_limit =
+        memory_limit.saturating_sub(group_rows * WRITTEN_ROW_FACTOR * row_bytes * writers.len());
     let operators = view_operators(&mut pipeline, options.expire_interval_micros, &names);
     let compute_bar = events_bar(
         Some(accepted * operators.len() as u64),
@@ -213,7 +247,6 @@ pub async fn backfill(
     // at a time (each view's task holds a few, and the views run at once); smaller sorts and
     // key tables also stay in cache, so this is faster than one sort of everything.
     let spilled = stream.in_files_now();
-    let input_bytes = stream.bytes(0);
     let mut keyed = Vec::new();
     let need = input_bytes * PARTITION_BYTES_FACTOR * operators.len();
     let mut partitions = 1;
@@ -243,9 +276,8 @@ pub async fn backfill(
             let mut split = split.await?;
             bar.finish_and_clear();
             // Each partition should hold about this many rows; a hot key's is cut by time.
-            let slice_rows = memory_limit
-                / (2 * PARTITION_BYTES_FACTOR * operators.len())
-                / (input_bytes / (accepted as usize).max(1)).max(1);
+            let slice_rows =
+                memory_limit / (2 * PARTITION_BYTES_FACTOR * operators.len()) / row_bytes.max(1);
             sliced += split
                 .slice_oversized(view, slice_rows, scratch.path())
                 .await?;

@@ -36,6 +36,7 @@ pub mod produce_demo;
 pub mod progress;
 pub mod registry;
 pub mod reorder;
+pub mod resident;
 pub mod run;
 pub mod run_gauges;
 pub mod serve;

@@ -445,17 +445,6 @@ impl GeneratorArgs {
     }
 }
 
-/// Keeps memory freed to mimalloc for reuse instead of returning it to the OS after 10 ms:
-/// checkpoints allocate and free tens of MiB every interval, and each one faulted (and the
-/// kernel zeroed) its buffers afresh (measured: ~9% of a run with 1 s checkpoints, about half
-/// of their cost). The price is that the resident size stays at its high-water mark.
-fn keep_freed_memory() {
-    /// `mi_option_purge_delay` in mimalloc's option enum (the same index in v2 and v3).
-    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    // SAFETY: setting an option is thread-safe in mimalloc and takes plain integers.
-    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) }
-}
-
 /// Turns transparent huge pages off for this process (mimalloc asks for them on its arenas):
 /// the runtime frees and allocates encoding buffers at every checkpoint, and each fresh
 /// 2 MiB page was zeroed whole on its first touch (measured: 10-12% of the CPU of a Kafka run
@@ -474,7 +463,7 @@ fn no_huge_pages() {
 }
 
 fn main() -> ExitCode {
-    keep_freed_memory();
+    quiver_pipeline::resident::keep_freed_memory();
     no_huge_pages();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

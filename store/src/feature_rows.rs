@@ -14,9 +14,6 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Rows per Parquet row group.
-const ROW_GROUP_ROWS: usize = 128 * 1024;
-
 /// Writes one view's feature rows for the checkpointed runtime.
 ///
 /// Rows of epoch `e` go to `<staging>/<view>/part-<run>-<e>-<n>.parquet`; at the epoch's
@@ -34,6 +31,8 @@ pub struct FeatureRowWriter {
     /// Whether the availability column is appended to every batch.
     availability: bool,
     rows_per_file: usize,
+    /// Rows per Parquet row group (the writer holds one in memory).
+    row_group_rows: usize,
     current: Option<(ArrowWriter<File>, PathBuf, usize)>,
     next_file: usize,
     rows: u64,
@@ -78,6 +77,16 @@ pub fn remove_other_runs(root: &Path, view: &str, run: &str) -> Result<(), Store
 }
 
 impl FeatureRowWriter {
+    /// Rows per Parquet row group unless [`FeatureRowWriter::with_row_group_rows`] says less.
+    pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+    /// Row groups of at most `rows` rows (the writer holds one in memory): fewer under a small
+    /// memory limit.
+    pub fn with_row_group_rows(mut self, rows: usize) -> Self {
+        self.row_group_rows = rows.clamp(1, Self::ROW_GROUP_ROWS);
+        self
+    }
+
     /// A writer for view `view` of run `run`, committing under `root/<view>/` and staging under
     /// `staging/<view>/`; the first rows written belong to epoch `first_epoch`. Nothing is
     /// removed here: the previous output stays until this run's first commit.
@@ -111,6 +120,7 @@ impl FeatureRowWriter {
             keep,
             availability: false,
             rows_per_file: rows_per_file.max(1),
+            row_group_rows: Self::ROW_GROUP_ROWS,
             current: None,
             next_file: 0,
             rows: 0,
@@ -214,11 +224,12 @@ impl FeatureRowWriter {
             path: path.clone(),
             source,
         })?;
-        // Row groups of 128k rows keep the writer's buffer small (it holds a whole row group
-        // in memory); dictionaries only pay off for strings (keys), not for feature values.
+        // Row groups of at most 128k rows keep the writer's buffer small (it holds a whole row
+        // group in memory); dictionaries only pay off for strings (keys), not for feature
+        // values.
         let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_max_row_group_row_count(Some(self.row_group_rows))
             .set_dictionary_enabled(false);
         for field in self.schema.fields() {
             if matches!(
