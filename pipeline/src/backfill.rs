@@ -162,10 +162,10 @@ pub async fn backfill(
     if options.memory_limit.is_some() {
         crate::resident::return_freed_memory();
     }
-    let memory_limit = data_budget(options.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT));
+    let budget = data_budget(options.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT));
     let mut stream = Spill::in_memory_up_to(
         scratch.path(),
-        memory_limit / 4,
+        budget / 4,
         "stream",
         pipeline.feature_stream_schema.clone(),
         1,
@@ -231,12 +231,11 @@ pub async fn backfill(
     let writers = outputs.feature_writers(&pipeline, &coordinator.run, &[], None, &availability)?;
     // Each writer holds a row group; under a small limit they get smaller ones, and the
     // partitions share what is left.
-    let group_rows = row_group_rows(memory_limit, pipeline.views.len(), row_bytes);
+    let group_rows = row_group_rows(budget, pipeline.views.len(), row_bytes);
     let writers: Vec<_> = (writers.into_iter())
         .map(|w| w.with_row_group_rows(group_rows))
         .collect();
-    let memory_limit =
-        memory_limit.saturating_sub(group_rows * WRITTEN_ROW_FACTOR * row_bytes * writers.len());
+    let budget = budget.saturating_sub(group_rows * WRITTEN_ROW_FACTOR * row_bytes * writers.len());
     let operators = view_operators(&mut pipeline, options.expire_interval_micros, &names);
     let compute_bar = events_bar(
         Some(accepted * operators.len() as u64),
@@ -251,14 +250,14 @@ pub async fn backfill(
     let need = input_bytes * PARTITION_BYTES_FACTOR * operators.len();
     let mut partitions = 1;
     let mut sliced = 0;
-    if spilled || need > memory_limit / 2 || accepted as usize >= SPLIT_ROWS {
+    if spilled || need > budget / 2 || accepted as usize >= SPLIT_ROWS {
         let in_memory = if spilled {
             None
         } else {
             Some(Arc::new(stream.take(0)?.collect::<Result<Vec<_>, _>>()?))
         };
         partitions = need
-            .div_ceil((memory_limit / 2).max(1))
+            .div_ceil((budget / 2).max(1))
             .max((accepted as usize).div_ceil(PARTITION_ROWS))
             .clamp(2, MAX_PARTITIONS);
         for op in &operators {
@@ -277,7 +276,7 @@ pub async fn backfill(
             bar.finish_and_clear();
             // Each partition should hold about this many rows; a hot key's is cut by time.
             let slice_rows =
-                memory_limit / (2 * PARTITION_BYTES_FACTOR * operators.len()) / row_bytes.max(1);
+                budget / (2 * PARTITION_BYTES_FACTOR * operators.len()) / row_bytes.max(1);
             sliced += split
                 .slice_oversized(view, slice_rows, scratch.path())
                 .await?;
