@@ -54,14 +54,6 @@ const PARTITION_ROWS: usize = 1 << 20;
 /// writer's row group (the event's columns, the features, lineage).
 const WRITTEN_ROW_FACTOR: usize = 2;
 
-/// What backfill's data may take of `limit`: the limit less what the process holds before it
-/// reads anything (its code, the runtime, the compiled plans), never less than a quarter of
-/// the limit.
-fn data_budget(limit: usize) -> usize {
-    let held = crate::resident::resident_bytes().unwrap_or(0);
-    limit.saturating_sub(held).max(limit / 4)
-}
-
 /// Rows per Parquet row group of each of `views` writers so that their row groups take at
 /// most an eighth of `budget` with rows of `row_bytes` stream bytes (between 4k and the
 /// writers' default).
@@ -162,7 +154,7 @@ pub async fn backfill(
     if options.memory_limit.is_some() {
         crate::resident::return_freed_memory();
     }
-    let budget = data_budget(options.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT));
+    let budget = crate::resident::data_budget(options.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT));
     let mut stream = Spill::in_memory_up_to(
         scratch.path(),
         budget / 4,

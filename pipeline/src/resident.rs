@@ -11,6 +11,14 @@ pub fn resident_bytes() -> Option<usize> {
     Some(pages * usize::try_from(page).ok()?)
 }
 
+/// What a job's data may take of memory limit `limit`: the limit less what the process holds
+/// now, before it reads anything (its code, the runtime, the compiled plans), never less than
+/// a quarter of the limit.
+pub fn data_budget(limit: usize) -> usize {
+    let held = resident_bytes().unwrap_or(0);
+    limit.saturating_sub(held).max(limit / 4)
+}
+
 /// `mi_option_purge_delay` in mimalloc's option enum (the same index in v2 and v3).
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 

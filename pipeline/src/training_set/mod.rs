@@ -291,8 +291,9 @@ pub async fn training_set(
         spine: &options.spine,
         time_column: &time_column,
         as_known_at: options.as_known_at,
-        // What the rest (reading, spilling, assembling, writing) takes is small and bounded.
-        budget: options.memory_limit,
+        // What the rest (reading, spilling, assembling, writing) takes is small and bounded;
+        // what the process holds already is not the data's.
+        budget: crate::resident::data_budget(options.memory_limit),
         scratch: scratch.path(),
         progress: options.progress,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
