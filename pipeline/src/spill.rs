@@ -40,10 +40,7 @@ impl ScratchDir {
             else {
                 continue;
             };
-            // SAFETY: signal 0 only checks whether the process exists.
-            let gone = unsafe { libc::kill(pid, 0) } != 0
-                && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-            if gone {
+            if is_gone(pid) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
@@ -54,6 +51,21 @@ impl ScratchDir {
     pub fn path(&self) -> &Path {
         &self.0
     }
+}
+
+/// Whether process `pid` is gone: it does not exist, or it is a zombie (killed, not yet
+/// reaped by its parent: it will never write again).
+fn is_gone(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks whether the process exists.
+    let missing = unsafe { libc::kill(pid, 0) } != 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    let zombie = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses.
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    };
+    missing || zombie()
 }
 
 impl Drop for ScratchDir {
@@ -455,11 +467,23 @@ mod tests {
         let dead = dir.join(format!(".t.parquet.spill-{}", i32::MAX));
         let alive = dir.join(".t.parquet.spill-1");
         let other = dir.join(format!(".u.parquet.spill-{}", i32::MAX));
-        for d in [&dead, &alive, &other] {
+        // A killed process its parent has not reaped yet (a zombie) is gone too.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !is_gone(child.id() as i32) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "an exited child is not gone"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let zombie = dir.join(format!(".t.parquet.spill-{}", child.id()));
+        for d in [&dead, &alive, &other, &zombie] {
             std::fs::create_dir_all(d).unwrap();
         }
         let scratch = ScratchDir::beside(&dir.join("t.parquet"));
-        assert!(!dead.exists());
+        child.wait().unwrap();
+        assert!(!dead.exists() && !zombie.exists());
         assert!(alive.exists() && other.exists());
         std::fs::create_dir_all(&scratch.0).unwrap();
         drop(scratch);
