@@ -83,8 +83,10 @@ struct JobArgs {
     /// config's serve.listen), while running and, once the input ends, until Ctrl-C.
     #[arg(long, value_name = "ADDR", num_args = 0..=1)]
     serve: Option<Option<String>>,
-    /// `backfill` only: memory it may use (e.g. 512MiB, 8GiB; default 4GiB); a larger input
-    /// goes to spill files in the output directory and is evaluated a key partition at a time.
+    /// `backfill` only: the peak resident memory it may use (e.g. 512MiB, 8GiB; default 4GiB);
+    /// a larger input goes to spill files in the output directory and is evaluated a key
+    /// partition at a time (a hot key's partition in time slices). Given explicitly, freed
+    /// memory is returned to the system as it goes (a little slower).
     #[arg(long, value_parser = quiver_pipeline::byte_size::parse_byte_size)]
     memory_limit: Option<usize>,
     /// `run` only: run shard INDEX/COUNT of the job's key space with its own checkpoints and
@@ -140,8 +142,9 @@ enum Command {
         /// Number of events to generate (datagen sources only).
         #[arg(long)]
         events: Option<u64>,
-        /// Memory the backfill may use (e.g. 512MiB; default 4GiB); a larger input is spilled
-        /// and evaluated a key partition at a time.
+        /// The peak resident memory the backfill may use (e.g. 512MiB; default 4GiB); a larger
+        /// input is spilled and evaluated a key partition at a time (a hot key's partition in
+        /// time slices).
         #[arg(long, value_parser = quiver_pipeline::byte_size::parse_byte_size)]
         memory_limit: Option<usize>,
     },
