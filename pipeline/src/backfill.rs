@@ -269,9 +269,16 @@ pub async fn backfill(
             // Each partition should hold about this many rows; a hot key's is cut by time.
             let slice_rows =
                 budget / (2 * PARTITION_BYTES_FACTOR * operators.len()) / row_bytes.max(1);
+            let what = format!("{}: hot keys by time", view.name());
+            let bar = events_bar(
+                Some(2 * split.oversized_rows(slice_rows) as u64),
+                options.progress,
+                &what,
+            );
             sliced += split
-                .slice_oversized(view, slice_rows, scratch.path())
+                .slice_oversized(view, slice_rows, scratch.path(), &bar)
                 .await?;
+            bar.finish_and_clear();
             keyed.push(split);
         }
     }

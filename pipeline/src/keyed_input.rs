@@ -113,33 +113,50 @@ impl KeyedInput {
         }
     }
 
+    /// Whether partition `p` is cut by time under [`KeyedInput::slice_oversized`].
+    fn is_oversized(&self, p: usize, slice_rows: usize) -> bool {
+        self.rows(p) > slice_rows.max(1).saturating_mul(2)
+    }
+
+    /// Rows of the partitions [`KeyedInput::slice_oversized`] cuts with `slice_rows`.
+    pub fn oversized_rows(&self, slice_rows: usize) -> usize {
+        (0..self.partitions())
+            .filter(|&p| self.is_oversized(p, slice_rows))
+            .map(|p| self.rows(p))
+            .sum()
+    }
+
     /// Cuts every partition of more than `2 * slice_rows` rows by `view`'s event time into
     /// slices of about `slice_rows` rows (all rows of one time in one slice), in spill files
     /// under `dir`; how many partitions were cut. Each partition is read twice, a piece at a
-    /// time: once for its event times (where to cut), once to cut it.
+    /// time: once for its event times (where to cut), once to cut it; `progress` counts the
+    /// rows of both.
     pub async fn slice_oversized(
         &mut self,
         view: &FeatureView,
         slice_rows: usize,
         dir: &Path,
+        progress: &indicatif::ProgressBar,
     ) -> Result<usize, JobError> {
         let slice_rows = slice_rows.max(1);
         for p in 0..self.partitions() {
-            let rows = self.rows(p);
-            if rows <= slice_rows.saturating_mul(2) {
+            if !self.is_oversized(p, slice_rows) {
                 continue;
             }
-            let mut times = Vec::with_capacity(rows);
+            let mut times = Vec::with_capacity(self.rows(p));
             for piece in self.pieces(p)? {
-                let (prepared, _) = prepare_tracking_rows(view, piece?).await?;
+                let piece = piece?;
+                progress.inc(piece.num_rows() as u64);
+                let (prepared, _) = prepare_tracking_rows(view, piece).await?;
                 times.extend_from_slice(&prepared.times);
             }
-            let bounds = slice_bounds(times, rows.div_ceil(slice_rows));
+            let bounds = slice_bounds(times, self.rows(p).div_ceil(slice_rows));
             let name = format!("{}-slices-{p}", view.name());
             let schema = Arc::clone(self.schema());
             let mut slices = Spill::in_files(dir, &name, schema, bounds.len() + 1);
             for piece in self.pieces(p)? {
                 let piece = piece?;
+                progress.inc(piece.num_rows() as u64);
                 let (prepared, kept) = prepare_tracking_rows(view, piece.clone()).await?;
                 let slice: Vec<u16> = (prepared.times.iter())
                     .map(|t| bounds.partition_point(|b| b <= t) as u16)
