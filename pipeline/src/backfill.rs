@@ -241,7 +241,7 @@ pub async fn backfill(
     let mut keyed = Vec::new();
     let need = input_bytes * PARTITION_BYTES_FACTOR * operators.len();
     let mut partitions = 1;
-    let mut sliced = 0;
+    let (mut sliced, mut sliced_rows) = (0, 0);
     if spilled || need > budget / 2 || accepted as usize >= SPLIT_ROWS {
         let in_memory = if spilled {
             None
@@ -270,11 +270,9 @@ pub async fn backfill(
             let slice_rows =
                 budget / (2 * PARTITION_BYTES_FACTOR * operators.len()) / row_bytes.max(1);
             let what = format!("{}: hot keys by time", view.name());
-            let bar = events_bar(
-                Some(2 * split.oversized_rows(slice_rows) as u64),
-                options.progress,
-                &what,
-            );
+            let oversized = split.oversized_rows(slice_rows);
+            sliced_rows += oversized as u64;
+            let bar = events_bar(Some(2 * oversized as u64), options.progress, &what);
             sliced += split
                 .slice_oversized(view, slice_rows, scratch.path(), &bar)
                 .await?;
@@ -355,6 +353,7 @@ pub async fn backfill(
         partitions,
         spilled,
         sliced,
+        sliced_rows,
     });
     summary.compute = Some(report);
     Ok(summary)

@@ -153,4 +153,7 @@ pub struct InputReport {
     /// Key partitions (of all views) too large for the limit, cut by event time and evaluated
     /// slice by slice with window state carried between slices.
     pub sliced: usize,
+    /// Rows of those partitions (evaluated through the streaming windows, not the kernels
+    /// the backends report).
+    pub sliced_rows: u64,
 }

@@ -257,8 +257,9 @@ impl fmt::Display for RunSummary {
                 if input.sliced > 0 {
                     writeln!(
                         f,
-                        "  {} key partitions (hot keys) over the limit, evaluated in time slices",
-                        input.sliced
+                        "  {} key partitions (hot keys, {} rows) over the limit, evaluated in time slices through the streaming windows",
+                        input.sliced,
+                        thousands(input.sliced_rows)
                     )?;
                 }
             }
