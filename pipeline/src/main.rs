@@ -208,10 +208,12 @@ enum Command {
         /// then): what a model in production could have seen.
         #[arg(long)]
         as_known_at: bool,
-        /// Memory the export may use (e.g. 512MiB, 8GiB): larger inputs are partitioned by key
-        /// into spill files beside the output and evaluated a partition at a time.
-        #[arg(long, default_value = "4GiB", value_parser = quiver_pipeline::byte_size::parse_byte_size)]
-        memory_limit: usize,
+        /// The peak resident memory the export may use (e.g. 512MiB, 8GiB; default 4GiB): larger
+        /// inputs are partitioned by key into spill files beside the output and evaluated a
+        /// partition at a time. Given explicitly, freed memory is returned to the system as it
+        /// goes (a little slower).
+        #[arg(long, value_parser = quiver_pipeline::byte_size::parse_byte_size)]
+        memory_limit: Option<usize>,
     },
     /// Where features come from. With --entity and --at: each feature's value for that entity
     /// at that time and the events in its windows, by source partition and offset range;
@@ -797,7 +799,11 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         } => {
             use quiver_pipeline::training_set::{
                 parse_encryption_key, parse_feature_list, training_set, TrainingSetOptions,
+                DEFAULT_MEMORY_LIMIT as TRAINING_SET_MEMORY_LIMIT,
             };
+            if memory_limit.is_some() {
+                quiver_pipeline::resident::return_freed_memory();
+            }
             let encryption_key = match encrypt_key_env {
                 Some(var) => {
                     let text = std::env::var(&var).map_err(|_| {
@@ -820,7 +826,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     device,
                     encryption_key,
                     as_known_at,
-                    memory_limit,
+                    memory_limit: memory_limit.unwrap_or(TRAINING_SET_MEMORY_LIMIT),
                 },
             )
             .await;
