@@ -94,7 +94,14 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 EOF
   local id
-  id=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+  # A cluster id is a URL-safe base64 UUID; one starting with `-` would read as an option (1 in
+  # 64 of them: the tool then fails), so draw again, as Kafka's own `random-uuid` does.
+  id=$(python3 -c 'import base64, uuid
+while True:
+    id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not id.startswith("-"):
+        print(id)
+        break')
   java -cp "$LIBS/*" kafka.tools.StorageTool format -t "$id" -c "$DIR/server.properties" --standalone \
     >"$DIR/format.log" 2>&1 || {
     echo "kafka.sh: formatting the broker's storage failed; see $DIR/format.log" >&2
