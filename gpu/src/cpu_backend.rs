@@ -1,10 +1,11 @@
-//! The CPU backend of the batch contract: each segment replayed through the incremental
-//! per-key window state that streaming runs use, so both paths share one implementation.
+//! The CPU backend of the batch contract: each segment's windows moved over the sorted rows
+//! with the additions and removals the streaming path's per-key state makes, in the same
+//! order, so both paths give the same values to the bit ([`SegmentWindows`]).
 
 use crate::backend::{BackendStats, Scatter, SortedRows, WindowBackend};
 use crate::error::KernelError;
-use crate::key_state::KeyWindowState;
 use crate::plan::WindowPlan;
+use crate::segment_windows::SegmentWindows;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -24,9 +25,6 @@ impl CpuBackend {
     }
 }
 
-/// Events a key's state may retain beyond its windows while no row is read (see `evaluate`).
-const DEFERRED_EVENTS: usize = 4096;
-
 impl WindowBackend for CpuBackend {
     fn device(&self) -> String {
         "cpu".into()
@@ -44,11 +42,11 @@ impl WindowBackend for CpuBackend {
         let specs = plan.specs().len();
         scatter.validate(rows.rows(), specs)?;
         let Scatter { out, positions } = scatter;
-        let value = |row: usize, input: usize| rows.inputs[input].get(row, plan.input_kind(input));
+        let mut windows = SegmentWindows::new(plan);
         let mut reported = 0;
         for segment in rows.offsets.windows(2) {
             let (begin, end) = (segment[0], segment[1]);
-            let mut state = KeyWindowState::new(plan);
+            windows.reset(begin);
             let mut i = begin;
             while i < end {
                 let t = rows.times[i];
@@ -58,21 +56,18 @@ impl WindowBackend for CpuBackend {
                 }
                 let targets = &positions[i..j];
                 let emits = targets.iter().any(|&p| p != Scatter::SKIP);
-                // Windows only need to end at `t` where something is read there (training
-                // sets read at probes only): events that leave them meanwhile are removed
-                // at the next read, all at once, with the same result. Every so often anyway,
-                // so the events retained meanwhile stay few.
-                if emits || state.retained_events() >= DEFERRED_EVENTS {
-                    state.advance(plan, t);
-                }
+                // Every instant moves the windows, read or not (training sets read at probes
+                // only): the removals then come in the order the streaming state makes them,
+                // so probes read the same values to the bit as streaming runs.
+                windows.advance(plan, rows, i, t);
                 for row in i..j {
-                    state.push(plan, t, |input| value(row, input));
+                    windows.add(plan, rows, row);
                 }
                 if emits {
                     for spec in 0..specs {
-                        out.set_from(
+                        out.set_from_group(
                             plan,
-                            &state,
+                            windows.group(plan.outputs[spec].0),
                             spec,
                             (targets.iter())
                                 .filter(|&&p| p != Scatter::SKIP)

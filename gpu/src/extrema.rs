@@ -116,6 +116,14 @@ impl<K: Copy + Ord> WindowExtreme<K> {
         }
     }
 
+    /// Forgets every value (keeping the memory for the next window).
+    pub fn clear(&mut self) {
+        match self {
+            WindowExtreme::Sliding { candidates, .. } => candidates.clear(),
+            WindowExtreme::Running { value, .. } => *value = None,
+        }
+    }
+
     /// The current extreme's key, `None` when the window holds no value.
     #[inline]
     pub fn value(&self) -> Option<K> {
@@ -162,6 +170,14 @@ impl Tracker {
         match self {
             Tracker::Narrow(w) => w.evict_before(start),
             Tracker::Wide(w) => w.evict_before(start),
+        }
+    }
+
+    /// Forgets every value (keeping the memory for the next window).
+    pub fn clear(&mut self) {
+        match self {
+            Tracker::Narrow(w) => w.clear(),
+            Tracker::Wide(w) => w.clear(),
         }
     }
 

@@ -460,6 +460,12 @@ impl KeyWindowState {
         }
     }
 
+    /// The quantities of the frame group output `spec` reads.
+    #[inline]
+    pub(crate) fn group_of(&self, plan: &WindowPlan, spec: usize) -> &impl GroupAggregates {
+        &self.groups[plan.outputs[spec].0]
+    }
+
     /// Exact value of output `spec`, one the plan marks exact ([`WindowPlan::is_exact_output`]:
     /// sums, minima and maxima of exact inputs, averages of decimals), for a window ending at
     /// the last advanced time.

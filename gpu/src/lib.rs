@@ -4,7 +4,8 @@
 //! - [`KeyedWindows`]: per-key sliding window state updated incrementally, one event at a time,
 //!   in event-time order (streaming runs);
 //! - [`WindowBackend`]: segmented evaluation of a whole input sorted by key and time (backfill),
-//!   implemented by the CPU kernels ([`CpuBackend`], the same per-key state replayed) and by
+//!   implemented by the CPU kernels ([`CpuBackend`]: the streaming state's additions and
+//!   removals, in the same order, over the sorted rows in place) and by
 //!   CUDA ([`cuda::CudaBackend`], cudarc with dynamic loading and NVRTC; it builds and the
 //!   binary runs where no CUDA exists). [`open_backend`] picks one for a [`Device`].
 //!
@@ -30,6 +31,7 @@ pub mod open;
 pub mod output;
 pub mod plan;
 pub mod read_at;
+mod segment_windows;
 pub mod sort;
 
 pub use agg::AggKind;

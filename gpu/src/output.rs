@@ -1,5 +1,7 @@
 //! Feature values produced by the kernels, column by column.
 
+use crate::key_state::{read, read_exact, GroupAggregates};
+
 /// One value per input row and spec; `valid[s][r] == false` is SQL null.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FeatureOutput {
@@ -45,7 +47,8 @@ impl FeatureOutput {
         }
     }
 
-    /// Writes spec `spec` of the window state `state` for `row`, exact or float as `plan` says.
+    /// Writes spec `spec` of the window state `state` for `rows`, exact or float as `plan`
+    /// says.
     #[inline]
     pub(crate) fn set_from(
         &mut self,
@@ -54,13 +57,25 @@ impl FeatureOutput {
         spec: usize,
         rows: impl Iterator<Item = usize>,
     ) {
+        self.set_from_group(plan, state.group_of(plan, spec), spec, rows);
+    }
+
+    /// Writes spec `spec` of `group`, the quantities of its frame group, for `rows`.
+    #[inline]
+    pub(crate) fn set_from_group(
+        &mut self,
+        plan: &crate::WindowPlan,
+        group: &impl GroupAggregates,
+        spec: usize,
+        rows: impl Iterator<Item = usize>,
+    ) {
         if plan.is_exact_output(spec) {
-            let value = state.read_exact(plan, spec);
+            let value = read_exact(plan, spec, group);
             for row in rows {
                 self.set_exact(spec, row, value);
             }
         } else {
-            let value = state.read(plan, spec);
+            let value = read(plan, spec, group);
             for row in rows {
                 self.set(spec, row, value);
             }

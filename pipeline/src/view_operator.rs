@@ -163,8 +163,8 @@ impl ViewOperator {
         let started = Instant::now();
         self.rows_in += batch.num_rows() as u64;
         let inputs = self.view.prepare(batch).await?;
-        let out = compute.evaluate(self.view.window_plan(), &inputs, &self.progress)?;
-        let features = self.view.finish(&inputs, out, &self.partitions)?;
+        let evaluated = compute.evaluate(self.view.window_plan(), inputs, &self.progress)?;
+        let features = (self.view).finish(&evaluated.rows, evaluated.features, &self.partitions)?;
         self.rows_out += features.num_rows() as u64;
         self.busy += started.elapsed();
         Ok(features)
@@ -208,7 +208,7 @@ impl ViewOperator {
             start = end;
         }
         drop(columns);
-        let features = self.view.finish(&inputs, out, &self.partitions)?;
+        let features = self.view.finish(&inputs.batch, out, &self.partitions)?;
         self.rows_out += features.num_rows() as u64;
         self.busy += started.elapsed();
         Ok(features)

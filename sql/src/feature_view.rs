@@ -613,11 +613,12 @@ impl FeatureView {
         })
     }
 
-    /// Builds the feature rows of a prepared batch from the kernels' output; `partitions` names
-    /// the source partitions by index (for the lineage columns).
+    /// Builds the feature rows of prepared rows (`rows`: a prepared batch, [`ViewInputs::batch`],
+    /// or its rows in another order) from the kernels' output for them, row for row;
+    /// `partitions` names the source partitions by index (for the lineage columns).
     pub fn finish(
         &self,
-        inputs: &ViewInputs,
+        rows: &RecordBatch,
         features: FeatureOutput,
         partitions: &StringArray,
     ) -> Result<RecordBatch, SqlError> {
@@ -625,9 +626,9 @@ impl FeatureView {
         let mut columns: Vec<ArrayRef> = self
             .base_columns
             .iter()
-            .map(|&i| Arc::clone(inputs.batch.column(i)))
+            .map(|&i| Arc::clone(rows.column(i)))
             .collect();
-        columns.extend(self.window_columns(features, inputs.times.len())?);
+        columns.extend(self.window_columns(features, rows.num_rows())?);
         let mut batch =
             RecordBatch::try_new(Arc::clone(&self.window_schema), columns).map_err(|e| fail(&e))?;
         for level in &self.post {
@@ -641,7 +642,7 @@ impl FeatureView {
             batch =
                 RecordBatch::try_new(Arc::clone(&level.schema), columns).map_err(|e| fail(&e))?;
         }
-        append_lineage(batch, &inputs.batch, partitions).map_err(|e| fail(&e))
+        append_lineage(batch, rows, partitions).map_err(|e| fail(&e))
     }
 
     /// The window aggregate columns of `rows` rows from the kernels' output, typed as
