@@ -179,27 +179,53 @@ impl SegmentWindows {
     #[inline]
     pub(crate) fn add(&mut self, plan: &WindowPlan, rows: &SortedRows<'_>, row: usize) {
         let reader = &self.inputs;
-        for (window, group) in self.groups.iter_mut().zip(&plan.groups) {
-            for ((moments, &input), &level) in (window.moments.iter_mut())
-                .zip(&group.moment_inputs)
-                .zip(&group.moment_levels)
-            {
-                if let Some(x) = reader.value(rows, row, input) {
-                    moments.add(x.as_f64(), level);
-                    if let Some(e) = x.as_exact() {
-                        moments.add_exact(e);
-                    }
+        let inputs = reader.kinds.len();
+        if inputs <= LOCAL_INPUTS {
+            // Each input read once, not once per window that aggregates it.
+            let mut local = [None; LOCAL_INPUTS];
+            for (input, slot) in local[..inputs].iter_mut().enumerate() {
+                *slot = reader.value(rows, row, input);
+            }
+            add_row(&mut self.groups, plan, row, |input| local[input]);
+        } else {
+            add_row(&mut self.groups, plan, row, |input| {
+                reader.value(rows, row, input)
+            });
+        }
+    }
+}
+
+/// Inputs whose values [`SegmentWindows::add`] reads into an array on the stack.
+const LOCAL_INPUTS: usize = 8;
+
+/// Applies row `row`, whose input `i` is `value(i)`, to every window of `groups`.
+#[inline]
+fn add_row(
+    groups: &mut [RowWindow],
+    plan: &WindowPlan,
+    row: usize,
+    value: impl Fn(usize) -> Option<InputValue>,
+) {
+    for (window, group) in groups.iter_mut().zip(&plan.groups) {
+        for ((moments, &input), &level) in (window.moments.iter_mut())
+            .zip(&group.moment_inputs)
+            .zip(&group.moment_levels)
+        {
+            if let Some(x) = value(input) {
+                moments.add(x.as_f64(), level);
+                if let Some(e) = x.as_exact() {
+                    moments.add_exact(e);
                 }
             }
-            for (tracker, &input) in window.mins.iter_mut().zip(&group.min_inputs) {
-                if let Some(x) = reader.value(rows, row, input) {
-                    tracker.add(row as u64, x.key());
-                }
+        }
+        for (tracker, &input) in window.mins.iter_mut().zip(&group.min_inputs) {
+            if let Some(x) = value(input) {
+                tracker.add(row as u64, x.key());
             }
-            for (tracker, &input) in window.maxs.iter_mut().zip(&group.max_inputs) {
-                if let Some(x) = reader.value(rows, row, input) {
-                    tracker.add(row as u64, x.key());
-                }
+        }
+        for (tracker, &input) in window.maxs.iter_mut().zip(&group.max_inputs) {
+            if let Some(x) = value(input) {
+                tracker.add(row as u64, x.key());
             }
         }
     }

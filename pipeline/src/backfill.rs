@@ -12,6 +12,7 @@
 //! time (a window only ever holds one key's events), so memory stays bounded.
 
 use crate::batch_compute::BatchCompute;
+use crate::batch_evaluator::{BatchEvaluator, Evaluated};
 use crate::compile::CompiledPipeline;
 use crate::coordinator::{Captured, Coordinator};
 use crate::error::JobError;
@@ -29,9 +30,11 @@ use crate::summary::{JobTotals, RunSummary};
 use crate::view_task::{send_all, ViewTask};
 use crate::watermark::Watermarks;
 use arrow::compute::concat_batches;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 
 /// The memory a backfill may take by default (`--memory-limit`).
 pub const DEFAULT_MEMORY_LIMIT: usize = 4 << 30;
@@ -228,18 +231,26 @@ pub async fn backfill(
         .map(|w| w.with_row_group_rows(group_rows))
         .collect();
     let budget = budget.saturating_sub(group_rows * WRITTEN_ROW_FACTOR * row_bytes * writers.len());
-    let operators = view_operators(&mut pipeline, options.expire_interval_micros, &names);
     let compute_bar = events_bar(
-        Some(accepted * operators.len() as u64),
+        Some(accepted * pipeline.views.len() as u64),
         options.progress,
         "features",
     );
-    // A large input is split by each view's key into partitions small enough to evaluate one
-    // at a time (each view's task holds a few, and the views run at once); smaller sorts and
+    let operators: Vec<_> = view_operators(&mut pipeline, options.expire_interval_micros, &names)
+        .into_iter()
+        .map(|op| {
+            op.with_progress(compute_bar.clone())
+                .with_batch_compute(compute.clone())
+        })
+        .collect();
+    // Key partitions evaluated at once, of all views: one per core, at least one per view.
+    let concurrency = operators.len().max(cores());
+    // A large input is split by each view's key into partitions small enough to evaluate
+    // `concurrency` of them at once (and the views' tasks hold a few more); smaller sorts and
     // key tables also stay in cache, so this is faster than one sort of everything.
     let spilled = stream.in_files_now();
     let mut keyed = Vec::new();
-    let need = input_bytes * PARTITION_BYTES_FACTOR * operators.len();
+    let need = input_bytes * PARTITION_BYTES_FACTOR * concurrency;
     let mut partitions = 1;
     let (mut sliced, mut sliced_rows) = (0, 0);
     if spilled || need > budget / 2 || accepted as usize >= SPLIT_ROWS {
@@ -267,8 +278,7 @@ pub async fn backfill(
             let mut split = split.await?;
             bar.finish_and_clear();
             // Each partition should hold about this many rows; a hot key's is cut by time.
-            let slice_rows =
-                budget / (2 * PARTITION_BYTES_FACTOR * operators.len()) / row_bytes.max(1);
+            let slice_rows = budget / (2 * PARTITION_BYTES_FACTOR * concurrency) / row_bytes.max(1);
             let what = format!("{}: hot keys by time", view.name());
             let oversized = split.oversized_rows(slice_rows);
             sliced_rows += oversized as u64;
@@ -280,37 +290,25 @@ pub async fn backfill(
             keyed.push(split);
         }
     }
-    // Each view computes and writes on its own task: views are independent.
+    let evaluators: Vec<_> = operators.iter().map(|op| op.batch_evaluator()).collect();
+    // Each view writes on its own task: views are independent.
     let tasks: Vec<ViewTask> = operators
         .into_iter()
         .zip(writers)
         .map(|(op, writer)| {
-            let op = op
-                .with_progress(compute_bar.clone())
-                .with_batch_compute(compute.clone());
-            // One partition waits while one is evaluated: each is large.
+            // One partition waits while one is evaluated or written: each is large.
             ViewTask::spawn_with_queue(op, writer, 1)
         })
         .collect();
     if !keyed.is_empty() {
         drop(stream);
+        let evaluations = Arc::new(Semaphore::new(concurrency));
         let mut queues = Vec::new();
-        for (task, mut keyed) in tasks.iter().zip(keyed) {
-            queues.push(async move {
-                for p in 0..keyed.partitions() {
-                    let sent = match keyed.take(p)? {
-                        None => continue,
-                        Some(KeyPartition::Whole(batch)) => task.send(Message::Batch(batch)).await,
-                        Some(KeyPartition::Sliced(mut slices)) => {
-                            send_slices(task, &mut slices).await?
-                        }
-                    };
-                    if !sent {
-                        break; // its error comes with `finish`
-                    }
-                }
-                Ok::<(), JobError>(())
-            });
+        for ((task, keyed), evaluator) in tasks.iter().zip(keyed).zip(evaluators) {
+            let evaluator = evaluator.ok_or_else(|| {
+                JobError::Other("backfill's views evaluate whole partitions".into())
+            })?;
+            queues.push(send_partitions(task, keyed, evaluator, evaluations.clone()));
         }
         for result in futures::future::join_all(queues).await {
             result?;
@@ -357,6 +355,82 @@ pub async fn backfill(
     });
     summary.compute = Some(report);
     Ok(summary)
+}
+
+/// The cores this process may use.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A partition's feature rows, evaluated while the permit was held; the permit goes when they
+/// reach the view's task.
+type InFlight = JoinHandle<Result<(Evaluated, OwnedSemaphorePermit), JobError>>;
+
+/// Evaluates the view's key partitions of `keyed` with `evaluator`, several at once when
+/// `evaluations` has permits to spare (one per partition evaluated or waiting for its turn to
+/// be sent), and sends their feature rows to the view's `task` in partition order. Oversized
+/// partitions' time slices go to the task's operator, after every partition before them.
+async fn send_partitions(
+    task: &ViewTask,
+    mut keyed: KeyedInput,
+    evaluator: BatchEvaluator,
+    evaluations: Arc<Semaphore>,
+) -> Result<(), JobError> {
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let stopped = |_| JobError::Other("backfill's evaluations stopped".into());
+    for p in 0..keyed.partitions() {
+        // A permit for the next partition, or the oldest one's rows sent to make room.
+        let permit = loop {
+            if let Ok(permit) = evaluations.clone().try_acquire_owned() {
+                break permit;
+            }
+            match in_flight.pop_front() {
+                Some(oldest) => {
+                    if !deliver(task, oldest).await? {
+                        return Ok(()); // the task stopped: its error comes with `finish`
+                    }
+                }
+                None => break evaluations.clone().acquire_owned().await.map_err(stopped)?,
+            }
+        };
+        match keyed.take(p)? {
+            None => {}
+            Some(KeyPartition::Whole(batch)) => {
+                let evaluator = evaluator.clone();
+                in_flight.push_back(tokio::spawn(async move {
+                    Ok((evaluator.evaluate(batch).await?, permit))
+                }));
+            }
+            Some(KeyPartition::Sliced(mut slices)) => {
+                drop(permit);
+                while let Some(earlier) = in_flight.pop_front() {
+                    if !deliver(task, earlier).await? {
+                        return Ok(());
+                    }
+                }
+                if !send_slices(task, &mut slices).await? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    while let Some(rest) = in_flight.pop_front() {
+        if !deliver(task, rest).await? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Waits for a partition's evaluation and sends its rows to `task`; `false` if the task
+/// stopped.
+async fn deliver(task: &ViewTask, evaluation: InFlight) -> Result<bool, JobError> {
+    let (evaluated, permit) = evaluation
+        .await
+        .map_err(|e| JobError::Other(format!("a key partition's evaluation stopped: {e}")))??;
+    let sent = task.send(Message::Evaluated(evaluated)).await;
+    drop(permit);
+    Ok(sent)
 }
 
 /// Sends a key partition's time `slices` to `task` in time order, each as one batch, then the

@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod backfill;
 pub mod batch_compute;
+pub mod batch_evaluator;
 pub mod byte_size;
 pub mod checkpoint;
 pub mod clock;

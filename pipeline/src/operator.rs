@@ -2,6 +2,7 @@
 //! operator implements. Only [`Operator::on_batch`] is required; the others default to a
 //! stateless operator (in the style of Arroyo's operator trait).
 
+use crate::batch_evaluator::Evaluated;
 use crate::error::JobError;
 use arrow::record_batch::RecordBatch;
 use quiver_store::online::OnlineWrite;
@@ -18,6 +19,9 @@ pub enum Message {
     Slice(RecordBatch),
     /// The keys of the slices sent since the last one have no more events: their state may go.
     SlicesEnd,
+    /// Feature rows evaluated apart from the operator (backfill's key partitions, several at
+    /// once): the task passes them on as if the operator had computed them.
+    Evaluated(Evaluated),
     /// No event older than this will follow.
     Watermark(i64),
     /// Every message of the epoch came before: snapshot and stage now.
@@ -86,6 +90,12 @@ pub trait Operator: Send {
 
     /// The keys of the slices so far are done ([`Message::SlicesEnd`]).
     fn on_slices_end(&mut self) {}
+
+    /// Rows evaluated apart from the operator ([`Message::Evaluated`]); returns the rows to
+    /// pass on.
+    fn on_evaluated(&mut self, evaluated: Evaluated) -> RecordBatch {
+        evaluated.features
+    }
 
     /// The watermark moved: release what no future event can need.
     fn on_watermark(&mut self, _watermark: i64) {}

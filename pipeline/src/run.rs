@@ -313,7 +313,7 @@ pub async fn run(
     );
     if let Some(shard) = options.shard {
         for op in &mut operators {
-            op.set_shard(shard);
+            op.set_shard(shard)?;
         }
     }
     for (op, view) in operators.iter_mut().zip(&states) {

@@ -1,6 +1,7 @@
 //! One feature view at run time: its compiled SQL and its keyed window state.
 
 use crate::batch_compute::BatchCompute;
+use crate::batch_evaluator::{BatchEvaluator, Evaluated};
 use crate::checkpoint::view_state::KeyStates;
 use crate::error::JobError;
 use crate::operator::{Operator, OperatorState, StateRequest};
@@ -13,6 +14,7 @@ use quiver_gpu::{
 use quiver_sql::FeatureView;
 use quiver_store::online::{EntityWrite, OnlineStamp, OnlineWrite};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Rows applied to the kernels between progress callbacks during backfill.
@@ -20,7 +22,7 @@ const CHUNK_ROWS: usize = 64 * 1024;
 
 /// Computes a view's features incrementally, batch after batch.
 pub struct ViewOperator {
-    view: FeatureView,
+    view: Arc<FeatureView>,
     windows: KeyedWindows,
     busy: Duration,
     rows_in: u64,
@@ -70,7 +72,7 @@ impl ViewOperator {
         let windows = KeyedWindows::new(view.window_plan().clone());
         let expire_interval = default_expire_interval(&view);
         ViewOperator {
-            view,
+            view: Arc::new(view),
             windows,
             busy: Duration::ZERO,
             rows_in: 0,
@@ -87,8 +89,12 @@ impl ViewOperator {
 
     /// Computes only the keys `shard` owns: other events are dropped after the view's
     /// row-local part (one shard of a job, see [`crate::shard`]).
-    pub fn set_shard(&mut self, shard: quiver_sql::KeyShard) {
-        self.view.set_shard(shard);
+    pub fn set_shard(&mut self, shard: quiver_sql::KeyShard) -> Result<(), JobError> {
+        let view = Arc::get_mut(&mut self.view).ok_or_else(|| {
+            JobError::Other("a view's shard is set before its batches are evaluated".into())
+        })?;
+        view.set_shard(shard);
+        Ok(())
     }
 
     /// Names the source partitions (by index) in the feature rows' lineage column.
@@ -104,6 +110,26 @@ impl ViewOperator {
     pub fn with_batch_compute(mut self, compute: BatchCompute) -> Self {
         self.batch = Some(compute);
         self
+    }
+
+    /// The evaluation of whole batches apart from the operator, when it evaluates them
+    /// ([`ViewOperator::with_batch_compute`]): backfill evaluates several partitions at once.
+    pub fn batch_evaluator(&self) -> Option<BatchEvaluator> {
+        let compute = self.batch.clone()?;
+        Some(BatchEvaluator::new(
+            Arc::clone(&self.view),
+            compute,
+            self.partitions.clone(),
+            self.progress.clone(),
+        ))
+    }
+
+    /// Counts rows evaluated by a [`BatchEvaluator`]; returns their feature rows.
+    fn count(&mut self, evaluated: Evaluated) -> RecordBatch {
+        self.rows_in += evaluated.rows_in;
+        self.rows_out += evaluated.features.num_rows() as u64;
+        self.busy += evaluated.busy;
+        evaluated.features
     }
 
     /// Writes the online store's table `table` (`view@version`): each barrier hands the changed
@@ -157,17 +183,11 @@ impl ViewOperator {
         batch: RecordBatch,
         progress: impl FnMut(usize),
     ) -> Result<RecordBatch, JobError> {
-        let Some(compute) = &self.batch else {
+        let Some(evaluator) = self.batch_evaluator() else {
             return self.process_streaming(batch, progress).await;
         };
-        let started = Instant::now();
-        self.rows_in += batch.num_rows() as u64;
-        let inputs = self.view.prepare(batch).await?;
-        let evaluated = compute.evaluate(self.view.window_plan(), inputs, &self.progress)?;
-        let features = (self.view).finish(&evaluated.rows, evaluated.features, &self.partitions)?;
-        self.rows_out += features.num_rows() as u64;
-        self.busy += started.elapsed();
-        Ok(features)
+        let evaluated = evaluator.evaluate(batch).await?;
+        Ok(self.count(evaluated))
     }
 
     /// [`ViewOperator::process`] event by event through the windows' state, which carries
@@ -312,6 +332,10 @@ impl Operator for ViewOperator {
 
     fn on_slices_end(&mut self) {
         self.windows = KeyedWindows::new(self.view.window_plan().clone());
+    }
+
+    fn on_evaluated(&mut self, evaluated: Evaluated) -> RecordBatch {
+        self.count(evaluated)
     }
 
     fn on_watermark(&mut self, watermark: i64) {

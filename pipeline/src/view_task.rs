@@ -37,6 +37,10 @@ impl<O: Operator + 'static, S: Sink + 'static> ViewTask<O, S> {
                         sink.write(&rows)?;
                     }
                     Message::SlicesEnd => operator.on_slices_end(),
+                    Message::Evaluated(evaluated) => {
+                        let rows = operator.on_evaluated(evaluated);
+                        sink.write(&rows)?;
+                    }
                     Message::Watermark(watermark) => operator.on_watermark(watermark),
                     Message::Barrier(barrier) => {
                         let ack = operator.checkpoint(barrier.state).and_then(|state| {

@@ -63,6 +63,10 @@ fn reads_the_clock(plan: &LogicalPlan) -> bool {
 pub(crate) struct StreamSession {
     ctx: SessionContext,
     slots: BTreeMap<String, BatchSlot>,
+    /// Held by each [`StreamSession::run`]: a stream's table is one slot, so runs of one
+    /// session (and its clones) over different batches take turns (backfill evaluates several
+    /// partitions of a view at once).
+    running: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl StreamSession {
@@ -86,7 +90,11 @@ impl StreamSession {
             .map_err(|e| SqlError::execution(&stream.name, e))?;
             slots.insert(stream.name.clone(), slot);
         }
-        Ok(StreamSession { ctx, slots })
+        Ok(StreamSession {
+            ctx,
+            slots,
+            running: Arc::default(),
+        })
     }
 
     /// Parses, plans and type-checks `sql` (not optimised: Quiver inspects the plan's shape).
@@ -154,7 +162,8 @@ impl StreamSession {
         })
     }
 
-    /// Runs `plan` with `batch` as the contents of stream `stream`, returning one batch.
+    /// Runs `plan` with `batch` as the contents of stream `stream`, returning one batch (one
+    /// run at a time: see [`StreamSession::running`]).
     pub(crate) async fn run(
         &self,
         plan: &PreparedPlan,
@@ -162,6 +171,7 @@ impl StreamSession {
         batch: RecordBatch,
         context: &str,
     ) -> Result<RecordBatch, SqlError> {
+        let _turn = self.running.lock().await;
         let slot = self
             .slots
             .get(stream)
