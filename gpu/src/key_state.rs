@@ -2,7 +2,7 @@
 
 use crate::extrema::{float_key, key_float, Extreme, Tracker};
 use crate::moments::{MomentLevel, Moments};
-use crate::plan::{Frame, InputKind, Slot, WindowPlan};
+use crate::plan::{Frame, FrameGroup, InputKind, Slot, WindowPlan};
 use crate::AggKind;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -256,6 +256,26 @@ pub(crate) fn read(plan: &WindowPlan, spec: usize, group: &impl GroupAggregates)
     }
 }
 
+/// The running quantities of frame group `g` over an empty window: its moments, minimum and
+/// maximum trackers.
+pub(crate) fn empty_quantities(
+    plan: &WindowPlan,
+    g: &FrameGroup,
+) -> (Vec<Moments>, Vec<Tracker>, Vec<Tracker>) {
+    let sliding = matches!(g.frame, Frame::Range { .. });
+    let wide = |&input: &usize| matches!(plan.input_kind(input), InputKind::Decimal { .. });
+    let trackers = |inputs: &[usize], extreme| {
+        (inputs.iter())
+            .map(|i| Tracker::new(extreme, sliding, wide(i)))
+            .collect()
+    };
+    (
+        vec![Moments::default(); g.moment_inputs.len()],
+        trackers(&g.min_inputs, Extreme::Min),
+        trackers(&g.max_inputs, Extreme::Max),
+    )
+}
+
 /// Inputs whose values `push` gathers on the stack (more go to the heap).
 const LOCAL_INPUTS: usize = 8;
 
@@ -284,18 +304,12 @@ impl KeyWindowState {
             .groups
             .iter()
             .map(|g| {
-                let sliding = matches!(g.frame, Frame::Range { .. });
-                let wide =
-                    |&input: &usize| matches!(plan.input_kind(input), InputKind::Decimal { .. });
+                let (moments, mins, maxs) = empty_quantities(plan, g);
                 GroupState {
                     start: 0,
-                    moments: vec![Moments::default(); g.moment_inputs.len()],
-                    mins: (g.min_inputs.iter())
-                        .map(|i| Tracker::new(Extreme::Min, sliding, wide(i)))
-                        .collect(),
-                    maxs: (g.max_inputs.iter())
-                        .map(|i| Tracker::new(Extreme::Max, sliding, wide(i)))
-                        .collect(),
+                    moments,
+                    mins,
+                    maxs,
                 }
             })
             .collect();

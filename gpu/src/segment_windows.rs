@@ -11,8 +11,8 @@
 //! [`KeyWindowState`]: crate::KeyWindowState
 
 use crate::backend::SortedRows;
-use crate::extrema::{Extreme, Tracker};
-use crate::key_state::{GroupAggregates, InputValue, COUNTED};
+use crate::extrema::Tracker;
+use crate::key_state::{empty_quantities, GroupAggregates, InputValue, COUNTED};
 use crate::moments::{MomentLevel, Moments};
 use crate::plan::{Frame, InputKind, WindowPlan};
 
@@ -80,22 +80,16 @@ impl SegmentWindows {
             .groups
             .iter()
             .map(|g| {
-                let (width, sliding) = match g.frame {
-                    Frame::Range { width_micros } => (Some(width_micros), true),
-                    Frame::Unbounded => (None, false),
-                };
-                let wide =
-                    |&input: &usize| matches!(plan.input_kind(input), InputKind::Decimal { .. });
+                let (moments, mins, maxs) = empty_quantities(plan, g);
                 RowWindow {
-                    width,
+                    width: match g.frame {
+                        Frame::Range { width_micros } => Some(width_micros),
+                        Frame::Unbounded => None,
+                    },
                     start: 0,
-                    moments: vec![Moments::default(); g.moment_inputs.len()],
-                    mins: (g.min_inputs.iter())
-                        .map(|i| Tracker::new(Extreme::Min, sliding, wide(i)))
-                        .collect(),
-                    maxs: (g.max_inputs.iter())
-                        .map(|i| Tracker::new(Extreme::Max, sliding, wide(i)))
-                        .collect(),
+                    moments,
+                    mins,
+                    maxs,
                 }
             })
             .collect();

@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::{Rng, KINDS};
-use quiver_gpu::{AggKind, Frame, InputColumn, KeyedWindows, WindowPlan, WindowSpec};
+use common::{random_specs, Rng};
+use quiver_gpu::{AggKind, Frame, InputColumn, KeyedWindows, WindowPlan};
 
 /// The aggregate over `values` (non-null values inside the window), straight from its definition.
 fn oracle(kind: AggKind, values: &[f64]) -> Option<f64> {
@@ -35,19 +35,7 @@ fn oracle(kind: AggKind, values: &[f64]) -> Option<f64> {
 fn run_case(seed: u64) {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     // A random plan over two inputs.
-    let specs: Vec<WindowSpec> = (0..1 + rng.below(6))
-        .map(|_| WindowSpec {
-            kind: KINDS[rng.below(KINDS.len() as u64) as usize],
-            input: rng.below(2) as usize,
-            frame: match rng.below(4) {
-                0 => Frame::Unbounded,
-                1 => Frame::Range { width_micros: 0 },
-                _ => Frame::Range {
-                    width_micros: (1 + rng.below(50)) as i64 * 1_000,
-                },
-            },
-        })
-        .collect();
+    let specs = random_specs(&mut rng, 6, 2, 50);
     let plan = WindowPlan::new(specs.clone(), 2).unwrap();
     // A random stream in time order: few or many keys, ties, nulls, long gaps.
     let keys: Vec<Vec<u8>> = (0..1 + rng.below(6)).map(|k| vec![b'k', k as u8]).collect();

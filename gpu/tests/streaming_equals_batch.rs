@@ -7,10 +7,10 @@
 
 mod common;
 
-use common::{Rng, KINDS};
+use common::{random_specs, Rng};
 use quiver_gpu::{
-    dense_key_ids, key_time_order, CpuBackend, FeatureOutput, Frame, InputColumn, InputKind,
-    KeyedWindows, Scatter, SortedRows, WindowBackend, WindowPlan, WindowSpec,
+    dense_key_ids, key_time_order, CpuBackend, FeatureOutput, InputColumn, InputKind, KeyedWindows,
+    Scatter, SortedRows, WindowBackend, WindowPlan,
 };
 
 /// Input kinds of the three inputs: a float, an integer and a decimal with 2 digits.
@@ -98,19 +98,7 @@ fn same(a: &FeatureOutput, ra: usize, b: &FeatureOutput, rb: usize, spec: usize)
 
 fn run_case(seed: u64) {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let specs: Vec<WindowSpec> = (0..1 + rng.below(7))
-        .map(|_| WindowSpec {
-            kind: KINDS[rng.below(KINDS.len() as u64) as usize],
-            input: rng.below(3) as usize,
-            frame: match rng.below(4) {
-                0 => Frame::Unbounded,
-                1 => Frame::Range { width_micros: 0 },
-                _ => Frame::Range {
-                    width_micros: (1 + rng.below(200)) as i64 * 1_000,
-                },
-            },
-        })
-        .collect();
+    let specs = random_specs(&mut rng, 7, 3, 200);
     let plan = WindowPlan::new(specs, 3)
         .and_then(|p| p.with_input_kinds(kinds()))
         .unwrap();

@@ -53,34 +53,19 @@ impl BatchCompute {
         drop(keys);
         let sorted = key_time_order(&ids, key_count, &inputs.times);
         drop(ids);
-        let order = &sorted.order;
-        let times = gather(&inputs.times, order);
-        let values: Vec<Vec<f64>> = inputs.values.iter().map(|c| gather(c, order)).collect();
-        let validity: Vec<Option<Vec<bool>>> = (inputs.validity.iter())
-            .map(|c| c.as_ref().map(|v| gather(v, order)))
-            .collect();
-        let exact: Vec<Option<Vec<i128>>> = (inputs.exact.iter())
-            .map(|c| c.as_ref().map(|v| gather(v, order)))
-            .collect();
+        let columns = InputColumn::all(&inputs.values, &inputs.validity, &inputs.exact);
+        let gathered = Gathered::new(&inputs.times, &columns, &sorted.order);
+        drop(columns);
         let rows = take_record_batch(&inputs.batch, &UInt32Array::from(sorted.order.clone()))
             .map_err(|e| JobError::Other(format!("ordering rows by key and time: {e}")))?;
         drop(inputs);
-        let columns = InputColumn::all(&values, &validity, &exact);
-        let in_order: Vec<u32> = (0..times.len() as u32).collect();
-        let mut features = FeatureOutput::new(plan.specs().len(), times.len());
-        self.run(
-            plan,
-            &SortedRows {
-                offsets: &sorted.offsets,
-                times: &times,
-                inputs: &columns,
-            },
-            Scatter {
-                out: &mut features,
-                positions: &in_order,
-            },
-            progress,
-        )?;
+        let rows_in_order: Vec<u32> = (0..gathered.times.len() as u32).collect();
+        let mut features = FeatureOutput::new(plan.specs().len(), rows_in_order.len());
+        let scatter = Scatter {
+            out: &mut features,
+            positions: &rows_in_order,
+        };
+        self.run(plan, &sorted.offsets, &gathered, scatter, progress)?;
         Ok(KeyOrdered { rows, features })
     }
 
@@ -107,42 +92,34 @@ impl BatchCompute {
                 emit.iter().filter(|&&p| p != Scatter::SKIP).count(),
             ),
         };
-        let times = gather(times, order);
-        let values: Vec<Vec<f64>> = inputs.iter().map(|c| gather(c.values, order)).collect();
-        let validity: Vec<Option<Vec<bool>>> = (inputs.iter())
-            .map(|c| c.validity.map(|v| gather(v, order)))
-            .collect();
-        let exact: Vec<Option<Vec<i128>>> = (inputs.iter())
-            .map(|c| c.exact.map(|v| gather(v, order)))
-            .collect();
-        let columns = InputColumn::all(&values, &validity, &exact);
+        let gathered = Gathered::new(times, inputs, order);
         let mut out = FeatureOutput::new(plan.specs().len(), out_rows);
-        self.run(
-            plan,
-            &SortedRows {
-                offsets: &sorted.offsets,
-                times: &times,
-                inputs: &columns,
-            },
-            Scatter {
-                out: &mut out,
-                positions: positions.as_deref().unwrap_or(order),
-            },
-            progress,
-        )?;
+        let scatter = Scatter {
+            out: &mut out,
+            positions: positions.as_deref().unwrap_or(order),
+        };
+        self.run(plan, &sorted.offsets, &gathered, scatter, progress)?;
         Ok(out)
     }
 
-    /// Evaluates sorted `rows` on the backend for their size.
+    /// Evaluates `gathered` rows, sorted and cut into keys at `offsets`, on the backend for
+    /// their size.
     fn run(
         &self,
         plan: &WindowPlan,
-        rows: &SortedRows<'_>,
+        offsets: &[usize],
+        gathered: &Gathered,
         scatter: Scatter<'_>,
         progress: &ProgressBar,
     ) -> Result<(), JobError> {
+        let columns = InputColumn::all(&gathered.values, &gathered.validity, &gathered.exact);
+        let rows = SortedRows {
+            offsets,
+            times: &gathered.times,
+            inputs: &columns,
+        };
         self.backend_for(plan, rows.rows())
-            .evaluate(plan, rows, scatter, &|n| progress.inc(n as u64))
+            .evaluate(plan, &rows, scatter, &|n| progress.inc(n as u64))
             .map_err(JobError::from)
     }
 
@@ -164,6 +141,30 @@ impl BatchCompute {
             backends: used,
             gpu_unused_because: self.opened.cpu_reason.clone(),
             input: None,
+        }
+    }
+}
+
+/// Times and kernel inputs of rows gathered in key and time order.
+struct Gathered {
+    times: Vec<i64>,
+    values: Vec<Vec<f64>>,
+    validity: Vec<Option<Vec<bool>>>,
+    exact: Vec<Option<Vec<i128>>>,
+}
+
+impl Gathered {
+    /// `times` and `inputs` in the row order `order`.
+    fn new(times: &[i64], inputs: &[InputColumn<'_>], order: &[u32]) -> Self {
+        Gathered {
+            times: gather(times, order),
+            values: inputs.iter().map(|c| gather(c.values, order)).collect(),
+            validity: (inputs.iter())
+                .map(|c| c.validity.map(|v| gather(v, order)))
+                .collect(),
+            exact: (inputs.iter())
+                .map(|c| c.exact.map(|v| gather(v, order)))
+                .collect(),
         }
     }
 }

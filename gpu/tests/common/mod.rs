@@ -2,7 +2,7 @@
 
 #![allow(dead_code)] // each suite uses its own subset
 
-use quiver_gpu::AggKind;
+use quiver_gpu::{AggKind, Frame, WindowSpec};
 
 /// A xorshift generator: deterministic cases without a dependency.
 pub struct Rng(pub u64);
@@ -34,3 +34,21 @@ pub const KINDS: [AggKind; 9] = [
     AggKind::StddevPop,
     AggKind::VarPop,
 ];
+
+/// 1 to `most` random specs over `inputs` inputs: any aggregate, over an unbounded frame, a
+/// zero-width one, or one of 1 to `widest_ms` milliseconds.
+pub fn random_specs(rng: &mut Rng, most: u64, inputs: u64, widest_ms: u64) -> Vec<WindowSpec> {
+    (0..1 + rng.below(most))
+        .map(|_| WindowSpec {
+            kind: KINDS[rng.below(KINDS.len() as u64) as usize],
+            input: rng.below(inputs) as usize,
+            frame: match rng.below(4) {
+                0 => Frame::Unbounded,
+                1 => Frame::Range { width_micros: 0 },
+                _ => Frame::Range {
+                    width_micros: (1 + rng.below(widest_ms)) as i64 * 1_000,
+                },
+            },
+        })
+        .collect()
+}

@@ -270,15 +270,12 @@ impl OnlineStore for EmbeddedOnline {
         let Some((stamp, tables)) = self.read_table(&tx, table)? else {
             return Ok(None);
         };
-        let mut values: Vec<Option<EntityState>> = keys.iter().map(|_| None).collect();
-        if let Some(tables) = &tables {
-            // Looked up in key order: neighbouring keys share the B-tree's pages, which then
-            // stay in the cache from one lookup to the next.
-            let mut order: Vec<usize> = (0..keys.len()).collect();
-            order.sort_unstable_by_key(|&i| keys[i]);
-            for i in order {
-                values[i] = self.entity(tables, keys[i], needs_segments)?;
-            }
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(match &tables {
+                Some(tables) => self.entity(tables, key, needs_segments)?,
+                None => None,
+            });
         }
         Ok(Some((stamp, values)))
     }
