@@ -190,6 +190,13 @@ pub(crate) trait GroupAggregates {
     fn max(&self, i: usize) -> Option<i128>;
 }
 
+impl GroupState {
+    /// Its moments, minimum and maximum trackers.
+    fn quantities(&mut self) -> (&mut [Moments], &mut [Tracker], &mut [Tracker]) {
+        (&mut self.moments, &mut self.mins, &mut self.maxs)
+    }
+}
+
 impl GroupAggregates for GroupState {
     fn moments(&self, i: usize) -> &Moments {
         &self.moments[i]
@@ -276,8 +283,126 @@ pub(crate) fn empty_quantities(
     )
 }
 
-/// Inputs whose values `push` gathers on the stack (more go to the heap).
+/// Inputs whose values [`with_event_values`] gathers on the stack (more go to the heap).
 const LOCAL_INPUTS: usize = 8;
+
+/// Input `input`'s `value` as the window state keeps it: a count-only input contributes
+/// [`COUNTED`] entering and leaving (only its nullness matters), whatever its value.
+#[inline]
+pub(crate) fn kept(
+    plan: &WindowPlan,
+    input: usize,
+    value: Option<InputValue>,
+) -> Option<InputValue> {
+    match value {
+        Some(_) if plan.is_count_only(input) => Some(COUNTED),
+        v => v,
+    }
+}
+
+/// Reads each input of an event once, `value(i)` for input `i`, as the window state keeps it
+/// ([`kept`]), and hands them to `apply`.
+#[inline]
+pub(crate) fn with_event_values<R>(
+    plan: &WindowPlan,
+    value: impl Fn(usize) -> Option<InputValue>,
+    apply: impl FnOnce(&[Option<InputValue>]) -> R,
+) -> R {
+    let read = |i: usize| kept(plan, i, value(i));
+    let inputs = plan.inputs();
+    if inputs <= LOCAL_INPUTS {
+        let mut local = [None; LOCAL_INPUTS];
+        for (i, slot) in local[..inputs].iter_mut().enumerate() {
+            *slot = read(i);
+        }
+        apply(&local[..inputs])
+    } else {
+        let all: Vec<Option<InputValue>> = (0..inputs).map(read).collect();
+        apply(&all)
+    }
+}
+
+/// Adds the event with sequence number `seq` and input `values` to the quantities of frame
+/// group `g`.
+#[inline]
+pub(crate) fn add_event(
+    g: &FrameGroup,
+    (moments, mins, maxs): (&mut [Moments], &mut [Tracker], &mut [Tracker]),
+    seq: u64,
+    values: &[Option<InputValue>],
+) {
+    for ((m, &input), &level) in moments
+        .iter_mut()
+        .zip(&g.moment_inputs)
+        .zip(&g.moment_levels)
+    {
+        if let Some(x) = values[input] {
+            m.add(x.as_f64(), level);
+            if let Some(e) = x.as_exact() {
+                m.add_exact(e);
+            }
+        }
+    }
+    for (e, &input) in mins.iter_mut().zip(&g.min_inputs) {
+        if let Some(x) = values[input] {
+            e.add(seq, x.key());
+        }
+    }
+    for (e, &input) in maxs.iter_mut().zip(&g.max_inputs) {
+        if let Some(x) = values[input] {
+            e.add(seq, x.key());
+        }
+    }
+}
+
+/// Removes an event leaving the window, whose input `i` is `value(i)` as the state keeps it,
+/// from the moments of frame group `g`.
+#[inline]
+pub(crate) fn remove_event(
+    g: &FrameGroup,
+    moments: &mut [Moments],
+    value: impl Fn(usize) -> Option<InputValue>,
+) {
+    for ((m, &input), &level) in moments
+        .iter_mut()
+        .zip(&g.moment_inputs)
+        .zip(&g.moment_levels)
+    {
+        if let Some(x) = value(input) {
+            m.remove(x.as_f64(), level);
+            if let Some(e) = x.as_exact() {
+                m.remove_exact(e);
+            }
+        }
+    }
+}
+
+/// After events left the window of frame group `g`, which now starts at sequence number
+/// `start`: drops the trackers' candidates before it, and rebuilds moments whose shift drifted
+/// far from what remains from the window's `rows`, input `i` of row `r` being `value(i, r)`
+/// (rare; see `Moments::drifted`).
+#[inline]
+pub(crate) fn after_removals(
+    g: &FrameGroup,
+    (moments, mins, maxs): (&mut [Moments], &mut [Tracker], &mut [Tracker]),
+    start: u64,
+    rows: std::ops::Range<usize>,
+    value: impl Fn(usize, usize) -> Option<InputValue>,
+) {
+    for e in mins.iter_mut().chain(maxs.iter_mut()) {
+        e.evict_before(start);
+    }
+    for ((m, &input), &level) in moments
+        .iter_mut()
+        .zip(&g.moment_inputs)
+        .zip(&g.moment_levels)
+    {
+        if level == MomentLevel::Spread && m.drifted() {
+            let values = (rows.clone()).filter_map(|row| value(input, row).map(InputValue::as_f64));
+            m.rebuild(values, level);
+        }
+    }
+}
 
 /// Incremental window state of one key: the key's events still inside its longest range window,
 /// and per frame the running quantities over the events inside that frame.
@@ -343,23 +468,7 @@ impl KeyWindowState {
     /// The caller guarantees `t` is not older than [`KeyWindowState::last_time`].
     #[inline]
     pub fn push(&mut self, plan: &WindowPlan, t: i64, value: impl Fn(usize) -> Option<InputValue>) {
-        // Each input is read once. Count-only inputs contribute the same value entering and
-        // leaving (only nullness is kept), whatever their actual value.
-        let read = |i: usize| match value(i) {
-            Some(_) if plan.is_count_only(i) => Some(COUNTED),
-            v => v,
-        };
-        let inputs = self.values.len();
-        if inputs <= LOCAL_INPUTS {
-            let mut local = [None; LOCAL_INPUTS];
-            for (i, slot) in local[..inputs].iter_mut().enumerate() {
-                *slot = read(i);
-            }
-            self.apply(plan, t, &local[..inputs]);
-        } else {
-            let all: Vec<Option<InputValue>> = (0..inputs).map(read).collect();
-            self.apply(plan, t, &all);
-        }
+        with_event_values(plan, value, |values| self.apply(plan, t, values));
     }
 
     /// [`KeyWindowState::push`] with the event's inputs read.
@@ -371,29 +480,7 @@ impl KeyWindowState {
             column.push(value);
         }
         for (group, g) in self.groups.iter_mut().zip(&plan.groups) {
-            for ((m, &input), &level) in group
-                .moments
-                .iter_mut()
-                .zip(&g.moment_inputs)
-                .zip(&g.moment_levels)
-            {
-                if let Some(x) = values[input] {
-                    m.add(x.as_f64(), level);
-                    if let Some(e) = x.as_exact() {
-                        m.add_exact(e);
-                    }
-                }
-            }
-            for (e, &input) in group.mins.iter_mut().zip(&g.min_inputs) {
-                if let Some(x) = values[input] {
-                    e.add(seq, x.key());
-                }
-            }
-            for (e, &input) in group.maxs.iter_mut().zip(&g.max_inputs) {
-                if let Some(x) = values[input] {
-                    e.add(seq, x.key());
-                }
-            }
+            add_event(g, group.quantities(), seq, values);
         }
         self.last_time = Some(t);
     }
@@ -411,44 +498,20 @@ impl KeyWindowState {
             let before = group.start;
             while group.start < end && self.times[(group.start - self.base) as usize] < lower {
                 let row = (group.start - self.base) as usize;
-                for ((m, &input), &level) in group
-                    .moments
-                    .iter_mut()
-                    .zip(&g.moment_inputs)
-                    .zip(&g.moment_levels)
-                {
-                    if let Some(x) = self.values[input].get(row, plan.input_kind(input)) {
-                        m.remove(x.as_f64(), level);
-                        if let Some(e) = x.as_exact() {
-                            m.remove_exact(e);
-                        }
-                    }
-                }
+                remove_event(g, &mut group.moments, |input| {
+                    self.values[input].get(row, plan.input_kind(input))
+                });
                 group.start += 1;
             }
             if group.start != before {
-                for e in group.mins.iter_mut().chain(group.maxs.iter_mut()) {
-                    e.evict_before(group.start);
-                }
-                // Removals can leave the shift far from what remains: rebuild those moments
-                // from the retained values (rare; see `Moments::drifted`).
-                let from = (group.start - self.base) as usize;
-                for ((m, &input), &level) in group
-                    .moments
-                    .iter_mut()
-                    .zip(&g.moment_inputs)
-                    .zip(&g.moment_levels)
-                {
-                    if level == MomentLevel::Spread && m.drifted() {
-                        let column = &self.values[input];
-                        let kind = plan.input_kind(input);
-                        let rows = from..self.times.len();
-                        m.rebuild(
-                            rows.filter_map(|row| column.get(row, kind).map(InputValue::as_f64)),
-                            level,
-                        );
-                    }
-                }
+                let (start, from) = (group.start, (group.start - self.base) as usize);
+                after_removals(
+                    g,
+                    group.quantities(),
+                    start,
+                    from..self.times.len(),
+                    |input, row| self.values[input].get(row, plan.input_kind(input)),
+                );
             }
         }
         self.trim(plan);

@@ -12,9 +12,12 @@
 
 use crate::backend::SortedRows;
 use crate::extrema::Tracker;
-use crate::key_state::{empty_quantities, GroupAggregates, InputValue, COUNTED};
-use crate::moments::{MomentLevel, Moments};
-use crate::plan::{Frame, InputKind, WindowPlan};
+use crate::key_state::{
+    add_event, after_removals, empty_quantities, kept, remove_event, with_event_values,
+    GroupAggregates, InputValue,
+};
+use crate::moments::Moments;
+use crate::plan::{Frame, WindowPlan};
 
 /// The running quantities of one frame group over its window of sorted rows.
 #[derive(Debug)]
@@ -26,6 +29,13 @@ pub(crate) struct RowWindow {
     moments: Vec<Moments>,
     mins: Vec<Tracker>,
     maxs: Vec<Tracker>,
+}
+
+impl RowWindow {
+    /// Its moments, minimum and maximum trackers.
+    fn quantities(&mut self) -> (&mut [Moments], &mut [Tracker], &mut [Tracker]) {
+        (&mut self.moments, &mut self.mins, &mut self.maxs)
+    }
 }
 
 impl GroupAggregates for RowWindow {
@@ -43,34 +53,12 @@ impl GroupAggregates for RowWindow {
     }
 }
 
-/// How the window state reads the inputs: count-only inputs contribute [`COUNTED`] when
-/// non-null, whatever their value.
-#[derive(Debug)]
-struct InputReader {
-    count_only: Vec<bool>,
-    kinds: Vec<InputKind>,
-}
-
-impl InputReader {
-    /// Input `input` of sorted row `row`, as the window state keeps it.
-    #[inline]
-    fn value(&self, rows: &SortedRows<'_>, row: usize, input: usize) -> Option<InputValue> {
-        let value = rows.inputs[input].get(row, self.kinds[input])?;
-        Some(if self.count_only[input] {
-            COUNTED
-        } else {
-            value
-        })
-    }
-}
-
 /// The windows of every frame group of a plan over one segment at a time. Sequence numbers of
 /// the extrema trackers are row indices, increasing within a segment as event sequence
 /// numbers do.
 #[derive(Debug)]
 pub(crate) struct SegmentWindows {
     groups: Vec<RowWindow>,
-    inputs: InputReader,
 }
 
 impl SegmentWindows {
@@ -93,13 +81,7 @@ impl SegmentWindows {
                 }
             })
             .collect();
-        SegmentWindows {
-            groups,
-            inputs: InputReader {
-                count_only: (0..plan.inputs()).map(|i| plan.is_count_only(i)).collect(),
-                kinds: (0..plan.inputs()).map(|i| plan.input_kind(i)).collect(),
-            },
-        }
+        SegmentWindows { groups }
     }
 
     /// Empties every window for a segment starting at row `begin`.
@@ -123,8 +105,7 @@ impl SegmentWindows {
     /// `t - width` leave it (as [`crate::KeyWindowState::advance`] removes them).
     #[inline]
     pub(crate) fn advance(&mut self, plan: &WindowPlan, rows: &SortedRows<'_>, end: usize, t: i64) {
-        let reader = &self.inputs;
-        for (window, group) in self.groups.iter_mut().zip(&plan.groups) {
+        for (window, g) in self.groups.iter_mut().zip(&plan.groups) {
             let Some(width) = window.width else {
                 continue;
             };
@@ -138,89 +119,44 @@ impl SegmentWindows {
                 continue;
             }
             for row in before..start {
-                for ((moments, &input), &level) in (window.moments.iter_mut())
-                    .zip(&group.moment_inputs)
-                    .zip(&group.moment_levels)
-                {
-                    if let Some(x) = reader.value(rows, row, input) {
-                        moments.remove(x.as_f64(), level);
-                        if let Some(e) = x.as_exact() {
-                            moments.remove_exact(e);
-                        }
-                    }
-                }
+                remove_event(g, &mut window.moments, |input| {
+                    kept_value(plan, rows, row, input)
+                });
             }
             window.start = start;
-            for tracker in window.mins.iter_mut().chain(window.maxs.iter_mut()) {
-                tracker.evict_before(start as u64);
-            }
-            // Removals can leave the shift far from what remains: rebuild those moments from
-            // the window's rows (rare; see `Moments::drifted`).
-            for ((moments, &input), &level) in (window.moments.iter_mut())
-                .zip(&group.moment_inputs)
-                .zip(&group.moment_levels)
-            {
-                if level == MomentLevel::Spread && moments.drifted() {
-                    let values = (start..end)
-                        .filter_map(|row| reader.value(rows, row, input).map(InputValue::as_f64));
-                    moments.rebuild(values, level);
-                }
-            }
+            after_removals(
+                g,
+                window.quantities(),
+                start as u64,
+                start..end,
+                |input, row| kept_value(plan, rows, row, input),
+            );
         }
     }
 
     /// Applies sorted row `row` to every window.
     #[inline]
     pub(crate) fn add(&mut self, plan: &WindowPlan, rows: &SortedRows<'_>, row: usize) {
-        let reader = &self.inputs;
-        let inputs = reader.kinds.len();
-        if inputs <= LOCAL_INPUTS {
-            // Each input read once, not once per window that aggregates it.
-            let mut local = [None; LOCAL_INPUTS];
-            for (input, slot) in local[..inputs].iter_mut().enumerate() {
-                *slot = reader.value(rows, row, input);
+        let value = |input: usize| rows.inputs[input].get(row, plan.input_kind(input));
+        with_event_values(plan, value, |values| {
+            for (window, g) in self.groups.iter_mut().zip(&plan.groups) {
+                add_event(g, window.quantities(), row as u64, values);
             }
-            add_row(&mut self.groups, plan, row, |input| local[input]);
-        } else {
-            add_row(&mut self.groups, plan, row, |input| {
-                reader.value(rows, row, input)
-            });
-        }
+        });
     }
 }
 
-/// Inputs whose values [`SegmentWindows::add`] reads into an array on the stack.
-const LOCAL_INPUTS: usize = 8;
-
-/// Applies row `row`, whose input `i` is `value(i)`, to every window of `groups`.
+/// Input `input` of sorted row `row` as the window state keeps it ([`kept`]).
 #[inline]
-fn add_row(
-    groups: &mut [RowWindow],
+fn kept_value(
     plan: &WindowPlan,
+    rows: &SortedRows<'_>,
     row: usize,
-    value: impl Fn(usize) -> Option<InputValue>,
-) {
-    for (window, group) in groups.iter_mut().zip(&plan.groups) {
-        for ((moments, &input), &level) in (window.moments.iter_mut())
-            .zip(&group.moment_inputs)
-            .zip(&group.moment_levels)
-        {
-            if let Some(x) = value(input) {
-                moments.add(x.as_f64(), level);
-                if let Some(e) = x.as_exact() {
-                    moments.add_exact(e);
-                }
-            }
-        }
-        for (tracker, &input) in window.mins.iter_mut().zip(&group.min_inputs) {
-            if let Some(x) = value(input) {
-                tracker.add(row as u64, x.key());
-            }
-        }
-        for (tracker, &input) in window.maxs.iter_mut().zip(&group.max_inputs) {
-            if let Some(x) = value(input) {
-                tracker.add(row as u64, x.key());
-            }
-        }
-    }
+    input: usize,
+) -> Option<InputValue> {
+    kept(
+        plan,
+        input,
+        rows.inputs[input].get(row, plan.input_kind(input)),
+    )
 }

@@ -244,7 +244,7 @@ pub async fn backfill(
         })
         .collect();
     // Key partitions evaluated at once, of all views: one per core, at least one per view.
-    let concurrency = operators.len().max(cores());
+    let concurrency = operators.len().max(crate::batch_compute::cores());
     // A large input is split by each view's key into partitions small enough to evaluate
     // `concurrency` of them at once (and the views' tasks hold a few more); smaller sorts and
     // key tables also stay in cache, so this is faster than one sort of everything.
@@ -357,11 +357,6 @@ pub async fn backfill(
     Ok(summary)
 }
 
-/// The cores this process may use.
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 /// A partition's feature rows, evaluated while the permit was held; the permit goes when they
 /// reach the view's task.
 type InFlight = JoinHandle<Result<(Evaluated, OwnedSemaphorePermit), JobError>>;
@@ -403,10 +398,8 @@ async fn send_partitions(
             }
             Some(KeyPartition::Sliced(mut slices)) => {
                 drop(permit);
-                while let Some(earlier) = in_flight.pop_front() {
-                    if !deliver(task, earlier).await? {
-                        return Ok(());
-                    }
+                if !deliver_all(task, &mut in_flight).await? {
+                    return Ok(());
                 }
                 if !send_slices(task, &mut slices).await? {
                     return Ok(());
@@ -414,12 +407,21 @@ async fn send_partitions(
             }
         }
     }
-    while let Some(rest) = in_flight.pop_front() {
-        if !deliver(task, rest).await? {
-            break;
+    deliver_all(task, &mut in_flight).await?;
+    Ok(())
+}
+
+/// [`deliver`]s every evaluation of `in_flight` in order; `false` if the task stopped.
+async fn deliver_all(
+    task: &ViewTask,
+    in_flight: &mut VecDeque<InFlight>,
+) -> Result<bool, JobError> {
+    while let Some(oldest) = in_flight.pop_front() {
+        if !deliver(task, oldest).await? {
+            return Ok(false);
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Waits for a partition's evaluation and sends its rows to `task`; `false` if the task

@@ -7,7 +7,7 @@ use arrow::compute::take_record_batch;
 use indicatif::ProgressBar;
 use quiver_gpu::{
     dense_key_ids, key_time_order, open_backend, BackendStats, Device, FeatureOutput, InputColumn,
-    OpenedBackend, Scatter, SortedRows, WindowBackend, WindowPlan,
+    KeyTimeOrder, OpenedBackend, Scatter, SortedRows, WindowBackend, WindowPlan,
 };
 use quiver_sql::ViewInputs;
 use std::sync::Arc;
@@ -51,12 +51,12 @@ impl BatchCompute {
         let keys = inputs.key_bytes();
         let (ids, key_count) = dense_key_ids(&keys);
         drop(keys);
-        let sorted = key_time_order(&ids, key_count, &inputs.times);
+        let KeyTimeOrder { order, offsets } = key_time_order(&ids, key_count, &inputs.times);
         drop(ids);
         let columns = InputColumn::all(&inputs.values, &inputs.validity, &inputs.exact);
-        let gathered = Gathered::new(&inputs.times, &columns, &sorted.order);
+        let gathered = Gathered::new(&inputs.times, &columns, &order);
         drop(columns);
-        let rows = take_record_batch(&inputs.batch, &UInt32Array::from(sorted.order.clone()))
+        let rows = take_record_batch(&inputs.batch, &UInt32Array::from(order))
             .map_err(|e| JobError::Other(format!("ordering rows by key and time: {e}")))?;
         drop(inputs);
         let rows_in_order: Vec<u32> = (0..gathered.times.len() as u32).collect();
@@ -65,7 +65,7 @@ impl BatchCompute {
             out: &mut features,
             positions: &rows_in_order,
         };
-        self.run(plan, &sorted.offsets, &gathered, scatter, progress)?;
+        self.run(plan, &offsets, &gathered, scatter, progress)?;
         Ok(KeyOrdered { rows, features })
     }
 
@@ -143,6 +143,12 @@ impl BatchCompute {
             input: None,
         }
     }
+}
+
+/// The cores batch evaluations may use at once (backfill's key partitions, training sets'
+/// partitions).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Times and kernel inputs of rows gathered in key and time order.

@@ -296,7 +296,7 @@ pub async fn training_set(
         budget: crate::resident::data_budget(options.memory_limit),
         scratch: scratch.path(),
         progress: options.progress,
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        threads: crate::batch_compute::cores(),
     };
     let mut views = Vec::new();
     let mut evaluated = Vec::new();
