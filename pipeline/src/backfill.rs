@@ -29,8 +29,12 @@ use crate::spill::{ScratchDir, Spill};
 use crate::summary::{JobTotals, RunSummary};
 use crate::view_task::{send_all, ViewTask};
 use crate::watermark::Watermarks;
+use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
+use indicatif::ProgressBar;
+use quiver_sql::FeatureView;
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -51,7 +55,7 @@ const PARTITION_BYTES_FACTOR: usize = 8;
 const SPLIT_ROWS: usize = 256 * 1024;
 
 /// Rows a key partition gets when the input is split for speed rather than memory.
-const PARTITION_ROWS: usize = 1 << 20;
+const PARTITION_ROWS: usize = 1 << 17;
 
 /// A feature row written takes about this many times its event's stream bytes in a
 /// writer's row group (the event's columns, the features, lineage).
@@ -249,47 +253,18 @@ pub async fn backfill(
     // `concurrency` of them at once (and the views' tasks hold a few more); smaller sorts and
     // key tables also stay in cache, so this is faster than one sort of everything.
     let spilled = stream.in_files_now();
-    let mut keyed = Vec::new();
     let need = input_bytes * PARTITION_BYTES_FACTOR * concurrency;
-    let mut partitions = 1;
-    let (mut sliced, mut sliced_rows) = (0, 0);
-    if spilled || need > budget / 2 || accepted as usize >= SPLIT_ROWS {
-        let in_memory = if spilled {
-            None
-        } else {
-            Some(Arc::new(stream.take(0)?.collect::<Result<Vec<_>, _>>()?))
-        };
-        partitions = need
-            .div_ceil((budget / 2).max(1))
+    let split = spilled || need > budget / 2 || accepted as usize >= SPLIT_ROWS;
+    let partitions = if split {
+        need.div_ceil((budget / 2).max(1))
             .max((accepted as usize).div_ceil(PARTITION_ROWS))
-            .clamp(2, MAX_PARTITIONS);
-        for op in &operators {
-            let view = op.view();
-            let what = format!("{}: by key", view.name());
-            let bar = events_bar(Some(accepted), options.progress, &what);
-            let split = KeyedInput::split(
-                view,
-                &stream,
-                in_memory.as_ref(),
-                partitions,
-                scratch.path(),
-                &bar,
-            );
-            let mut split = split.await?;
-            bar.finish_and_clear();
-            // Each partition should hold about this many rows; a hot key's is cut by time.
-            let slice_rows = budget / (2 * PARTITION_BYTES_FACTOR * concurrency) / row_bytes.max(1);
-            let what = format!("{}: hot keys by time", view.name());
-            let oversized = split.oversized_rows(slice_rows);
-            sliced_rows += oversized as u64;
-            let bar = events_bar(Some(2 * oversized as u64), options.progress, &what);
-            sliced += split
-                .slice_oversized(view, slice_rows, scratch.path(), &bar)
-                .await?;
-            bar.finish_and_clear();
-            keyed.push(split);
-        }
-    }
+            .clamp(2, MAX_PARTITIONS)
+    } else {
+        1
+    };
+    // Each partition should hold about this many rows; a hot key's is cut by time.
+    let slice_rows = budget / (2 * PARTITION_BYTES_FACTOR * concurrency) / row_bytes.max(1);
+    let views: Vec<Arc<FeatureView>> = operators.iter().map(|op| Arc::clone(op.view())).collect();
     let evaluators: Vec<_> = operators.iter().map(|op| op.batch_evaluator()).collect();
     // Each view writes on its own task: views are independent.
     let tasks: Vec<ViewTask> = operators
@@ -300,19 +275,55 @@ pub async fn backfill(
             ViewTask::spawn_with_queue(op, writer, 1)
         })
         .collect();
-    if !keyed.is_empty() {
-        drop(stream);
+    let (mut sliced, mut sliced_rows) = (0, 0);
+    if split {
+        let in_memory = if spilled {
+            None
+        } else {
+            Some(Arc::new(stream.take(0)?.collect::<Result<Vec<_>, _>>()?))
+        };
+        let input = Arc::new(stream);
+        let bar = events_bar(
+            Some(accepted * views.len() as u64),
+            options.progress,
+            "by key",
+        );
         let evaluations = Arc::new(Semaphore::new(concurrency));
-        let mut queues = Vec::new();
-        for ((task, keyed), evaluator) in tasks.iter().zip(keyed).zip(evaluators) {
-            let evaluator = evaluator.ok_or_else(|| {
-                JobError::Other("backfill's views evaluate whole partitions".into())
-            })?;
-            queues.push(send_partitions(task, keyed, evaluator, evaluations.clone()));
+        // Views split in parallel, and each evaluates its partitions as soon as its split is
+        // done.
+        let queues = tasks
+            .iter()
+            .zip(views)
+            .zip(evaluators)
+            .map(|((task, view), evaluator)| {
+                let splitting = tokio::spawn(split_view(SplitJob {
+                    view,
+                    input: Arc::clone(&input),
+                    in_memory: in_memory.clone(),
+                    partitions,
+                    slice_rows,
+                    dir: scratch.path().to_path_buf(),
+                    progress: bar.clone(),
+                }));
+                let evaluations = Arc::clone(&evaluations);
+                async move {
+                    let split = splitting.await.map_err(|e| {
+                        JobError::Other(format!("splitting the input by key stopped: {e}"))
+                    })??;
+                    let evaluator = evaluator.ok_or_else(|| {
+                        JobError::Other("backfill's views evaluate whole partitions".into())
+                    })?;
+                    send_partitions(task, split.keyed, evaluator, evaluations).await?;
+                    Ok::<_, JobError>((split.sliced, split.sliced_rows))
+                }
+            });
+        let queues: Vec<_> = queues.collect();
+        drop(input);
+        for (view_sliced, view_sliced_rows) in futures::future::try_join_all(queues).await? {
+            sliced += view_sliced;
+            sliced_rows += view_sliced_rows;
         }
-        for result in futures::future::join_all(queues).await {
-            result?;
-        }
+        bar.finish_and_clear();
     } else {
         let batches = stream.take(0)?.collect::<Result<Vec<_>, _>>()?;
         let all = concat_batches(&schema, &batches).map_err(|e| JobError::Other(e.to_string()))?;
@@ -355,6 +366,55 @@ pub async fn backfill(
     });
     summary.compute = Some(report);
     Ok(summary)
+}
+
+/// What [`split_view`] needs: everything owned, as it runs on its own task.
+struct SplitJob {
+    view: Arc<FeatureView>,
+    /// Backfill's input (one partition).
+    input: Arc<Spill>,
+    /// The input's batches when it is held in memory.
+    in_memory: Option<Arc<Vec<RecordBatch>>>,
+    partitions: usize,
+    /// About the rows of a hot key's time slice.
+    slice_rows: usize,
+    /// Where spill files go.
+    dir: PathBuf,
+    /// Counts the rows split (and, for hot keys, read twice more to cut them by time).
+    progress: ProgressBar,
+}
+
+/// One view's input split by its key, with its oversized partitions cut by time.
+struct ViewSplit {
+    keyed: KeyedInput,
+    /// Partitions cut by time, and their rows.
+    sliced: usize,
+    sliced_rows: u64,
+}
+
+/// Splits the input by the job's view's key into partitions, and cuts those far over
+/// `slice_rows` by event time.
+async fn split_view(job: SplitJob) -> Result<ViewSplit, JobError> {
+    let mut keyed = KeyedInput::split(
+        &job.view,
+        &job.input,
+        job.in_memory.as_ref(),
+        job.partitions,
+        &job.dir,
+        &job.progress,
+    )
+    .await?;
+    drop(job.input);
+    let oversized = keyed.oversized_rows(job.slice_rows);
+    job.progress.inc_length(2 * oversized as u64);
+    let sliced = keyed
+        .slice_oversized(&job.view, job.slice_rows, &job.dir, &job.progress)
+        .await?;
+    Ok(ViewSplit {
+        keyed,
+        sliced,
+        sliced_rows: oversized as u64,
+    })
 }
 
 /// A partition's feature rows, evaluated while the permit was held; the permit goes when they

@@ -11,6 +11,7 @@
 use crate::error::JobError;
 use crate::prepared_rows::prepare_tracking_rows;
 use crate::spill::{partitions_of, push_partitioned, Spill};
+use crate::unread_columns::UnreadColumns;
 use arrow::array::{RecordBatch, UInt32Array};
 use quiver_sql::FeatureView;
 use std::collections::BTreeMap;
@@ -33,6 +34,8 @@ enum Parts {
 /// One view's key partitions of backfill's input.
 pub struct KeyedInput {
     parts: Parts,
+    /// The columns the view never reads: blanked, not carried, when rows are gathered.
+    unread: UnreadColumns,
     /// The partitions cut by event time: each one's slices in time order.
     sliced: BTreeMap<usize, Spill>,
 }
@@ -61,6 +64,7 @@ impl KeyedInput {
         dir: &Path,
         progress: &indicatif::ProgressBar,
     ) -> Result<Self, JobError> {
+        let unread = UnreadColumns::of(view, input.schema());
         let mut keyed = match in_memory {
             Some(input) => Parts::Memory {
                 input: Arc::clone(input),
@@ -73,10 +77,11 @@ impl KeyedInput {
                 partitions,
             )),
         };
-        let batches: Box<dyn Iterator<Item = Result<RecordBatch, JobError>>> = match in_memory {
-            Some(input) => Box::new(input.iter().cloned().map(Ok)),
-            None => Box::new(input.read(0)?),
-        };
+        let batches: Box<dyn Iterator<Item = Result<RecordBatch, JobError>> + Send> =
+            match in_memory {
+                Some(input) => Box::new(input.iter().cloned().map(Ok)),
+                None => Box::new(input.read(0)?),
+            };
         for (index, batch) in batches.enumerate() {
             let batch = batch?;
             progress.inc(batch.num_rows() as u64);
@@ -90,8 +95,10 @@ impl KeyedInput {
                     }
                 }
                 Parts::Files(spill) => {
-                    let kept = arrow::compute::take_record_batch(&batch, &UInt32Array::from(kept))
-                        .map_err(|e| JobError::in_view(view.name(), e))?;
+                    let kept = unread.blanked(&batch).and_then(|batch| {
+                        arrow::compute::take_record_batch(&batch, &UInt32Array::from(kept))
+                    });
+                    let kept = kept.map_err(|e| JobError::in_view(view.name(), e))?;
                     push_partitioned(spill, &kept, &partition)?;
                 }
             }
@@ -101,6 +108,7 @@ impl KeyedInput {
         }
         Ok(KeyedInput {
             parts: keyed,
+            unread,
             sliced: BTreeMap::new(),
         })
     }
@@ -184,13 +192,13 @@ impl KeyedInput {
     fn pieces(
         &self,
         p: usize,
-    ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, JobError>> + '_>, JobError> {
+    ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, JobError>> + Send + '_>, JobError> {
         match &self.parts {
             Parts::Memory { input, parts } => {
                 let batches: Vec<&RecordBatch> = input.iter().collect();
                 Ok(Box::new(parts[p].chunks(PIECE_ROWS).map(
                     move |positions| {
-                        arrow::compute::interleave_record_batch(&batches, positions)
+                        (self.unread.interleave(&batches, positions))
                             .map_err(|e| JobError::Other(format!("a key partition: {e}")))
                     },
                 )))
@@ -230,8 +238,7 @@ impl KeyedInput {
                     return Ok(None);
                 }
                 let batches: Vec<&RecordBatch> = input.iter().collect();
-                arrow::compute::interleave_record_batch(&batches, &positions)
-                    .map_err(|e| fail(&e))?
+                (self.unread.interleave(&batches, &positions)).map_err(|e| fail(&e))?
             }
             Parts::Files(spill) => {
                 let batches = spill.take(p)?.collect::<Result<Vec<_>, _>>()?;

@@ -50,6 +50,7 @@ pub mod sql_text;
 pub mod store_target;
 pub mod summary;
 pub mod training_set;
+pub mod unread_columns;
 pub mod validate;
 pub mod view_operator;
 pub mod view_task;

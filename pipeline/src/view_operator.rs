@@ -156,7 +156,7 @@ impl ViewOperator {
     }
 
     /// The view.
-    pub fn view(&self) -> &FeatureView {
+    pub fn view(&self) -> &Arc<FeatureView> {
         &self.view
     }
 

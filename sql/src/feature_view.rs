@@ -701,6 +701,32 @@ impl FeatureView {
         Some(read.into_iter().collect())
     }
 
+    /// Indices of the stream columns whose values reach the view's windows or feature rows
+    /// (keys, event time, aggregate arguments and the columns it outputs) when nothing
+    /// row-local runs below the windows; `None` when something does (then any column may be
+    /// read). The hidden lineage columns are not counted. An evaluation may be given any
+    /// values of their types in the other columns: none is read.
+    pub fn stream_columns_used(&self) -> Option<Vec<usize>> {
+        let mut used: std::collections::BTreeSet<usize> =
+            self.stream_columns_read()?.into_iter().collect();
+        match self.post.first() {
+            // The window level is the output: every column passes through.
+            None => used.extend(self.base_columns.iter().copied()),
+            Some(level) => {
+                for e in &level.exprs {
+                    for c in datafusion::physical_expr::utils::collect_columns(e) {
+                        // The window level's first columns are the stream's; the others are
+                        // the window aggregates.
+                        if let Some(&column) = self.base_columns.get(c.index()) {
+                            used.insert(column);
+                        }
+                    }
+                }
+            }
+        }
+        Some(used.into_iter().collect())
+    }
+
     /// The key columns (in the view's key types) of keys encoded by
     /// [`FeatureView::encode_keys`] or by the kernels (e.g. the keys an online store holds).
     pub fn decode_keys(&self, keys: &[&[u8]]) -> Result<Vec<ArrayRef>, SqlError> {
@@ -939,5 +965,54 @@ fn check_order_by(
             )),
         },
         _ => Err("window has several ORDER BY terms; RANGE windows are ordered by event time alone".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    fn streams() -> Vec<StreamSchema> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("txn_id", DataType::Int64, false),
+            Field::new("card_id", DataType::Utf8, false),
+            Field::new("merchant_id", DataType::Utf8, false),
+            Field::new("amount", DataType::Float64, true),
+            Field::new(
+                "event_time",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
+        ]));
+        vec![StreamSchema {
+            name: "s".into(),
+            schema,
+        }]
+    }
+
+    async fn used(sql: &str) -> Option<Vec<usize>> {
+        let view = FeatureView::compile("v", "v.sql", sql, &streams(), "event_time")
+            .await
+            .unwrap();
+        view.stream_columns_used()
+    }
+
+    #[tokio::test]
+    async fn stream_columns_used_are_the_windows_and_the_output() {
+        let over = "OVER (PARTITION BY card_id ORDER BY event_time \
+                    RANGE BETWEEN INTERVAL '10 minutes' PRECEDING AND CURRENT ROW)";
+        // The merchant (2) is read by nothing; the transaction id (0) only by the output.
+        let sql = format!(
+            "SELECT card_id, event_time, txn_id, count(*) {over} AS c, sum(amount) {over} AS s FROM s"
+        );
+        assert_eq!(used(&sql).await, Some(vec![0, 1, 3, 4]));
+        let sql = format!("SELECT card_id, event_time, count(*) {over} AS c FROM s");
+        assert_eq!(used(&sql).await, Some(vec![1, 4]));
+        // A row-local filter below the windows may read any column.
+        let sql = format!(
+            "SELECT card_id, event_time, count(*) {over} AS c FROM s WHERE merchant_id <> 'm'"
+        );
+        assert_eq!(used(&sql).await, None);
     }
 }

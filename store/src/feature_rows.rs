@@ -232,10 +232,7 @@ impl FeatureRowWriter {
             .set_max_row_group_row_count(Some(self.row_group_rows))
             .set_dictionary_enabled(false);
         for field in self.schema.fields() {
-            if matches!(
-                field.data_type(),
-                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-            ) {
+            if is_string_column(field.data_type()) {
                 props = props
                     .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
             }
@@ -267,6 +264,17 @@ impl FeatureRowWriter {
             self.staged.push(StagedFile { staged, committed });
         }
         Ok(())
+    }
+}
+
+/// Whether a column holds strings, plain or dictionary-encoded (keys and the lineage column
+/// `_source_partition`, which repeats one source name over many rows): the columns whose Parquet
+/// dictionary pays off.
+fn is_string_column(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, values) => is_string_column(values),
+        _ => false,
     }
 }
 
