@@ -5,6 +5,7 @@ use crate::moments::{MomentLevel, Moments};
 use crate::plan::{Frame, FrameGroup, InputKind, Slot, WindowPlan};
 use crate::AggKind;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 mod parts;
@@ -13,7 +14,7 @@ pub use parts::{head_needs_segments, PartWrites, PartsError, StoredParts, WholeP
 
 /// State of one frame group for one key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct GroupState {
+pub(crate) struct GroupState {
     /// Sequence number of the first event inside the window.
     start: u64,
     moments: Vec<Moments>,
@@ -489,32 +490,64 @@ impl KeyWindowState {
     /// drops retained events that no window can reach any more.
     #[inline]
     pub fn advance(&mut self, plan: &WindowPlan, t: i64) {
-        let end = self.next_seq();
-        for (group, g) in self.groups.iter_mut().zip(&plan.groups) {
-            let Frame::Range { width_micros } = g.frame else {
-                continue;
-            };
-            let lower = t.saturating_sub(width_micros);
-            let before = group.start;
-            while group.start < end && self.times[(group.start - self.base) as usize] < lower {
-                let row = (group.start - self.base) as usize;
-                remove_event(g, &mut group.moments, |input| {
-                    self.values[input].get(row, plan.input_kind(input))
-                });
-                group.start += 1;
-            }
-            if group.start != before {
-                let (start, from) = (group.start, (group.start - self.base) as usize);
-                after_removals(
-                    g,
-                    group.quantities(),
-                    start,
-                    from..self.times.len(),
-                    |input, row| self.values[input].get(row, plan.input_kind(input)),
-                );
-            }
+        let mut groups = std::mem::take(&mut self.groups);
+        for (group, g) in groups.iter_mut().zip(&plan.groups) {
+            self.advance_group(plan, g, group, t);
         }
+        self.groups = groups;
         self.trim(plan);
+    }
+
+    /// The aggregates of every frame group with its window ending at `t`, as
+    /// [`KeyWindowState::advance`] would leave them, computed on copies: the state is not
+    /// changed (one stored state may be read by many requests at once).
+    /// Only the groups whose windows lose events are copied.
+    pub(crate) fn groups_at(&self, plan: &WindowPlan, t: i64) -> Vec<Cow<'_, GroupState>> {
+        (self.groups.iter().zip(&plan.groups))
+            .map(|(group, g)| {
+                if !self.leaves(g, group, t) {
+                    return Cow::Borrowed(group);
+                }
+                let mut moved = group.clone();
+                self.advance_group(plan, g, &mut moved, t);
+                Cow::Owned(moved)
+            })
+            .collect()
+    }
+
+    /// Whether the first event of `group`'s window (of frame group `g`) leaves it when it ends
+    /// at `t`: older than a range window's width.
+    #[inline]
+    fn leaves(&self, g: &FrameGroup, group: &GroupState, t: i64) -> bool {
+        let Frame::Range { width_micros } = g.frame else {
+            return false;
+        };
+        let first = group.start;
+        first < self.next_seq()
+            && self.times[(first - self.base) as usize] < t.saturating_sub(width_micros)
+    }
+
+    /// Moves `group`'s window (of frame group `g`) to end at `t`.
+    #[inline]
+    fn advance_group(&self, plan: &WindowPlan, g: &FrameGroup, group: &mut GroupState, t: i64) {
+        let before = group.start;
+        while self.leaves(g, group, t) {
+            let row = (group.start - self.base) as usize;
+            remove_event(g, &mut group.moments, |input| {
+                self.values[input].get(row, plan.input_kind(input))
+            });
+            group.start += 1;
+        }
+        if group.start != before {
+            let (start, from) = (group.start, (group.start - self.base) as usize);
+            after_removals(
+                g,
+                group.quantities(),
+                start,
+                from..self.times.len(),
+                |input, row| self.values[input].get(row, plan.input_kind(input)),
+            );
+        }
     }
 
     /// Drops retained events before the start of every range window.

@@ -11,29 +11,31 @@ use crate::plan::WindowPlan;
 /// holds the key's events with time in `[at - w, at]`, as SQL's frame for a row at `at`.
 ///
 /// A state only knows the events up to its newest one, so `at` must not be older than that
-/// ([`KernelError::ReadBeforeState`] otherwise). The states are advanced to `at` in place
-/// (a read's states are decoded for it and dropped after, so none is copied).
+/// ([`KernelError::ReadBeforeState`] otherwise). The states are read, not changed: each
+/// window's aggregates are moved to `at` on a copy (a server's cached state serves many
+/// reads at once).
 pub fn read_at(
     plan: &WindowPlan,
-    states: &mut [Option<KeyWindowState>],
+    states: &[Option<&KeyWindowState>],
     at: i64,
 ) -> Result<FeatureOutput, KernelError> {
     let specs = plan.specs().len();
     let mut out = FeatureOutput::new(specs, states.len());
     let empty = KeyWindowState::new(plan);
-    for (row, state) in states.iter_mut().enumerate() {
+    for (row, state) in states.iter().enumerate() {
         let state = match state {
             Some(state) => {
                 if let Some(last) = state.last_time().filter(|&last| last > at) {
                     return Err(KernelError::ReadBeforeState { at, last });
                 }
-                state.advance(plan, at);
-                &*state
+                *state
             }
             None => &empty,
         };
+        let groups = state.groups_at(plan, at);
         for spec in 0..specs {
-            out.set_from(plan, state, spec, std::iter::once(row));
+            let group = groups[plan.outputs[spec].0].as_ref();
+            out.set_from_group(plan, group, spec, std::iter::once(row));
         }
     }
     Ok(out)
@@ -113,7 +115,16 @@ mod tests {
             15 * MIN,
             100 * MIN,
         ] {
-            let out = read_at(&plan, &mut [Some(state.clone()), None], at).unwrap();
+            let out = read_at(&plan, &[Some(state), None], at).unwrap();
+            // The same as the state moved to `at` in place, which the read leaves unchanged.
+            let mut advanced = state.clone();
+            advanced.advance(&plan, at);
+            for spec in 0..5 {
+                let value = advanced.read(&plan, spec);
+                assert_eq!(out.valid[spec][0], value.is_some(), "spec {spec} at {at}");
+                assert_eq!(out.values[spec][0], value.unwrap_or(out.values[spec][0]));
+            }
+            assert_eq!(state, &snapshot.keys[0].1);
             let (n, sum, max, sd, lifetime) = brute(&events, at);
             let get =
                 |spec: usize, row: usize| out.valid[spec][row].then_some(out.values[spec][row]);
@@ -133,7 +144,7 @@ mod tests {
         }
         // Reading from state is never exact before its newest event.
         assert!(matches!(
-            read_at(&plan, &mut [Some(state.clone())], 3 * MIN),
+            read_at(&plan, &[Some(state)], 3 * MIN),
             Err(KernelError::ReadBeforeState { .. })
         ));
     }

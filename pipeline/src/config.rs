@@ -67,6 +67,42 @@ pub struct ServeConfig {
     pub tokens: Vec<crate::serve::auth::TokenConfig>,
     /// Serve HTTPS with this certificate and key (default: plain HTTP).
     pub tls: Option<crate::serve::tls::TlsConfig>,
+    /// Decoded entity states kept between reads, e.g. `256MiB` (the default) or `off`: reads
+    /// of entities read before within the same epoch skip the store and the decoding.
+    #[serde(default)]
+    pub state_cache: StateCacheSize,
+}
+
+/// The capacity of the server's state cache in bytes (0: off); written as a size (`256MiB`),
+/// `0` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateCacheSize(pub usize);
+
+impl Default for StateCacheSize {
+    fn default() -> Self {
+        StateCacheSize(crate::online::state_cache::DEFAULT_STATE_CACHE_BYTES)
+    }
+}
+
+impl<'de> Deserialize<'de> for StateCacheSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = match yaml_serde::Value::deserialize(d)? {
+            yaml_serde::Value::String(s) => s,
+            yaml_serde::Value::Number(n) => n.to_string(),
+            yaml_serde::Value::Bool(false) => "off".into(),
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "serve.state_cache must be a size such as 256MiB, or off; not {other:?}"
+                )))
+            }
+        };
+        match text.trim() {
+            "off" | "0" => Ok(StateCacheSize(0)),
+            size => crate::byte_size::parse_byte_size(size)
+                .map(StateCacheSize)
+                .map_err(|e| serde::de::Error::custom(format!("serve.state_cache: {e}, or off"))),
+        }
+    }
 }
 
 impl Default for ServeConfig {
@@ -75,6 +111,7 @@ impl Default for ServeConfig {
             listen: default_listen(),
             tokens: Vec::new(),
             tls: None,
+            state_cache: StateCacheSize::default(),
         }
     }
 }

@@ -260,6 +260,13 @@ fn features_over_http_with_tokens_roles_audit_and_metrics() {
     assert!(rows[0]["n_lifetime"].as_i64().unwrap() > 10, "{body}");
     assert_eq!(served_values["at"], at);
     assert!(served_values["epoch"].as_u64().unwrap() >= 1);
+    // Read again: from the state cache when the epoch is the same, with the same answer.
+    let (status, _, again) = http(&addr, "POST", "/v1/features", Some(READER_TOKEN), &request);
+    assert_eq!(status, 200, "{again}");
+    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    if again["epoch"] == served_values["epoch"] {
+        assert_eq!(again["features"], served_values["features"]);
+    }
 
     // Mistakes are named, with the right status.
     for (body, status, says) in [
@@ -300,12 +307,13 @@ fn features_over_http_with_tokens_roles_audit_and_metrics() {
     let (status, _, metrics) = http(&addr, "GET", "/metrics", Some(READER_TOKEN), "");
     assert_eq!(status, 200);
     for line in [
-        "quiver_http_requests_total{endpoint=\"/v1/features\",status=\"200\"} 1",
+        "quiver_http_requests_total{endpoint=\"/v1/features\",status=\"200\"} 2",
         "quiver_http_requests_total{endpoint=\"/v1/features\",status=\"401\"} 2",
         "quiver_http_request_duration_seconds_count{endpoint=\"/v1/features\"}",
         "quiver_online_keys{view=\"cards\"",
         "quiver_online_freshness_seconds{view=\"cards\"",
-        "quiver_online_entities_read_total 3",
+        "quiver_online_entities_read_total 6",
+        "quiver_online_state_cache_reads_total{result=\"hit\"}",
         // The run serving it is in the same process: its figures too.
         "quiver_run_events_total 600",
         "quiver_run_rows_total{view=\"cards\"} 600",

@@ -11,6 +11,7 @@ pub mod read;
 pub mod retention;
 pub mod shard_files;
 pub mod shard_tables;
+pub mod state_cache;
 mod values_json;
 pub mod verify;
 

@@ -1,6 +1,7 @@
 //! Reading features from the online store at a request time T: every window ends at T.
 
 use super::shard_tables::{combined_stamp, discovered_layout, shard_table};
+use super::state_cache::{CachedState, StateCache};
 use super::values_json::JsonCell;
 use super::{decode_state, SharedOnline};
 use crate::compile::CompiledPipeline;
@@ -211,6 +212,27 @@ impl std::fmt::Display for OnlineValues {
     }
 }
 
+/// The states of `view` as stored, decoded.
+pub fn decode_states(
+    view: &FeatureView,
+    states: &[Option<EntityState>],
+) -> Result<Vec<Option<KeyWindowState>>, ReadError> {
+    (states.iter())
+        .map(|s| s.as_ref().map(decode_state).transpose())
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            ReadError::internal(format!(
+                "the online state of `{}` does not decode: {e}",
+                view.name()
+            ))
+        })
+}
+
+/// Bytes of a stored state: its head and segments.
+fn encoded_size(state: &EntityState) -> usize {
+    state.head.len() + state.segments.iter().map(|(_, s)| s.len()).sum::<usize>()
+}
+
 /// One value of an Arrow column as JSON: numbers as numbers (non-finite floats as null),
 /// decimals as exact strings, times as RFC 3339, the rest as their text ([`JsonCell`]).
 pub fn json_value(column: &dyn Array, row: usize) -> serde_json::Value {
@@ -226,6 +248,8 @@ pub struct OnlineReader {
     registry: crate::registry::Registry,
     /// Other versions compiled so far, by table.
     others: std::sync::Mutex<std::collections::HashMap<String, Arc<OnlineView>>>,
+    /// Decoded states between reads (none unless [`OnlineReader::with_state_cache`]).
+    cache: StateCache,
 }
 
 impl OnlineReader {
@@ -262,7 +286,20 @@ impl OnlineReader {
             views,
             registry: pipeline.loaded.config.store_registry(None)?,
             others: Default::default(),
+            cache: StateCache::new(0),
         })
+    }
+
+    /// Keeps up to `bytes` of decoded entity states between reads (a server's reads of the
+    /// same entities within one epoch then skip the store and the decoding; 0: none).
+    pub fn with_state_cache(mut self, bytes: usize) -> Self {
+        self.cache = StateCache::new(bytes);
+        self
+    }
+
+    /// Entities read from the state cache and from the store, since the reader was made.
+    pub fn state_cache_counts(&self) -> (u64, u64) {
+        self.cache.counts()
     }
 
     /// The config's views.
@@ -394,37 +431,20 @@ impl OnlineReader {
             }
             other => other?,
         };
+        let states: Vec<Option<&KeyWindowState>> = states.iter().map(|s| s.as_deref()).collect();
         Self::values(online, stamps, &states, key_columns, features, at)
     }
 
-    /// The stored states of the entities `encoded`, each from its shard's table when the view
+    /// The decoded states of the entities `encoded`, each from its shard's table when the view
     /// is sharded, with the stamp of each table read.
     #[allow(clippy::type_complexity)]
     fn states(
         &self,
         online: &OnlineView,
         encoded: &[&[u8]],
-    ) -> Result<
-        (
-            Vec<(Option<KeyShard>, OnlineStamp)>,
-            Vec<Option<EntityState>>,
-        ),
-        ReadError,
-    > {
-        let view = &online.view;
+    ) -> Result<(Vec<(Option<KeyShard>, OnlineStamp)>, Vec<CachedState>), ReadError> {
         let read = |table: &str, keys: &[&[u8]], shard: Option<KeyShard>| {
-            self.store
-                .0
-                .get_selected(table, keys, &quiver_gpu::head_needs_segments)
-                .map_err(|e| ReadError::internal(e.to_string()))?
-                .ok_or_else(|| {
-                    let which = shard.map_or(String::new(), |s| format!(" by shard {s}"));
-                    ReadError::not_found(format!(
-                        "nothing was written to the online store for `{}` (version {}){which} yet: run `quiver run` on this config first",
-                        view.name(),
-                        online.version
-                    ))
-                })
+            self.table_states(online, table, keys, shard)
         };
         let Some(count) = online.shards() else {
             let (stamp, states) = read(&online.table, encoded, None)?;
@@ -451,13 +471,70 @@ impl OnlineReader {
         Ok((stamps, states))
     }
 
+    /// The stamp of `table` (one of `online`'s, of `shard` when sharded) and the decoded
+    /// states of `keys` in it, as of one epoch: from the state cache where it holds them at
+    /// the table's current stamp, the rest from the store (and then kept).
+    fn table_states(
+        &self,
+        online: &OnlineView,
+        table: &str,
+        keys: &[&[u8]],
+        shard: Option<KeyShard>,
+    ) -> Result<(OnlineStamp, Vec<CachedState>), ReadError> {
+        let view = &online.view;
+        let get = |keys: &[&[u8]]| {
+            let read = (self.store.0)
+                .get_selected(table, keys, &quiver_gpu::head_needs_segments)
+                .map_err(|e| ReadError::internal(e.to_string()))?
+                .ok_or_else(|| {
+                    let which = shard.map_or(String::new(), |s| format!(" by shard {s}"));
+                    ReadError::not_found(format!(
+                        "nothing was written to the online store for `{}` (version {}){which} yet: run `quiver run` on this config first",
+                        view.name(),
+                        online.version
+                    ))
+                })?;
+            let sizes: Vec<usize> = (read.1.iter())
+                .map(|s| s.as_ref().map_or(0, encoded_size))
+                .collect();
+            let states = (decode_states(view, &read.1)?.into_iter())
+                .map(|s| s.map(Arc::new))
+                .collect();
+            Ok::<_, ReadError>((read.0, states, sizes))
+        };
+        if !self.cache.enabled() {
+            let (stamp, states, _) = get(keys)?;
+            return Ok((stamp, states));
+        }
+        // The table's stamp (no keys), then what the cache lacks at that stamp.
+        let (stamp, _, _) = get(&[])?;
+        let lookup = self.cache.lookup(table, &stamp, keys);
+        if lookup.missing.is_empty() {
+            return Ok((stamp, lookup.found.into_iter().flatten().collect()));
+        }
+        let missing: Vec<&[u8]> = lookup.missing.iter().map(|&i| keys[i]).collect();
+        let (now, read, sizes) = get(&missing)?;
+        if (now.run.as_str(), now.epoch) != (stamp.run.as_str(), stamp.epoch) {
+            // An epoch committed between the two reads: everything from the newer one.
+            let (stamp, states, sizes) = get(keys)?;
+            self.cache.insert(table, &stamp, keys, &states, &sizes);
+            return Ok((stamp, states));
+        }
+        self.cache.insert(table, &stamp, &missing, &read, &sizes);
+        let mut states = lookup.found;
+        for (i, state) in lookup.missing.into_iter().zip(read) {
+            states[i] = Some(state);
+        }
+        Ok((stamp, states.into_iter().flatten().collect()))
+    }
+
     /// `features` at `at` (default: now, or the newest watermark of the tables read if later)
-    /// from the entities' stored `states`, read from tables with `stamps` (one, or a sharded
+    /// from the entities' decoded `states`, read from tables with `stamps` (one, or a sharded
     /// view's shards read), one row per entity with its key columns `key_columns`.
     pub fn values(
         online: &OnlineView,
         stamps: Vec<(Option<KeyShard>, OnlineStamp)>,
-        states: &[Option<EntityState>],
+        states: &[Option<&KeyWindowState>],
         key_columns: Vec<ArrayRef>,
         features: &[String],
         at: Option<i64>,
@@ -488,20 +565,10 @@ impl OnlineReader {
                 newest.epoch
             )));
         }
-        let mut decoded: Vec<Option<KeyWindowState>> = states
-            .iter()
-            .map(|s| s.as_ref().map(decode_state).transpose())
-            .collect::<Result<_, _>>()
-            .map_err(|e| {
-                ReadError::internal(format!(
-                    "the online state of `{}` does not decode: {e}",
-                    view.name()
-                ))
-            })?;
-        let windows = quiver_gpu::read_at(view.window_plan(), &mut decoded, at)
+        let windows = quiver_gpu::read_at(view.window_plan(), states, at)
             .map_err(|e| ReadError::internal(format!("view `{}`: {e}", view.name())))?;
         let values = view
-            .features_at(windows, decoded.len())
+            .features_at(windows, states.len())
             .map_err(|e| ReadError::internal(e.to_string()))?;
         let mut fields: Vec<Field> = keys
             .iter()

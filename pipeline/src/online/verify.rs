@@ -4,7 +4,7 @@
 //! in the offline store, over the events the online state is as of (those before its
 //! watermark). On a healthy store it finds nothing.
 
-use super::read::{json_value, OnlineReader};
+use super::read::{decode_states, json_value, OnlineReader};
 use super::shard_tables::combined_stamp;
 use crate::batch_compute::BatchCompute;
 use crate::error::JobError;
@@ -192,10 +192,12 @@ pub async fn verify_online(
         let encoded: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
         let key_columns = online.view.decode_keys(&encoded).map_err(|e| fail(&e))?;
         let states: Vec<Option<EntityState>> = entries.into_iter().map(|(_, s)| Some(s)).collect();
+        let decoded = decode_states(&online.view, &states).map_err(|e| fail(&e))?;
+        let decoded: Vec<_> = decoded.iter().map(Option::as_ref).collect();
         let values = OnlineReader::values(
             online,
             vec![(shard, stamp)],
-            &states,
+            &decoded,
             key_columns.clone(),
             &features,
             Some(at),

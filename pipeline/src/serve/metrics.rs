@@ -138,6 +138,7 @@ impl Metrics {
         &self,
         tables: &[(String, OnlineStamp)],
         run: Option<&RunFigures>,
+        state_cache: (u64, u64),
         now_ms: u64,
     ) -> String {
         let mut out = String::new();
@@ -195,6 +196,20 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE quiver_online_entities_read_total counter");
         let _ = writeln!(out, "quiver_online_entities_read_total {}", c.entities);
         drop(c);
+        let (hits, misses) = state_cache;
+        let _ = writeln!(
+            out,
+            "# HELP quiver_online_state_cache_reads_total Entity states read from the server's state cache (hit) and from the store (miss)."
+        );
+        let _ = writeln!(out, "# TYPE quiver_online_state_cache_reads_total counter");
+        let _ = writeln!(
+            out,
+            "quiver_online_state_cache_reads_total{{result=\"hit\"}} {hits}"
+        );
+        let _ = writeln!(
+            out,
+            "quiver_online_state_cache_reads_total{{result=\"miss\"}} {misses}"
+        );
         let gauges: [Gauge; 5] = [
             ("quiver_online_epoch", "Last checkpoint epoch applied to the online store.", |s, _| {
                 Some(s.epoch as f64)
@@ -260,7 +275,7 @@ mod tests {
             view_rows: vec![("cards".into(), 7)],
             ..RunFigures::default()
         };
-        let text = m.render(&[("v\"x@abc".into(), stamp)], Some(&run), 3_000);
+        let text = m.render(&[("v\"x@abc".into(), stamp)], Some(&run), (7, 3), 3_000);
         for line in [
             "quiver_http_requests_total{endpoint=\"/v1/features\",status=\"200\"} 2",
             "quiver_http_request_duration_seconds_bucket{endpoint=\"/v1/features\",le=\"0.001\"} 1",
@@ -272,6 +287,8 @@ mod tests {
             "quiver_online_freshness_seconds{view=\"v\\\"x\",version=\"abc\"} 0.5",
             "quiver_run_events_total 10",
             "quiver_run_rows_total{view=\"cards\"} 7",
+            "quiver_online_state_cache_reads_total{result=\"hit\"} 7",
+            "quiver_online_state_cache_reads_total{result=\"miss\"} 3",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

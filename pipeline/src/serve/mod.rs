@@ -81,6 +81,7 @@ impl Server {
             )));
         }
         let auth = Auth::new(tokens, Some(Role::Admin))?;
+        let state_cache = config.serve.state_cache.0;
         let slas = config
             .views
             .iter()
@@ -90,7 +91,7 @@ impl Server {
         let audit = AuditLog::of_store(registry.root());
         Ok(Server {
             pipeline: config.name.clone(),
-            reader: OnlineReader::new(pipeline, online)?,
+            reader: OnlineReader::new(pipeline, online)?.with_state_cache(state_cache),
             auth,
             audit,
             metrics: Metrics::default(),
@@ -502,6 +503,7 @@ async fn metrics_page(State(server): State<Arc<Server>>, headers: HeaderMap) -> 
                 server.metrics.render(
                     &tables,
                     server.run.as_ref().map(|g| g.get()).as_ref(),
+                    server.reader.state_cache_counts(),
                     crate::clock::now_ms(),
                 ),
             )

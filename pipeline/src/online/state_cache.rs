@@ -1,0 +1,260 @@
+//! Decoded entity states kept in memory between reads of the server (`serve.state_cache`).
+//!
+//! A read of 100 entities spends half its CPU finding their states in the store and decoding
+//! them; both give the same answer until the table's next epoch. The cache holds states as
+//! decoded, per table, together with the stamp (run and epoch) they were read at: a read whose
+//! table stamp is another drops that table's states first, so a read never mixes epochs. Reads
+//! read the cached state without changing it (`quiver_gpu::read_at`). Memory is bounded: past the capacity
+//! (the states' encoded bytes, counted twice for the decoded form), entries of the table being
+//! filled are dropped in the map's arbitrary order, and a table's entries all go when it moves
+//! to a new epoch.
+
+use quiver_gpu::KeyWindowState;
+use quiver_store::online::OnlineStamp;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The default capacity of `serve.state_cache`.
+pub const DEFAULT_STATE_CACHE_BYTES: usize = 256 << 20;
+
+/// Bytes an entry takes besides its state's (the key, the map's slot, the `Arc`).
+const ENTRY_OVERHEAD: usize = 96;
+
+/// One entity's state as read from the store: `None` when the store has none (an unknown
+/// or expired key reads as empty windows, and is cached so too).
+pub type CachedState = Option<Arc<KeyWindowState>>;
+
+/// Decoded states of the online store's tables, each at one stamp.
+pub struct StateCache {
+    capacity: usize,
+    tables: Mutex<Tables>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+#[derive(Default)]
+struct Tables {
+    by_name: HashMap<String, TableStates>,
+    /// Bytes held over all tables.
+    bytes: usize,
+}
+
+/// The cached states of one table, all read at `run`'s `epoch`.
+struct TableStates {
+    run: String,
+    epoch: u64,
+    states: HashMap<Vec<u8>, (CachedState, usize)>,
+}
+
+/// What [`StateCache::lookup`] found for a read's keys.
+pub struct Lookup {
+    /// Per key: its state when cached at the read's stamp (`Some(None)`: cached as absent).
+    pub found: Vec<Option<CachedState>>,
+    /// Indices of the keys not cached.
+    pub missing: Vec<usize>,
+}
+
+impl StateCache {
+    /// A cache holding about `capacity` bytes of states; 0 keeps nothing.
+    pub fn new(capacity: usize) -> Self {
+        StateCache {
+            capacity,
+            tables: Mutex::new(Tables::default()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether it keeps anything.
+    pub fn enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
+    /// Entities found in the cache and not, since it was made.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached states of `keys` of `table` as of `stamp`; a table cached at another stamp
+    /// is dropped first.
+    pub fn lookup(&self, table: &str, stamp: &OnlineStamp, keys: &[&[u8]]) -> Lookup {
+        let mut found: Vec<Option<CachedState>> = Vec::with_capacity(keys.len());
+        {
+            let mut tables = self.tables();
+            tables.drop_if_stale(table, stamp);
+            let states = tables.by_name.get(table).map(|t| &t.states);
+            for key in keys {
+                found.push(states.and_then(|s| s.get(*key)).map(|(s, _)| s.clone()));
+            }
+        }
+        let missing: Vec<usize> = (found.iter().enumerate())
+            .filter(|(_, f)| f.is_none())
+            .map(|(i, _)| i)
+            .collect();
+        self.hits
+            .fetch_add((keys.len() - missing.len()) as u64, Ordering::Relaxed);
+        self.misses
+            .fetch_add(missing.len() as u64, Ordering::Relaxed);
+        Lookup { found, missing }
+    }
+
+    /// Keeps the `states` of `keys` of `table`, read at `stamp`, each with the size of its
+    /// encoded form; nothing is kept when the table is cached at another stamp.
+    pub fn insert(
+        &self,
+        table: &str,
+        stamp: &OnlineStamp,
+        keys: &[&[u8]],
+        states: &[CachedState],
+        encoded_bytes: &[usize],
+    ) {
+        if !self.enabled() {
+            return;
+        }
+        let entries: Vec<(Vec<u8>, CachedState, usize)> = (keys.iter().zip(states))
+            .zip(encoded_bytes)
+            .map(|((key, state), &bytes)| {
+                let size = 2 * bytes + key.len() + ENTRY_OVERHEAD;
+                (key.to_vec(), state.clone(), size)
+            })
+            .collect();
+        let mut tables = self.tables();
+        let Tables { by_name, bytes } = &mut *tables;
+        let cached = by_name
+            .entry(table.to_string())
+            .or_insert_with(|| TableStates {
+                run: stamp.run.clone(),
+                epoch: stamp.epoch,
+                states: HashMap::new(),
+            });
+        if (cached.run.as_str(), cached.epoch) != (stamp.run.as_str(), stamp.epoch) {
+            // Another epoch's states are kept: a lookup at this one drops them, not an insert
+            // (it may come from a read slower than the one that filled the table).
+            return;
+        }
+        for (key, state, size) in entries {
+            if size > self.capacity {
+                continue;
+            }
+            // Room first: drop this table's entries (in the map's arbitrary order) until the
+            // new one fits with an eighth of the capacity to spare (no eviction per insert).
+            if *bytes + size > self.capacity {
+                let target = (*bytes + size - self.capacity) + self.capacity / 8;
+                let mut freed = 0;
+                let victims: Vec<Vec<u8>> = (cached.states.iter())
+                    .take_while(|(_, (_, b))| {
+                        let more = freed < target;
+                        freed += b;
+                        more
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for victim in victims {
+                    if let Some((_, b)) = cached.states.remove(&victim) {
+                        *bytes -= b;
+                    }
+                }
+            }
+            if *bytes + size > self.capacity {
+                continue; // other tables hold the rest; they go when their stamps change
+            }
+            if let Some((_, replaced)) = cached.states.insert(key, (state, size)) {
+                *bytes -= replaced;
+            }
+            *bytes += size;
+        }
+    }
+}
+
+impl Tables {
+    /// Drops `table`'s states unless they were read at `stamp`.
+    fn drop_if_stale(&mut self, table: &str, stamp: &OnlineStamp) {
+        let stale = (self.by_name.get(table))
+            .is_some_and(|t| (t.run.as_str(), t.epoch) != (stamp.run.as_str(), stamp.epoch));
+        if stale {
+            if let Some(dropped) = self.by_name.remove(table) {
+                self.bytes -= dropped.states.values().map(|(_, b)| b).sum::<usize>();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiver_gpu::{AggKind, Frame, WindowPlan, WindowSpec};
+
+    fn stamp(epoch: u64) -> OnlineStamp {
+        OnlineStamp {
+            run: "r".into(),
+            epoch,
+            watermark: None,
+            committed_unix_ms: 0,
+            fingerprint: 0,
+            keys: 0,
+        }
+    }
+
+    fn state() -> KeyWindowState {
+        let spec = WindowSpec {
+            kind: AggKind::Count,
+            input: 0,
+            frame: Frame::Unbounded,
+        };
+        KeyWindowState::new(&WindowPlan::new(vec![spec], 1).unwrap())
+    }
+
+    #[test]
+    fn states_are_found_at_their_stamp_only() {
+        let cache = StateCache::new(1 << 20);
+        let keys: [&[u8]; 2] = [b"a", b"b"];
+        cache.insert(
+            "t",
+            &stamp(1),
+            &keys,
+            &[Some(Arc::new(state())), None],
+            &[10, 0],
+        );
+        let hit = cache.lookup("t", &stamp(1), &[b"b", b"a", b"c"]);
+        assert_eq!(hit.missing, vec![2]);
+        assert!(matches!(hit.found[0], Some(None)));
+        assert!(matches!(hit.found[1], Some(Some(_))));
+        // A new epoch: everything is read again, and the old states are gone for good.
+        assert_eq!(cache.lookup("t", &stamp(2), &keys).missing, vec![0, 1]);
+        assert_eq!(cache.tables().bytes, 0);
+        // A slower read of the old epoch does not put its states back.
+        cache.insert("t", &stamp(2), &keys[..1], &[None], &[0]);
+        cache.insert("t", &stamp(1), &keys[1..], &[None], &[0]);
+        assert_eq!(cache.lookup("t", &stamp(2), &keys).missing, vec![1]);
+        assert_eq!(cache.counts(), (3, 4));
+    }
+
+    #[test]
+    fn memory_stays_under_the_capacity() {
+        let per_entry = 2 * 100 + 8 + ENTRY_OVERHEAD;
+        let cache = StateCache::new(10 * per_entry);
+        let keys: Vec<Vec<u8>> = (0..50u64).map(|k| k.to_be_bytes().to_vec()).collect();
+        for key in &keys {
+            cache.insert("t", &stamp(1), &[key], &[Some(Arc::new(state()))], &[100]);
+            assert!(cache.tables().bytes <= 10 * per_entry);
+        }
+        let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+        let found = cache.lookup("t", &stamp(1), &refs);
+        assert!(
+            (40..50).contains(&found.missing.len()),
+            "{}",
+            found.missing.len()
+        );
+        let disabled = StateCache::new(0);
+        disabled.insert("t", &stamp(1), &refs[..1], &[None], &[0]);
+        assert_eq!(disabled.lookup("t", &stamp(1), &refs[..1]).missing, vec![0]);
+    }
+}
