@@ -506,16 +506,17 @@ impl OnlineReader {
             let (stamp, states, _) = get(keys)?;
             return Ok((stamp, states));
         }
-        // The table's stamp (no keys), then what the cache lacks at that stamp.
-        let (stamp, _, _) = get(&[])?;
-        let lookup = self.cache.lookup(table, &stamp, keys);
-        if lookup.missing.is_empty() {
-            return Ok((stamp, lookup.found.into_iter().flatten().collect()));
-        }
+        // What the cache holds, then the rest from the store with the table's stamp (only the
+        // stamp when the cache holds them all): one store read, two when an epoch committed
+        // since the cached states were read.
+        let lookup = self.cache.lookup(table, keys);
         let missing: Vec<&[u8]> = lookup.missing.iter().map(|&i| keys[i]).collect();
-        let (now, read, sizes) = get(&missing)?;
-        if (now.run.as_str(), now.epoch) != (stamp.run.as_str(), stamp.epoch) {
-            // An epoch committed between the two reads: everything from the newer one.
+        let (stamp, read, sizes) = get(&missing)?;
+        if !lookup.is_at(&stamp) {
+            if missing.len() == keys.len() {
+                self.cache.insert(table, &stamp, keys, &read, &sizes);
+                return Ok((stamp, read));
+            }
             let (stamp, states, sizes) = get(keys)?;
             self.cache.insert(table, &stamp, keys, &states, &sizes);
             return Ok((stamp, states));

@@ -2,8 +2,9 @@
 //!
 //! A read of 100 entities spends half its CPU finding their states in the store and decoding
 //! them; both give the same answer until the table's next epoch. The cache holds states as
-//! decoded, per table, together with the stamp (run and epoch) they were read at: a read whose
-//! table stamp is another drops that table's states first, so a read never mixes epochs. Reads
+//! decoded, per table, together with the stamp (run and epoch) they were read at; the reader
+//! uses them only when the store's stamp is the same (it reads the stamp with the states the
+//! cache lacks), so a read never mixes epochs, and states of a newer epoch replace the table's. Reads
 //! read the cached state without changing it (`quiver_gpu::read_at`). Memory is bounded: past the capacity
 //! (the states' encoded bytes, counted twice for the decoded form), entries of the table being
 //! filled are dropped in the map's arbitrary order, and a table's entries all go when it moves
@@ -49,10 +50,19 @@ struct TableStates {
 
 /// What [`StateCache::lookup`] found for a read's keys.
 pub struct Lookup {
-    /// Per key: its state when cached at the read's stamp (`Some(None)`: cached as absent).
+    /// The run and epoch the table's cached states were read at (`None`: none cached).
+    pub stamp: Option<(String, u64)>,
+    /// Per key: its state when cached (`Some(None)`: cached as absent).
     pub found: Vec<Option<CachedState>>,
     /// Indices of the keys not cached.
     pub missing: Vec<usize>,
+}
+
+impl Lookup {
+    /// Whether the states found were read at `stamp`.
+    pub fn is_at(&self, stamp: &OnlineStamp) -> bool {
+        (self.stamp.as_ref()).is_some_and(|(run, epoch)| *run == stamp.run && *epoch == stamp.epoch)
+    }
 }
 
 impl StateCache {
@@ -83,18 +93,22 @@ impl StateCache {
         self.tables.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The cached states of `keys` of `table` as of `stamp`; a table cached at another stamp
-    /// is dropped first.
-    pub fn lookup(&self, table: &str, stamp: &OnlineStamp, keys: &[&[u8]]) -> Lookup {
+    /// The cached states of `keys` of `table`, with the stamp they were read at (the reader
+    /// checks it against the store's).
+    pub fn lookup(&self, table: &str, keys: &[&[u8]]) -> Lookup {
         let mut found: Vec<Option<CachedState>> = Vec::with_capacity(keys.len());
-        {
-            let mut tables = self.tables();
-            tables.drop_if_stale(table, stamp);
-            let states = tables.by_name.get(table).map(|t| &t.states);
+        let stamp = {
+            let tables = self.tables();
+            let cached = tables.by_name.get(table);
             for key in keys {
-                found.push(states.and_then(|s| s.get(*key)).map(|(s, _)| s.clone()));
+                found.push(
+                    cached
+                        .and_then(|t| t.states.get(*key))
+                        .map(|(s, _)| s.clone()),
+                );
             }
-        }
+            cached.map(|t| (t.run.clone(), t.epoch))
+        };
         let missing: Vec<usize> = (found.iter().enumerate())
             .filter(|(_, f)| f.is_none())
             .map(|(i, _)| i)
@@ -103,11 +117,17 @@ impl StateCache {
             .fetch_add((keys.len() - missing.len()) as u64, Ordering::Relaxed);
         self.misses
             .fetch_add(missing.len() as u64, Ordering::Relaxed);
-        Lookup { found, missing }
+        Lookup {
+            stamp,
+            found,
+            missing,
+        }
     }
 
     /// Keeps the `states` of `keys` of `table`, read at `stamp`, each with the size of its
-    /// encoded form; nothing is kept when the table is cached at another stamp.
+    /// encoded form. A table cached at an older stamp (an earlier epoch of the same run, or
+    /// another run) is dropped first; states read at an earlier epoch than the table's are not
+    /// kept (a slower read's).
     pub fn insert(
         &self,
         table: &str,
@@ -127,6 +147,11 @@ impl StateCache {
             })
             .collect();
         let mut tables = self.tables();
+        if (tables.by_name.get(table)).is_some_and(|t| t.run == stamp.run && t.epoch > stamp.epoch)
+        {
+            return;
+        }
+        tables.drop_if_stale(table, stamp);
         let Tables { by_name, bytes } = &mut *tables;
         let cached = by_name
             .entry(table.to_string())
@@ -135,11 +160,6 @@ impl StateCache {
                 epoch: stamp.epoch,
                 states: HashMap::new(),
             });
-        if (cached.run.as_str(), cached.epoch) != (stamp.run.as_str(), stamp.epoch) {
-            // Another epoch's states are kept: a lookup at this one drops them, not an insert
-            // (it may come from a read slower than the one that filled the table).
-            return;
-        }
         for (key, state, size) in entries {
             if size > self.capacity {
                 continue;
@@ -213,9 +233,10 @@ mod tests {
     }
 
     #[test]
-    fn states_are_found_at_their_stamp_only() {
+    fn states_are_found_with_their_stamp_and_newer_epochs_replace_them() {
         let cache = StateCache::new(1 << 20);
         let keys: [&[u8]; 2] = [b"a", b"b"];
+        assert!(cache.lookup("t", &keys).stamp.is_none());
         cache.insert(
             "t",
             &stamp(1),
@@ -223,18 +244,29 @@ mod tests {
             &[Some(Arc::new(state())), None],
             &[10, 0],
         );
-        let hit = cache.lookup("t", &stamp(1), &[b"b", b"a", b"c"]);
+        let hit = cache.lookup("t", &[b"b", b"a", b"c"]);
+        assert!(hit.is_at(&stamp(1)) && !hit.is_at(&stamp(2)));
         assert_eq!(hit.missing, vec![2]);
         assert!(matches!(hit.found[0], Some(None)));
         assert!(matches!(hit.found[1], Some(Some(_))));
-        // A new epoch: everything is read again, and the old states are gone for good.
-        assert_eq!(cache.lookup("t", &stamp(2), &keys).missing, vec![0, 1]);
-        assert_eq!(cache.tables().bytes, 0);
-        // A slower read of the old epoch does not put its states back.
+        // A newer epoch's states replace the table's, old ones gone for good.
         cache.insert("t", &stamp(2), &keys[..1], &[None], &[0]);
+        let after = cache.lookup("t", &keys);
+        assert!(after.is_at(&stamp(2)));
+        assert_eq!(after.missing, vec![1]);
+        // A slower read of an older epoch puts nothing back.
         cache.insert("t", &stamp(1), &keys[1..], &[None], &[0]);
-        assert_eq!(cache.lookup("t", &stamp(2), &keys).missing, vec![1]);
-        assert_eq!(cache.counts(), (3, 4));
+        assert_eq!(cache.lookup("t", &keys).missing, vec![1]);
+        // Another run replaces it too.
+        let other = OnlineStamp {
+            run: "s".into(),
+            ..stamp(1)
+        };
+        cache.insert("t", &other, &keys[1..], &[None], &[0]);
+        let replaced = cache.lookup("t", &keys);
+        assert!(replaced.is_at(&other));
+        assert_eq!(replaced.missing, vec![0]);
+        assert_eq!(cache.counts(), (5, 6));
     }
 
     #[test]
@@ -247,7 +279,7 @@ mod tests {
             assert!(cache.tables().bytes <= 10 * per_entry);
         }
         let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
-        let found = cache.lookup("t", &stamp(1), &refs);
+        let found = cache.lookup("t", &refs);
         assert!(
             (40..50).contains(&found.missing.len()),
             "{}",
@@ -255,6 +287,6 @@ mod tests {
         );
         let disabled = StateCache::new(0);
         disabled.insert("t", &stamp(1), &refs[..1], &[None], &[0]);
-        assert_eq!(disabled.lookup("t", &stamp(1), &refs[..1]).missing, vec![0]);
+        assert_eq!(disabled.lookup("t", &refs[..1]).missing, vec![0]);
     }
 }
