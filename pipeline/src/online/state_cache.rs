@@ -4,11 +4,11 @@
 //! them; both give the same answer until the table's next epoch. The cache holds states as
 //! decoded, per table, together with the stamp (run and epoch) they were read at; the reader
 //! uses them only when the store's stamp is the same (it reads the stamp with the states the
-//! cache lacks), so a read never mixes epochs, and states of a newer epoch replace the table's. Reads
-//! read the cached state without changing it (`quiver_gpu::read_at`). Memory is bounded: past the capacity
-//! (the states' encoded bytes, counted twice for the decoded form), entries of the table being
-//! filled are dropped in the map's arbitrary order, and a table's entries all go when it moves
-//! to a new epoch.
+//! cache lacks), so a read never mixes epochs, and states of a newer epoch replace the
+//! table's. Reads read the cached state without changing it (`quiver_gpu::read_at`). Memory is
+//! bounded: past the capacity (the states' encoded bytes, counted twice for the decoded form),
+//! entries of the table being filled are dropped in the map's arbitrary order, and a table's
+//! entries all go when it moves to a new epoch.
 
 use quiver_gpu::KeyWindowState;
 use quiver_store::online::OnlineStamp;
@@ -41,17 +41,42 @@ struct Tables {
     bytes: usize,
 }
 
-/// The cached states of one table, all read at `run`'s `epoch`.
-struct TableStates {
+/// The run and epoch of a table's stamp that its cached states were read at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadAt {
     run: String,
     epoch: u64,
+}
+
+impl ReadAt {
+    fn of(stamp: &OnlineStamp) -> Self {
+        ReadAt {
+            run: stamp.run.clone(),
+            epoch: stamp.epoch,
+        }
+    }
+
+    /// Whether `stamp` is this one.
+    fn is(&self, stamp: &OnlineStamp) -> bool {
+        self.run == stamp.run && self.epoch == stamp.epoch
+    }
+
+    /// Whether this is a later epoch of `stamp`'s run.
+    fn is_after(&self, stamp: &OnlineStamp) -> bool {
+        self.run == stamp.run && self.epoch > stamp.epoch
+    }
+}
+
+/// The cached states of one table, all read at `at`.
+struct TableStates {
+    at: ReadAt,
     states: HashMap<Vec<u8>, (CachedState, usize)>,
 }
 
 /// What [`StateCache::lookup`] found for a read's keys.
 pub struct Lookup {
-    /// The run and epoch the table's cached states were read at (`None`: none cached).
-    pub stamp: Option<(String, u64)>,
+    /// The stamp the table's cached states were read at (`None`: none cached).
+    pub stamp: Option<ReadAt>,
     /// Per key: its state when cached (`Some(None)`: cached as absent).
     pub found: Vec<Option<CachedState>>,
     /// Indices of the keys not cached.
@@ -61,7 +86,7 @@ pub struct Lookup {
 impl Lookup {
     /// Whether the states found were read at `stamp`.
     pub fn is_at(&self, stamp: &OnlineStamp) -> bool {
-        (self.stamp.as_ref()).is_some_and(|(run, epoch)| *run == stamp.run && *epoch == stamp.epoch)
+        (self.stamp.as_ref()).is_some_and(|at| at.is(stamp))
     }
 }
 
@@ -107,7 +132,7 @@ impl StateCache {
                         .map(|(s, _)| s.clone()),
                 );
             }
-            cached.map(|t| (t.run.clone(), t.epoch))
+            cached.map(|t| t.at.clone())
         };
         let missing: Vec<usize> = (found.iter().enumerate())
             .filter(|(_, f)| f.is_none())
@@ -147,8 +172,7 @@ impl StateCache {
             })
             .collect();
         let mut tables = self.tables();
-        if (tables.by_name.get(table)).is_some_and(|t| t.run == stamp.run && t.epoch > stamp.epoch)
-        {
+        if (tables.by_name.get(table)).is_some_and(|t| t.at.is_after(stamp)) {
             return;
         }
         tables.drop_if_stale(table, stamp);
@@ -156,8 +180,7 @@ impl StateCache {
         let cached = by_name
             .entry(table.to_string())
             .or_insert_with(|| TableStates {
-                run: stamp.run.clone(),
-                epoch: stamp.epoch,
+                at: ReadAt::of(stamp),
                 states: HashMap::new(),
             });
         for (key, state, size) in entries {
@@ -197,8 +220,7 @@ impl StateCache {
 impl Tables {
     /// Drops `table`'s states unless they were read at `stamp`.
     fn drop_if_stale(&mut self, table: &str, stamp: &OnlineStamp) {
-        let stale = (self.by_name.get(table))
-            .is_some_and(|t| (t.run.as_str(), t.epoch) != (stamp.run.as_str(), stamp.epoch));
+        let stale = (self.by_name.get(table)).is_some_and(|t| !t.at.is(stamp));
         if stale {
             if let Some(dropped) = self.by_name.remove(table) {
                 self.bytes -= dropped.states.values().map(|(_, b)| b).sum::<usize>();
