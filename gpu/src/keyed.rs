@@ -226,6 +226,11 @@ impl KeyedWindows {
         self.states.len()
     }
 
+    /// Number of segments the keys' store holds (see [`StoredParts`]).
+    pub fn stored_segments(&self) -> usize {
+        self.stored.iter().map(StoredParts::segment_count).sum()
+    }
+
     /// Number of events retained across keys (memory is proportional to this).
     pub fn retained_events(&self) -> usize {
         self.states

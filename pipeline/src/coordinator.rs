@@ -160,6 +160,9 @@ pub struct Coordinator {
 /// whether its state was incremental.
 type Written = (u64, Vec<(String, u64)>, bool);
 
+/// What the task writing a checkpoint returned (see [`Coordinator::writer_done`]).
+pub struct WriterResult(Result<Result<Written, JobError>, tokio::task::JoinError>);
+
 /// A checkpoint being written and published on a blocking thread.
 struct InFlight {
     epoch: u64,
@@ -550,14 +553,46 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Waits until the checkpoint being written is durable and published.
-    async fn wait_in_flight(&mut self) -> Result<(), JobError> {
+    /// Whether a checkpoint is being written (the next one waits for it).
+    pub fn writing(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Waits until the checkpoint being written has been written (forever when none is) and
+    /// gives what the writer returned, for [`Coordinator::written`]. Cancel-safe: dropped
+    /// before it is ready, the checkpoint stays in flight.
+    pub async fn writer_done(&mut self) -> WriterResult {
+        match self.in_flight.as_mut() {
+            Some(in_flight) => WriterResult((&mut in_flight.handle).await),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Records what [`Coordinator::writer_done`] gave: the checkpoint in flight is durable
+    /// and published (or its error).
+    pub async fn written(&mut self, result: WriterResult) -> Result<(), JobError> {
         let Some(in_flight) = self.in_flight.take() else {
             return Ok(());
         };
-        let (bytes, rows, incremental) = in_flight
-            .handle
-            .await
+        self.record_durable(in_flight, result).await
+    }
+
+    /// Waits until the checkpoint being written is durable and published.
+    async fn wait_in_flight(&mut self) -> Result<(), JobError> {
+        let Some(mut in_flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let result = WriterResult((&mut in_flight.handle).await);
+        self.record_durable(in_flight, result).await
+    }
+
+    async fn record_durable(
+        &mut self,
+        in_flight: InFlight,
+        result: WriterResult,
+    ) -> Result<(), JobError> {
+        let (bytes, rows, incremental) = result
+            .0
             .map_err(|e| JobError::Checkpoint(format!("the checkpoint writer stopped: {e}")))??;
         self.chain
             .durable(in_flight.epoch, bytes, incremental)
@@ -603,6 +638,15 @@ impl Coordinator {
         let committed = match committed {
             Ok(()) => self.chain.finish(true).await,
             Err(e) => Err(e),
+        };
+        // Epochs the store may have kept in memory only are made durable (a crash before
+        // this is repaired from the checkpoint by the next run).
+        let committed = match (committed, self.online.clone()) {
+            (Ok(()), Some(online)) => tokio::task::spawn_blocking(move || online.sync())
+                .await
+                .map_err(|e| JobError::Checkpoint(format!("the online store's sync stopped: {e}")))?
+                .map_err(|e| JobError::Checkpoint(format!("cannot sync the online store: {e}"))),
+            (committed, _) => committed,
         };
         self.stats.merges = self.chain.merges;
         let done = finish_all(tasks).await;

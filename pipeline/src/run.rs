@@ -4,7 +4,7 @@
 
 use crate::checkpoint::{CheckpointPolicy, CheckpointTrigger};
 use crate::compile::CompiledPipeline;
-use crate::coordinator::{Captured, Coordinator};
+use crate::coordinator::{Captured, Coordinator, WriterResult};
 use crate::dead_letters::row_dead_letter;
 use crate::error::JobError;
 use crate::ingest::ingest;
@@ -369,10 +369,24 @@ pub async fn run(
     let mut durable = None;
     let mut recommit_at = Duration::ZERO;
     loop {
+        // A checkpoint due by time while the previous one is still being written waits for
+        // it, and the run reads on meanwhile: the events that arrive go into the waiting
+        // epoch instead of the one after (which is a whole commit later), and the loop wakes
+        // when the write is done even if the source is quiet. (One due by a count of records
+        // is taken at once, waiting for the previous one in `commit`.)
+        let deferred = coordinator.writing() && trigger.due(source.now());
         let event = tokio::select! {
             biased;
             _ = &mut stop => { interrupted = true; break; }
-            event = source.next(&mut watermarks) => event?,
+            done = coordinator.writer_done(), if deferred => Woken::Written(done),
+            event = source.next(&mut watermarks) => Woken::Source(event?),
+        };
+        let event = match event {
+            Woken::Source(event) => event,
+            Woken::Written(done) => {
+                coordinator.written(done).await?;
+                Some(SourceEvent::Quiet)
+            }
         };
         let step = Instant::now();
         match event {
@@ -424,7 +438,8 @@ pub async fn run(
                 break;
             }
         }
-        if trigger.due(source.now()) {
+        let waits = coordinator.writing() && !trigger.due_by_events();
+        if trigger.due(source.now()) && !waits {
             let captured =
                 Captured::at_barrier(&source, &watermarks, &reorder, accepted, &outputs)?;
             coordinator
@@ -507,6 +522,14 @@ pub async fn run(
 /// Ingests a batch of partition `partition`: rows rejected on the way (transforms, event
 /// time, lateness) become dead letters; returns the on-time rows with their event times.
 /// A shard's job ([`crate::shard::ShardRouting`]) writes only its share of the dead letters.
+/// What woke the run's loop.
+enum Woken {
+    /// The source's next event.
+    Source(Option<SourceEvent>),
+    /// The checkpoint being written was written.
+    Written(WriterResult),
+}
+
 async fn admit(
     pipeline: &CompiledPipeline,
     batch: quiver_connectors::SourceBatch,

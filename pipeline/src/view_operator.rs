@@ -354,20 +354,25 @@ impl Operator for ViewOperator {
         let started = Instant::now();
         // The changed keys' parts are encoded once, for the online store and for an
         // incremental checkpoint alike: each key's head and its newest events, not all of them.
-        // When most keys changed, whole state costs about as much and needs no merge later.
+        // When most keys changed and every stored segment is one just written, whole state
+        // costs about as much and needs no merge later; segments written before would have to
+        // be encoded again (a merchant's day of events at every checkpoint).
         let (keys, tracked) = (self.windows.key_count(), self.windows.tracks_changes());
         let name = self.view.name().to_string();
+        let stored_segments = self.windows.stored_segments();
         let mut changes = self.windows.take_changes();
-        let incremental =
-            request == StateRequest::Changes && tracked && changes.changed.len() * 2 < keys;
+        let changes_asked = request == StateRequest::Changes && tracked;
         let mut written = Vec::new();
-        if incremental || self.online.is_some() {
+        if changes_asked || self.online.is_some() {
             written.reserve(changes.changed.len());
             for changed in &mut changes.changed {
                 let parts = (changed.write_parts()).map_err(|e| cannot_encode(&name, &e))?;
                 written.push((changed.key.to_vec(), parts));
             }
         }
+        let deleted: usize = written.iter().map(|(_, p)| p.deletes.len()).sum();
+        let incremental =
+            changes_asked && (changes.changed.len() * 2 < keys || stored_segments > deleted);
         let deletes: Vec<Vec<u8>> = changes.forgotten.into_iter().map(Vec::from).collect();
         let state = match request {
             StateRequest::Nothing => Vec::new(),

@@ -43,8 +43,14 @@ impl CheckpointTrigger {
             .policy
             .interval
             .is_some_and(|i| now.saturating_sub(self.last) >= i);
-        let by_events = self.policy.every_events.is_some_and(|n| self.events >= n);
-        (by_time || by_events) && self.events > 0
+        (by_time || self.due_by_events()) && self.events > 0
+    }
+
+    /// Whether the count of records (`every_events`) makes a checkpoint due: such a
+    /// checkpoint is taken at that record even while the previous one is still being
+    /// written, so that the epochs of an input are the same in every run.
+    pub fn due_by_events(&self) -> bool {
+        self.policy.every_events.is_some_and(|n| self.events >= n)
     }
 
     /// A checkpoint was taken at `now`.

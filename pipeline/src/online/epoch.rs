@@ -78,7 +78,13 @@ pub fn apply(
         ))
     };
     if let Some(writes) = writes {
-        store.apply(writes).map_err(|e| fail(&e))?;
+        // An ordinary checkpoint holds the state to rebuild the epoch from (above), so the
+        // store may sync it later; the last one's writes (staged) are synced now.
+        match commit.staged {
+            None => store.apply_recoverable(writes),
+            Some(_) => store.apply(writes),
+        }
+        .map_err(|e| fail(&e))?;
     } else if let Some(staged) = &commit.staged {
         if !staged.exists() {
             return Ok(()); // removed only after the store took the epoch

@@ -323,7 +323,9 @@ impl Source {
     }
 
     /// The next records, from the open partition with the lowest watermark (live sources: the
-    /// lowest one with records ready); `None` when every partition has ended.
+    /// lowest one with records ready); `None` when every partition has ended. Cancel-safe:
+    /// it only waits on its readers' channels, so a `select!` may drop it for another branch
+    /// without losing a record.
     pub async fn next(
         &mut self,
         watermarks: &mut Watermarks,

@@ -2,10 +2,14 @@
 //! writes visible together; readers see MVCC snapshots, so they never wait for a commit and
 //! never see half of one. redb locks its file: one process opens it at a time.
 
+use super::overlay::{key_changes, keys_after, KeyChanges, Layers, Overlay};
 use super::{is_new, unix_ms, EntityState, OnlineStamp, OnlineStore, OnlineWrite};
 use crate::StoreError;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::time::Duration;
 
 /// Stamps: table name -> JSON [`OnlineStamp`].
 const STAMPS: TableDefinition<&str, &[u8]> = TableDefinition::new("stamps");
@@ -67,15 +71,27 @@ impl<'t> WriteTables<'t> {
         Ok(())
     }
 
-    /// Removes `key`'s head and every segment.
-    fn forget(&mut self, key: &[u8]) -> Result<(), redb::Error> {
-        self.heads.remove(key)?;
-        self.forget_segments(key)
-    }
-
     fn forget_segments(&mut self, key: &[u8]) -> Result<(), redb::Error> {
         self.segments
             .retain_in((key, 0)..=(key, u64::MAX), |_, _| false)?;
+        Ok(())
+    }
+
+    /// Applies a layer's `changes` of `key` ([`KeyChanges`]).
+    fn change(&mut self, key: &[u8], changes: &KeyChanges) -> Result<(), redb::Error> {
+        if changes.cleared {
+            self.forget_segments(key)?;
+        }
+        match &changes.head {
+            Some(head) => self.heads.insert(key, head.as_slice())?,
+            None => self.heads.remove(key)?,
+        };
+        for (id, bytes) in &changes.segments {
+            match bytes {
+                Some(bytes) => self.segments.insert((key, *id), bytes.as_slice())?,
+                None => self.segments.remove((key, *id))?,
+            };
+        }
         Ok(())
     }
 
@@ -104,10 +120,30 @@ impl<'t> WriteTables<'t> {
     }
 }
 
-/// An online store in one local file.
+/// How often the epochs held in memory ([`OnlineStore::apply_recoverable`]) are written to
+/// the file, in one durable transaction.
+const WRITE_EVERY: Duration = Duration::from_secs(1);
+
+/// An online store in one local file. Epochs whose writer can rebuild them after a crash are
+/// held in memory ([`overlay`](super::overlay)) and written to the file about once a second
+/// by a thread of the store's own; reads compose the file and the layers in memory.
 pub struct EmbeddedOnline {
+    inner: Arc<Inner>,
+    /// Wakes the writer thread (dropping it stops the thread, which writes what is left).
+    writer: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+/// The store shared with its writer thread.
+struct Inner {
     db: Database,
     path: PathBuf,
+    layers: RwLock<Layers>,
+    /// Held while an epoch is applied, and while the layers are written to the file.
+    applying: Mutex<()>,
+    writing: Mutex<()>,
+    /// Why writing to the file failed, if it did: every later apply and sync fails with it (the
+    /// run stops, and the next one rebuilds the epochs from its checkpoint).
+    failed: Mutex<Option<String>>,
 }
 
 impl EmbeddedOnline {
@@ -129,17 +165,125 @@ impl EmbeddedOnline {
                 message: e.to_string(),
             },
         })?;
-        Ok(EmbeddedOnline {
+        let inner = Arc::new(Inner {
             db,
             path: path.to_path_buf(),
+            layers: RwLock::new(Layers::default()),
+            applying: Mutex::new(()),
+            writing: Mutex::new(()),
+            failed: Mutex::new(None),
+        });
+        let (wake, woken) = mpsc::channel::<()>();
+        let shared = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("online-writer".into())
+            .spawn(move || loop {
+                let stop = matches!(
+                    woken.recv_timeout(WRITE_EVERY),
+                    Err(mpsc::RecvTimeoutError::Disconnected)
+                );
+                // A failure is kept for the next apply or sync to report.
+                let _ = shared.write_layers();
+                if stop {
+                    break;
+                }
+            })
+            .map_err(|source| StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(EmbeddedOnline {
+            inner,
+            writer: Some((wake, thread)),
         })
     }
+}
 
+impl Drop for EmbeddedOnline {
+    fn drop(&mut self) {
+        if let Some((wake, thread)) = self.writer.take() {
+            drop(wake);
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A lock's guard even if a thread panicked holding it (the data is whole epochs either way).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
     fn fail(&self, e: impl std::fmt::Display) -> StoreError {
         StoreError::Online {
             store: self.path.display().to_string(),
             message: e.to_string(),
         }
+    }
+
+    fn read_layers(&self) -> std::sync::RwLockReadGuard<'_, Layers> {
+        self.layers.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_layers(&self) -> Result<(), StoreError> {
+        let _one = lock(&self.writing);
+        self.check()?;
+        let layer = {
+            let mut layers = self.layers.write().unwrap_or_else(|e| e.into_inner());
+            if layers.newest.is_empty() {
+                return Ok(());
+            }
+            let layer = Arc::new(std::mem::take(&mut layers.newest));
+            layers.writing = Some(layer.clone());
+            layer
+        };
+        match self.write_to_file(&layer) {
+            Ok(()) => {
+                let mut layers = self.layers.write().unwrap_or_else(|e| e.into_inner());
+                layers.writing = None;
+                Ok(())
+            }
+            Err(e) => {
+                // The layer stays readable; nothing is written to the file any more.
+                *lock(&self.failed) = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// The error writing to the file ended with, if it did.
+    fn check(&self) -> Result<(), StoreError> {
+        match lock(&self.failed).as_ref() {
+            Some(e) => Err(self.fail(format!("writing epochs to the file failed: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes `layer` into the file in one durable transaction.
+    fn write_to_file(&self, layer: &Overlay) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut stamps = tx.open_table(STAMPS).map_err(|e| self.fail(e))?;
+            for (name, table) in &layer.tables {
+                if table.replaced {
+                    WriteTables::delete(&tx, name).map_err(|e| self.fail(e))?;
+                }
+                let mut tables = WriteTables::open(&tx, name).map_err(|e| self.fail(e))?;
+                // In key order: neighbouring inserts touch the same pages.
+                let mut keys: Vec<_> = table.keys.iter().collect();
+                keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                for (key, changes) in keys {
+                    (tables.change(key, changes)).map_err(|e| self.fail(e))?;
+                }
+                let stamp = OnlineStamp {
+                    keys: tables.heads.len().map_err(|e| self.fail(e))?,
+                    ..table.stamp.clone()
+                };
+                let bytes = serde_json::to_vec(&stamp).map_err(|e| self.fail(e))?;
+                (stamps.insert(name.as_str(), bytes.as_slice())).map_err(|e| self.fail(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.fail(e))
     }
 
     fn stamp_of(&self, bytes: &[u8]) -> Result<OnlineStamp, StoreError> {
@@ -202,62 +346,85 @@ impl EmbeddedOnline {
             None => Ok(None),
         }
     }
-}
 
-impl OnlineStore for EmbeddedOnline {
-    fn apply(&self, writes: &[OnlineWrite]) -> Result<usize, StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.fail(e))?;
-        let mut applied = 0;
+    /// Applies one epoch's writes to the newest layer (visible to reads at once, all
+    /// together).
+    fn apply_in_memory(&self, writes: &[OnlineWrite]) -> Result<usize, StoreError> {
+        let _one = lock(&self.applying);
+        self.check()?;
+        let mut folded = Vec::new();
         {
-            let mut stamps = tx.open_table(STAMPS).map_err(|e| self.fail(e))?;
+            // The layers first, then the file: a write to the file that ends in between
+            // leaves its layer in place until after the file shows it.
+            let layers = self.read_layers();
+            let tx = self.db.begin_read().map_err(|e| self.fail(e))?;
             for write in writes {
-                let current = match stamps.get(write.table.as_str()).map_err(|e| self.fail(e))? {
-                    Some(v) => Some(self.stamp_of(v.value())?),
-                    None => None,
+                let stack = layers.stack(&write.table);
+                let file = self.read_table(&tx, &write.table)?;
+                let current = match stack.first() {
+                    Some(changes) => Some(changes.stamp.clone()),
+                    None => file.as_ref().map(|(stamp, _)| stamp.clone()),
                 };
                 if !is_new(current.as_ref(), &write.stamp) {
                     continue;
                 }
-                if write.replace {
-                    WriteTables::delete(&tx, &write.table).map_err(|e| self.fail(e))?;
-                }
-                let mut tables = WriteTables::open(&tx, &write.table).map_err(|e| self.fail(e))?;
-                for key in &write.deletes {
-                    tables.forget(key).map_err(|e| self.fail(e))?;
-                }
-                for put in &write.puts {
-                    (tables.put(&put.key, &put.head, Some(&put.deletes), &put.segments))
-                        .map_err(|e| self.fail(e))?;
-                }
+                let heads = file.as_ref().and_then(|(_, t)| t.as_ref().map(|t| &t.0));
+                let live = |key: &[u8]| match key_changes(&stack, key) {
+                    (changes, _) if !changes.is_empty() => changes[0].head.is_some(),
+                    (_, false) => false,
+                    (_, true) => heads.is_some_and(|h| h.get(key).ok().flatten().is_some()),
+                };
+                let before = current.as_ref().map_or(0, |s| s.keys);
                 let stamp = OnlineStamp {
-                    keys: tables.heads.len().map_err(|e| self.fail(e))?,
+                    keys: keys_after(write, before, live),
                     committed_unix_ms: unix_ms(),
                     ..write.stamp.clone()
                 };
-                let bytes = serde_json::to_vec(&stamp).map_err(|e| self.fail(e))?;
-                stamps
-                    .insert(write.table.as_str(), bytes.as_slice())
-                    .map_err(|e| self.fail(e))?;
-                applied += 1;
+                folded.push((write, stamp));
             }
         }
-        tx.commit().map_err(|e| self.fail(e))?;
+        let mut layers = self.layers.write().unwrap_or_else(|e| e.into_inner());
+        for (write, stamp) in &folded {
+            layers.newest.fold(write, stamp.clone());
+        }
+        Ok(folded.len())
+    }
+}
+
+impl OnlineStore for EmbeddedOnline {
+    fn apply(&self, writes: &[OnlineWrite]) -> Result<usize, StoreError> {
+        let applied = self.inner.apply_in_memory(writes)?;
+        self.sync()?;
         Ok(applied)
     }
 
+    fn apply_recoverable(&self, writes: &[OnlineWrite]) -> Result<usize, StoreError> {
+        self.inner.apply_in_memory(writes)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.inner.write_layers()
+    }
+
     fn tables(&self) -> Result<Vec<(String, OnlineStamp)>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let stamps = match tx.open_table(STAMPS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.fail(e)),
-        };
-        let mut out = Vec::new();
-        for entry in stamps.iter().map_err(|e| self.fail(e))? {
-            let (name, stamp) = entry.map_err(|e| self.fail(e))?;
-            out.push((name.value().to_string(), self.stamp_of(stamp.value())?));
+        let inner = &self.inner;
+        let layers = inner.read_layers();
+        let tx = inner.db.begin_read().map_err(|e| inner.fail(e))?;
+        let mut out = BTreeMap::new();
+        match tx.open_table(STAMPS) {
+            Ok(stamps) => {
+                for entry in stamps.iter().map_err(|e| inner.fail(e))? {
+                    let (name, stamp) = entry.map_err(|e| inner.fail(e))?;
+                    out.insert(name.value().to_string(), inner.stamp_of(stamp.value())?);
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(inner.fail(e)),
         }
-        Ok(out)
+        for (name, stamp) in layers.stamps() {
+            out.insert(name.clone(), stamp.clone());
+        }
+        Ok(out.into_iter().collect())
     }
 
     fn get_selected(
@@ -266,16 +433,54 @@ impl OnlineStore for EmbeddedOnline {
         keys: &[&[u8]],
         needs_segments: &dyn Fn(&[u8]) -> bool,
     ) -> Result<Option<(OnlineStamp, Vec<Option<EntityState>>)>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let Some((stamp, tables)) = self.read_table(&tx, table)? else {
-            return Ok(None);
+        let inner = &self.inner;
+        // The layers first, then the file (see `apply_in_memory`).
+        let layers = inner.read_layers();
+        let tx = inner.db.begin_read().map_err(|e| inner.fail(e))?;
+        let file = inner.read_table(&tx, table)?;
+        let stack = layers.stack(table);
+        let stamp = match (stack.first(), &file) {
+            (Some(changes), _) => changes.stamp.clone(),
+            (None, Some((stamp, _))) => stamp.clone(),
+            (None, None) => return Ok(None),
+        };
+        let file = match stack.iter().any(|t| t.replaced) {
+            true => None,
+            false => file.and_then(|(_, tables)| tables),
         };
         let mut values = Vec::with_capacity(keys.len());
         for key in keys {
-            values.push(match &tables {
-                Some(tables) => self.entity(tables, key, needs_segments)?,
-                None => None,
-            });
+            let (changes, below) = key_changes(&stack, key);
+            let Some(newest) = changes.first() else {
+                values.push(match &file {
+                    Some(tables) => inner.entity(tables, key, needs_segments)?,
+                    None => None,
+                });
+                continue;
+            };
+            let head = match &newest.head {
+                Some(head) if !needs_segments(head) => {
+                    values.push(Some(EntityState {
+                        head: head.clone(),
+                        segments: Vec::new(),
+                    }));
+                    continue;
+                }
+                Some(head) => head,
+                None => {
+                    values.push(None);
+                    continue;
+                }
+            };
+            let mut state = match (&file, below) {
+                (Some(tables), true) => inner.entity(tables, key, &|_| true)?,
+                _ => None,
+            };
+            for changes in changes.iter().rev() {
+                state = changes.over(state);
+            }
+            debug_assert!(state.as_ref().is_some_and(|s| &s.head == head));
+            values.push(state);
         }
         Ok(Some((stamp, values)))
     }
@@ -286,8 +491,11 @@ impl OnlineStore for EmbeddedOnline {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Option<(OnlineStamp, Vec<(Vec<u8>, EntityState)>)>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let Some((stamp, tables)) = self.read_table(&tx, table)? else {
+        // Paging goes through the file: what memory holds is written to it first.
+        self.sync()?;
+        let inner = &self.inner;
+        let tx = inner.db.begin_read().map_err(|e| inner.fail(e))?;
+        let Some((stamp, tables)) = inner.read_table(&tx, table)? else {
             return Ok(None);
         };
         let Some((states, parts)) = tables else {
@@ -298,12 +506,12 @@ impl OnlineStore for EmbeddedOnline {
                 .range::<&[u8]>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
             None => states.range::<&[u8]>(..),
         }
-        .map_err(|e| self.fail(e))?;
+        .map_err(|e| inner.fail(e))?;
         let mut out = Vec::new();
         for entry in range.take(limit) {
-            let (k, v) = entry.map_err(|e| self.fail(e))?;
+            let (k, v) = entry.map_err(|e| inner.fail(e))?;
             let key = k.value().to_vec();
-            let segments = segments_of(&parts, &key).map_err(|e| self.fail(e))?;
+            let segments = segments_of(&parts, &key).map_err(|e| inner.fail(e))?;
             let head = v.value().to_vec();
             out.push((key, EntityState { head, segments }));
         }
@@ -311,27 +519,32 @@ impl OnlineStore for EmbeddedOnline {
     }
 
     fn put_raw(&self, table: &str, key: &[u8], state: &EntityState) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.fail(e))?;
+        // Over what memory holds, which goes to the file first.
+        self.sync()?;
+        let inner = &self.inner;
+        let tx = inner.db.begin_write().map_err(|e| inner.fail(e))?;
         WriteTables::open(&tx, table)
             .and_then(|mut tables| tables.put(key, &state.head, None, &state.segments))
-            .map_err(|e| self.fail(e))?;
-        tx.commit().map_err(|e| self.fail(e))
+            .map_err(|e| inner.fail(e))?;
+        tx.commit().map_err(|e| inner.fail(e))
     }
 
     fn drop_table(&self, table: &str) -> Result<bool, StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.fail(e))?;
+        self.sync()?;
+        let inner = &self.inner;
+        let tx = inner.db.begin_write().map_err(|e| inner.fail(e))?;
         let existed = {
-            let mut stamps = tx.open_table(STAMPS).map_err(|e| self.fail(e))?;
-            let existed = stamps.remove(table).map_err(|e| self.fail(e))?.is_some();
-            WriteTables::delete(&tx, table).map_err(|e| self.fail(e))?;
+            let mut stamps = tx.open_table(STAMPS).map_err(|e| inner.fail(e))?;
+            let existed = stamps.remove(table).map_err(|e| inner.fail(e))?.is_some();
+            WriteTables::delete(&tx, table).map_err(|e| inner.fail(e))?;
             existed
         };
-        tx.commit().map_err(|e| self.fail(e))?;
+        tx.commit().map_err(|e| inner.fail(e))?;
         Ok(existed)
     }
 
     fn describe(&self) -> String {
-        self.path.display().to_string()
+        self.inner.path.display().to_string()
     }
     fn is_local(&self) -> bool {
         true
@@ -341,6 +554,7 @@ impl OnlineStore for EmbeddedOnline {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{read, write};
+    use super::super::EntityWrite;
     use super::*;
 
     #[test]
@@ -407,9 +621,14 @@ mod tests {
                     let value = epoch.to_string();
                     let puts: Vec<(&str, &str)> =
                         keys.iter().map(|k| (k.as_str(), value.as_str())).collect();
-                    store
-                        .apply(&[write("r", epoch, epoch == 1, &puts, &[])])
-                        .unwrap();
+                    // Most epochs stay in memory a while; every seventh goes to the file
+                    // with everything before it.
+                    let epoch_writes = [write("r", epoch, epoch == 1, &puts, &[])];
+                    match epoch % 7 {
+                        0 => store.apply(&epoch_writes),
+                        _ => store.apply_recoverable(&epoch_writes),
+                    }
+                    .unwrap();
                 }
             })
         };
@@ -435,5 +654,81 @@ mod tests {
             seen += 1;
         }
         writer.join().unwrap();
+    }
+
+    /// Random epochs of puts (new heads, segment deletes and writes) and deletes, applied to
+    /// one store durably and to another in memory with writes to the file now and then:
+    /// every read, key count and reopened file agree.
+    #[test]
+    fn epochs_in_memory_read_as_epochs_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let durable = EmbeddedOnline::open(&dir.path().join("durable.redb")).unwrap();
+        let path = dir.path().join("layered.redb");
+        let mut layered = EmbeddedOnline::open(&path).unwrap();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let keys: Vec<Vec<u8>> = (0..40).map(|k| format!("k{k:02}").into_bytes()).collect();
+        let names: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        for epoch in 1..=120u64 {
+            let mut w = write("r", epoch, epoch == 1 || epoch == 60, &[], &[]);
+            for _ in 0..next(12) {
+                let key = keys[next(40) as usize].clone();
+                match next(5) {
+                    0 => w.deletes.push(key),
+                    _ => w.puts.push(EntityWrite {
+                        key,
+                        head: format!("h{epoch}").into_bytes(),
+                        deletes: (0..next(3)).map(|_| next(6)).collect(),
+                        segments: (0..next(3))
+                            .map(|_| (next(6), format!("s{epoch}").into_bytes()))
+                            .collect(),
+                    }),
+                }
+            }
+            let writes = [w];
+            durable.apply(&writes).unwrap();
+            layered.apply_recoverable(&writes).unwrap();
+            if next(9) == 0 {
+                layered.sync().unwrap();
+            }
+            if next(25) == 0 {
+                drop(layered);
+                layered = EmbeddedOnline::open(&path).unwrap();
+            }
+            let (a, b) = (
+                durable.get("v@1", &names).unwrap(),
+                layered.get("v@1", &names).unwrap(),
+            );
+            let ((sa, va), (sb, vb)) = (a.unwrap(), b.unwrap());
+            assert_eq!(va, vb, "epoch {epoch}");
+            assert_eq!((sa.epoch, sa.keys), (sb.epoch, sb.keys), "epoch {epoch}");
+            let tables = layered.tables().unwrap();
+            assert_eq!((tables[0].1.epoch, tables[0].1.keys), (sa.epoch, sa.keys));
+        }
+        layered.sync().unwrap();
+        let (_, page) = layered.scan("v@1", None, 100).unwrap().unwrap();
+        let (_, expected) = durable.scan("v@1", None, 100).unwrap().unwrap();
+        assert_eq!(page, expected);
+    }
+
+    #[test]
+    fn epochs_in_memory_are_written_when_the_store_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.redb");
+        let store = EmbeddedOnline::open(&path).unwrap();
+        store
+            .apply_recoverable(&[write("r", 1, true, &[("a", "1")], &[])])
+            .unwrap();
+        store
+            .apply_recoverable(&[write("r", 2, false, &[("a", "2")], &[])])
+            .unwrap();
+        drop(store);
+        let store = EmbeddedOnline::open(&path).unwrap();
+        assert_eq!(read(&store, &["a"]), (2, vec![Some("2".into())]));
     }
 }

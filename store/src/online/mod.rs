@@ -10,6 +10,7 @@
 //! (one transaction), and applying an epoch again (recovery redoing a commit) changes nothing.
 
 mod embedded;
+mod overlay;
 mod redis;
 mod redis_cluster;
 pub mod versioned;
@@ -143,6 +144,20 @@ pub trait OnlineStore: Send + Sync {
     /// already holds that run's epoch (or a later one) is skipped, so applying an epoch again
     /// is harmless. Returns how many writes were applied.
     fn apply(&self, writes: &[OnlineWrite]) -> Result<usize, StoreError>;
+
+    /// [`OnlineStore::apply`] for an epoch its writer can rebuild after a crash (its
+    /// checkpoint holds the state): visible to reads at once like any epoch, but a backend may
+    /// make it durable later, with a later epoch or [`OnlineStore::sync`], so that short
+    /// checkpoint intervals do not pay a disk sync each. A crash may then take the store back
+    /// to an earlier epoch, never to part of one.
+    fn apply_recoverable(&self, writes: &[OnlineWrite]) -> Result<usize, StoreError> {
+        self.apply(writes)
+    }
+
+    /// Makes every epoch applied so far durable (the writer's last commit).
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Every table with its stamp.
     fn tables(&self) -> Result<Vec<(String, OnlineStamp)>, StoreError>;
