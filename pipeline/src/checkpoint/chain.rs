@@ -1,11 +1,14 @@
 //! The chain of incremental checkpoints: recovery reads back from the latest checkpoint to
 //! the last one with whole state, so once the increments outweigh that whole state (or grow
 //! too many) the latest durable checkpoint is rewritten with merged, whole state, beside the
-//! job ([`CheckpointDir::compact`]), and the checkpoints before it are removed.
+//! job ([`CheckpointDir::compact`]), and the checkpoints before it are removed. A merge runs
+//! on a thread of its own at a lower CPU priority: on a busy machine it waits for the job's
+//! own work (measured: merges were in most of the longest waits between commits at 25 ms
+//! checkpoints on 2 cores).
 
 use super::dir::CheckpointDir;
 use crate::error::JobError;
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 
 /// Increments are merged once they hold more bytes than this, even if the whole state is
 /// smaller (merging a few small files again and again is wasted work).
@@ -24,9 +27,9 @@ pub struct CheckpointChain {
     whole_bytes: u64,
     /// The incremental checkpoints after it: epoch and bytes.
     increments: Vec<(u64, u64)>,
-    /// A merge running on a blocking thread: the epoch it rewrites and the new file's size
-    /// (`None`: a whole checkpoint came first).
-    merging: Option<JoinHandle<Result<Merged, JobError>>>,
+    /// A merge running on its thread: the epoch it rewrites and the new file's size (`None`:
+    /// a whole checkpoint came first).
+    merging: Option<oneshot::Receiver<Result<Merged, JobError>>>,
     /// Merges finished by this process.
     pub merges: u64,
 }
@@ -64,9 +67,17 @@ impl CheckpointChain {
             || self.increments.len() >= self.max_increments;
         if due && self.merging.is_none() {
             let dir = self.dir.clone();
-            self.merging = Some(tokio::task::spawn_blocking(move || {
-                dir.compact(epoch).map(|bytes| (epoch, bytes))
-            }));
+            let (done, merged) = oneshot::channel();
+            std::thread::Builder::new()
+                .name("checkpoint-merge".into())
+                .spawn(move || {
+                    lower_priority();
+                    let _ = done.send(dir.compact(epoch).map(|bytes| (epoch, bytes)));
+                })
+                .map_err(|e| {
+                    JobError::Checkpoint(format!("cannot start merging checkpoints: {e}"))
+                })?;
+            self.merging = Some(merged);
         }
         Ok(())
     }
@@ -79,11 +90,22 @@ impl CheckpointChain {
     /// Takes the result of a merge that finished, or waits for the one running (`wait`: at the
     /// end of the run).
     pub async fn finish(&mut self, wait: bool) -> Result<(), JobError> {
-        let Some(merging) = self.merging.take_if(|m| wait || m.is_finished()) else {
+        let Some(mut merging) = self.merging.take() else {
             return Ok(());
         };
-        let (epoch, bytes) = merging.await.map_err(|e| {
-            JobError::Checkpoint(format!("merging incremental checkpoints stopped: {e}"))
+        let merged = match wait {
+            true => merging.await.map_err(|_| ()),
+            false => match merging.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    self.merging = Some(merging);
+                    return Ok(());
+                }
+                Ok(merged) => Ok(merged),
+                Err(oneshot::error::TryRecvError::Closed) => Err(()),
+            },
+        };
+        let (epoch, bytes) = merged.map_err(|_| {
+            JobError::Checkpoint("merging incremental checkpoints stopped".into())
         })??;
         if let Some(bytes) = bytes {
             self.whole_bytes = bytes;
@@ -91,5 +113,17 @@ impl CheckpointChain {
             self.merges += 1;
         }
         Ok(())
+    }
+}
+
+/// Lowers the calling thread's CPU priority (nice +10; Linux gives each thread its own). A
+/// failure only leaves it where it was.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread's id, no memory shared.
+    unsafe {
+        let thread = libc::gettid() as libc::id_t;
+        let now = libc::getpriority(libc::PRIO_PROCESS, thread);
+        libc::setpriority(libc::PRIO_PROCESS, thread, (now + 10).min(19));
     }
 }
