@@ -519,9 +519,6 @@ pub async fn run(
     Ok(summary)
 }
 
-/// Ingests a batch of partition `partition`: rows rejected on the way (transforms, event
-/// time, lateness) become dead letters; returns the on-time rows with their event times.
-/// A shard's job ([`crate::shard::ShardRouting`]) writes only its share of the dead letters.
 /// What woke the run's loop.
 enum Woken {
     /// The source's next event.
@@ -530,6 +527,9 @@ enum Woken {
     Written(WriterResult),
 }
 
+/// Ingests a batch of partition `partition`: rows rejected on the way (transforms, event
+/// time, lateness) become dead letters; returns the on-time rows with their event times.
+/// A shard's job ([`crate::shard::ShardRouting`]) writes only its share of the dead letters.
 async fn admit(
     pipeline: &CompiledPipeline,
     batch: quiver_connectors::SourceBatch,

@@ -206,9 +206,12 @@ mod tests {
         t.record(10);
         assert!(!t.due(Duration::from_millis(500)));
         assert!(t.due(Duration::from_secs(1)));
+        // Due by time only: such a checkpoint may wait for the one being written.
+        assert!(!t.due_by_events());
         t.taken(Duration::from_secs(1));
         t.record(100);
         assert!(t.due(Duration::from_millis(1001)));
+        assert!(t.due_by_events());
         let off = CheckpointPolicy {
             interval: None,
             every_events: None,
