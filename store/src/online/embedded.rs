@@ -369,14 +369,17 @@ impl Inner {
                     continue;
                 }
                 let heads = file.as_ref().and_then(|(_, t)| t.as_ref().map(|t| &t.0));
-                let live = |key: &[u8]| match key_changes(&stack, key) {
-                    (changes, _) if !changes.is_empty() => changes[0].head.is_some(),
-                    (_, false) => false,
-                    (_, true) => heads.is_some_and(|h| h.get(key).ok().flatten().is_some()),
+                let live = |key: &[u8]| match (key_changes(&stack, key), heads) {
+                    ((changes, _), _) if !changes.is_empty() => Ok(changes[0].head.is_some()),
+                    ((_, true), Some(heads)) => Ok(heads.get(key)?.is_some()),
+                    _ => Ok(false),
                 };
                 let before = current.as_ref().map_or(0, |s| s.keys);
+                let keys = keys_after(write, before, live).map_err(|e: redb::StorageError| {
+                    self.fail(format!("cannot read the file's keys: {e}"))
+                })?;
                 let stamp = OnlineStamp {
-                    keys: keys_after(write, before, live),
+                    keys,
                     committed_unix_ms: unix_ms(),
                     ..write.stamp.clone()
                 };

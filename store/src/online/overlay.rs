@@ -186,7 +186,11 @@ pub(super) fn key_changes<'a>(
 
 /// Counts how a write changes a table's key count: `live(key)` says whether a key has a head
 /// before the write (in the layers and the file). Returns the count after it.
-pub(super) fn keys_after(write: &OnlineWrite, before: u64, live: impl Fn(&[u8]) -> bool) -> u64 {
+pub(super) fn keys_after<E>(
+    write: &OnlineWrite,
+    before: u64,
+    live: impl Fn(&[u8]) -> Result<bool, E>,
+) -> Result<u64, E> {
     let mut count = if write.replace { 0 } else { before };
     // Whether each key met so far has a head after the part of the write seen.
     let mut now: HashMap<&[u8], bool> = HashMap::new();
@@ -195,7 +199,7 @@ pub(super) fn keys_after(write: &OnlineWrite, before: u64, live: impl Fn(&[u8]) 
     for (key, after) in changes {
         let before = match now.get(key) {
             Some(live) => *live,
-            None => !write.replace && live(key),
+            None => !write.replace && live(key)?,
         };
         match (before, after) {
             (false, true) => count += 1,
@@ -204,7 +208,7 @@ pub(super) fn keys_after(write: &OnlineWrite, before: u64, live: impl Fn(&[u8]) 
         }
         now.insert(key, after);
     }
-    count
+    Ok(count)
 }
 
 #[cfg(test)]
@@ -271,16 +275,16 @@ mod tests {
 
     #[test]
     fn key_counts_follow_puts_and_deletes() {
-        let live = |k: &[u8]| k == b"a" || k == b"b";
+        let live = |k: &[u8]| Ok::<_, ()>(k == b"a" || k == b"b");
         // `c` is new; `b` goes; `a` changes.
         let w = write("r", 2, false, &[("a", "1"), ("c", "1")], &["b"]);
-        assert_eq!(keys_after(&w, 2, live), 2);
+        assert_eq!(keys_after(&w, 2, live), Ok(2));
         // Deleting a key that is not there, or writing one twice, counts once.
         let w = write("r", 2, false, &[("c", "1"), ("c", "2")], &["x"]);
-        assert_eq!(keys_after(&w, 2, live), 3);
+        assert_eq!(keys_after(&w, 2, live), Ok(3));
         // A replacing write counts its own keys only.
         let w = write("r", 2, true, &[("a", "1")], &[]);
-        assert_eq!(keys_after(&w, 2, live), 1);
+        assert_eq!(keys_after(&w, 2, live), Ok(1));
     }
 
     #[test]
