@@ -349,6 +349,48 @@ fn features_from_a_topic_equal_the_batch_reference_and_bad_messages_are_dead_let
     assert!(produced.bad.iter().any(|(_, _, r)| r == "late"));
 }
 
+/// Checkpoints due every millisecond, by time only: nearly every one is due while the
+/// previous one is still being written, so the run reads on into the waiting epoch and takes
+/// it when the write ends. Every event is still in exactly one epoch: the features equal the
+/// batch reference and the dead letters are the bad messages.
+#[test]
+fn checkpoints_due_while_one_is_written_wait_and_lose_nothing() {
+    let Some(broker) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = &fresh_topic("deferred-checkpoints");
+    create_topic(&broker, topic, 3);
+    let (kafka, files) = write_configs(dir.path(), &broker, topic, "    stop_at_end: true\n");
+    let text = std::fs::read_to_string(&kafka).unwrap();
+    let every_event_count = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("every_events:"))
+        .unwrap();
+    let text = (text.replace(every_event_count, "")).replace("interval: 100ms", "interval: 1ms");
+    std::fs::write(&kafka, text).unwrap();
+    let mut produced = Produced {
+        partitions: vec![(0, 1_767_225_600_000); 3],
+        ..Produced::default()
+    };
+    produce(&broker, topic, &mut produced, 4_000, 0x5EED_0007);
+
+    let out = dir.path().join("out");
+    let run = quiver_command("run", &kafka, &[("--output", &out)])
+        .output()
+        .unwrap();
+    let run = succeed(run, "quiver run over Kafka with 1 ms checkpoints");
+    let summary = String::from_utf8_lossy(&run.stdout);
+    assert!(summary.contains("4,000 events"), "{summary}");
+    let checkpoints: u64 = (summary.split("checkpoints ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("no checkpoint count in {summary}"));
+    assert!(checkpoints > 1, "{summary}");
+
+    let reference = reference_backfill(dir.path(), &files, &produced.good);
+    assert_eq!(dead_letters(&out), produced.bad);
+    assert_same_features(&reference, &out);
+}
+
 /// A streaming store run over a topic, killed with SIGKILL at random moments and started
 /// again, round after round of newly produced messages: the view's Delta table ends with every
 /// good event's feature row exactly once, equal to a backfill over the same events, and a run
