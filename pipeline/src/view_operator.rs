@@ -359,7 +359,6 @@ impl Operator for ViewOperator {
         // be encoded again (a merchant's day of events at every checkpoint).
         let (keys, tracked) = (self.windows.key_count(), self.windows.tracks_changes());
         let name = self.view.name().to_string();
-        let stored_segments = self.windows.stored_segments();
         let mut changes = self.windows.take_changes();
         let changes_asked = request == StateRequest::Changes && tracked;
         let mut written = Vec::new();
@@ -370,10 +369,14 @@ impl Operator for ViewOperator {
                 written.push((changed.key.to_vec(), parts));
             }
         }
-        let deleted: usize = written.iter().map(|(_, p)| p.deletes.len()).sum();
-        let incremental =
-            changes_asked && (changes.changed.len() * 2 < keys || stored_segments > deleted);
+        let changed = changes.changed.len();
         let deletes: Vec<Vec<u8>> = changes.forgotten.into_iter().map(Vec::from).collect();
+        // Counted only when most keys changed (it is a pass over every key).
+        let every_segment_just_written = || {
+            let new: usize = written.iter().map(|(_, p)| p.segments.len()).sum();
+            self.windows.stored_segments() == new
+        };
+        let incremental = changes_asked && (changed * 2 < keys || !every_segment_just_written());
         let state = match request {
             StateRequest::Nothing => Vec::new(),
             _ if incremental => KeyStates {
