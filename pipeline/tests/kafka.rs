@@ -315,38 +315,71 @@ fn dead_letters(out: &Path) -> BTreeSet<(String, u64, String)> {
 /// Every message of a topic with three partitions, read as a stream: the features equal a
 /// backfill over the good events from a file, and the dead letters are exactly the malformed,
 /// mistyped and late messages, each with its partition and offset.
-#[test]
-fn features_from_a_topic_equal_the_batch_reference_and_bad_messages_are_dead_letters() {
-    let Some(broker) = broker() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let topic = &fresh_topic("features-reference");
-    create_topic(&broker, topic, 3);
-    // The topic is all the input there is: its end ends the run, and every event is final.
-    let (kafka, files) = write_configs(dir.path(), &broker, topic, "    stop_at_end: true\n");
+/// What [`run_to_topic_end`] leaves: the run's output directory and summary, what was
+/// produced, and the batch reference's features.
+struct TopicRun {
+    out: PathBuf,
+    summary: String,
+    produced: Produced,
+    reference: PathBuf,
+}
+
+/// Produces 4,000 messages (some bad, some late) with `seed` to a new 3-partition topic
+/// `name`, runs the Kafka config over it to its end (the topic is all the input there is, so
+/// every event is final), its text changed by `edit` first, and backfills the reference.
+fn run_to_topic_end(
+    broker: &str,
+    dir: &Path,
+    name: &str,
+    seed: u64,
+    edit: impl FnOnce(String) -> String,
+) -> TopicRun {
+    let topic = &fresh_topic(name);
+    create_topic(broker, topic, 3);
+    let (kafka, files) = write_configs(dir, broker, topic, "    stop_at_end: true\n");
+    let text = edit(std::fs::read_to_string(&kafka).unwrap());
+    std::fs::write(&kafka, text).unwrap();
     let mut produced = Produced {
         partitions: vec![(0, 1_767_225_600_000); 3],
         ..Produced::default()
     };
-    produce(&broker, topic, &mut produced, 4_000, 0x5EED_0001);
-
-    let out = dir.path().join("out");
+    produce(broker, topic, &mut produced, 4_000, seed);
+    let out = dir.join("out");
     let run = quiver_command("run", &kafka, &[("--output", &out)])
         .output()
         .unwrap();
-    let run = succeed(run, "quiver run over Kafka");
-    let summary = String::from_utf8_lossy(&run.stdout);
+    let run = succeed(run, &format!("quiver run over Kafka ({name})"));
+    let summary = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(summary.contains("4,000 events"), "{summary}");
+    let reference = reference_backfill(dir, &files, &produced.good);
+    TopicRun {
+        out,
+        summary,
+        produced,
+        reference,
+    }
+}
 
-    let reference = reference_backfill(dir.path(), &files, &produced.good);
-    let letters = dead_letters(&out);
-    let unexpected: Vec<_> = letters.difference(&produced.bad).take(5).collect();
-    let missing: Vec<_> = produced.bad.difference(&letters).take(5).collect();
+#[test]
+fn features_from_a_topic_equal_the_batch_reference_and_bad_messages_are_dead_letters() {
+    let Some(broker) = broker() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let r = run_to_topic_end(
+        &broker,
+        dir.path(),
+        "features-reference",
+        0x5EED_0001,
+        |t| t,
+    );
+    let letters = dead_letters(&r.out);
+    let unexpected: Vec<_> = letters.difference(&r.produced.bad).take(5).collect();
+    let missing: Vec<_> = r.produced.bad.difference(&letters).take(5).collect();
     assert!(
         unexpected.is_empty() && missing.is_empty(),
         "dead letters differ: unexpected {unexpected:?}, missing {missing:?}"
     );
-    assert_same_features(&reference, &out);
-    assert!(produced.bad.iter().any(|(_, _, r)| r == "late"));
+    assert_same_features(&r.reference, &r.out);
+    assert!(r.produced.bad.iter().any(|(_, _, r)| r == "late"));
 }
 
 /// Checkpoints due every millisecond, by time only: nearly every one is due while the
@@ -357,38 +390,27 @@ fn features_from_a_topic_equal_the_batch_reference_and_bad_messages_are_dead_let
 fn checkpoints_due_while_one_is_written_wait_and_lose_nothing() {
     let Some(broker) = broker() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let topic = &fresh_topic("deferred-checkpoints");
-    create_topic(&broker, topic, 3);
-    let (kafka, files) = write_configs(dir.path(), &broker, topic, "    stop_at_end: true\n");
-    let text = std::fs::read_to_string(&kafka).unwrap();
-    let every_event_count = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("every_events:"))
-        .unwrap();
-    let text = (text.replace(every_event_count, "")).replace("interval: 100ms", "interval: 1ms");
-    std::fs::write(&kafka, text).unwrap();
-    let mut produced = Produced {
-        partitions: vec![(0, 1_767_225_600_000); 3],
-        ..Produced::default()
+    let time_only = |text: String| {
+        let every_events = (text.lines())
+            .find(|l| l.trim_start().starts_with("every_events:"))
+            .unwrap()
+            .to_string();
+        (text.replace(&every_events, "")).replace("interval: 100ms", "interval: 1ms")
     };
-    produce(&broker, topic, &mut produced, 4_000, 0x5EED_0007);
-
-    let out = dir.path().join("out");
-    let run = quiver_command("run", &kafka, &[("--output", &out)])
-        .output()
-        .unwrap();
-    let run = succeed(run, "quiver run over Kafka with 1 ms checkpoints");
-    let summary = String::from_utf8_lossy(&run.stdout);
-    assert!(summary.contains("4,000 events"), "{summary}");
-    let checkpoints: u64 = (summary.split("checkpoints ").nth(1))
+    let r = run_to_topic_end(
+        &broker,
+        dir.path(),
+        "deferred-checkpoints",
+        0x5EED_0007,
+        time_only,
+    );
+    let checkpoints: u64 = (r.summary.split("checkpoints ").nth(1))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.replace(',', "").parse().ok())
-        .unwrap_or_else(|| panic!("no checkpoint count in {summary}"));
-    assert!(checkpoints > 1, "{summary}");
-
-    let reference = reference_backfill(dir.path(), &files, &produced.good);
-    assert_eq!(dead_letters(&out), produced.bad);
-    assert_same_features(&reference, &out);
+        .unwrap_or_else(|| panic!("no checkpoint count in {}", r.summary));
+    assert!(checkpoints > 1, "{}", r.summary);
+    assert_eq!(dead_letters(&r.out), r.produced.bad);
+    assert_same_features(&r.reference, &r.out);
 }
 
 /// A streaming store run over a topic, killed with SIGKILL at random moments and started
