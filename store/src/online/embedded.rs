@@ -94,30 +94,6 @@ impl<'t> WriteTables<'t> {
         }
         Ok(())
     }
-
-    /// Writes `key`'s head and `segments`, after deleting its segments `deletes` (`None`:
-    /// every segment it had).
-    fn put(
-        &mut self,
-        key: &[u8],
-        head: &[u8],
-        deletes: Option<&[u64]>,
-        segments: &[(u64, Vec<u8>)],
-    ) -> Result<(), redb::Error> {
-        self.heads.insert(key, head)?;
-        match deletes {
-            Some(ids) => {
-                for &id in ids {
-                    self.segments.remove((key, id))?;
-                }
-            }
-            None => self.forget_segments(key)?,
-        }
-        for (id, bytes) in segments {
-            self.segments.insert((key, *id), bytes.as_slice())?;
-        }
-        Ok(())
-    }
 }
 
 /// How often the epochs held in memory ([`OnlineStore::apply_recoverable`]) are written to
@@ -527,7 +503,17 @@ impl OnlineStore for EmbeddedOnline {
         let inner = &self.inner;
         let tx = inner.db.begin_write().map_err(|e| inner.fail(e))?;
         WriteTables::open(&tx, table)
-            .and_then(|mut tables| tables.put(key, &state.head, None, &state.segments))
+            .and_then(|mut tables| {
+                // The key's whole state: its head, and its segments instead of any it had.
+                let whole = KeyChanges {
+                    head: Some(state.head.clone()),
+                    cleared: true,
+                    segments: (state.segments.iter())
+                        .map(|(id, bytes)| (*id, Some(bytes.clone())))
+                        .collect(),
+                };
+                tables.change(key, &whole)
+            })
             .map_err(|e| inner.fail(e))?;
         tx.commit().map_err(|e| inner.fail(e))
     }
