@@ -415,6 +415,9 @@ impl Operator for ViewOperator {
                     segments: p.segments,
                 })
                 .collect(),
+            // The table holds this view's keys (its first write of a run replaces it, and
+            // every later one brings the keys changed or forgotten since).
+            keys_after: Some(keys as u64),
         });
         self.busy += started.elapsed();
         Ok(OperatorState {

@@ -672,6 +672,7 @@ fn readers_see_whole_epochs(
                             segments: vec![(epoch, value.clone())],
                         })
                         .collect(),
+                    keys_after: None,
                 };
                 store.apply(&[write]).unwrap();
             }
@@ -780,6 +781,7 @@ fn random_epoch(rng: &mut Rng, epoch: u64, model: &mut Model) -> quiver_store::o
         stamp: test_stamp(epoch),
         deletes,
         puts,
+        keys_after: None,
     }
 }
 

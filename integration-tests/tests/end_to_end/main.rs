@@ -8,6 +8,7 @@ mod exact_numbers;
 mod lineage;
 mod object_store_s3;
 mod offline_delta;
+mod online_writes;
 mod parquet_schema;
 mod partitions;
 mod registry;

@@ -149,7 +149,7 @@ pub fn merge(full: &[u8], changes: &[&[u8]], fingerprint: u64) -> Result<Vec<u8>
         .collect::<Result<Vec<_>, _>>()?;
     // What the increments do to each key they touch, folded in order; the snapshot's keys
     // are then copied in order, the touched ones changed, and the new ones put in place.
-    let mut touched: HashMap<&[u8], Touched> = HashMap::new();
+    let mut touched: HashMap<&[u8], Touched, foldhash::fast::RandomState> = HashMap::default();
     for step in &steps {
         for &key in &step.forgotten {
             touched.insert(key, Touched::forgotten());

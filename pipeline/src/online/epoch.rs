@@ -149,7 +149,7 @@ fn from_state(
                 "view `{view}`: the checkpoint's state is incremental"
             ));
         }
-        let puts = (states.keys().map_err(|e| format!("view `{view}`: {e}"))?)
+        let puts: Vec<EntityWrite> = (states.keys().map_err(|e| format!("view `{view}`: {e}"))?)
             .into_iter()
             .map(|k| EntityWrite {
                 key: k.key.to_vec(),
@@ -165,6 +165,7 @@ fn from_state(
             replace: true,
             stamp: commit.stamp(run, *fingerprint),
             deletes: Vec::new(),
+            keys_after: Some(puts.len() as u64),
             puts,
         });
     }

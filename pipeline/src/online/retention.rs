@@ -92,6 +92,7 @@ mod tests {
             stamp,
             deletes: Vec::new(),
             puts: Vec::new(),
+            keys_after: Some(0),
         };
         store.apply(&[write]).unwrap();
         // Commit times are milliseconds: the next table is newer.

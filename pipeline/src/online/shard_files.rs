@@ -149,6 +149,7 @@ mod tests {
                 head: key.as_bytes().to_vec(),
                 ..EntityWrite::default()
             }],
+            keys_after: None,
         }
     }
 

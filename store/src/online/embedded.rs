@@ -351,9 +351,12 @@ impl Inner {
                     _ => Ok(false),
                 };
                 let before = current.as_ref().map_or(0, |s| s.keys);
-                let keys = keys_after(write, before, live).map_err(|e: redb::StorageError| {
-                    self.fail(format!("cannot read the file's keys: {e}"))
-                })?;
+                let keys = match write.keys_after {
+                    Some(keys) => keys,
+                    None => keys_after(write, before, live).map_err(|e: redb::StorageError| {
+                        self.fail(format!("cannot read the file's keys: {e}"))
+                    })?,
+                };
                 let stamp = OnlineStamp {
                     keys,
                     committed_unix_ms: unix_ms(),

@@ -53,6 +53,7 @@ pub(crate) mod testing {
                     segments: vec![(7, v.as_bytes().to_vec())],
                 })
                 .collect(),
+            keys_after: None,
         }
     }
 
@@ -131,6 +132,11 @@ pub struct OnlineWrite {
     pub deletes: Vec<Vec<u8>>,
     /// Changed entities.
     pub puts: Vec<EntityWrite>,
+    /// The table's key count after this write, when the writer knows it (a run's view counts
+    /// its keys; the table holds the same ones): the embedded store then need not look up
+    /// every written key to count the new ones. Not stored with staged writes.
+    #[serde(skip)]
+    pub keys_after: Option<u64>,
 }
 
 /// Table name of a view version.

@@ -14,6 +14,10 @@
 use super::{EntityState, OnlineStamp, OnlineWrite};
 use std::collections::{BTreeMap, HashMap};
 
+/// Keys to what a layer holds of them (keys come from the events, as in the views' key index:
+/// hashed the same fast way).
+pub(super) type KeyMap<V> = HashMap<Vec<u8>, V, foldhash::fast::RandomState>;
+
 /// One key's changes over the layers below.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(super) struct KeyChanges {
@@ -61,7 +65,7 @@ pub(super) struct TableChanges {
     /// Everything below is gone: an epoch replaced the table's contents.
     pub replaced: bool,
     /// Changed keys.
-    pub keys: HashMap<Vec<u8>, KeyChanges>,
+    pub keys: KeyMap<KeyChanges>,
 }
 
 /// Epochs applied to memory, per table.
@@ -87,7 +91,7 @@ impl Overlay {
                     TableChanges {
                         stamp: stamp.clone(),
                         replaced: write.replace,
-                        keys: HashMap::new(),
+                        keys: KeyMap::default(),
                     },
                 );
                 self.tables.get_mut(&write.table).expect("just inserted")
@@ -193,7 +197,7 @@ pub(super) fn keys_after<E>(
 ) -> Result<u64, E> {
     let mut count = if write.replace { 0 } else { before };
     // Whether each key met so far has a head after the part of the write seen.
-    let mut now: HashMap<&[u8], bool> = HashMap::new();
+    let mut now: HashMap<&[u8], bool, foldhash::fast::RandomState> = HashMap::default();
     let changes = (write.deletes.iter().map(|k| (&k[..], false)))
         .chain(write.puts.iter().map(|p| (&p.key[..], true)));
     for (key, after) in changes {
