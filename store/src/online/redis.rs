@@ -25,18 +25,23 @@ pub struct RedisOnline {
     prefix: String,
 }
 
-/// A Redis backend's one connection, opened when first needed and again after a failure, and
-/// where it goes (without credentials) for messages.
+/// A Redis backend's connections: opened as concurrent callers need them (a reader waits for
+/// no other reader's round trip), kept for reuse while they work; and where they go (without
+/// credentials) for messages.
 pub(super) struct Reconnecting<C> {
-    slot: Mutex<Option<C>>,
+    idle: Mutex<Vec<C>>,
     shown: String,
 }
+
+/// Idle connections kept for reuse at most; a burst of more concurrent callers opens more, and
+/// those beyond this are closed when their call ends.
+const IDLE_CONNECTIONS: usize = 16;
 
 impl<C> Reconnecting<C> {
     /// Not connected yet, to the store shown as `shown`.
     pub(super) fn new(shown: String) -> Self {
         Reconnecting {
-            slot: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
             shown,
         }
     }
@@ -54,22 +59,28 @@ impl<C> Reconnecting<C> {
         }
     }
 
-    /// Runs `f` on the connection, opening it with `connect` first if needed; a failed
-    /// command drops the connection so the next call starts afresh.
+    /// Runs `f` on an idle connection, or on a new one opened with `connect`; the connection
+    /// goes back to the idle ones if `f` succeeds. A failure drops it and every idle one (they
+    /// likely lost the same server), so the next call connects afresh, as after a restart.
     pub(super) fn with<T>(
         &self,
         connect: impl FnOnce() -> redis::RedisResult<C>,
         f: impl FnOnce(&mut C) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
-        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            *slot = Some(connect().map_err(|e| self.fail(e))?);
-        }
-        let connection = slot.as_mut().expect("connected above");
-        f(connection).map_err(|e| {
-            *slot = None;
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut connection = match idle {
+            Some(connection) => connection,
+            None => connect().map_err(|e| self.fail(e))?,
+        };
+        let result = f(&mut connection).map_err(|e| {
+            self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
             self.fail(e)
-        })
+        })?;
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < IDLE_CONNECTIONS {
+            idle.push(connection);
+        }
+        Ok(result)
     }
 }
 
@@ -439,5 +450,49 @@ mod tests {
             without_password("redis://127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
         );
+    }
+
+    #[test]
+    fn concurrent_callers_get_connections_of_their_own_and_a_failure_drops_the_idle_ones() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Barrier;
+        let pool = Reconnecting::<usize>::new("test".into());
+        let opened = AtomicUsize::new(0);
+        let connect = || Ok::<_, redis::RedisError>(opened.fetch_add(1, Ordering::SeqCst));
+        // Two callers inside their calls at once: each has its own connection.
+        let both_inside = Barrier::new(2);
+        let used: Vec<usize> = std::thread::scope(|s| {
+            let calls: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        pool.with(connect, |c| {
+                            both_inside.wait();
+                            Ok(*c)
+                        })
+                    })
+                })
+                .collect();
+            calls
+                .into_iter()
+                .map(|c| c.join().unwrap().unwrap())
+                .collect()
+        });
+        assert_ne!(used[0], used[1]);
+        assert_eq!(opened.load(Ordering::SeqCst), 2);
+        // Later calls reuse them.
+        for _ in 0..5 {
+            pool.with(connect, |_| Ok(())).unwrap();
+        }
+        assert_eq!(opened.load(Ordering::SeqCst), 2);
+        // A failure drops its connection and the idle one: the next call connects afresh.
+        let failed = pool.with(connect, |_| -> redis::RedisResult<()> {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "connection reset",
+            )))
+        });
+        assert!(failed.unwrap_err().to_string().contains("connection reset"));
+        assert_eq!(pool.with(connect, |c| Ok(*c)).unwrap(), 2);
+        assert_eq!(opened.load(Ordering::SeqCst), 3);
     }
 }
