@@ -90,6 +90,10 @@ fn a_backfill_of_an_input_several_times_the_limit_stays_under_it() {
         summary.contains("spilled to disk") && summary.contains("evaluated in time slices"),
         "{summary}"
     );
+    eprintln!(
+        "peak resident memory {:.1} MiB",
+        peak as f64 / (1 << 20) as f64
+    );
     assert!(
         peak < limit,
         "peak resident memory {} MiB over the limit of {} MiB: {summary}",
