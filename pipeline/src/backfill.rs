@@ -158,10 +158,13 @@ pub async fn backfill(
     let mut outputs = Outputs::new(paths, coordinator.epoch, 0, BTreeMap::new());
     let read_bar = events_bar(origin.expected_events(), options.progress, "read");
     let mut engine = Duration::ZERO;
-    if options.memory_limit.is_some() {
-        crate::resident::return_freed_memory();
-    }
-    let budget = crate::resident::data_budget(options.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT));
+    let budget = match options.memory_limit {
+        Some(limit) => {
+            crate::resident::return_freed_memory();
+            crate::resident::strict_data_budget(limit)
+        }
+        None => crate::resident::data_budget(DEFAULT_MEMORY_LIMIT),
+    };
     let mut stream = Spill::in_memory_up_to(
         scratch.path(),
         budget / 4,

@@ -12,14 +12,20 @@ pub fn resident_bytes() -> Option<usize> {
 }
 
 /// What a job's data may take of memory limit `limit`: the limit less what the process holds
-/// now, before it reads anything (its code, the runtime, the compiled plans), less a tenth of
-/// that for what the job's estimates of its buffers miss (allocator slack, pages the allocator
-/// has not returned yet), never less than a quarter of the limit. Without that tenth, a
-/// backfill of 3M events under 160 MiB peaked at 159-161 MiB.
+/// now, before it reads anything (its code, the runtime, the compiled plans), never less than
+/// a quarter of the limit.
 pub fn data_budget(limit: usize) -> usize {
     let held = resident_bytes().unwrap_or(0);
-    let free = limit.saturating_sub(held);
-    (free - free / 10).max(limit / 4)
+    limit.saturating_sub(held).max(limit / 4)
+}
+
+/// [`data_budget`] for a limit the user set, which the peak must stay under: a tenth is kept
+/// back for what the job's estimates of its buffers miss (allocator slack, pages not returned
+/// yet). Without it, a backfill of 3M events under `--memory-limit 160MiB` peaked at 159-161
+/// MiB.
+pub fn strict_data_budget(limit: usize) -> usize {
+    let budget = data_budget(limit);
+    budget - budget / 10
 }
 
 /// `mi_option_purge_delay` in mimalloc's option enum (the same index in v2 and v3).
