@@ -307,3 +307,29 @@ pub fn s3_endpoint() -> Option<String> {
 pub fn s3_bucket() -> String {
     std::env::var("QUIVER_TEST_S3_BUCKET").unwrap_or_else(|_| "quiver-test".to_string())
 }
+
+/// The generator's events for `config` as one batch in event-time order, with the hidden
+/// lineage columns the runtime adds (partition 0, the generator's sequence numbers): what a
+/// view operator is fed.
+pub fn generated_in_time_order(config: quiver_connectors::DatagenConfig) -> RecordBatch {
+    let batches: Vec<RecordBatch> = quiver_connectors::Datagen::new(config)
+        .expect("datagen")
+        .map(|b| {
+            let rows = b.batch.num_rows();
+            let mut columns = b.batch.columns().to_vec();
+            columns.push(std::sync::Arc::new(arrow::array::UInt32Array::from(vec![
+                0;
+                rows
+            ])));
+            columns.push(std::sync::Arc::new(arrow::array::UInt64Array::from(
+                b.offsets,
+            )));
+            let schema = quiver_pipeline::compile::with_hidden_columns(&b.batch.schema());
+            RecordBatch::try_new(schema, columns).expect("batch")
+        })
+        .collect();
+    let all = concat_batches(&batches[0].schema(), &batches).expect("concat");
+    let times = all.column_by_name("event_time").expect("time").clone();
+    let order = arrow::compute::sort_to_indices(&times, None, None).expect("sort");
+    take_record_batch(&all, &order).expect("take")
+}

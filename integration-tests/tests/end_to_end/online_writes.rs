@@ -3,9 +3,8 @@
 //! the store reaches by looking them up, while keys come, change and are forgotten.
 
 use arrow::record_batch::RecordBatch;
-use quiver_connectors::{Datagen, DatagenConfig};
-use quiver_integration_tests::write_files;
-use quiver_pipeline::compile::with_hidden_columns;
+use quiver_connectors::DatagenConfig;
+use quiver_integration_tests::{generated_in_time_order, write_files};
 use quiver_pipeline::operator::{Operator, StateRequest};
 use quiver_pipeline::view_operator::ViewOperator;
 use quiver_pipeline::{CompiledPipeline, LoadedConfig};
@@ -17,44 +16,20 @@ const VIEW: &str = "SELECT card_id, event_time,
   sum(amount) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '5 minutes' PRECEDING AND CURRENT ROW) AS sum_5m
 FROM source";
 
-/// Generated batches in event-time order (each with the hidden lineage columns), from cards
-/// that are often idle for longer than the windows.
+/// Generated events in event-time order (with the hidden lineage columns), in epochs of 200,
+/// from cards that are often idle for longer than the windows.
 fn batches() -> Vec<RecordBatch> {
-    let config = DatagenConfig {
+    let all = generated_in_time_order(DatagenConfig {
         events: 8_000,
         cards: 300,
         events_per_second: 0.4,
         seed: 11,
         ..DatagenConfig::default()
-    };
-    let mut batches: Vec<RecordBatch> = Datagen::new(config)
-        .expect("datagen")
-        .map(|b| {
-            let rows = b.batch.num_rows();
-            let mut columns = b.batch.columns().to_vec();
-            columns.push(std::sync::Arc::new(arrow::array::UInt32Array::from(vec![
-                0;
-                rows
-            ])));
-            columns.push(std::sync::Arc::new(arrow::array::UInt64Array::from(
-                b.offsets,
-            )));
-            RecordBatch::try_new(with_hidden_columns(&b.batch.schema()), columns).expect("batch")
-        })
-        .collect();
-    // Sorted, then cut into epochs of 200 events.
-    let all = arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat");
-    let times = all.column_by_name("event_time").expect("time").clone();
-    let order = arrow::compute::sort_to_indices(&times, None, None).expect("sort");
-    let all = arrow::compute::take_record_batch(&all, &order).expect("take");
-    batches.clear();
-    let mut start = 0;
-    while start < all.num_rows() {
-        let len = 200.min(all.num_rows() - start);
-        batches.push(all.slice(start, len));
-        start += len;
-    }
-    batches
+    });
+    (0..all.num_rows())
+        .step_by(200)
+        .map(|start| all.slice(start, 200.min(all.num_rows() - start)))
+        .collect()
 }
 
 fn newest_time(batch: &RecordBatch) -> i64 {

@@ -2,11 +2,9 @@
 //! mid-stream produces exactly the features of one that never stopped (the basis of
 //! checkpoints, DESIGN.md 3.6).
 
-use arrow::compute::concat_batches;
 use arrow::record_batch::RecordBatch;
-use quiver_connectors::{Datagen, DatagenConfig};
-use quiver_integration_tests::{assert_same_features, write_files};
-use quiver_pipeline::compile::with_hidden_columns;
+use quiver_connectors::DatagenConfig;
+use quiver_integration_tests::{assert_same_features, generated_in_time_order, write_files};
 use quiver_pipeline::view_operator::ViewOperator;
 use quiver_pipeline::{CompiledPipeline, LoadedConfig};
 
@@ -29,31 +27,12 @@ async fn operator(dir: &std::path::Path) -> ViewOperator {
 
 /// Generated events sorted by event time, with the hidden lineage columns the runtime adds.
 fn events() -> RecordBatch {
-    let config = DatagenConfig {
+    generated_in_time_order(DatagenConfig {
         events: 6_000,
         cards: 40,
         events_per_second: 0.5,
         ..DatagenConfig::default()
-    };
-    let batches: Vec<RecordBatch> = Datagen::new(config)
-        .expect("datagen")
-        .map(|b| {
-            let rows = b.batch.num_rows();
-            let mut columns = b.batch.columns().to_vec();
-            columns.push(std::sync::Arc::new(arrow::array::UInt32Array::from(vec![
-                0;
-                rows
-            ])));
-            columns.push(std::sync::Arc::new(arrow::array::UInt64Array::from(
-                b.offsets,
-            )));
-            RecordBatch::try_new(with_hidden_columns(&b.batch.schema()), columns).expect("batch")
-        })
-        .collect();
-    let all = concat_batches(&batches[0].schema(), &batches).expect("concat");
-    let times = all.column_by_name("event_time").expect("time").clone();
-    let order = arrow::compute::sort_to_indices(&times, None, None).expect("sort");
-    arrow::compute::take_record_batch(&all, &order).expect("take")
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
