@@ -415,8 +415,9 @@ impl Operator for ViewOperator {
                     segments: p.segments,
                 })
                 .collect(),
-            // The table holds this view's keys (its first write of a run replaces it, and
-            // every later one brings the keys changed or forgotten since).
+            // The table holds this view's keys: a run's first write replaces it, recovery brings
+            // it to the checkpoint the view restored, and every write brings the keys changed
+            // or forgotten since. (The file's write counts its keys again.)
             keys_after: Some(keys as u64),
         });
         self.busy += started.elapsed();
