@@ -114,8 +114,10 @@ struct Inner {
     db: Database,
     path: PathBuf,
     layers: RwLock<Layers>,
-    /// Held while an epoch is applied, and while the layers are written to the file.
+    /// Held while an epoch is applied to the newest layer (one apply at a time).
     applying: Mutex<()>,
+    /// Held while a layer is written to the file (one write at a time: the writer thread's,
+    /// or a sync's).
     writing: Mutex<()>,
     /// Why writing to the file failed, if it did: every later apply and sync fails with it (the
     /// run stops, and the next one rebuilds the epochs from its checkpoint).
