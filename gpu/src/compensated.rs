@@ -32,6 +32,16 @@ impl CompensatedSum {
         self.add(-x);
     }
 
+    /// The running sum and its compensation term, as kept.
+    pub(crate) fn parts(&self) -> (f64, f64) {
+        (self.sum, self.compensation)
+    }
+
+    /// A sum from its [`CompensatedSum::parts`].
+    pub(crate) fn from_parts(sum: f64, compensation: f64) -> Self {
+        CompensatedSum { sum, compensation }
+    }
+
     /// The compensated value of the sum.
     #[inline]
     pub fn value(&self) -> f64 {

@@ -51,6 +51,16 @@ impl DoubleDouble {
     /// Zero.
     pub const ZERO: DoubleDouble = DoubleDouble { hi: 0.0, lo: 0.0 };
 
+    /// The high and low parts, as kept.
+    pub(crate) fn parts(self) -> (f64, f64) {
+        (self.hi, self.lo)
+    }
+
+    /// A value from its [`DoubleDouble::parts`] (as kept: not renormalised).
+    pub(crate) fn from_parts(hi: f64, lo: f64) -> Self {
+        DoubleDouble { hi, lo }
+    }
+
     /// The nearest `f64`.
     #[inline]
     pub fn value(self) -> f64 {

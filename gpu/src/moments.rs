@@ -4,6 +4,8 @@ use crate::compensated::CompensatedSum;
 use crate::double_double::{two_sum, DoubleDouble};
 use serde::{Deserialize, Serialize};
 
+mod wire;
+
 /// How much of [`Moments`] an aggregate needs: counts need only the count, sums and means
 /// also the sum, variances also the spread. Updating only what is read saves most of the
 /// floating-point work for count and sum features.
@@ -40,7 +42,9 @@ pub const SPREAD_NOISE: f64 = 1.0 / (1u128 << 96) as f64;
 /// the results are what IEEE arithmetic over the window's values gives (NaN with a NaN or with
 /// both infinities, ±infinity with one sign of infinity, NaN for the spread), and as soon as it
 /// leaves the window the finite sums, which it never touched, are exact again.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// Stored as the count and the fields that are not zero (`wire`).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Moments {
     n: u64,
     nan: u64,

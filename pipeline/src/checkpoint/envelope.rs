@@ -18,8 +18,12 @@ const HEADER: usize = 8 + 2 + 1 + 8 + 8;
 /// 4: min/max trackers keyed by `i64` except for decimals. 5: variance sums in double-double.
 /// 6: commits into the feature store's Delta tables. 7 to 9: Kafka and online-store commits.
 /// 10: view state as separately encoded key states, whole or incremental (checkpoint chains).
-/// 12: store commits into an object store (paths relative to it).
-pub const FORMAT_VERSION: u16 = 12;
+/// 12: store commits into an object store (paths relative to it). 13: running moments as
+/// their non-zero fields (`quiver_gpu::moments`).
+///
+/// Plan fingerprints include it ([`crate::checkpoint::state::ViewIdentity::fingerprint`]), so
+/// online state written by a build of another format reads as another plan's, not as garbage.
+pub const FORMAT_VERSION: u16 = 13;
 
 /// What an envelope holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,10 +25,12 @@ pub struct ViewIdentity {
 }
 
 impl ViewIdentity {
-    /// The plan fingerprint that view-state envelopes carry.
+    /// The plan fingerprint that view-state envelopes and online tables carry: the identity
+    /// and the state format version (key state encoded by another format is another plan's).
     pub fn fingerprint(&self) -> u64 {
         let text = serde_json::to_string(self).unwrap_or_default();
-        super::envelope::fingerprint(text.as_bytes())
+        let format = super::envelope::FORMAT_VERSION;
+        super::envelope::fingerprint(format!("{text}/format {format}").as_bytes())
     }
 }
 
