@@ -11,6 +11,7 @@ pub mod feature_rows;
 pub mod location;
 pub mod object_parquet;
 pub mod online;
+mod paced_write;
 pub mod parquet_stats;
 pub mod sink;
 

@@ -118,11 +118,10 @@ pub fn write_atomically(
 /// Writes `bytes` to the new file `tmp` (creating its directory) and syncs it: the first half
 /// of an atomic replace or create, whose second half gives it its name.
 pub(crate) fn write_synced(tmp: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    use std::io::Write;
     let dir = tmp.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut file = std::fs::File::create(tmp).map_err(io(tmp))?;
-    file.write_all(bytes)
+    crate::paced_write::write_paced(&mut file, bytes)
         .and_then(|()| file.sync_all())
         .map_err(io(tmp))
 }
