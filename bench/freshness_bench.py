@@ -20,6 +20,9 @@ not what the producer managed).
 
     python3 bench/freshness_bench.py [--seconds 20] [--intervals 50ms,100ms] [--rate N]
 
+QUIVER_BIN=<path> runs another build (A/B comparisons); `CPU µs/event` is the run's CPU time
+(user and system, start-up and warm-up included) per event sent.
+
 Needs target/release/quiver, Java 17 and Maven (the broker), confluent-kafka in the Python
 running it.
 """
@@ -40,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import config_text, free_port, start_broker, stop_broker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-QUIVER = ROOT / "target" / "release" / "quiver"
+QUIVER = Path(os.environ.get("QUIVER_BIN", ROOT / "target" / "release" / "quiver"))
 CONFIG = ROOT / "configs" / "fraud-kafka.yaml"
 
 
@@ -137,6 +140,15 @@ def percentiles(delays):
     return pick(0.5), pick(0.99), delays[-1]
 
 
+def cpu_seconds(pid):
+    """User and system CPU seconds of process `pid` so far (Linux), 0 where unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def micros(rfc3339):
     from datetime import datetime
     return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1e6)
@@ -167,6 +179,7 @@ def trial(broker, work, interval, rate, seconds, seed, warmup, output_topic=Fals
                             "--serve", f"127.0.0.1:{port}"], env={**os.environ, "QUIVER_KAFKA_BOOTSTRAP": broker},
                            stdout=open(work / f"run-{seed}.txt", "w"))
     commits = {}
+    warm_times = []
     stop = threading.Event()
     poller = threading.Thread(target=poll_commits, args=(port, stop, commits))
     poller.start()
@@ -178,7 +191,7 @@ def trial(broker, work, interval, rate, seconds, seed, warmup, output_topic=Fals
         p = producer(broker)
         # The warm-up goes at the measured rate (or a moderate one before a flood), so the
         # counted events find the run in its steady state.
-        produce(p, topic, rate or 5000, warmup, seed)
+        warm_times, _ = produce(p, topic, rate or 5000, warmup, seed)
         times, achieved = produce(p, topic, rate, seconds, seed + 1)
         last = max(times)
         first_txn = (seed + 1) * 10_000_000
@@ -193,6 +206,7 @@ def trial(broker, work, interval, rate, seconds, seed, warmup, output_topic=Fals
             nudge(p, topic, 4, seed + 2)
             time.sleep(0.05)
     finally:
+        cpu = cpu_seconds(run.pid)
         stop.set()
         poller.join()
         if rows:
@@ -215,7 +229,8 @@ def trial(broker, work, interval, rate, seconds, seed, warmup, output_topic=Fals
     sustained = len(times) / max(1e-3, visible / 1e6 - min(times) / 1000)
     p50, p99, worst = percentiles(delays)
     result = {"events": len(times), "seen": len(delays), "rate": achieved, "p50": p50, "p99": p99,
-              "max": worst, "commits": len(stamps), "missed": missed, "sustained": sustained}
+              "max": worst, "commits": len(stamps), "missed": missed, "sustained": sustained,
+              "cpu_us": cpu * 1e6 / max(1, len(warm_times) + len(times))}
     if output_topic:
         row_delays = [arrivals[first_txn + i] - t for i, t in enumerate(times) if first_txn + i in arrivals]
         if len(row_delays) < len(times):
@@ -255,9 +270,10 @@ def main():
     finally:
         stop_broker(broker_dir)
     print(f"\nfreshness of the online store (event produced -> visible to reads), {rate:,.0f} events/s target")
-    print(f"{'checkpoint interval':20} {'events':>8} {'events/s':>9} {'commits':>8} {'unseen':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    print(f"{'checkpoint interval':20} {'events':>8} {'events/s':>9} {'commits':>8} {'unseen':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'CPU µs/event':>13}")
     for interval, r in rows:
-        print(f"{interval:20} {r['seen']:8,} {r['rate']:9,.0f} {r['commits']:8} {r['missed']:7} {r['p50']:8.1f} {r['p99']:8.1f} {r['max']:8.1f}")
+        print(f"{interval:20} {r['seen']:8,} {r['rate']:9,.0f} {r['commits']:8} {r['missed']:7} {r['p50']:8.1f} {r['p99']:8.1f} "
+              f"{r['max']:8.1f} {r['cpu_us']:13.1f}")
     if args.output_topic:
         print("\nfreshness of the output topic (event produced -> its feature row read by a read_committed consumer)")
         print(f"{'checkpoint interval':20} {'rows':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
