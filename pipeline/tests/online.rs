@@ -749,9 +749,13 @@ fn random_epoch(rng: &mut Rng, epoch: u64, model: &mut Model) -> quiver_store::o
         }
         if roll >= 5 || (deleted && roll == 0) || (replace && model.is_empty()) {
             let mut state = model.remove(&key).unwrap_or_default();
+            // A head's first byte says whether its segments are needed (as a window state's
+            // does; reads select segments by it).
+            let mut head = vec![rng.below(2) as u8];
+            head.extend(format!("h{epoch}").into_bytes());
             let mut write = EntityWrite {
                 key: key.clone(),
-                head: format!("h{epoch}").into_bytes(),
+                head,
                 ..EntityWrite::default()
             };
             for id in state.segments.iter().map(|(id, _)| *id).collect::<Vec<_>>() {
@@ -808,6 +812,13 @@ fn every_backend_holds_what_the_contract_says_after_each_of_many_random_epochs()
     let mut model = Model::new();
     let keys: Vec<Vec<u8>> = (0..30u8).map(|k| vec![b'k', k]).collect();
     let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    // Reads selecting segments by the head's first byte (as online reads do) and by another
+    // rule.
+    type Selection<'a> = &'a dyn Fn(&[u8]) -> bool;
+    let by_first_byte = |head: &[u8]| head.first() != Some(&0);
+    let by_length = |head: &[u8]| head.len().is_multiple_of(2);
+    let selections: [(&str, Selection); 2] =
+        [("first byte", &by_first_byte), ("length", &by_length)];
     for epoch in 1..=60 {
         let write = random_epoch(&mut rng, epoch, &mut model);
         for (name, store) in &stores {
@@ -822,6 +833,28 @@ fn every_backend_holds_what_the_contract_says_after_each_of_many_random_epochs()
                     model.get(key),
                     "{name}: key {key:?} after epoch {epoch}"
                 );
+            }
+            for (rule, needs_segments) in selections {
+                let (_, values) = (store.get_selected("t@1", &refs, needs_segments))
+                    .unwrap()
+                    .unwrap();
+                for (key, value) in keys.iter().zip(values) {
+                    let want = model.get(key);
+                    let what = format!("{name}, segments by {rule}: key {key:?} epoch {epoch}");
+                    assert_eq!(
+                        value.as_ref().map(|v| &v.head),
+                        want.map(|w| &w.head),
+                        "{what}"
+                    );
+                    let (Some(value), Some(want)) = (value, want) else {
+                        continue;
+                    };
+                    // Segments a head needs are read; others may be (a backend may read them
+                    // anyway).
+                    if needs_segments(&want.head) || !value.segments.is_empty() {
+                        assert_eq!(value.segments, want.segments, "{what}");
+                    }
+                }
             }
             let listed = store.tables().unwrap();
             assert_eq!(

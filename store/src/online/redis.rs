@@ -10,7 +10,9 @@
 //! one slot.
 //!
 //! An epoch is one `MULTI`/`EXEC` transaction, and a read one `MULTI`/`EXEC` of the stamp and
-//! the states: on a single Redis server, readers see whole epochs. (A cluster cannot run
+//! the heads, then, for the heads that need their segments (a key whose events are in
+//! segments), a second of the stamp and those segments, read again if the stamp changed in
+//! between: on a single Redis server, readers see whole epochs. (A cluster cannot run
 //! transactions across slots: [`super::RedisClusterOnline`] keeps versions instead.)
 //! `rediss://` URLs connect with TLS.
 
@@ -24,6 +26,17 @@ pub struct RedisOnline {
     connection: Reconnecting<redis::Connection>,
     prefix: String,
 }
+
+/// Tries of [`RedisOnline::read_selected`] before a read takes every segment in one step.
+const SELECTIVE_READ_ATTEMPTS: usize = 3;
+
+/// What a read gives: the table's stamp and key count, and per entity its head and segments.
+type Read = (
+    Option<Vec<u8>>,
+    u64,
+    Vec<Option<Vec<u8>>>,
+    Vec<Vec<(u64, Vec<u8>)>>,
+);
 
 /// A Redis backend's connections: opened as concurrent callers need them (a reader waits for
 /// no other reader's round trip), kept for reuse while they work; and where they go (without
@@ -214,6 +227,96 @@ impl RedisOnline {
         format!("{}:segments:{table}:{{{entity_hex}}}", self.prefix)
     }
 
+    /// A read of `entities` in `table` that reads segments only for the heads that
+    /// `needs_segments`: one transaction of the stamp, the key count and the heads, then, if
+    /// some head needs its segments, a second of the stamp and those segments. `None` when an
+    /// epoch was written between the two (the stamps differ): the caller reads again.
+    fn read_selected(
+        &self,
+        table: &str,
+        entities: &[String],
+        needs_segments: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<Option<Read>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("HGET").arg(self.stamps()).arg(table);
+        pipe.cmd("SCARD").arg(self.keyset(table));
+        if !entities.is_empty() {
+            let names: Vec<String> = (entities.iter()).map(|e| self.state(table, e)).collect();
+            pipe.cmd("MGET").arg(names);
+        }
+        let replies: Vec<redis::Value> = self.with(|c| pipe.query(c))?;
+        let mut replies = replies.into_iter();
+        let stamp: Option<Vec<u8>> = self.take(&mut replies, "the stamp")?;
+        let count: u64 = self.take(&mut replies, "the key count")?;
+        let heads: Vec<Option<Vec<u8>>> = match entities.is_empty() {
+            true => Vec::new(),
+            false => self.take(&mut replies, "the heads")?,
+        };
+        let needed: Vec<usize> = (heads.iter().enumerate())
+            .filter(|(_, head)| head.as_deref().is_some_and(needs_segments))
+            .map(|(i, _)| i)
+            .collect();
+        let mut segments = vec![Vec::new(); heads.len()];
+        if !needed.is_empty() {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            pipe.cmd("HGET").arg(self.stamps()).arg(table);
+            for &i in &needed {
+                pipe.cmd("HGETALL").arg(self.segments(table, &entities[i]));
+            }
+            let replies: Vec<redis::Value> = self.with(|c| pipe.query(c))?;
+            let mut replies = replies.into_iter();
+            let again: Option<Vec<u8>> = self.take(&mut replies, "the stamp")?;
+            if again != stamp {
+                return Ok(None);
+            }
+            for i in needed {
+                segments[i] = self.take(&mut replies, "segments")?;
+            }
+        }
+        Ok(Some((stamp, count, heads, segments)))
+    }
+
+    /// A read of `entities` in `table` as one `MULTI`/`EXEC` of the stamp, the key count, the
+    /// heads and every entity's segments (when epochs keep coming between the two steps of
+    /// [`RedisOnline::read_selected`]).
+    fn read_all(&self, table: &str, entities: &[String]) -> Result<Read, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("HGET").arg(self.stamps()).arg(table);
+        pipe.cmd("SCARD").arg(self.keyset(table));
+        if !entities.is_empty() {
+            let names: Vec<String> = (entities.iter()).map(|e| self.state(table, e)).collect();
+            pipe.cmd("MGET").arg(names);
+        }
+        for entity in entities {
+            pipe.cmd("HGETALL").arg(self.segments(table, entity));
+        }
+        let replies: Vec<redis::Value> = self.with(|c| pipe.query(c))?;
+        let mut replies = replies.into_iter();
+        let stamp = self.take(&mut replies, "the stamp")?;
+        let count = self.take(&mut replies, "the key count")?;
+        let heads: Vec<Option<Vec<u8>>> = match entities.is_empty() {
+            true => Vec::new(),
+            false => self.take(&mut replies, "the heads")?,
+        };
+        let segments = (0..heads.len())
+            .map(|_| self.take(&mut replies, "segments"))
+            .collect::<Result<_, _>>()?;
+        Ok((stamp, count, heads, segments))
+    }
+
+    /// The next of a transaction's `replies`, as a `T` (`what` it is, for messages).
+    fn take<T: redis::FromRedisValue>(
+        &self,
+        replies: &mut impl Iterator<Item = redis::Value>,
+        what: &str,
+    ) -> Result<T, StoreError> {
+        let reply = (replies.next()).ok_or_else(|| self.fail(format!("no reply for {what}")))?;
+        from_value(reply).map_err(|e| self.fail(e))
+    }
+
     /// Queues deleting `entity`'s head and segments in `table`.
     fn queue_forget(&self, pipe: &mut redis::Pipeline, table: &str, entity: &str) {
         pipe.cmd("DEL")
@@ -350,43 +453,28 @@ impl OnlineStore for RedisOnline {
         &self,
         table: &str,
         keys: &[&[u8]],
-        _needs_segments: &dyn Fn(&[u8]) -> bool,
+        needs_segments: &dyn Fn(&[u8]) -> bool,
     ) -> Result<Option<(OnlineStamp, Vec<Option<EntityState>>)>, StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("HGET").arg(self.stamps()).arg(table);
-        pipe.cmd("SCARD").arg(self.keyset(table));
         let entities: Vec<String> = keys.iter().map(|k| hex(k)).collect();
-        if !keys.is_empty() {
-            let names: Vec<String> = (entities.iter()).map(|e| self.state(table, e)).collect();
-            pipe.cmd("MGET").arg(names);
+        let mut read = None;
+        for _ in 0..SELECTIVE_READ_ATTEMPTS {
+            read = self.read_selected(table, &entities, needs_segments)?;
+            if read.is_some() {
+                break;
+            }
         }
-        for entity in &entities {
-            pipe.cmd("HGETALL").arg(self.segments(table, entity));
-        }
-        let replies: Vec<redis::Value> = self.with(|c| pipe.query(c))?;
-        let mut replies = replies.into_iter();
-        let mut next = |what: &str| {
-            replies
-                .next()
-                .ok_or_else(|| self.fail(format!("no reply for {what}")))
+        let (stamp, count, heads, segments) = match read {
+            Some(read) => read,
+            None => self.read_all(table, &entities)?,
         };
-        let stamp: Option<Vec<u8>> = from_value(next("the stamp")?).map_err(|e| self.fail(e))?;
-        let count: u64 = from_value(next("the key count")?).map_err(|e| self.fail(e))?;
-        let heads: Vec<Option<Vec<u8>>> = match keys.is_empty() {
-            true => Vec::new(),
-            false => from_value(next("the heads")?).map_err(|e| self.fail(e))?,
-        };
-        let mut values = Vec::with_capacity(keys.len());
-        for head in heads {
-            let segments: Vec<(u64, Vec<u8>)> =
-                from_value(next("segments")?).map_err(|e| self.fail(e))?;
-            values.push(head.map(|head| {
-                let mut segments = segments;
-                segments.sort_by_key(|(id, _)| *id);
-                EntityState { head, segments }
-            }));
-        }
+        let values = (heads.into_iter().zip(segments))
+            .map(|(head, mut segments)| {
+                head.map(|head| {
+                    segments.sort_by_key(|(id, _)| *id);
+                    EntityState { head, segments }
+                })
+            })
+            .collect();
         let Some(stamp) = stamp else {
             return Ok(None);
         };
