@@ -30,13 +30,11 @@ pub struct RedisOnline {
 /// Tries of [`RedisOnline::read_selected`] before a read takes every segment in one step.
 const SELECTIVE_READ_ATTEMPTS: usize = 3;
 
-/// What a read gives: the table's stamp and key count, and per entity its head and segments.
-type Read = (
-    Option<Vec<u8>>,
-    u64,
-    Vec<Option<Vec<u8>>>,
-    Vec<Vec<(u64, Vec<u8>)>>,
-);
+/// A table's stamp and key count, and per entity its head.
+type Heads = (Option<Vec<u8>>, u64, Vec<Option<Vec<u8>>>);
+
+/// What a read gives: [`Heads`], and per entity its segments.
+type Read = (Heads, Vec<Vec<(u64, Vec<u8>)>>);
 
 /// A Redis backend's connections: opened as concurrent callers need them (a reader waits for
 /// no other reader's round trip), kept for reuse while they work; and where they go (without
@@ -237,22 +235,10 @@ impl RedisOnline {
         entities: &[String],
         needs_segments: &dyn Fn(&[u8]) -> bool,
     ) -> Result<Option<Read>, StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("HGET").arg(self.stamps()).arg(table);
-        pipe.cmd("SCARD").arg(self.keyset(table));
-        if !entities.is_empty() {
-            let names: Vec<String> = (entities.iter()).map(|e| self.state(table, e)).collect();
-            pipe.cmd("MGET").arg(names);
-        }
+        let pipe = self.heads_transaction(table, entities);
         let replies: Vec<redis::Value> = self.with(|c| pipe.query(c))?;
         let mut replies = replies.into_iter();
-        let stamp: Option<Vec<u8>> = self.take(&mut replies, "the stamp")?;
-        let count: u64 = self.take(&mut replies, "the key count")?;
-        let heads: Vec<Option<Vec<u8>>> = match entities.is_empty() {
-            true => Vec::new(),
-            false => self.take(&mut replies, "the heads")?,
-        };
+        let (stamp, count, heads) = self.take_heads(&mut replies, entities)?;
         let needed: Vec<usize> = (heads.iter().enumerate())
             .filter(|(_, head)| head.as_deref().is_some_and(needs_segments))
             .map(|(i, _)| i)
@@ -275,13 +261,28 @@ impl RedisOnline {
                 segments[i] = self.take(&mut replies, "segments")?;
             }
         }
-        Ok(Some((stamp, count, heads, segments)))
+        Ok(Some(((stamp, count, heads), segments)))
     }
 
     /// A read of `entities` in `table` as one `MULTI`/`EXEC` of the stamp, the key count, the
     /// heads and every entity's segments (when epochs keep coming between the two steps of
     /// [`RedisOnline::read_selected`]).
     fn read_all(&self, table: &str, entities: &[String]) -> Result<Read, StoreError> {
+        let mut pipe = self.heads_transaction(table, entities);
+        for entity in entities {
+            pipe.cmd("HGETALL").arg(self.segments(table, entity));
+        }
+        let replies: Vec<redis::Value> = self.with(|c| pipe.query(c))?;
+        let mut replies = replies.into_iter();
+        let (stamp, count, heads) = self.take_heads(&mut replies, entities)?;
+        let segments = (0..heads.len())
+            .map(|_| self.take(&mut replies, "segments"))
+            .collect::<Result<_, _>>()?;
+        Ok(((stamp, count, heads), segments))
+    }
+
+    /// A transaction reading `table`'s stamp, its key count and the heads of `entities`.
+    fn heads_transaction(&self, table: &str, entities: &[String]) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.cmd("HGET").arg(self.stamps()).arg(table);
@@ -290,21 +291,23 @@ impl RedisOnline {
             let names: Vec<String> = (entities.iter()).map(|e| self.state(table, e)).collect();
             pipe.cmd("MGET").arg(names);
         }
-        for entity in entities {
-            pipe.cmd("HGETALL").arg(self.segments(table, entity));
-        }
-        let replies: Vec<redis::Value> = self.with(|c| pipe.query(c))?;
-        let mut replies = replies.into_iter();
-        let stamp = self.take(&mut replies, "the stamp")?;
-        let count = self.take(&mut replies, "the key count")?;
-        let heads: Vec<Option<Vec<u8>>> = match entities.is_empty() {
+        pipe
+    }
+
+    /// The replies to [`RedisOnline::heads_transaction`]: the stamp, the key count and the
+    /// heads.
+    fn take_heads(
+        &self,
+        replies: &mut impl Iterator<Item = redis::Value>,
+        entities: &[String],
+    ) -> Result<Heads, StoreError> {
+        let stamp = self.take(replies, "the stamp")?;
+        let count = self.take(replies, "the key count")?;
+        let heads = match entities.is_empty() {
             true => Vec::new(),
-            false => self.take(&mut replies, "the heads")?,
+            false => self.take(replies, "the heads")?,
         };
-        let segments = (0..heads.len())
-            .map(|_| self.take(&mut replies, "segments"))
-            .collect::<Result<_, _>>()?;
-        Ok((stamp, count, heads, segments))
+        Ok((stamp, count, heads))
     }
 
     /// The next of a transaction's `replies`, as a `T` (`what` it is, for messages).
@@ -463,7 +466,7 @@ impl OnlineStore for RedisOnline {
                 break;
             }
         }
-        let (stamp, count, heads, segments) = match read {
+        let ((stamp, count, heads), segments) = match read {
             Some(read) => read,
             None => self.read_all(table, &entities)?,
         };
