@@ -133,6 +133,9 @@ impl EmbeddedOnline {
                 source,
             })?;
         }
+        if !path.exists() {
+            create_file(path)?;
+        }
         let db = Database::create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Online {
                 store: path.display().to_string(),
@@ -175,6 +178,36 @@ impl EmbeddedOnline {
             writer: Some((wake, thread)),
         })
     }
+}
+
+/// Creates an empty store file at `path`, initialised under a name of its own and then linked
+/// into place: redb's creation is not atomic, and a process killed during it left a file
+/// that no later run could open ("not a redb database"). Where another process created the
+/// file first, its file stays.
+fn create_file(path: &Path) -> Result<(), StoreError> {
+    let io = |at: &Path| {
+        let at = at.to_path_buf();
+        move |source| StoreError::Io { path: at, source }
+    };
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".creating-{}", std::process::id()));
+    let creating = path.with_file_name(name);
+    let _ = std::fs::remove_file(&creating); // what a killed process with this id left
+    let created = Database::create(&creating).map_err(|e| StoreError::Online {
+        store: creating.display().to_string(),
+        message: e.to_string(),
+    });
+    drop(created?);
+    std::fs::File::open(&creating)
+        .and_then(|file| file.sync_all())
+        .map_err(io(&creating))?;
+    let linked = match std::fs::hard_link(&creating, path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        linked => linked,
+    };
+    let removed = std::fs::remove_file(&creating);
+    linked.and(removed).map_err(io(path))?;
+    crate::sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 impl Drop for EmbeddedOnline {
@@ -550,6 +583,37 @@ mod tests {
     use super::super::testing::{read, write};
     use super::super::EntityWrite;
     use super::*;
+
+    #[test]
+    fn a_new_file_appears_whole_and_a_killed_creation_leaves_nothing_in_the_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("online.redb");
+        // What a process killed while creating the file leaves: zeros where the header goes.
+        let mut name = path.file_name().unwrap().to_os_string();
+        name.push(format!(".creating-{}", std::process::id()));
+        std::fs::write(path.with_file_name(name), vec![0u8; 4096]).unwrap();
+        let store = EmbeddedOnline::open(&path).unwrap();
+        store
+            .apply(&[write("r1", 1, true, &[("a", "1")], &[])])
+            .unwrap();
+        drop(store);
+        let files: Vec<_> = (std::fs::read_dir(dir.path()).unwrap())
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(files, vec!["online.redb"], "only the store is left");
+        let store = EmbeddedOnline::open(&path).unwrap();
+        assert_eq!(read(&store, &["a"]), (1, vec![Some("1".into())]));
+        // A file at the path that is not a store is reported, never replaced.
+        std::fs::write(dir.path().join("other.redb"), vec![0u8; 4096]).unwrap();
+        let err = EmbeddedOnline::open(&dir.path().join("other.redb"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("other.redb"), "{err}");
+        assert_eq!(
+            std::fs::read(dir.path().join("other.redb")).unwrap(),
+            vec![0u8; 4096]
+        );
+    }
 
     #[test]
     fn epochs_apply_once_replace_and_survive_reopening() {
