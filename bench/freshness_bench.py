@@ -32,6 +32,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -280,6 +281,8 @@ def main():
         for interval, r in rows:
             n, p50, p99, worst = r["rows"]
             print(f"{interval:20} {n:8,} {p50:8.1f} {p99:8.1f} {worst:8.1f}")
+    # The broker's log and the runs' outputs (hundreds of MB); a failed run leaves them.
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

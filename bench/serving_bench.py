@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -276,6 +277,8 @@ def main():
                 r = results[(mode, name, batch)]
                 label = f"{labels[name]}, {mode}, {batch} per read"
                 print(f"{label:46} {r['p50']:8.3f} {r['p99']:8.3f} {r['qps']:9.0f} {r['p99'] / feast['p99']:12.2f}x")
+    # The stores and feature rows (hundreds of MB); a failed run leaves them to look at.
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
