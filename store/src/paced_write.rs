@@ -4,9 +4,9 @@
 //! default `data=ordered` mode a journal commit first writes out the data of every file whose
 //! blocks it allocates. A process that writes tens of megabytes and then syncs them (a merged
 //! checkpoint) therefore holds up every small sync that lands meanwhile: measured on the fraud
-//! demo over Kafka at 47,267 events/s, the views' 100 KB feature-row files took 92-105 ms to
-//! sync while a 40 MB merged checkpoint was being synced (0.4 ms otherwise), and those commits
-//! were the slowest of the run.
+//! demo over Kafka at 47,267 events/s, the views' feature-row files of an epoch took 92-105 ms
+//! to sync while a merged checkpoint (the whole window state) was being synced (0.4 ms at the
+//! median otherwise), and those commits were the slowest of the run.
 //!
 //! [`write_paced`] writes in chunks and sends each chunk to the disk as soon as it is written
 //! (`sync_file_range`, Linux), waiting for the chunk before it: at most two chunks are dirty at

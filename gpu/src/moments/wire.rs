@@ -1,8 +1,9 @@
 //! How [`Moments`] are stored: the count, a mask of the fields that are not zero, and those
 //! fields only. Most window state is a few running moments per key, and most of their fields
 //! are zero (a count keeps no sums, a sum no spread, a float input no exact sum, and the
-//! non-finite counters are almost always 0), so a count is 2 bytes instead of 61, and a key's
-//! head, written at every checkpoint that changes the key, shrinks by about a third.
+//! non-finite counters are almost always 0), so a count is 10 bytes (count, mask and the shift
+//! it keeps) instead of 61, and the fraud demo's checkpoints, which write every changed key's
+//! head, shrank by about a third.
 //!
 //! A field is left out when its bits are all zero (so `-0.0` is kept); reading fills the
 //! missing ones with zero, giving back the same moments bit for bit.
