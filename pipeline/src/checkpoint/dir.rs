@@ -108,7 +108,14 @@ impl CheckpointDir {
             ))
         };
         let bytes = std::fs::read(&path).map_err(|e| unusable(&e))?;
-        envelope::decode(&bytes, StateKind::Checkpoint, CHECKPOINT_LAYOUT).map_err(|e| unusable(&e))
+        envelope::decode(&bytes, StateKind::Checkpoint, CHECKPOINT_LAYOUT).map_err(|e| match e {
+            // Another build's checkpoint: its run may have finished; nothing is damaged.
+            envelope::EnvelopeError::UnsupportedVersion { .. } => JobError::Checkpoint(format!(
+                "checkpoint `{}` was {e}: a run cannot continue from it; run with --fresh to start a new run (its output replaces the previous run's at its first checkpoint)",
+                path.display()
+            )),
+            e => unusable(&e),
+        })
     }
 
     /// Checkpoint `epoch` with whole view state: incremental state is merged with the
@@ -406,6 +413,24 @@ mod tests {
         assert_eq!(files(dir.path()), vec!["checkpoint-0000000008.qvck"]);
         // A merge that comes after that finds nothing to do.
         assert_eq!(dir.compact(7).unwrap(), None);
+    }
+
+    #[test]
+    fn another_builds_checkpoint_asks_for_a_new_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = CheckpointDir::new(tmp.path().join("ck"));
+        dir.write(&checkpoint(1, "r", false, &[(b"a", b"1")], &[]))
+            .unwrap();
+        let mut bytes = std::fs::read(dir.file(1)).unwrap();
+        let older = envelope::FORMAT_VERSION - 1;
+        bytes[8..10].copy_from_slice(&older.to_le_bytes());
+        std::fs::write(dir.file(1), bytes).unwrap();
+        let e = dir.latest().unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("state format version {older}"))
+                && e.contains("--fresh to start a new run"),
+            "{e}"
+        );
     }
 
     #[test]

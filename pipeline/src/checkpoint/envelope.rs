@@ -60,7 +60,7 @@ pub enum EnvelopeError {
     /// Not a Quiver state at all.
     #[error("not a Quiver state file (bad magic bytes)")]
     BadMagic,
-    /// Written by a newer (or unknown) format.
+    /// Written in another format (by an older or a newer build).
     #[error("written in state format version {found}; this build reads version {FORMAT_VERSION}")]
     UnsupportedVersion {
         /// The version found.
