@@ -265,8 +265,8 @@ impl RedisOnline {
     }
 
     /// A read of `entities` in `table` as one `MULTI`/`EXEC` of the stamp, the key count, the
-    /// heads and every entity's segments (when epochs keep coming between the two steps of
-    /// [`RedisOnline::read_selected`]).
+    /// heads and every entity's segments: for reads that want every segment, and when epochs
+    /// keep coming between the two steps of [`RedisOnline::read_selected`].
     fn read_all(&self, table: &str, entities: &[String]) -> Result<Read, StoreError> {
         let mut pipe = self.heads_transaction(table, entities);
         for entity in entities {
@@ -279,6 +279,27 @@ impl RedisOnline {
             .map(|_| self.take(&mut replies, "segments"))
             .collect::<Result<_, _>>()?;
         Ok(((stamp, count, heads), segments))
+    }
+
+    /// A read's stamp and entity states, per entity its head with its segments in id order;
+    /// `None` when the table has no stamp (it does not exist).
+    #[allow(clippy::type_complexity)]
+    fn entity_states(
+        &self,
+        ((stamp, count, heads), segments): Read,
+    ) -> Result<Option<(OnlineStamp, Vec<Option<EntityState>>)>, StoreError> {
+        let values = (heads.into_iter().zip(segments))
+            .map(|(head, mut segments)| {
+                head.map(|head| {
+                    segments.sort_by_key(|(id, _)| *id);
+                    EntityState { head, segments }
+                })
+            })
+            .collect();
+        let Some(stamp) = stamp else {
+            return Ok(None);
+        };
+        Ok(Some((self.stamp_of(&stamp, count)?, values)))
     }
 
     /// A transaction reading `table`'s stamp, its key count and the heads of `entities`.
@@ -452,6 +473,17 @@ impl OnlineStore for RedisOnline {
 
     /// Reads every entity's segments (heads and segments in one transaction: a second round
     /// trip could see a later epoch's).
+    /// Every segment is wanted: one transaction reads them with the heads (the two steps of
+    /// [`OnlineStore::get_selected`] would only add a round trip; scans page through this).
+    fn get(
+        &self,
+        table: &str,
+        keys: &[&[u8]],
+    ) -> Result<Option<(OnlineStamp, Vec<Option<EntityState>>)>, StoreError> {
+        let entities: Vec<String> = keys.iter().map(|k| hex(k)).collect();
+        self.entity_states(self.read_all(table, &entities)?)
+    }
+
     fn get_selected(
         &self,
         table: &str,
@@ -466,22 +498,10 @@ impl OnlineStore for RedisOnline {
                 break;
             }
         }
-        let ((stamp, count, heads), segments) = match read {
-            Some(read) => read,
-            None => self.read_all(table, &entities)?,
-        };
-        let values = (heads.into_iter().zip(segments))
-            .map(|(head, mut segments)| {
-                head.map(|head| {
-                    segments.sort_by_key(|(id, _)| *id);
-                    EntityState { head, segments }
-                })
-            })
-            .collect();
-        let Some(stamp) = stamp else {
-            return Ok(None);
-        };
-        Ok(Some((self.stamp_of(&stamp, count)?, values)))
+        match read {
+            Some(read) => self.entity_states(read),
+            None => self.entity_states(self.read_all(table, &entities)?),
+        }
     }
 
     fn scan(
