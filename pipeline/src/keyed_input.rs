@@ -20,12 +20,14 @@ use std::sync::Arc;
 
 /// Where a view's key partitions of backfill's input are.
 enum Parts {
-    /// Per partition, (batch, row) positions into the input held in memory.
+    /// Positions into the input held in memory.
     Memory {
         /// The input's batches.
         input: Arc<Vec<RecordBatch>>,
-        /// Positions per partition, in input order.
-        parts: Vec<Vec<(usize, usize)>>,
+        /// Per input batch, its kept rows by partition.
+        groups: Vec<BatchGroups>,
+        /// Rows per partition (0 once taken).
+        rows: Vec<usize>,
     },
     /// The rows per partition, in spill files.
     Files(Spill),
@@ -38,6 +40,40 @@ pub struct KeyedInput {
     unread: UnreadColumns,
     /// The partitions cut by event time: each one's slices in time order.
     sliced: BTreeMap<usize, Spill>,
+}
+
+/// One input batch's rows that a view keeps, grouped by key partition: 4 bytes a row, each
+/// vector allocated once at its size (a vector of positions per partition, grown as rows
+/// came, took 16 bytes a row and up to twice that while growing: at 10M events, hundreds of
+/// MiB of pages the kernel had to fault in and zero).
+struct BatchGroups {
+    /// Row indices into the batch, partition 0's first, each partition's in row order.
+    rows: Vec<u32>,
+    /// Where each partition's rows start in `rows`, and where the last one ends.
+    starts: Vec<u32>,
+}
+
+impl BatchGroups {
+    /// Groups the `kept` rows of a batch by their `partition` (one per kept row).
+    fn new(kept: &[u32], partition: &[u16], partitions: usize) -> Self {
+        let slots: Vec<u32> = partition.iter().map(|&p| u32::from(p)).collect();
+        let (order, starts) = quiver_gpu::group_rows(&slots, partitions, 0..slots.len() as u32);
+        BatchGroups {
+            rows: order.iter().map(|&i| kept[i as usize]).collect(),
+            starts: starts.iter().map(|&s| s as u32).collect(),
+        }
+    }
+
+    /// The batch's rows of partition `p`.
+    fn rows_of(&self, p: usize) -> &[u32] {
+        &self.rows[self.starts[p] as usize..self.starts[p + 1] as usize]
+    }
+}
+
+/// The (batch, row) positions of partition `p`'s rows in `groups`, in input order.
+fn positions_of(groups: &[BatchGroups], p: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+    (groups.iter().enumerate())
+        .flat_map(move |(batch, g)| g.rows_of(p).iter().map(move |&row| (batch, row as usize)))
 }
 
 /// One key partition, as it is evaluated.
@@ -68,7 +104,8 @@ impl KeyedInput {
         let mut keyed = match in_memory {
             Some(input) => Parts::Memory {
                 input: Arc::clone(input),
-                parts: vec![Vec::new(); partitions],
+                groups: Vec::with_capacity(input.len()),
+                rows: vec![0; partitions],
             },
             None => Parts::Files(Spill::in_files(
                 dir,
@@ -89,10 +126,13 @@ impl KeyedInput {
             let partition = partitions_of(prepared.keys.iter().map(|k| k.data()), partitions);
             drop(prepared);
             match &mut keyed {
-                Parts::Memory { parts, .. } => {
-                    for (&row, &p) in kept.iter().zip(&partition) {
-                        parts[p as usize].push((index, row as usize));
+                Parts::Memory { groups, rows, .. } => {
+                    debug_assert_eq!(groups.len(), index);
+                    let grouped = BatchGroups::new(&kept, &partition, partitions);
+                    for (p, rows) in rows.iter_mut().enumerate() {
+                        *rows += grouped.rows_of(p).len();
                     }
+                    groups.push(grouped);
                 }
                 Parts::Files(spill) => {
                     let kept = unread.blanked(&batch).and_then(|batch| {
@@ -116,7 +156,7 @@ impl KeyedInput {
     /// Rows of partition `p` (0 once taken).
     pub fn rows(&self, p: usize) -> usize {
         match &self.parts {
-            Parts::Memory { parts, .. } => parts[p].len(),
+            Parts::Memory { rows, .. } => rows[p],
             Parts::Files(spill) => spill.rows(p),
         }
     }
@@ -194,14 +234,16 @@ impl KeyedInput {
         p: usize,
     ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, JobError>> + Send + '_>, JobError> {
         match &self.parts {
-            Parts::Memory { input, parts } => {
+            Parts::Memory { input, groups, .. } => {
                 let batches: Vec<&RecordBatch> = input.iter().collect();
-                Ok(Box::new(parts[p].chunks(PIECE_ROWS).map(
-                    move |positions| {
-                        (self.unread.interleave(&batches, positions))
+                let mut positions = positions_of(groups, p);
+                Ok(Box::new(std::iter::from_fn(move || {
+                    let piece: Vec<_> = positions.by_ref().take(PIECE_ROWS).collect();
+                    (!piece.is_empty()).then(|| {
+                        (self.unread.interleave(&batches, &piece))
                             .map_err(|e| JobError::Other(format!("a key partition: {e}")))
-                    },
-                )))
+                    })
+                })))
             }
             Parts::Files(spill) => Ok(Box::new(spill.read(p)?)),
         }
@@ -210,7 +252,7 @@ impl KeyedInput {
     /// Drops partition `p`'s rows (its slices replace them).
     fn discard(&mut self, p: usize) -> Result<(), JobError> {
         match &mut self.parts {
-            Parts::Memory { parts, .. } => drop(std::mem::take(&mut parts[p])),
+            Parts::Memory { rows, .. } => rows[p] = 0,
             Parts::Files(spill) => drop(spill.take(p)?),
         }
         Ok(())
@@ -219,7 +261,7 @@ impl KeyedInput {
     /// The number of partitions.
     pub fn partitions(&self) -> usize {
         match &self.parts {
-            Parts::Memory { parts, .. } => parts.len(),
+            Parts::Memory { rows, .. } => rows.len(),
             Parts::Files(spill) => spill.partitions(),
         }
     }
@@ -232,11 +274,15 @@ impl KeyedInput {
         }
         let fail = |e: &dyn std::fmt::Display| JobError::Other(format!("a key partition: {e}"));
         let whole = match &mut self.parts {
-            Parts::Memory { input, parts } => {
-                let positions = std::mem::take(&mut parts[p]);
-                if positions.is_empty() {
+            Parts::Memory {
+                input,
+                groups,
+                rows,
+            } => {
+                if std::mem::take(&mut rows[p]) == 0 {
                     return Ok(None);
                 }
+                let positions: Vec<_> = positions_of(groups, p).collect();
                 let batches: Vec<&RecordBatch> = input.iter().collect();
                 (self.unread.interleave(&batches, &positions)).map_err(|e| fail(&e))?
             }
