@@ -154,7 +154,8 @@ pub fn decode_chunks(
 /// [`decode_chunks`] of a Parquet object, reading only what it decodes: the footer, then each
 /// row group's chunks of the declared columns (ranged reads, coalesced), so memory holds one
 /// row group's columns and one batch, whatever the file's size. Runs on a blocking thread of
-/// the runtime `runtime` (it waits for the reads there).
+/// the runtime `runtime` (it waits for the reads there). With more than one core and column,
+/// the columns are decoded in two halves on two threads ([`column_halves`]).
 pub fn decode_object_chunks(
     (partition, object): (&str, crate::object_ranges::ObjectRanges),
     schema: &DeclaredSchema,
@@ -163,20 +164,121 @@ pub fn decode_object_chunks(
     emit: impl FnMut(Decoded) -> bool,
 ) -> Result<(), ConnectorError> {
     use futures::StreamExt;
+    use parquet::arrow::arrow_reader::ArrowReaderMetadata;
     use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
-    let builder = runtime
-        .block_on(ParquetRecordBatchStreamBuilder::new(object))
+    let metadata = runtime
+        .block_on(ArrowReaderMetadata::load_async(
+            &mut object.clone(),
+            Default::default(),
+        ))
         .map_err(|e| metadata_error(partition, e))?;
-    let mut stream = projected(partition, builder, schema, batch_size)?
-        .build()
-        .map_err(|e| file_error(partition, format!("cannot start reading: {e}")))?;
-    let batches = std::iter::from_fn(|| runtime.block_on(stream.next()));
-    convert_batches(
-        partition,
-        schema,
-        batches.map(|r| r.map_err(|e| e.to_string())),
-        emit,
-    )
+    let builder = |roots: &[usize]| {
+        let builder =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(object.clone(), metadata.clone());
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
+        (builder.with_projection(mask))
+            .with_batch_size(batch_size.max(1))
+            .build()
+            .map_err(|e| file_error(partition, format!("cannot start reading: {e}")))
+    };
+    let roots = projected_roots(partition, metadata.schema(), schema)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let Some((first, second)) = column_halves(metadata.metadata(), &roots).filter(|_| cores > 1)
+    else {
+        let mut stream = builder(&roots)?;
+        let batches = std::iter::from_fn(|| runtime.block_on(stream.next()));
+        return convert_batches(
+            partition,
+            schema,
+            batches.map(|r| r.map_err(|e| e.to_string())),
+            emit,
+        );
+    };
+    let (mut ours, mut theirs) = (builder(&first)?, builder(&second)?);
+    std::thread::scope(|scope| {
+        // The second half runs at most two batches ahead; it stops when the receiver goes.
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        scope.spawn(move || {
+            while let Some(batch) = runtime.block_on(theirs.next()) {
+                if tx.send(batch.map_err(|e| e.to_string())).is_err() {
+                    break;
+                }
+            }
+        });
+        let batches = std::iter::from_fn(|| runtime.block_on(ours.next())).map(|batch| {
+            let batch = batch.map_err(|e| e.to_string())?;
+            let other = rx
+                .recv()
+                .map_err(|_| "the file's other columns ended before these".to_string())??;
+            join_halves(&roots, &first, &batch, &other)
+        });
+        convert_batches(partition, schema, batches, emit)
+    })
+}
+
+/// The projected root columns `roots` split in two halves of about equal compressed bytes
+/// (each in file order), to be decoded in parallel; `None` for fewer than two columns.
+fn column_halves(
+    metadata: &parquet::file::metadata::ParquetMetaData,
+    roots: &[usize],
+) -> Option<(Vec<usize>, Vec<usize>)> {
+    if roots.len() < 2 {
+        return None;
+    }
+    let descriptor = metadata.file_metadata().schema_descr();
+    let mut bytes = vec![0i64; descriptor.root_schema().get_fields().len()];
+    for group in metadata.row_groups() {
+        for (leaf, column) in group.columns().iter().enumerate() {
+            bytes[descriptor.get_column_root_idx(leaf)] += column.compressed_size();
+        }
+    }
+    let mut by_size = roots.to_vec();
+    by_size.sort_by_key(|&r| std::cmp::Reverse(bytes[r]));
+    let (mut halves, mut sizes) = ((Vec::new(), Vec::new()), (0, 0));
+    for root in by_size {
+        if sizes.0 <= sizes.1 {
+            halves.0.push(root);
+            sizes.0 += bytes[root];
+        } else {
+            halves.1.push(root);
+            sizes.1 += bytes[root];
+        }
+    }
+    halves.0.sort_unstable();
+    halves.1.sort_unstable();
+    Some(halves)
+}
+
+/// One batch of all `roots` (in file order) from the batches of the same rows decoded from
+/// the columns `first` (`ours`) and from the others (`theirs`).
+fn join_halves(
+    roots: &[usize],
+    first: &[usize],
+    ours: &RecordBatch,
+    theirs: &RecordBatch,
+) -> Result<RecordBatch, String> {
+    if ours.num_rows() != theirs.num_rows() {
+        return Err(format!(
+            "the file's columns were read in batches of {} and {} rows (internal error)",
+            ours.num_rows(),
+            theirs.num_rows()
+        ));
+    }
+    let (mut a, mut b) = (0, 0);
+    let mut fields = Vec::with_capacity(roots.len());
+    let mut columns = Vec::with_capacity(roots.len());
+    for root in roots {
+        let (batch, i) = if first.contains(root) {
+            a += 1;
+            (ours, a - 1)
+        } else {
+            b += 1;
+            (theirs, b - 1)
+        };
+        fields.push(batch.schema().field(i).clone());
+        columns.push(Arc::clone(batch.column(i)));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
 }
 
 fn metadata_error(partition: &str, e: parquet::errors::ParquetError) -> ConnectorError {
@@ -196,25 +298,21 @@ fn projected<T>(
     schema: &DeclaredSchema,
     batch_size: usize,
 ) -> Result<ArrowReaderBuilder<T>, ConnectorError> {
-    let mask = projection(
-        partition,
-        builder.schema(),
-        builder.parquet_schema(),
-        schema,
-    )?;
+    let roots = projected_roots(partition, builder.schema(), schema)?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
     Ok(builder
         .with_projection(mask)
         .with_batch_size(batch_size.max(1)))
 }
 
-/// The file columns to read for the declared `schema` (by name), checking that each declared
-/// column is there (or nullable) and converts to its declared type.
-fn projection(
+/// The file's top-level columns to read for the declared `schema` (by name), in file order,
+/// checking that each declared column is there (or nullable) and converts to its declared
+/// type.
+fn projected_roots(
     partition: &str,
     file_schema: &arrow::datatypes::SchemaRef,
-    parquet_schema: &parquet::schema::types::SchemaDescriptor,
     schema: &DeclaredSchema,
-) -> Result<ProjectionMask, ConnectorError> {
+) -> Result<Vec<usize>, ConnectorError> {
     // Declared column -> index of the top-level file column with that name.
     let mut file_index = Vec::with_capacity(schema.fields.len());
     for (i, field) in schema.fields.iter().enumerate() {
@@ -254,7 +352,7 @@ fn projection(
     let mut roots: Vec<usize> = file_index.iter().flatten().copied().collect();
     roots.sort_unstable();
     roots.dedup();
-    Ok(ProjectionMask::roots(parquet_schema, roots))
+    Ok(roots)
 }
 
 /// Converts decoded `batches` (the declared columns) to the declared types, dead-lettering
@@ -544,7 +642,7 @@ mod tests {
             .unwrap();
         let object = ObjectRanges::new(store, path, size);
         let mut ranged = Vec::new();
-        decode_object_chunks(("f", object), &schema(), 3, runtime.handle(), |d| {
+        decode_object_chunks(("f", object.clone()), &schema(), 3, runtime.handle(), |d| {
             ranged.push(d);
             true
         })
@@ -553,16 +651,32 @@ mod tests {
             let offsets: Vec<u64> = (all.iter())
                 .flat_map(|d| d.batches.iter().flat_map(|b| b.offsets.clone()))
                 .collect();
-            let letters: Vec<(u64, String)> = (all.iter())
-                .flat_map(|d| d.dead_letters.iter().map(|l| (l.offset, l.detail.clone())))
+            let letters: Vec<(u64, String, String)> = (all.iter())
+                .flat_map(|d| d.dead_letters.iter())
+                .map(|l| (l.offset, l.detail.clone(), l.raw.clone()))
                 .collect();
-            (offsets, letters)
+            // Whole files are read in batches across row groups, ranged reads by row group.
+            let batches: Vec<RecordBatch> = (all.iter())
+                .flat_map(|d| d.batches.iter().map(|b| b.batch.clone()))
+                .collect();
+            let rows = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+            (offsets, letters, rows)
         };
-        let (offsets, letters) = flat(&ranged);
-        assert_eq!((offsets.clone(), letters.clone()), flat(&whole));
+        // (With more than one core, the ranged reads decode the columns in two halves.)
+        let (offsets, letters, batches) = flat(&ranged);
+        assert_eq!((offsets.clone(), letters.clone(), batches), flat(&whole));
         assert_eq!(offsets.len(), 40, "two good rows in each of the 20 copies");
         assert_eq!(letters.len(), 60);
         assert_eq!(*offsets.last().unwrap(), 98);
+
+        // Stopping after the first chunk stops both halves.
+        let mut chunks = 0;
+        decode_object_chunks(("f", object), &schema(), 3, runtime.handle(), |_| {
+            chunks += 1;
+            false
+        })
+        .unwrap();
+        assert_eq!(chunks, 1);
     }
 
     #[test]
