@@ -298,6 +298,42 @@ impl KeyWindowState {
         })
     }
 
+    /// The head [`KeyWindowState::write_parts`] would write for `stored` if that were all it
+    /// wrote (no segment to delete, no tail to seal, nothing to rewrite); `None` otherwise.
+    /// Encoded right after a key changed, while its state is in cache, it saves the cache
+    /// misses of encoding the key cold at the checkpoint ([`KeyWindowState::write_parts_with`]).
+    pub fn head_only(&self, stored: &StoredParts) -> Option<Vec<u8>> {
+        let drops = (stored.segments.first()).is_some_and(|&(_, end)| end <= self.base);
+        let seals = self.next_seq() - self.tail_start(stored) >= SEAL_EVENTS;
+        if stored.rewrite_all || drops || seals {
+            return None;
+        }
+        self.head_bytes(stored).ok()
+    }
+
+    /// [`KeyWindowState::write_parts`], taking `head` (from [`KeyWindowState::head_only`] for
+    /// this state and `stored`, unchanged since) as the head when a head is still all there
+    /// is to write.
+    pub fn write_parts_with(
+        &self,
+        stored: &mut StoredParts,
+        head: Option<Vec<u8>>,
+    ) -> Result<PartWrites, PartsError> {
+        let drops = (stored.segments.first()).is_some_and(|&(_, end)| end <= self.base);
+        let seals = self.next_seq() - self.tail_start(stored) >= SEAL_EVENTS;
+        match head {
+            Some(head) if !(stored.rewrite_all || drops || seals) => {
+                debug_assert_eq!(head, self.head_bytes(stored)?, "a stale head was kept");
+                Ok(PartWrites {
+                    head,
+                    deletes: Vec::new(),
+                    segments: Vec::new(),
+                })
+            }
+            _ => self.write_parts(stored),
+        }
+    }
+
     /// Every part of this key (a whole snapshot): its head and every stored segment, taking
     /// the head and segments of `written` (what [`KeyWindowState::write_parts`] just gave for
     /// `stored`) as they are instead of encoding them again. Segments whose events all left
