@@ -129,6 +129,11 @@ pub struct KeyedWindows {
     changes: Option<ChangeLog>,
 }
 
+/// Rows of a batch at most that come from a live stream (a few milliseconds of events), whose
+/// changed keys' heads are encoded at every change ([`ChangeLog::heads`]): larger batches come
+/// from files or a source catching up, where keys change many times an epoch.
+const LIVE_BATCH_ROWS: usize = 4096;
+
 /// Keys whose state changed and keys forgotten, since the changes were last taken.
 #[derive(Debug, Clone, Default)]
 struct ChangeLog {
@@ -392,8 +397,15 @@ impl KeyedWindows {
             })
         };
         let mut i = 0;
+        // Whether the key of the current run of rows had not changed since the last
+        // checkpoint when the run began.
+        let mut unchanged = false;
+        let live = order.len() <= LIVE_BATCH_ROWS;
         while i < order.len() {
             let (slot, t) = (slot_of[i], time_of[i]);
+            if i == 0 || slot_of[i - 1] != slot {
+                unchanged = (self.changes.as_ref()).is_some_and(|log| !log.changed[slot as usize]);
+            }
             let mut j = i + 1;
             while j < order.len() && slot_of[j] == slot && time_of[j] == t {
                 j += 1;
@@ -414,9 +426,15 @@ impl KeyedWindows {
             }
             if let Some(log) = &mut self.changes {
                 log.changed[slot as usize] = true;
-                // The key's last rows here: its head now, while its state is in cache.
+                // The key's last rows here: its head now, while its state is in cache, when
+                // this is the key's first change since the last checkpoint or the batch is a
+                // live stream's. A bulk run's keys change many times an epoch, in large
+                // batches: they are encoded at the checkpoint instead of at every change.
                 if slot_of.get(j) != Some(&slot) {
-                    log.heads[slot as usize] = state.head_only(&self.stored[slot as usize]);
+                    log.heads[slot as usize] = match unchanged || live {
+                        true => state.head_only(&self.stored[slot as usize]),
+                        false => None,
+                    };
                 }
             }
             i = j;
