@@ -215,10 +215,7 @@ pub fn decode_object_chunks(
     let builder = |roots: &[usize]| {
         let builder =
             ParquetRecordBatchStreamBuilder::new_with_metadata(object.clone(), metadata.clone());
-        let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
-        (builder.with_projection(mask))
-            .with_batch_size(batch_size.max(1))
-            .build()
+        (with_roots(builder, roots, batch_size).build())
             .map_err(|e| file_error(partition, format!("cannot start reading: {e}")))
     };
     let roots = projected_roots(partition, metadata.schema(), schema)?;
@@ -339,10 +336,17 @@ fn projected<T>(
     batch_size: usize,
 ) -> Result<ArrowReaderBuilder<T>, ConnectorError> {
     let roots = projected_roots(partition, builder.schema(), schema)?;
-    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    Ok(builder
-        .with_projection(mask)
-        .with_batch_size(batch_size.max(1)))
+    Ok(with_roots(builder, &roots, batch_size))
+}
+
+/// `builder` reading the file's top-level columns `roots`, in batches of `batch_size` rows.
+fn with_roots<T>(
+    builder: ArrowReaderBuilder<T>,
+    roots: &[usize],
+    batch_size: usize,
+) -> ArrowReaderBuilder<T> {
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
+    (builder.with_projection(mask)).with_batch_size(batch_size.max(1))
 }
 
 /// The file's top-level columns to read for the declared `schema` (by name), in file order,

@@ -303,12 +303,19 @@ impl KeyWindowState {
     /// Encoded right after a key changed, while its state is in cache, it saves the cache
     /// misses of encoding the key cold at the checkpoint ([`KeyWindowState::write_parts_with`]).
     pub fn head_only(&self, stored: &StoredParts) -> Option<Vec<u8>> {
-        let drops = (stored.segments.first()).is_some_and(|&(_, end)| end <= self.base);
-        let seals = self.next_seq() - self.tail_start(stored) >= SEAL_EVENTS;
-        if stored.rewrite_all || drops || seals {
+        if !self.writes_only_head(stored) {
             return None;
         }
         self.head_bytes(stored).ok()
+    }
+
+    /// Whether [`KeyWindowState::write_parts`] would write only a head for `stored`: no
+    /// segment whose events all left the windows ([`KeyWindowState::drop_left`]), no tail long
+    /// enough to seal, no segment to rewrite.
+    fn writes_only_head(&self, stored: &StoredParts) -> bool {
+        let drops = (stored.segments.first()).is_some_and(|&(_, end)| end <= self.base);
+        let seals = self.next_seq() - self.tail_start(stored) >= SEAL_EVENTS;
+        !(stored.rewrite_all || drops || seals)
     }
 
     /// [`KeyWindowState::write_parts`], taking `head` (from [`KeyWindowState::head_only`] for
@@ -319,10 +326,8 @@ impl KeyWindowState {
         stored: &mut StoredParts,
         head: Option<Vec<u8>>,
     ) -> Result<PartWrites, PartsError> {
-        let drops = (stored.segments.first()).is_some_and(|&(_, end)| end <= self.base);
-        let seals = self.next_seq() - self.tail_start(stored) >= SEAL_EVENTS;
         match head {
-            Some(head) if !(stored.rewrite_all || drops || seals) => {
+            Some(head) if self.writes_only_head(stored) => {
                 debug_assert_eq!(head, self.head_bytes(stored)?, "a stale head was kept");
                 Ok(PartWrites {
                     head,
@@ -631,7 +636,7 @@ mod tests {
                         Retained::Validity(v.range(rows.clone()).copied().collect())
                     }
                 };
-                // NaN != NaN: compare the floats' bits.
+                // NaN != NaN: compare the columns' debug forms.
                 assert_eq!(format!("{read:?}"), format!("{expected:?}"));
             }
             assert_eq!(read.columns.len(), columns.len());

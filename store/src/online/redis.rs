@@ -471,10 +471,9 @@ impl OnlineStore for RedisOnline {
         Ok(out)
     }
 
-    /// Reads every entity's segments (heads and segments in one transaction: a second round
-    /// trip could see a later epoch's).
     /// Every segment is wanted: one transaction reads them with the heads (the two steps of
-    /// [`OnlineStore::get_selected`] would only add a round trip; scans page through this).
+    /// [`OnlineStore::get_selected`] would only add a round trip, and a retry when an epoch
+    /// lands between them; scans page through this).
     fn get(
         &self,
         table: &str,
