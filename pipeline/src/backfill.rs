@@ -158,7 +158,7 @@ pub async fn backfill(
     let mut outputs = Outputs::new(paths, coordinator.epoch, 0, BTreeMap::new());
     let read_bar = events_bar(origin.expected_events(), options.progress, "read");
     let mut engine = Duration::ZERO;
-    let budget = match options.memory_limit {
+    let mut budget = match options.memory_limit {
         Some(limit) => {
             crate::resident::return_freed_memory();
             crate::resident::strict_data_budget(limit)
@@ -229,6 +229,14 @@ pub async fn backfill(
     }
     let availability = vec![options.availability_column; pipeline.views.len()];
     let input_bytes = stream.bytes(0);
+    if let Some(limit) = options.memory_limit {
+        let held_input = if stream.in_files_now() {
+            0
+        } else {
+            input_bytes
+        };
+        budget = crate::resident::strict_budget_now(limit, budget, held_input);
+    }
     let row_bytes = input_bytes / (accepted as usize).max(1);
     let writers = outputs.feature_writers(&pipeline, &coordinator.run, &[], None, &availability)?;
     // Each writer holds a row group; under a small limit they get smaller ones, and the
