@@ -24,8 +24,8 @@ const VIEW: &str = "SELECT card_id, event_time,
 FROM transactions";
 
 fn hash(token: &str) -> String {
-    use quiver_pipeline::serve::auth::{hex, sha256};
-    hex(&sha256(token.as_bytes()))
+    use quiver_pipeline::serve::auth::sha256;
+    hex::encode(sha256(token.as_bytes()))
 }
 
 /// Writes events and a config (with tokens when `tokens`); returns the config and the last

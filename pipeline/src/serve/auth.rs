@@ -95,11 +95,6 @@ pub fn sha256(text: &[u8]) -> [u8; 32] {
     out
 }
 
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn parse_hash(text: &str) -> Option<[u8; 32]> {
     let text = text.trim();
     if text.len() != 64 || !text.is_ascii() {
@@ -128,8 +123,8 @@ pub fn new_token() -> Result<(String, String), JobError> {
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| JobError::Other("the system random generator failed".into()))?;
-    let token = format!("qv_{}", hex(&bytes));
-    let hash = hex(&sha256(token.as_bytes()));
+    let token = format!("qv_{}", hex::encode(bytes));
+    let hash = hex::encode(sha256(token.as_bytes()));
     Ok((token, hash))
 }
 
@@ -220,7 +215,7 @@ mod tests {
         TokenConfig {
             name: name.into(),
             role,
-            sha256: Some(hex(&sha256(token.as_bytes()))),
+            sha256: Some(hex::encode(sha256(token.as_bytes()))),
             sha256_env: None,
         }
     }
@@ -276,7 +271,7 @@ mod tests {
         let e = Auth::new(&[c], None).err().unwrap().to_string();
         assert!(e.contains("64 hex digits"), "{e}");
         let (token, hash) = new_token().unwrap();
-        assert_eq!(hex(&sha256(token.as_bytes())), hash);
+        assert_eq!(hex::encode(sha256(token.as_bytes())), hash);
         assert!(token.starts_with("qv_") && token.len() == 67);
     }
 }
