@@ -46,7 +46,7 @@ pub fn key_float(key: i128) -> f64 {
 /// A sliding window keeps a monotonic deque of `(sequence number, key)`: amortised O(1) per
 /// event, and it only holds values that can still become the extreme. An unbounded window only
 /// needs the running extreme.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub enum WindowExtreme<K> {
     /// Extreme of a sliding window.
     Sliding {
@@ -62,6 +62,45 @@ pub enum WindowExtreme<K> {
         /// Current extreme, `None` before the first value.
         value: Option<K>,
     },
+}
+
+impl<K: Clone> Clone for WindowExtreme<K> {
+    fn clone(&self) -> Self {
+        match self {
+            WindowExtreme::Sliding {
+                extreme,
+                candidates,
+            } => WindowExtreme::Sliding {
+                extreme: *extreme,
+                candidates: candidates.clone(),
+            },
+            WindowExtreme::Running { extreme, value } => WindowExtreme::Running {
+                extreme: *extreme,
+                value: value.clone(),
+            },
+        }
+    }
+
+    /// Copies `source` into the candidates' memory (an online read copies the trackers of
+    /// every entity it moves to the read time into the same buffers).
+    fn clone_from(&mut self, source: &Self) {
+        match (self, source) {
+            (
+                WindowExtreme::Sliding {
+                    extreme,
+                    candidates,
+                },
+                WindowExtreme::Sliding {
+                    extreme: from,
+                    candidates: from_candidates,
+                },
+            ) => {
+                *extreme = *from;
+                candidates.clone_from(from_candidates);
+            }
+            (this, source) => *this = source.clone(),
+        }
+    }
 }
 
 impl<K: Copy + Ord> WindowExtreme<K> {
@@ -137,12 +176,30 @@ impl<K: Copy + Ord> WindowExtreme<K> {
 /// A min/max tracker with keys as narrow as its input allows: `i64` for floats (their
 /// [`float_key`]s fit) and integers, `i128` for decimals. Half the memory per candidate for
 /// the common inputs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub enum Tracker {
     /// Keys that fit `i64`.
     Narrow(WindowExtreme<i64>),
     /// 128-bit keys.
     Wide(WindowExtreme<i128>),
+}
+
+impl Clone for Tracker {
+    fn clone(&self) -> Self {
+        match self {
+            Tracker::Narrow(w) => Tracker::Narrow(w.clone()),
+            Tracker::Wide(w) => Tracker::Wide(w.clone()),
+        }
+    }
+
+    /// Copies `source` into this tracker's memory where both are of one width.
+    fn clone_from(&mut self, source: &Self) {
+        match (self, source) {
+            (Tracker::Narrow(w), Tracker::Narrow(from)) => w.clone_from(from),
+            (Tracker::Wide(w), Tracker::Wide(from)) => w.clone_from(from),
+            (this, source) => *this = source.clone(),
+        }
+    }
 }
 
 impl Tracker {

@@ -5,7 +5,6 @@ use crate::moments::{MomentLevel, Moments};
 use crate::plan::{Frame, FrameGroup, InputKind, Slot, WindowPlan};
 use crate::AggKind;
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 use std::collections::VecDeque;
 
 mod parts;
@@ -13,13 +12,72 @@ mod parts;
 pub use parts::{head_needs_segments, PartWrites, PartsError, StoredParts, WholeParts};
 
 /// State of one frame group for one key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct GroupState {
     /// Sequence number of the first event inside the window.
     start: u64,
     moments: Vec<Moments>,
     mins: Vec<Tracker>,
     maxs: Vec<Tracker>,
+}
+
+impl Clone for GroupState {
+    fn clone(&self) -> Self {
+        GroupState {
+            start: self.start,
+            moments: self.moments.clone(),
+            mins: self.mins.clone(),
+            maxs: self.maxs.clone(),
+        }
+    }
+
+    /// Copies `source` into this group's memory: [`MovedGroups`] copies the groups of every
+    /// entity a read moves into the same buffers.
+    fn clone_from(&mut self, source: &Self) {
+        self.start = source.start;
+        self.moments.clone_from(&source.moments);
+        self.mins.clone_from(&source.mins);
+        self.maxs.clone_from(&source.maxs);
+    }
+}
+
+/// A key's frame groups moved to a read time: the groups whose windows lose events are moved
+/// on copies, the others read in place (one stored state may be read by many requests at
+/// once). The copies reuse their memory from key to key: a read of 100 entities allocated
+/// each group's vectors afresh for every entity.
+#[derive(Default)]
+pub(crate) struct MovedGroups {
+    copies: Vec<GroupState>,
+    moved: Vec<bool>,
+}
+
+impl MovedGroups {
+    /// Moves `state`'s groups to windows ending at `t`, as [`KeyWindowState::advance`] would
+    /// leave them, without changing `state`.
+    pub(crate) fn load(&mut self, state: &KeyWindowState, plan: &WindowPlan, t: i64) {
+        self.moved.clear();
+        if self.copies.len() < state.groups.len() {
+            let more = &state.groups[self.copies.len()..];
+            self.copies.extend(more.iter().cloned());
+        }
+        for (i, (group, g)) in state.groups.iter().zip(&plan.groups).enumerate() {
+            let moved = state.leaves(g, group, t);
+            self.moved.push(moved);
+            if moved {
+                self.copies[i].clone_from(group);
+                state.advance_group(plan, g, &mut self.copies[i], t);
+            }
+        }
+    }
+
+    /// Frame group `g` of the state last [`MovedGroups::load`]ed (`state`), moved.
+    #[inline]
+    pub(crate) fn group<'a>(&'a self, state: &'a KeyWindowState, g: usize) -> &'a GroupState {
+        match self.moved[g] {
+            true => &self.copies[g],
+            false => &state.groups[g],
+        }
+    }
 }
 
 /// The retained values of one input column.
@@ -496,23 +554,6 @@ impl KeyWindowState {
         }
         self.groups = groups;
         self.trim(plan);
-    }
-
-    /// The aggregates of every frame group with its window ending at `t`, as
-    /// [`KeyWindowState::advance`] would leave them, computed on copies: the state is not
-    /// changed (one stored state may be read by many requests at once).
-    /// Only the groups whose windows lose events are copied.
-    pub(crate) fn groups_at(&self, plan: &WindowPlan, t: i64) -> Vec<Cow<'_, GroupState>> {
-        (self.groups.iter().zip(&plan.groups))
-            .map(|(group, g)| {
-                if !self.leaves(g, group, t) {
-                    return Cow::Borrowed(group);
-                }
-                let mut moved = group.clone();
-                self.advance_group(plan, g, &mut moved, t);
-                Cow::Owned(moved)
-            })
-            .collect()
     }
 
     /// Whether the first event of `group`'s window (of frame group `g`) leaves it when it ends
