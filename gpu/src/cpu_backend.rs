@@ -1,6 +1,6 @@
 //! The CPU backend of the batch contract: each segment's windows moved over the sorted rows
 //! with the additions and removals the streaming path's per-key state makes, in the same
-//! order, so both paths give the same values to the bit ([`SegmentWindows`]).
+//! order, so both paths give the same values to the bit (`SegmentWindows`).
 
 use crate::backend::{BackendStats, Scatter, SortedRows, WindowBackend};
 use crate::error::KernelError;

@@ -275,7 +275,7 @@ struct Segment {
 impl KeyWindowState {
     /// The parts to write for this key given what the store holds (`stored`, updated): its
     /// head, the segments whose events all left the windows (deleted), and once the events
-    /// in no segment reach [`SEAL_EVENTS`] a segment of them, merged with the newest stored
+    /// in no segment reach `SEAL_EVENTS` a segment of them, merged with the newest stored
     /// segments not longer than it.
     pub fn write_parts(&self, stored: &mut StoredParts) -> Result<PartWrites, PartsError> {
         let mut deletes = self.drop_left(stored);

@@ -101,7 +101,7 @@ impl<'t> WriteTables<'t> {
 const WRITE_EVERY: Duration = Duration::from_secs(1);
 
 /// An online store in one local file. Epochs whose writer can rebuild them after a crash are
-/// held in memory ([`overlay`](super::overlay)) and written to the file about once a second
+/// held in memory (`online::overlay`) and written to the file about once a second
 /// by a thread of the store's own; reads compose the file and the layers in memory.
 pub struct EmbeddedOnline {
     inner: Arc<Inner>,
