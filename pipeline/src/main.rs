@@ -41,7 +41,7 @@ struct JobArgs {
     /// Number of events to generate (datagen sources only).
     #[arg(long)]
     events: Option<u64>,
-    /// Output directory (default: the config's output.path, else out/<name>).
+    /// Output directory (default: the config's output.path, else `out/<name>`).
     #[arg(long)]
     output: Option<PathBuf>,
     /// Do not draw a progress bar.

@@ -100,7 +100,7 @@ impl StoreTarget {
     /// Per view, its event log's events as one batch of the stream's schema, for warming up
     /// its windows, and the newest event time in them; each event log is read once however
     /// many views share it. A shard's run takes only what that shard has seen (see
-    /// [`StoreTarget::shard_seen`]).
+    /// `StoreTarget::shard_seen`).
     pub fn histories(
         &self,
         schema: &arrow::datatypes::SchemaRef,

@@ -5,7 +5,7 @@
 //! - [`FeatureView`]: a feature view's SQL compiled into a plan for Quiver's incremental window
 //!   kernels: the row-local part below the windows and the projection above them still run in
 //!   DataFusion, the window aggregates run in `quiver-gpu`.
-//! - [`reference`]: DataFusion's own answer to the same SQL over a whole bounded input, the
+//! - `reference`: DataFusion's own answer to the same SQL over a whole bounded input, the
 //!   oracle of the differential tests.
 
 pub mod batch_table;

@@ -1,6 +1,6 @@
 //! Deterministic fraud-transaction generator.
 //!
-//! Events are produced in event-time order by [`model`], then each is delayed by a random
+//! Events are produced in event-time order by `model`, then each is delayed by a random
 //! amount of at most `max_disorder_ms` of event time and released in order of
 //! `event_time + delay`. Because everything released before an event `e` has
 //! `event_time <= release key <= e.event_time + max_disorder`, the disorder bound holds

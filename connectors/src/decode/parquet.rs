@@ -193,7 +193,7 @@ pub fn decode_chunks(
 /// row group's chunks of the declared columns (ranged reads, coalesced), so memory holds one
 /// row group's columns and one batch, whatever the file's size. Runs on a blocking thread of
 /// the runtime `runtime` (it waits for the reads there). With more than one core and column,
-/// the columns are decoded in two halves on two threads ([`column_halves`]); the second half
+/// the columns are decoded in two halves on two threads (`column_halves`); the second half
 /// runs at most two batches ahead, so at a row group's end memory may hold its half of the
 /// next row group's columns too.
 pub fn decode_object_chunks(

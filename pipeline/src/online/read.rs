@@ -234,7 +234,7 @@ fn encoded_size(state: &EntityState) -> usize {
 }
 
 /// One value of an Arrow column as JSON: numbers as numbers (non-finite floats as null),
-/// decimals as exact strings, times as RFC 3339, the rest as their text ([`JsonCell`]).
+/// decimals as exact strings, times as RFC 3339, the rest as their text (`JsonCell`).
 pub fn json_value(column: &dyn Array, row: usize) -> serde_json::Value {
     serde_json::to_value(JsonCell(column, row)).unwrap_or(serde_json::Value::Null)
 }
