@@ -8,19 +8,12 @@ use serde::{Deserializer, Serializer};
 use std::collections::VecDeque;
 
 /// Serialises `times` as `[t0, t1 - t0, t2 - t1, ...]` (wrapping differences: any input
-/// round-trips).
+/// round-trips). Segments of window state write the same form by hand
+/// (`key_state::parts`); this is its serde writer, read back by [`deserialize`].
 pub fn serialize<S: Serializer>(times: &VecDeque<i64>, serializer: S) -> Result<S::Ok, S::Error> {
-    serialize_iter(times.iter().copied(), serializer)
-}
-
-/// [`serialize`] for any run of times, e.g. a range of a deque.
-pub fn serialize_iter<S: Serializer>(
-    times: impl ExactSizeIterator<Item = i64>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
     let mut seq = serializer.serialize_seq(Some(times.len()))?;
     let mut previous = 0i64;
-    for t in times {
+    for &t in times {
         seq.serialize_element(&t.wrapping_sub(previous))?;
         previous = t;
     }
