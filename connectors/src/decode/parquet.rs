@@ -232,6 +232,7 @@ pub fn decode_object_chunks(
         );
     };
     let (mut ours, mut theirs) = (builder(&first)?, builder(&second)?);
+    let join = HalvesJoin::new(&roots, &first, ours.schema(), theirs.schema());
     std::thread::scope(|scope| {
         // The second half runs at most two batches ahead; it stops when the receiver goes.
         let (tx, rx) = std::sync::mpsc::sync_channel(2);
@@ -247,7 +248,7 @@ pub fn decode_object_chunks(
             let other = rx
                 .recv()
                 .map_err(|_| "the file's other columns ended before these".to_string())??;
-            join_halves(&roots, &first, &batch, &other)
+            join.join(&batch, &other)
         });
         convert_batches(partition, schema, batches, emit)
     })
@@ -286,36 +287,61 @@ fn column_halves(
     Some(halves)
 }
 
-/// One batch of all `roots` (in file order) from the batches of the same rows decoded from
-/// the columns `first` (`ours`) and from the others (`theirs`).
-fn join_halves(
-    roots: &[usize],
-    first: &[usize],
-    ours: &RecordBatch,
-    theirs: &RecordBatch,
-) -> Result<RecordBatch, String> {
-    if ours.num_rows() != theirs.num_rows() {
-        return Err(format!(
-            "the file's columns were read in batches of {} and {} rows (internal error)",
-            ours.num_rows(),
-            theirs.num_rows()
-        ));
+/// How the batches of the two halves of the columns join into one batch of every projected
+/// column, in file order: worked out once per file, not per batch.
+struct HalvesJoin {
+    schema: arrow::datatypes::SchemaRef,
+    /// Per joined column: whether it comes from the first half, and its index there.
+    picks: Vec<(bool, usize)>,
+}
+
+impl HalvesJoin {
+    /// The join of the batches of columns `first` (of schema `ours`) and of the rest of
+    /// `roots` (of schema `theirs`).
+    fn new(
+        roots: &[usize],
+        first: &[usize],
+        ours: &arrow::datatypes::SchemaRef,
+        theirs: &arrow::datatypes::SchemaRef,
+    ) -> Self {
+        let (mut a, mut b) = (0, 0);
+        let mut fields = Vec::with_capacity(roots.len());
+        let mut picks = Vec::with_capacity(roots.len());
+        for root in roots {
+            let (schema, from_first, i) = if first.contains(root) {
+                a += 1;
+                (ours, true, a - 1)
+            } else {
+                b += 1;
+                (theirs, false, b - 1)
+            };
+            fields.push(schema.field(i).clone());
+            picks.push((from_first, i));
+        }
+        HalvesJoin {
+            schema: Arc::new(Schema::new(fields)),
+            picks,
+        }
     }
-    let (mut a, mut b) = (0, 0);
-    let mut fields = Vec::with_capacity(roots.len());
-    let mut columns = Vec::with_capacity(roots.len());
-    for root in roots {
-        let (batch, i) = if first.contains(root) {
-            a += 1;
-            (ours, a - 1)
-        } else {
-            b += 1;
-            (theirs, b - 1)
-        };
-        fields.push(batch.schema().field(i).clone());
-        columns.push(Arc::clone(batch.column(i)));
+
+    /// One batch of every column from the batches of the same rows decoded from the first
+    /// half (`ours`) and from the second (`theirs`).
+    fn join(&self, ours: &RecordBatch, theirs: &RecordBatch) -> Result<RecordBatch, String> {
+        if ours.num_rows() != theirs.num_rows() {
+            return Err(format!(
+                "the file's columns were read in batches of {} and {} rows (internal error)",
+                ours.num_rows(),
+                theirs.num_rows()
+            ));
+        }
+        let columns = (self.picks.iter())
+            .map(|&(from_first, i)| {
+                let batch = if from_first { ours } else { theirs };
+                Arc::clone(batch.column(i))
+            })
+            .collect();
+        RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(|e| e.to_string())
     }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
 }
 
 fn metadata_error(partition: &str, e: parquet::errors::ParquetError) -> ConnectorError {
