@@ -20,6 +20,13 @@ pub enum KernelError {
         /// The newest event time in the state.
         last: i64,
     },
+    /// Windows ending at a read's time lose events of some keys that were read with only
+    /// some of their segments ([`crate::ReadState`]).
+    #[error("windows ending at the read time lose events of {} key(s) whose segments were not all read: read those states whole", rows.len())]
+    UnreadEvents {
+        /// The rows of the states to read whole.
+        rows: Vec<usize>,
+    },
     /// Input columns do not match the plan.
     #[error("window input mismatch: {0}")]
     InputMismatch(String),

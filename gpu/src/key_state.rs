@@ -8,8 +8,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 mod parts;
+mod read_state;
 
-pub use parts::{head_needs_segments, PartWrites, PartsError, StoredParts, WholeParts};
+pub use parts::{
+    head_needs_segments, PartWrites, PartsError, StoredParts, WholeParts, MAX_SEGMENT_EVENTS,
+};
+pub use read_state::{segments_needed, ReadState};
 
 /// State of one frame group for one key.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -53,21 +57,29 @@ pub(crate) struct MovedGroups {
 
 impl MovedGroups {
     /// Moves `state`'s groups to windows ending at `t`, as [`KeyWindowState::advance`] would
-    /// leave them, without changing `state`.
-    pub(crate) fn load(&mut self, state: &KeyWindowState, plan: &WindowPlan, t: i64) {
+    /// leave them, without changing `state`, whose events are at `rows`; [`Unread`] when a
+    /// window would lose an event that was not read from the store.
+    pub(crate) fn load(
+        &mut self,
+        state: &KeyWindowState,
+        rows: &impl EventRows,
+        plan: &WindowPlan,
+        t: i64,
+    ) -> Result<(), Unread> {
         self.moved.clear();
         if self.copies.len() < state.groups.len() {
             let more = &state.groups[self.copies.len()..];
             self.copies.extend(more.iter().cloned());
         }
         for (i, (group, g)) in state.groups.iter().zip(&plan.groups).enumerate() {
-            let moved = state.leaves(g, group, t);
+            let moved = state.leaving(rows, g, group, t)?.is_some();
             self.moved.push(moved);
             if moved {
                 self.copies[i].clone_from(group);
-                state.advance_group(plan, g, &mut self.copies[i], t);
+                state.advance_group(rows, plan, g, &mut self.copies[i], t)?;
             }
         }
+        Ok(())
     }
 
     /// Frame group `g` of the state last [`MovedGroups::load`]ed (`state`), moved.
@@ -79,6 +91,37 @@ impl MovedGroups {
         }
     }
 }
+
+/// Where a state's retained events are among its rows (its `times` and `values`): every
+/// event for a [`KeyWindowState`], those read from the store for a [`ReadState`].
+pub(crate) trait EventRows {
+    /// The sequence number after the key's last event.
+    fn end(&self) -> u64;
+    /// The row of event `seq` (retained, before [`EventRows::end`]); when it was not read, a
+    /// time no later than its own.
+    fn row(&self, seq: u64) -> Result<usize, i64>;
+    /// The row of event `seq` when it and every later event were read.
+    fn rows_from(&self, seq: u64) -> Option<usize>;
+}
+
+impl EventRows for KeyWindowState {
+    #[inline]
+    fn end(&self) -> u64 {
+        self.next_seq()
+    }
+    #[inline]
+    fn row(&self, seq: u64) -> Result<usize, i64> {
+        Ok((seq - self.base) as usize)
+    }
+    #[inline]
+    fn rows_from(&self, seq: u64) -> Option<usize> {
+        Some((seq - self.base) as usize)
+    }
+}
+
+/// A window had to lose an event that was not read from the store (see [`ReadState`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unread;
 
 /// The retained values of one input column.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -436,6 +479,13 @@ pub(crate) fn remove_event(
     }
 }
 
+/// Whether [`after_removals`] rebuilds some of frame group `g`'s `moments` from the rows of
+/// the window.
+fn needs_rebuild(g: &FrameGroup, moments: &[Moments]) -> bool {
+    (moments.iter().zip(&g.moment_levels))
+        .any(|(m, &level)| level == MomentLevel::Spread && m.drifted())
+}
+
 /// After events left the window of frame group `g`, which now starts at sequence number
 /// `start`: drops the trackers' candidates before it, and rebuilds moments whose shift drifted
 /// far from what remains from the window's `rows`, input `i` of row `r` being `value(i, r)`
@@ -456,6 +506,7 @@ pub(crate) fn after_removals(
         .zip(&g.moment_inputs)
         .zip(&g.moment_levels)
     {
+        // What `needs_rebuild` tells.
         if level == MomentLevel::Spread && m.drifted() {
             let values = (rows.clone()).filter_map(|row| value(input, row).map(InputValue::as_f64));
             m.rebuild(values, level);
@@ -550,37 +601,65 @@ impl KeyWindowState {
     pub fn advance(&mut self, plan: &WindowPlan, t: i64) {
         let mut groups = std::mem::take(&mut self.groups);
         for (group, g) in groups.iter_mut().zip(&plan.groups) {
-            self.advance_group(plan, g, group, t);
+            let moved = self.advance_group(self, plan, g, group, t);
+            debug_assert!(moved.is_ok(), "a state holds all its events");
         }
         self.groups = groups;
         self.trim(plan);
     }
 
-    /// Whether the first event of `group`'s window (of frame group `g`) leaves it when it ends
-    /// at `t`: older than a range window's width.
+    /// Whether the first event of `group`'s window (of frame group `g`), with these events at
+    /// `rows`, leaves it when it ends at `t` (older than a range window's width): its row if
+    /// it does, [`Unread`] if it may but was not read.
     #[inline]
-    fn leaves(&self, g: &FrameGroup, group: &GroupState, t: i64) -> bool {
+    fn leaving(
+        &self,
+        rows: &impl EventRows,
+        g: &FrameGroup,
+        group: &GroupState,
+        t: i64,
+    ) -> Result<Option<usize>, Unread> {
         let Frame::Range { width_micros } = g.frame else {
-            return false;
+            return Ok(None);
         };
-        let first = group.start;
-        first < self.next_seq()
-            && self.times[(first - self.base) as usize] < t.saturating_sub(width_micros)
+        if group.start >= rows.end() {
+            return Ok(None);
+        }
+        let limit = t.saturating_sub(width_micros);
+        match rows.row(group.start) {
+            Ok(row) => Ok((self.times[row] < limit).then_some(row)),
+            Err(no_later) if no_later >= limit => Ok(None),
+            Err(_) => Err(Unread),
+        }
     }
 
-    /// Moves `group`'s window (of frame group `g`) to end at `t`.
+    /// Moves `group`'s window (of frame group `g`) to end at `t`, these events being at
+    /// `rows`; [`Unread`] when it would lose an event that was not read, or needs every event
+    /// of the window to rebuild its moments and some were not read.
     #[inline]
-    fn advance_group(&self, plan: &WindowPlan, g: &FrameGroup, group: &mut GroupState, t: i64) {
+    fn advance_group(
+        &self,
+        rows: &impl EventRows,
+        plan: &WindowPlan,
+        g: &FrameGroup,
+        group: &mut GroupState,
+        t: i64,
+    ) -> Result<(), Unread> {
         let before = group.start;
-        while self.leaves(g, group, t) {
-            let row = (group.start - self.base) as usize;
+        while let Some(row) = self.leaving(rows, g, group, t)? {
             remove_event(g, &mut group.moments, |input| {
                 self.values[input].get(row, plan.input_kind(input))
             });
             group.start += 1;
         }
         if group.start != before {
-            let (start, from) = (group.start, (group.start - self.base) as usize);
+            let start = group.start;
+            let from = match rows.rows_from(start) {
+                Some(from) => from,
+                None if needs_rebuild(g, &group.moments) => return Err(Unread),
+                // Not read: `after_removals` reads rows only to rebuild.
+                None => self.times.len(),
+            };
             after_removals(
                 g,
                 group.quantities(),
@@ -589,6 +668,7 @@ impl KeyWindowState {
                 |input, row| self.values[input].get(row, plan.input_kind(input)),
             );
         }
+        Ok(())
     }
 
     /// Drops retained events before the start of every range window.

@@ -2,7 +2,7 @@
 //! time, with no event of its own (what an online store serves).
 
 use crate::error::KernelError;
-use crate::key_state::{KeyWindowState, MovedGroups};
+use crate::key_state::{KeyWindowState, MovedGroups, ReadState};
 use crate::output::FeatureOutput;
 use crate::plan::WindowPlan;
 
@@ -14,15 +14,22 @@ use crate::plan::WindowPlan;
 /// ([`KernelError::ReadBeforeState`] otherwise). The states are read, not changed: each
 /// window's aggregates are moved to `at` on a copy (a server's cached state serves many
 /// reads at once).
+///
+/// A state read with only some of its segments ([`ReadState`]) holds what reads up to
+/// [`ReadState::until`] need; when a window still loses an event that was not read (a later
+/// `at`, or moments to rebuild from the whole window) the read fails with
+/// [`KernelError::UnreadEvents`], naming every such row, for the caller to read those states
+/// whole.
 pub fn read_at(
     plan: &WindowPlan,
-    states: &[Option<&KeyWindowState>],
+    states: &[Option<&ReadState>],
     at: i64,
 ) -> Result<FeatureOutput, KernelError> {
     let specs = plan.specs().len();
     let mut out = FeatureOutput::new(specs, states.len());
-    let empty = KeyWindowState::new(plan);
+    let empty = ReadState::from(KeyWindowState::new(plan));
     let mut moved = MovedGroups::default();
+    let mut unread = Vec::new();
     for (row, state) in states.iter().enumerate() {
         let state = match state {
             Some(state) => {
@@ -33,11 +40,17 @@ pub fn read_at(
             }
             None => &empty,
         };
-        moved.load(state, plan, at);
+        if moved.load(&state.state, state, plan, at).is_err() {
+            unread.push(row);
+            continue;
+        }
         for spec in 0..specs {
-            let group = moved.group(state, plan.outputs[spec].0);
+            let group = moved.group(&state.state, plan.outputs[spec].0);
             out.set_from_group(plan, group, spec, std::iter::once(row));
         }
+    }
+    if !unread.is_empty() {
+        return Err(KernelError::UnreadEvents { rows: unread });
     }
     Ok(out)
 }
@@ -106,6 +119,7 @@ mod tests {
             .unwrap();
         let snapshot = windows.snapshot(|_| true).to_owned();
         let state = &snapshot.keys[0].1;
+        let read = ReadState::from(state.clone());
         for at in [
             4 * MIN,
             9 * MIN,
@@ -116,7 +130,7 @@ mod tests {
             15 * MIN,
             100 * MIN,
         ] {
-            let out = read_at(&plan, &[Some(state), None], at).unwrap();
+            let out = read_at(&plan, &[Some(&read), None], at).unwrap();
             // The same as the state moved to `at` in place, which the read leaves unchanged.
             let mut advanced = state.clone();
             advanced.advance(&plan, at);
@@ -145,7 +159,7 @@ mod tests {
         }
         // Reading from state is never exact before its newest event.
         assert!(matches!(
-            read_at(&plan, &[Some(state)], 3 * MIN),
+            read_at(&plan, &[Some(&read)], 3 * MIN),
             Err(KernelError::ReadBeforeState { .. })
         ));
     }
@@ -179,8 +193,10 @@ mod tests {
         ];
         windows.apply(&keys, &times, &inputs).unwrap();
         let snapshot = windows.snapshot(|_| true).to_owned();
-        let mut states: Vec<Option<&KeyWindowState>> =
-            snapshot.keys.iter().map(|(_, s)| Some(s)).collect();
+        let reads: Vec<ReadState> = (snapshot.keys.iter())
+            .map(|(_, s)| ReadState::from(s.clone()))
+            .collect();
+        let mut states: Vec<Option<&ReadState>> = reads.iter().map(Some).collect();
         states.insert(3, None);
         assert!(states.len() > 10);
         let newest = *times.last().unwrap();

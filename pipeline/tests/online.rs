@@ -39,7 +39,7 @@ fn write_pipeline(dir: &Path, seed: u64) -> (PathBuf, Vec<Event>) {
     let mut events: Vec<Event> = Vec::new();
     // Keys: a hot one, quiet ones, one that stops early (its windows have long decayed).
     for (card, count, stop_min) in [
-        ("hot", 400, 180),
+        ("hot", 2500, 180),
         ("a", 40, 170),
         ("b", 25, 150),
         ("early", 30, 60),
@@ -812,13 +812,26 @@ fn every_backend_holds_what_the_contract_says_after_each_of_many_random_epochs()
     let mut model = Model::new();
     let keys: Vec<Vec<u8>> = (0..30u8).map(|k| vec![b'k', k]).collect();
     let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-    // Reads selecting segments by the head's first byte (as online reads do) and by another
-    // rule.
-    type Selection<'a> = &'a dyn Fn(&[u8]) -> bool;
-    let by_first_byte = |head: &[u8]| head.first() != Some(&0);
-    let by_length = |head: &[u8]| head.len().is_multiple_of(2);
-    let selections: [(&str, Selection); 2] =
-        [("first byte", &by_first_byte), ("length", &by_length)];
+    // Reads selecting segments by the head's first byte (as online reads do: all or none), by
+    // another rule, and some of them by id (as reads of a head indexing its segments do).
+    use quiver_store::online::WantedSegments;
+    type Selection<'a> = &'a dyn Fn(&[u8]) -> WantedSegments;
+    let all_or_none = |all: bool| match all {
+        true => WantedSegments::All,
+        false => WantedSegments::Only(Vec::new()),
+    };
+    let by_first_byte = |head: &[u8]| all_or_none(head.first() != Some(&0));
+    let by_length = |head: &[u8]| all_or_none(head.len().is_multiple_of(2));
+    let by_id = |head: &[u8]| match head.len() % 3 {
+        0 => WantedSegments::Only(vec![0, 2, 3, 9]),
+        1 => WantedSegments::Only(vec![1, 5]),
+        _ => WantedSegments::All,
+    };
+    let selections: [(&str, Selection); 3] = [
+        ("first byte", &by_first_byte),
+        ("length", &by_length),
+        ("id", &by_id),
+    ];
     for epoch in 1..=60 {
         let write = random_epoch(&mut rng, epoch, &mut model);
         for (name, store) in &stores {
@@ -834,10 +847,8 @@ fn every_backend_holds_what_the_contract_says_after_each_of_many_random_epochs()
                     "{name}: key {key:?} after epoch {epoch}"
                 );
             }
-            for (rule, needs_segments) in selections {
-                let (_, values) = (store.get_selected("t@1", &refs, needs_segments))
-                    .unwrap()
-                    .unwrap();
+            for (rule, wanted) in selections {
+                let (_, values) = (store.get_selected("t@1", &refs, wanted)).unwrap().unwrap();
                 for (key, value) in keys.iter().zip(values) {
                     let want = model.get(key);
                     let what = format!("{name}, segments by {rule}: key {key:?} epoch {epoch}");
@@ -849,11 +860,25 @@ fn every_backend_holds_what_the_contract_says_after_each_of_many_random_epochs()
                     let (Some(value), Some(want)) = (value, want) else {
                         continue;
                     };
-                    // Segments a head needs are read; others may be (a backend may read them
-                    // anyway).
-                    if needs_segments(&want.head) || !value.segments.is_empty() {
-                        assert_eq!(value.segments, want.segments, "{what}");
+                    // Segments a head wants are read; others may be (a backend may read them
+                    // all anyway), in id order, as stored.
+                    let read = |id: u64| value.segments.iter().any(|(s, _)| *s == id);
+                    for (id, bytes) in &want.segments {
+                        let wants = match wanted(&want.head) {
+                            WantedSegments::All => true,
+                            WantedSegments::Only(ids) => ids.contains(id),
+                        };
+                        assert!(!wants || read(*id), "{what}: segment {id} not read");
+                        if read(*id) {
+                            assert!(value.segments.contains(&(*id, bytes.clone())), "{what}");
+                        }
                     }
+                    assert!(
+                        (value.segments.iter())
+                            .all(|(id, _)| want.segments.iter().any(|(s, _)| s == id)),
+                        "{what}: a segment not stored"
+                    );
+                    assert!(value.segments.is_sorted_by_key(|(id, _)| *id), "{what}");
                 }
             }
             let listed = store.tables().unwrap();

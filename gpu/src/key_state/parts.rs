@@ -7,9 +7,14 @@
 //! day of them.
 //!
 //! Sealed tails merge into segments like a binary counter: a new segment absorbs the newest
-//! stored ones while they are not longer than it, so a key has O(log n) segments and each event
-//! is rewritten O(log n) times over its life. Events that left every window stay in their
-//! segment until all of the segment's events have left; then the segment is deleted.
+//! stored ones while they are not longer than it, up to [`MAX_SEGMENT_EVENTS`], so a key has
+//! O(log n) segments below that length (and one per `MAX_SEGMENT_EVENTS` events above it) and
+//! each event is rewritten a few times over its life. Events that left every window stay in
+//! their segment until all of the segment's events have left; then the segment is deleted.
+//!
+//! The head indexes the segments (id, end, the time of the first event), so that a read at a
+//! time T takes only the segments whose events leave a window by T ([`segments_needed`],
+//! [`super::ReadState`]): a hot key's read costs its head and oldest segment, not its day.
 
 use super::{GroupState, KeyWindowState, Retained};
 use serde::{Deserialize, Serialize};
@@ -19,12 +24,27 @@ use std::collections::VecDeque;
 /// Events a head carries at most before they go to a segment of their own.
 pub const SEAL_EVENTS: u64 = 64;
 
+/// Events a segment holds at most (unless read back from an older store): merging stops
+/// there, so that a read needing a key's oldest events reads a bounded segment of them.
+pub const MAX_SEGMENT_EVENTS: u64 = 1024;
+
+/// One segment a store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct StoredSegment {
+    /// Its id: the sequence number of its first event when it was first written.
+    pub(super) id: u64,
+    /// The sequence number after its last event.
+    pub(super) end: u64,
+    /// A time no later than its first retained event's (the time of its first event when it
+    /// was written): a read needs the segment only once a window reaches back before it.
+    pub(super) first_time: i64,
+}
+
 /// Which segments of a key a store holds, as written by [`KeyWindowState::write_parts`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredParts {
-    /// Per segment: its id (the sequence number of its first event when written) and the
-    /// sequence number after its last event, in id order.
-    segments: Vec<(u64, u64)>,
+    /// The segments, in id order, one after another.
+    segments: Vec<StoredSegment>,
     /// Whether the next write writes every segment again (state read back from a store, or
     /// about to go to a store that has none of it).
     rewrite_all: bool,
@@ -68,54 +88,103 @@ pub struct WholeParts<'w> {
 #[error("{0}")]
 pub struct PartsError(String);
 
-fn bad(what: &str, e: impl std::fmt::Display) -> PartsError {
+pub(super) fn bad(what: &str, e: impl std::fmt::Display) -> PartsError {
     PartsError(format!("{what}: {e}"))
 }
 
-/// A head as written (borrowing the running aggregates), but for its tail: the events in no
-/// segment follow it as a [`SegmentRef`], the last field of a [`Head`].
+/// What a head's first byte says about its key's segments.
+pub(super) mod head_kind {
+    /// Every retained event is in the head.
+    pub(in crate::key_state) const WHOLE: u8 = 0;
+    /// Some are in segments, which the head does not index (written before heads had an
+    /// index: a read takes every segment).
+    pub(in crate::key_state) const SEGMENTED: u8 = 1;
+    /// Some are in segments, indexed after this byte.
+    pub(super) const INDEXED: u8 = 2;
+}
+
+/// A head as written after its kind and index (borrowing the running aggregates), but for its
+/// tail: the events in no segment follow it as a [`SegmentRef`], the last field of a
+/// [`HeadBody`].
 #[derive(Serialize)]
 struct HeadRef<'a> {
-    /// Whether retained events are in segments (first: [`head_needs_segments`] reads it).
-    segmented: bool,
     base: u64,
     end: u64,
     last_time: Option<i64>,
     groups: &'a [GroupState],
 }
 
-/// A head as read.
+/// A head as read, after its kind and index.
 #[derive(Deserialize)]
-struct Head {
-    #[allow(dead_code)] // read by `head_needs_segments`
-    segmented: bool,
-    base: u64,
-    end: u64,
-    last_time: Option<i64>,
-    groups: Vec<GroupState>,
-    tail: Segment,
+pub(super) struct HeadBody {
+    pub(super) base: u64,
+    pub(super) end: u64,
+    pub(super) last_time: Option<i64>,
+    pub(super) groups: Vec<GroupState>,
+    pub(super) tail: Segment,
+}
+
+/// A head read: its segment index (`None`: the head does not index its segments, all are
+/// needed) and the rest.
+pub(super) struct Head {
+    pub(super) index: Option<Vec<StoredSegment>>,
+    pub(super) body: HeadBody,
+}
+
+impl Head {
+    /// Reads a head's bytes.
+    pub(super) fn decode(bytes: &[u8]) -> Result<Head, PartsError> {
+        let unreadable = |e: &dyn std::fmt::Display| bad("unreadable head", e);
+        let (&kind, mut rest) = bytes.split_first().ok_or_else(|| unreadable(&"empty"))?;
+        let index = match kind {
+            head_kind::WHOLE => Some(Vec::new()),
+            head_kind::SEGMENTED => None,
+            head_kind::INDEXED => {
+                Some(wire::read_index(&mut rest).ok_or_else(|| unreadable(&"bad segment index"))?)
+            }
+            other => return Err(unreadable(&format!("unknown kind {other}"))),
+        };
+        let body = postcard::from_bytes(rest).map_err(|e| unreadable(&e))?;
+        Ok(Head { index, body })
+    }
 }
 
 /// Whether a key's state needs its segments besides `head` (some retained events are in
 /// segments); `true` for bytes that are not a head, so that reading them reports the error.
 pub fn head_needs_segments(head: &[u8]) -> bool {
-    postcard::take_from_bytes::<bool>(head).map_or(true, |(segmented, _)| segmented)
+    head.first() != Some(&head_kind::WHOLE)
 }
 
 /// A key's events gathered from its segments, in sequence order.
-struct Events {
-    times: VecDeque<i64>,
-    columns: Vec<Retained>,
+pub(super) struct Events {
+    pub(super) times: VecDeque<i64>,
+    pub(super) columns: Vec<Retained>,
     /// The sequence number of the next event to gather.
-    next: u64,
+    pub(super) next: u64,
     /// The sequence number after the key's last event.
-    end: u64,
+    pub(super) end: u64,
 }
 
 impl Events {
+    /// None gathered yet, for `head`'s key.
+    pub(super) fn of(head: &HeadBody) -> Self {
+        Events {
+            times: VecDeque::new(),
+            columns: (head.tail.columns.iter())
+                .map(Retained::empty_like)
+                .collect(),
+            next: head.base,
+            end: head.end,
+        }
+    }
+
     /// Appends the events of `segment` not gathered yet (those before the first retained one
     /// left the windows); the sequence number after its last event.
-    fn append(&mut self, segment: Segment, what: &dyn Fn() -> String) -> Result<u64, PartsError> {
+    pub(super) fn append(
+        &mut self,
+        segment: Segment,
+        what: &dyn Fn() -> String,
+    ) -> Result<u64, PartsError> {
         let len = segment.times.len();
         let end = segment.first.saturating_add(len as u64);
         if segment.columns.len() != self.columns.len()
@@ -213,8 +282,75 @@ impl SegmentRef<'_> {
     }
 }
 
-/// Postcard's encoding of the values a [`SegmentRef`] writes.
+/// What tests elsewhere in `key_state` need of the head's wire form.
+#[cfg(test)]
+pub(super) mod tests_support {
+    /// Moves `bytes` past a segment index.
+    pub(in crate::key_state) fn skip_index(bytes: &mut &[u8]) {
+        super::wire::read_index(bytes).expect("an index");
+    }
+}
+
+/// Postcard's encoding of the values a [`SegmentRef`] writes, and a head's segment index.
 mod wire {
+    use super::StoredSegment;
+
+    /// Appends a head's index of `segments`: their count, then per segment its id (after the
+    /// previous one's end, zigzagged), its length and its first time (after the previous
+    /// one's, zigzagged): a few bytes a segment.
+    pub(super) fn index(out: &mut Vec<u8>, segments: &[StoredSegment]) {
+        varint(out, segments.len() as u64);
+        let (mut end, mut time) = (0u64, 0i64);
+        for s in segments {
+            varint(out, zigzag(s.id.wrapping_sub(end) as i64));
+            varint(out, s.end.wrapping_sub(s.id));
+            varint(out, zigzag(s.first_time.wrapping_sub(time)));
+            (end, time) = (s.end, s.first_time);
+        }
+    }
+
+    /// Reads what [`index`] wrote from the front of `bytes` (advanced past it); `None` when
+    /// it is not an index.
+    pub(super) fn read_index(bytes: &mut &[u8]) -> Option<Vec<StoredSegment>> {
+        let count = read_varint(bytes)?;
+        // Three bytes at least per segment: a count beyond that is not an index.
+        if count > bytes.len() as u64 / 3 {
+            return None;
+        }
+        let mut segments = Vec::with_capacity(count as usize);
+        let (mut end, mut time) = (0u64, 0i64);
+        for _ in 0..count {
+            let id = end.wrapping_add(unzigzag(read_varint(bytes)?) as u64);
+            end = id.wrapping_add(read_varint(bytes)?);
+            time = time.wrapping_add(unzigzag(read_varint(bytes)?));
+            segments.push(StoredSegment {
+                id,
+                end,
+                first_time: time,
+            });
+        }
+        Some(segments)
+    }
+
+    /// Reads a LEB128 varint from the front of `bytes` (advanced past it).
+    fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
+        let mut x = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = bytes.split_first()?;
+            *bytes = rest;
+            x |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Some(x);
+            }
+        }
+        None
+    }
+
+    /// The inverse of [`zigzag`].
+    fn unzigzag(x: u64) -> i64 {
+        (x >> 1) as i64 ^ -((x & 1) as i64)
+    }
+
     /// An unsigned integer as a LEB128 varint.
     #[inline]
     pub(super) fn varint(out: &mut Vec<u8>, mut x: u64) {
@@ -265,29 +401,42 @@ mod wire {
 /// Consecutive events: the sequence number of the first, then their times and per input
 /// their values.
 #[derive(Deserialize)]
-struct Segment {
-    first: u64,
+pub(super) struct Segment {
+    pub(super) first: u64,
     #[serde(with = "crate::delta_times")]
-    times: VecDeque<i64>,
-    columns: Vec<Retained>,
+    pub(super) times: VecDeque<i64>,
+    pub(super) columns: Vec<Retained>,
+}
+
+impl Segment {
+    /// Reads segment `id`'s bytes.
+    pub(super) fn decode(id: u64, bytes: &[u8]) -> Result<Segment, PartsError> {
+        let what = || format!("segment {id}");
+        let segment: Segment = postcard::from_bytes(bytes).map_err(|e| bad(&what(), e))?;
+        if segment.first < id {
+            return Err(bad(&what(), "it lies outside the key's events"));
+        }
+        Ok(segment)
+    }
 }
 
 impl KeyWindowState {
     /// The parts to write for this key given what the store holds (`stored`, updated): its
     /// head, the segments whose events all left the windows (deleted), and once the events
-    /// in no segment reach `SEAL_EVENTS` a segment of them, merged with the newest stored
-    /// segments not longer than it.
+    /// in no segment reach `SEAL_EVENTS` segments of them (merged with the newest stored
+    /// segments not longer than them, up to [`MAX_SEGMENT_EVENTS`]).
     pub fn write_parts(&self, stored: &mut StoredParts) -> Result<PartWrites, PartsError> {
         let mut deletes = self.drop_left(stored);
         let mut segments = Vec::new();
         if self.next_seq() - self.tail_start(stored) >= SEAL_EVENTS {
-            let (id, end) = self.seal_tail(stored, &mut deletes);
-            segments.push((id, self.segment_bytes(id, end)?));
+            for (id, end) in self.seal_tail(stored, &mut deletes) {
+                segments.push((id, self.segment_bytes(id, end)?));
+            }
         }
         if std::mem::take(&mut stored.rewrite_all) {
-            for &(id, end) in &stored.segments {
-                if !segments.iter().any(|(written, _)| *written == id) {
-                    segments.push((id, self.segment_bytes(id, end)?));
+            for s in &stored.segments {
+                if !segments.iter().any(|(written, _)| *written == s.id) {
+                    segments.push((s.id, self.segment_bytes(s.id, s.end)?));
                 }
             }
         }
@@ -313,7 +462,7 @@ impl KeyWindowState {
     /// segment whose events all left the windows ([`KeyWindowState::drop_left`]), no tail long
     /// enough to seal, no segment to rewrite.
     fn writes_only_head(&self, stored: &StoredParts) -> bool {
-        let drops = (stored.segments.first()).is_some_and(|&(_, end)| end <= self.base);
+        let drops = (stored.segments.first()).is_some_and(|s| s.end <= self.base);
         let seals = self.next_seq() - self.tail_start(stored) >= SEAL_EVENTS;
         !(stored.rewrite_all || drops || seals)
     }
@@ -351,9 +500,9 @@ impl KeyWindowState {
         let done =
             |id: u64| written.and_then(|w| w.segments.iter().find(|(written, _)| *written == id));
         let segments = (stored.segments.iter())
-            .map(|&(id, end)| match done(id) {
-                Some((_, bytes)) => Ok((id, Cow::Borrowed(&bytes[..]))),
-                None => Ok((id, Cow::Owned(self.segment_bytes(id, end)?))),
+            .map(|s| match done(s.id) {
+                Some((_, bytes)) => Ok((s.id, Cow::Borrowed(&bytes[..]))),
+                None => Ok((s.id, Cow::Owned(self.segment_bytes(s.id, s.end)?))),
             })
             .collect::<Result<_, PartsError>>()?;
         let head = match written {
@@ -369,84 +518,115 @@ impl KeyWindowState {
         head: &[u8],
         segments: &[(u64, &[u8])],
     ) -> Result<(KeyWindowState, StoredParts), PartsError> {
-        let head: Head = postcard::from_bytes(head).map_err(|e| bad("unreadable head", e))?;
+        let Head { index, body } = Head::decode(head)?;
         let mut sorted: Vec<&(u64, &[u8])> = segments.iter().collect();
         sorted.sort_by_key(|(id, _)| *id);
-        let mut events = Events {
-            times: VecDeque::new(),
-            columns: (head.tail.columns.iter())
-                .map(Retained::empty_like)
-                .collect(),
-            next: head.base,
-            end: head.end,
-        };
+        let mut events = Events::of(&body);
         let mut layout = Vec::with_capacity(sorted.len());
         for &&(id, bytes) in &sorted {
-            let what = || format!("segment {id}");
-            let segment: Segment = postcard::from_bytes(bytes).map_err(|e| bad(&what(), e))?;
-            if segment.first < id {
-                return Err(bad(&what(), "it lies outside the key's events"));
-            }
-            layout.push((id, events.append(segment, &what)?));
+            let segment = Segment::decode(id, bytes)?;
+            // A time no later than its first retained event's: its first event's, or (emptied
+            // segments) any.
+            let first_time = segment.times.front().copied().unwrap_or(i64::MIN);
+            let end = events.append(segment, &|| format!("segment {id}"))?;
+            layout.push(StoredSegment {
+                id,
+                end,
+                first_time,
+            });
         }
-        events.append(head.tail, &|| "the head's events".to_string())?;
-        if events.next != head.end {
-            let next = events.next;
-            return Err(bad("segments", format!("events {next}.. are missing")));
-        }
-        let (times, columns) = (events.times, events.columns);
-        let state = KeyWindowState {
-            base: head.base,
-            times,
-            values: columns,
-            last_time: head.last_time,
-            groups: head.groups,
+        let (state, _) = KeyWindowState::gathered(body, events)?;
+        // The head's index, when it has one, is what the segments were written with.
+        let same = |index: &[StoredSegment]| {
+            let ranges = |s: &[StoredSegment]| s.iter().map(|s| (s.id, s.end)).collect::<Vec<_>>();
+            ranges(index) == ranges(&layout)
+        };
+        let segments = match index {
+            Some(index) if same(&index) => index,
+            _ => layout,
         };
         let stored = StoredParts {
-            segments: layout,
+            segments,
             rewrite_all: true,
         };
         Ok((state, stored))
     }
 
+    /// The state of a head's `body` with every retained event before its tail `gathered`;
+    /// and the tail's first sequence number.
+    pub(super) fn gathered(
+        body: HeadBody,
+        mut events: Events,
+    ) -> Result<(KeyWindowState, u64), PartsError> {
+        let tail = body.tail.first;
+        events.append(body.tail, &|| "the head's events".to_string())?;
+        if events.next != body.end {
+            let next = events.next;
+            return Err(bad("segments", format!("events {next}.. are missing")));
+        }
+        let state = KeyWindowState {
+            base: body.base,
+            times: events.times,
+            values: events.columns,
+            last_time: body.last_time,
+            groups: body.groups,
+        };
+        Ok((state, tail))
+    }
+
     /// Removes from `stored` the segments whose events all left the windows; their ids.
     fn drop_left(&self, stored: &mut StoredParts) -> Vec<u64> {
         let left = (stored.segments.iter())
-            .take_while(|(_, end)| *end <= self.base)
+            .take_while(|s| s.end <= self.base)
             .count();
-        stored.segments.drain(..left).map(|(id, _)| id).collect()
+        stored.segments.drain(..left).map(|s| s.id).collect()
     }
 
     /// The sequence number of the first event in no stored segment.
     fn tail_start(&self, stored: &StoredParts) -> u64 {
-        let written = stored.segments.last().map_or(self.base, |&(_, e)| e);
+        let written = stored.segments.last().map_or(self.base, |s| s.end);
         written.max(self.base)
     }
 
     /// Adds the events in no stored segment to `stored` as a segment, merged with the newest
-    /// stored segments not longer than it (their ids go to `deletes`); its id and end.
-    fn seal_tail(&self, stored: &mut StoredParts, deletes: &mut Vec<u64>) -> (u64, u64) {
+    /// stored segments not longer than it while the merge holds at most
+    /// [`MAX_SEGMENT_EVENTS`] (their ids go to `deletes`), or when they are more than that
+    /// as segments of that many; the new segments' ids and ends.
+    fn seal_tail(&self, stored: &mut StoredParts, deletes: &mut Vec<u64>) -> Vec<(u64, u64)> {
         let end = self.next_seq();
         let mut first = self.tail_start(stored);
-        while let Some(&(id, last_end)) = stored.segments.last() {
-            if last_end.saturating_sub(id.max(self.base)) > end - first {
+        while let Some(&last) = stored.segments.last() {
+            let from = last.id.max(self.base);
+            if last.end.saturating_sub(from) > end - first || end - from > MAX_SEGMENT_EVENTS {
                 break;
             }
             stored.segments.pop();
-            deletes.push(id);
-            first = id;
+            deletes.push(last.id);
+            first = last.id;
         }
         // The merged segment keeps the id of the oldest it absorbed: written over, not deleted.
         deletes.retain(|&d| d != first);
-        stored.segments.push((first, end));
-        (first, end)
+        let mut sealed = Vec::new();
+        let mut from = first.max(self.base);
+        let mut id = first;
+        while from < end {
+            let to = end.min(from + MAX_SEGMENT_EVENTS);
+            let first_time = self.times[(from - self.base) as usize];
+            stored.segments.push(StoredSegment {
+                id,
+                end: to,
+                first_time,
+            });
+            sealed.push((id, to));
+            (from, id) = (to, to);
+        }
+        sealed
     }
 
     fn head_bytes(&self, stored: &StoredParts) -> Result<Vec<u8>, PartsError> {
         let end = self.next_seq();
         let tail = self.tail_start(stored);
         let head = HeadRef {
-            segmented: tail > self.base,
             base: self.base,
             end,
             last_time: self.last_time,
@@ -454,9 +634,19 @@ impl KeyWindowState {
         };
         // Sized at once: growing the vector as it was written cost a tenth of a head.
         let rows = (end - tail) as usize;
-        let capacity = 48 + self.groups.len() * 64 + SegmentRef::capacity(rows, self.values.len());
-        let mut out = postcard::to_extend(&head, Vec::with_capacity(capacity))
-            .map_err(|e| bad("cannot encode a head", e))?;
+        let capacity = 48
+            + stored.segments.len() * 16
+            + self.groups.len() * 64
+            + SegmentRef::capacity(rows, self.values.len());
+        let mut out = Vec::with_capacity(capacity);
+        if tail > self.base {
+            out.push(head_kind::INDEXED);
+            wire::index(&mut out, &stored.segments);
+        } else {
+            out.push(head_kind::WHOLE);
+        }
+        let mut out =
+            postcard::to_extend(&head, out).map_err(|e| bad("cannot encode a head", e))?;
         self.segment(tail, end).encode(&mut out);
         Ok(out)
     }

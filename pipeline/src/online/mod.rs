@@ -18,19 +18,20 @@ pub mod verify;
 use crate::compile::CompiledPipeline;
 use crate::config::LoadedConfig;
 use crate::error::JobError;
-use quiver_gpu::{KeyWindowState, PartsError};
+use quiver_gpu::{PartsError, ReadState, WindowPlan};
 use quiver_store::online::{
     table_name, EmbeddedOnline, EntityState, OnlineStore, RedisClusterOnline, RedisOnline,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Decodes a key's window state as the store keeps it (a head and segments).
-pub fn decode_state(state: &EntityState) -> Result<KeyWindowState, PartsError> {
+/// Decodes a key's window state as the store keeps it, for reads with `plan`: its head and
+/// the segments read of it (all, or those reads up to a time need).
+pub fn decode_state(plan: &WindowPlan, state: &EntityState) -> Result<ReadState, PartsError> {
     let segments: Vec<(u64, &[u8])> = (state.segments.iter())
         .map(|(id, s)| (*id, &s[..]))
         .collect();
-    Ok(KeyWindowState::from_parts(&state.head, &segments)?.0)
+    ReadState::from_parts(plan, &state.head, &segments)
 }
 
 /// Per view of `pipeline`, in view order: its version and its online table (`view@version`).

@@ -10,9 +10,9 @@ use crate::lineage::format_micros;
 use arrow::array::{Array, ArrayRef, StringArray};
 use arrow::datatypes::{Field, Schema};
 use arrow::record_batch::RecordBatch;
-use quiver_gpu::KeyWindowState;
+use quiver_gpu::{KernelError, ReadState};
 use quiver_sql::{FeatureView, KeyShard};
-use quiver_store::online::{table_name, EntityState, OnlineStamp};
+use quiver_store::online::{table_name, EntityState, OnlineStamp, WantedSegments};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -57,6 +57,25 @@ impl ReadError {
             kind: ReadErrorKind::Internal,
             message,
         }
+    }
+}
+
+/// How far past the time a read asks for its states' segments are read (µs): a server's
+/// cached states then serve reads at "now" for this long before their oldest segments are
+/// read again, and a read whose time is the watermark a little after the clock still finds
+/// what it needs.
+const SEGMENTS_AHEAD_MICROS: i64 = 60_000_000;
+
+/// Why computing values from states failed: an error to report, or states read with only
+/// some of their segments whose windows lose unread events at the read time.
+enum ValuesFailure {
+    Error(ReadError),
+    Unread,
+}
+
+impl From<ReadError> for ValuesFailure {
+    fn from(e: ReadError) -> Self {
+        ValuesFailure::Error(e)
     }
 }
 
@@ -212,13 +231,14 @@ impl std::fmt::Display for OnlineValues {
     }
 }
 
-/// The states of `view` as stored, decoded.
+/// The states of `view` as stored (with all or some of their segments), decoded.
 pub fn decode_states(
     view: &FeatureView,
     states: &[Option<EntityState>],
-) -> Result<Vec<Option<KeyWindowState>>, ReadError> {
+) -> Result<Vec<Option<ReadState>>, ReadError> {
+    let plan = view.window_plan();
     (states.iter())
-        .map(|s| s.as_ref().map(decode_state).transpose())
+        .map(|s| s.as_ref().map(|s| decode_state(plan, s)).transpose())
         .collect::<Result<_, _>>()
         .map_err(|e| {
             ReadError::internal(format!(
@@ -420,31 +440,44 @@ impl OnlineReader {
         features: &[String],
         at: Option<i64>,
     ) -> Result<OnlineValues, ReadError> {
-        let (stamps, states) = match self.states(online, encoded) {
-            Err(e) if e.kind == ReadErrorKind::NotFound && !online.pinned => {
-                let tables =
-                    (self.store.0.tables()).map_err(|e| ReadError::internal(e.to_string()))?;
-                if !online.rediscover(&tables) {
-                    return Err(e);
+        // States read for the time asked (default: the clock's; the watermark may be later),
+        // with the segments windows ending then lose events from; read whole when that was
+        // not enough (a later time, or moments to rebuild from a whole window).
+        let mut until = at.unwrap_or_else(crate::clock::now_micros);
+        loop {
+            let (stamps, states) = match self.states(online, encoded, until) {
+                Err(e) if e.kind == ReadErrorKind::NotFound && !online.pinned => {
+                    let tables =
+                        (self.store.0.tables()).map_err(|e| ReadError::internal(e.to_string()))?;
+                    if !online.rediscover(&tables) {
+                        return Err(e);
+                    }
+                    self.states(online, encoded, until)?
                 }
-                self.states(online, encoded)?
+                other => other?,
+            };
+            let states: Vec<Option<&ReadState>> = states.iter().map(|s| s.as_deref()).collect();
+            match Self::compute(online, stamps, &states, key_columns.clone(), features, at) {
+                Ok(values) => return Ok(values),
+                Err(ValuesFailure::Error(e)) => return Err(e),
+                Err(ValuesFailure::Unread) if until != i64::MAX => until = i64::MAX,
+                Err(ValuesFailure::Unread) => return Err(Self::unread_error(online)),
             }
-            other => other?,
-        };
-        let states: Vec<Option<&KeyWindowState>> = states.iter().map(|s| s.as_deref()).collect();
-        Self::values(online, stamps, &states, key_columns, features, at)
+        }
     }
 
     /// The decoded states of the entities `encoded`, each from its shard's table when the view
-    /// is sharded, with the stamp of each table read.
+    /// is sharded, with the stamp of each table read; each holding what windows ending at
+    /// `until` need (`i64::MAX`: every event).
     #[allow(clippy::type_complexity)]
     fn states(
         &self,
         online: &OnlineView,
         encoded: &[&[u8]],
+        until: i64,
     ) -> Result<(Vec<(Option<KeyShard>, OnlineStamp)>, Vec<CachedState>), ReadError> {
         let read = |table: &str, keys: &[&[u8]], shard: Option<KeyShard>| {
-            self.table_states(online, table, keys, shard)
+            self.table_states(online, table, keys, shard, until)
         };
         let Some(count) = online.shards() else {
             let (stamp, states) = read(&online.table, encoded, None)?;
@@ -472,19 +505,29 @@ impl OnlineReader {
     }
 
     /// The stamp of `table` (one of `online`'s, of `shard` when sharded) and the decoded
-    /// states of `keys` in it, as of one epoch: from the state cache where it holds them at
-    /// the table's current stamp, the rest from the store (and then kept).
+    /// states of `keys` in it, as of one epoch, each holding what windows ending at `until`
+    /// need (read with the segments windows ending up to [`SEGMENTS_AHEAD_MICROS`] later need;
+    /// `i64::MAX`: whole): from the state cache where it holds them at the table's current
+    /// stamp, the rest from the store (and then kept).
     fn table_states(
         &self,
         online: &OnlineView,
         table: &str,
         keys: &[&[u8]],
         shard: Option<KeyShard>,
+        until: i64,
     ) -> Result<(OnlineStamp, Vec<CachedState>), ReadError> {
         let view = &online.view;
+        let plan = view.window_plan();
+        let ahead = until.saturating_add(SEGMENTS_AHEAD_MICROS);
+        let wanted = |head: &[u8]| match until {
+            i64::MAX => WantedSegments::All,
+            _ => quiver_gpu::segments_needed(plan, head, ahead)
+                .map_or(WantedSegments::All, WantedSegments::Only),
+        };
         let get = |keys: &[&[u8]]| {
             let read = (self.store.0)
-                .get_selected(table, keys, &quiver_gpu::head_needs_segments)
+                .get_selected(table, keys, &wanted)
                 .map_err(|e| ReadError::internal(e.to_string()))?
                 .ok_or_else(|| {
                     let which = shard.map_or(String::new(), |s| format!(" by shard {s}"));
@@ -509,7 +552,7 @@ impl OnlineReader {
         // What the cache holds, then the rest from the store with the table's stamp (only the
         // stamp when the cache holds them all): one store read, two when an epoch committed
         // since the cached states were read.
-        let lookup = self.cache.lookup(table, keys);
+        let lookup = self.cache.lookup(table, keys, until);
         let missing: Vec<&[u8]> = lookup.missing.iter().map(|&i| keys[i]).collect();
         let (stamp, read, sizes) = get(&missing)?;
         if !lookup.is_at(&stamp) {
@@ -535,11 +578,35 @@ impl OnlineReader {
     pub fn values(
         online: &OnlineView,
         stamps: Vec<(Option<KeyShard>, OnlineStamp)>,
-        states: &[Option<&KeyWindowState>],
+        states: &[Option<&ReadState>],
         key_columns: Vec<ArrayRef>,
         features: &[String],
         at: Option<i64>,
     ) -> Result<OnlineValues, ReadError> {
+        match Self::compute(online, stamps, states, key_columns, features, at) {
+            Ok(values) => Ok(values),
+            Err(ValuesFailure::Error(e)) => Err(e),
+            Err(ValuesFailure::Unread) => Err(Self::unread_error(online)),
+        }
+    }
+
+    /// A read that still found unread events after reading its states whole.
+    fn unread_error(online: &OnlineView) -> ReadError {
+        ReadError::internal(format!(
+            "view `{}`: windows lose events that were not read although every segment was",
+            online.view.name()
+        ))
+    }
+
+    /// [`OnlineReader::values`], telling states read with too few of their segments apart.
+    fn compute(
+        online: &OnlineView,
+        stamps: Vec<(Option<KeyShard>, OnlineStamp)>,
+        states: &[Option<&ReadState>],
+        key_columns: Vec<ArrayRef>,
+        features: &[String],
+        at: Option<i64>,
+    ) -> Result<OnlineValues, ValuesFailure> {
         let view = &online.view;
         let keys = view.key_names();
         let stale =
@@ -548,7 +615,8 @@ impl OnlineReader {
             return Err(ReadError::internal(format!(
                 "the online state of `{}` was written by another plan of the view: run `quiver run` with this config to rewrite it",
                 view.name()
-            )));
+            ))
+            .into());
         }
         let stamp = combined_stamp(stamps.iter().map(|(_, s)| s))
             .ok_or_else(|| ReadError::internal("no table was read".to_string()))?;
@@ -564,10 +632,17 @@ impl OnlineReader {
                 format_micros(at),
                 format_micros(watermark),
                 newest.epoch
-            )));
+            ))
+            .into());
         }
-        let windows = quiver_gpu::read_at(view.window_plan(), states, at)
-            .map_err(|e| ReadError::internal(format!("view `{}`: {e}", view.name())))?;
+        let windows = match quiver_gpu::read_at(view.window_plan(), states, at) {
+            Ok(windows) => windows,
+            Err(KernelError::UnreadEvents { .. }) => return Err(ValuesFailure::Unread),
+            Err(e) => {
+                let message = format!("view `{}`: {e}", view.name());
+                return Err(ReadError::internal(message).into());
+            }
+        };
         let values = view
             .features_at(windows, states.len())
             .map_err(|e| ReadError::internal(e.to_string()))?;

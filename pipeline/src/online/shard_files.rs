@@ -4,7 +4,9 @@
 //! a table in the file of the shard its name says.
 
 use super::shard_tables::split_table;
-use quiver_store::online::{EmbeddedOnline, EntityState, OnlineStamp, OnlineStore, OnlineWrite};
+use quiver_store::online::{
+    EmbeddedOnline, EntityState, OnlineStamp, OnlineStore, OnlineWrite, WantedSegments,
+};
 use quiver_store::StoreError;
 use std::path::PathBuf;
 
@@ -85,10 +87,10 @@ impl OnlineStore for ShardFiles {
         &self,
         table: &str,
         keys: &[&[u8]],
-        needs_segments: &dyn Fn(&[u8]) -> bool,
+        wanted: &dyn Fn(&[u8]) -> WantedSegments,
     ) -> Result<Option<(OnlineStamp, Vec<Option<EntityState>>)>, StoreError> {
         match self.file_of(table) {
-            Some(file) => file.get_selected(table, keys, needs_segments),
+            Some(file) => file.get_selected(table, keys, wanted),
             None => Ok(None),
         }
     }

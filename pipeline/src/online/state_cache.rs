@@ -5,12 +5,14 @@
 //! decoded, per table, together with the stamp (run and epoch) they were read at; the reader
 //! uses them only when the store's stamp is the same (it reads the stamp with the states the
 //! cache lacks), so a read never mixes epochs, and states of a newer epoch replace the
-//! table's. Reads read the cached state without changing it (`quiver_gpu::read_at`). Memory is
+//! table's. A state read with only some of its segments (`quiver_gpu::ReadState`) serves
+//! reads up to the time it was read for; a later read takes it from the store again. Reads
+//! read the cached state without changing it (`quiver_gpu::read_at`). Memory is
 //! bounded: past the capacity (the states' encoded bytes, counted twice for the decoded form),
 //! entries of the table being filled are dropped in the map's arbitrary order, and a table's
 //! entries all go when it moves to a new epoch.
 
-use quiver_gpu::KeyWindowState;
+use quiver_gpu::ReadState;
 use quiver_store::online::OnlineStamp;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +26,7 @@ const ENTRY_OVERHEAD: usize = 96;
 
 /// One entity's state as read from the store: `None` when the store has none (an unknown
 /// or expired key reads as empty windows, and is cached so too).
-pub type CachedState = Option<Arc<KeyWindowState>>;
+pub type CachedState = Option<Arc<ReadState>>;
 
 /// Decoded states of the online store's tables, each at one stamp.
 pub struct StateCache {
@@ -118,17 +120,18 @@ impl StateCache {
         self.tables.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The cached states of `keys` of `table`, with the stamp they were read at (the reader
-    /// checks it against the store's).
-    pub fn lookup(&self, table: &str, keys: &[&[u8]]) -> Lookup {
+    /// The cached states of `keys` of `table` that hold what windows ending at `until` need
+    /// ([`ReadState::until`]), with the stamp they were read at (the reader checks it against
+    /// the store's).
+    pub fn lookup(&self, table: &str, keys: &[&[u8]], until: i64) -> Lookup {
         let mut found: Vec<Option<CachedState>> = Vec::with_capacity(keys.len());
         let stamp = {
             let tables = self.tables();
             let cached = tables.by_name.get(table);
             for key in keys {
                 found.push(
-                    cached
-                        .and_then(|t| t.states.get(*key))
+                    (cached.and_then(|t| t.states.get(*key)))
+                        .filter(|(s, _)| s.as_ref().is_none_or(|s| s.until() >= until))
                         .map(|(s, _)| s.clone()),
                 );
             }
@@ -232,7 +235,9 @@ impl Tables {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quiver_gpu::{AggKind, Frame, WindowPlan, WindowSpec};
+    use quiver_gpu::{
+        AggKind, Frame, InputValue, KeyWindowState, StoredParts, WindowPlan, WindowSpec,
+    };
 
     fn stamp(epoch: u64) -> OnlineStamp {
         OnlineStamp {
@@ -245,20 +250,67 @@ mod tests {
         }
     }
 
-    fn state() -> KeyWindowState {
+    fn state() -> ReadState {
         let spec = WindowSpec {
             kind: AggKind::Count,
             input: 0,
             frame: Frame::Unbounded,
         };
-        KeyWindowState::new(&WindowPlan::new(vec![spec], 1).unwrap())
+        KeyWindowState::new(&WindowPlan::new(vec![spec], 1).unwrap()).into()
+    }
+
+    /// A key with 3,000 events a second apart in a 1,000-second window, read with only the
+    /// segments windows ending at its last event lose events from.
+    fn partial_state() -> ReadState {
+        let spec = WindowSpec {
+            kind: AggKind::Sum,
+            input: 0,
+            frame: Frame::Range {
+                width_micros: 1_000_000_000,
+            },
+        };
+        let plan = WindowPlan::new(vec![spec], 1).unwrap();
+        let mut state = KeyWindowState::new(&plan);
+        let mut stored = StoredParts::default();
+        let mut segments = HashMap::new();
+        let mut head = Vec::new();
+        for i in 0..3000 {
+            state.advance(&plan, i * 1_000_000);
+            state.push(&plan, i * 1_000_000, |_| Some(InputValue::float(1.0)));
+            let written = state.write_parts(&mut stored).unwrap();
+            written
+                .deletes
+                .iter()
+                .for_each(|id| drop(segments.remove(id)));
+            segments.extend(written.segments);
+            head = written.head;
+        }
+        let last = 2999 * 1_000_000;
+        let ids = quiver_gpu::segments_needed(&plan, &head, last).unwrap();
+        let parts: Vec<(u64, &[u8])> = ids.iter().map(|id| (*id, &segments[id][..])).collect();
+        let read = ReadState::from_parts(&plan, &head, &parts).unwrap();
+        assert!(!read.is_whole() && read.until() >= last && read.until() < i64::MAX);
+        read
+    }
+
+    #[test]
+    fn a_state_read_with_some_segments_serves_reads_up_to_its_time_only() {
+        let cache = StateCache::new(1 << 20);
+        let partial = partial_state();
+        let until = partial.until();
+        let keys: [&[u8]; 3] = [b"partial", b"whole", b"none"];
+        let states = [Some(Arc::new(partial)), Some(Arc::new(state())), None];
+        cache.insert("t", &stamp(1), &keys, &states, &[10, 10, 0]);
+        assert!(cache.lookup("t", &keys, until).missing.is_empty());
+        assert_eq!(cache.lookup("t", &keys, until + 1).missing, vec![0]);
+        assert_eq!(cache.lookup("t", &keys, i64::MAX).missing, vec![0]);
     }
 
     #[test]
     fn states_are_found_with_their_stamp_and_newer_epochs_replace_them() {
         let cache = StateCache::new(1 << 20);
         let keys: [&[u8]; 2] = [b"a", b"b"];
-        assert!(cache.lookup("t", &keys).stamp.is_none());
+        assert!(cache.lookup("t", &keys, 0).stamp.is_none());
         cache.insert(
             "t",
             &stamp(1),
@@ -266,26 +318,26 @@ mod tests {
             &[Some(Arc::new(state())), None],
             &[10, 0],
         );
-        let hit = cache.lookup("t", &[b"b", b"a", b"c"]);
+        let hit = cache.lookup("t", &[b"b", b"a", b"c"], 0);
         assert!(hit.is_at(&stamp(1)) && !hit.is_at(&stamp(2)));
         assert_eq!(hit.missing, vec![2]);
         assert!(matches!(hit.found[0], Some(None)));
         assert!(matches!(hit.found[1], Some(Some(_))));
         // A newer epoch's states replace the table's, old ones gone for good.
         cache.insert("t", &stamp(2), &keys[..1], &[None], &[0]);
-        let after = cache.lookup("t", &keys);
+        let after = cache.lookup("t", &keys, 0);
         assert!(after.is_at(&stamp(2)));
         assert_eq!(after.missing, vec![1]);
         // A slower read of an older epoch puts nothing back.
         cache.insert("t", &stamp(1), &keys[1..], &[None], &[0]);
-        assert_eq!(cache.lookup("t", &keys).missing, vec![1]);
+        assert_eq!(cache.lookup("t", &keys, 0).missing, vec![1]);
         // Another run replaces it too.
         let other = OnlineStamp {
             run: "s".into(),
             ..stamp(1)
         };
         cache.insert("t", &other, &keys[1..], &[None], &[0]);
-        let replaced = cache.lookup("t", &keys);
+        let replaced = cache.lookup("t", &keys, 0);
         assert!(replaced.is_at(&other));
         assert_eq!(replaced.missing, vec![0]);
         assert_eq!(cache.counts(), (5, 6));
@@ -301,7 +353,7 @@ mod tests {
             assert!(cache.tables().bytes <= 10 * per_entry);
         }
         let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
-        let found = cache.lookup("t", &refs);
+        let found = cache.lookup("t", &refs, 0);
         assert!(
             (40..50).contains(&found.missing.len()),
             "{}",
@@ -309,6 +361,6 @@ mod tests {
         );
         let disabled = StateCache::new(0);
         disabled.insert("t", &stamp(1), &refs[..1], &[None], &[0]);
-        assert_eq!(disabled.lookup("t", &refs[..1]).missing, vec![0]);
+        assert_eq!(disabled.lookup("t", &refs[..1], 0).missing, vec![0]);
     }
 }

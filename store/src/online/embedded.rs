@@ -3,7 +3,7 @@
 //! never see half of one. redb locks its file: one process opens it at a time.
 
 use super::overlay::{key_changes, keys_after, KeyChanges, Layers, Overlay};
-use super::{is_new, unix_ms, EntityState, OnlineStamp, OnlineStore, OnlineWrite};
+use super::{is_new, unix_ms, EntityState, OnlineStamp, OnlineStore, OnlineWrite, WantedSegments};
 use crate::StoreError;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::collections::BTreeMap;
@@ -328,15 +328,24 @@ impl Inner {
         &self,
         (heads, parts): &ReadTables,
         key: &[u8],
-        needs_segments: &dyn Fn(&[u8]) -> bool,
+        wanted: &dyn Fn(&[u8]) -> WantedSegments,
     ) -> Result<Option<EntityState>, StoreError> {
         let Some(head) = heads.get(key).map_err(|e| self.fail(e))? else {
             return Ok(None);
         };
         let head = head.value().to_vec();
-        let segments = match needs_segments(&head) {
-            true => segments_of(parts, key).map_err(|e| self.fail(e))?,
-            false => Vec::new(),
+        let segments = match wanted(&head) {
+            WantedSegments::All => segments_of(parts, key).map_err(|e| self.fail(e))?,
+            WantedSegments::Only(ids) => {
+                let mut found = Vec::with_capacity(ids.len());
+                for id in ids {
+                    if let Some(bytes) = parts.get((key, id)).map_err(|e| self.fail(e))? {
+                        found.push((id, bytes.value().to_vec()));
+                    }
+                }
+                found.sort_by_key(|(id, _)| *id);
+                found
+            }
         };
         Ok(Some(EntityState { head, segments }))
     }
@@ -448,7 +457,7 @@ impl OnlineStore for EmbeddedOnline {
         &self,
         table: &str,
         keys: &[&[u8]],
-        needs_segments: &dyn Fn(&[u8]) -> bool,
+        wanted: &dyn Fn(&[u8]) -> WantedSegments,
     ) -> Result<Option<(OnlineStamp, Vec<Option<EntityState>>)>, StoreError> {
         let inner = &self.inner;
         // The layers first, then the file (see `apply_in_memory`).
@@ -470,13 +479,15 @@ impl OnlineStore for EmbeddedOnline {
             let (changes, below) = key_changes(&stack, key);
             let Some(newest) = changes.first() else {
                 values.push(match &file {
-                    Some(tables) => inner.entity(tables, key, needs_segments)?,
+                    Some(tables) => inner.entity(tables, key, wanted)?,
                     None => None,
                 });
                 continue;
             };
             let head = match &newest.head {
-                Some(head) if !needs_segments(head) => {
+                // Changed since the file was written: the head and every segment, unless it
+                // wants none.
+                Some(head) if !wanted(head).any() => {
                     values.push(Some(EntityState {
                         head: head.clone(),
                         segments: Vec::new(),
@@ -490,7 +501,7 @@ impl OnlineStore for EmbeddedOnline {
                 }
             };
             let mut state = match (&file, below) {
-                (Some(tables), true) => inner.entity(tables, key, &|_| true)?,
+                (Some(tables), true) => inner.entity(tables, key, &|_| WantedSegments::All)?,
                 _ => None,
             };
             for changes in changes.iter().rev() {

@@ -104,6 +104,23 @@ pub struct EntityState {
     pub segments: Vec<(u64, Vec<u8>)>,
 }
 
+/// Which of an entity's segments a read wants, as its head tells
+/// ([`OnlineStore::get_selected`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WantedSegments {
+    /// Every segment.
+    All,
+    /// These segments (by id, ascending); none when empty.
+    Only(Vec<u64>),
+}
+
+impl WantedSegments {
+    /// Whether it wants any segment.
+    pub fn any(&self) -> bool {
+        !matches!(self, WantedSegments::Only(ids) if ids.is_empty())
+    }
+}
+
 /// One entity's writes of one epoch.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntityWrite {
@@ -176,18 +193,19 @@ pub trait OnlineStore: Send + Sync {
         table: &str,
         keys: &[&[u8]],
     ) -> Result<Option<(OnlineStamp, Vec<Option<EntityState>>)>, StoreError> {
-        self.get_selected(table, keys, &|_| true)
+        self.get_selected(table, keys, &|_| WantedSegments::All)
     }
 
-    /// [`OnlineStore::get`], reading an entity's segments only when `needs_segments` says so
-    /// for its head (a backend may read them anyway; the embedded store saves a lookup per
-    /// entity whose head holds all it needs).
+    /// [`OnlineStore::get`], reading of each entity the segments `wanted` names for its head.
+    /// A backend may read more of them (every segment), never fewer of those it holds: the
+    /// embedded store and Redis read only those named (a hot entity's read then costs its
+    /// head and a segment, not every event its windows hold), Redis Cluster reads every one.
     #[allow(clippy::type_complexity)]
     fn get_selected(
         &self,
         table: &str,
         keys: &[&[u8]],
-        needs_segments: &dyn Fn(&[u8]) -> bool,
+        wanted: &dyn Fn(&[u8]) -> WantedSegments,
     ) -> Result<Option<(OnlineStamp, Vec<Option<EntityState>>)>, StoreError>;
 
     /// Up to `limit` keys of `table` with their state, in key order, after `after` (from the

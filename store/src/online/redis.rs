@@ -16,7 +16,7 @@
 //! transactions across slots: [`super::RedisClusterOnline`] keeps versions instead.)
 //! `rediss://` URLs connect with TLS.
 
-use super::{is_new, unix_ms, EntityState, OnlineStamp, OnlineStore, OnlineWrite};
+use super::{is_new, unix_ms, EntityState, OnlineStamp, OnlineStore, OnlineWrite, WantedSegments};
 use crate::StoreError;
 use std::sync::Mutex;
 
@@ -220,31 +220,36 @@ impl RedisOnline {
         format!("{}:segments:{table}:{{{entity_hex}}}", self.prefix)
     }
 
-    /// A read of `entities` in `table` that reads segments only for the heads that
-    /// `needs_segments`: one transaction of the stamp, the key count and the heads, then, if
-    /// some head needs its segments, a second of the stamp and those segments. `None` when an
-    /// epoch was written between the two (the stamps differ): the caller reads again.
+    /// A read of `entities` in `table` that reads the segments `wanted` names for each head:
+    /// one transaction of the stamp, the key count and the heads, then, if some head wants
+    /// segments, a second of the stamp and those segments (`HGETALL` of all, `HMGET` of
+    /// some). `None` when an epoch was written between the two (the stamps differ): the
+    /// caller reads again.
     fn read_selected(
         &self,
         table: &str,
         entities: &[String],
-        needs_segments: &dyn Fn(&[u8]) -> bool,
+        wanted: &dyn Fn(&[u8]) -> WantedSegments,
     ) -> Result<Option<Read>, StoreError> {
         let pipe = self.heads_transaction(table, entities);
         let replies: Vec<redis::Value> = self.with(|c| pipe.query(c))?;
         let mut replies = replies.into_iter();
         let (stamp, count, heads) = self.take_heads(&mut replies, entities)?;
-        let needed: Vec<usize> = (heads.iter().enumerate())
-            .filter(|(_, head)| head.as_deref().is_some_and(needs_segments))
-            .map(|(i, _)| i)
+        let needed: Vec<(usize, WantedSegments)> = (heads.iter().enumerate())
+            .filter_map(|(i, head)| Some((i, wanted(head.as_deref()?))))
+            .filter(|(_, wants)| wants.any())
             .collect();
         let mut segments = vec![Vec::new(); heads.len()];
         if !needed.is_empty() {
             let mut pipe = redis::pipe();
             pipe.atomic();
             pipe.cmd("HGET").arg(self.stamps()).arg(table);
-            for &i in &needed {
-                pipe.cmd("HGETALL").arg(self.segments(table, &entities[i]));
+            for (i, wants) in &needed {
+                let key = self.segments(table, &entities[*i]);
+                match wants {
+                    WantedSegments::All => pipe.cmd("HGETALL").arg(key),
+                    WantedSegments::Only(ids) => pipe.cmd("HMGET").arg(key).arg(&ids[..]),
+                };
             }
             let replies: Vec<redis::Value> = self.with(|c| pipe.query(c))?;
             let mut replies = replies.into_iter();
@@ -252,8 +257,16 @@ impl RedisOnline {
             if again != stamp {
                 return Ok(None);
             }
-            for i in needed {
-                segments[i] = self.take(&mut replies, "segments")?;
+            for (i, wants) in needed {
+                segments[i] = match wants {
+                    WantedSegments::All => self.take(&mut replies, "segments")?,
+                    WantedSegments::Only(ids) => {
+                        let found: Vec<Option<Vec<u8>>> = self.take(&mut replies, "segments")?;
+                        (ids.into_iter().zip(found))
+                            .filter_map(|(id, bytes)| Some((id, bytes?)))
+                            .collect()
+                    }
+                };
             }
         }
         Ok(Some(((stamp, count, heads), segments)))
@@ -482,12 +495,12 @@ impl OnlineStore for RedisOnline {
         &self,
         table: &str,
         keys: &[&[u8]],
-        needs_segments: &dyn Fn(&[u8]) -> bool,
+        wanted: &dyn Fn(&[u8]) -> WantedSegments,
     ) -> Result<Option<(OnlineStamp, Vec<Option<EntityState>>)>, StoreError> {
         let entities: Vec<String> = keys.iter().map(|k| hex(k)).collect();
         let mut read = None;
         for _ in 0..SELECTIVE_READ_ATTEMPTS {
-            read = self.read_selected(table, &entities, needs_segments)?;
+            read = self.read_selected(table, &entities, wanted)?;
             if read.is_some() {
                 break;
             }

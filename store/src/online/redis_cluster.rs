@@ -18,7 +18,7 @@
 
 use super::redis::{from_value, hex, scan_page, tls_certificates, without_password, Reconnecting};
 use super::versioned::{plan, resolve, whole, Change, Resolved, FLOOR};
-use super::{is_new, unix_ms, EntityState, OnlineStamp, OnlineStore, OnlineWrite};
+use super::{is_new, unix_ms, EntityState, OnlineStamp, OnlineStore, OnlineWrite, WantedSegments};
 use crate::StoreError;
 use redis::cluster::{cluster_pipe, ClusterClient, ClusterConnection, ClusterPipeline};
 use serde::{Deserialize, Serialize};
@@ -305,7 +305,7 @@ impl OnlineStore for RedisClusterOnline {
         &self,
         table: &str,
         keys: &[&[u8]],
-        _needs_segments: &dyn Fn(&[u8]) -> bool,
+        _wanted: &dyn Fn(&[u8]) -> WantedSegments,
     ) -> Result<Option<(OnlineStamp, Vec<Option<EntityState>>)>, StoreError> {
         let entities: Vec<String> = keys.iter().map(|k| hex(k)).collect();
         for _ in 0..READ_ATTEMPTS {
