@@ -508,6 +508,9 @@ impl OnlineStore for EmbeddedOnline {
                 state = changes.over(state);
             }
             debug_assert!(state.as_ref().is_some_and(|s| &s.head == head));
+            if let Some(state) = &mut state {
+                wanted(head).keep_in(state);
+            }
             values.push(state);
         }
         Ok(Some((stamp, values)))

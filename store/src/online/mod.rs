@@ -119,6 +119,14 @@ impl WantedSegments {
     pub fn any(&self) -> bool {
         !matches!(self, WantedSegments::Only(ids) if ids.is_empty())
     }
+
+    /// Keeps of `state`'s segments only those wanted (a backend that had to read them all
+    /// saves its caller decoding the rest).
+    pub fn keep_in(&self, state: &mut EntityState) {
+        if let WantedSegments::Only(ids) = self {
+            state.segments.retain(|(id, _)| ids.contains(id));
+        }
+    }
 }
 
 /// One entity's writes of one epoch.
@@ -199,7 +207,8 @@ pub trait OnlineStore: Send + Sync {
     /// [`OnlineStore::get`], reading of each entity the segments `wanted` names for its head.
     /// A backend may read more of them (every segment), never fewer of those it holds: the
     /// embedded store and Redis read only those named (a hot entity's read then costs its
-    /// head and a segment, not every event its windows hold), Redis Cluster reads every one.
+    /// head and a segment, not every event its windows hold); Redis Cluster reads every one
+    /// (an entity is one hash of versions) and returns those named.
     #[allow(clippy::type_complexity)]
     fn get_selected(
         &self,

@@ -300,12 +300,13 @@ impl OnlineStore for RedisClusterOnline {
         Ok(out)
     }
 
-    /// Reads every entity's whole hash (its segments with it).
+    /// Reads every entity's whole hash (its segments with it), and returns of each the
+    /// segments `wanted` names.
     fn get_selected(
         &self,
         table: &str,
         keys: &[&[u8]],
-        _wanted: &dyn Fn(&[u8]) -> WantedSegments,
+        wanted: &dyn Fn(&[u8]) -> WantedSegments,
     ) -> Result<Option<(OnlineStamp, Vec<Option<EntityState>>)>, StoreError> {
         let entities: Vec<String> = keys.iter().map(|k| hex(k)).collect();
         for _ in 0..READ_ATTEMPTS {
@@ -333,7 +334,10 @@ impl OnlineStore for RedisClusterOnline {
                     from_value(reply).map_err(|e| self.fail(e))?;
                 match resolve(&fields, stamp.seq) {
                     Resolved::Absent => values.push(None),
-                    Resolved::Present(state) => values.push(Some(state)),
+                    Resolved::Present(mut state) => {
+                        wanted(&state.head).keep_in(&mut state);
+                        values.push(Some(state));
+                    }
                     Resolved::Stale => stale = true,
                 }
             }
