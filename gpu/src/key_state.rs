@@ -10,9 +10,7 @@ use std::collections::VecDeque;
 mod parts;
 mod read_state;
 
-pub use parts::{
-    head_needs_segments, PartWrites, PartsError, StoredParts, WholeParts, MAX_SEGMENT_EVENTS,
-};
+pub use parts::{PartWrites, PartsError, StoredParts, WholeParts};
 pub use read_state::{segments_needed, ReadState};
 
 /// State of one frame group for one key.

@@ -40,8 +40,8 @@ pub use backend::{BackendStats, Device, Scatter, SortedRows, WindowBackend, DEFA
 pub use cpu_backend::CpuBackend;
 pub use error::KernelError;
 pub use key_state::{
-    head_needs_segments, segments_needed, InputValue, KeyWindowState, PartWrites, PartsError,
-    ReadState, StoredParts, WholeParts, MAX_SEGMENT_EVENTS,
+    segments_needed, InputValue, KeyWindowState, PartWrites, PartsError, ReadState, StoredParts,
+    WholeParts,
 };
 pub use keyed::{
     ChangedKey, InputColumn, KeyedWindows, StateChanges, WindowSnapshot, WindowSnapshotRef,

@@ -95,7 +95,7 @@ pub(super) fn bad(what: &str, e: impl std::fmt::Display) -> PartsError {
 /// What a head's first byte says about its key's segments.
 pub(super) mod head_kind {
     /// Every retained event is in the head.
-    pub(in crate::key_state) const WHOLE: u8 = 0;
+    pub(super) const WHOLE: u8 = 0;
     /// Some are in segments, which the head does not index (written before heads had an
     /// index: a read takes every segment).
     pub(in crate::key_state) const SEGMENTED: u8 = 1;
@@ -149,10 +149,9 @@ impl Head {
     }
 }
 
-/// Whether a key's state needs its segments besides `head` (some retained events are in
-/// segments); `true` for bytes that are not a head, so that reading them reports the error.
-pub fn head_needs_segments(head: &[u8]) -> bool {
-    head.first() != Some(&head_kind::WHOLE)
+/// Whether `head` holds every retained event of its key (no segment is needed to read it).
+pub(super) fn head_holds_every_event(head: &[u8]) -> bool {
+    head.first() == Some(&head_kind::WHOLE)
 }
 
 /// A key's events gathered from its segments, in sequence order.
@@ -424,7 +423,7 @@ impl KeyWindowState {
     /// The parts to write for this key given what the store holds (`stored`, updated): its
     /// head, the segments whose events all left the windows (deleted), and once the events
     /// in no segment reach `SEAL_EVENTS` segments of them (merged with the newest stored
-    /// segments not longer than them, up to [`MAX_SEGMENT_EVENTS`]).
+    /// segments not longer than them, up to `MAX_SEGMENT_EVENTS`, 1,024 events).
     pub fn write_parts(&self, stored: &mut StoredParts) -> Result<PartWrites, PartsError> {
         let mut deletes = self.drop_left(stored);
         let mut segments = Vec::new();
@@ -535,7 +534,7 @@ impl KeyWindowState {
                 first_time,
             });
         }
-        let (state, _) = KeyWindowState::gathered(body, events)?;
+        let state = KeyWindowState::gathered(body, events)?;
         // The head's index, when it has one, is what the segments were written with.
         let same = |index: &[StoredSegment]| {
             let ranges = |s: &[StoredSegment]| s.iter().map(|s| (s.id, s.end)).collect::<Vec<_>>();
@@ -552,13 +551,11 @@ impl KeyWindowState {
         Ok((state, stored))
     }
 
-    /// The state of a head's `body` with every retained event before its tail `gathered`;
-    /// and the tail's first sequence number.
+    /// The state of a head's `body` with every retained event before its tail `gathered`.
     pub(super) fn gathered(
         body: HeadBody,
         mut events: Events,
-    ) -> Result<(KeyWindowState, u64), PartsError> {
-        let tail = body.tail.first;
+    ) -> Result<KeyWindowState, PartsError> {
         events.append(body.tail, &|| "the head's events".to_string())?;
         if events.next != body.end {
             let next = events.next;
@@ -571,7 +568,7 @@ impl KeyWindowState {
             last_time: body.last_time,
             groups: body.groups,
         };
-        Ok((state, tail))
+        Ok(state)
     }
 
     /// Removes from `stored` the segments whose events all left the windows; their ids.
@@ -754,7 +751,7 @@ mod tests {
             let (read, layout) = store.read();
             assert_eq!(read, state, "epoch {epoch}");
             // A head whose events are all its own reads alone.
-            if !head_needs_segments(&store.head) {
+            if head_holds_every_event(&store.head) {
                 let (alone, _) = KeyWindowState::from_parts(&store.head, &[]).unwrap();
                 assert_eq!(alone, state, "epoch {epoch}");
             } else {
@@ -770,7 +767,7 @@ mod tests {
         }
         assert!(state.retained_events() > 50);
         assert!(segmented, "the state grew into segments");
-        assert!(head_needs_segments(b"not a head"));
+        assert!(!head_holds_every_event(b"not a head"));
     }
 
     #[test]

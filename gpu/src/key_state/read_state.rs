@@ -4,7 +4,7 @@
 //! of its oldest events, so it reads the head and at most the oldest segment, not every event
 //! the windows hold.
 
-use super::parts::{bad, head_kind, Events, Head, PartsError, Segment};
+use super::parts::{bad, head_holds_every_event, Events, Head, PartsError, Segment};
 use super::{EventRows, KeyWindowState};
 use crate::plan::{Frame, WindowPlan};
 
@@ -18,7 +18,7 @@ struct Span {
     at: Result<usize, i64>,
 }
 
-/// A key's window state for point-in-time reads ([`crate::read_at`]): every event its
+/// A key's window state for point-in-time reads ([`crate::read_at()`]): every event its
 /// windows hold, or, read from a head that indexes its segments, the head's events and those
 /// of the segments that windows ending by [`ReadState::until`] lose events from.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,7 +95,7 @@ impl ReadState {
             });
         }
         let end = body.end;
-        let (state, _) = KeyWindowState::gathered(body, events)?;
+        let state = KeyWindowState::gathered(body, events)?;
         let mut read = ReadState {
             state,
             spans: if unread { spans } else { Vec::new() },
@@ -113,7 +113,7 @@ impl ReadState {
 
     /// Reads at or before this time lose no event that was not read (`i64::MAX` when every
     /// event was read). A read may still need every event of a window, rarely: to rebuild
-    /// moments whose shift drifted ([`crate::read_at`] then names the key).
+    /// moments whose shift drifted ([`crate::read_at()`] then names the key).
     pub fn until(&self) -> i64 {
         self.until
     }
@@ -185,7 +185,7 @@ impl EventRows for ReadState {
 /// a head holding every event); `None` when all are needed (a head that does not index its
 /// segments, or bytes that are not a head: reading them reports the error).
 pub fn segments_needed(plan: &WindowPlan, head: &[u8], until: i64) -> Option<Vec<u64>> {
-    if head.first() == Some(&head_kind::WHOLE) {
+    if head_holds_every_event(head) {
         return Some(Vec::new());
     }
     let Ok(Head {
@@ -358,7 +358,7 @@ mod tests {
         let plan = plan();
         let (state, store) = written(&plan, 3000);
         // A head as written before heads had an index: kind 1, no index.
-        let mut legacy = vec![head_kind::SEGMENTED];
+        let mut legacy = vec![crate::key_state::parts::head_kind::SEGMENTED];
         let mut rest = &store.head[1..];
         crate::key_state::parts::tests_support::skip_index(&mut rest);
         legacy.extend_from_slice(rest);
