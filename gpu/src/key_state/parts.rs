@@ -878,6 +878,46 @@ mod tests {
     }
 
     #[test]
+    fn segments_hold_at_most_the_maximum_however_many_events_a_write_seals() {
+        // A window wide enough to keep every event; 5,000 events sealed at once (a key
+        // catching up), then written a few at a time.
+        let plan = WindowPlan::new(
+            vec![WindowSpec {
+                kind: AggKind::Sum,
+                input: 0,
+                frame: Frame::Range {
+                    width_micros: 1 << 50,
+                },
+            }],
+            1,
+        )
+        .unwrap();
+        let mut state = KeyWindowState::new(&plan);
+        let mut stored = StoredParts::default();
+        let mut store = Store::default();
+        let mut t = 0;
+        for n in [5000, 3, 60, 61, 700, 1, 2000] {
+            for _ in 0..n {
+                t += SECOND;
+                push(&mut state, &plan, t);
+            }
+            store.apply(state.write_parts(&mut stored).unwrap());
+            let (read, layout) = store.read();
+            assert_eq!(read, state);
+            assert_eq!(layout.segments, stored.segments);
+            for s in &stored.segments {
+                assert!(s.end - s.id <= MAX_SEGMENT_EVENTS, "{s:?}");
+                assert_eq!(s.first_time, (s.id as i64 + 1) * SECOND, "{s:?}");
+            }
+            // Contiguous, from the first event to the head's tail.
+            let ends = stored.segments.iter().map(|s| s.end);
+            assert!((stored.segments.iter().skip(1).map(|s| s.id))
+                .eq(ends.take(stored.segments.len() - 1)));
+        }
+        assert!(stored.segment_count() >= 7, "{:?}", stored.segments);
+    }
+
+    #[test]
     fn missing_or_foreign_parts_are_errors() {
         let plan = plan();
         let mut state = KeyWindowState::new(&plan);
