@@ -284,9 +284,38 @@ impl SegmentRef<'_> {
 /// What tests elsewhere in `key_state` need of the head's wire form.
 #[cfg(test)]
 pub(super) mod tests_support {
+    use super::{KeyWindowState, PartWrites, StoredParts};
+    use std::collections::BTreeMap;
+
     /// Moves `bytes` past a segment index.
     pub(in crate::key_state) fn skip_index(bytes: &mut &[u8]) {
         super::wire::read_index(bytes).expect("an index");
+    }
+
+    /// A store of one key's parts, written as a store would.
+    #[derive(Default)]
+    pub(in crate::key_state) struct Store {
+        pub(in crate::key_state) head: Vec<u8>,
+        pub(in crate::key_state) segments: BTreeMap<u64, Vec<u8>>,
+    }
+
+    impl Store {
+        pub(in crate::key_state) fn apply(&mut self, w: PartWrites) {
+            for id in w.deletes {
+                self.segments.remove(&id);
+            }
+            self.segments.extend(w.segments);
+            self.head = w.head;
+        }
+
+        /// Every segment, by id.
+        pub(in crate::key_state) fn parts(&self) -> Vec<(u64, &[u8])> {
+            self.segments.iter().map(|(i, b)| (*i, &b[..])).collect()
+        }
+
+        pub(in crate::key_state) fn read(&self) -> (KeyWindowState, StoredParts) {
+            KeyWindowState::from_parts(&self.head, &self.parts()).unwrap()
+        }
     }
 }
 
@@ -675,7 +704,6 @@ mod tests {
     use crate::plan::{Frame, WindowPlan, WindowSpec};
     use crate::AggKind;
     use crate::InputValue;
-    use std::collections::BTreeMap;
 
     const SECOND: i64 = 1_000_000;
 
@@ -706,28 +734,7 @@ mod tests {
         .unwrap()
     }
 
-    /// A store of one key's parts, written as a store would.
-    #[derive(Default)]
-    struct Store {
-        head: Vec<u8>,
-        segments: BTreeMap<u64, Vec<u8>>,
-    }
-
-    impl Store {
-        fn apply(&mut self, w: PartWrites) {
-            for id in w.deletes {
-                self.segments.remove(&id);
-            }
-            self.segments.extend(w.segments);
-            self.head = w.head;
-        }
-
-        fn read(&self) -> (KeyWindowState, StoredParts) {
-            let parts: Vec<(u64, &[u8])> =
-                self.segments.iter().map(|(i, b)| (*i, &b[..])).collect();
-            KeyWindowState::from_parts(&self.head, &parts).unwrap()
-        }
-    }
+    use super::tests_support::Store;
 
     fn push(state: &mut KeyWindowState, plan: &WindowPlan, t: i64) {
         state.advance(plan, t);
@@ -929,7 +936,7 @@ mod tests {
         }
         let first = *store.segments.keys().next().unwrap();
         let kept = store.segments.remove(&first).unwrap();
-        let parts: Vec<(u64, &[u8])> = store.segments.iter().map(|(i, b)| (*i, &b[..])).collect();
+        let parts = store.parts();
         let e = KeyWindowState::from_parts(&store.head, &parts).unwrap_err();
         assert!(e.to_string().contains("missing"), "{e}");
         assert!(KeyWindowState::from_parts(b"\xff", &[]).is_err());

@@ -215,9 +215,9 @@ pub fn segments_needed(plan: &WindowPlan, head: &[u8], until: i64) -> Option<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key_state::parts::tests_support::Store;
     use crate::plan::WindowSpec;
     use crate::{read_at, AggKind, FeatureOutput, InputValue, KernelError, StoredParts};
-    use std::collections::BTreeMap;
 
     const SECOND: i64 = 1_000_000;
 
@@ -244,37 +244,19 @@ mod tests {
         .unwrap()
     }
 
-    /// One key's parts as a store holds them after every write.
-    #[derive(Default)]
-    struct Store {
-        head: Vec<u8>,
-        segments: BTreeMap<u64, Vec<u8>>,
+    /// The state in `store` read with the segments `segments_needed` names for reads up to
+    /// `until`, and how many those are.
+    fn read_for(store: &Store, plan: &WindowPlan, until: i64) -> (ReadState, usize) {
+        let ids = segments_needed(plan, &store.head, until).expect("an indexed head");
+        let parts: Vec<(u64, &[u8])> = (ids.iter())
+            .map(|id| (*id, &store.segments[id][..]))
+            .collect();
+        let read = ReadState::from_parts(plan, &store.head, &parts).unwrap();
+        (read, ids.len())
     }
 
-    impl Store {
-        fn apply(&mut self, w: crate::PartWrites) {
-            for id in w.deletes {
-                self.segments.remove(&id);
-            }
-            self.segments.extend(w.segments);
-            self.head = w.head;
-        }
-
-        /// The state read with the segments `segments_needed` names for reads up to `until`.
-        fn read_for(&self, plan: &WindowPlan, until: i64) -> (ReadState, usize) {
-            let ids = segments_needed(plan, &self.head, until).expect("an indexed head");
-            let parts: Vec<(u64, &[u8])> = (ids.iter())
-                .map(|id| (*id, &self.segments[id][..]))
-                .collect();
-            let read = ReadState::from_parts(plan, &self.head, &parts).unwrap();
-            (read, ids.len())
-        }
-
-        fn whole(&self, plan: &WindowPlan) -> ReadState {
-            let parts: Vec<(u64, &[u8])> =
-                self.segments.iter().map(|(i, b)| (*i, &b[..])).collect();
-            ReadState::from_parts(plan, &self.head, &parts).unwrap()
-        }
+    fn whole(store: &Store, plan: &WindowPlan) -> ReadState {
+        ReadState::from_parts(plan, &store.head, &store.parts()).unwrap()
     }
 
     /// A key's events, one a second up to `n`, written every 7 events: the values between 3,900
@@ -312,7 +294,7 @@ mod tests {
     fn a_read_takes_only_the_segments_its_windows_lose_events_from_and_equals_a_whole_read() {
         let plan = plan();
         let (state, store) = written(&plan, 5000);
-        let whole = store.whole(&plan);
+        let whole = whole(&store, &plan);
         assert!(whole.is_whole());
         assert_eq!(whole.state, state);
         let segments = store.segments.len();
@@ -320,7 +302,7 @@ mod tests {
         let last = 4999 * SECOND;
         // Just after the last event each range window loses at most its oldest events: the
         // head and a segment per window at most.
-        let (read, taken) = store.read_for(&plan, last + SECOND);
+        let (read, taken) = read_for(&store, &plan, last + SECOND);
         assert!(taken <= 2, "{taken} of {segments}");
         assert!(!read.is_whole() && read.until() >= last + SECOND);
         let (mut partial_reads, mut unread) = (0, 0);
@@ -329,7 +311,7 @@ mod tests {
             let expected = read_at(&plan, &[Some(&whole)], at).unwrap();
             // Read for exactly `at`, and read for an earlier time, then at `at` anyway.
             for until in [at, last] {
-                let (read, taken) = store.read_for(&plan, until);
+                let (read, taken) = read_for(&store, &plan, until);
                 match read_at(&plan, &[Some(&read)], at) {
                     Ok(out) => {
                         same(&out, &expected, &format!("at +{step}s, read for {until}"));
@@ -363,7 +345,7 @@ mod tests {
         crate::key_state::parts::tests_support::skip_index(&mut rest);
         legacy.extend_from_slice(rest);
         assert_eq!(segments_needed(&plan, &legacy, 0), None);
-        let parts: Vec<(u64, &[u8])> = store.segments.iter().map(|(i, b)| (*i, &b[..])).collect();
+        let parts = store.parts();
         let read = ReadState::from_parts(&plan, &legacy, &parts).unwrap();
         assert!(read.is_whole());
         assert_eq!(read.state, state);
