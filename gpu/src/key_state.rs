@@ -43,6 +43,25 @@ impl Clone for GroupState {
     }
 }
 
+impl GroupState {
+    /// Makes this group `source`'s window with every event gone (starting at `end`, the
+    /// sequence number after the key's last event), in this group's memory: what reads of it
+    /// give are those of the window after each event left it (a count of 0, no value).
+    fn empty_like(&mut self, source: &Self, end: u64) {
+        self.start = end;
+        self.moments.clear();
+        self.moments
+            .resize(source.moments.len(), Moments::default());
+        for (mine, theirs) in [
+            (&mut self.mins, &source.mins),
+            (&mut self.maxs, &source.maxs),
+        ] {
+            mine.clone_from(theirs);
+            mine.iter_mut().for_each(Tracker::clear);
+        }
+    }
+}
+
 /// A key's frame groups moved to a read time: the groups whose windows lose events are moved
 /// on copies, the others read in place (one stored state may be read by many requests at
 /// once). The copies reuse their memory from key to key: a read of 100 entities allocated
@@ -70,6 +89,13 @@ impl MovedGroups {
             self.copies.extend(more.iter().cloned());
         }
         for (i, (group, g)) in state.groups.iter().zip(&plan.groups).enumerate() {
+            // A window every event left is read as empty without removing them one by one (a
+            // read of a key idle for longer than the window needs none of its events).
+            if group.start < rows.end() && state.empties(g, t) {
+                self.copies[i].empty_like(group, rows.end());
+                self.moved.push(true);
+                continue;
+            }
             let moved = state.leaving(rows, g, group, t)?.is_some();
             self.moved.push(moved);
             if moved {
@@ -604,6 +630,16 @@ impl KeyWindowState {
         }
         self.groups = groups;
         self.trim(plan);
+    }
+
+    /// Whether every event of the key leaves frame group `g`'s window when it ends at `t` (a
+    /// range window whose start passed the key's last event).
+    #[inline]
+    fn empties(&self, g: &FrameGroup, t: i64) -> bool {
+        let Frame::Range { width_micros } = g.frame else {
+            return false;
+        };
+        (self.last_time).is_some_and(|last| last < t.saturating_sub(width_micros))
     }
 
     /// Whether the first event of `group`'s window (of frame group `g`), with these events at

@@ -2,7 +2,7 @@
 //! at the times it is read for lose events from. A hot key's head indexes its segments
 //! (id, end, first event's time); a read just after the key's last event loses none or a few
 //! of its oldest events, so it reads the head and at most the oldest segment, not every event
-//! the windows hold.
+//! the windows hold; a window that every event left by then is read as empty and needs none.
 
 use super::parts::{bad, head_holds_every_event, Events, Head, PartsError, Segment};
 use super::{EventRows, KeyWindowState};
@@ -20,7 +20,8 @@ struct Span {
 
 /// A key's window state for point-in-time reads ([`crate::read_at()`]): every event its
 /// windows hold, or, read from a head that indexes its segments, the head's events and those
-/// of the segments that windows ending by [`ReadState::until`] lose events from.
+/// of the segments that windows ending at the time it was read for lose events from
+/// ([`ReadState::serves`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadState {
     /// The key's state, whose `times` and `values` hold the events read, in sequence order.
@@ -29,8 +30,10 @@ pub struct ReadState {
     spans: Vec<Span>,
     /// The sequence number after the key's last event.
     end: u64,
-    /// Reads at or before this time lose no unread event (`i64::MAX`: every event was read).
-    until: i64,
+    /// Per range window that reaches back into events not read: the latest time it may end
+    /// at before it loses one, and the time from which every event has left it (it reads as
+    /// empty). Empty when every event was read.
+    limits: Vec<(i64, i64)>,
 }
 
 impl From<KeyWindowState> for ReadState {
@@ -39,7 +42,7 @@ impl From<KeyWindowState> for ReadState {
             end: state.next_seq(),
             state,
             spans: Vec::new(),
-            until: i64::MAX,
+            limits: Vec::new(),
         }
     }
 }
@@ -100,9 +103,9 @@ impl ReadState {
             state,
             spans: if unread { spans } else { Vec::new() },
             end,
-            until: i64::MAX,
+            limits: Vec::new(),
         };
-        read.until = read.complete_until(plan);
+        read.limits = read.window_limits(plan);
         Ok(read)
     }
 
@@ -111,11 +114,12 @@ impl ReadState {
         self.state.last_time
     }
 
-    /// Reads at or before this time lose no event that was not read (`i64::MAX` when every
+    /// Whether windows ending at `t` lose no event that was not read: each range window
+    /// stops before the first unread one, or every event has left it (always, when every
     /// event was read). A read may still need every event of a window, rarely: to rebuild
     /// moments whose shift drifted ([`crate::read_at()`] then names the key).
-    pub fn until(&self) -> i64 {
-        self.until
+    pub fn serves(&self, t: i64) -> bool {
+        (self.limits.iter()).all(|&(stops_by, empty_after)| t <= stops_by || t > empty_after)
     }
 
     /// Whether every event the key's windows hold was read.
@@ -123,11 +127,12 @@ impl ReadState {
         self.spans.is_empty()
     }
 
-    /// The latest time windows can end at without losing an unread event: per range window,
-    /// the first unread span inside it may lose events once the window's start passes its
-    /// first event's time.
-    fn complete_until(&self, plan: &WindowPlan) -> i64 {
-        let mut until = i64::MAX;
+    /// [`ReadState::limits`]: per range window, the first unread span inside it may lose
+    /// events once the window's start passes that span's first event's time, until the start
+    /// passes the key's last event.
+    fn window_limits(&self, plan: &WindowPlan) -> Vec<(i64, i64)> {
+        let last = self.state.last_time.unwrap_or(i64::MIN);
+        let mut limits = Vec::new();
         for (group, g) in self.state.groups.iter().zip(&plan.groups) {
             let Frame::Range { width_micros } = g.frame else {
                 continue;
@@ -137,10 +142,11 @@ impl ReadState {
                 .filter(|(_, end)| *end > group.start)
                 .find_map(|(span, _)| span.at.err());
             if let Some(time) = first_unread {
-                until = until.min(time.saturating_add(width_micros));
+                let widen = |t: i64| t.saturating_add(width_micros);
+                limits.push((widen(time), widen(last)));
             }
         }
-        until
+        limits
     }
 
     /// The span holding event `seq` (or the last one, for the end).
@@ -180,11 +186,12 @@ impl EventRows for ReadState {
     }
 }
 
-/// The segments a read of the key whose head is `head` needs for windows ending at or before
-/// `until`: the ids of those whose events some range window of `plan` loses by then (none for
-/// a head holding every event); `None` when all are needed (a head that does not index its
+/// The segments a read of the key whose head is `head` needs for windows ending at `from` and
+/// any time up to `until`: the ids of those whose events some range window of `plan` loses by
+/// `until`, unless every event has left that window by `from` (it reads as empty); none for a
+/// head holding every event. `None` when all are needed (a head that does not index its
 /// segments, or bytes that are not a head: reading them reports the error).
-pub fn segments_needed(plan: &WindowPlan, head: &[u8], until: i64) -> Option<Vec<u64>> {
+pub fn segments_needed(plan: &WindowPlan, head: &[u8], from: i64, until: i64) -> Option<Vec<u64>> {
     if head_holds_every_event(head) {
         return Some(Vec::new());
     }
@@ -198,11 +205,14 @@ pub fn segments_needed(plan: &WindowPlan, head: &[u8], until: i64) -> Option<Vec
     if body.groups.len() != plan.groups.len() {
         return None;
     }
+    let last = body.last_time.unwrap_or(i64::MIN);
     let needed = (index.iter())
         .filter(|s| {
             (body.groups.iter().zip(&plan.groups)).any(|(group, g)| match g.frame {
                 Frame::Range { width_micros } => {
-                    s.end > group.start && s.first_time < until.saturating_sub(width_micros)
+                    s.end > group.start
+                        && s.first_time < until.saturating_sub(width_micros)
+                        && last >= from.saturating_sub(width_micros)
                 }
                 _ => false,
             })
@@ -244,10 +254,10 @@ mod tests {
         .unwrap()
     }
 
-    /// The state in `store` read with the segments `segments_needed` names for reads up to
-    /// `until`, and how many those are.
-    fn read_for(store: &Store, plan: &WindowPlan, until: i64) -> (ReadState, usize) {
-        let ids = segments_needed(plan, &store.head, until).expect("an indexed head");
+    /// The state in `store` read with the segments `segments_needed` names for reads from
+    /// `from` to `until`, and how many those are.
+    fn read_for(store: &Store, plan: &WindowPlan, from: i64, until: i64) -> (ReadState, usize) {
+        let ids = segments_needed(plan, &store.head, from, until).expect("an indexed head");
         let parts: Vec<(u64, &[u8])> = (ids.iter())
             .map(|id| (*id, &store.segments[id][..]))
             .collect();
@@ -302,29 +312,40 @@ mod tests {
         let last = 4999 * SECOND;
         // Just after the last event each range window loses at most its oldest events: the
         // head and a segment per window at most.
-        let (read, taken) = read_for(&store, &plan, last + SECOND);
+        let (read, taken) = read_for(&store, &plan, last + SECOND, last + SECOND);
         assert!(taken <= 2, "{taken} of {segments}");
-        assert!(!read.is_whole() && read.until() >= last + SECOND);
+        assert!(!read.is_whole() && read.serves(last + SECOND));
+        // Once every event left the windows, they read as empty: nothing but the head.
+        let (read, taken) = read_for(&store, &plan, last + 1001 * SECOND, i64::MAX);
+        assert_eq!(taken, 0);
+        assert!(read.serves(last + 1001 * SECOND) && !read.serves(last + 500 * SECOND));
         let (mut partial_reads, mut unread) = (0, 0);
-        for step in [0, 1, 2, 30, 61, 100, 150, 151, 400, 999, 1001, 5000] {
+        for step in [0, 1, 2, 30, 61, 100, 150, 151, 400, 999, 1000, 1001, 5000] {
             let at = last + step * SECOND;
             let expected = read_at(&plan, &[Some(&whole)], at).unwrap();
-            // Read for exactly `at`, and read for an earlier time, then at `at` anyway.
-            for until in [at, last] {
-                let (read, taken) = read_for(&store, &plan, until);
+            // Read for exactly `at`, for a minute from `at`, for an earlier time (then read
+            // at `at` anyway), and for a time the windows are empty by.
+            for (from, until) in [
+                (at, at),
+                (at, at + 60 * SECOND),
+                (last, last),
+                (at, i64::MAX),
+            ] {
+                let (read, taken) = read_for(&store, &plan, from, until);
                 match read_at(&plan, &[Some(&read)], at) {
                     Ok(out) => {
-                        same(&out, &expected, &format!("at +{step}s, read for {until}"));
+                        same(
+                            &out,
+                            &expected,
+                            &format!("at +{step}s, read for {from}..{until}"),
+                        );
                         partial_reads += usize::from(taken < segments);
                     }
                     Err(KernelError::UnreadEvents { rows }) => {
                         assert_eq!(rows, vec![0]);
                         // Only when reading past what it was read for, or to rebuild moments
                         // from a window of small values after the large ones left.
-                        assert!(
-                            at > read.until() || (151..=1100).contains(&step),
-                            "+{step}s"
-                        );
+                        assert!(!read.serves(at) || (151..=1100).contains(&step), "+{step}s");
                         unread += 1;
                     }
                     Err(e) => panic!("{e}"),
@@ -344,7 +365,7 @@ mod tests {
         let mut rest = &store.head[1..];
         crate::key_state::parts::tests_support::skip_index(&mut rest);
         legacy.extend_from_slice(rest);
-        assert_eq!(segments_needed(&plan, &legacy, 0), None);
+        assert_eq!(segments_needed(&plan, &legacy, 0, 0), None);
         let parts = store.parts();
         let read = ReadState::from_parts(&plan, &legacy, &parts).unwrap();
         assert!(read.is_whole());
@@ -353,6 +374,6 @@ mod tests {
         // A segment the head does not index.
         let e = ReadState::from_parts(&plan, &store.head, &[(3, parts[0].1)]).unwrap_err();
         assert!(e.to_string().contains("does not index"), "{e}");
-        assert_eq!(segments_needed(&plan, b"\x07junk", 0), None);
+        assert_eq!(segments_needed(&plan, b"\x07junk", 0, 0), None);
     }
 }

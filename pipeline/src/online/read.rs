@@ -1,7 +1,7 @@
 //! Reading features from the online store at a request time T: every window ends at T.
 
 use super::shard_tables::{combined_stamp, discovered_layout, shard_table};
-use super::state_cache::{CachedState, StateCache};
+use super::state_cache::{CachedState, StateCache, StatesFor};
 use super::values_json::JsonCell;
 use super::{decode_state, SharedOnline};
 use crate::compile::CompiledPipeline;
@@ -443,16 +443,16 @@ impl OnlineReader {
         // States read for the time asked (default: the clock's; the watermark may be later),
         // with the segments windows ending then lose events from; read whole when that was
         // not enough (a later time, or moments to rebuild from a whole window).
-        let mut until = at.unwrap_or_else(crate::clock::now_micros);
+        let mut wanted = StatesFor::ReadsFrom(at.unwrap_or_else(crate::clock::now_micros));
         loop {
-            let (stamps, states) = match self.states(online, encoded, until) {
+            let (stamps, states) = match self.states(online, encoded, wanted) {
                 Err(e) if e.kind == ReadErrorKind::NotFound && !online.pinned => {
                     let tables =
                         (self.store.0.tables()).map_err(|e| ReadError::internal(e.to_string()))?;
                     if !online.rediscover(&tables) {
                         return Err(e);
                     }
-                    self.states(online, encoded, until)?
+                    self.states(online, encoded, wanted)?
                 }
                 other => other?,
             };
@@ -460,24 +460,25 @@ impl OnlineReader {
             match Self::compute(online, stamps, &states, key_columns.clone(), features, at) {
                 Ok(values) => return Ok(values),
                 Err(ValuesFailure::Error(e)) => return Err(e),
-                Err(ValuesFailure::Unread) if until != i64::MAX => until = i64::MAX,
+                Err(ValuesFailure::Unread) if wanted != StatesFor::Whole => {
+                    wanted = StatesFor::Whole
+                }
                 Err(ValuesFailure::Unread) => return Err(Self::unread_error(online)),
             }
         }
     }
 
     /// The decoded states of the entities `encoded`, each from its shard's table when the view
-    /// is sharded, with the stamp of each table read; each holding what windows ending at
-    /// `until` need (`i64::MAX`: every event).
+    /// is sharded, with the stamp of each table read; each holding what `wanted` says.
     #[allow(clippy::type_complexity)]
     fn states(
         &self,
         online: &OnlineView,
         encoded: &[&[u8]],
-        until: i64,
+        wanted: StatesFor,
     ) -> Result<(Vec<(Option<KeyShard>, OnlineStamp)>, Vec<CachedState>), ReadError> {
         let read = |table: &str, keys: &[&[u8]], shard: Option<KeyShard>| {
-            self.table_states(online, table, keys, shard, until)
+            self.table_states(online, table, keys, shard, wanted)
         };
         let Some(count) = online.shards() else {
             let (stamp, states) = read(&online.table, encoded, None)?;
@@ -505,29 +506,31 @@ impl OnlineReader {
     }
 
     /// The stamp of `table` (one of `online`'s, of `shard` when sharded) and the decoded
-    /// states of `keys` in it, as of one epoch, each holding what windows ending at `until`
-    /// need (read with the segments windows ending up to [`SEGMENTS_AHEAD_MICROS`] later need;
-    /// `i64::MAX`: whole): from the state cache where it holds them at the table's current
-    /// stamp, the rest from the store (and then kept).
+    /// states of `keys` in it, as of one epoch, each holding what `wanted` says (read from
+    /// the store for reads from its time to [`SEGMENTS_AHEAD_MICROS`] later): from the state
+    /// cache where it holds them at the table's current stamp, the rest from the store (and
+    /// then kept).
     fn table_states(
         &self,
         online: &OnlineView,
         table: &str,
         keys: &[&[u8]],
         shard: Option<KeyShard>,
-        until: i64,
+        wanted: StatesFor,
     ) -> Result<(OnlineStamp, Vec<CachedState>), ReadError> {
         let view = &online.view;
         let plan = view.window_plan();
-        let ahead = until.saturating_add(SEGMENTS_AHEAD_MICROS);
-        let wanted = |head: &[u8]| match until {
-            i64::MAX => WantedSegments::All,
-            _ => quiver_gpu::segments_needed(plan, head, ahead)
-                .map_or(WantedSegments::All, WantedSegments::Only),
+        let segments = |head: &[u8]| match wanted {
+            StatesFor::Whole => WantedSegments::All,
+            StatesFor::ReadsFrom(t) => {
+                let until = t.saturating_add(SEGMENTS_AHEAD_MICROS);
+                quiver_gpu::segments_needed(plan, head, t, until)
+                    .map_or(WantedSegments::All, WantedSegments::Only)
+            }
         };
         let get = |keys: &[&[u8]]| {
             let read = (self.store.0)
-                .get_selected(table, keys, &wanted)
+                .get_selected(table, keys, &segments)
                 .map_err(|e| ReadError::internal(e.to_string()))?
                 .ok_or_else(|| {
                     let which = shard.map_or(String::new(), |s| format!(" by shard {s}"));
@@ -552,7 +555,7 @@ impl OnlineReader {
         // What the cache holds, then the rest from the store with the table's stamp (only the
         // stamp when the cache holds them all): one store read, two when an epoch committed
         // since the cached states were read.
-        let lookup = self.cache.lookup(table, keys, until);
+        let lookup = self.cache.lookup(table, keys, wanted);
         let missing: Vec<&[u8]> = lookup.missing.iter().map(|&i| keys[i]).collect();
         let (stamp, read, sizes) = get(&missing)?;
         if !lookup.is_at(&stamp) {

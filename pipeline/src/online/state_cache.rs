@@ -24,6 +24,16 @@ pub const DEFAULT_STATE_CACHE_BYTES: usize = 256 << 20;
 /// Bytes an entry takes besides its state's (the key, the map's slot, the `Arc`).
 const ENTRY_OVERHEAD: usize = 96;
 
+/// What a read needs of its entities' states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatesFor {
+    /// What windows ending at this time (µs) need: the head, and the segments they lose
+    /// events from.
+    ReadsFrom(i64),
+    /// Every event.
+    Whole,
+}
+
 /// One entity's state as read from the store: `None` when the store has none (an unknown
 /// or expired key reads as empty windows, and is cached so too).
 pub type CachedState = Option<Arc<ReadState>>;
@@ -120,10 +130,14 @@ impl StateCache {
         self.tables.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The cached states of `keys` of `table` that hold what windows ending at `until` need
-    /// ([`ReadState::until`]), with the stamp they were read at (the reader checks it against
-    /// the store's).
-    pub fn lookup(&self, table: &str, keys: &[&[u8]], until: i64) -> Lookup {
+    /// The cached states of `keys` of `table` that hold what `wanted` says (whole, or what
+    /// reads at a time need: [`ReadState::serves`]), with the stamp they were read at (the
+    /// reader checks it against the store's).
+    pub fn lookup(&self, table: &str, keys: &[&[u8]], wanted: StatesFor) -> Lookup {
+        let holds = |state: &ReadState| match wanted {
+            StatesFor::Whole => state.is_whole(),
+            StatesFor::ReadsFrom(t) => state.serves(t),
+        };
         let mut found: Vec<Option<CachedState>> = Vec::with_capacity(keys.len());
         let stamp = {
             let tables = self.tables();
@@ -131,7 +145,7 @@ impl StateCache {
             for key in keys {
                 found.push(
                     (cached.and_then(|t| t.states.get(*key)))
-                        .filter(|(s, _)| s.as_ref().is_none_or(|s| s.until() >= until))
+                        .filter(|(s, _)| s.as_deref().is_none_or(holds))
                         .map(|(s, _)| s.clone()),
                 );
             }
@@ -286,31 +300,41 @@ mod tests {
             head = written.head;
         }
         let last = 2999 * 1_000_000;
-        let ids = quiver_gpu::segments_needed(&plan, &head, last).unwrap();
+        let ids = quiver_gpu::segments_needed(&plan, &head, last, last).unwrap();
         let parts: Vec<(u64, &[u8])> = ids.iter().map(|id| (*id, &segments[id][..])).collect();
         let read = ReadState::from_parts(&plan, &head, &parts).unwrap();
-        assert!(!read.is_whole() && read.until() >= last && read.until() < i64::MAX);
+        assert!(!read.is_whole() && read.serves(last));
         read
     }
 
     #[test]
-    fn a_state_read_with_some_segments_serves_reads_up_to_its_time_only() {
+    fn a_state_read_with_some_segments_serves_the_reads_it_holds_the_events_of() {
         let cache = StateCache::new(1 << 20);
-        let partial = partial_state();
-        let until = partial.until();
         let keys: [&[u8]; 3] = [b"partial", b"whole", b"none"];
-        let states = [Some(Arc::new(partial)), Some(Arc::new(state())), None];
+        let states = [
+            Some(Arc::new(partial_state())),
+            Some(Arc::new(state())),
+            None,
+        ];
         cache.insert("t", &stamp(1), &keys, &states, &[10, 10, 0]);
-        assert!(cache.lookup("t", &keys, until).missing.is_empty());
-        assert_eq!(cache.lookup("t", &keys, until + 1).missing, vec![0]);
-        assert_eq!(cache.lookup("t", &keys, i64::MAX).missing, vec![0]);
+        let missing = |wanted| cache.lookup("t", &keys, wanted).missing;
+        let (last, width) = (2999 * 1_000_000, 1_000_000_000);
+        // At its last event, and once every event left its window (empty), it serves reads;
+        // in between its window loses events that were not read; whole it is not.
+        assert!(missing(StatesFor::ReadsFrom(last)).is_empty());
+        assert!(missing(StatesFor::ReadsFrom(last + width + 1)).is_empty());
+        assert_eq!(missing(StatesFor::ReadsFrom(last + width - 1)), vec![0]);
+        assert_eq!(missing(StatesFor::Whole), vec![0]);
     }
 
     #[test]
     fn states_are_found_with_their_stamp_and_newer_epochs_replace_them() {
         let cache = StateCache::new(1 << 20);
         let keys: [&[u8]; 2] = [b"a", b"b"];
-        assert!(cache.lookup("t", &keys, 0).stamp.is_none());
+        assert!(cache
+            .lookup("t", &keys, StatesFor::ReadsFrom(0))
+            .stamp
+            .is_none());
         cache.insert(
             "t",
             &stamp(1),
@@ -318,26 +342,29 @@ mod tests {
             &[Some(Arc::new(state())), None],
             &[10, 0],
         );
-        let hit = cache.lookup("t", &[b"b", b"a", b"c"], 0);
+        let hit = cache.lookup("t", &[b"b", b"a", b"c"], StatesFor::ReadsFrom(0));
         assert!(hit.is_at(&stamp(1)) && !hit.is_at(&stamp(2)));
         assert_eq!(hit.missing, vec![2]);
         assert!(matches!(hit.found[0], Some(None)));
         assert!(matches!(hit.found[1], Some(Some(_))));
         // A newer epoch's states replace the table's, old ones gone for good.
         cache.insert("t", &stamp(2), &keys[..1], &[None], &[0]);
-        let after = cache.lookup("t", &keys, 0);
+        let after = cache.lookup("t", &keys, StatesFor::ReadsFrom(0));
         assert!(after.is_at(&stamp(2)));
         assert_eq!(after.missing, vec![1]);
         // A slower read of an older epoch puts nothing back.
         cache.insert("t", &stamp(1), &keys[1..], &[None], &[0]);
-        assert_eq!(cache.lookup("t", &keys, 0).missing, vec![1]);
+        assert_eq!(
+            cache.lookup("t", &keys, StatesFor::ReadsFrom(0)).missing,
+            vec![1]
+        );
         // Another run replaces it too.
         let other = OnlineStamp {
             run: "s".into(),
             ..stamp(1)
         };
         cache.insert("t", &other, &keys[1..], &[None], &[0]);
-        let replaced = cache.lookup("t", &keys, 0);
+        let replaced = cache.lookup("t", &keys, StatesFor::ReadsFrom(0));
         assert!(replaced.is_at(&other));
         assert_eq!(replaced.missing, vec![0]);
         assert_eq!(cache.counts(), (5, 6));
@@ -353,7 +380,7 @@ mod tests {
             assert!(cache.tables().bytes <= 10 * per_entry);
         }
         let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
-        let found = cache.lookup("t", &refs, 0);
+        let found = cache.lookup("t", &refs, StatesFor::ReadsFrom(0));
         assert!(
             (40..50).contains(&found.missing.len()),
             "{}",
@@ -361,6 +388,11 @@ mod tests {
         );
         let disabled = StateCache::new(0);
         disabled.insert("t", &stamp(1), &refs[..1], &[None], &[0]);
-        assert_eq!(disabled.lookup("t", &refs[..1], 0).missing, vec![0]);
+        assert_eq!(
+            disabled
+                .lookup("t", &refs[..1], StatesFor::ReadsFrom(0))
+                .missing,
+            vec![0]
+        );
     }
 }
