@@ -484,22 +484,20 @@ impl OnlineStore for EmbeddedOnline {
                 });
                 continue;
             };
-            let head = match &newest.head {
-                // Changed since the file was written: the head and every segment, unless it
-                // wants none.
-                Some(head) if !wanted(head).any() => {
-                    values.push(Some(EntityState {
-                        head: head.clone(),
-                        segments: Vec::new(),
-                    }));
-                    continue;
-                }
-                Some(head) => head,
-                None => {
-                    values.push(None);
-                    continue;
-                }
+            let Some(head) = &newest.head else {
+                values.push(None);
+                continue;
             };
+            // Changed since the file was written: the head, and the segments it wants from
+            // the file's with the layers' changes over them.
+            let wants = wanted(head);
+            if !wants.any() {
+                values.push(Some(EntityState {
+                    head: head.clone(),
+                    segments: Vec::new(),
+                }));
+                continue;
+            }
             let mut state = match (&file, below) {
                 (Some(tables), true) => inner.entity(tables, key, &|_| WantedSegments::All)?,
                 _ => None,
@@ -509,7 +507,7 @@ impl OnlineStore for EmbeddedOnline {
             }
             debug_assert!(state.as_ref().is_some_and(|s| &s.head == head));
             if let Some(state) = &mut state {
-                wanted(head).keep_in(state);
+                wants.keep_in(state);
             }
             values.push(state);
         }
