@@ -15,8 +15,8 @@ use crate::plan::WindowPlan;
 /// window's aggregates are moved to `at` on a copy (a server's cached state serves many
 /// reads at once).
 ///
-/// A state read with only some of its segments ([`ReadState`]) holds what reads up to
-/// [`ReadState::until`] need; when a window still loses an event that was not read (a later
+/// A state read with only some of its segments ([`ReadState`]) holds what the reads it
+/// [`ReadState::serves`] need; when a window still loses an event that was not read (a later
 /// `at`, or moments to rebuild from the whole window) the read fails with
 /// [`KernelError::UnreadEvents`], naming every such row, for the caller to read those states
 /// whole.

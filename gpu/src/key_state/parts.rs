@@ -340,7 +340,7 @@ mod wire {
     /// Reads what [`index`] wrote from the front of `bytes` (advanced past it); `None` when
     /// it is not an index.
     pub(super) fn read_index(bytes: &mut &[u8]) -> Option<Vec<StoredSegment>> {
-        let count = read_varint(bytes)?;
+        let count: u64 = take(bytes)?;
         // Three bytes at least per segment: a count beyond that is not an index.
         if count > bytes.len() as u64 / 3 {
             return None;
@@ -348,9 +348,9 @@ mod wire {
         let mut segments = Vec::with_capacity(count as usize);
         let (mut end, mut time) = (0u64, 0i64);
         for _ in 0..count {
-            let id = end.wrapping_add(unzigzag(read_varint(bytes)?) as u64);
-            end = id.wrapping_add(read_varint(bytes)?);
-            time = time.wrapping_add(unzigzag(read_varint(bytes)?));
+            let id = end.wrapping_add(take::<i64>(bytes)? as u64);
+            end = id.wrapping_add(take::<u64>(bytes)?);
+            time = time.wrapping_add(take::<i64>(bytes)?);
             segments.push(StoredSegment {
                 id,
                 end,
@@ -360,23 +360,12 @@ mod wire {
         Some(segments)
     }
 
-    /// Reads a LEB128 varint from the front of `bytes` (advanced past it).
-    fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
-        let mut x = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = bytes.split_first()?;
-            *bytes = rest;
-            x |= u64::from(byte & 0x7f) << shift;
-            if byte < 0x80 {
-                return Some(x);
-            }
-        }
-        None
-    }
-
-    /// The inverse of [`zigzag`].
-    fn unzigzag(x: u64) -> i64 {
-        (x >> 1) as i64 ^ -((x & 1) as i64)
+    /// Reads a `T` as postcard wrote it (an unsigned integer as [`varint`], a signed one
+    /// [`zigzag`]ged) from the front of `bytes` (advanced past it).
+    fn take<T: serde::de::DeserializeOwned>(bytes: &mut &[u8]) -> Option<T> {
+        let (value, rest) = postcard::take_from_bytes(bytes).ok()?;
+        *bytes = rest;
+        Some(value)
     }
 
     /// An unsigned integer as a LEB128 varint.
@@ -565,10 +554,8 @@ impl KeyWindowState {
         }
         let state = KeyWindowState::gathered(body, events)?;
         // The head's index, when it has one, is what the segments were written with.
-        let same = |index: &[StoredSegment]| {
-            let ranges = |s: &[StoredSegment]| s.iter().map(|s| (s.id, s.end)).collect::<Vec<_>>();
-            ranges(index) == ranges(&layout)
-        };
+        let range = |s: &StoredSegment| (s.id, s.end);
+        let same = |index: &[StoredSegment]| index.iter().map(range).eq(layout.iter().map(range));
         let segments = match index {
             Some(index) if same(&index) => index,
             _ => layout,
