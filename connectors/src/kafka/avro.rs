@@ -287,7 +287,6 @@ fn to_json(value: Avro, schema: &Schema, names: &HashMap<Name, Schema>) -> Value
     // converted without one.
     let unknown = &Schema::Null;
     let number = |f: f64| Number::from_f64(f).map_or(Value::Null, Value::Number);
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     match value {
         Avro::Null => Value::Null,
         Avro::Boolean(b) => Value::Bool(b),
@@ -295,7 +294,7 @@ fn to_json(value: Avro, schema: &Schema, names: &HashMap<Name, Schema>) -> Value
         Avro::Long(i) => Value::from(i),
         Avro::Float(f) => number(f64::from(f)),
         Avro::Double(f) => number(f),
-        Avro::Bytes(b) | Avro::Fixed(_, b) => Value::String(hex(&b)),
+        Avro::Bytes(b) | Avro::Fixed(_, b) => Value::String(hex::encode(b)),
         Avro::String(s) | Avro::Enum(_, s) => Value::String(s),
         Avro::Union(branch, inner) => {
             let schema = match schema {
