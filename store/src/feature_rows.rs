@@ -1,15 +1,14 @@
 //! Per-event feature rows as Parquet files, `<dir>/<view>/part-<run>-<epoch>-<n>.parquet`,
 //! staged per epoch and published when the epoch's checkpoint commits.
 
+use crate::column_layout::lay_out_columns;
 use crate::error::StoreError;
 use crate::sink::{sync_dir, Sink, StagedFile};
 use crate::INTERNAL_COLUMN_PREFIX;
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
-use parquet::schema::types::ColumnPath;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -180,7 +179,7 @@ impl FeatureRowWriter {
         let mut offset = 0;
         while offset < batch.num_rows() {
             if self.current.is_none() {
-                self.open()?;
+                self.open(&batch)?;
             }
             let Some((writer, path, rows)) = self.current.as_mut() else {
                 break;
@@ -209,7 +208,8 @@ impl FeatureRowWriter {
         }
     }
 
-    fn open(&mut self) -> Result<(), StoreError> {
+    /// Starts the next file, its columns laid out for `sample` (the rows about to be written).
+    fn open(&mut self, sample: &RecordBatch) -> Result<(), StoreError> {
         let name = format!(
             "part-{}-{:06}-{:03}.parquet",
             self.run, self.epoch, self.next_file
@@ -225,19 +225,10 @@ impl FeatureRowWriter {
             source,
         })?;
         // Row groups of at most 128k rows keep the writer's buffer small (it holds a whole row
-        // group in memory); dictionaries only pay off for strings (keys), not for feature
-        // values.
-        let mut props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(self.row_group_rows))
-            .set_dictionary_enabled(false);
-        for field in self.schema.fields() {
-            if is_string_column(field.data_type()) {
-                props = props
-                    .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
-            }
-        }
-        let props = props.build();
+        // group in memory); each column's encoding and compression suit its type and values.
+        let props =
+            WriterProperties::builder().set_max_row_group_row_count(Some(self.row_group_rows));
+        let props = lay_out_columns(props, &self.schema, Some(sample.columns())).build();
         let writer =
             ArrowWriter::try_new(file, Arc::clone(&self.schema), Some(props)).map_err(|e| {
                 StoreError::Parquet {
@@ -264,17 +255,6 @@ impl FeatureRowWriter {
             self.staged.push(StagedFile { staged, committed });
         }
         Ok(())
-    }
-}
-
-/// Whether a column holds strings, plain or dictionary-encoded (keys and the lineage column
-/// `_source_partition`, which repeats one source name over many rows): the columns whose Parquet
-/// dictionary pays off.
-fn is_string_column(data_type: &DataType) -> bool {
-    match data_type {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
-        DataType::Dictionary(_, values) => is_string_column(values),
-        _ => false,
     }
 }
 

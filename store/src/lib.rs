@@ -5,6 +5,7 @@
 //! ([`FeatureRowWriter`]). Next (DESIGN.md): the registry of view versions, the Delta Lake
 //! offline store with source positions in each commit, and the online store.
 
+pub mod column_layout;
 pub mod delta;
 pub mod error;
 pub mod feature_rows;
