@@ -1,6 +1,7 @@
 """Helpers shared by the benchmark scripts: running and timing commands."""
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -14,16 +15,30 @@ def sh(cmd, **kw):
 
 
 def measured(cmd, env=None):
-    """Runs cmd; returns (seconds, peak RSS in MiB, stdout)."""
+    """Runs cmd; returns (seconds, peak RSS in MiB, stdout). Exits when cmd fails."""
+    elapsed, rss, out, failure = measured_or_failure(cmd, env)
+    if failure:
+        sys.exit(f"command failed ({failure}): {cmd}\n{out}")
+    return elapsed, rss, out
+
+
+def measured_or_failure(cmd, env=None):
+    """Runs cmd; returns (seconds, peak RSS in MiB, stdout, failure), where failure says how
+    cmd failed ("exit status 1", "killed by signal 9 (SIGKILL: out of memory?)") or is None."""
     print("+", " ".join(str(c) for c in cmd), file=sys.stderr, flush=True)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
-    if status != 0:
-        sys.exit(f"command failed ({status}): {cmd}\n{out.decode(errors='replace')}")
-    return elapsed, usage.ru_maxrss / 1024.0, out.decode(errors="replace")
+    failure = None
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
+        failure = f"killed by signal {sig} ({name}{': out of memory?' if sig == 9 else ''})"
+    elif os.WEXITSTATUS(status) != 0:
+        failure = f"exit status {os.WEXITSTATUS(status)}"
+    return elapsed, usage.ru_maxrss / 1024.0, out.decode(errors="replace"), failure
 
 
 def free_port():
