@@ -25,6 +25,10 @@ pub enum MomentLevel {
 /// still guards against is a window that kept a shift many orders of magnitude away.
 const RESHIFT_RATIO: f64 = 1e12;
 
+/// A plain-`f64` spread above this fraction of the sum of squares means the exact one is above
+/// `1 / RESHIFT_RATIO` of it: twice that, far beyond the f64 computation's error.
+const DRIFT_SURELY_NOT: f64 = 2.0 / RESHIFT_RATIO;
+
 /// A spread at most this fraction of the sum of squares is rounding noise of the double-double
 /// sums (their error is about 2^-104 of it): it is reported as 0.
 pub const SPREAD_NOISE: f64 = 1.0 / (1u128 << 96) as f64;
@@ -145,7 +149,18 @@ impl Moments {
     /// (e.g. a key's first, huge amount, used as the shift, has left a window of small ones).
     /// Only meaningful for moments kept at [`MomentLevel::Spread`].
     pub fn drifted(&self) -> bool {
-        self.finite() >= 2 && self.shifted_squares.value() > RESHIFT_RATIO * self.m2()
+        if self.finite() < 2 {
+            return false;
+        }
+        // The spread in plain f64 is within about 1e-15 of the sum of squares of the exact
+        // one (the squared sum over n never exceeds the sum of squares): well above the
+        // threshold, the exact spread is above it too, and the double-double division (the
+        // cost of a read) is not needed to tell.
+        let (s1, s2) = (self.shifted_sum.value(), self.shifted_squares.value());
+        if s2 - s1 * s1 / self.n as f64 > DRIFT_SURELY_NOT * s2 {
+            return false;
+        }
+        s2 > RESHIFT_RATIO * self.m2()
     }
 
     /// Recomputes the moments of exactly `values` (the window's current non-null values) at
@@ -328,6 +343,45 @@ mod tests {
         assert!(((got - var) / var).abs() < 1e-12, "{got} vs {var}");
         assert_eq!(m.count(), 1000);
         assert!((m.sum().unwrap() - small.iter().sum::<f64>()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_quick_drift_check_decides_as_the_exact_spread_does() {
+        let exact =
+            |m: &Moments| m.finite() >= 2 && m.shifted_squares.value() > RESHIFT_RATIO * m.m2();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let (mut drifted, mut checked) = (0, 0);
+        for case in 0..400 {
+            // A first value (the shift) far from the rest, then values whose spread ranges
+            // from none to wide, so the spread straddles the drift threshold.
+            let far = 10f64.powi(case % 7) * if case % 2 == 0 { 1.0 } else { -1.0 };
+            let spread = 10f64.powi(-(case % 11));
+            let mut m = Moments::default();
+            m.add(far, MomentLevel::Spread);
+            let values: Vec<f64> = (0..20).map(|_| 3.0 + spread * next()).collect();
+            for &x in &values {
+                m.add(x, MomentLevel::Spread);
+            }
+            m.remove(far, MomentLevel::Spread);
+            for &x in &values[..10] {
+                assert_eq!(m.drifted(), exact(&m), "case {case}");
+                drifted += usize::from(exact(&m));
+                checked += 1;
+                m.remove(x, MomentLevel::Spread);
+            }
+            m.add(f64::NAN, MomentLevel::Spread);
+            assert_eq!(m.drifted(), exact(&m), "case {case} with NaN");
+        }
+        assert!(
+            drifted > checked / 10 && drifted < checked * 9 / 10,
+            "{drifted} of {checked}"
+        );
     }
 
     #[test]

@@ -26,15 +26,19 @@ pub fn dense_key_ids(keys: &[&[u8]]) -> (Vec<u32>, usize) {
 }
 
 /// Orders rows by key id (`slots`, each below `key_count`), then by time, ties in input order.
+///
+/// Rows are grouped by key first (a stable counting sort), then each key's rows are sorted by
+/// time on their own: a key's rows are few, and arrive nearly in time order, so these small
+/// sorts cost far less than one sort of every row by time.
 pub fn key_time_order(slots: &[u32], key_count: usize, times: &[i64]) -> KeyTimeOrder {
-    let mut by_time: Vec<(i64, u32)> = times
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| (t, i as u32))
-        .collect();
-    by_time.sort_unstable();
-    // Stable counting sort by key keeps the time order within each key.
-    let (order, offsets) = group_rows(slots, key_count, by_time.iter().map(|&(_, row)| row));
+    let (grouped, offsets) = group_rows(slots, key_count, 0..slots.len() as u32);
+    // (time, row) pairs are distinct, so sorting them orders ties by row: input order.
+    let mut by_key: Vec<(i64, u32)> = grouped.iter().map(|&r| (times[r as usize], r)).collect();
+    drop(grouped);
+    for key in offsets.windows(2) {
+        by_key[key[0]..key[1]].sort_unstable();
+    }
+    let order = by_key.into_iter().map(|(_, row)| row).collect();
     KeyTimeOrder { order, offsets }
 }
 
@@ -75,5 +79,35 @@ mod tests {
         let sorted = key_time_order(&ids, count, &[5, 9, 1, 2, 5, 0]);
         assert_eq!(sorted.order, vec![2, 0, 4, 3, 1, 5]);
         assert_eq!(sorted.offsets, vec![0, 3, 5, 6]);
+    }
+
+    #[test]
+    fn orders_as_a_sort_by_key_time_and_row_with_hot_keys_and_disorder() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let rows = 20_000;
+        // A third of the rows on one key, times nearly in order with ties and disorder.
+        let slots: Vec<u32> = (0..rows)
+            .map(|_| match next() % 3 {
+                0 => 0,
+                _ => (next() % 500) as u32,
+            })
+            .collect();
+        let times: Vec<i64> = (0..rows as i64)
+            .map(|i| i / 4 - (next() % 6) as i64)
+            .collect();
+        let sorted = key_time_order(&slots, 500, &times);
+        let mut expected: Vec<u32> = (0..rows as u32).collect();
+        expected.sort_by_key(|&r| (slots[r as usize], times[r as usize], r));
+        assert_eq!(sorted.order, expected);
+        for key in 0..500 {
+            let rows = &sorted.order[sorted.offsets[key]..sorted.offsets[key + 1]];
+            assert!(rows.iter().all(|&r| slots[r as usize] == key as u32));
+        }
     }
 }
