@@ -3,7 +3,7 @@
 
 use crate::error::JobError;
 use arrow::array::{RecordBatch, UInt32Array};
-use arrow::compute::take_record_batch;
+use arrow::compute::take;
 use indicatif::ProgressBar;
 use quiver_gpu::{
     dense_key_ids, key_time_order, open_backend, BackendStats, Device, FeatureOutput, InputColumn,
@@ -41,11 +41,14 @@ impl BatchCompute {
     /// key and event time, with their features in that order: the kernels then write their
     /// output in order, where writing it back in the input's order would miss the cache
     /// once per feature and row (half the CPU kernels' time), and the rows are taken in that
-    /// order once instead.
+    /// order once instead. Only the columns `ordered` (indices into `inputs.batch`) are taken:
+    /// the others are left as they were, in the input's order, for a caller that never reads
+    /// them (columns a view leaves blank or does not output).
     pub fn evaluate(
         &self,
         plan: &WindowPlan,
         inputs: ViewInputs,
+        ordered: &[usize],
         progress: &ProgressBar,
     ) -> Result<KeyOrdered, JobError> {
         let keys = inputs.key_bytes();
@@ -56,7 +59,7 @@ impl BatchCompute {
         let columns = InputColumn::all(&inputs.values, &inputs.validity, &inputs.exact);
         let gathered = Gathered::new(&inputs.times, &columns, &order);
         drop(columns);
-        let rows = take_record_batch(&inputs.batch, &UInt32Array::from(order))
+        let rows = take_columns(&inputs.batch, ordered, &UInt32Array::from(order))
             .map_err(|e| JobError::Other(format!("ordering rows by key and time: {e}")))?;
         drop(inputs);
         let rows_in_order: Vec<u32> = (0..gathered.times.len() as u32).collect();
@@ -151,6 +154,24 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// `batch` with its columns `columns` taken at `indices` (one per row), the others as they are.
+fn take_columns(
+    batch: &RecordBatch,
+    columns: &[usize],
+    indices: &UInt32Array,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let taken = (batch.columns().iter().enumerate())
+        .map(|(c, column)| {
+            if columns.contains(&c) {
+                take(column.as_ref(), indices, None)
+            } else {
+                Ok(Arc::clone(column))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(batch.schema(), taken)
+}
+
 /// Times and kernel inputs of rows gathered in key and time order.
 struct Gathered {
     times: Vec<i64>,
@@ -187,7 +208,8 @@ fn gather<T: Copy>(column: &[T], order: &[u32]) -> Vec<T> {
 /// Rows evaluated by [`BatchCompute::evaluate`], sorted by key and event time, and their
 /// features in the same order.
 pub struct KeyOrdered {
-    /// The prepared rows ([`ViewInputs::batch`]) in key and time order.
+    /// The prepared rows ([`ViewInputs::batch`]): the columns asked for in key and time order,
+    /// the others as they came.
     pub rows: RecordBatch,
     /// Their features, row for row.
     pub features: FeatureOutput,

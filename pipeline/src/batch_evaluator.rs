@@ -56,7 +56,9 @@ impl BatchEvaluator {
         let started = Instant::now();
         let rows_in = batch.num_rows() as u64;
         let inputs = self.view.prepare(batch).await?;
-        let evaluated = (self.compute).evaluate(self.view.window_plan(), inputs, &self.progress)?;
+        let ordered = self.view.columns_finish_reads(inputs.batch.schema_ref());
+        let plan = self.view.window_plan();
+        let evaluated = (self.compute).evaluate(plan, inputs, &ordered, &self.progress)?;
         let features = (self.view).finish(&evaluated.rows, evaluated.features, &self.partitions)?;
         Ok(Evaluated {
             rows_in,

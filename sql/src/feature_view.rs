@@ -11,7 +11,8 @@ use crate::error::SqlError;
 use crate::exact::{exact_array, exact_values, input_kind};
 use crate::key_shard::KeyShard;
 use crate::lineage::{
-    append_lineage, carry_hidden, lineage_fields, LINEAGE_OFFSET, LINEAGE_PARTITION,
+    append_lineage, carry_hidden, lineage_fields, LINEAGE_OFFSET, LINEAGE_PARTITION, OFFSET_COLUMN,
+    PARTITION_COLUMN,
 };
 use crate::session::{PreparedPlan, StreamSchema, StreamSession};
 use crate::window_frame::to_kernel_frame;
@@ -611,6 +612,16 @@ impl FeatureView {
             validity,
             exact,
         })
+    }
+
+    /// The columns of a prepared batch (of `schema`) that [`FeatureView::finish`] reads: the
+    /// view's own columns and the lineage columns, in column order. The others may hold
+    /// anything of the right length (rows put in another order need not carry them along).
+    pub fn columns_finish_reads(&self, schema: &SchemaRef) -> Vec<usize> {
+        let lineage = [PARTITION_COLUMN, OFFSET_COLUMN];
+        let lineage = lineage.iter().filter_map(|name| schema.index_of(name).ok());
+        let read: BTreeSet<usize> = self.base_columns.iter().copied().chain(lineage).collect();
+        read.into_iter().collect()
     }
 
     /// Builds the feature rows of prepared rows (`rows`: a prepared batch, [`ViewInputs::batch`],
