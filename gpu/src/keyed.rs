@@ -534,6 +534,7 @@ impl KeyedWindows {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::xorshift;
     use crate::{AggKind, Frame, WindowSpec};
 
     const MIN: i64 = 60_000_000;
@@ -597,16 +598,6 @@ mod tests {
             (vals.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (vals.len() - 1) as f64).sqrt()
         });
         [Some(in_w.len() as f64), sum, max, Some(life as f64), sd]
-    }
-
-    /// A small deterministic pseudo-random sequence.
-    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
-        move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        }
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub mod plan;
 pub mod read_at;
 mod segment_windows;
 pub mod sort;
+#[cfg(test)]
+mod test_rng;
 
 pub use agg::AggKind;
 pub use as_known_at::{evaluate_as_known_at, KnownEvents};

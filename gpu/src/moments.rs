@@ -349,13 +349,8 @@ mod tests {
     fn the_quick_drift_check_decides_as_the_exact_spread_does() {
         let exact =
             |m: &Moments| m.finite() >= 2 && m.shifted_squares.value() > RESHIFT_RATIO * m.m2();
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut bits = crate::test_rng::xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || (bits() >> 11) as f64 / (1u64 << 53) as f64;
         let (mut drifted, mut checked) = (0, 0);
         for case in 0..400 {
             // A first value (the shift) far from the rest, then values whose spread ranges

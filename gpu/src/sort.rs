@@ -83,13 +83,7 @@ mod tests {
 
     #[test]
     fn orders_as_a_sort_by_key_time_and_row_with_hot_keys_and_disorder() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_rng::xorshift(0x2545_f491_4f6c_dd1d);
         let rows = 20_000;
         // A third of the rows on one key, times nearly in order with ties and disorder.
         let slots: Vec<u32> = (0..rows)

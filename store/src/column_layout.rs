@@ -36,15 +36,9 @@ enum ColumnKind {
 
 fn kind_of(data_type: &DataType) -> ColumnKind {
     match data_type {
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64
-        | DataType::Date32
+        t if t.is_integer() => ColumnKind::Integer,
+        // Stored as 32- or 64-bit integers (intervals are not).
+        DataType::Date32
         | DataType::Date64
         | DataType::Timestamp(_, _)
         | DataType::Time32(_)
