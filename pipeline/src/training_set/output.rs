@@ -7,14 +7,31 @@ use crate::error::JobError;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
+use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
+use quiver_store::column_layout::lay_out_columns;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// A training set being written.
 pub(crate) struct TrainingSetWriter {
-    writer: Option<ArrowWriter<File>>,
+    /// `None` once a step failed.
+    state: Option<State>,
     path: PathBuf,
     tmp: PathBuf,
+    /// Moved into place: the temporary file is gone.
+    finished: bool,
+}
+
+/// Where a [`TrainingSetWriter`] is: its Parquet writer starts with the first rows, whose
+/// values decide how each column is laid out (`quiver_store::column_layout`).
+enum State {
+    /// The temporary file is created; nothing is written yet.
+    Created {
+        file: File,
+        schema: SchemaRef,
+        properties: WriterPropertiesBuilder,
+    },
+    Writing(ArrowWriter<File>),
 }
 
 impl TrainingSetWriter {
@@ -28,8 +45,7 @@ impl TrainingSetWriter {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
         }
-        let mut properties = parquet::file::properties::WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::SNAPPY);
+        let mut properties = WriterProperties::builder();
         if let Some(key) = key {
             let encryption =
                 parquet::encryption::encrypt::FileEncryptionProperties::builder(key.to_vec())
@@ -39,39 +55,66 @@ impl TrainingSetWriter {
         }
         let tmp = path.with_extension("parquet.tmp");
         let file = File::create(&tmp).map_err(|e| fail(&e))?;
-        let writer = ArrowWriter::try_new(file, schema, Some(properties.build()));
-        let writer = match writer {
-            Ok(writer) => writer,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(fail(&e));
-            }
-        };
         Ok(TrainingSetWriter {
-            writer: Some(writer),
+            state: Some(State::Created {
+                file,
+                schema,
+                properties,
+            }),
             path: path.to_path_buf(),
             tmp,
+            finished: false,
         })
+    }
+
+    /// The Parquet writer, started with its columns laid out for `sample` (the first rows)
+    /// if it has not started yet.
+    fn writer(&mut self, sample: Option<&RecordBatch>) -> Result<&mut ArrowWriter<File>, JobError> {
+        if let Some(State::Created { .. }) = self.state {
+            let Some(State::Created {
+                file,
+                schema,
+                properties,
+            }) = self.state.take()
+            else {
+                return Err(Self::fail(&self.path, "an earlier write failed"));
+            };
+            let columns = sample.map(RecordBatch::columns);
+            let properties = lay_out_columns(properties, &schema, columns).build();
+            let writer = ArrowWriter::try_new(file, schema, Some(properties))
+                .map_err(|e| Self::fail(&self.path, e))?;
+            self.state = Some(State::Writing(writer));
+        }
+        match &mut self.state {
+            Some(State::Writing(writer)) => Ok(writer),
+            _ => Err(Self::fail(&self.path, "an earlier write failed")),
+        }
     }
 
     /// Appends `batch`.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), JobError> {
-        let writer = self.writer.as_mut().expect("open until finished");
-        writer.write(batch).map_err(|e| Self::fail(&self.path, e))
+        let path = self.path.clone();
+        let writer = self.writer(Some(batch))?;
+        writer.write(batch).map_err(|e| Self::fail(&path, e))
     }
 
     /// Closes the file and moves it into place.
     pub fn finish(mut self) -> Result<(), JobError> {
-        let writer = self.writer.take().expect("open until finished");
+        self.writer(None)?;
+        let Some(State::Writing(writer)) = self.state.take() else {
+            return Err(Self::fail(&self.path, "an earlier write failed"));
+        };
         writer.close().map_err(|e| Self::fail(&self.path, e))?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| Self::fail(&self.path, e))
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| Self::fail(&self.path, e))?;
+        self.finished = true;
+        Ok(())
     }
 }
 
 impl Drop for TrainingSetWriter {
     fn drop(&mut self) {
         // Not finished: the partial file goes.
-        if self.writer.is_some() {
+        if !self.finished {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
