@@ -152,10 +152,10 @@ impl Moments {
         if self.finite() < 2 {
             return false;
         }
-        // The spread in plain f64 is within about 1e-15 of the sum of squares of the exact
-        // one (the squared sum over n never exceeds the sum of squares): well above the
-        // threshold, the exact spread is above it too, and the double-double division (the
-        // cost of a read) is not needed to tell.
+        // The spread in plain f64 differs from the exact one by about 1e-15 times the sum of
+        // squares at most (the squared sum over n never exceeds the sum of squares): well above
+        // the threshold, the exact spread is above it too, and the double-double division
+        // (the cost of a read) is not needed to tell.
         let (s1, s2) = (self.shifted_sum.value(), self.shifted_squares.value());
         if s2 - s1 * s1 / self.n as f64 > DRIFT_SURELY_NOT * s2 {
             return false;
