@@ -9,7 +9,7 @@
 //! slice and the state, not the hot key's events.
 
 use crate::error::JobError;
-use crate::prepared_rows::prepare_tracking_rows;
+use crate::prepared_rows::{prepare_tracking_keys, prepare_tracking_rows};
 use crate::spill::{partitions_of, push_partitioned, Spill};
 use crate::unread_columns::UnreadColumns;
 use arrow::array::{RecordBatch, UInt32Array};
@@ -122,9 +122,9 @@ impl KeyedInput {
         for (index, batch) in batches.enumerate() {
             let batch = batch?;
             progress.inc(batch.num_rows() as u64);
-            let (prepared, kept) = prepare_tracking_rows(view, batch.clone()).await?;
-            let partition = partitions_of(prepared.keys.iter().map(|k| k.data()), partitions);
-            drop(prepared);
+            let (keys, kept) = prepare_tracking_keys(view, batch.clone()).await?;
+            let partition = partitions_of(keys.iter().map(|k| k.data()), partitions);
+            drop(keys);
             match &mut keyed {
                 Parts::Memory { groups, rows, .. } => {
                     debug_assert_eq!(groups.len(), index);

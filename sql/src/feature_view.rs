@@ -548,9 +548,16 @@ impl FeatureView {
         Arc::clone(&self.output_schema)
     }
 
+    /// The row-local part of the view over one stream batch and the encoded entity key of
+    /// each row left: what [`FeatureView::prepare`] starts with, without the kernel inputs
+    /// (for splitting rows by key).
+    pub async fn prepare_keys(&self, batch: RecordBatch) -> Result<(RecordBatch, Rows), SqlError> {
+        self.owned_rows(self.row_local(batch).await?)
+    }
+
     /// Evaluates the row-local part of the view and the kernel inputs for one stream batch.
     pub async fn prepare(&self, batch: RecordBatch) -> Result<ViewInputs, SqlError> {
-        let (batch, keys) = self.owned_rows(self.row_local(batch).await?)?;
+        let (batch, keys) = self.prepare_keys(batch).await?;
         let fail = |e: &dyn std::fmt::Display| SqlError::execution(&self.name, e);
         let rows = batch.num_rows();
         // Expressions were planned over the view's own columns (without the hidden lineage
