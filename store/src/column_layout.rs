@@ -1,5 +1,6 @@
-//! How feature rows are laid out in Parquet, column by column: the encoding that suits each
-//! column's type, and compression only where a sample of the column shows that it pays.
+//! How feature rows (and training sets) are laid out in Parquet, column by column: the encoding
+//! that suits each column's type, and compression only where a sample of the column shows that
+//! it pays.
 //!
 //! Feature rows are mostly 64-bit numbers. Integers (event times, counts, offsets) are
 //! delta-encoded: times sorted within a key and small counts become a few bits a value, which
