@@ -503,6 +503,13 @@ pub(crate) fn remove_event(
     }
 }
 
+/// Whether every event of a key whose last event is at `last` has left a range window of
+/// width `width_micros` ending at `t` (so it reads as empty); a key without events has none.
+#[inline]
+pub(crate) fn all_left(last: Option<i64>, width_micros: i64, t: i64) -> bool {
+    last.is_none_or(|last| last < t.saturating_sub(width_micros))
+}
+
 /// Whether [`after_removals`] rebuilds some of frame group `g`'s `moments` from the rows of
 /// the window.
 fn needs_rebuild(g: &FrameGroup, moments: &[Moments]) -> bool {
@@ -639,7 +646,7 @@ impl KeyWindowState {
         let Frame::Range { width_micros } = g.frame else {
             return false;
         };
-        (self.last_time).is_some_and(|last| last < t.saturating_sub(width_micros))
+        all_left(self.last_time, width_micros, t)
     }
 
     /// Whether the first event of `group`'s window (of frame group `g`), with these events at

@@ -5,7 +5,7 @@
 //! the windows hold; a window that every event left by then is read as empty and needs none.
 
 use super::parts::{bad, head_holds_every_event, Events, Head, PartsError, Segment};
-use super::{EventRows, KeyWindowState};
+use super::{all_left, EventRows, KeyWindowState};
 use crate::plan::{Frame, WindowPlan};
 
 /// The events of a [`ReadState`] from one sequence number up to the next span's.
@@ -205,14 +205,13 @@ pub fn segments_needed(plan: &WindowPlan, head: &[u8], from: i64, until: i64) ->
     if body.groups.len() != plan.groups.len() {
         return None;
     }
-    let last = body.last_time.unwrap_or(i64::MIN);
     let needed = (index.iter())
         .filter(|s| {
             (body.groups.iter().zip(&plan.groups)).any(|(group, g)| match g.frame {
                 Frame::Range { width_micros } => {
                     s.end > group.start
                         && s.first_time < until.saturating_sub(width_micros)
-                        && last >= from.saturating_sub(width_micros)
+                        && !all_left(body.last_time, width_micros, from)
                 }
                 _ => false,
             })

@@ -70,21 +70,20 @@ impl TrainingSetWriter {
     /// The Parquet writer, started with its columns laid out for `sample` (the first rows)
     /// if it has not started yet.
     fn writer(&mut self, sample: Option<&RecordBatch>) -> Result<&mut ArrowWriter<File>, JobError> {
-        if let Some(State::Created { .. }) = self.state {
-            let Some(State::Created {
+        self.state = match self.state.take() {
+            Some(State::Created {
                 file,
                 schema,
                 properties,
-            }) = self.state.take()
-            else {
-                return Err(Self::fail(&self.path, "an earlier write failed"));
-            };
-            let columns = sample.map(RecordBatch::columns);
-            let properties = lay_out_columns(properties, &schema, columns).build();
-            let writer = ArrowWriter::try_new(file, schema, Some(properties))
-                .map_err(|e| Self::fail(&self.path, e))?;
-            self.state = Some(State::Writing(writer));
-        }
+            }) => {
+                let columns = sample.map(RecordBatch::columns);
+                let properties = lay_out_columns(properties, &schema, columns).build();
+                let writer = ArrowWriter::try_new(file, schema, Some(properties))
+                    .map_err(|e| Self::fail(&self.path, e))?;
+                Some(State::Writing(writer))
+            }
+            other => other,
+        };
         match &mut self.state {
             Some(State::Writing(writer)) => Ok(writer),
             _ => Err(Self::fail(&self.path, "an earlier write failed")),
