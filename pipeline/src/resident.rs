@@ -26,16 +26,29 @@ pub fn strict_data_budget(limit: usize) -> usize {
     keep_back(data_budget(limit))
 }
 
+/// The most bytes this process has had resident at once so far (`VmHWM` in
+/// `/proc/self/status`); `None` where that cannot be read (not Linux).
+pub fn peak_resident_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// [`strict_data_budget`] again once a job has read its input, for what it does next:
-/// `budget` cut to what `limit` leaves beside what the process holds now, less `counted` bytes
-/// of it that the budget already counts (an input kept in memory). Reading leaves more
-/// resident than it keeps (decode buffers, memory freed on threads that then idle, which
-/// their allocator has not returned yet, code touched for the first time): 11-34 MiB after
-/// 3M events under `--memory-limit 160MiB`, which took the peak to 138-164 MiB while the plan
-/// did not see it.
+/// `budget` cut to what `limit` leaves beside the most the process has held so far, less
+/// `counted` bytes of it that the budget already counts (an input kept in memory).
+///
+/// Reading leaves more resident than it keeps (decode buffers, memory freed on threads that
+/// then idle, code touched for the first time), and how much of it the allocator has
+/// returned at any one moment is a matter of timing: after reading 3M events under
+/// `--memory-limit 160MiB`, the resident size was 69-94 MiB from run to run, and the budget
+/// made from it let the peak reach 159 MiB (195 MiB in a debug build under load). The high-water
+/// mark (105-114 MiB there) is what the process has shown it needs beside its data.
 pub fn strict_budget_now(limit: usize, budget: usize, counted: usize) -> usize {
-    let held = resident_bytes().unwrap_or(0).saturating_sub(counted);
-    budget_beside(limit, budget, held)
+    let now = resident_bytes().unwrap_or(0);
+    let held = peak_resident_bytes().unwrap_or(now).max(now);
+    budget_beside(limit, budget, held.saturating_sub(counted))
 }
 
 /// `budget` cut to nine tenths of what `limit` leaves beside `held` bytes.
@@ -87,6 +100,18 @@ mod tests {
         let after = resident_bytes().unwrap();
         assert!(after >= before + (48 << 20), "{before} -> {after}");
         drop(touched);
+    }
+
+    #[test]
+    fn the_high_water_mark_keeps_memory_given_back() {
+        // The system allocator gives a large block back to the system when it is freed.
+        let touched = vec![1u8; 96 << 20];
+        let peak = peak_resident_bytes().expect("Linux has VmHWM in /proc/self/status");
+        drop(std::hint::black_box(touched));
+        let now = resident_bytes().unwrap();
+        assert!(peak >= now, "{peak} < {now}");
+        assert!(peak >= 80 << 20, "{peak}");
+        assert!(peak_resident_bytes().unwrap() >= peak);
     }
 
     #[test]
