@@ -24,12 +24,12 @@ use crate::progress::events_bar;
 use crate::registry::event_log::EventLogReader;
 use crate::reorder::ReorderBuffer;
 use crate::run::{view_operators, RunOptions};
+use crate::shared_input::SharedInput;
 use crate::source::{Source, SourceEvent, SourceOverrides};
 use crate::spill::{ScratchDir, Spill};
 use crate::summary::{JobTotals, RunSummary};
 use crate::view_task::{send_all, ViewTask};
 use crate::watermark::Watermarks;
-use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use indicatif::ProgressBar;
 use quiver_sql::FeatureView;
@@ -62,11 +62,13 @@ const PARTITION_ROWS: usize = 1 << 17;
 /// [`PARTITION_ROWS`] (enough to keep both cores busy).
 const SPEED_PARTITIONS: usize = 8;
 
-/// Rows a key partition of a large input split for speed gets at most. Gathering one
-/// partition's rows from the input in memory touches every page of it, so each partition
-/// more costs a pass of TLB misses over the whole input: 10M events in 77 partitions of 128k
-/// rows took 6.4-6.5 s, in 20 of 512k 5.4-5.5 s (and 90 MB more at the peak).
-const LARGE_PARTITION_ROWS: usize = 1 << 19;
+/// Rows a key partition of a large input split for speed gets at most: larger partitions
+/// evaluate with fewer passes and less per-partition work, smaller ones sort in cache. 10M
+/// events (best and median of 4 alternating runs): 20 partitions of 512k rows 4.90/5.18 s,
+/// 39 of 256k 4.77/5.06 s, 77 of 128k 5.06/5.59 s. (When each partition gathered its rows
+/// from the whole input, every partition more was a pass over it: 77 took 6.4-6.5 s, 20
+/// 5.4-5.5 s.)
+const LARGE_PARTITION_ROWS: usize = 1 << 18;
 
 /// The key partitions an input of `rows` rows is split into for speed: one per
 /// [`PARTITION_ROWS`] rows up to [`SPEED_PARTITIONS`], then one per [`LARGE_PARTITION_ROWS`].
@@ -282,7 +284,19 @@ pub async fn backfill(
     // key tables also stay in cache, so this is faster than one sort of everything.
     let spilled = stream.in_files_now();
     let need = input_bytes * PARTITION_BYTES_FACTOR * concurrency;
-    let split = spilled || need > budget / 2 || accepted as usize >= SPLIT_ROWS;
+    // Split in memory, each view copies the columns it reads out of the input (compact, even
+    // where the input's batches are slices of larger buffers, which count whole in
+    // `input_bytes`); the input is let go only as the views finish with it.
+    let copies = match spilled {
+        true => 0,
+        false => stream.values_bytes(0)? * operators.len(),
+    };
+    let split =
+        spilled || need > budget.saturating_sub(copies) / 2 || accepted as usize >= SPLIT_ROWS;
+    let budget = match split {
+        true => budget.saturating_sub(copies),
+        false => budget,
+    };
     let partitions = if split {
         need.div_ceil((budget / 2).max(1))
             .max(speed_partitions(accepted as usize))
@@ -308,7 +322,8 @@ pub async fn backfill(
         let in_memory = if spilled {
             None
         } else {
-            Some(Arc::new(stream.take(0)?.collect::<Result<Vec<_>, _>>()?))
+            let batches = stream.take(0)?.collect::<Result<Vec<_>, _>>()?;
+            Some(Arc::new(SharedInput::new(batches, views.len())))
         };
         let input = Arc::new(stream);
         let bar = events_bar(
@@ -346,7 +361,7 @@ pub async fn backfill(
                 }
             });
         let queues: Vec<_> = queues.collect();
-        drop(input);
+        drop((input, in_memory));
         for (view_sliced, view_sliced_rows) in futures::future::try_join_all(queues).await? {
             sliced += view_sliced;
             sliced_rows += view_sliced_rows;
@@ -401,8 +416,8 @@ struct SplitJob {
     view: Arc<FeatureView>,
     /// Backfill's input (one partition).
     input: Arc<Spill>,
-    /// The input's batches when it is held in memory.
-    in_memory: Option<Arc<Vec<RecordBatch>>>,
+    /// The input's batches when it is held in memory, shared with the other views' splits.
+    in_memory: Option<Arc<SharedInput>>,
     partitions: usize,
     /// About the rows of a hot key's time slice.
     slice_rows: usize,
@@ -426,7 +441,7 @@ async fn split_view(job: SplitJob) -> Result<ViewSplit, JobError> {
     let mut keyed = KeyedInput::split(
         &job.view,
         &job.input,
-        job.in_memory.as_ref(),
+        job.in_memory.as_deref(),
         job.partitions,
         &job.dir,
         &job.progress,

@@ -1,7 +1,8 @@
 //! Backfill's input split by one view's key into partitions that are evaluated one at a time
-//! (a window only ever holds one key's events): as row positions into the input while it is
-//! in memory, or as the rows themselves in spill files when the input was spilled. Only the
-//! rows the view keeps (its WHERE) are split; the others it would drop anyway.
+//! (a window only ever holds one key's events): the rows of each partition, copied out of the
+//! input as it is read, in memory while the input is, else in spill files. Only the rows the
+//! view keeps (its WHERE) are split, and only the columns it reads: the others are blanked
+//! when a partition is taken.
 //!
 //! A partition far larger than the others (a hot key's events are never split by key) is cut
 //! again by event time into slices of about the others' size ([`KeyedInput::slice_oversized`]),
@@ -10,47 +11,34 @@
 
 use crate::error::JobError;
 use crate::prepared_rows::{prepare_tracking_keys, prepare_tracking_rows};
-use crate::spill::{partitions_of, push_partitioned, Spill};
+use crate::shared_input::SharedInput;
+use crate::spill::{partitions_of, push_partitioned, RowCursor, Spill};
 use crate::unread_columns::UnreadColumns;
 use arrow::array::{RecordBatch, UInt32Array};
+use arrow::datatypes::SchemaRef;
 use quiver_sql::FeatureView;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Where a view's key partitions of backfill's input are.
-enum Parts {
-    /// Positions into the input held in memory.
-    Memory {
-        /// The input's batches.
-        input: Arc<Vec<RecordBatch>>,
-        /// Per input batch, its kept rows by partition.
-        groups: Vec<BatchGroups>,
-        /// Rows per partition (0 once taken).
-        rows: Vec<usize>,
-    },
-    /// The rows per partition, in spill files.
-    Files(Spill),
-}
-
 /// One view's key partitions of backfill's input.
 pub struct KeyedInput {
-    parts: Parts,
-    /// The columns the view never reads: blanked, not carried, when rows are gathered.
+    /// The read columns of each partition's rows, in input order.
+    parts: Spill,
+    /// The stream's schema (the partitions' lacks the unread columns).
+    schema: SchemaRef,
+    /// The columns the view never reads: not carried, blanked when rows are taken.
     unread: UnreadColumns,
     /// The partitions cut by event time: each one's slices in time order.
     sliced: BTreeMap<usize, Spill>,
 }
 
-/// One input batch's rows that a view keeps, grouped by key partition: 4 bytes a row, each
-/// vector allocated once at its size (a vector of positions per partition, grown as rows
-/// came, took 16 bytes a row and up to twice that while growing: at 10M events, hundreds of
-/// MiB of pages the kernel had to fault in and zero).
+/// One input batch's rows that a view keeps, grouped by key partition.
 struct BatchGroups {
     /// Row indices into the batch, partition 0's first, each partition's in row order.
     rows: Vec<u32>,
     /// Where each partition's rows start in `rows`, and where the last one ends.
-    starts: Vec<u32>,
+    starts: Vec<usize>,
 }
 
 impl BatchGroups {
@@ -60,20 +48,14 @@ impl BatchGroups {
         let (order, starts) = quiver_gpu::group_rows(&slots, partitions, 0..slots.len() as u32);
         BatchGroups {
             rows: order.iter().map(|&i| kept[i as usize]).collect(),
-            starts: starts.iter().map(|&s| s as u32).collect(),
+            starts,
         }
     }
 
     /// The batch's rows of partition `p`.
     fn rows_of(&self, p: usize) -> &[u32] {
-        &self.rows[self.starts[p] as usize..self.starts[p + 1] as usize]
+        &self.rows[self.starts[p]..self.starts[p + 1]]
     }
-}
-
-/// The (batch, row) positions of partition `p`'s rows in `groups`, in input order.
-fn positions_of(groups: &[BatchGroups], p: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
-    (groups.iter().enumerate())
-        .flat_map(move |(batch, g)| g.rows_of(p).iter().map(move |&row| (batch, row as usize)))
 }
 
 /// One key partition, as it is evaluated.
@@ -90,64 +72,48 @@ const PIECE_ROWS: usize = 64 * 1024;
 
 impl KeyedInput {
     /// Splits `input` (the backfill's one-partition spill) by `view`'s key into `partitions`:
-    /// positions when `in_memory` holds the input, else spill files under `dir`; `progress`
-    /// counts the rows read.
+    /// in memory when `in_memory` holds the input (each batch let go once split), else in
+    /// spill files under `dir`; `progress` counts the rows read.
     pub async fn split(
         view: &FeatureView,
         input: &Spill,
-        in_memory: Option<&Arc<Vec<RecordBatch>>>,
+        in_memory: Option<&SharedInput>,
         partitions: usize,
         dir: &Path,
         progress: &indicatif::ProgressBar,
     ) -> Result<Self, JobError> {
-        let unread = UnreadColumns::of(view, input.schema());
-        let mut keyed = match in_memory {
-            Some(input) => Parts::Memory {
-                input: Arc::clone(input),
-                groups: Vec::with_capacity(input.len()),
-                rows: vec![0; partitions],
-            },
-            None => Parts::Files(Spill::in_files(
-                dir,
-                &format!("{}-keyed", view.name()),
-                Arc::clone(input.schema()),
-                partitions,
-            )),
+        let schema = Arc::clone(input.schema());
+        let unread = UnreadColumns::of(view, &schema);
+        let read_schema = unread.projected_schema(&schema);
+        let name = format!("{}-keyed", view.name());
+        let mut parts = match in_memory {
+            Some(_) => Spill::in_memory(&name, read_schema, partitions),
+            None => Spill::in_files(dir, &name, read_schema, partitions),
         };
-        let batches: Box<dyn Iterator<Item = Result<RecordBatch, JobError>> + Send> =
-            match in_memory {
-                Some(input) => Box::new(input.iter().cloned().map(Ok)),
-                None => Box::new(input.read(0)?),
-            };
-        for (index, batch) in batches.enumerate() {
-            let batch = batch?;
-            progress.inc(batch.num_rows() as u64);
-            let (keys, kept) = prepare_tracking_keys(view, batch.clone()).await?;
-            let partition = partitions_of(keys.iter().map(|k| k.data()), partitions);
-            drop(keys);
-            match &mut keyed {
-                Parts::Memory { groups, rows, .. } => {
-                    debug_assert_eq!(groups.len(), index);
-                    let grouped = BatchGroups::new(&kept, &partition, partitions);
-                    for (p, rows) in rows.iter_mut().enumerate() {
-                        *rows += grouped.rows_of(p).len();
-                    }
-                    groups.push(grouped);
+        match in_memory {
+            Some(input) => {
+                for i in 0..input.len() {
+                    let batch = input.get(i).ok_or_else(|| {
+                        JobError::Other("an input batch was let go early (internal error)".into())
+                    })?;
+                    let (grouped, read) = group(view, &unread, partitions, batch, progress).await?;
+                    push_groups(&mut parts, &read, &grouped, view)?;
+                    drop(read);
+                    input.let_go(i);
                 }
-                Parts::Files(spill) => {
-                    let kept = unread.blanked(&batch).and_then(|batch| {
-                        arrow::compute::take_record_batch(&batch, &UInt32Array::from(kept))
-                    });
-                    let kept = kept.map_err(|e| JobError::in_view(view.name(), e))?;
-                    push_partitioned(spill, &kept, &partition)?;
+            }
+            None => {
+                for batch in input.read(0)? {
+                    let (grouped, read) =
+                        group(view, &unread, partitions, batch?, progress).await?;
+                    push_groups(&mut parts, &read, &grouped, view)?;
                 }
             }
         }
-        if let Parts::Files(spill) = &mut keyed {
-            spill.finish()?;
-        }
+        parts.finish()?;
         Ok(KeyedInput {
-            parts: keyed,
+            parts,
+            schema,
             unread,
             sliced: BTreeMap::new(),
         })
@@ -155,10 +121,7 @@ impl KeyedInput {
 
     /// Rows of partition `p` (0 once taken).
     pub fn rows(&self, p: usize) -> usize {
-        match &self.parts {
-            Parts::Memory { rows, .. } => rows[p],
-            Parts::Files(spill) => spill.rows(p),
-        }
+        self.parts.rows(p)
     }
 
     /// Whether partition `p` is cut by time under [`KeyedInput::slice_oversized`].
@@ -200,8 +163,8 @@ impl KeyedInput {
             }
             let bounds = slice_bounds(times, self.rows(p).div_ceil(slice_rows));
             let name = format!("{}-slices-{p}", view.name());
-            let schema = Arc::clone(self.schema());
-            let mut slices = Spill::in_files(dir, &name, schema, bounds.len() + 1);
+            let mut slices =
+                Spill::in_files(dir, &name, Arc::clone(&self.schema), bounds.len() + 1);
             for piece in self.pieces(p)? {
                 let piece = piece?;
                 progress.inc(piece.num_rows() as u64);
@@ -214,56 +177,33 @@ impl KeyedInput {
                 push_partitioned(&mut slices, &kept, &slice)?;
             }
             slices.finish()?;
-            self.discard(p)?;
+            drop(self.parts.take(p)?);
             self.sliced.insert(p, slices);
         }
         Ok(self.sliced.len())
-    }
-
-    /// The schema of the partitions' rows.
-    fn schema(&self) -> &arrow::datatypes::SchemaRef {
-        match &self.parts {
-            Parts::Memory { input, .. } => input[0].schema_ref(),
-            Parts::Files(spill) => spill.schema(),
-        }
     }
 
     /// The rows of partition `p` in pieces of at most [`PIECE_ROWS`] rows, left in place.
     fn pieces(
         &self,
         p: usize,
-    ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, JobError>> + Send + '_>, JobError> {
-        match &self.parts {
-            Parts::Memory { input, groups, .. } => {
-                let batches: Vec<&RecordBatch> = input.iter().collect();
-                let mut positions = positions_of(groups, p);
-                Ok(Box::new(std::iter::from_fn(move || {
-                    let piece: Vec<_> = positions.by_ref().take(PIECE_ROWS).collect();
-                    (!piece.is_empty()).then(|| {
-                        (self.unread.interleave(&batches, &piece))
-                            .map_err(|e| JobError::Other(format!("a key partition: {e}")))
-                    })
-                })))
-            }
-            Parts::Files(spill) => Ok(Box::new(spill.read(p)?)),
-        }
-    }
-
-    /// Drops partition `p`'s rows (its slices replace them).
-    fn discard(&mut self, p: usize) -> Result<(), JobError> {
-        match &mut self.parts {
-            Parts::Memory { rows, .. } => rows[p] = 0,
-            Parts::Files(spill) => drop(spill.take(p)?),
-        }
-        Ok(())
+    ) -> Result<impl Iterator<Item = Result<RecordBatch, JobError>> + Send + '_, JobError> {
+        let mut cursor = RowCursor::new(Arc::clone(self.parts.schema()), self.parts.read(p)?);
+        let mut left = self.rows(p);
+        Ok(std::iter::from_fn(move || {
+            let rows = left.min(PIECE_ROWS);
+            left -= rows;
+            (rows > 0).then(|| {
+                let piece = cursor.next_rows(rows)?;
+                (self.unread.widen(&self.schema, &piece))
+                    .map_err(|e| JobError::Other(format!("a key partition: {e}")))
+            })
+        }))
     }
 
     /// The number of partitions.
     pub fn partitions(&self) -> usize {
-        match &self.parts {
-            Parts::Memory { rows, .. } => rows.len(),
-            Parts::Files(spill) => spill.partitions(),
-        }
+        self.parts.partitions()
     }
 
     /// Partition `p` (taken out): its rows as one batch, or its time slices; `None` when it
@@ -273,29 +213,56 @@ impl KeyedInput {
             return Ok(Some(KeyPartition::Sliced(slices)));
         }
         let fail = |e: &dyn std::fmt::Display| JobError::Other(format!("a key partition: {e}"));
-        let whole = match &mut self.parts {
-            Parts::Memory {
-                input,
-                groups,
-                rows,
-            } => {
-                if std::mem::take(&mut rows[p]) == 0 {
-                    return Ok(None);
-                }
-                let positions: Vec<_> = positions_of(groups, p).collect();
-                let batches: Vec<&RecordBatch> = input.iter().collect();
-                (self.unread.interleave(&batches, &positions)).map_err(|e| fail(&e))?
-            }
-            Parts::Files(spill) => {
-                let batches = spill.take(p)?.collect::<Result<Vec<_>, _>>()?;
-                if batches.is_empty() {
-                    return Ok(None);
-                }
-                arrow::compute::concat_batches(spill.schema(), &batches).map_err(|e| fail(&e))?
-            }
-        };
+        let batches = self.parts.take(p)?.collect::<Result<Vec<_>, _>>()?;
+        if batches.is_empty() {
+            return Ok(None);
+        }
+        let read =
+            arrow::compute::concat_batches(self.parts.schema(), &batches).map_err(|e| fail(&e))?;
+        drop(batches);
+        let whole = self
+            .unread
+            .widen(&self.schema, &read)
+            .map_err(|e| fail(&e))?;
         Ok(Some(KeyPartition::Whole(whole)))
     }
+}
+
+/// The rows of `batch` that `view` keeps, grouped by their key's partition, and the batch's
+/// columns that the view reads; `progress` counts its rows.
+async fn group(
+    view: &FeatureView,
+    unread: &UnreadColumns,
+    partitions: usize,
+    batch: RecordBatch,
+    progress: &indicatif::ProgressBar,
+) -> Result<(BatchGroups, RecordBatch), JobError> {
+    progress.inc(batch.num_rows() as u64);
+    let (keys, kept) = prepare_tracking_keys(view, batch.clone()).await?;
+    let partition = partitions_of(keys.iter().map(|k| k.data()), partitions);
+    drop(keys);
+    let grouped = BatchGroups::new(&kept, &partition, partitions);
+    let read = (unread.project(&batch)).map_err(|e| JobError::in_view(view.name(), e))?;
+    Ok((grouped, read))
+}
+
+/// Pushes the rows of `read` (a batch's read columns) into `parts` as `grouped` groups them.
+fn push_groups(
+    parts: &mut Spill,
+    read: &RecordBatch,
+    grouped: &BatchGroups,
+    view: &FeatureView,
+) -> Result<(), JobError> {
+    for p in 0..parts.partitions() {
+        let rows = grouped.rows_of(p);
+        if rows.is_empty() {
+            continue;
+        }
+        let part = arrow::compute::take_record_batch(read, &UInt32Array::from(rows.to_vec()))
+            .map_err(|e| JobError::in_view(view.name(), e))?;
+        parts.push(p, part)?;
+    }
+    Ok(())
 }
 
 /// Where to cut rows with event times `times` into about `slices` slices of equal row

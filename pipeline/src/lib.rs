@@ -43,6 +43,7 @@ pub mod run_gauges;
 pub mod serve;
 pub mod shard;
 pub mod shard_instance;
+pub mod shared_input;
 pub mod source;
 pub mod source_schema;
 pub mod spill;

@@ -106,12 +106,10 @@ mod tests {
     fn the_high_water_mark_keeps_memory_given_back() {
         // The system allocator gives a large block back to the system when it is freed.
         let touched = vec![1u8; 96 << 20];
-        let peak = peak_resident_bytes().expect("Linux has VmHWM in /proc/self/status");
+        assert!(peak_resident_bytes().expect("Linux has VmHWM") >= 80 << 20);
         drop(std::hint::black_box(touched));
-        let now = resident_bytes().unwrap();
-        assert!(peak >= now, "{peak} < {now}");
-        assert!(peak >= 80 << 20, "{peak}");
-        assert!(peak_resident_bytes().unwrap() >= peak);
+        // (The kernel's resident counts are approximate, so only a wide margin is checked.)
+        assert!(peak_resident_bytes().unwrap() >= 80 << 20);
     }
 
     #[test]

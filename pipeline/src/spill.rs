@@ -171,6 +171,21 @@ impl Spill {
         self.bytes[partition]
     }
 
+    /// Bytes of the values `partition` holds in memory: a batch sliced out of larger buffers
+    /// counts only its slice (which [`Spill::bytes`] counts whole). [`Spill::bytes`] for a
+    /// spill in files.
+    pub fn values_bytes(&self, partition: usize) -> Result<usize, JobError> {
+        let Storage::Memory(parts) = &self.storage else {
+            return Ok(self.bytes[partition]);
+        };
+        let mut total = 0;
+        for column in parts[partition].iter().flat_map(|b| b.columns()) {
+            total += (column.to_data().get_slice_memory_size())
+                .map_err(|e| other(&format!("sizing {}", self.name), e))?;
+        }
+        Ok(total)
+    }
+
     fn file(dir: &Path, name: &str, partition: usize) -> PathBuf {
         dir.join(format!("{name}-{partition}.arrows"))
     }
@@ -459,6 +474,18 @@ mod tests {
             .as_primitive::<Int64Type>()
             .values()
             .to_vec()
+    }
+
+    #[test]
+    fn values_bytes_count_a_slice_not_the_buffers_it_shares() {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let mut spill = Spill::in_memory("t", Arc::clone(&schema), 1);
+        let whole = batch(&schema, 0..100_000);
+        for i in 0..10 {
+            spill.push(0, whole.slice(i * 10, 10)).unwrap();
+        }
+        assert!(spill.bytes(0) >= 10 * 800_000, "{}", spill.bytes(0));
+        assert_eq!(spill.values_bytes(0).unwrap(), 10 * 10 * 8);
     }
 
     #[test]

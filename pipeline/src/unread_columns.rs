@@ -1,8 +1,8 @@
-//! The stream columns a view never reads, blanked while backfill moves its rows around: a
-//! view of card features need not carry every event's merchant, country and category code
-//! through its key split, its spill files and its sort.
+//! The stream columns a view never reads, left out while backfill moves its rows around and
+//! blanked when they are evaluated: a view of card features need not carry every event's
+//! merchant, country and category code through its key split, its spill files and its sort.
 
-use arrow::array::{make_array, Array, ArrayData, ArrayRef, RecordBatch};
+use arrow::array::{make_array, ArrayData, ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::error::ArrowError;
 use quiver_sql::{FeatureView, OFFSET_COLUMN, PARTITION_COLUMN};
@@ -31,53 +31,48 @@ impl UnreadColumns {
         UnreadColumns { read }
     }
 
-    /// Whether every column is read (nothing to blank).
-    pub fn none(&self) -> bool {
-        self.read.iter().all(|&r| r)
+    /// Indices of the read columns.
+    fn read_columns(&self) -> Vec<usize> {
+        (0..self.read.len()).filter(|&c| self.read[c]).collect()
     }
 
-    /// The rows at `positions` ((batch, row) pairs) of `batches` (of one schema), like
-    /// `arrow::compute::interleave_record_batch`, with the unread columns blanked instead
-    /// of gathered.
-    pub fn interleave(
+    /// The read columns of stream `schema`.
+    pub fn projected_schema(&self, schema: &SchemaRef) -> SchemaRef {
+        let fields: Vec<_> = (self.read_columns().iter())
+            .map(|&c| schema.field(c).clone())
+            .collect();
+        Arc::new(arrow::datatypes::Schema::new_with_metadata(
+            fields,
+            schema.metadata().clone(),
+        ))
+    }
+
+    /// The read columns of `batch` (of the stream schema), unread ones left out.
+    pub fn project(&self, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+        batch.project(&self.read_columns())
+    }
+
+    /// A [`UnreadColumns::project`]ed batch back in stream `schema`, its unread columns
+    /// blanked.
+    pub fn widen(
         &self,
-        batches: &[&RecordBatch],
-        positions: &[(usize, usize)],
+        schema: &SchemaRef,
+        batch: &RecordBatch,
     ) -> Result<RecordBatch, ArrowError> {
-        let schema = batches
-            .first()
-            .map(|b| b.schema())
-            .ok_or_else(|| ArrowError::InvalidArgumentError("no batches to take rows of".into()))?;
-        let columns = (0..schema.fields().len())
-            .map(|c| {
-                if !self.read[c] {
-                    return Ok(blank(schema.field(c).data_type(), positions.len()));
+        let rows = batch.num_rows();
+        let mut projected = batch.columns().iter();
+        let columns = (schema.fields().iter().zip(&self.read))
+            .map(|(field, &read)| {
+                if read {
+                    projected.next().cloned().ok_or_else(|| {
+                        ArrowError::InvalidArgumentError("fewer columns than read".into())
+                    })
+                } else {
+                    Ok(blank(field.data_type(), rows))
                 }
-                let arrays: Vec<&dyn Array> =
-                    batches.iter().map(|b| b.column(c).as_ref()).collect();
-                arrow::compute::interleave(&arrays, positions)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        RecordBatch::try_new(schema, columns)
-    }
-
-    /// `batch` with the unread columns blanked.
-    pub fn blanked(&self, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
-        if self.none() {
-            return Ok(batch.clone());
-        }
-        let rows = batch.num_rows();
-        let columns = (batch.columns().iter().zip(batch.schema().fields()))
-            .zip(&self.read)
-            .map(|((column, field), &read)| {
-                if read {
-                    Arc::clone(column)
-                } else {
-                    blank(field.data_type(), rows)
-                }
-            })
-            .collect();
-        RecordBatch::try_new(batch.schema(), columns)
+        RecordBatch::try_new(Arc::clone(schema), columns)
     }
 }
 
@@ -129,36 +124,37 @@ mod tests {
     }
 
     #[test]
-    fn interleave_gathers_read_columns_and_blanks_the_others() {
+    fn projected_batches_widen_back_with_the_unread_columns_blanked() {
         let schema = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, false),
             Field::new("s", DataType::Utf8, false),
+            Field::new("k", DataType::Int64, false),
+            Field::new("t", DataType::Utf8, false),
         ]));
-        let batch = |k: Vec<i64>, s: Vec<&str>| {
-            RecordBatch::try_new(
-                schema.clone(),
-                vec![
-                    Arc::new(Int64Array::from(k)),
-                    Arc::new(StringArray::from(s)),
-                ],
-            )
-            .unwrap()
-        };
-        let (a, b) = (batch(vec![1, 2], vec!["x", "y"]), batch(vec![3], vec!["z"]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec!["x", "y"])),
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(StringArray::from(vec!["p", "q"])),
+            ],
+        )
+        .unwrap();
         let unread = UnreadColumns {
-            read: vec![true, false],
+            read: vec![false, true, true],
         };
-        let taken = unread.interleave(&[&a, &b], &[(1, 0), (0, 1)]).unwrap();
+        let projected = unread.project(&batch).unwrap();
+        assert_eq!(projected.schema(), unread.projected_schema(&schema));
+        assert_eq!(projected.num_columns(), 2);
+        let widened = unread.widen(&schema, &projected).unwrap();
+        assert_eq!(widened.schema(), schema);
+        assert_eq!(widened.column(0).as_string::<i32>().value(1), "");
         assert_eq!(
-            taken.column(0).as_primitive::<Int64Type>().values(),
-            &[3, 2]
-        );
-        assert_eq!(taken.column(1).as_string::<i32>().value(0), "");
-        let blanked = unread.blanked(&a).unwrap();
-        assert_eq!(
-            blanked.column(0).as_primitive::<Int64Type>().values(),
+            widened.column(1).as_primitive::<Int64Type>().values(),
             &[1, 2]
         );
-        assert_eq!(blanked.column(1).as_string::<i32>().value(1), "");
+        assert_eq!(widened.column(2).as_string::<i32>().value(1), "q");
+        assert!(unread
+            .widen(&schema, &projected.project(&[0]).unwrap())
+            .is_err());
     }
 }
