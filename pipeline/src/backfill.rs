@@ -562,13 +562,14 @@ mod tests {
 
     #[test]
     fn inputs_split_for_speed_get_a_few_partitions_then_large_ones() {
-        // Up to 1M rows: one per 128k rows, as before; beyond, 8 at least and one per 512k.
+        // Up to 1M rows: one per 128k rows; beyond, 8 at least and one per 256k.
         let cases = [
             (300_000, 3),
             (1_000_000, 8),
-            (3_000_000, 8),
-            (10_000_000, 20),
-            (100_000_000, 191),
+            (2_000_000, 8),
+            (3_000_000, 12),
+            (10_000_000, 39),
+            (100_000_000, 382),
         ];
         for (rows, partitions) in cases {
             assert_eq!(speed_partitions(rows), partitions, "{rows} rows");
