@@ -287,15 +287,17 @@ pub async fn backfill(
     // Split in memory, each view copies the columns it reads out of the input (compact, even
     // where the input's batches are slices of larger buffers, which count whole in
     // `input_bytes`); the input is let go only as the views finish with it.
-    let copies = match spilled {
-        true => 0,
-        false => stream.values_bytes(0)? * operators.len(),
+    let copies = if spilled {
+        0
+    } else {
+        stream.values_bytes(0)? * operators.len()
     };
     let split =
         spilled || need > budget.saturating_sub(copies) / 2 || accepted as usize >= SPLIT_ROWS;
-    let budget = match split {
-        true => budget.saturating_sub(copies),
-        false => budget,
+    let budget = if split {
+        budget.saturating_sub(copies)
+    } else {
+        budget
     };
     let partitions = if split {
         need.div_ceil((budget / 2).max(1))
