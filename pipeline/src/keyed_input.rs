@@ -14,7 +14,7 @@ use crate::prepared_rows::{prepare_tracking_keys, prepare_tracking_rows};
 use crate::shared_input::SharedInput;
 use crate::spill::{partitions_of, push_partitioned, RowCursor, Spill};
 use crate::unread_columns::UnreadColumns;
-use arrow::array::{RecordBatch, UInt32Array};
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use quiver_sql::FeatureView;
 use std::collections::BTreeMap;
@@ -31,31 +31,6 @@ pub struct KeyedInput {
     unread: UnreadColumns,
     /// The partitions cut by event time: each one's slices in time order.
     sliced: BTreeMap<usize, Spill>,
-}
-
-/// One input batch's rows that a view keeps, grouped by key partition.
-struct BatchGroups {
-    /// Row indices into the batch, partition 0's first, each partition's in row order.
-    rows: Vec<u32>,
-    /// Where each partition's rows start in `rows`, and where the last one ends.
-    starts: Vec<usize>,
-}
-
-impl BatchGroups {
-    /// Groups the `kept` rows of a batch by their `partition` (one per kept row).
-    fn new(kept: &[u32], partition: &[u16], partitions: usize) -> Self {
-        let slots: Vec<u32> = partition.iter().map(|&p| u32::from(p)).collect();
-        let (order, starts) = quiver_gpu::group_rows(&slots, partitions, 0..slots.len() as u32);
-        BatchGroups {
-            rows: order.iter().map(|&i| kept[i as usize]).collect(),
-            starts,
-        }
-    }
-
-    /// The batch's rows of partition `p`.
-    fn rows_of(&self, p: usize) -> &[u32] {
-        &self.rows[self.starts[p]..self.starts[p + 1]]
-    }
 }
 
 /// One key partition, as it is evaluated.
@@ -96,17 +71,13 @@ impl KeyedInput {
                     let batch = input.get(i).ok_or_else(|| {
                         JobError::Other("an input batch was let go early (internal error)".into())
                     })?;
-                    let (grouped, read) = group(view, &unread, partitions, batch, progress).await?;
-                    push_groups(&mut parts, &read, &grouped, view)?;
-                    drop(read);
+                    split_batch(view, &unread, &mut parts, batch, progress).await?;
                     input.let_go(i);
                 }
             }
             None => {
                 for batch in input.read(0)? {
-                    let (grouped, read) =
-                        group(view, &unread, partitions, batch?, progress).await?;
-                    push_groups(&mut parts, &read, &grouped, view)?;
+                    split_batch(view, &unread, &mut parts, batch?, progress).await?;
                 }
             }
         }
@@ -172,9 +143,7 @@ impl KeyedInput {
                 let slice: Vec<u16> = (prepared.times.iter())
                     .map(|t| bounds.partition_point(|b| b <= t) as u16)
                     .collect();
-                let kept = arrow::compute::take_record_batch(&piece, &UInt32Array::from(kept))
-                    .map_err(|e| JobError::in_view(view.name(), e))?;
-                push_partitioned(&mut slices, &kept, &slice)?;
+                push_partitioned(&mut slices, &piece, Some(&kept), &slice)?;
             }
             slices.finish()?;
             drop(self.parts.take(p)?);
@@ -228,41 +197,21 @@ impl KeyedInput {
     }
 }
 
-/// The rows of `batch` that `view` keeps, grouped by their key's partition, and the batch's
-/// columns that the view reads; `progress` counts its rows.
-async fn group(
+/// Pushes the rows of `batch` that `view` keeps into `parts` by their key's partition, only
+/// the columns the view reads; `progress` counts the batch's rows.
+async fn split_batch(
     view: &FeatureView,
     unread: &UnreadColumns,
-    partitions: usize,
+    parts: &mut Spill,
     batch: RecordBatch,
     progress: &indicatif::ProgressBar,
-) -> Result<(BatchGroups, RecordBatch), JobError> {
+) -> Result<(), JobError> {
     progress.inc(batch.num_rows() as u64);
     let (keys, kept) = prepare_tracking_keys(view, batch.clone()).await?;
-    let partition = partitions_of(keys.iter().map(|k| k.data()), partitions);
+    let partition = partitions_of(keys.iter().map(|k| k.data()), parts.partitions());
     drop(keys);
-    let grouped = BatchGroups::new(&kept, &partition, partitions);
     let read = (unread.project(&batch)).map_err(|e| JobError::in_view(view.name(), e))?;
-    Ok((grouped, read))
-}
-
-/// Pushes the rows of `read` (a batch's read columns) into `parts` as `grouped` groups them.
-fn push_groups(
-    parts: &mut Spill,
-    read: &RecordBatch,
-    grouped: &BatchGroups,
-    view: &FeatureView,
-) -> Result<(), JobError> {
-    for p in 0..parts.partitions() {
-        let rows = grouped.rows_of(p);
-        if rows.is_empty() {
-            continue;
-        }
-        let part = arrow::compute::take_record_batch(read, &UInt32Array::from(rows.to_vec()))
-            .map_err(|e| JobError::in_view(view.name(), e))?;
-        parts.push(p, part)?;
-    }
-    Ok(())
+    push_partitioned(parts, &read, Some(&kept), &partition)
 }
 
 /// Where to cut rows with event times `times` into about `slices` slices of equal row

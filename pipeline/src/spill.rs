@@ -428,18 +428,25 @@ pub fn partitions_of<'a>(keys: impl Iterator<Item = &'a [u8]>, partitions: usize
         .collect()
 }
 
-/// Pushes the rows of `batch` into the partitions `partition` gives each row.
+/// Pushes rows of `batch` into the partitions `partition` gives them, one entry per row
+/// pushed: the rows `rows` (ascending indices into `batch`), or every row when `None`. Each
+/// partition's rows are taken from `batch` at once, in row order.
 pub fn push_partitioned(
     spill: &mut Spill,
     batch: &RecordBatch,
+    rows: Option<&[u32]>,
     partition: &[u16],
 ) -> Result<(), JobError> {
-    if spill.partitions() == 1 {
+    if spill.partitions() == 1 && rows.is_none() {
         return spill.push(0, batch.clone());
     }
     // Row indices grouped by partition, in row order within each.
     let slots: Vec<u32> = partition.iter().map(|&p| u32::from(p)).collect();
-    let (order, starts) = quiver_gpu::group_rows(&slots, spill.partitions(), 0..slots.len() as u32);
+    let (mut order, starts) =
+        quiver_gpu::group_rows(&slots, spill.partitions(), 0..slots.len() as u32);
+    if let Some(rows) = rows {
+        order.iter_mut().for_each(|i| *i = rows[*i as usize]);
+    }
     let order = UInt32Array::from(order);
     for p in 0..spill.partitions() {
         let (from, to) = (starts[p], starts[p + 1]);
@@ -474,6 +481,29 @@ mod tests {
             .as_primitive::<Int64Type>()
             .values()
             .to_vec()
+    }
+
+    #[test]
+    fn rows_are_pushed_to_their_partitions_in_row_order() {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let rows = batch(&schema, 10..20);
+        let mut all = Spill::in_memory("t", Arc::clone(&schema), 2);
+        push_partitioned(&mut all, &rows, None, &[1, 0, 1, 1, 0, 0, 1, 0, 0, 1]).unwrap();
+        let taken = |spill: &mut Spill, p| {
+            (spill.take(p).unwrap())
+                .flat_map(|b| values(&b.unwrap()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(taken(&mut all, 0), [11, 14, 15, 17, 18]);
+        assert_eq!(taken(&mut all, 1), [10, 12, 13, 16, 19]);
+        // Only some rows, one partition given per row pushed; one partition still takes them.
+        let mut some = Spill::in_memory("t", Arc::clone(&schema), 2);
+        push_partitioned(&mut some, &rows, Some(&[2, 3, 7, 9]), &[0, 1, 1, 0]).unwrap();
+        assert_eq!(taken(&mut some, 0), [12, 19]);
+        assert_eq!(taken(&mut some, 1), [13, 17]);
+        let mut one = Spill::in_memory("t", Arc::clone(&schema), 1);
+        push_partitioned(&mut one, &rows, Some(&[0, 5]), &[0, 0]).unwrap();
+        assert_eq!(taken(&mut one, 0), [10, 15]);
     }
 
     #[test]

@@ -323,7 +323,7 @@ pub(crate) async fn evaluate_view(
         let rows = prepared.times.len();
         let partition = partitions_of(prepared.keys.iter().map(|k| k.data()), partitions);
         let batch = event_batch(view, &event_schema, prepared, available)?;
-        push_partitioned(&mut events, &batch, &partition)?;
+        push_partitioned(&mut events, &batch, None, &partition)?;
         event_count += rows;
         bar.inc(rows as u64);
         first = log.next_prepared(view, inputs.as_known_at).await?;
@@ -353,7 +353,7 @@ pub(crate) async fn evaluate_view(
             ],
         )
         .map_err(|e| fail(view, e))?;
-        push_partitioned(&mut probes, &probe, &partition)?;
+        push_partitioned(&mut probes, &probe, None, &partition)?;
         routes.push(
             0,
             RecordBatch::try_new(route_schema(), vec![Arc::new(UInt16Array::from(partition))])
