@@ -68,8 +68,11 @@ impl TrainingSetWriter {
     }
 
     /// The Parquet writer, started with its columns laid out for `sample` (the first rows)
-    /// if it has not started yet.
-    fn writer(&mut self, sample: Option<&RecordBatch>) -> Result<&mut ArrowWriter<File>, JobError> {
+    /// if it has not started yet, and the path errors name.
+    fn writer(
+        &mut self,
+        sample: Option<&RecordBatch>,
+    ) -> Result<(&mut ArrowWriter<File>, &Path), JobError> {
         self.state = match self.state.take() {
             Some(State::Created {
                 file,
@@ -85,16 +88,15 @@ impl TrainingSetWriter {
             other => other,
         };
         match &mut self.state {
-            Some(State::Writing(writer)) => Ok(writer),
+            Some(State::Writing(writer)) => Ok((writer, &self.path)),
             _ => Err(Self::fail(&self.path, "an earlier write failed")),
         }
     }
 
     /// Appends `batch`.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), JobError> {
-        let path = self.path.clone();
-        let writer = self.writer(Some(batch))?;
-        writer.write(batch).map_err(|e| Self::fail(&path, e))
+        let (writer, path) = self.writer(Some(batch))?;
+        writer.write(batch).map_err(|e| Self::fail(path, e))
     }
 
     /// Closes the file and moves it into place.
