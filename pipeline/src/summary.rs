@@ -43,6 +43,11 @@ pub struct ViewSummary {
     pub keys: usize,
     /// Events retained in window state at the end.
     pub retained_events: usize,
+    /// Seconds spent computing its features (row-local SQL, sorting, windows), summed over
+    /// the partitions evaluated in parallel.
+    pub compute_s: f64,
+    /// Seconds spent encoding and writing its feature rows (Parquet or Delta files, synced).
+    pub write_s: f64,
 }
 
 /// Summary of a run or backfill.
@@ -124,6 +129,8 @@ impl RunSummary {
                         dir: writer.dir().to_path_buf(),
                         keys,
                         retained_events,
+                        compute_s: op.busy().as_secs_f64(),
+                        write_s: writer.busy().as_secs_f64(),
                     }
                 })
                 .collect(),
@@ -300,10 +307,12 @@ impl fmt::Display for RunSummary {
             };
             writeln!(
                 f,
-                "  view {}: {} feature rows -> {}{state}",
+                "  view {}: {} feature rows -> {}{state} · computed {:.2} s, written {:.2} s",
                 v.view,
                 thousands(v.rows),
                 v.dir.display(),
+                v.compute_s,
+                v.write_s,
             )?;
         }
         if let Some(online) = &self.online {

@@ -12,6 +12,7 @@ use parquet::file::properties::WriterProperties;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Writes one view's feature rows for the checkpointed runtime.
 ///
@@ -36,6 +37,8 @@ pub struct FeatureRowWriter {
     next_file: usize,
     rows: u64,
     staged: Vec<StagedFile>,
+    /// Time spent encoding, writing and syncing files.
+    busy: Duration,
 }
 
 /// Whether `name` is a committed feature-row file of run `run` (`part-<run>-...`).
@@ -124,6 +127,7 @@ impl FeatureRowWriter {
             next_file: 0,
             rows: 0,
             staged: Vec::new(),
+            busy: Duration::ZERO,
         })
     }
 
@@ -162,8 +166,22 @@ impl FeatureRowWriter {
         &self.dir
     }
 
+    /// Time spent so far encoding rows, writing and syncing files (the run summary's
+    /// "written" time of a view).
+    pub fn busy(&self) -> Duration {
+        self.busy
+    }
+
     /// Appends feature rows.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let written = self.write_rows(batch);
+        self.busy += started.elapsed();
+        written
+    }
+
+    /// [`FeatureRowWriter::write`], untimed.
+    fn write_rows(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
         let batch = batch
             .project(&self.keep)
             .map_err(|e| self.schema_error(e))?;
@@ -199,7 +217,7 @@ impl FeatureRowWriter {
             offset += take;
             self.rows += take as u64;
             if *rows >= self.rows_per_file {
-                self.close_current()?;
+                self.close_current_untimed()?; // timed with the write
             }
         }
         Ok(())
@@ -246,6 +264,14 @@ impl FeatureRowWriter {
 
     /// Writes the footer of the current file, syncs it and records it as staged.
     fn close_current(&mut self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let closed = self.close_current_untimed();
+        self.busy += started.elapsed();
+        closed
+    }
+
+    /// [`FeatureRowWriter::close_current`], untimed.
+    fn close_current_untimed(&mut self) -> Result<(), StoreError> {
         if let Some((writer, staged, _)) = self.current.take() {
             let file = writer.into_inner().map_err(|e| StoreError::Parquet {
                 path: staged.clone(),
@@ -327,7 +353,9 @@ mod tests {
         std::fs::create_dir_all(root.join("v")).unwrap();
         std::fs::write(root.join("v/part-old-000001-000.parquet"), b"old").unwrap();
         let mut w = FeatureRowWriter::new(&root, &staging, "v", schema, 10, "r1", 1).unwrap();
+        assert_eq!(w.busy(), Duration::ZERO);
         w.write(&batch).unwrap();
+        assert!(w.busy() > Duration::ZERO, "writing is timed");
         assert!(root.join("v/part-old-000001-000.parquet").exists());
         let files = w.prepare_commit(1).unwrap();
         assert_eq!(files.len(), 3);

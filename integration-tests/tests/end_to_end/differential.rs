@@ -241,6 +241,15 @@ async fn check(datagen: DatagenConfig, max_lateness_ms: u64, expect_late: bool) 
             })
             .unwrap_or(false);
         assert!(!spill_left, "{mode}: spill files are removed");
+        for view in summary.views.iter().filter(|v| v.rows > 0) {
+            assert!(
+                view.compute_s > 0.0 && view.write_s > 0.0,
+                "{mode}: {} reports the time it took (computed {} s, written {} s)",
+                view.view,
+                view.compute_s,
+                view.write_s
+            );
+        }
         let late = late_ids(&summary);
         assert_eq!(
             late.len() as u64,
