@@ -176,7 +176,7 @@ impl<O: Operator + 'static, S: Sink + 'static> ViewTask<O, S> {
                 Ok(())
             };
             let ran = run.await;
-            // The sink's own error first: an operator stops when its sink has.
+            // The sink finishes what it was handed, whatever stopped the operator.
             let sink = sink.finish().await;
             (ran.map(|()| operator), sink)
         });
