@@ -174,10 +174,16 @@ impl FeatureRowWriter {
 
     /// Appends feature rows.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
+        self.timed(|writer| writer.write_rows(batch))
+    }
+
+    /// Runs `work` and adds the time it took to [`FeatureRowWriter::busy`]: the entry points
+    /// that write (`write`, `prepare_commit`) are timed, not what they call.
+    fn timed<T>(&mut self, work: impl FnOnce(&mut Self) -> T) -> T {
         let started = Instant::now();
-        let written = self.write_rows(batch);
+        let done = work(self);
         self.busy += started.elapsed();
-        written
+        done
     }
 
     /// [`FeatureRowWriter::write`], untimed.
@@ -217,7 +223,7 @@ impl FeatureRowWriter {
             offset += take;
             self.rows += take as u64;
             if *rows >= self.rows_per_file {
-                self.close_current_untimed()?; // timed with the write
+                self.close_current()?;
             }
         }
         Ok(())
@@ -264,14 +270,6 @@ impl FeatureRowWriter {
 
     /// Writes the footer of the current file, syncs it and records it as staged.
     fn close_current(&mut self) -> Result<(), StoreError> {
-        let started = Instant::now();
-        let closed = self.close_current_untimed();
-        self.busy += started.elapsed();
-        closed
-    }
-
-    /// [`FeatureRowWriter::close_current`], untimed.
-    fn close_current_untimed(&mut self) -> Result<(), StoreError> {
         if let Some((writer, staged, _)) = self.current.take() {
             let file = writer.into_inner().map_err(|e| StoreError::Parquet {
                 path: staged.clone(),
@@ -312,10 +310,13 @@ impl Sink for FeatureRowWriter {
     }
 
     fn prepare_commit(&mut self, epoch: u64) -> Result<Vec<StagedFile>, StoreError> {
-        self.close_current()?;
-        if !self.staged.is_empty() {
-            sync_dir(&self.staging)?;
-        }
+        self.timed(|writer| {
+            writer.close_current()?;
+            if !writer.staged.is_empty() {
+                sync_dir(&writer.staging)?;
+            }
+            Ok::<_, StoreError>(())
+        })?;
         self.epoch = epoch + 1;
         self.next_file = 0;
         Ok(std::mem::take(&mut self.staged))
