@@ -51,6 +51,10 @@ const MAX_PARTITIONS: usize = 4096;
 /// waits in the view's queue while another is being read back.
 const PARTITION_BYTES_FACTOR: usize = 8;
 
+/// Bytes a view's in-memory split keeps per row between counting its partitions' rows and
+/// copying them (the row's index and its partition).
+const ASSIGNED_ROW_BYTES: usize = std::mem::size_of::<u32>() + std::mem::size_of::<u16>();
+
 /// Inputs of at least this many rows are split by key even when they fit in memory.
 const SPLIT_ROWS: usize = 256 * 1024;
 
@@ -286,11 +290,12 @@ pub async fn backfill(
     let need = input_bytes * PARTITION_BYTES_FACTOR * concurrency;
     // Split in memory, each view copies the columns it reads out of the input (compact, even
     // where the input's batches are slices of larger buffers, which count whole in
-    // `input_bytes`); the input is let go only as the views finish with it.
+    // `input_bytes`), after giving each row its partition (6 bytes a row: the row and its
+    // partition); the input is let go only as the views finish with it.
     let copies = if spilled {
         0
     } else {
-        stream.values_bytes(0)? * operators.len()
+        (stream.values_bytes(0)? + accepted as usize * ASSIGNED_ROW_BYTES) * operators.len()
     };
     let split =
         spilled || need > budget.saturating_sub(copies) / 2 || accepted as usize >= SPLIT_ROWS;

@@ -10,6 +10,7 @@
 //! slice and the state, not the hot key's events.
 
 use crate::error::JobError;
+use crate::partition_copies::{variable_bytes, PartitionCopies};
 use crate::prepared_rows::{prepare_tracking_keys, prepare_tracking_rows};
 use crate::shared_input::SharedInput;
 use crate::spill::{partitions_of, push_partitioned, RowCursor, Spill};
@@ -67,12 +68,14 @@ impl KeyedInput {
         };
         match in_memory {
             Some(input) => {
-                for i in 0..input.len() {
-                    let batch = input.get(i).ok_or_else(|| {
-                        JobError::Other("an input batch was let go early (internal error)".into())
-                    })?;
-                    split_batch(view, &unread, &mut parts, batch, progress).await?;
-                    input.let_go(i);
+                for (p, rows) in copy_split(view, &unread, input, &parts, progress)
+                    .await?
+                    .into_iter()
+                    .enumerate()
+                {
+                    if let Some(rows) = rows {
+                        parts.push(p, rows)?;
+                    }
                 }
             }
             None => {
@@ -182,12 +185,13 @@ impl KeyedInput {
             return Ok(Some(KeyPartition::Sliced(slices)));
         }
         let fail = |e: &dyn std::fmt::Display| JobError::Other(format!("a key partition: {e}"));
-        let batches = self.parts.take(p)?.collect::<Result<Vec<_>, _>>()?;
-        if batches.is_empty() {
-            return Ok(None);
-        }
-        let read =
-            arrow::compute::concat_batches(self.parts.schema(), &batches).map_err(|e| fail(&e))?;
+        let mut batches = self.parts.take(p)?.collect::<Result<Vec<_>, _>>()?;
+        let read = match batches.len() {
+            0 => return Ok(None),
+            1 => batches.remove(0),
+            _ => arrow::compute::concat_batches(self.parts.schema(), &batches)
+                .map_err(|e| fail(&e))?,
+        };
         drop(batches);
         let whole = self
             .unread
@@ -195,6 +199,65 @@ impl KeyedInput {
             .map_err(|e| fail(&e))?;
         Ok(Some(KeyPartition::Whole(whole)))
     }
+}
+
+/// The rows of the in-memory `input` that `view` keeps, only the columns it reads, copied
+/// into one batch per partition of `parts` (`None` for a partition without rows): each
+/// batch's rows are first given their key's partition, which sizes the partitions' arrays,
+/// then copied into them (and the batch let go); `progress` counts the rows copied.
+async fn copy_split(
+    view: &FeatureView,
+    unread: &UnreadColumns,
+    input: &SharedInput,
+    parts: &Spill,
+    progress: &indicatif::ProgressBar,
+) -> Result<Vec<Option<RecordBatch>>, JobError> {
+    let batch_of = |i| {
+        input.get(i).ok_or_else(|| {
+            JobError::Other("an input batch was let go early (internal error)".into())
+        })
+    };
+    let fail = |e: arrow::error::ArrowError| JobError::in_view(view.name(), e);
+    let schema = parts.schema();
+    let columns = schema.fields().len();
+    let mut sizes = vec![0; parts.partitions()];
+    let mut nullable = vec![false; columns];
+    let mut value_bytes = vec![0; columns];
+    let mut assigned = Vec::with_capacity(input.len());
+    let mut rows = 0;
+    for i in 0..input.len() {
+        let batch = batch_of(i)?;
+        let (keys, kept) = prepare_tracking_keys(view, batch.clone()).await?;
+        let partition = partitions_of(keys.iter().map(|k| k.data()), parts.partitions());
+        drop(keys);
+        for &p in &partition {
+            sizes[usize::from(p)] += 1;
+        }
+        let read = unread.project(&batch).map_err(fail)?;
+        for (c, column) in read.columns().iter().enumerate() {
+            nullable[c] |= column.null_count() > 0;
+            value_bytes[c] += variable_bytes(column.as_ref());
+        }
+        rows += batch.num_rows();
+        assigned.push((kept, partition));
+    }
+    let rows = rows.max(1);
+    let row_bytes: Vec<usize> = value_bytes.iter().map(|b| b.div_ceil(rows)).collect();
+    let mut copies = PartitionCopies::new(Arc::clone(schema), sizes, &nullable, &row_bytes);
+    for (i, (kept, partition)) in assigned.into_iter().enumerate() {
+        let batch = batch_of(i)?;
+        progress.inc(batch.num_rows() as u64);
+        let read = unread.project(&batch).map_err(fail)?;
+        drop(batch);
+        let slots: Vec<u32> = partition.iter().map(|&p| u32::from(p)).collect();
+        let (mut order, starts) =
+            quiver_gpu::group_rows(&slots, parts.partitions(), 0..slots.len() as u32);
+        order.iter_mut().for_each(|r| *r = kept[*r as usize]);
+        copies.push(&read, &order, &starts).map_err(fail)?;
+        drop(read);
+        input.let_go(i);
+    }
+    copies.finish().map_err(fail)
 }
 
 /// Pushes the rows of `batch` that `view` keeps into `parts` by their key's partition, only

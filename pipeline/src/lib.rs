@@ -32,6 +32,7 @@ pub mod openlineage;
 pub mod operator;
 pub mod outputs;
 pub mod parquet_file;
+pub mod partition_copies;
 pub mod prepared_rows;
 pub mod produce_demo;
 pub mod progress;
