@@ -32,6 +32,8 @@ pub struct KeyedInput {
     unread: UnreadColumns,
     /// The partitions cut by event time: each one's slices in time order.
     sliced: BTreeMap<usize, Spill>,
+    /// Rows read from spill files at once to be split or cut (see [`KeyedInput::split`]).
+    chunk_rows: usize,
 }
 
 /// One key partition, as it is evaluated.
@@ -49,12 +51,16 @@ const PIECE_ROWS: usize = 64 * 1024;
 impl KeyedInput {
     /// Splits `input` (the backfill's one-partition spill) by `view`'s key into `partitions`:
     /// in memory when `in_memory` holds the input (each batch let go once split), else in
-    /// spill files under `dir`; `progress` counts the rows read.
+    /// spill files under `dir`, `chunk_rows` rows of the input at a time (each chunk's rows of
+    /// a partition are one batch in its file: small batches cost more to compress, write and
+    /// read back than their rows; hot partitions are cut by time in chunks of at least as
+    /// many rows); `progress` counts the rows read.
     pub async fn split(
         view: &FeatureView,
         input: &Spill,
         in_memory: Option<&SharedInput>,
         partitions: usize,
+        chunk_rows: usize,
         dir: &Path,
         progress: &indicatif::ProgressBar,
     ) -> Result<Self, JobError> {
@@ -79,8 +85,21 @@ impl KeyedInput {
                 }
             }
             None => {
+                let mut chunk = Vec::new();
+                let mut rows = 0;
                 for batch in input.read(0)? {
-                    split_batch(view, &unread, &mut parts, batch?, progress).await?;
+                    let batch = batch?;
+                    rows += batch.num_rows();
+                    chunk.push(batch);
+                    if rows >= chunk_rows {
+                        let batch = joined(&schema, std::mem::take(&mut chunk))?;
+                        split_batch(view, &unread, &mut parts, batch, progress).await?;
+                        rows = 0;
+                    }
+                }
+                if !chunk.is_empty() {
+                    let batch = joined(&schema, chunk)?;
+                    split_batch(view, &unread, &mut parts, batch, progress).await?;
                 }
             }
         }
@@ -90,6 +109,7 @@ impl KeyedInput {
             schema,
             unread,
             sliced: BTreeMap::new(),
+            chunk_rows,
         })
     }
 
@@ -155,7 +175,8 @@ impl KeyedInput {
         Ok(self.sliced.len())
     }
 
-    /// The rows of partition `p` in pieces of at most [`PIECE_ROWS`] rows, left in place.
+    /// The rows of partition `p` in pieces of at most [`PIECE_ROWS`] rows (or the split's
+    /// chunks, when larger), left in place.
     fn pieces(
         &self,
         p: usize,
@@ -163,7 +184,7 @@ impl KeyedInput {
         let mut cursor = RowCursor::new(Arc::clone(self.parts.schema()), self.parts.read(p)?);
         let mut left = self.rows(p);
         Ok(std::iter::from_fn(move || {
-            let rows = left.min(PIECE_ROWS);
+            let rows = left.min(self.chunk_rows.max(PIECE_ROWS));
             left -= rows;
             (rows > 0).then(|| {
                 let piece = cursor.next_rows(rows)?;
@@ -260,6 +281,15 @@ async fn copy_split(
     copies.finish().map_err(fail)
 }
 
+/// `batches` (of `schema`) as one batch.
+fn joined(schema: &SchemaRef, mut batches: Vec<RecordBatch>) -> Result<RecordBatch, JobError> {
+    if batches.len() == 1 {
+        return Ok(batches.remove(0));
+    }
+    arrow::compute::concat_batches(schema, &batches)
+        .map_err(|e| JobError::Other(format!("joining input batches to split: {e}")))
+}
+
 /// Pushes the rows of `batch` that `view` keeps into `parts` by their key's partition, only
 /// the columns the view reads; `progress` counts the batch's rows.
 async fn split_batch(
@@ -299,6 +329,102 @@ const MAX_SLICES: usize = 512;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::{AsArray, Float64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::array::{UInt32Array, UInt64Array};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMicrosecondType};
+    use quiver_sql::StreamSchema;
+
+    fn stream() -> SchemaRef {
+        let mut fields = vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+            Field::new("x", DataType::Float64, true),
+        ];
+        fields.extend(quiver_sql::lineage::hidden_fields());
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Rows `from..to`: 5 keys, a NULL `x` in every 4th row, one row in 9 filtered out by the
+    /// view's WHERE (`x < 0`).
+    fn rows(from: u64, to: u64) -> RecordBatch {
+        let n = (to - from) as usize;
+        let x = (from..to).map(|i| match i % 9 {
+            4 => Some(-1.0),
+            _ => (i % 4 != 0).then_some(i as f64),
+        });
+        RecordBatch::try_new(
+            stream(),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    (from..to).map(|i| format!("key{}", i % 5)),
+                )),
+                Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    (from..to).map(|i| i as i64 * 1000),
+                )),
+                Arc::new(Float64Array::from_iter(x)),
+                Arc::new(UInt32Array::from(vec![0; n])),
+                Arc::new(UInt64Array::from_iter_values(from..to)),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// Each partition's rows, as (key, time) pairs in the order taken.
+    fn taken(keyed: &mut KeyedInput) -> Vec<Vec<(String, i64)>> {
+        (0..keyed.partitions())
+            .map(|p| match keyed.take(p).unwrap() {
+                None => Vec::new(),
+                Some(KeyPartition::Whole(batch)) => {
+                    let keys = batch.column(0).as_string::<i32>();
+                    let times = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+                    (0..batch.num_rows())
+                        .map(|r| (keys.value(r).to_string(), times.value(r)))
+                        .collect()
+                }
+                Some(KeyPartition::Sliced(_)) => panic!("nothing here is cut by time"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_spilled_input_split_in_chunks_gives_each_partition_the_same_rows_in_order() {
+        let sql = "SELECT k, t, count(x) OVER (PARTITION BY k ORDER BY t RANGE BETWEEN \
+                   INTERVAL '1 minute' PRECEDING AND CURRENT ROW) AS n FROM s WHERE x IS NULL OR x >= 0";
+        let streams = [StreamSchema {
+            name: "s".into(),
+            schema: stream(),
+        }];
+        let view = FeatureView::compile("v", "v.sql", sql, &streams, "t")
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut input = Spill::in_files(dir.path(), "input", stream(), 1);
+        for (from, to) in [(0, 7), (7, 14), (14, 14), (14, 30), (30, 33)] {
+            input.push(0, rows(from, to)).unwrap();
+        }
+        input.finish().unwrap();
+        let progress = indicatif::ProgressBar::hidden();
+        let mut expected = None;
+        // One batch at a time, chunks that join batches and leave a remainder, everything.
+        for chunk_rows in [1, 10, 14, 1000] {
+            let mut keyed =
+                KeyedInput::split(&view, &input, None, 3, chunk_rows, dir.path(), &progress)
+                    .await
+                    .unwrap();
+            let parts = taken(&mut keyed);
+            let rows: usize = parts.iter().map(Vec::len).sum();
+            assert_eq!(
+                rows,
+                33 - 4,
+                "chunks of {chunk_rows}: the rows the view keeps"
+            );
+            assert!(parts.iter().all(|p| p.windows(2).all(|w| w[0].1 < w[1].1)));
+            match &expected {
+                None => expected = Some(parts),
+                Some(expected) => assert_eq!(&parts, expected, "chunks of {chunk_rows}"),
+            }
+        }
+    }
 
     #[test]
     fn slice_bounds_cut_equal_counts_and_keep_a_time_together() {
