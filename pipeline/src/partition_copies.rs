@@ -162,10 +162,7 @@ impl ColumnCopies {
                 .map(|&n| ByteValues::new(n, nullable, row_bytes))
                 .collect()
         }
-        let width = data_type
-            .primitive_width()
-            .filter(|_| data_type.is_primitive());
-        if let Some(width @ (1 | 2 | 4 | 8 | 16)) = width {
+        if let Some(width) = fixed_width(data_type) {
             let values = (sizes.iter())
                 .map(|&n| match width {
                     1 => FixedValues::W1(Vec::with_capacity(n)),
@@ -211,7 +208,7 @@ impl ColumnCopies {
                 nulls,
             } => {
                 let data = column.to_data();
-                if data.buffers().len() != 1 || data.data_type().primitive_width() != Some(*width) {
+                if data.buffers().len() != 1 || fixed_width(data.data_type()) != Some(*width) {
                     return Err(internal("a column of another type"));
                 }
                 for (p, values) in values.iter_mut().enumerate() {
@@ -319,6 +316,18 @@ pub fn variable_bytes(column: &dyn Array) -> usize {
     }
 }
 
+/// The width of a primitive type's values when they are copied as plain integers of that
+/// width: its values' alignment is their width (interval types, structs of smaller fields, and
+/// 256-bit decimals are taken and joined instead).
+fn fixed_width(data_type: &DataType) -> Option<usize> {
+    if !data_type.is_primitive() || matches!(data_type, DataType::Interval(_)) {
+        return None;
+    }
+    data_type
+        .primitive_width()
+        .filter(|w| matches!(w, 1 | 2 | 4 | 8 | 16))
+}
+
 /// Appends `source[r]` for each of `rows`.
 #[inline]
 fn copy_fixed<T: Copy>(values: &mut Vec<T>, source: &[T], rows: &[u32]) {
@@ -408,11 +417,12 @@ impl<T: ByteArrayType> ByteValues<T> {
 mod tests {
     use super::*;
     use arrow::array::{
-        BooleanArray, DictionaryArray, Float64Array, Int32Array, LargeStringArray, StringArray,
-        TimestampMicrosecondArray, UInt16Array,
+        BooleanArray, Decimal128Array, DictionaryArray, Float64Array, Int32Array,
+        IntervalMonthDayNanoArray, LargeStringArray, StringArray, TimestampMicrosecondArray,
+        UInt16Array,
     };
     use arrow::compute::take_record_batch;
-    use arrow::datatypes::{Field, Schema, TimeUnit, UInt16Type};
+    use arrow::datatypes::{Field, IntervalMonthDayNano, Schema, TimeUnit, UInt16Type};
     use std::sync::Arc;
 
     fn schema() -> SchemaRef {
@@ -429,6 +439,12 @@ mod tests {
                 false,
             ),
             Field::new("d", dictionary, true),
+            Field::new("m", DataType::Decimal128(20, 2), true),
+            Field::new(
+                "v",
+                DataType::Interval(arrow::datatypes::IntervalUnit::MonthDayNano),
+                false,
+            ),
         ]))
     }
 
@@ -463,6 +479,18 @@ mod tests {
                         .with_timezone("UTC"),
                 ),
                 Arc::new(dictionary),
+                Arc::new(
+                    Decimal128Array::from_iter(
+                        r.iter()
+                            .map(|&i| (i % 6 != 5).then_some(i as i128 * 1_000_003)),
+                    )
+                    .with_precision_and_scale(20, 2)
+                    .unwrap(),
+                ),
+                Arc::new(IntervalMonthDayNanoArray::from_iter_values(
+                    r.iter()
+                        .map(|&i| IntervalMonthDayNano::new(i, -i, i as i64 * 7)),
+                )),
             ],
         )
         .unwrap()
@@ -539,8 +567,8 @@ mod tests {
     fn rows_beyond_or_short_of_the_sizes_are_errors_not_panics() {
         let batch = rows(0, 10);
         let order: Vec<u32> = (0..10).collect();
-        let nullable = vec![true; 7];
-        let row_bytes = vec![0; 7];
+        let nullable = vec![true; 9];
+        let row_bytes = vec![0; 9];
         let mut copies = PartitionCopies::new(schema(), vec![4], &nullable, &row_bytes);
         assert!(
             copies.push(&batch, &order, &[0, 10]).is_err(),
@@ -554,8 +582,24 @@ mod tests {
             "two partitions"
         );
         // A column counted without nulls that has some is refused, not silently made valid.
-        let mut copies = PartitionCopies::new(schema(), vec![10], &[false; 7], &row_bytes);
+        let mut copies = PartitionCopies::new(schema(), vec![10], &[false; 9], &row_bytes);
         assert!(copies.push(&batch, &order, &[0, 10]).is_err());
+    }
+
+    #[test]
+    fn only_types_aligned_to_their_width_are_copied_as_plain_integers() {
+        assert_eq!(fixed_width(&DataType::Int64), Some(8));
+        assert_eq!(fixed_width(&DataType::Float16), Some(2));
+        assert_eq!(fixed_width(&DataType::Decimal128(20, 2)), Some(16));
+        assert_eq!(fixed_width(&schema().field(5).data_type().clone()), Some(8));
+        for taken in [
+            DataType::Interval(arrow::datatypes::IntervalUnit::DayTime),
+            DataType::Interval(arrow::datatypes::IntervalUnit::MonthDayNano),
+            DataType::Decimal256(40, 2),
+            DataType::Utf8,
+        ] {
+            assert_eq!(fixed_width(&taken), None, "{taken}");
+        }
     }
 
     #[test]
