@@ -13,7 +13,7 @@ use crate::error::JobError;
 use crate::partition_copies::{variable_bytes, PartitionCopies};
 use crate::prepared_rows::{prepare_tracking_keys, prepare_tracking_rows};
 use crate::shared_input::SharedInput;
-use crate::spill::{partitions_of, push_partitioned, RowCursor, Spill};
+use crate::spill::{partitions_of, push_partitioned, rows_by_partition, RowCursor, Spill};
 use crate::unread_columns::UnreadColumns;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -92,13 +92,13 @@ impl KeyedInput {
                     rows += batch.num_rows();
                     chunk.push(batch);
                     if rows >= chunk_rows {
-                        let batch = joined(&schema, std::mem::take(&mut chunk))?;
+                        let batch = joined(&schema, &std::mem::take(&mut chunk))?;
                         split_batch(view, &unread, &mut parts, batch, progress).await?;
                         rows = 0;
                     }
                 }
                 if !chunk.is_empty() {
-                    let batch = joined(&schema, chunk)?;
+                    let batch = joined(&schema, &chunk)?;
                     split_batch(view, &unread, &mut parts, batch, progress).await?;
                 }
             }
@@ -206,13 +206,13 @@ impl KeyedInput {
             return Ok(Some(KeyPartition::Sliced(slices)));
         }
         let fail = |e: &dyn std::fmt::Display| JobError::Other(format!("a key partition: {e}"));
-        let mut batches = self.parts.take(p)?.collect::<Result<Vec<_>, _>>()?;
-        let read = match batches.len() {
-            0 => return Ok(None),
-            1 => batches.remove(0),
-            _ => arrow::compute::concat_batches(self.parts.schema(), &batches)
-                .map_err(|e| fail(&e))?,
-        };
+        let batches = self.parts.take(p)?.collect::<Result<Vec<_>, _>>()?;
+        if batches.is_empty() {
+            return Ok(None);
+        }
+        // One batch (an in-memory partition) is not copied: concatenating one array slices it.
+        let read =
+            arrow::compute::concat_batches(self.parts.schema(), &batches).map_err(|e| fail(&e))?;
         drop(batches);
         let whole = self
             .unread
@@ -260,20 +260,15 @@ async fn copy_split(
             value_bytes[c] += variable_bytes(column.as_ref());
         }
         rows += batch.num_rows();
-        assigned.push((kept, partition));
+        // The read columns share the input batch's buffers: it is let go after the copy.
+        assigned.push((read, kept, partition));
     }
     let rows = rows.max(1);
     let row_bytes: Vec<usize> = value_bytes.iter().map(|b| b.div_ceil(rows)).collect();
     let mut copies = PartitionCopies::new(Arc::clone(schema), sizes, &nullable, &row_bytes);
-    for (i, (kept, partition)) in assigned.into_iter().enumerate() {
-        let batch = batch_of(i)?;
-        progress.inc(batch.num_rows() as u64);
-        let read = unread.project(&batch).map_err(fail)?;
-        drop(batch);
-        let slots: Vec<u32> = partition.iter().map(|&p| u32::from(p)).collect();
-        let (mut order, starts) =
-            quiver_gpu::group_rows(&slots, parts.partitions(), 0..slots.len() as u32);
-        order.iter_mut().for_each(|r| *r = kept[*r as usize]);
+    for (i, (read, kept, partition)) in assigned.into_iter().enumerate() {
+        progress.inc(read.num_rows() as u64);
+        let (order, starts) = rows_by_partition(&partition, parts.partitions(), Some(&kept));
         copies.push(&read, &order, &starts).map_err(fail)?;
         drop(read);
         input.let_go(i);
@@ -281,12 +276,10 @@ async fn copy_split(
     copies.finish().map_err(fail)
 }
 
-/// `batches` (of `schema`) as one batch.
-fn joined(schema: &SchemaRef, mut batches: Vec<RecordBatch>) -> Result<RecordBatch, JobError> {
-    if batches.len() == 1 {
-        return Ok(batches.remove(0));
-    }
-    arrow::compute::concat_batches(schema, &batches)
+/// `batches` (of `schema`) as one batch (one batch is not copied: concatenating one array
+/// slices it).
+fn joined(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch, JobError> {
+    arrow::compute::concat_batches(schema, batches)
         .map_err(|e| JobError::Other(format!("joining input batches to split: {e}")))
 }
 

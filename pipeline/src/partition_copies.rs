@@ -211,6 +211,7 @@ impl ColumnCopies {
                 if data.buffers().len() != 1 || fixed_width(data.data_type()) != Some(*width) {
                     return Err(internal("a column of another type"));
                 }
+                let column_nulls = column.nulls();
                 for (p, values) in values.iter_mut().enumerate() {
                     let rows = rows_of(p);
                     match values {
@@ -220,7 +221,7 @@ impl ColumnCopies {
                         FixedValues::W8(v) => copy_fixed(v, data.buffer::<u64>(0), rows),
                         FixedValues::W16(v) => copy_fixed(v, data.buffer::<i128>(0), rows),
                     }
-                    copy_nulls(&mut nulls[p], column.logical_nulls().as_ref(), rows)?;
+                    copy_nulls(&mut nulls[p], column_nulls, rows)?;
                 }
             }
             ColumnCopies::Utf8(parts) => push_bytes(parts, column, order, starts)?,
@@ -285,13 +286,13 @@ impl ColumnCopies {
                 })
                 .collect(),
             ColumnCopies::Pieces(parts) => (parts.into_iter())
-                .map(|pieces| match pieces.len() {
-                    0 => Ok(arrow::array::new_empty_array(data_type)),
-                    1 => Ok(pieces.into_iter().next().expect("one piece")),
-                    _ => {
-                        let pieces: Vec<&dyn Array> = pieces.iter().map(|a| a.as_ref()).collect();
-                        arrow::compute::concat(&pieces)
+                .map(|pieces| {
+                    if pieces.is_empty() {
+                        return Ok(arrow::array::new_empty_array(data_type));
                     }
+                    // One piece is not copied: concatenating one array slices it.
+                    let pieces: Vec<&dyn Array> = pieces.iter().map(|a| a.as_ref()).collect();
+                    arrow::compute::concat(&pieces)
                 })
                 .collect(),
         }

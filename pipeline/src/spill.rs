@@ -428,6 +428,23 @@ pub fn partitions_of<'a>(keys: impl Iterator<Item = &'a [u8]>, partitions: usize
         .collect()
 }
 
+/// Row indices of a batch grouped by partition (a stable counting sort): the rows `rows`
+/// (ascending indices into the batch), or every row when `None`, each given its partition by
+/// `partition` (one entry per row). Returns the indices, each partition's in row order, and
+/// where each partition starts (`partitions + 1` offsets).
+pub fn rows_by_partition(
+    partition: &[u16],
+    partitions: usize,
+    rows: Option<&[u32]>,
+) -> (Vec<u32>, Vec<usize>) {
+    let slots: Vec<u32> = partition.iter().map(|&p| u32::from(p)).collect();
+    let (mut order, starts) = quiver_gpu::group_rows(&slots, partitions, 0..slots.len() as u32);
+    if let Some(rows) = rows {
+        order.iter_mut().for_each(|i| *i = rows[*i as usize]);
+    }
+    (order, starts)
+}
+
 /// Pushes rows of `batch` into the partitions `partition` gives them, one entry per row
 /// pushed: the rows `rows` (ascending indices into `batch`), or every row when `None`. Each
 /// partition's rows are taken from `batch` at once, in row order.
@@ -440,13 +457,7 @@ pub fn push_partitioned(
     if spill.partitions() == 1 && rows.is_none() {
         return spill.push(0, batch.clone());
     }
-    // Row indices grouped by partition, in row order within each.
-    let slots: Vec<u32> = partition.iter().map(|&p| u32::from(p)).collect();
-    let (mut order, starts) =
-        quiver_gpu::group_rows(&slots, spill.partitions(), 0..slots.len() as u32);
-    if let Some(rows) = rows {
-        order.iter_mut().for_each(|i| *i = rows[*i as usize]);
-    }
+    let (order, starts) = rows_by_partition(partition, spill.partitions(), rows);
     let order = UInt32Array::from(order);
     for p in 0..spill.partitions() {
         let (from, to) = (starts[p], starts[p + 1]);
