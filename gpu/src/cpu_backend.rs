@@ -46,7 +46,7 @@ impl WindowBackend for CpuBackend {
         let mut reported = 0;
         for segment in rows.offsets.windows(2) {
             let (begin, end) = (segment[0], segment[1]);
-            windows.reset(begin);
+            windows.reset(rows, begin, end);
             let mut i = begin;
             while i < end {
                 let t = rows.times[i];
@@ -64,6 +64,7 @@ impl WindowBackend for CpuBackend {
                     windows.add(plan, rows, row);
                 }
                 if emits {
+                    windows.settle(j);
                     for spec in 0..specs {
                         out.set_from_group(
                             plan,

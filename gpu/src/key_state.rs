@@ -434,7 +434,19 @@ pub(crate) fn with_event_values<R>(
     value: impl Fn(usize) -> Option<InputValue>,
     apply: impl FnOnce(&[Option<InputValue>]) -> R,
 ) -> R {
-    let read = |i: usize| kept(plan, i, value(i));
+    with_read_values(plan, |_| true, value, apply)
+}
+
+/// [`with_event_values`] reading only the inputs `wanted` says, the others given as null (the
+/// batch kernel's windows read some inputs from prefix totals instead).
+#[inline]
+pub(crate) fn with_read_values<R>(
+    plan: &WindowPlan,
+    wanted: impl Fn(usize) -> bool,
+    value: impl Fn(usize) -> Option<InputValue>,
+    apply: impl FnOnce(&[Option<InputValue>]) -> R,
+) -> R {
+    let read = |i: usize| wanted(i).then(|| kept(plan, i, value(i))).flatten();
     let inputs = plan.inputs();
     if inputs <= LOCAL_INPUTS {
         let mut local = [None; LOCAL_INPUTS];

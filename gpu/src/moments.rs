@@ -211,6 +211,18 @@ impl Moments {
         self.exact_sum = self.exact_sum.wrapping_sub(x);
     }
 
+    /// The moments of a window of `n` values whose exact sum is `exact_sum`, for reads of its
+    /// count and exact sum and average only (the batch kernel's prefix totals; the float
+    /// quantities are left empty). Counts and wrapping sums of integers are the same whatever
+    /// the order of additions and removals, so these equal the moments kept value by value.
+    pub(crate) fn counted(n: u64, exact_sum: i128) -> Self {
+        Moments {
+            n,
+            exact_sum,
+            ..Moments::default()
+        }
+    }
+
     /// Exact sum of an exact input, or `None` for an empty window.
     pub fn exact_sum(&self) -> Option<i128> {
         (self.n > 0).then_some(self.exact_sum)
