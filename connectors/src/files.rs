@@ -279,24 +279,18 @@ impl InputFiles {
         ))
     }
 
-    /// The Arrow schema of Parquet object `index`, read from its footer alone (ranged reads of
-    /// the file's tail, not the whole object).
-    pub async fn parquet_schema(
+    /// The metadata of Parquet object `index`, read from its footer alone (ranged reads of the
+    /// file's tail, not the whole object).
+    async fn parquet_metadata(
         &self,
         index: usize,
-    ) -> Result<arrow::datatypes::SchemaRef, ConnectorError> {
+    ) -> Result<parquet::file::metadata::ParquetMetaData, ConnectorError> {
         use parquet::errors::ParquetError;
         use parquet::file::metadata::ParquetMetaDataReader;
         let (path, name) = self.object(index)?;
         let store_error = |source| ConnectorError::ObjectStore {
             location: name.clone(),
             source,
-        };
-        let corrupt = |e: ParquetError| ConnectorError::Parquet {
-            partition: name.clone(),
-            detail: format!(
-                "cannot read the file metadata: {e}; the file is truncated, corrupt or not Parquet"
-            ),
         };
         let size = self.store.head(path).await.map_err(store_error)?.size;
         // Most footers fit in 64 KiB; a larger one says how much it needs.
@@ -313,15 +307,29 @@ impl InputFiles {
                 Err(ParquetError::NeedMoreData(needed)) if (needed as u64) > tail => {
                     tail = needed as u64;
                 }
-                Err(e) => return Err(corrupt(e)),
+                Err(e) => return Err(corrupt_parquet(name, e)),
             }
         }
-        let metadata = reader.finish().map_err(corrupt)?;
+        reader.finish().map_err(|e| corrupt_parquet(name, e))
+    }
+
+    /// The Arrow schema of Parquet object `index`, read from its footer alone.
+    pub async fn parquet_schema(
+        &self,
+        index: usize,
+    ) -> Result<arrow::datatypes::SchemaRef, ConnectorError> {
+        let metadata = self.parquet_metadata(index).await?;
         let file = metadata.file_metadata();
         let schema =
             parquet::arrow::parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
-                .map_err(corrupt)?;
+                .map_err(|e| corrupt_parquet(&self.names[index], e))?;
         Ok(Arc::new(schema))
+    }
+
+    /// The rows of Parquet object `index`, as its footer alone says.
+    pub async fn parquet_rows(&self, index: usize) -> Result<u64, ConnectorError> {
+        let metadata = self.parquet_metadata(index).await?;
+        Ok(u64::try_from(metadata.file_metadata().num_rows()).unwrap_or(0))
     }
 
     /// Number of resolved objects.
@@ -332,6 +340,16 @@ impl InputFiles {
     /// Whether no object was resolved (never true for a value returned by `resolve`).
     pub fn is_empty(&self) -> bool {
         self.paths.is_empty()
+    }
+}
+
+/// The error of object `name`'s Parquet metadata that cannot be read.
+fn corrupt_parquet(name: &str, e: parquet::errors::ParquetError) -> ConnectorError {
+    ConnectorError::Parquet {
+        partition: name.to_string(),
+        detail: format!(
+            "cannot read the file metadata: {e}; the file is truncated, corrupt or not Parquet"
+        ),
     }
 }
 

@@ -7,9 +7,11 @@
 //!
 //! Each view sorts its input by key and time once and evaluates every window in one call to a
 //! kernel backend: CUDA for large inputs when a GPU is used (`compute.device`), else the CPU.
-//! An input larger than a quarter of the memory limit goes to a spill file as it is read; each
-//! view then splits it by a hash of its key into partitions small enough to evaluate one at a
-//! time (a window only ever holds one key's events), so memory stays bounded.
+//! An input larger than a quarter of the memory limit is split by a hash of each view's key
+//! into partitions small enough to evaluate one at a time (a window only ever holds one key's
+//! events), so memory stays bounded: as it is read, straight into the partitions' spill files,
+//! when its size is known up front (Parquet footers, the generator, an event log); else it goes
+//! to a spill file as it is read, and each view splits that.
 
 use crate::batch_compute::BatchCompute;
 use crate::batch_evaluator::{BatchEvaluator, Evaluated};
@@ -21,6 +23,7 @@ use crate::keyed_input::{KeyPartition, KeyedInput};
 use crate::operator::Message;
 use crate::outputs::{OutputPaths, Outputs};
 use crate::progress::events_bar;
+use crate::reading_split::ReadingSplit;
 use crate::registry::event_log::EventLogReader;
 use crate::reorder::ReorderBuffer;
 use crate::run::{view_operators, RunOptions};
@@ -30,11 +33,12 @@ use crate::spill::{ScratchDir, Spill};
 use crate::summary::{JobTotals, RunSummary};
 use crate::view_task::{send_all, ViewTask};
 use crate::watermark::Watermarks;
+use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use indicatif::ProgressBar;
 use quiver_sql::FeatureView;
 use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -89,6 +93,23 @@ const LARGE_PARTITION_ROWS: usize = 1 << 18;
 /// [`PARTITION_ROWS`] rows up to [`SPEED_PARTITIONS`], then one per [`LARGE_PARTITION_ROWS`].
 fn speed_partitions(rows: usize) -> usize {
     (rows.div_ceil(PARTITION_ROWS).min(SPEED_PARTITIONS)).max(rows.div_ceil(LARGE_PARTITION_ROWS))
+}
+
+/// Key partitions for an input of `bytes` bytes in `rows` rows, `concurrency` of them
+/// evaluated at once within `budget`.
+fn key_partitions(bytes: usize, rows: usize, budget: usize, concurrency: usize) -> usize {
+    let need = bytes
+        .saturating_mul(PARTITION_BYTES_FACTOR)
+        .saturating_mul(concurrency);
+    need.div_ceil((budget / 2).max(1))
+        .max(speed_partitions(rows))
+        .clamp(2, MAX_PARTITIONS)
+}
+
+/// Rows of a spilled input split at once by each of `views` views within `budget`, rows
+/// taking `row_bytes` bytes.
+fn chunk_rows(budget: usize, views: usize, row_bytes: usize) -> usize {
+    (budget / SPLIT_CHUNK_SHARE / views.max(1) / row_bytes.max(1)).clamp(1, MAX_CHUNK_ROWS)
 }
 
 /// A feature row written takes about this many times its event's stream bytes in a
@@ -199,7 +220,7 @@ pub async fn backfill(
         }
         None => crate::resident::data_budget(DEFAULT_MEMORY_LIMIT),
     };
-    let mut stream = Spill::in_memory_up_to(
+    let stream = Spill::in_memory_up_to(
         scratch.path(),
         budget / 4,
         "stream",
@@ -208,6 +229,27 @@ pub async fn backfill(
     );
     let limits = pipeline.loaded.config.output.clone();
     let schema = pipeline.feature_stream_schema.clone();
+    // The views and their writers come first: an input known to be large is split by the
+    // views' keys as it is read.
+    let availability = vec![options.availability_column; pipeline.views.len()];
+    let writers = outputs.feature_writers(&pipeline, &coordinator.run, &[], None, &availability)?;
+    let operators = view_operators(&mut pipeline, options.expire_interval_micros, &[]);
+    let views: Vec<Arc<FeatureView>> = operators.iter().map(|op| Arc::clone(op.view())).collect();
+    // Key partitions evaluated at once, of all views: one per core, at least one per view.
+    let concurrency = views.len().max(crate::batch_compute::cores());
+    let mut input = ReadInput {
+        held_up_to: budget / 4,
+        stream,
+        splitting: None,
+        // An event log is written from the input held whole.
+        expected: (options.event_log.is_none())
+            .then(|| origin.expected_events())
+            .flatten(),
+        budget,
+        concurrency,
+        views: &views,
+        dir: scratch.path(),
+    };
     match &mut origin {
         Origin::Source(source, watermarks) => {
             source.open_partitions(watermarks);
@@ -229,7 +271,7 @@ pub async fn backfill(
                         let ingested = ingest(&pipeline, batch, partition).await?;
                         engine += step.elapsed();
                         outputs.write_dead_letters(&ingested.dead_letters)?;
-                        stream.push(0, ingested.batch)?;
+                        input.push(ingested.batch).await?;
                     }
                 }
             }
@@ -249,22 +291,33 @@ pub async fn backfill(
                         "the event log does not fit this config's stream: {e}"
                     ))
                 })?;
-                stream.push(0, batch)?;
+                input.push(batch).await?;
             }
         }
     }
     read_bar.finish_and_clear();
+    let ReadInput {
+        mut stream,
+        splitting,
+        ..
+    } = input;
     stream.finish()?;
-    let accepted = stream.rows(0) as u64;
+    let (mut accepted, mut input_bytes) = (stream.rows(0) as u64, stream.bytes(0));
+    let presplit = match splitting {
+        Some(split) => {
+            (accepted, input_bytes) = (split.rows() as u64, split.bytes());
+            Some(split.finish().await?)
+        }
+        None => None,
+    };
+    let split_as_read = presplit.is_some();
     let names = origin.partition_names();
     if let Some(dir) = &options.event_log {
         let info = serde_json::json!({"operation": "apply", "rows": accepted});
         crate::registry::event_log::write_event_log(dir, &schema, stream.read(0)?, &names, info)?;
     }
-    let availability = vec![options.availability_column; pipeline.views.len()];
-    let input_bytes = stream.bytes(0);
     if let Some(limit) = options.memory_limit {
-        let held_input = if stream.in_files_now() {
+        let held_input = if presplit.is_some() || stream.in_files_now() {
             0
         } else {
             input_bytes
@@ -272,32 +325,29 @@ pub async fn backfill(
         budget = crate::resident::strict_budget_now(limit, budget, held_input);
     }
     let row_bytes = input_bytes / (accepted as usize).max(1);
-    let writers = outputs.feature_writers(&pipeline, &coordinator.run, &[], None, &availability)?;
     // Each writer holds a row group; under a small limit they get smaller ones, and the
     // partitions share what is left.
-    let group_rows = row_group_rows(budget, pipeline.views.len(), row_bytes);
+    let group_rows = row_group_rows(budget, views.len(), row_bytes);
     let writers: Vec<_> = (writers.into_iter())
         .map(|w| w.with_row_group_rows(group_rows))
         .collect();
     let budget = budget.saturating_sub(group_rows * WRITTEN_ROW_FACTOR * row_bytes * writers.len());
     let compute_bar = events_bar(
-        Some(accepted * pipeline.views.len() as u64),
+        Some(accepted * views.len() as u64),
         options.progress,
         "features",
     );
-    let operators: Vec<_> = view_operators(&mut pipeline, options.expire_interval_micros, &names)
-        .into_iter()
+    let operators: Vec<_> = (operators.into_iter())
         .map(|op| {
-            op.with_progress(compute_bar.clone())
+            op.with_partitions(&names)
+                .with_progress(compute_bar.clone())
                 .with_batch_compute(compute.clone())
         })
         .collect();
-    // Key partitions evaluated at once, of all views: one per core, at least one per view.
-    let concurrency = operators.len().max(crate::batch_compute::cores());
     // A large input is split by each view's key into partitions small enough to evaluate
     // `concurrency` of them at once (and the views' tasks hold a few more); smaller sorts and
     // key tables also stay in cache, so this is faster than one sort of everything.
-    let spilled = stream.in_files_now();
+    let spilled = presplit.is_some() || stream.in_files_now();
     let need = input_bytes * PARTITION_BYTES_FACTOR * concurrency;
     // Split in memory, each view copies the columns it reads out of the input (compact, even
     // where the input's batches are slices of larger buffers, which count whole in
@@ -315,20 +365,16 @@ pub async fn backfill(
     } else {
         budget
     };
-    let partitions = if split {
-        need.div_ceil((budget / 2).max(1))
-            .max(speed_partitions(accepted as usize))
-            .clamp(2, MAX_PARTITIONS)
-    } else {
-        1
+    let partitions = match &presplit {
+        Some(keyed) => keyed.first().map_or(1, KeyedInput::partitions),
+        None if split => key_partitions(input_bytes, accepted as usize, budget, concurrency),
+        None => 1,
     };
     // Each partition should hold about this many rows; a hot key's is cut by time.
     let slice_rows = budget / (2 * PARTITION_BYTES_FACTOR * concurrency) / row_bytes.max(1);
     // A spilled input is split this many rows at a time (a chunk, its copy by partition and
     // its prepared keys per view at once).
-    let chunk_rows = (budget / SPLIT_CHUNK_SHARE / operators.len().max(1) / row_bytes.max(1))
-        .clamp(1, MAX_CHUNK_ROWS);
-    let views: Vec<Arc<FeatureView>> = operators.iter().map(|op| Arc::clone(op.view())).collect();
+    let chunk_rows = chunk_rows(budget, operators.len(), row_bytes);
     let evaluators: Vec<_> = operators.iter().map(|op| op.batch_evaluator()).collect();
     // Each view writes on its own task: views are independent.
     let tasks: Vec<ViewTask> = operators
@@ -348,11 +394,14 @@ pub async fn backfill(
             Some(Arc::new(SharedInput::new(batches, views.len())))
         };
         let input = Arc::new(stream);
+        // Rows split as they were read were counted then.
+        let to_split = if presplit.is_some() { 0 } else { accepted };
         let bar = events_bar(
-            Some(accepted * views.len() as u64),
+            Some(to_split * views.len() as u64),
             options.progress,
             "by key",
         );
+        let mut presplit = presplit.map(Vec::into_iter);
         let evaluations = Arc::new(Semaphore::new(concurrency));
         // Views split in parallel, and each evaluates its partitions as soon as its split is
         // done.
@@ -363,6 +412,7 @@ pub async fn backfill(
             .map(|((task, view), evaluator)| {
                 let splitting = tokio::spawn(split_view(SplitJob {
                     view,
+                    split: presplit.as_mut().and_then(Iterator::next),
                     input: Arc::clone(&input),
                     in_memory: in_memory.clone(),
                     partitions,
@@ -427,6 +477,7 @@ pub async fn backfill(
         bytes: input_bytes as u64,
         partitions,
         spilled,
+        split_as_read,
         sliced,
         sliced_rows,
     });
@@ -434,9 +485,65 @@ pub async fn backfill(
     Ok(summary)
 }
 
+/// Backfill's input as it is read: held (in memory while it fits in a quarter of the budget,
+/// else in a spill file), or, once it outgrows that and its size is known up front, split by
+/// the views' keys as it comes ([`ReadingSplit`]).
+struct ReadInput<'a> {
+    stream: Spill,
+    splitting: Option<ReadingSplit>,
+    /// Bytes held before the input counts as large.
+    held_up_to: usize,
+    /// Events the input will have, when known up front and it may be split as it is read.
+    expected: Option<u64>,
+    budget: usize,
+    /// Key partitions evaluated at once.
+    concurrency: usize,
+    views: &'a [Arc<FeatureView>],
+    /// Where spill files go.
+    dir: &'a Path,
+}
+
+impl ReadInput<'_> {
+    /// Takes in `batch`, the next of the input.
+    async fn push(&mut self, batch: RecordBatch) -> Result<(), JobError> {
+        if let Some(split) = &mut self.splitting {
+            return split.push(batch).await;
+        }
+        let bytes = self.stream.bytes(0) + batch.get_array_memory_size();
+        let Some(expected) = self.expected.filter(|_| bytes > self.held_up_to) else {
+            return self.stream.push(0, batch);
+        };
+        // Large, and its size is known: the partitions are sized for all of it (from the
+        // bytes a row takes so far), and what is held is split first.
+        let rows = self.stream.rows(0) + batch.num_rows();
+        let row_bytes = bytes.div_ceil(rows.max(1));
+        let all_rows = usize::try_from(expected).unwrap_or(usize::MAX).max(rows);
+        let mut split = ReadingSplit::start(
+            self.views,
+            self.stream.schema(),
+            key_partitions(
+                all_rows.saturating_mul(row_bytes),
+                all_rows,
+                self.budget,
+                self.concurrency,
+            ),
+            chunk_rows(self.budget, self.views.len(), row_bytes),
+            self.dir,
+        );
+        for held in self.stream.take(0)? {
+            split.push(held?).await?;
+        }
+        split.push(batch).await?;
+        self.splitting = Some(split);
+        Ok(())
+    }
+}
+
 /// What [`split_view`] needs: everything owned, as it runs on its own task.
 struct SplitJob {
     view: Arc<FeatureView>,
+    /// The view's split when it was made as the input was read.
+    split: Option<KeyedInput>,
     /// Backfill's input (one partition).
     input: Arc<Spill>,
     /// The input's batches when it is held in memory, shared with the other views' splits.
@@ -463,16 +570,21 @@ struct ViewSplit {
 /// Splits the input by the job's view's key into partitions, and cuts those far over
 /// `slice_rows` by event time.
 async fn split_view(job: SplitJob) -> Result<ViewSplit, JobError> {
-    let mut keyed = KeyedInput::split(
-        &job.view,
-        &job.input,
-        job.in_memory.as_deref(),
-        job.partitions,
-        job.chunk_rows,
-        &job.dir,
-        &job.progress,
-    )
-    .await?;
+    let mut keyed = match job.split {
+        Some(keyed) => keyed,
+        None => {
+            KeyedInput::split(
+                &job.view,
+                &job.input,
+                job.in_memory.as_deref(),
+                job.partitions,
+                job.chunk_rows,
+                &job.dir,
+                &job.progress,
+            )
+            .await?
+        }
+    };
     drop(job.input);
     let oversized = keyed.oversized_rows(job.slice_rows);
     job.progress.inc_length(2 * oversized as u64);

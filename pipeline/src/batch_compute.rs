@@ -235,6 +235,9 @@ pub struct InputReport {
     pub partitions: usize,
     /// Whether the input went to spill files (it exceeded a quarter of the memory limit).
     pub spilled: bool,
+    /// Whether it went there split by key as it was read, straight into the partitions' spill
+    /// files (its size was known up front), rather than spilled whole and split after.
+    pub split_as_read: bool,
     /// Key partitions (of all views) too large for the limit, cut by event time and evaluated
     /// slice by slice with window state carried between slices.
     pub sliced: usize,

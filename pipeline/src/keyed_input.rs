@@ -64,46 +64,41 @@ impl KeyedInput {
         dir: &Path,
         progress: &indicatif::ProgressBar,
     ) -> Result<Self, JobError> {
+        let Some(input_batches) = in_memory else {
+            let mut keyed = KeyedInput::in_files(view, input.schema(), partitions, chunk_rows, dir);
+            let mut chunk = Vec::new();
+            let mut rows = 0;
+            for batch in input.read(0)? {
+                let batch = batch?;
+                rows += batch.num_rows();
+                chunk.push(batch);
+                if rows >= chunk_rows {
+                    let batch = joined(input.schema(), &std::mem::take(&mut chunk))?;
+                    keyed.split_chunk(view, batch, progress).await?;
+                    rows = 0;
+                }
+            }
+            if !chunk.is_empty() {
+                let batch = joined(input.schema(), &chunk)?;
+                keyed.split_chunk(view, batch, progress).await?;
+            }
+            keyed.finish_split()?;
+            return Ok(keyed);
+        };
         let schema = Arc::clone(input.schema());
         let unread = UnreadColumns::of(view, &schema);
         let read_schema = unread.projected_schema(&schema);
         let name = format!("{}-keyed", view.name());
-        let mut parts = match in_memory {
-            Some(_) => Spill::in_memory(&name, read_schema, partitions),
-            None => Spill::in_files(dir, &name, read_schema, partitions),
-        };
-        match in_memory {
-            Some(input) => {
-                for (p, rows) in copy_split(view, &unread, input, &parts, progress)
-                    .await?
-                    .into_iter()
-                    .enumerate()
-                {
-                    if let Some(rows) = rows {
-                        parts.push(p, rows)?;
-                    }
-                }
-            }
-            None => {
-                let mut chunk = Vec::new();
-                let mut rows = 0;
-                for batch in input.read(0)? {
-                    let batch = batch?;
-                    rows += batch.num_rows();
-                    chunk.push(batch);
-                    if rows >= chunk_rows {
-                        let batch = joined(&schema, &std::mem::take(&mut chunk))?;
-                        split_batch(view, &unread, &mut parts, batch, progress).await?;
-                        rows = 0;
-                    }
-                }
-                if !chunk.is_empty() {
-                    let batch = joined(&schema, &chunk)?;
-                    split_batch(view, &unread, &mut parts, batch, progress).await?;
-                }
+        let mut parts = Spill::in_memory(&name, read_schema, partitions);
+        for (p, rows) in copy_split(view, &unread, input_batches, &parts, progress)
+            .await?
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(rows) = rows {
+                parts.push(p, rows)?;
             }
         }
-        parts.finish()?;
         Ok(KeyedInput {
             parts,
             schema,
@@ -111,6 +106,45 @@ impl KeyedInput {
             sliced: BTreeMap::new(),
             chunk_rows,
         })
+    }
+
+    /// An empty split of input of `schema` by `view`'s key into `partitions` spill files under
+    /// `dir`, to be filled a chunk (of about `chunk_rows` rows) at a time by
+    /// [`KeyedInput::split_chunk`] and closed by [`KeyedInput::finish_split`].
+    pub fn in_files(
+        view: &FeatureView,
+        schema: &SchemaRef,
+        partitions: usize,
+        chunk_rows: usize,
+        dir: &Path,
+    ) -> Self {
+        let unread = UnreadColumns::of(view, schema);
+        let read_schema = unread.projected_schema(schema);
+        let name = format!("{}-keyed", view.name());
+        KeyedInput {
+            parts: Spill::in_files(dir, &name, read_schema, partitions),
+            schema: Arc::clone(schema),
+            unread,
+            sliced: BTreeMap::new(),
+            chunk_rows,
+        }
+    }
+
+    /// Splits the rows of `chunk` (input rows, after those split before) that `view` keeps
+    /// into their key's partitions, only the columns the view reads: each partition gets one
+    /// batch; `progress` counts the chunk's rows.
+    pub async fn split_chunk(
+        &mut self,
+        view: &FeatureView,
+        chunk: RecordBatch,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<(), JobError> {
+        split_batch(view, &self.unread, &mut self.parts, chunk, progress).await
+    }
+
+    /// Ends a split made by [`KeyedInput::split_chunk`]: the spill files are closed.
+    pub fn finish_split(&mut self) -> Result<(), JobError> {
+        self.parts.finish()
     }
 
     /// Rows of partition `p` (0 once taken).
@@ -322,6 +356,7 @@ const MAX_SLICES: usize = 512;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reading_split::ReadingSplit;
     use arrow::array::{AsArray, Float64Array, StringArray, TimestampMicrosecondArray};
     use arrow::array::{UInt32Array, UInt64Array};
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMicrosecondType};
@@ -417,6 +452,74 @@ mod tests {
                 Some(expected) => assert_eq!(&parts, expected, "chunks of {chunk_rows}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_split_as_the_input_is_read_gives_the_partitions_of_a_split_after() {
+        let sql = "SELECT k, t, count(x) OVER (PARTITION BY k ORDER BY t RANGE BETWEEN \
+                   INTERVAL '1 minute' PRECEDING AND CURRENT ROW) AS n FROM s WHERE x IS NULL OR x >= 0";
+        let streams = [StreamSchema {
+            name: "s".into(),
+            schema: stream(),
+        }];
+        let view = Arc::new(
+            FeatureView::compile("v", "v.sql", sql, &streams, "t")
+                .await
+                .unwrap(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let batches = [(0, 7), (7, 14), (14, 14), (14, 30), (30, 33)].map(|(f, t)| rows(f, t));
+        let mut input = Spill::in_files(dir.path(), "input", stream(), 1);
+        for batch in &batches {
+            input.push(0, batch.clone()).unwrap();
+        }
+        input.finish().unwrap();
+        let progress = indicatif::ProgressBar::hidden();
+        let after = KeyedInput::split(&view, &input, None, 3, 10, dir.path(), &progress)
+            .await
+            .unwrap();
+        let expected = taken(&mut { after });
+        // A second view of another name (spill files are named after views).
+        let twin = Arc::new(
+            FeatureView::compile("w", "w.sql", sql, &streams, "t")
+                .await
+                .unwrap(),
+        );
+        for chunk_rows in [1, 10, 1000] {
+            // Two views split the chunks in parallel, each into its own files.
+            let views = [Arc::clone(&view), Arc::clone(&twin)];
+            let at = tempfile::tempdir().unwrap();
+            let mut split = ReadingSplit::start(&views, &stream(), 3, chunk_rows, at.path());
+            for batch in &batches {
+                split.push(batch.clone()).await.unwrap();
+            }
+            assert_eq!((split.rows(), split.bytes() > 0), (33, true));
+            for mut keyed in split.finish().await.unwrap() {
+                assert_eq!(taken(&mut keyed), expected, "chunks of {chunk_rows}");
+            }
+        }
+
+        // A view that cannot split what it is given stops the split with its error.
+        let other = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        let wrong = RecordBatch::try_new(
+            Arc::clone(&other),
+            vec![Arc::new(arrow::array::Int64Array::from(vec![1, 2, 3]))],
+        )
+        .unwrap();
+        let mut split = ReadingSplit::start(&[Arc::clone(&view)], &other, 3, 1, dir.path());
+        let mut failed = None;
+        for _ in 0..3 {
+            if let Err(e) = split.push(wrong.clone()).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        let error = match failed {
+            Some(e) => e,
+            None => split.finish().await.err().expect("the split fails"),
+        };
+        // The view's own error, not that the split stopped.
+        assert!(error.to_string().starts_with("view `v`"), "{error}");
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod partition_copies;
 pub mod prepared_rows;
 pub mod produce_demo;
 pub mod progress;
+pub mod reading_split;
 pub mod registry;
 pub mod reorder;
 pub mod resident;

@@ -255,7 +255,10 @@ impl fmt::Display for RunSummary {
                     "  input {} MiB, evaluated in {} key partitions per view ({})",
                     thousands(input.bytes >> 20),
                     input.partitions,
-                    if input.spilled {
+                    if input.split_as_read {
+                        "spilled to disk, split by key as it was read: over a quarter of the \
+                         memory limit"
+                    } else if input.spilled {
                         "spilled to disk: over a quarter of the memory limit"
                     } else {
                         "in memory"

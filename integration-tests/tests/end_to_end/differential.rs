@@ -225,6 +225,9 @@ async fn check(datagen: DatagenConfig, max_lateness_ms: u64, expect_late: bool) 
                     (mode != "backfill", mode == "backfill-spilled"),
                     "{mode}: how the input was held and split"
                 );
+                // The generator says how many events it makes: a spilled input is split by
+                // key as it is read.
+                assert_eq!(input.split_as_read, input.spilled, "{mode}: split as read");
                 // Under the tiny limit the hot keys' partitions are cut by time (their
                 // slices carry window state); an input evaluated whole never is.
                 match mode {

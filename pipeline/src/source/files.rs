@@ -18,6 +18,30 @@ pub struct FileConnector {
     batch_size: usize,
     max_open: usize,
     fingerprint: String,
+    /// The rows of every file, when all are Parquet (their footers say).
+    rows: Option<u64>,
+}
+
+/// Parquet footers read at once while the files are resolved.
+const FOOTERS_AT_ONCE: usize = 16;
+
+/// The rows of every file of `files` (in `format`, else as its extension says) when all are
+/// Parquet, from their footers alone (the input's size, known before it is read); `None`
+/// otherwise, or when a footer cannot be read (reading the file then says why).
+async fn parquet_rows(files: &InputFiles, format: Option<FileFormat>) -> Option<u64> {
+    use futures::{StreamExt, TryStreamExt};
+    let names = files.names();
+    let all_parquet = (names.iter())
+        .all(|name| format.or_else(|| FileFormat::from_path(name)) == Some(FileFormat::Parquet));
+    if !all_parquet {
+        return None;
+    }
+    futures::stream::iter(0..names.len())
+        .map(|i| files.parquet_rows(i))
+        .buffer_unordered(FOOTERS_AT_ONCE)
+        .try_fold(0u64, |total, rows| async move { Ok(total + rows) })
+        .await
+        .ok()
 }
 
 impl FileConnector {
@@ -31,6 +55,7 @@ impl FileConnector {
         max_open: usize,
     ) -> Result<Self, JobError> {
         let files = InputFiles::resolve(location, options).await?;
+        let rows = parquet_rows(&files, format).await;
         let fingerprint = serde_json::json!({
             "files": location,
             "format": format.map(|f| f.as_str()),
@@ -46,6 +71,7 @@ impl FileConnector {
             batch_size,
             max_open: max_open.max(1),
             fingerprint,
+            rows,
         })
     }
 }
@@ -61,6 +87,10 @@ impl SourceConnector for FileConnector {
 
     fn max_open(&self) -> usize {
         self.max_open
+    }
+
+    fn expected_events(&self) -> Option<u64> {
+        self.rows
     }
 
     fn counts_files(&self) -> bool {
@@ -137,4 +167,52 @@ async fn read_file(
         Err(e) => Err(e),
     };
     let _ = tx.send(last).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, RecordBatch};
+    use std::collections::BTreeMap;
+
+    fn write_parquet(path: &std::path::Path, rows: i64) {
+        let batch = RecordBatch::try_from_iter([(
+            "x",
+            Arc::new(Int64Array::from_iter_values(0..rows)) as _,
+        )])
+        .unwrap();
+        let file = std::fs::File::create(path).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    }
+
+    async fn rows_of(location: &std::path::Path, format: Option<FileFormat>) -> Option<u64> {
+        let files = InputFiles::resolve(location.to_str().unwrap(), &BTreeMap::new())
+            .await
+            .unwrap();
+        parquet_rows(&files, format).await
+    }
+
+    #[tokio::test]
+    async fn parquet_inputs_know_their_rows_before_they_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        write_parquet(&dir.path().join("a.parquet"), 1_000);
+        write_parquet(&dir.path().join("b.parquet"), 234);
+        assert_eq!(rows_of(dir.path(), None).await, Some(1_234));
+        assert_eq!(
+            rows_of(&dir.path().join("b.parquet"), None).await,
+            Some(234)
+        );
+
+        // A file of another format, or a footer that cannot be read: not known (reading the
+        // files then says what is wrong with them).
+        std::fs::write(dir.path().join("c.ndjson"), "{\"x\": 1}\n").unwrap();
+        assert_eq!(rows_of(dir.path(), None).await, None);
+        std::fs::remove_file(dir.path().join("c.ndjson")).unwrap();
+        std::fs::write(dir.path().join("d.parquet"), b"not parquet at all").unwrap();
+        assert_eq!(rows_of(dir.path(), None).await, None);
+        let only = dir.path().join("a.parquet");
+        assert_eq!(rows_of(&only, Some(FileFormat::Ndjson)).await, None);
+    }
 }
