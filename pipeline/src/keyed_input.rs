@@ -414,23 +414,43 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn a_spilled_input_split_in_chunks_gives_each_partition_the_same_rows_in_order() {
+    /// A view named `name` counting `x` per key `k` over a minute, keeping the rows whose `x`
+    /// is NULL or not negative.
+    async fn counting_view(name: &str) -> FeatureView {
         let sql = "SELECT k, t, count(x) OVER (PARTITION BY k ORDER BY t RANGE BETWEEN \
                    INTERVAL '1 minute' PRECEDING AND CURRENT ROW) AS n FROM s WHERE x IS NULL OR x >= 0";
         let streams = [StreamSchema {
             name: "s".into(),
             schema: stream(),
         }];
-        let view = FeatureView::compile("v", "v.sql", sql, &streams, "t")
+        FeatureView::compile(name, "v.sql", sql, &streams, "t")
             .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut input = Spill::in_files(dir.path(), "input", stream(), 1);
-        for (from, to) in [(0, 7), (7, 14), (14, 14), (14, 30), (30, 33)] {
-            input.push(0, rows(from, to)).unwrap();
+            .unwrap()
+    }
+
+    /// The input batches: rows 0..33 in five batches, one of them empty.
+    fn input_batches() -> Vec<RecordBatch> {
+        [(0, 7), (7, 14), (14, 14), (14, 30), (30, 33)]
+            .into_iter()
+            .map(|(from, to)| rows(from, to))
+            .collect()
+    }
+
+    /// [`input_batches`] spilled to a file under `dir`.
+    fn spilled_input(dir: &Path) -> Spill {
+        let mut input = Spill::in_files(dir, "input", stream(), 1);
+        for batch in input_batches() {
+            input.push(0, batch).unwrap();
         }
         input.finish().unwrap();
+        input
+    }
+
+    #[tokio::test]
+    async fn a_spilled_input_split_in_chunks_gives_each_partition_the_same_rows_in_order() {
+        let view = counting_view("v").await;
+        let dir = tempfile::tempdir().unwrap();
+        let input = spilled_input(dir.path());
         let progress = indicatif::ProgressBar::hidden();
         let mut expected = None;
         // One batch at a time, chunks that join batches and leave a remainder, everything.
@@ -456,35 +476,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_split_as_the_input_is_read_gives_the_partitions_of_a_split_after() {
-        let sql = "SELECT k, t, count(x) OVER (PARTITION BY k ORDER BY t RANGE BETWEEN \
-                   INTERVAL '1 minute' PRECEDING AND CURRENT ROW) AS n FROM s WHERE x IS NULL OR x >= 0";
-        let streams = [StreamSchema {
-            name: "s".into(),
-            schema: stream(),
-        }];
-        let view = Arc::new(
-            FeatureView::compile("v", "v.sql", sql, &streams, "t")
-                .await
-                .unwrap(),
-        );
+        let view = Arc::new(counting_view("v").await);
         let dir = tempfile::tempdir().unwrap();
-        let batches = [(0, 7), (7, 14), (14, 14), (14, 30), (30, 33)].map(|(f, t)| rows(f, t));
-        let mut input = Spill::in_files(dir.path(), "input", stream(), 1);
-        for batch in &batches {
-            input.push(0, batch.clone()).unwrap();
-        }
-        input.finish().unwrap();
+        let input = spilled_input(dir.path());
+        let batches = input_batches();
         let progress = indicatif::ProgressBar::hidden();
         let after = KeyedInput::split(&view, &input, None, 3, 10, dir.path(), &progress)
             .await
             .unwrap();
         let expected = taken(&mut { after });
         // A second view of another name (spill files are named after views).
-        let twin = Arc::new(
-            FeatureView::compile("w", "w.sql", sql, &streams, "t")
-                .await
-                .unwrap(),
-        );
+        let twin = Arc::new(counting_view("w").await);
         for chunk_rows in [1, 10, 1000] {
             // Two views split the chunks in parallel, each into its own files.
             let views = [Arc::clone(&view), Arc::clone(&twin)];
