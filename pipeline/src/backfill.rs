@@ -70,6 +70,10 @@ const SPLIT_CHUNK_SHARE: usize = 32;
 /// Rows of a spilled input split at once, at most.
 const MAX_CHUNK_ROWS: usize = 1 << 20;
 
+/// The input is held in memory up to this fraction of the budget (1 / this); past it, it is
+/// split by key as it is read when its size is known, else spilled as it is read.
+const HELD_SHARE: usize = 4;
+
 /// Inputs of at least this many rows are split by key even when they fit in memory.
 const SPLIT_ROWS: usize = 256 * 1024;
 
@@ -95,13 +99,18 @@ fn speed_partitions(rows: usize) -> usize {
     (rows.div_ceil(PARTITION_ROWS).min(SPEED_PARTITIONS)).max(rows.div_ceil(LARGE_PARTITION_ROWS))
 }
 
+/// The memory evaluating an input of `bytes` bytes would take, `concurrency` partitions of it
+/// at once.
+fn evaluation_bytes(bytes: usize, concurrency: usize) -> usize {
+    bytes
+        .saturating_mul(PARTITION_BYTES_FACTOR)
+        .saturating_mul(concurrency)
+}
+
 /// Key partitions for an input of `bytes` bytes in `rows` rows, `concurrency` of them
 /// evaluated at once within `budget`.
 fn key_partitions(bytes: usize, rows: usize, budget: usize, concurrency: usize) -> usize {
-    let need = bytes
-        .saturating_mul(PARTITION_BYTES_FACTOR)
-        .saturating_mul(concurrency);
-    need.div_ceil((budget / 2).max(1))
+    (evaluation_bytes(bytes, concurrency).div_ceil((budget / 2).max(1)))
         .max(speed_partitions(rows))
         .clamp(2, MAX_PARTITIONS)
 }
@@ -222,7 +231,7 @@ pub async fn backfill(
     };
     let stream = Spill::in_memory_up_to(
         scratch.path(),
-        budget / 4,
+        budget / HELD_SHARE,
         "stream",
         pipeline.feature_stream_schema.clone(),
         1,
@@ -238,7 +247,6 @@ pub async fn backfill(
     // Key partitions evaluated at once, of all views: one per core, at least one per view.
     let concurrency = views.len().max(crate::batch_compute::cores());
     let mut input = ReadInput {
-        held_up_to: budget / 4,
         stream,
         splitting: None,
         // An event log is written from the input held whole.
@@ -302,13 +310,13 @@ pub async fn backfill(
         ..
     } = input;
     stream.finish()?;
-    let (mut accepted, mut input_bytes) = (stream.rows(0) as u64, stream.bytes(0));
-    let presplit = match splitting {
-        Some(split) => {
-            (accepted, input_bytes) = (split.rows() as u64, split.bytes());
-            Some(split.finish().await?)
-        }
-        None => None,
+    let (accepted, input_bytes, presplit) = match splitting {
+        Some(split) => (
+            split.rows() as u64,
+            split.bytes(),
+            Some(split.finish().await?),
+        ),
+        None => (stream.rows(0) as u64, stream.bytes(0), None),
     };
     let split_as_read = presplit.is_some();
     let names = origin.partition_names();
@@ -317,7 +325,7 @@ pub async fn backfill(
         crate::registry::event_log::write_event_log(dir, &schema, stream.read(0)?, &names, info)?;
     }
     if let Some(limit) = options.memory_limit {
-        let held_input = if presplit.is_some() || stream.in_files_now() {
+        let held_input = if split_as_read || stream.in_files_now() {
             0
         } else {
             input_bytes
@@ -347,8 +355,8 @@ pub async fn backfill(
     // A large input is split by each view's key into partitions small enough to evaluate
     // `concurrency` of them at once (and the views' tasks hold a few more); smaller sorts and
     // key tables also stay in cache, so this is faster than one sort of everything.
-    let spilled = presplit.is_some() || stream.in_files_now();
-    let need = input_bytes * PARTITION_BYTES_FACTOR * concurrency;
+    let spilled = split_as_read || stream.in_files_now();
+    let need = evaluation_bytes(input_bytes, concurrency);
     // Split in memory, each view copies the columns it reads out of the input (compact, even
     // where the input's batches are slices of larger buffers, which count whole in
     // `input_bytes`), after giving each row its partition (6 bytes a row: the row and its
@@ -395,7 +403,7 @@ pub async fn backfill(
         };
         let input = Arc::new(stream);
         // Rows split as they were read were counted then.
-        let to_split = if presplit.is_some() { 0 } else { accepted };
+        let to_split = if split_as_read { 0 } else { accepted };
         let bar = events_bar(
             Some(to_split * views.len() as u64),
             options.progress,
@@ -491,8 +499,6 @@ pub async fn backfill(
 struct ReadInput<'a> {
     stream: Spill,
     splitting: Option<ReadingSplit>,
-    /// Bytes held before the input counts as large.
-    held_up_to: usize,
     /// Events the input will have, when known up front and it may be split as it is read.
     expected: Option<u64>,
     budget: usize,
@@ -510,7 +516,7 @@ impl ReadInput<'_> {
             return split.push(batch).await;
         }
         let bytes = self.stream.bytes(0) + batch.get_array_memory_size();
-        let Some(expected) = self.expected.filter(|_| bytes > self.held_up_to) else {
+        let Some(expected) = self.expected.filter(|_| bytes > self.budget / HELD_SHARE) else {
             return self.stream.push(0, batch);
         };
         // Large, and its size is known: the partitions are sized for all of it (from the

@@ -66,21 +66,14 @@ impl KeyedInput {
     ) -> Result<Self, JobError> {
         let Some(input_batches) = in_memory else {
             let mut keyed = KeyedInput::in_files(view, input.schema(), partitions, chunk_rows, dir);
-            let mut chunk = Vec::new();
-            let mut rows = 0;
+            let mut chunks = Chunks::new(input.schema(), chunk_rows);
             for batch in input.read(0)? {
-                let batch = batch?;
-                rows += batch.num_rows();
-                chunk.push(batch);
-                if rows >= chunk_rows {
-                    let batch = joined(input.schema(), &std::mem::take(&mut chunk))?;
-                    keyed.split_chunk(view, batch, progress).await?;
-                    rows = 0;
+                if let Some(chunk) = chunks.push(batch?)? {
+                    keyed.split_chunk(view, chunk, progress).await?;
                 }
             }
-            if !chunk.is_empty() {
-                let batch = joined(input.schema(), &chunk)?;
-                keyed.split_chunk(view, batch, progress).await?;
+            if let Some(chunk) = chunks.finish()? {
+                keyed.split_chunk(view, chunk, progress).await?;
             }
             keyed.finish_split()?;
             return Ok(keyed);
@@ -139,7 +132,12 @@ impl KeyedInput {
         chunk: RecordBatch,
         progress: &indicatif::ProgressBar,
     ) -> Result<(), JobError> {
-        split_batch(view, &self.unread, &mut self.parts, chunk, progress).await
+        progress.inc(chunk.num_rows() as u64);
+        let (keys, kept) = prepare_tracking_keys(view, chunk.clone()).await?;
+        let partition = partitions_of(keys.iter().map(|k| k.data()), self.parts.partitions());
+        drop(keys);
+        let read = (self.unread.project(&chunk)).map_err(|e| JobError::in_view(view.name(), e))?;
+        push_partitioned(&mut self.parts, &read, Some(&kept), &partition)
     }
 
     /// Ends a split made by [`KeyedInput::split_chunk`]: the spill files are closed.
@@ -310,28 +308,49 @@ async fn copy_split(
     copies.finish().map_err(fail)
 }
 
-/// `batches` (of `schema`) as one batch (one batch is not copied: concatenating one array
-/// slices it).
-fn joined(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch, JobError> {
-    arrow::compute::concat_batches(schema, batches)
-        .map_err(|e| JobError::Other(format!("joining input batches to split: {e}")))
+/// Input batches gathered into chunks of at least a number of rows, each joined into one batch
+/// (a spilled input's split gets a batch of thousands of rows per partition and chunk).
+pub struct Chunks {
+    schema: SchemaRef,
+    /// Rows a chunk gets before it is handed on.
+    rows: usize,
+    held: Vec<RecordBatch>,
+    held_rows: usize,
 }
 
-/// Pushes the rows of `batch` that `view` keeps into `parts` by their key's partition, only
-/// the columns the view reads; `progress` counts the batch's rows.
-async fn split_batch(
-    view: &FeatureView,
-    unread: &UnreadColumns,
-    parts: &mut Spill,
-    batch: RecordBatch,
-    progress: &indicatif::ProgressBar,
-) -> Result<(), JobError> {
-    progress.inc(batch.num_rows() as u64);
-    let (keys, kept) = prepare_tracking_keys(view, batch.clone()).await?;
-    let partition = partitions_of(keys.iter().map(|k| k.data()), parts.partitions());
-    drop(keys);
-    let read = (unread.project(&batch)).map_err(|e| JobError::in_view(view.name(), e))?;
-    push_partitioned(parts, &read, Some(&kept), &partition)
+impl Chunks {
+    /// Chunks of batches of `schema`, of at least `rows` rows (the last one may have fewer).
+    pub fn new(schema: &SchemaRef, rows: usize) -> Self {
+        Chunks {
+            schema: Arc::clone(schema),
+            rows,
+            held: Vec::new(),
+            held_rows: 0,
+        }
+    }
+
+    /// Adds `batch`, the next of the input: the chunk it fills, joined.
+    pub fn push(&mut self, batch: RecordBatch) -> Result<Option<RecordBatch>, JobError> {
+        self.held_rows += batch.num_rows();
+        self.held.push(batch);
+        if self.held_rows < self.rows {
+            return Ok(None);
+        }
+        self.finish()
+    }
+
+    /// The batches held, joined into the last chunk (`None` when none are held).
+    pub fn finish(&mut self) -> Result<Option<RecordBatch>, JobError> {
+        if self.held.is_empty() {
+            return Ok(None);
+        }
+        let held = std::mem::take(&mut self.held);
+        self.held_rows = 0;
+        // One batch is not copied: concatenating one array slices it.
+        arrow::compute::concat_batches(&self.schema, &held)
+            .map(Some)
+            .map_err(|e| JobError::Other(format!("joining input batches to split: {e}")))
+    }
 }
 
 /// Where to cut rows with event times `times` into about `slices` slices of equal row

@@ -5,7 +5,7 @@
 //! that spill was 8.4 GiB written and 16.8 GiB read back, LZ4-compressed, and as much disk.
 
 use crate::error::JobError;
-use crate::keyed_input::KeyedInput;
+use crate::keyed_input::{Chunks, KeyedInput};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use indicatif::ProgressBar;
@@ -23,12 +23,8 @@ struct ViewSplitting {
 
 /// The input split by every view's key as it is read.
 pub struct ReadingSplit {
-    schema: SchemaRef,
-    /// Rows handed to the views at once (each partition gets one spill batch per chunk).
-    chunk_rows: usize,
-    /// Batches of the chunk being gathered, and their rows.
-    chunk: Vec<RecordBatch>,
-    chunk_len: usize,
+    /// The chunk being gathered (each partition gets one spill batch per chunk).
+    chunks: Chunks,
     views: Vec<ViewSplitting>,
     rows: usize,
     bytes: usize,
@@ -64,10 +60,7 @@ impl ReadingSplit {
             })
             .collect();
         ReadingSplit {
-            schema: Arc::clone(schema),
-            chunk_rows: chunk_rows.max(1),
-            chunk: Vec::new(),
-            chunk_len: 0,
+            chunks: Chunks::new(schema, chunk_rows.max(1)),
             views,
             rows: 0,
             bytes: 0,
@@ -82,12 +75,10 @@ impl ReadingSplit {
         }
         self.rows += batch.num_rows();
         self.bytes += batch.get_array_memory_size();
-        self.chunk_len += batch.num_rows();
-        self.chunk.push(batch);
-        if self.chunk_len >= self.chunk_rows {
-            self.send_chunk().await?;
+        match self.chunks.push(batch)? {
+            Some(chunk) => self.send(chunk).await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Rows added so far.
@@ -100,40 +91,25 @@ impl ReadingSplit {
         self.bytes
     }
 
-    /// Hands the chunk gathered so far to every view.
-    async fn send_chunk(&mut self) -> Result<(), JobError> {
-        if self.chunk.is_empty() {
-            return Ok(());
-        }
-        let batches = std::mem::take(&mut self.chunk);
-        self.chunk_len = 0;
-        let chunk = arrow::compute::concat_batches(&self.schema, &batches)
-            .map_err(|e| JobError::Other(format!("joining input batches to split: {e}")))?;
-        drop(batches);
+    /// Hands `chunk` to every view; when a view's split has stopped, its error.
+    async fn send(&mut self, chunk: RecordBatch) -> Result<(), JobError> {
         for view in &self.views {
             if view.chunks.send(chunk.clone()).await.is_err() {
-                return Err(self.stopped().await);
+                // The view's task ended before its input did: it failed, and says why.
+                return Err(match self.join().await {
+                    Err(e) => e,
+                    Ok(_) => JobError::Other(
+                        "splitting the input by key stopped (internal error)".into(),
+                    ),
+                });
             }
         }
         Ok(())
     }
 
-    /// Why a view's split stopped before its input ended: its error.
-    async fn stopped(&mut self) -> JobError {
-        for view in std::mem::take(&mut self.views) {
-            drop(view.chunks);
-            match view.task.await {
-                Ok(Err(e)) => return e,
-                Err(e) => return JobError::Other(format!("splitting the input by key: {e}")),
-                Ok(Ok(_)) => {}
-            }
-        }
-        JobError::Other("splitting the input by key stopped (internal error)".into())
-    }
-
-    /// Ends the input: the last chunk is split and every view's split finished, in view order.
-    pub async fn finish(mut self) -> Result<Vec<KeyedInput>, JobError> {
-        self.send_chunk().await?;
+    /// Ends every view's input and waits for its split, in view order: the splits, or the
+    /// first view's error.
+    async fn join(&mut self) -> Result<Vec<KeyedInput>, JobError> {
         let mut keyed = Vec::with_capacity(self.views.len());
         for view in std::mem::take(&mut self.views) {
             drop(view.chunks);
@@ -142,5 +118,13 @@ impl ReadingSplit {
             keyed.push(split);
         }
         Ok(keyed)
+    }
+
+    /// Ends the input: the last chunk is split and every view's split finished, in view order.
+    pub async fn finish(mut self) -> Result<Vec<KeyedInput>, JobError> {
+        if let Some(chunk) = self.chunks.finish()? {
+            self.send(chunk).await?;
+        }
+        self.join().await
     }
 }
