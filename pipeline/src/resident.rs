@@ -93,14 +93,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_resident_size_grows_with_memory_touched() {
-        let before = resident_bytes().expect("Linux has /proc/self/statm");
-        assert!(before > 0);
+    fn the_resident_size_counts_memory_touched() {
+        assert!(resident_bytes().expect("Linux has /proc/self/statm") > 0);
         // Kept past the measurement through `black_box`: a release build drops an unread vector
-        // before it is ever filled.
+        // before it is ever filled. Only a floor is checked: tests running beside this one in
+        // the same process allocate and free at the same time, so a difference of two readings
+        // can even be negative (it was, once, under load).
         let touched = std::hint::black_box(vec![1u8; 64 << 20]);
-        let after = resident_bytes().unwrap();
-        assert!(after >= before + (48 << 20), "{before} -> {after}");
+        let resident = resident_bytes().unwrap();
+        assert!(resident >= 64 << 20, "{resident} bytes resident");
         drop(std::hint::black_box(touched));
     }
 
