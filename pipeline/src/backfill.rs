@@ -324,12 +324,10 @@ pub async fn backfill(
         let info = serde_json::json!({"operation": "apply", "rows": accepted});
         crate::registry::event_log::write_event_log(dir, &schema, stream.read(0)?, &names, info)?;
     }
+    // Whether the input is out of memory: split into spill files as it was read, or spilled.
+    let spilled = split_as_read || stream.in_files_now();
     if let Some(limit) = options.memory_limit {
-        let held_input = if split_as_read || stream.in_files_now() {
-            0
-        } else {
-            input_bytes
-        };
+        let held_input = if spilled { 0 } else { input_bytes };
         budget = crate::resident::strict_budget_now(limit, budget, held_input);
     }
     let row_bytes = input_bytes / (accepted as usize).max(1);
@@ -355,7 +353,6 @@ pub async fn backfill(
     // A large input is split by each view's key into partitions small enough to evaluate
     // `concurrency` of them at once (and the views' tasks hold a few more); smaller sorts and
     // key tables also stay in cache, so this is faster than one sort of everything.
-    let spilled = split_as_read || stream.in_files_now();
     let need = evaluation_bytes(input_bytes, concurrency);
     // Split in memory, each view copies the columns it reads out of the input (compact, even
     // where the input's batches are slices of larger buffers, which count whole in
