@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 /// The memory a backfill may take by default (`--memory-limit`).
@@ -601,20 +601,14 @@ async fn split_view(job: SplitJob) -> Result<ViewSplit, JobError> {
     })
 }
 
-/// A partition's feature rows, evaluated while a permit of the evaluations was held (it goes
-/// as soon as they are: a finished partition waiting for its turn to be sent, behind a longer
-/// one, does not keep a core idle).
-type InFlight = JoinHandle<Result<Evaluated, JobError>>;
-
-/// Partitions of one view in flight (being evaluated, or evaluated and waiting for their turn
-/// to be sent to the view's task) at most.
-const IN_FLIGHT: usize = 2;
+/// A partition's feature rows, evaluated while the permit was held; the permit goes when they
+/// reach the view's task.
+type InFlight = JoinHandle<Result<(Evaluated, OwnedSemaphorePermit), JobError>>;
 
 /// Evaluates the view's key partitions of `keyed` with `evaluator`, several at once when
-/// `evaluations` has permits to spare (one per partition being evaluated), at most
-/// [`IN_FLIGHT`] of them in flight, and sends their feature rows to the view's `task` in
-/// partition order. Oversized partitions' time slices go to the task's operator, after every
-/// partition before them.
+/// `evaluations` has permits to spare (one per partition evaluated or waiting for its turn to
+/// be sent), and sends their feature rows to the view's `task` in partition order. Oversized
+/// partitions' time slices go to the task's operator, after every partition before them.
 async fn send_partitions(
     task: &ViewTask,
     mut keyed: KeyedInput,
@@ -624,26 +618,26 @@ async fn send_partitions(
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let stopped = |_| JobError::Other("backfill's evaluations stopped".into());
     for p in 0..keyed.partitions() {
-        // Room for one more: the oldest partitions sent while they are done, or the oldest
-        // waited for when too many are in flight.
-        while let Some(oldest) = in_flight.pop_front() {
-            if !oldest.is_finished() && in_flight.len() + 1 < IN_FLIGHT {
-                in_flight.push_front(oldest);
-                break;
+        // A permit for the next partition, or the oldest one's rows sent to make room.
+        let permit = loop {
+            if let Ok(permit) = evaluations.clone().try_acquire_owned() {
+                break permit;
             }
-            if !deliver(task, oldest).await? {
-                return Ok(()); // the task stopped: its error comes with `finish`
+            match in_flight.pop_front() {
+                Some(oldest) => {
+                    if !deliver(task, oldest).await? {
+                        return Ok(()); // the task stopped: its error comes with `finish`
+                    }
+                }
+                None => break evaluations.clone().acquire_owned().await.map_err(stopped)?,
             }
-        }
-        let permit = (evaluations.clone().acquire_owned().await).map_err(stopped)?;
+        };
         match keyed.take(p)? {
             None => {}
             Some(KeyPartition::Whole(batch)) => {
                 let evaluator = evaluator.clone();
                 in_flight.push_back(tokio::spawn(async move {
-                    let evaluated = evaluator.evaluate(batch).await;
-                    drop(permit);
-                    evaluated
+                    Ok((evaluator.evaluate(batch).await?, permit))
                 }));
             }
             Some(KeyPartition::Sliced(mut slices)) => {
@@ -677,10 +671,12 @@ async fn deliver_all(
 /// Waits for a partition's evaluation and sends its rows to `task`; `false` if the task
 /// stopped.
 async fn deliver(task: &ViewTask, evaluation: InFlight) -> Result<bool, JobError> {
-    let evaluated = evaluation
+    let (evaluated, permit) = evaluation
         .await
         .map_err(|e| JobError::Other(format!("a key partition's evaluation stopped: {e}")))??;
-    Ok(task.send(Message::Evaluated(evaluated)).await)
+    let sent = task.send(Message::Evaluated(evaluated)).await;
+    drop(permit);
+    Ok(sent)
 }
 
 /// Sends a key partition's time `slices` to `task` in time order, each as one batch, then the
