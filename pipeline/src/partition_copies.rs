@@ -58,6 +58,33 @@ enum FixedValues {
     W16(Vec<i128>),
 }
 
+/// `$body` with `$values` bound to the vector of whichever width `$fixed` holds: the one
+/// place the widths are matched on (the body is typed for each).
+macro_rules! with_fixed_values {
+    ($fixed:expr, $values:ident => $body:expr) => {
+        match $fixed {
+            FixedValues::W1($values) => $body,
+            FixedValues::W2($values) => $body,
+            FixedValues::W4($values) => $body,
+            FixedValues::W8($values) => $body,
+            FixedValues::W16($values) => $body,
+        }
+    };
+}
+
+impl FixedValues {
+    /// Room for `rows` values of `width` bytes (1, 2, 4, 8 or 16: [`fixed_width`]).
+    fn with_capacity(width: usize, rows: usize) -> Self {
+        match width {
+            1 => FixedValues::W1(Vec::with_capacity(rows)),
+            2 => FixedValues::W2(Vec::with_capacity(rows)),
+            4 => FixedValues::W4(Vec::with_capacity(rows)),
+            8 => FixedValues::W8(Vec::with_capacity(rows)),
+            _ => FixedValues::W16(Vec::with_capacity(rows)),
+        }
+    }
+}
+
 /// One partition's variable-length values (strings, binary).
 struct ByteValues<T: ByteArrayType> {
     offsets: Vec<T::Offset>,
@@ -164,13 +191,7 @@ impl ColumnCopies {
         }
         if let Some(width) = fixed_width(data_type) {
             let values = (sizes.iter())
-                .map(|&n| match width {
-                    1 => FixedValues::W1(Vec::with_capacity(n)),
-                    2 => FixedValues::W2(Vec::with_capacity(n)),
-                    4 => FixedValues::W4(Vec::with_capacity(n)),
-                    8 => FixedValues::W8(Vec::with_capacity(n)),
-                    _ => FixedValues::W16(Vec::with_capacity(n)),
-                })
+                .map(|&n| FixedValues::with_capacity(width, n))
                 .collect();
             return ColumnCopies::Fixed {
                 width,
@@ -214,13 +235,7 @@ impl ColumnCopies {
                 let column_nulls = column.nulls();
                 for (p, values) in values.iter_mut().enumerate() {
                     let rows = rows_of(p);
-                    match values {
-                        FixedValues::W1(v) => copy_fixed(v, data.buffer::<u8>(0), rows),
-                        FixedValues::W2(v) => copy_fixed(v, data.buffer::<u16>(0), rows),
-                        FixedValues::W4(v) => copy_fixed(v, data.buffer::<u32>(0), rows),
-                        FixedValues::W8(v) => copy_fixed(v, data.buffer::<u64>(0), rows),
-                        FixedValues::W16(v) => copy_fixed(v, data.buffer::<i128>(0), rows),
-                    }
+                    with_fixed_values!(values, v => copy_fixed(v, data.buffer(0), rows));
                     copy_nulls(&mut nulls[p], column_nulls, rows)?;
                 }
             }
@@ -259,13 +274,8 @@ impl ColumnCopies {
         match self {
             ColumnCopies::Fixed { values, nulls, .. } => (values.into_iter().zip(nulls))
                 .map(|(values, nulls)| {
-                    let (len, buffer) = match values {
-                        FixedValues::W1(v) => (v.len(), Buffer::from_vec(v)),
-                        FixedValues::W2(v) => (v.len(), Buffer::from_vec(v)),
-                        FixedValues::W4(v) => (v.len(), Buffer::from_vec(v)),
-                        FixedValues::W8(v) => (v.len(), Buffer::from_vec(v)),
-                        FixedValues::W16(v) => (v.len(), Buffer::from_vec(v)),
-                    };
+                    let (len, buffer) =
+                        with_fixed_values!(values, v => (v.len(), Buffer::from_vec(v)));
                     let data = ArrayData::builder(data_type.clone())
                         .len(len)
                         .add_buffer(buffer)
