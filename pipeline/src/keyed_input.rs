@@ -4,8 +4,9 @@
 //! view keeps (its WHERE) are split, and only the columns it reads: the others are blanked
 //! when a partition is taken.
 //!
-//! A partition far larger than the others (a hot key's events are never split by key) is cut
-//! again by event time into slices of about the others' size ([`KeyedInput::slice_oversized`]),
+//! A partition too large to evaluate whole within its share of the memory budget (a hot key's
+//! events are never split by key) is cut again by event time into slices of about the
+//! others' size ([`KeyedInput::slice_oversized`]),
 //! evaluated in time order with window state carried from slice to slice, so memory holds a
 //! slice and the state, not the hot key's events.
 
@@ -151,19 +152,19 @@ impl KeyedInput {
     }
 
     /// Whether partition `p` is cut by time under [`KeyedInput::slice_oversized`].
-    fn is_oversized(&self, p: usize, slice_rows: usize) -> bool {
-        self.rows(p) > slice_rows.max(1).saturating_mul(2)
+    fn is_oversized(&self, p: usize, whole_rows: usize) -> bool {
+        self.rows(p) > whole_rows.max(1)
     }
 
-    /// Rows of the partitions [`KeyedInput::slice_oversized`] cuts with `slice_rows`.
-    pub fn oversized_rows(&self, slice_rows: usize) -> usize {
+    /// Rows of the partitions [`KeyedInput::slice_oversized`] cuts with `whole_rows`.
+    pub fn oversized_rows(&self, whole_rows: usize) -> usize {
         (0..self.partitions())
-            .filter(|&p| self.is_oversized(p, slice_rows))
+            .filter(|&p| self.is_oversized(p, whole_rows))
             .map(|p| self.rows(p))
             .sum()
     }
 
-    /// Cuts every partition of more than `2 * slice_rows` rows by `view`'s event time into
+    /// Cuts every partition of more than `whole_rows` rows by `view`'s event time into
     /// slices of about `slice_rows` rows (all rows of one time in one slice), in spill files
     /// under `dir`; how many partitions were cut. Each partition is read twice, a piece at a
     /// time: once for its event times (where to cut), once to cut it; `progress` counts the
@@ -171,13 +172,14 @@ impl KeyedInput {
     pub async fn slice_oversized(
         &mut self,
         view: &FeatureView,
+        whole_rows: usize,
         slice_rows: usize,
         dir: &Path,
         progress: &indicatif::ProgressBar,
     ) -> Result<usize, JobError> {
         let slice_rows = slice_rows.max(1);
         for p in 0..self.partitions() {
-            if !self.is_oversized(p, slice_rows) {
+            if !self.is_oversized(p, whole_rows) {
                 continue;
             }
             let mut times = Vec::with_capacity(self.rows(p));

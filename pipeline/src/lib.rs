@@ -21,6 +21,7 @@ pub mod coordinator;
 pub mod dead_letters;
 pub mod duration;
 pub mod error;
+pub mod evaluation_permits;
 pub mod event_time;
 pub mod fault;
 pub mod ingest;
