@@ -59,8 +59,8 @@ const PARTITION_BYTES_FACTOR: usize = 8;
 /// takes at most this share of the budget (numerator, denominator), leaving the rest to the
 /// ordinary partitions evaluated beside it; a larger one (a hot key's) is cut by time. 10M
 /// demo events under the default limit: the hottest merchant's 1.92M rows are 1.06 of half
-/// the budget; evaluated whole instead of cut, 13.49 s against 14.21 s (median of 3
-/// alternating runs), the same peak.
+/// the budget; evaluated whole instead of cut (when the share was a half), a median of 13.06 s
+/// against 13.24 s and 22.1 s of CPU against 23.7 (5 alternating runs), the same peak.
 const WHOLE_SHARE: (usize, usize) = (3, 4);
 
 /// Bytes a view's in-memory split keeps per row between counting its partitions' rows and
