@@ -384,7 +384,7 @@ pub async fn backfill(
         None => 1,
     };
     // A partition's evaluation takes about this many bytes a row.
-    let evaluated_row_bytes = PARTITION_BYTES_FACTOR * row_bytes.max(1);
+    let evaluated_row_bytes = evaluation_bytes(row_bytes.max(1), 1);
     // A hot key's partition of more than `whole_rows` is cut by time into slices of about
     // `slice_rows`, the size of ordinary partitions when `concurrency` are evaluated at once.
     let whole_rows = budget / WHOLE_SHARE.1 * WHOLE_SHARE.0 / evaluated_row_bytes;
@@ -419,7 +419,7 @@ pub async fn backfill(
             "by key",
         );
         let mut presplit = presplit.map(Vec::into_iter);
-        let evaluations = EvaluationPermits::new(concurrency, budget);
+        let evaluations = EvaluationPermits::new(concurrency, budget, evaluated_row_bytes);
         // Views split in parallel, and each evaluates its partitions as soon as its split is
         // done.
         let queues = tasks
@@ -447,8 +447,7 @@ pub async fn backfill(
                     let evaluator = evaluator.ok_or_else(|| {
                         JobError::Other("backfill's views evaluate whole partitions".into())
                     })?;
-                    let weigh = |rows: usize| rows.saturating_mul(evaluated_row_bytes);
-                    send_partitions(task, split.keyed, evaluator, evaluations, weigh).await?;
+                    send_partitions(task, split.keyed, evaluator, evaluations).await?;
                     Ok::<_, JobError>((split.sliced, split.sliced_rows))
                 }
             });
@@ -629,7 +628,7 @@ type InFlight = JoinHandle<Result<(Evaluated, EvaluationPermit), JobError>>;
 
 /// Evaluates the view's key partitions of `keyed` with `evaluator`, several at once when
 /// `evaluations` has permits to spare (one per partition evaluated or waiting for its turn to
-/// be sent, weighing `weigh(rows)` bytes), and sends their feature rows to the view's `task`
+/// be sent, weighed by its rows), and sends their feature rows to the view's `task`
 /// in partition order. Oversized partitions' time slices go to the task's operator, after
 /// every partition before them.
 async fn send_partitions(
@@ -637,14 +636,13 @@ async fn send_partitions(
     mut keyed: KeyedInput,
     evaluator: BatchEvaluator,
     evaluations: EvaluationPermits,
-    weigh: impl Fn(usize) -> usize,
 ) -> Result<(), JobError> {
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     for p in 0..keyed.partitions() {
-        let bytes = weigh(keyed.rows(p));
+        let rows = keyed.rows(p);
         // A permit for the next partition, or the oldest one's rows sent to make room.
         let permit = loop {
-            if let Some(permit) = evaluations.try_acquire(bytes) {
+            if let Some(permit) = evaluations.try_acquire(rows) {
                 break permit;
             }
             match in_flight.pop_front() {
@@ -653,7 +651,7 @@ async fn send_partitions(
                         return Ok(()); // the task stopped: its error comes with `finish`
                     }
                 }
-                None => break evaluations.acquire(bytes).await?,
+                None => break evaluations.acquire(rows).await?,
             }
         };
         match keyed.take(p)? {

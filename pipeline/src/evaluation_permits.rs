@@ -25,6 +25,8 @@ pub struct EvaluationPermits {
     bytes: Arc<Semaphore>,
     /// Units of the whole budget.
     units: u32,
+    /// A partition's estimated evaluation memory per row.
+    row_bytes: usize,
 }
 
 /// One partition's permit, held until its rows are sent on.
@@ -35,27 +37,29 @@ pub struct EvaluationPermit {
 
 impl EvaluationPermits {
     /// Permits for `concurrency` partitions at once, together weighing at most `budget`
-    /// bytes.
-    pub fn new(concurrency: usize, budget: usize) -> Self {
+    /// bytes, a partition `row_bytes` a row.
+    pub fn new(concurrency: usize, budget: usize, row_bytes: usize) -> Self {
         let units = (budget / UNIT_BYTES).clamp(1, u32::MAX as usize) as u32;
         Self {
             partitions: Arc::new(Semaphore::new(concurrency.max(1))),
             bytes: Arc::new(Semaphore::new(units as usize)),
             units,
+            row_bytes,
         }
     }
 
-    /// The units a partition estimated to take `bytes` holds: at least one, at most the whole
-    /// budget (a partition is never refused, only made to wait for the others).
-    fn units_for(&self, bytes: usize) -> u32 {
+    /// The units a partition of `rows` holds: at least one, at most the whole budget (a
+    /// partition is never refused, only made to wait for the others).
+    fn units_for(&self, rows: usize) -> u32 {
+        let bytes = rows.saturating_mul(self.row_bytes);
         (bytes.div_ceil(UNIT_BYTES)).clamp(1, self.units as usize) as u32
     }
 
-    /// A permit for a partition of `bytes`, if one is free now.
-    pub fn try_acquire(&self, bytes: usize) -> Option<EvaluationPermit> {
+    /// A permit for a partition of `rows`, if one is free now.
+    pub fn try_acquire(&self, rows: usize) -> Option<EvaluationPermit> {
         let partition = Arc::clone(&self.partitions).try_acquire_owned().ok()?;
         let bytes = Arc::clone(&self.bytes)
-            .try_acquire_many_owned(self.units_for(bytes))
+            .try_acquire_many_owned(self.units_for(rows))
             .ok()?;
         Some(EvaluationPermit {
             _partition: partition,
@@ -63,12 +67,12 @@ impl EvaluationPermits {
         })
     }
 
-    /// A permit for a partition of `bytes`, waiting until the partitions holding permits
-    /// let go of enough of them.
-    pub async fn acquire(&self, bytes: usize) -> Result<EvaluationPermit, JobError> {
+    /// A permit for a partition of `rows`, waiting until the partitions holding permits let
+    /// go of enough of them.
+    pub async fn acquire(&self, rows: usize) -> Result<EvaluationPermit, JobError> {
         let stopped = |_| JobError::Other("backfill's evaluations stopped".into());
         let partition = (Arc::clone(&self.partitions).acquire_owned().await).map_err(stopped)?;
-        let bytes = (Arc::clone(&self.bytes).acquire_many_owned(self.units_for(bytes)))
+        let bytes = (Arc::clone(&self.bytes).acquire_many_owned(self.units_for(rows)))
             .await
             .map_err(stopped)?;
         Ok(EvaluationPermit {
@@ -84,39 +88,35 @@ mod tests {
 
     #[tokio::test]
     async fn partitions_are_counted_and_weighed() {
-        let permits = EvaluationPermits::new(2, 100 * UNIT_BYTES);
+        // A row weighs one unit here.
+        let permits = EvaluationPermits::new(2, 100 * UNIT_BYTES, UNIT_BYTES);
         // A large partition and a small one fit together; a third waits for the count.
-        let large = permits.try_acquire(70 * UNIT_BYTES).expect("the large one");
-        let small = permits
-            .try_acquire(UNIT_BYTES)
-            .expect("a small one beside it");
+        let large = permits.try_acquire(70).expect("the large one");
+        let small = permits.try_acquire(1).expect("a small one beside it");
         assert!(permits.try_acquire(1).is_none(), "two at once at most");
         drop(small);
         // Two large ones do not fit together.
-        assert!(
-            permits.try_acquire(70 * UNIT_BYTES).is_none(),
-            "over the budget"
-        );
+        assert!(permits.try_acquire(70).is_none(), "over the budget");
         // A refused try holds nothing back: a small one still fits.
-        let small = permits.try_acquire(29 * UNIT_BYTES).expect("what is left");
+        let small = permits.try_acquire(29).expect("what is left");
         drop((large, small));
         // A partition larger than the whole budget gets all of it, alone.
-        let huge = permits.acquire(1000 * UNIT_BYTES).await.unwrap();
+        let huge = permits.acquire(1000).await.unwrap();
         assert!(
             permits.try_acquire(1).is_none(),
             "the huge one holds the budget"
         );
         drop(huge);
-        assert!(permits.try_acquire(100 * UNIT_BYTES).is_some());
+        assert!(permits.try_acquire(100).is_some());
     }
 
     #[tokio::test]
     async fn a_waiting_partition_gets_its_permit_when_others_let_go() {
-        let permits = EvaluationPermits::new(2, 10 * UNIT_BYTES);
-        let held = permits.try_acquire(8 * UNIT_BYTES).unwrap();
+        let permits = EvaluationPermits::new(2, 10 * UNIT_BYTES, UNIT_BYTES);
+        let held = permits.try_acquire(8).unwrap();
         let waiting = {
             let permits = permits.clone();
-            tokio::spawn(async move { permits.acquire(5 * UNIT_BYTES).await.map(|_| ()) })
+            tokio::spawn(async move { permits.acquire(5).await.map(|_| ()) })
         };
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "it waits for the budget");
