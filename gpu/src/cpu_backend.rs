@@ -1,8 +1,11 @@
 //! The CPU backend of the batch contract: each segment's windows moved over the sorted rows
 //! with the additions and removals the streaming path's per-key state makes, in the same
-//! order, so both paths give the same values to the bit (`SegmentWindows`).
+//! order, so both paths give the same values to the bit (`SegmentWindows`); windows read only
+//! exactly (counts, exact sums and decimal averages) are differences of prefix totals, frame by
+//! frame (`CountedWindows`).
 
 use crate::backend::{BackendStats, Scatter, SortedRows, WindowBackend};
+use crate::counted_windows::CountedWindows;
 use crate::error::KernelError;
 use crate::plan::WindowPlan;
 use crate::segment_windows::SegmentWindows;
@@ -42,41 +45,48 @@ impl WindowBackend for CpuBackend {
         let specs = plan.specs().len();
         scatter.validate(rows.rows(), specs)?;
         let Scatter { out, positions } = scatter;
+        let mut counted = CountedWindows::new(plan);
         let mut windows = SegmentWindows::new(plan);
+        let tracked = windows.specs().to_vec();
         let mut reported = 0;
         for segment in rows.offsets.windows(2) {
             let (begin, end) = (segment[0], segment[1]);
-            windows.reset(rows, begin, end);
-            let mut i = begin;
-            while i < end {
-                let t = rows.times[i];
-                let mut j = i + 1;
-                while j < end && rows.times[j] == t {
-                    j += 1;
-                }
-                let targets = &positions[i..j];
-                let emits = targets.iter().any(|&p| p != Scatter::SKIP);
-                // Every instant moves the windows, read or not (training sets read at probes
-                // only): the removals then come in the order the streaming state makes them,
-                // so probes read the same values to the bit as streaming runs.
-                windows.advance(plan, rows, i, t);
-                for row in i..j {
-                    windows.add(plan, rows, row);
-                }
-                if emits {
-                    windows.settle(j);
-                    for spec in 0..specs {
-                        out.set_from_group(
-                            plan,
-                            windows.group(plan.outputs[spec].0),
-                            spec,
-                            (targets.iter())
-                                .filter(|&&p| p != Scatter::SKIP)
-                                .map(|&p| p as usize),
-                        );
+            counted.evaluate_segment(plan, rows, (begin, end), out, positions);
+            if !tracked.is_empty() {
+                windows.reset(begin);
+                let mut i = begin;
+                while i < end {
+                    let t = rows.times[i];
+                    let mut j = i + 1;
+                    while j < end && rows.times[j] == t {
+                        j += 1;
                     }
+                    let targets = &positions[i..j];
+                    let emits = targets.iter().any(|&p| p != Scatter::SKIP);
+                    // Every instant moves the windows, read or not (training sets read at
+                    // probes only): the removals then come in the order the streaming state
+                    // makes them, so probes read the same values to the bit as streaming runs.
+                    windows.advance(plan, rows, i, t);
+                    for row in i..j {
+                        windows.add(plan, rows, row);
+                    }
+                    if emits {
+                        for &spec in &tracked {
+                            let Some(group) = windows.group(plan.outputs[spec].0) else {
+                                continue;
+                            };
+                            out.set_from_group(
+                                plan,
+                                group,
+                                spec,
+                                (targets.iter())
+                                    .filter(|&&p| p != Scatter::SKIP)
+                                    .map(|&p| p as usize),
+                            );
+                        }
+                    }
+                    i = j;
                 }
-                i = j;
             }
             if end - reported >= PROGRESS_ROWS {
                 progress(end - reported);

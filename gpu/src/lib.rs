@@ -18,6 +18,7 @@ pub mod agg;
 pub mod as_known_at;
 pub mod backend;
 pub mod compensated;
+mod counted_windows;
 pub mod cpu_backend;
 pub mod cuda;
 pub mod delta_times;

@@ -233,10 +233,15 @@ impl Moments {
     /// `i128` gives `i128::MAX`, which no decimal precision accepts, so the output check fails
     /// as DataFusion's does ("Arithmetic Overflow").
     pub fn exact_avg(&self, multiplier: i128) -> Option<i128> {
-        self.exact_sum().map(|sum| {
-            sum.checked_mul(multiplier)
-                .map_or(i128::MAX, |scaled| scaled / self.n as i128)
-        })
+        self.exact_sum()
+            .map(|sum| match sum.checked_mul(multiplier) {
+                // The same truncated quotient as i128's, without its slow division.
+                Some(scaled) => match i64::try_from(scaled) {
+                    Ok(small) if self.n <= i64::MAX as u64 => i128::from(small / self.n as i64),
+                    _ => scaled / self.n as i128,
+                },
+                None => i128::MAX,
+            })
     }
 
     /// Number of values in the window.

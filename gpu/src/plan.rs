@@ -46,10 +46,30 @@ impl InputKind {
     /// converted as Arrow casts it.
     #[inline]
     pub fn to_f64(self, value: i128) -> f64 {
+        // Both conversions round the same integer to the nearest `f64`; from `i64` it is one
+        // instruction, from `i128` a call into the runtime library.
+        let float = match i64::try_from(value) {
+            Ok(small) => small as f64,
+            Err(_) => value as f64,
+        };
         match self {
-            InputKind::Decimal { scale, .. } => value as f64 / 10f64.powi(scale as i32),
-            _ => value as f64,
+            InputKind::Decimal { scale, .. } => float / power_of_ten(scale),
+            _ => float,
         }
+    }
+}
+
+/// 10^`scale` as `f64`, as `10f64.powi(scale)` gives it: a table for the powers that are
+/// exact in `f64` (so `powi`'s products are exact too, and equal them), `powi` beyond.
+#[inline]
+fn power_of_ten(scale: i8) -> f64 {
+    const EXACT: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+    match usize::try_from(scale) {
+        Ok(exact) if exact < EXACT.len() => EXACT[exact],
+        _ => 10f64.powi(i32::from(scale)),
     }
 }
 
@@ -236,6 +256,30 @@ impl WindowPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exact_values_convert_as_through_i128_and_powi() {
+        for scale in -40i8..=40 {
+            assert_eq!(
+                power_of_ten(scale).to_bits(),
+                10f64.powi(i32::from(scale)).to_bits(),
+                "scale {scale}"
+            );
+        }
+        let mut bits = crate::test_rng::xorshift(0x2545_f491_4f6c_dd1d);
+        for shift in 0..127 {
+            let value = (((bits() as u128) << 64 | bits() as u128) >> shift) as i128;
+            for value in [value, value.wrapping_neg(), value >> 64, -(value >> 64)] {
+                let kind = InputKind::Decimal {
+                    scale: (shift % 20) as i8,
+                    avg_multiplier: 1,
+                };
+                let slow = value as f64 / 10f64.powi(shift % 20);
+                assert_eq!(kind.to_f64(value).to_bits(), slow.to_bits(), "{value}");
+                assert_eq!(InputKind::Integer.to_f64(value), value as f64, "{value}");
+            }
+        }
+    }
 
     #[test]
     fn groups_share_frames_and_moments() {
