@@ -18,9 +18,11 @@ pub struct FeatureOutput {
 impl FeatureOutput {
     /// Output buffers for `specs` columns of `rows` rows, all null.
     pub fn new(specs: usize, rows: usize) -> Self {
+        // One allocation per column: `vec![column; specs]` would copy the first one's zeros
+        // into the others, touching every page up front.
         FeatureOutput {
-            values: vec![vec![0.0; rows]; specs],
-            valid: vec![vec![false; rows]; specs],
+            values: (0..specs).map(|_| vec![0.0; rows]).collect(),
+            valid: (0..specs).map(|_| vec![false; rows]).collect(),
             exact: vec![None; specs],
         }
     }
