@@ -6,18 +6,22 @@
 //!     cargo run --release -p quiver-gpu --example kernel_bench -- 10000,1000000,10000000
 //!
 //! Without a usable GPU it times the CPU alone and says why.
+//!
+//! A second table times the CPU kernels on the demo's own input kinds: amounts as decimals
+//! (exact sums, averages and maxima) and the micro flag as an integer, for the card and the
+//! merchant features. Such plans always run on the CPU (the CUDA kernels have no exact path).
 
 use quiver_gpu::cuda::CudaBackend;
 use quiver_gpu::{
-    AggKind, CpuBackend, FeatureOutput, Frame, InputColumn, Scatter, SortedRows, WindowBackend,
-    WindowPlan, WindowSpec,
+    AggKind, CpuBackend, FeatureOutput, Frame, InputColumn, InputKind, Scatter, SortedRows,
+    WindowBackend, WindowPlan, WindowSpec,
 };
 use std::time::Instant;
 
 const SECOND: i64 = 1_000_000;
 
 /// The card features of configs/features/card_features.sql.
-fn plan() -> WindowPlan {
+fn card_plan() -> WindowPlan {
     let range = |seconds: i64| Frame::Range {
         width_micros: seconds * SECOND,
     };
@@ -37,6 +41,42 @@ fn plan() -> WindowPlan {
     .expect("a valid plan")
 }
 
+/// The demo's input kinds: `count(*)`'s input, `amount DECIMAL(12, 2)` (averaged to 6
+/// places) and `is_micro` as an integer.
+fn demo_kinds() -> Vec<InputKind> {
+    vec![
+        InputKind::Float,
+        InputKind::Decimal {
+            scale: 2,
+            avg_multiplier: 10_000,
+        },
+        InputKind::Integer,
+    ]
+}
+
+/// The merchant features of configs/features/merchant_features.sql.
+fn merchant_plan() -> WindowPlan {
+    let range = |seconds: i64| Frame::Range {
+        width_micros: seconds * SECOND,
+    };
+    WindowPlan::new(
+        vec![
+            WindowSpec {
+                kind: AggKind::Count,
+                input: 0,
+                frame: range(3600),
+            },
+            WindowSpec {
+                kind: AggKind::Avg,
+                input: 1,
+                frame: range(86_400),
+            },
+        ],
+        3,
+    )
+    .expect("a valid plan")
+}
+
 /// Generated input sorted by card and time: `rows` transactions of `rows / 20` cards (at
 /// least one) at about one per card per 2.6 hours, 1% null amounts, a few micro amounts.
 struct Input {
@@ -46,6 +86,9 @@ struct Input {
     amounts: Vec<f64>,
     valid: Vec<bool>,
     micro: Vec<f64>,
+    /// The amounts in cents and the micro flags, for the demo's exact input kinds.
+    cents: Vec<i128>,
+    micro_flags: Vec<i128>,
 }
 
 fn generate(rows: usize) -> Input {
@@ -64,6 +107,8 @@ fn generate(rows: usize) -> Input {
         amounts: Vec::with_capacity(rows),
         valid: Vec::with_capacity(rows),
         micro: Vec::with_capacity(rows),
+        cents: Vec::with_capacity(rows),
+        micro_flags: Vec::with_capacity(rows),
     };
     for card in 0..cards {
         let len = rows / cards + usize::from(card < rows % cards);
@@ -71,24 +116,43 @@ fn generate(rows: usize) -> Input {
         for _ in 0..len {
             let r = next();
             t += (r % 18_720) as i64 * SECOND;
-            let amount = ((r >> 20) % 50_000) as f64 / 100.0;
+            let cents = ((r >> 20) % 50_000) as i128;
+            let amount = cents as f64 / 100.0;
             input.times.push(t);
             input.amounts.push(amount);
             input.valid.push(r % 100 != 0);
             input.micro.push(if amount < 2.0 { 1.0 } else { 0.0 });
+            input.cents.push(cents);
+            input.micro_flags.push(i128::from(cents < 200));
         }
         input.offsets.push(input.times.len());
     }
     input
 }
 
-/// Evaluates on `backend`; returns seconds and the output.
+/// Evaluates on `backend`, with the inputs as floats, or as the demo's exact kinds when the plan
+/// has exact inputs; returns seconds and the output.
 fn time(backend: &dyn WindowBackend, plan: &WindowPlan, input: &Input) -> (f64, FeatureOutput) {
-    let inputs = [
-        InputColumn::floats(&input.ones, None),
-        InputColumn::floats(&input.amounts, Some(&input.valid)),
-        InputColumn::floats(&input.micro, None),
-    ];
+    let inputs = match plan.has_exact_inputs() {
+        false => [
+            InputColumn::floats(&input.ones, None),
+            InputColumn::floats(&input.amounts, Some(&input.valid)),
+            InputColumn::floats(&input.micro, None),
+        ],
+        true => [
+            InputColumn::floats(&input.ones, None),
+            InputColumn {
+                values: &[],
+                validity: Some(&input.valid),
+                exact: Some(&input.cents),
+            },
+            InputColumn {
+                values: &[],
+                validity: None,
+                exact: Some(&input.micro_flags),
+            },
+        ],
+    };
     let rows = input.times.len();
     let positions: Vec<u32> = (0..rows as u32).collect();
     let mut out = FeatureOutput::new(plan.specs().len(), rows);
@@ -144,7 +208,7 @@ fn main() {
                 .expect("sizes are comma-separated row counts")
         })
         .collect();
-    let plan = plan();
+    let plan = card_plan();
     let cpu = CpuBackend::new();
     let gpu = match CudaBackend::open() {
         Ok(g) => Some(g),
@@ -179,6 +243,27 @@ fn main() {
             }
             None => println!("| {rows} | {cpu_s:.3} | - | - | - | - |"),
         }
+    }
+    println!();
+    println!("The demo's input kinds (decimal amounts, integer flags), CPU only:");
+    println!("| rows | card features s | ns a row | merchant features s | ns a row |");
+    println!("|---|---|---|---|---|");
+    let card = card_plan()
+        .with_input_kinds(demo_kinds())
+        .expect("three kinds");
+    let merchant = merchant_plan()
+        .with_input_kinds(demo_kinds())
+        .expect("three kinds");
+    for &rows in &sizes {
+        let input = generate(rows);
+        let (card_s, _) = time(&cpu, &card, &input);
+        let (merchant_s, _) = time(&cpu, &merchant, &input);
+        let per_row = |s: f64| s * 1e9 / rows.max(1) as f64;
+        println!(
+            "| {rows} | {card_s:.3} | {:.0} | {merchant_s:.3} | {:.0} |",
+            per_row(card_s),
+            per_row(merchant_s)
+        );
     }
     if let Some(g) = &gpu {
         let stats = g.stats();
