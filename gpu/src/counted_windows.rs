@@ -288,44 +288,59 @@ impl CountedWindows {
     }
 }
 
+/// A range frame of ten minutes, for tests.
+#[cfg(test)]
+pub(crate) const TEN_MINUTES: Frame = Frame::Range {
+    width_micros: 600_000_000,
+};
+
+/// A spec, for tests.
+#[cfg(test)]
+pub(crate) fn test_spec(kind: AggKind, input: usize, frame: Frame) -> crate::plan::WindowSpec {
+    crate::plan::WindowSpec { kind, input, frame }
+}
+
+/// A plan mixing what is read exactly with what is not, over 0 a float, 1 an integer, 2 a
+/// decimal and 3 an integer averaged: counted, an integer's sum and a decimal's average over
+/// ten minutes, an integer's average there, and unbounded a float's sum, the integer's count
+/// and standard deviation and the decimal's maximum.
+#[cfg(test)]
+pub(crate) fn mixed_test_plan() -> WindowPlan {
+    use crate::plan::InputKind;
+    let (spec, ten_minutes) = (test_spec, TEN_MINUTES);
+    let kinds = vec![
+        InputKind::Float,
+        InputKind::Integer,
+        InputKind::Decimal {
+            scale: 2,
+            avg_multiplier: 10_000,
+        },
+        InputKind::Integer,
+    ];
+    let specs = vec![
+        spec(AggKind::Count, 0, ten_minutes),
+        spec(AggKind::Sum, 1, ten_minutes),
+        spec(AggKind::Avg, 2, ten_minutes),
+        spec(AggKind::Avg, 3, ten_minutes),
+        spec(AggKind::Sum, 0, Frame::Unbounded),
+        spec(AggKind::Count, 1, Frame::Unbounded),
+        spec(AggKind::StddevSamp, 1, Frame::Unbounded),
+        spec(AggKind::Max, 2, Frame::Unbounded),
+    ];
+    WindowPlan::new(specs, 4)
+        .and_then(|p| p.with_input_kinds(kinds))
+        .expect("a valid plan")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{InputKind, WindowSpec};
 
-    const TEN_MINUTES: Frame = Frame::Range {
-        width_micros: 600_000_000,
-    };
-
-    fn spec(kind: AggKind, input: usize, frame: Frame) -> WindowSpec {
-        WindowSpec { kind, input, frame }
-    }
+    use test_spec as spec;
 
     #[test]
     fn only_moments_read_exactly_are_counted_from_prefix_totals() {
-        // Inputs: 0 a float, 1 an integer, 2 a decimal, 3 an integer averaged.
-        let kinds = vec![
-            InputKind::Float,
-            InputKind::Integer,
-            InputKind::Decimal {
-                scale: 2,
-                avg_multiplier: 10_000,
-            },
-            InputKind::Integer,
-        ];
-        let specs = vec![
-            spec(AggKind::Count, 0, TEN_MINUTES),
-            spec(AggKind::Sum, 1, TEN_MINUTES),
-            spec(AggKind::Avg, 2, TEN_MINUTES),
-            spec(AggKind::Avg, 3, TEN_MINUTES),
-            spec(AggKind::Sum, 0, Frame::Unbounded),
-            spec(AggKind::Count, 1, Frame::Unbounded),
-            spec(AggKind::StddevSamp, 1, Frame::Unbounded),
-            spec(AggKind::Max, 2, Frame::Unbounded),
-        ];
-        let plan = WindowPlan::new(specs, 4)
-            .and_then(|p| p.with_input_kinds(kinds))
-            .unwrap();
+        let plan = mixed_test_plan();
         // Ten minutes: a float's count, an integer's sum and a decimal's average are exact; an
         // integer's average is a float (it needs the float sum).
         assert_eq!(

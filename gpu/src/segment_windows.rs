@@ -158,8 +158,8 @@ impl SegmentWindows {
         }
     }
 
-    /// The quantities of frame group `g`, which must be one kept here (it tracks something
-    /// that one of [`SegmentWindows::specs`] reads).
+    /// The quantities of frame group `g`; `None` for a group with nothing kept row by row
+    /// (none of [`SegmentWindows::specs`] reads it).
     #[inline]
     pub(crate) fn group(&self, g: usize) -> Option<&RowWindow> {
         self.windows[g].as_ref()
@@ -241,42 +241,13 @@ fn kept_value(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{InputKind, WindowSpec};
+    use crate::counted_windows::{mixed_test_plan, test_spec as spec, TEN_MINUTES};
+    use crate::plan::InputKind;
     use crate::AggKind;
-
-    const TEN_MINUTES: Frame = Frame::Range {
-        width_micros: 600_000_000,
-    };
-
-    fn spec(kind: AggKind, input: usize, frame: Frame) -> WindowSpec {
-        WindowSpec { kind, input, frame }
-    }
 
     #[test]
     fn only_quantities_that_depend_on_order_are_kept_row_by_row() {
-        // Inputs: 0 a float, 1 an integer, 2 a decimal, 3 an integer averaged.
-        let kinds = vec![
-            InputKind::Float,
-            InputKind::Integer,
-            InputKind::Decimal {
-                scale: 2,
-                avg_multiplier: 10_000,
-            },
-            InputKind::Integer,
-        ];
-        let specs = vec![
-            spec(AggKind::Count, 0, TEN_MINUTES),
-            spec(AggKind::Sum, 1, TEN_MINUTES),
-            spec(AggKind::Avg, 2, TEN_MINUTES),
-            spec(AggKind::Avg, 3, TEN_MINUTES),
-            spec(AggKind::Sum, 0, Frame::Unbounded),
-            spec(AggKind::Count, 1, Frame::Unbounded),
-            spec(AggKind::StddevSamp, 1, Frame::Unbounded),
-            spec(AggKind::Max, 2, Frame::Unbounded),
-        ];
-        let plan = WindowPlan::new(specs, 4)
-            .and_then(|p| p.with_input_kinds(kinds))
-            .unwrap();
+        let plan = mixed_test_plan();
         let windows = SegmentWindows::new(&plan);
         // The ten-minute group tracks only the integer's average; the unbounded one tracks its
         // moments and the maximum.
