@@ -267,8 +267,9 @@ impl CountedWindows {
                         }
                     }
                     CountedRead::Exact => {
+                        let existed = out.exact[spec.spec].is_some();
                         let (exact, valid) = out.exact_column(spec.spec);
-                        let mut first = 0;
+                        let (mut first, mut wrote) = (0, false);
                         for (&start, &next) in instants {
                             let window = CountedGroup(prefix.moments(start, next));
                             if let Some(value) = read_exact(plan, spec.spec, &window) {
@@ -276,10 +277,15 @@ impl CountedWindows {
                                     if p != Scatter::SKIP {
                                         exact[p as usize] = value;
                                         valid[p as usize] = true;
+                                        wrote = true;
                                     }
                                 }
                             }
                             first = next;
+                        }
+                        // As `FeatureOutput::set_exact` leaves it: no column without a value.
+                        if !(existed || wrote) {
+                            out.exact[spec.spec] = None;
                         }
                     }
                 }
@@ -389,5 +395,28 @@ mod tests {
         assert_eq!(out.values[0], vec![2.0, 2.0, 0.0, 1.0]);
         assert_eq!(out.values[1], vec![3.0, 2.0, 0.0, 1.0]);
         assert_eq!(out.valid[0], vec![true, true, false, true]);
+    }
+
+    #[test]
+    fn an_exact_spec_without_any_value_has_no_exact_column() {
+        let plan = WindowPlan::new(vec![spec(AggKind::Sum, 0, TEN_MINUTES)], 1)
+            .and_then(|p| p.with_input_kinds(vec![crate::InputKind::Integer]))
+            .unwrap();
+        let (times, valid, values) = ([0, 1], [false, false], [7, 8]);
+        let inputs = [crate::InputColumn {
+            values: &[],
+            validity: Some(&valid),
+            exact: Some(&values),
+        }];
+        let rows = SortedRows {
+            offsets: &[0, 2],
+            times: &times,
+            inputs: &inputs,
+        };
+        let mut out = FeatureOutput::new(1, 2);
+        let mut counted = CountedWindows::new(&plan);
+        counted.evaluate_segment(&plan, &rows, (0, 2), &mut out, &[0, 1]);
+        assert_eq!(out.exact[0], None, "as the streaming state leaves it");
+        assert_eq!(out.valid[0], vec![false, false]);
     }
 }
