@@ -9,7 +9,7 @@
 //! [`crate::segment_windows::SegmentWindows`], as the streaming state moves them.
 //!
 //! Measured on the fraud demo's views (10M sorted rows of 50k keys, one core): the merchant
-//! view, whose two features are both read exactly, took 130-160 ns a row when its windows were
+//! view, whose two features are both read exactly, took 92-160 ns a row when its windows were
 //! moved row by row with the others, every frame group in turn for every row, and reads went
 //! through the generic per-row dispatch; 58-80 ns a row frame by frame (`kernel_bench`).
 
