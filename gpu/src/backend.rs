@@ -36,6 +36,22 @@ impl SortedRows<'_> {
         self.offsets.len().saturating_sub(1)
     }
 
+    /// The end of each instant (run of equal times) of the segment of rows `begin..end`, as
+    /// offsets into the segment, into `ends` (emptied first).
+    pub(crate) fn instant_ends(&self, begin: usize, end: usize, ends: &mut Vec<usize>) {
+        let times = &self.times[begin..end];
+        ends.clear();
+        let mut i = 0;
+        while i < times.len() {
+            let t = times[i];
+            i += 1;
+            while i < times.len() && times[i] == t {
+                i += 1;
+            }
+            ends.push(i);
+        }
+    }
+
     /// Checks the shape the backends rely on: offsets cover the rows in order, columns have one
     /// entry per row, times never decrease inside a segment.
     pub fn validate(&self, plan: &WindowPlan) -> Result<(), KernelError> {

@@ -111,22 +111,12 @@ impl GroupAggregates for CountedGroup {
     }
 }
 
-/// What an exactly read spec gives.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum CountedRead {
-    /// The count of non-null values, as a float output.
-    Count,
-    /// An exact output: a sum or a decimal average ([`read_exact`]).
-    Exact,
-}
-
 /// One exactly read spec.
 #[derive(Debug)]
 struct CountedSpec {
     spec: usize,
     /// Its input's prefix totals.
     prefix: usize,
-    read: CountedRead,
 }
 
 /// The exactly read specs of one frame.
@@ -142,8 +132,6 @@ struct CountedFrame {
 pub(crate) struct CountedWindows {
     frames: Vec<CountedFrame>,
     prefixes: Vec<PrefixTotals>,
-    /// End (offset into the segment) of each instant of the current segment.
-    instant_ends: Vec<usize>,
     /// Per instant of the current segment, the first row (offset into the segment) of the
     /// frame being evaluated.
     instant_starts: Vec<usize>,
@@ -177,11 +165,7 @@ impl CountedWindows {
                     }
                 };
                 prefixes[prefix].sums |= sums;
-                let read = match plan.is_exact_output(spec) {
-                    true => CountedRead::Exact,
-                    false => CountedRead::Count,
-                };
-                specs.push(CountedSpec { spec, prefix, read });
+                specs.push(CountedSpec { spec, prefix });
             }
             if !specs.is_empty() {
                 frames.push(CountedFrame {
@@ -196,7 +180,6 @@ impl CountedWindows {
         CountedWindows {
             frames,
             prefixes,
-            instant_ends: Vec::new(),
             instant_starts: Vec::new(),
         }
     }
@@ -207,13 +190,15 @@ impl CountedWindows {
         (self.frames.iter()).any(|f| f.specs.iter().any(|s| s.spec == spec))
     }
 
-    /// Writes every exactly read spec of the segment of sorted rows `begin..end` through
-    /// `positions` (sorted row to output row, or [`Scatter::SKIP`]) into `out`.
+    /// Writes every exactly read spec of the segment of sorted rows `begin..end`, whose
+    /// instants end at `instant_ends` ([`SortedRows::instant_ends`]), through `positions`
+    /// (sorted row to output row, or [`Scatter::SKIP`]) into `out`.
     pub(crate) fn evaluate_segment(
         &mut self,
         plan: &WindowPlan,
         rows: &SortedRows<'_>,
         (begin, end): (usize, usize),
+        instant_ends: &[usize],
         out: &mut FeatureOutput,
         positions: &[u32],
     ) {
@@ -224,21 +209,11 @@ impl CountedWindows {
             prefix.fill(rows, begin, end);
         }
         let times = &rows.times[begin..end];
-        self.instant_ends.clear();
-        let mut i = 0;
-        while i < times.len() {
-            let t = times[i];
-            i += 1;
-            while i < times.len() && times[i] == t {
-                i += 1;
-            }
-            self.instant_ends.push(i);
-        }
         let positions = &positions[begin..end];
         for frame in &self.frames {
             self.instant_starts.clear();
             let (mut first, mut start) = (0, 0);
-            for &next in &self.instant_ends {
+            for &next in instant_ends {
                 if let Some(width) = frame.width {
                     let lower = times[first].saturating_sub(width);
                     while start < first && times[start] < lower {
@@ -250,43 +225,26 @@ impl CountedWindows {
             }
             for spec in &frame.specs {
                 let prefix = &self.prefixes[spec.prefix];
-                let instants = self.instant_starts.iter().zip(&self.instant_ends);
-                match spec.read {
-                    CountedRead::Count => {
-                        let (values, valid) = out.float_column(spec.spec);
-                        let mut first = 0;
-                        for (&start, &next) in instants {
-                            let count = (prefix.counts[next] - prefix.counts[start]) as f64;
-                            for &p in &positions[first..next] {
-                                if p != Scatter::SKIP {
-                                    values[p as usize] = count;
-                                    valid[p as usize] = true;
-                                }
-                            }
-                            first = next;
-                        }
+                let exact = plan.is_exact_output(spec.spec);
+                let mut first = 0;
+                for (&start, &next) in self.instant_starts.iter().zip(instant_ends) {
+                    let wanted = &positions[first..next];
+                    first = next;
+                    // Training sets want a few probes' values only.
+                    if wanted.iter().all(|&p| p == Scatter::SKIP) {
+                        continue;
                     }
-                    CountedRead::Exact => {
-                        let existed = out.exact[spec.spec].is_some();
-                        let (exact, valid) = out.exact_column(spec.spec);
-                        let (mut first, mut wrote) = (0, false);
-                        for (&start, &next) in instants {
-                            let window = CountedGroup(prefix.moments(start, next));
-                            if let Some(value) = read_exact(plan, spec.spec, &window) {
-                                for &p in &positions[first..next] {
-                                    if p != Scatter::SKIP {
-                                        exact[p as usize] = value;
-                                        valid[p as usize] = true;
-                                        wrote = true;
-                                    }
-                                }
-                            }
-                            first = next;
-                        }
-                        // As `FeatureOutput::set_exact` leaves it: no column without a value.
-                        if !(existed || wrote) {
-                            out.exact[spec.spec] = None;
-                        }
+                    let targets = (wanted.iter())
+                        .filter(|&&p| p != Scatter::SKIP)
+                        .map(|&p| p as usize);
+                    // Counts are float outputs; sums and decimal averages exact ones.
+                    if exact {
+                        let window = CountedGroup(prefix.moments(start, next));
+                        let value = read_exact(plan, spec.spec, &window);
+                        targets.for_each(|row| out.set_exact(spec.spec, row, value));
+                    } else {
+                        let count = (prefix.counts[next] - prefix.counts[start]) as f64;
+                        targets.for_each(|row| out.set(spec.spec, row, Some(count)));
                     }
                 }
             }
@@ -391,7 +349,10 @@ mod tests {
         // The second row's features are not wanted.
         let positions = [3, Scatter::SKIP, 1, 0];
         let mut counted = CountedWindows::new(&plan);
-        counted.evaluate_segment(&plan, &rows, (0, 4), &mut out, &positions);
+        let mut ends = Vec::new();
+        rows.instant_ends(0, 4, &mut ends);
+        assert_eq!(ends, vec![2, 3, 4]);
+        counted.evaluate_segment(&plan, &rows, (0, 4), &ends, &mut out, &positions);
         assert_eq!(out.values[0], vec![2.0, 2.0, 0.0, 1.0]);
         assert_eq!(out.values[1], vec![3.0, 2.0, 0.0, 1.0]);
         assert_eq!(out.valid[0], vec![true, true, false, true]);
@@ -415,7 +376,7 @@ mod tests {
         };
         let mut out = FeatureOutput::new(1, 2);
         let mut counted = CountedWindows::new(&plan);
-        counted.evaluate_segment(&plan, &rows, (0, 2), &mut out, &[0, 1]);
+        counted.evaluate_segment(&plan, &rows, (0, 2), &[1, 2], &mut out, &[0, 1]);
         assert_eq!(out.exact[0], None, "as the streaming state leaves it");
         assert_eq!(out.valid[0], vec![false, false]);
     }

@@ -48,19 +48,18 @@ impl WindowBackend for CpuBackend {
         let mut counted = CountedWindows::new(plan);
         let mut windows = SegmentWindows::new(plan);
         let tracked = windows.specs().to_vec();
+        let mut instant_ends = Vec::new();
         let mut reported = 0;
         for segment in rows.offsets.windows(2) {
             let (begin, end) = (segment[0], segment[1]);
-            counted.evaluate_segment(plan, rows, (begin, end), out, positions);
+            rows.instant_ends(begin, end, &mut instant_ends);
+            counted.evaluate_segment(plan, rows, (begin, end), &instant_ends, out, positions);
             if !tracked.is_empty() {
                 windows.reset(begin);
                 let mut i = begin;
-                while i < end {
+                for &next in &instant_ends {
+                    let j = begin + next;
                     let t = rows.times[i];
-                    let mut j = i + 1;
-                    while j < end && rows.times[j] == t {
-                        j += 1;
-                    }
                     let targets = &positions[i..j];
                     let emits = targets.iter().any(|&p| p != Scatter::SKIP);
                     // Every instant moves the windows, read or not (training sets read at

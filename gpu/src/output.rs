@@ -49,20 +49,6 @@ impl FeatureOutput {
         }
     }
 
-    /// The values and validity of float spec `spec`.
-    #[inline]
-    pub(crate) fn float_column(&mut self, spec: usize) -> (&mut [f64], &mut [bool]) {
-        (&mut self.values[spec], &mut self.valid[spec])
-    }
-
-    /// The exact values and validity of exact spec `spec`.
-    #[inline]
-    pub(crate) fn exact_column(&mut self, spec: usize) -> (&mut [i128], &mut [bool]) {
-        let rows = self.valid[spec].len();
-        let exact = self.exact[spec].get_or_insert_with(|| vec![0; rows]);
-        (exact, &mut self.valid[spec])
-    }
-
     /// Writes spec `spec` of the window state `state` for `rows`, exact or float as `plan`
     /// says.
     #[inline]
