@@ -13,8 +13,8 @@
 
 use quiver_gpu::cuda::CudaBackend;
 use quiver_gpu::{
-    AggKind, CpuBackend, FeatureOutput, Frame, InputColumn, InputKind, Scatter, SortedRows,
-    WindowBackend, WindowPlan, WindowSpec,
+    AggKind, CpuBackend, FeatureOutput, Frame, InputColumn, InputKind, KeyedWindows, Scatter,
+    SortedRows, WindowBackend, WindowPlan, WindowSpec,
 };
 use std::time::Instant;
 
@@ -130,10 +130,10 @@ fn generate(rows: usize) -> Input {
     input
 }
 
-/// Evaluates on `backend`, with the inputs as floats, or as the demo's exact kinds when the plan
-/// has exact inputs; returns seconds and the output.
-fn time(backend: &dyn WindowBackend, plan: &WindowPlan, input: &Input) -> (f64, FeatureOutput) {
-    let inputs = match plan.has_exact_inputs() {
+/// The input columns of `input`: floats, or the demo's exact kinds when the plan has exact
+/// inputs.
+fn columns<'a>(plan: &WindowPlan, input: &'a Input) -> [InputColumn<'a>; 3] {
+    match plan.has_exact_inputs() {
         false => [
             InputColumn::floats(&input.ones, None),
             InputColumn::floats(&input.amounts, Some(&input.valid)),
@@ -152,7 +152,13 @@ fn time(backend: &dyn WindowBackend, plan: &WindowPlan, input: &Input) -> (f64, 
                 exact: Some(&input.micro_flags),
             },
         ],
-    };
+    }
+}
+
+/// Evaluates on `backend`, with the inputs as floats, or as the demo's exact kinds when the plan
+/// has exact inputs; returns seconds and the output.
+fn time(backend: &dyn WindowBackend, plan: &WindowPlan, input: &Input) -> (f64, FeatureOutput) {
+    let inputs = columns(plan, input);
     let rows = input.times.len();
     let positions: Vec<u32> = (0..rows as u32).collect();
     let mut out = FeatureOutput::new(plan.specs().len(), rows);
@@ -176,6 +182,67 @@ fn time(backend: &dyn WindowBackend, plan: &WindowPlan, input: &Input) -> (f64, 
             std::process::exit(1)
         });
     (started.elapsed().as_secs_f64(), out)
+}
+
+/// Rows a batch of the streaming state's table (a live source's batches are smaller, a file's
+/// larger).
+const STREAM_BATCH: usize = 8192;
+
+/// The streaming state ([`KeyedWindows`]) over `input`'s events in time order, as a run applies
+/// them (batches of [`STREAM_BATCH`] rows, never splitting a time): seconds.
+fn time_streaming(plan: &WindowPlan, input: &Input) -> f64 {
+    let rows = input.times.len();
+    let mut cards = vec![0u32; rows];
+    for (card, range) in input.offsets.windows(2).enumerate() {
+        cards[range[0]..range[1]].fill(card as u32);
+    }
+    let mut order: Vec<usize> = (0..rows).collect();
+    order.sort_by_key(|&r| (input.times[r], r));
+    let gather = |column: &[f64]| order.iter().map(|&r| column[r]).collect::<Vec<_>>();
+    let gather_exact = |column: &[i128]| order.iter().map(|&r| column[r]).collect::<Vec<_>>();
+    let by_time = Input {
+        offsets: vec![0, rows],
+        times: order.iter().map(|&r| input.times[r]).collect(),
+        ones: gather(&input.ones),
+        amounts: gather(&input.amounts),
+        valid: order.iter().map(|&r| input.valid[r]).collect(),
+        micro: gather(&input.micro),
+        cents: gather_exact(&input.cents),
+        micro_flags: gather_exact(&input.micro_flags),
+    };
+    let keys: Vec<[u8; 4]> = order.iter().map(|&r| cards[r].to_le_bytes()).collect();
+    let all = columns(plan, &by_time);
+    let mut windows = KeyedWindows::new(plan.clone());
+    let started = Instant::now();
+    let mut start = 0;
+    while start < rows {
+        let mut end = (start + STREAM_BATCH).min(rows);
+        while end < rows && by_time.times[end] == by_time.times[end - 1] {
+            end += 1;
+        }
+        let batch_keys: Vec<&[u8]> = keys[start..end].iter().map(|k| &k[..]).collect();
+        windows
+            .apply(
+                &batch_keys,
+                &by_time.times[start..end],
+                &all.map(|c| rows_of(c, start..end)),
+            )
+            .unwrap_or_else(|e| {
+                eprintln!("streaming state: {e}");
+                std::process::exit(1)
+            });
+        start = end;
+    }
+    started.elapsed().as_secs_f64()
+}
+
+/// Rows `range` of column `c`.
+fn rows_of(c: InputColumn<'_>, range: std::ops::Range<usize>) -> InputColumn<'_> {
+    InputColumn {
+        values: c.values.get(range.clone()).unwrap_or(&[]),
+        validity: c.validity.map(|v| &v[range.clone()]),
+        exact: c.exact.map(|e| &e[range]),
+    }
 }
 
 /// Largest relative difference between two outputs, and the number of nulls that differ.
@@ -263,6 +330,23 @@ fn main() {
             "| {rows} | {card_s:.3} | {:.0} | {merchant_s:.3} | {:.0} |",
             per_row(card_s),
             per_row(merchant_s)
+        );
+    }
+    println!();
+    println!(
+        "The streaming state (KeyedWindows), the same events in time order, {STREAM_BATCH} a batch:"
+    );
+    println!("| rows | card features s | ns an event | merchant features s | ns an event |");
+    println!("|---|---|---|---|---|");
+    for &rows in &sizes {
+        let input = generate(rows);
+        let card_s = time_streaming(&card, &input);
+        let merchant_s = time_streaming(&merchant, &input);
+        let per_event = |s: f64| s * 1e9 / rows.max(1) as f64;
+        println!(
+            "| {rows} | {card_s:.3} | {:.0} | {merchant_s:.3} | {:.0} |",
+            per_event(card_s),
+            per_event(merchant_s)
         );
     }
     if let Some(g) = &gpu {

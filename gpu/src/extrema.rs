@@ -155,6 +155,14 @@ impl<K: Copy + Ord> WindowExtreme<K> {
         }
     }
 
+    /// Asks the CPU to load the candidates ([`crate::prefetch`]).
+    #[inline]
+    pub(crate) fn prefetch(&self) {
+        if let WindowExtreme::Sliding { candidates, .. } = self {
+            crate::prefetch::deque(candidates);
+        }
+    }
+
     /// Forgets every value (keeping the memory for the next window).
     pub fn clear(&mut self) {
         match self {
@@ -227,6 +235,15 @@ impl Tracker {
         match self {
             Tracker::Narrow(w) => w.evict_before(start),
             Tracker::Wide(w) => w.evict_before(start),
+        }
+    }
+
+    /// Asks the CPU to load the candidates ([`crate::prefetch`]).
+    #[inline]
+    pub(crate) fn prefetch(&self) {
+        match self {
+            Tracker::Narrow(w) => w.prefetch(),
+            Tracker::Wide(w) => w.prefetch(),
         }
     }
 

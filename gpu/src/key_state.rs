@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 mod parts;
+mod prefetch_ahead;
 mod read_state;
 
 pub use parts::{PartWrites, PartsError, StoredParts, WholeParts};
+pub(crate) use prefetch_ahead::prefetch_ahead;
 pub use read_state::{segments_needed, ReadState};
 
 /// State of one frame group for one key.
@@ -290,6 +292,17 @@ impl Retained {
             Retained::Integer(v) => v.len(),
             Retained::Decimal(v) => v.len(),
             Retained::Validity(v) => v.len(),
+        }
+    }
+
+    /// Asks the CPU to load the values ([`crate::prefetch`]).
+    #[inline]
+    fn prefetch(&self) {
+        match self {
+            Retained::Float(v) => crate::prefetch::deque(v),
+            Retained::Integer(v) => crate::prefetch::deque(v),
+            Retained::Decimal(v) => crate::prefetch::deque(v),
+            Retained::Validity(v) => crate::prefetch::deque(v),
         }
     }
 

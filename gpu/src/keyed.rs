@@ -2,7 +2,7 @@
 
 use crate::error::KernelError;
 use crate::key_state::{
-    InputValue, KeyWindowState, PartWrites, PartsError, StoredParts, WholeParts,
+    prefetch_ahead, InputValue, KeyWindowState, PartWrites, PartsError, StoredParts, WholeParts,
 };
 use crate::output::FeatureOutput;
 use crate::plan::InputKind;
@@ -396,6 +396,11 @@ impl KeyedWindows {
                 kind => InputValue::exact(exact_of[pos * width + input], kind),
             })
         };
+        // Where each key's rows begin: the next keys' state is requested while one computes.
+        let key_starts: Vec<usize> = (0..slot_of.len())
+            .filter(|&i| i == 0 || slot_of[i - 1] != slot_of[i])
+            .collect();
+        let mut key = 0;
         let mut i = 0;
         // Whether the key of the current run of rows had not changed since the last
         // checkpoint when the run began.
@@ -405,6 +410,10 @@ impl KeyedWindows {
             let (slot, t) = (slot_of[i], time_of[i]);
             if i == 0 || slot_of[i - 1] != slot {
                 unchanged = (self.changes.as_ref()).is_some_and(|log| !log.changed[slot as usize]);
+                prefetch_ahead(&self.states, |ahead| {
+                    (key_starts.get(key + ahead)).map(|&row| slot_of[row] as usize)
+                });
+                key += 1;
             }
             let mut j = i + 1;
             while j < order.len() && slot_of[j] == slot && time_of[j] == t {
@@ -455,6 +464,7 @@ impl KeyedWindows {
         let mut slot = self.states.len();
         while slot > 0 {
             slot -= 1;
+            prefetch_ahead(&self.states, |ahead| slot.checked_sub(ahead));
             let state = &mut self.states[slot];
             state.advance(plan, watermark);
             if !state.is_idle(plan) {

@@ -31,6 +31,7 @@ pub mod moments;
 pub mod open;
 pub mod output;
 pub mod plan;
+mod prefetch;
 pub mod read_at;
 mod segment_windows;
 pub mod sort;
