@@ -7,11 +7,14 @@ use crate::key_state::{
 use crate::output::FeatureOutput;
 use crate::plan::InputKind;
 use crate::plan::WindowPlan;
+use index_key::IndexKey;
 use std::collections::HashMap;
+
+mod index_key;
 
 /// Key index: foldhash is several times faster than SipHash on short keys and still seeded per
 /// process.
-type KeyIndex = HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>;
+type KeyIndex = HashMap<IndexKey, u32, foldhash::fast::RandomState>;
 
 /// One input column of a batch, as `f64` values with optional validity (`false` = null), and
 /// for exact inputs ([`crate::InputKind`]) the exact values.
@@ -263,9 +266,8 @@ impl KeyedWindows {
             return slot;
         }
         let slot = self.states.len() as u32;
-        let key: Box<[u8]> = key.into();
-        self.index.insert(key.clone(), slot);
-        self.keys.push(key);
+        self.index.insert(key.into(), slot);
+        self.keys.push(key.into());
         self.states.push(KeyWindowState::new(&self.plan));
         self.stored.push(StoredParts::default());
         if let Some(log) = &mut self.changes {
@@ -470,7 +472,7 @@ impl KeyedWindows {
             if !state.is_idle(plan) {
                 continue;
             }
-            self.index.remove(&self.keys[slot]);
+            self.index.remove(&self.keys[slot][..]);
             self.states.swap_remove(slot);
             self.stored.swap_remove(slot);
             let key = self.keys.swap_remove(slot);
@@ -480,7 +482,7 @@ impl KeyedWindows {
                 log.forgotten.push(key);
             }
             if let Some(moved) = self.keys.get(slot) {
-                if let Some(s) = self.index.get_mut(moved) {
+                if let Some(s) = self.index.get_mut(&moved[..]) {
                     *s = slot as u32;
                 }
             }
