@@ -410,7 +410,7 @@ impl KeyedWindows {
         let live = order.len() <= LIVE_BATCH_ROWS;
         while i < order.len() {
             let (slot, t) = (slot_of[i], time_of[i]);
-            if i == 0 || slot_of[i - 1] != slot {
+            if key_starts.get(key) == Some(&i) {
                 unchanged = (self.changes.as_ref()).is_some_and(|log| !log.changed[slot as usize]);
                 prefetch_ahead(&self.states, |ahead| {
                     (key_starts.get(key + ahead)).map(|&row| slot_of[row] as usize)
