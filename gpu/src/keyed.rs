@@ -366,31 +366,28 @@ impl KeyedWindows {
         let plan = &self.plan;
         // Floats (and the validity of exact inputs) in 16 bytes per value; exact values apart,
         // only when the plan has exact inputs.
-        let input_of: Vec<Option<f64>> = order
-            .iter()
-            .flat_map(|&r| {
-                let r = r as usize;
-                inputs.iter().enumerate().map(move |(i, c)| {
-                    if plan.input_kind(i).is_exact() {
-                        c.is_valid(r).then_some(0.0)
-                    } else {
-                        c.get(r, InputKind::Float).map(InputValue::as_f64)
-                    }
-                })
+        // Allocated at their size up front: a flattening iterator cannot tell its length, so
+        // collecting grew them by doubling.
+        let mut input_of: Vec<Option<f64>> = Vec::with_capacity(order.len() * width);
+        input_of.extend(order.iter().flat_map(|&r| {
+            let r = r as usize;
+            inputs.iter().enumerate().map(move |(i, c)| {
+                if plan.input_kind(i).is_exact() {
+                    c.is_valid(r).then_some(0.0)
+                } else {
+                    c.get(r, InputKind::Float).map(InputValue::as_f64)
+                }
             })
-            .collect();
-        let exact_of: Vec<i128> = if plan.has_exact_inputs() {
-            order
-                .iter()
-                .flat_map(|&r| {
-                    inputs
-                        .iter()
-                        .map(move |c| c.exact.map_or(0, |e| e[r as usize]))
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        }));
+        let mut exact_of: Vec<i128> = Vec::new();
+        if plan.has_exact_inputs() {
+            exact_of.reserve_exact(order.len() * width);
+            exact_of.extend(
+                order.iter().flat_map(|&r| {
+                    (inputs.iter()).map(move |c| c.exact.map_or(0, |e| e[r as usize]))
+                }),
+            );
+        }
         let value = |pos: usize, input: usize| {
             let x = input_of[pos * width + input]?;
             Some(match plan.input_kind(input) {
