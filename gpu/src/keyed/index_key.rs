@@ -2,8 +2,8 @@
 //!
 //! A lookup compares the wanted key with the keys in its hash bucket. Boxed, each compare
 //! loaded the key from wherever it was allocated: with tens of thousands of keys, a cache miss
-//! per event. Held inline (the demo's card and merchant keys take about 20 bytes encoded), the
-//! key sits in the bucket the lookup already loaded.
+//! per event. Held inline (the demo's card and merchant ids, 11 and 7 characters, encode well
+//! under the limit), the key sits in the bucket the lookup already loaded.
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
