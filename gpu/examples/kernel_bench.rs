@@ -25,12 +25,20 @@ use std::time::Instant;
 
 const SECOND: i64 = 1_000_000;
 
+/// A range frame `seconds` wide.
+fn range(seconds: i64) -> Frame {
+    Frame::Range {
+        width_micros: seconds * SECOND,
+    }
+}
+
+/// A window spec.
+fn spec(kind: AggKind, input: usize, frame: Frame) -> WindowSpec {
+    WindowSpec { kind, input, frame }
+}
+
 /// The card features of configs/features/card_features.sql.
 fn card_plan() -> WindowPlan {
-    let range = |seconds: i64| Frame::Range {
-        width_micros: seconds * SECOND,
-    };
-    let spec = |kind, input, frame| WindowSpec { kind, input, frame };
     WindowPlan::new(
         vec![
             spec(AggKind::Count, 0, range(600)),
@@ -61,21 +69,10 @@ fn demo_kinds() -> Vec<InputKind> {
 
 /// The merchant features of configs/features/merchant_features.sql.
 fn merchant_plan() -> WindowPlan {
-    let range = |seconds: i64| Frame::Range {
-        width_micros: seconds * SECOND,
-    };
     WindowPlan::new(
         vec![
-            WindowSpec {
-                kind: AggKind::Count,
-                input: 0,
-                frame: range(3600),
-            },
-            WindowSpec {
-                kind: AggKind::Avg,
-                input: 1,
-                frame: range(86_400),
-            },
+            spec(AggKind::Count, 0, range(3600)),
+            spec(AggKind::Avg, 1, range(86_400)),
         ],
         3,
     )
@@ -203,19 +200,20 @@ fn time_streaming(plan: &WindowPlan, input: &Input) -> f64 {
     }
     let mut order: Vec<usize> = (0..rows).collect();
     order.sort_by_key(|&r| (input.times[r], r));
-    let gather = |column: &[f64]| order.iter().map(|&r| column[r]).collect::<Vec<_>>();
-    let gather_exact = |column: &[i128]| order.iter().map(|&r| column[r]).collect::<Vec<_>>();
     let by_time = Input {
         offsets: vec![0, rows],
-        times: order.iter().map(|&r| input.times[r]).collect(),
-        ones: gather(&input.ones),
-        amounts: gather(&input.amounts),
-        valid: order.iter().map(|&r| input.valid[r]).collect(),
-        micro: gather(&input.micro),
-        cents: gather_exact(&input.cents),
-        micro_flags: gather_exact(&input.micro_flags),
+        times: gather(&order, &input.times),
+        ones: gather(&order, &input.ones),
+        amounts: gather(&order, &input.amounts),
+        valid: gather(&order, &input.valid),
+        micro: gather(&order, &input.micro),
+        cents: gather(&order, &input.cents),
+        micro_flags: gather(&order, &input.micro_flags),
     };
-    let keys: Vec<[u8; 4]> = order.iter().map(|&r| cards[r].to_le_bytes()).collect();
+    let keys: Vec<[u8; 4]> = gather(&order, &cards)
+        .into_iter()
+        .map(u32::to_le_bytes)
+        .collect();
     let all = columns(plan, &by_time);
     let mut windows = KeyedWindows::new(plan.clone());
     let started = Instant::now();
@@ -239,6 +237,11 @@ fn time_streaming(plan: &WindowPlan, input: &Input) -> f64 {
         start = end;
     }
     started.elapsed().as_secs_f64()
+}
+
+/// `column`'s values of rows `order`, in that order.
+fn gather<T: Copy>(order: &[usize], column: &[T]) -> Vec<T> {
+    order.iter().map(|&r| column[r]).collect()
 }
 
 /// Rows `range` of column `c`.
