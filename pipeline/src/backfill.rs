@@ -419,7 +419,7 @@ pub async fn backfill(
             "by key",
         );
         let mut presplit = presplit.map(Vec::into_iter);
-        let evaluations = EvaluationPermits::new(concurrency, budget, evaluated_row_bytes);
+        let evaluations = EvaluationPermits::new(concurrency, budget);
         // Views split in parallel, and each evaluates its partitions as soon as its split is
         // done.
         let queues = tasks
@@ -447,7 +447,8 @@ pub async fn backfill(
                     let evaluator = evaluator.ok_or_else(|| {
                         JobError::Other("backfill's views evaluate whole partitions".into())
                     })?;
-                    send_partitions(task, split.keyed, evaluator, evaluations).await?;
+                    let permits = (evaluations, evaluated_row_bytes);
+                    send_partitions(task, split.keyed, evaluator, permits).await?;
                     Ok::<_, JobError>((split.sliced, split.sliced_rows))
                 }
             });
@@ -628,21 +629,21 @@ type InFlight = JoinHandle<Result<(Evaluated, EvaluationPermit), JobError>>;
 
 /// Evaluates the view's key partitions of `keyed` with `evaluator`, several at once when
 /// `evaluations` has permits to spare (one per partition evaluated or waiting for its turn to
-/// be sent, weighed by its rows), and sends their feature rows to the view's `task`
+/// be sent, weighing `row_bytes` a row), and sends their feature rows to the view's `task`
 /// in partition order. Oversized partitions' time slices go to the task's operator, after
 /// every partition before them.
 async fn send_partitions(
     task: &ViewTask,
     mut keyed: KeyedInput,
     evaluator: BatchEvaluator,
-    evaluations: EvaluationPermits,
+    (evaluations, row_bytes): (EvaluationPermits, usize),
 ) -> Result<(), JobError> {
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     for p in 0..keyed.partitions() {
-        let rows = keyed.rows(p);
+        let bytes = keyed.rows(p).saturating_mul(row_bytes);
         // A permit for the next partition, or the oldest one's rows sent to make room.
         let permit = loop {
-            if let Some(permit) = evaluations.try_acquire(rows) {
+            if let Some(permit) = evaluations.try_acquire(bytes) {
                 break permit;
             }
             match in_flight.pop_front() {
@@ -651,7 +652,7 @@ async fn send_partitions(
                         return Ok(()); // the task stopped: its error comes with `finish`
                     }
                 }
-                None => break evaluations.acquire(rows).await?,
+                None => break evaluations.acquire(bytes).await?,
             }
         };
         match keyed.take(p)? {

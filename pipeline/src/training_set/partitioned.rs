@@ -8,6 +8,7 @@
 
 use crate::batch_compute::BatchCompute;
 use crate::error::JobError;
+use crate::evaluation_permits::EvaluationPermits;
 use crate::parquet_file::ParquetBatches;
 use crate::progress::events_bar;
 use crate::registry::event_log::EventLogReader;
@@ -140,48 +141,6 @@ fn event_batch(
         columns.push(column);
     }
     RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| fail(view, e))
-}
-
-/// Lets partitions be evaluated at once only while their estimated bytes fit the budget
-/// together; a partition larger than the budget (one very hot key) runs alone.
-struct MemoryGate {
-    budget: usize,
-    in_use: std::sync::Mutex<usize>,
-    freed: std::sync::Condvar,
-}
-
-/// Bytes admitted by a [`MemoryGate`], given back when dropped.
-struct Admitted<'a> {
-    gate: &'a MemoryGate,
-    bytes: usize,
-}
-
-impl MemoryGate {
-    fn new(budget: usize) -> Self {
-        MemoryGate {
-            budget,
-            in_use: std::sync::Mutex::new(0),
-            freed: std::sync::Condvar::new(),
-        }
-    }
-
-    /// Waits until `bytes` fit beside what is admitted (or nothing else is), then admits them.
-    fn admit(&self, bytes: usize) -> Admitted<'_> {
-        let mut in_use = self.in_use.lock().expect("not poisoned");
-        while *in_use > 0 && *in_use + bytes > self.budget {
-            in_use = self.freed.wait(in_use).expect("not poisoned");
-        }
-        *in_use += bytes;
-        Admitted { gate: self, bytes }
-    }
-}
-
-impl Drop for Admitted<'_> {
-    fn drop(&mut self) {
-        let mut in_use = self.gate.in_use.lock().expect("not poisoned");
-        *in_use -= self.bytes;
-        self.gate.freed.notify_all();
-    }
 }
 
 /// A view's event log read on a thread of its own (decoding overlaps the rest), batch by
@@ -374,7 +333,7 @@ pub(crate) async fn evaluate_view(
     let mut order: Vec<usize> = (0..partitions).collect();
     order.sort_by_key(|&p| std::cmp::Reverse(events.rows(p) + probes.rows(p)));
     let work = std::sync::Mutex::new((order.into_iter(), events, probes));
-    let memory = MemoryGate::new(evaluating);
+    let permits = EvaluationPermits::new(inputs.threads, evaluating);
     let evaluate_next = || -> Result<bool, JobError> {
         let (p, events, probes, rows, working) = {
             let mut work = work.lock().expect("not poisoned");
@@ -388,7 +347,7 @@ pub(crate) async fn evaluate_view(
             (p, events.take(p)?, probes.take(p)?, rows, working)
         };
         let features = {
-            let _admitted = memory.admit(working);
+            let _permit = permits.acquire_blocking(working)?;
             evaluate_partition(view, events, probes, inputs.as_known_at, compute)?
         };
         let columns = wanted
