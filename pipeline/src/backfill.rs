@@ -200,6 +200,22 @@ pub async fn backfill(
         options.device.unwrap_or(compute_config.device),
         compute_config.gpu_min_rows,
     )?;
+    // Measured before anything is read, and a limit too small for it refused before any
+    // output is touched.
+    let held_before_reading = crate::resident::resident_bytes();
+    // A limit the peak must stay under (the budget is then cut again after reading).
+    let strict_limit = options
+        .memory_limit
+        .filter(|_| options.data_budget.is_none());
+    let mut budget = match (options.data_budget, strict_limit) {
+        (Some(budget), _) => budget,
+        (None, Some(limit)) => {
+            crate::resident::return_freed_memory();
+            crate::resident::strict_data_budget(limit)
+                .map_err(|e| JobError::Other(e.to_string()))?
+        }
+        (None, None) => crate::resident::data_budget(DEFAULT_MEMORY_LIMIT),
+    };
     let paths = OutputPaths::of(&pipeline, options.output.clone());
     let mut origin = match &options.from_event_log {
         Some((registry, definition)) => Origin::EventLog {
@@ -230,13 +246,6 @@ pub async fn backfill(
     let mut outputs = Outputs::new(paths, coordinator.epoch, 0, BTreeMap::new());
     let read_bar = events_bar(origin.expected_events(), options.progress, "read");
     let mut engine = Duration::ZERO;
-    let mut budget = match options.memory_limit {
-        Some(limit) => {
-            crate::resident::return_freed_memory();
-            crate::resident::strict_data_budget(limit)
-        }
-        None => crate::resident::data_budget(DEFAULT_MEMORY_LIMIT),
-    };
     let stream = Spill::in_memory_up_to(
         scratch.path(),
         budget / HELD_SHARE,
@@ -334,7 +343,7 @@ pub async fn backfill(
     }
     // Whether the input is out of memory: split into spill files as it was read, or spilled.
     let spilled = split_as_read || stream.in_files_now();
-    if let Some(limit) = options.memory_limit {
+    if let Some(limit) = strict_limit {
         let held_input = if spilled { 0 } else { input_bytes };
         budget = crate::resident::strict_budget_now(limit, budget, held_input);
     }
@@ -499,6 +508,12 @@ pub async fn backfill(
         split_as_read,
         sliced,
         sliced_rows,
+    });
+    report.memory = Some(crate::batch_compute::MemoryReport {
+        limit_bytes: options.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT) as u64,
+        explicit: strict_limit.is_some(),
+        held_before_reading_bytes: held_before_reading.map(|b| b as u64),
+        peak_bytes: crate::resident::peak_resident_bytes().map(|b| b as u64),
     });
     summary.compute = Some(report);
     Ok(summary)

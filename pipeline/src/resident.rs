@@ -18,12 +18,66 @@ pub fn data_budget(limit: usize) -> usize {
     left_beside(limit, resident_bytes().unwrap_or(0))
 }
 
-/// [`data_budget`] for a limit the user set, which the peak must stay under: a tenth is kept
-/// back for what the job's estimates of its buffers miss (allocator slack, pages not returned
-/// yet). Without it, a backfill of 3M events under `--memory-limit 160MiB` peaked at 159-161
-/// MiB.
-pub fn strict_data_budget(limit: usize) -> usize {
-    keep_back(data_budget(limit))
+/// [`data_budget`] for a limit the user set, which the peak must stay under: a tenth, and at
+/// least [`SLACK_BYTES`], is kept back for what the job's estimates of its buffers miss
+/// (allocator slack, pages not returned yet). Without the tenth, a backfill of 3M events under
+/// `--memory-limit 160MiB` peaked at 159-161 MiB. A limit that leaves less than
+/// [`MIN_DATA_BUDGET`] for data is refused: the peak could not stay under it.
+pub fn strict_data_budget(limit: usize) -> Result<usize, LimitTooSmall> {
+    let held = resident_bytes().unwrap_or(0);
+    let budget = keep_back(left_beside(limit, held));
+    if budget >= MIN_DATA_BUDGET {
+        return Ok(budget);
+    }
+    // The smallest limit that leaves enough, to the next MiB.
+    let mut smallest = (held + MIN_DATA_BUDGET + SLACK_BYTES).next_multiple_of(1 << 20);
+    while keep_back(left_beside(smallest, held)) < MIN_DATA_BUDGET {
+        smallest += 1 << 20;
+    }
+    Err(LimitTooSmall {
+        limit,
+        held,
+        smallest,
+    })
+}
+
+/// What a user-set limit keeps back at least, beside a tenth of the data budget, for what
+/// the job's estimates miss that does not grow with its data (threads' allocator caches,
+/// freed pages not returned yet, buffers of the reader and writers). With a tenth alone,
+/// backfills of 1M events peaked 5 MiB over `--memory-limit 118MiB` and `124MiB`.
+pub const SLACK_BYTES: usize = 16 << 20;
+
+/// The least data budget a user-set limit must leave (a backfill of a thousand events takes
+/// about 12 MiB beside the process; smaller budgets cut the input into thousands of files).
+pub const MIN_DATA_BUDGET: usize = 32 << 20;
+
+/// A memory limit too small for what the process holds before it reads anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitTooSmall {
+    /// The limit asked for, in bytes.
+    pub limit: usize,
+    /// Bytes the process held when it was checked.
+    pub held: usize,
+    /// The smallest limit that would do, in bytes (whole MiB).
+    pub smallest: usize,
+}
+
+impl std::fmt::Display for LimitTooSmall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |bytes: usize| bytes as f64 / (1 << 20) as f64;
+        write!(
+            f,
+            "--memory-limit {:.1} MiB is too small: the process holds {:.1} MiB before reading \
+             anything (its code, runtime and compiled SQL), and needs at least {} MiB for data \
+             beside that and {} MiB kept back for allocator slack; give --memory-limit {}MiB or \
+             more",
+            mib(self.limit),
+            mib(self.held),
+            MIN_DATA_BUDGET >> 20,
+            SLACK_BYTES >> 20,
+            self.smallest >> 20,
+        )
+    }
 }
 
 /// The most bytes this process has had resident at once so far (`VmHWM` in
@@ -51,7 +105,7 @@ pub fn strict_budget_now(limit: usize, budget: usize, counted: usize) -> usize {
     budget_beside(limit, budget, held.saturating_sub(counted))
 }
 
-/// `budget` cut to nine tenths of what `limit` leaves beside `held` bytes.
+/// `budget` cut to what `limit` leaves beside `held` bytes, less what is kept back.
 fn budget_beside(limit: usize, budget: usize, held: usize) -> usize {
     budget.min(keep_back(left_beside(limit, held)))
 }
@@ -61,9 +115,10 @@ fn left_beside(limit: usize, held: usize) -> usize {
     limit.saturating_sub(held).max(limit / 4)
 }
 
-/// `budget` less the tenth kept back for what estimates miss.
+/// `budget` less what is kept back for what estimates miss: a tenth, at least
+/// [`SLACK_BYTES`].
 fn keep_back(budget: usize) -> usize {
-    budget - budget / 10
+    budget.saturating_sub((budget / 10).max(SLACK_BYTES))
 }
 
 /// `mi_option_purge_delay` in mimalloc's option enum (the same index in v2 and v3).
@@ -122,18 +177,47 @@ mod tests {
 
     #[test]
     fn a_budget_made_now_leaves_room_for_what_is_held() {
+        const MIB: usize = 1 << 20;
         assert_eq!(left_beside(100, 40), 60);
         assert_eq!(left_beside(100, 1000), 25, "never less than a quarter");
-        assert_eq!(budget_beside(1000, 500, 100), 500, "room for all of it");
         assert_eq!(
-            budget_beside(1000, 2000, 100),
-            810,
+            budget_beside(1000 * MIB, 500 * MIB, 100 * MIB),
+            500 * MIB,
+            "room for all of it"
+        );
+        assert_eq!(
+            budget_beside(1000 * MIB, 2000 * MIB, 100 * MIB),
+            810 * MIB,
             "nine tenths of what is left"
         );
         assert_eq!(
-            budget_beside(1000, 2000, 900),
-            225,
+            budget_beside(1000 * MIB, 2000 * MIB, 900 * MIB),
+            225 * MIB,
             "nine tenths of a quarter"
         );
+        assert_eq!(
+            budget_beside(200 * MIB, 2000 * MIB, 190 * MIB),
+            50 * MIB - SLACK_BYTES,
+            "a quarter, less the slack kept back from a small budget"
+        );
+        assert_eq!(keep_back(10 * MIB), 0, "never below nothing");
+    }
+
+    #[test]
+    fn a_limit_that_leaves_too_little_for_data_is_refused_with_one_that_would_do() {
+        let held = resident_bytes().unwrap();
+        let Err(refused) = strict_data_budget(held + MIN_DATA_BUDGET) else {
+            panic!("a limit of what is held and the data budget leaves no slack");
+        };
+        assert!(refused.smallest > held + MIN_DATA_BUDGET, "{refused}");
+        // Other tests allocate beside this one: the process may have grown since.
+        let grown = resident_bytes().unwrap() - held;
+        let budget = strict_data_budget(refused.smallest + grown).expect("the limit suggested");
+        assert!(budget >= MIN_DATA_BUDGET);
+        let message = refused.to_string();
+        let suggested = format!("give --memory-limit {}MiB", refused.smallest >> 20);
+        assert!(message.contains(&suggested), "{message}");
+        assert!(message.contains("before reading anything"), "{message}");
+        assert!(strict_data_budget(4 << 30).is_ok());
     }
 }

@@ -62,8 +62,15 @@ pub struct RunOptions {
     /// The checkpoints' lock, already taken (a standby that waited for it).
     pub held_lock: Option<crate::checkpoint::lock::HeldLock>,
     /// Backfill: the memory it may take (`None`: [`crate::backfill::DEFAULT_MEMORY_LIMIT`]);
-    /// above a quarter of it the input is spilled and evaluated a key partition at a time.
+    /// above a quarter of it the input is spilled and evaluated a key partition at a time. A
+    /// limit given here is the peak resident size to stay under: one too small for what the
+    /// process holds before reading is refused.
     pub memory_limit: Option<usize>,
+    /// Backfill: the bytes its data may take, given directly instead of made from
+    /// `memory_limit` and the process's resident size (nothing is then checked against that
+    /// size). For embedders that budget memory themselves, and for tests that drive small
+    /// inputs through the spilled and time-sliced paths.
+    pub data_budget: Option<usize>,
     /// Backfill: write the store tables' availability column with the feature rows (`quiver
     /// apply`).
     pub availability_column: bool,

@@ -1,6 +1,6 @@
 //! What a run did, printed at the end and optionally written as JSON.
 
-use crate::batch_compute::ComputeReport;
+use crate::batch_compute::{ComputeReport, MemoryReport};
 use crate::coordinator::CheckpointStats;
 use crate::outputs::Outputs;
 use crate::view_operator::ViewOperator;
@@ -174,6 +174,37 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// Backfill's memory line: its peak against its limit, and a warning when it went over one
+/// the user set.
+fn write_memory(f: &mut fmt::Formatter<'_>, memory: &MemoryReport) -> fmt::Result {
+    let mib = |bytes: u64| thousands(bytes.div_ceil(1 << 20));
+    let Some(peak) = memory.peak_bytes else {
+        return Ok(());
+    };
+    let limit = match memory.explicit {
+        true => format!("--memory-limit {} MiB", mib(memory.limit_bytes)),
+        false => format!("default limit {} MiB", mib(memory.limit_bytes)),
+    };
+    let before = memory
+        .held_before_reading_bytes
+        .map(|b| format!("; {} MiB held before reading", mib(b)))
+        .unwrap_or_default();
+    writeln!(
+        f,
+        "  memory: peak {} MiB resident ({limit}{before})",
+        mib(peak)
+    )?;
+    if let Some(over) = memory.over_limit() {
+        writeln!(
+            f,
+            "  over the memory limit by {} MiB: the job's estimates of its buffers fell short \
+             for this input; give a larger --memory-limit",
+            mib(over)
+        )?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for RunSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -272,6 +303,9 @@ impl fmt::Display for RunSummary {
                         thousands(input.sliced_rows)
                     )?;
                 }
+            }
+            if let Some(memory) = &compute.memory {
+                write_memory(f, memory)?;
             }
         }
         if self.interrupted {
