@@ -34,12 +34,19 @@ pub fn strict_data_budget(limit: usize) -> Result<usize, LimitTooSmall> {
     while keep_back(left_beside(smallest, held)) < MIN_DATA_BUDGET {
         smallest += 1 << 20;
     }
+    // What the process holds varies by a MiB or two from run to run: the limit suggested
+    // has room for that.
+    let suggested = (smallest + SUGGESTION_MARGIN).next_multiple_of(8 << 20);
     Err(LimitTooSmall {
         limit,
         held,
-        smallest,
+        suggested,
     })
 }
+
+/// Room a suggested limit leaves beyond the smallest one, for what the process holds before
+/// reading to vary from run to run (65.6-68.0 MiB in five runs of the same backfill).
+const SUGGESTION_MARGIN: usize = 4 << 20;
 
 /// What a user-set limit keeps back at least, beside a tenth of the data budget, for what
 /// the job's estimates miss that does not grow with its data (threads' allocator caches,
@@ -58,8 +65,9 @@ pub struct LimitTooSmall {
     pub limit: usize,
     /// Bytes the process held when it was checked.
     pub held: usize,
-    /// The smallest limit that would do, in bytes (whole MiB).
-    pub smallest: usize,
+    /// A limit that would do, in bytes (a multiple of 8 MiB, with room for the process to
+    /// hold a little more next time).
+    pub suggested: usize,
 }
 
 impl std::fmt::Display for LimitTooSmall {
@@ -75,7 +83,7 @@ impl std::fmt::Display for LimitTooSmall {
             mib(self.held),
             MIN_DATA_BUDGET >> 20,
             SLACK_BYTES >> 20,
-            self.smallest >> 20,
+            self.suggested >> 20,
         )
     }
 }
@@ -209,13 +217,13 @@ mod tests {
         let Err(refused) = strict_data_budget(held + MIN_DATA_BUDGET) else {
             panic!("a limit of what is held and the data budget leaves no slack");
         };
-        assert!(refused.smallest > held + MIN_DATA_BUDGET, "{refused}");
+        assert!(refused.suggested > held + MIN_DATA_BUDGET, "{refused}");
         // Other tests allocate beside this one: the process may have grown since.
-        let grown = resident_bytes().unwrap() - held;
-        let budget = strict_data_budget(refused.smallest + grown).expect("the limit suggested");
+        let grown = resident_bytes().unwrap().saturating_sub(held);
+        let budget = strict_data_budget(refused.suggested + grown).expect("the limit suggested");
         assert!(budget >= MIN_DATA_BUDGET);
         let message = refused.to_string();
-        let suggested = format!("give --memory-limit {}MiB", refused.smallest >> 20);
+        let suggested = format!("give --memory-limit {}MiB", refused.suggested >> 20);
         assert!(message.contains(&suggested), "{message}");
         assert!(message.contains("before reading anything"), "{message}");
         assert!(strict_data_budget(4 << 30).is_ok());

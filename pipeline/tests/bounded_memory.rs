@@ -75,6 +75,15 @@ fn input_mib(summary: &str) -> u64 {
     mib.replace(',', "").parse().expect("a number of MiB")
 }
 
+/// The peak resident memory in MiB that the summary of a backfill reports.
+fn reported_peak_mib(summary: &str) -> u64 {
+    let (_, after) = summary
+        .split_once("memory: peak ")
+        .expect("the memory line");
+    let mib = after.split_once(" MiB resident").expect("its peak").0;
+    mib.replace(',', "").parse().expect("a number of MiB")
+}
+
 /// Backfills the demo generator's 3M events as `file` (its extension picks the format) under
 /// `--memory-limit 160MiB` and without: the peak stays under the limit, the input is larger
 /// than the limit, and the feature rows are the same. Returns the limited run's summary.
@@ -108,6 +117,13 @@ fn check_under_the_limit(file: &str) -> String {
         "{file}: peak resident memory {} MiB over the limit of {} MiB: {summary}",
         peak >> 20,
         limit >> 20
+    );
+    // The summary's own figure is the process's high-water mark before it exits.
+    let reported = reported_peak_mib(&summary);
+    assert!(
+        reported <= limit >> 20 && reported + 8 >= peak >> 20,
+        "{file}: the summary says a peak of {reported} MiB, the process had {} MiB: {summary}",
+        peak >> 20
     );
     // As Arrow arrays, the input is 1.5-1.7 times the limit (the NDJSON file 2.8 times).
     assert!(
@@ -143,4 +159,42 @@ fn a_parquet_input_larger_than_the_limit_is_split_as_it_is_read_and_stays_under_
     // Parquet footers tell its size: it is split by key as it is read.
     let summary = check_under_the_limit("events.parquet");
     assert!(summary.contains("split by key as it was read"), "{summary}");
+}
+
+#[test]
+fn a_limit_too_small_for_the_process_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut cmd = quiver_command("backfill", &demo_config(), &[("--output", &out)]);
+    let refused = cmd
+        .args(["--events", "1000", "--memory-limit", "16MiB"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a 16MiB limit ran: {stderr}");
+    assert!(
+        stderr.contains("is too small") && stderr.contains("give --memory-limit"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "output written before the refusal");
+    // The limit it suggests runs, and stays under itself.
+    let suggested = stderr
+        .split_once("give --memory-limit ")
+        .and_then(|(_, rest)| rest.split_once("MiB"))
+        .expect("a suggested limit")
+        .0;
+    let mut cmd = quiver_command("backfill", &demo_config(), &[("--output", &out)]);
+    let ran = cmd
+        .args([
+            "--events",
+            "1000",
+            "--memory-limit",
+            &format!("{suggested}MiB"),
+        ])
+        .output()
+        .unwrap();
+    let ran = succeed(ran, "backfill under the suggested limit");
+    let summary = String::from_utf8_lossy(&ran.stdout);
+    let limit: u64 = suggested.parse().unwrap();
+    assert!(reported_peak_mib(&summary) <= limit, "{summary}");
 }
