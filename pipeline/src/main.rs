@@ -799,7 +799,6 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         } => {
             use quiver_pipeline::training_set::{
                 parse_encryption_key, parse_feature_list, training_set, TrainingSetOptions,
-                DEFAULT_MEMORY_LIMIT as TRAINING_SET_MEMORY_LIMIT,
             };
             if memory_limit.is_some() {
                 quiver_pipeline::resident::return_freed_memory();
@@ -826,7 +825,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     device,
                     encryption_key,
                     as_known_at,
-                    memory_limit: memory_limit.unwrap_or(TRAINING_SET_MEMORY_LIMIT),
+                    memory_limit,
+                    data_budget: None,
                 },
             )
             .await;

@@ -176,7 +176,7 @@ pub fn thousands(n: u64) -> String {
 
 /// Backfill's memory line: its peak against its limit, and a warning when it went over one
 /// the user set.
-fn write_memory(f: &mut fmt::Formatter<'_>, memory: &MemoryReport) -> fmt::Result {
+pub(crate) fn write_memory(f: &mut fmt::Formatter<'_>, memory: &MemoryReport) -> fmt::Result {
     let mib = |bytes: u64| thousands(bytes.div_ceil(1 << 20));
     let Some(peak) = memory.peak_bytes else {
         return Ok(());

@@ -474,7 +474,7 @@ FROM source WHERE amount > 20";
         }
         assert!(seen_partial, "{label}: some rows see events, some none");
     };
-    let known_at = |out: &str, memory_limit: usize| {
+    let known_at = |out: &str, data_budget: usize| {
         let registry = registry.clone();
         let spine_path = spine_path.clone();
         let out = dir.path().join(out);
@@ -483,7 +483,7 @@ FROM source WHERE amount > 20";
                 &registry,
                 TrainingSetOptions {
                     as_known_at: true,
-                    memory_limit,
+                    data_budget: Some(data_budget),
                     ..TrainingSetOptions::new(
                         spine_path,
                         parse_feature_list("v:*").expect("features"),
@@ -495,7 +495,7 @@ FROM source WHERE amount > 20";
             .expect("training set");
             assert_eq!(
                 report.views[0].partitions > 1,
-                memory_limit < quiver_pipeline::training_set::DEFAULT_MEMORY_LIMIT
+                data_budget < quiver_pipeline::training_set::DEFAULT_MEMORY_LIMIT
             );
             read_parquet(&out)
         }
@@ -505,7 +505,7 @@ FROM source WHERE amount > 20";
     // Partitioned by key into spill files: the same answer.
     check(
         "as known at, partitioned",
-        &known_at("known1.parquet", 16 << 10).await,
+        &known_at("known1.parquet", 4 << 10).await,
     );
     quiver_pipeline::registry::compact::compact(
         &registry,

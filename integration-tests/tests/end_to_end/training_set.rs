@@ -145,7 +145,7 @@ async fn apply_view(dir: &Path, view: &str) -> Registry {
 /// The apply's backfill spilled and split by key, its event log written from the spill.
 async fn apply_view_spilled(dir: &Path, view: &str) -> Registry {
     let options = quiver_pipeline::run::RunOptions {
-        memory_limit: Some(16 << 10),
+        data_budget: Some(4 << 10),
         ..Default::default()
     };
     apply_one_view_with(dir, "events.parquet", &[], "card_view", view, "", options).await
@@ -190,21 +190,21 @@ async fn features_as_of_spine_times_equal_the_range_join_reference() {
             apply_view(dir.path(), &view).await
         };
 
-        // All in memory, and partitioned by key into spill files under a tiny memory limit.
-        for memory_limit in [None, Some(64 << 10)] {
+        // All in memory, and partitioned by key into spill files under a tiny data budget.
+        for data_budget in [None, Some(16 << 10)] {
             let out = dir.path().join("train.parquet");
             let mut options = TrainingSetOptions::new(
                 dir.path().join("spine.parquet"),
                 parse_feature_list("card_view:*").expect("features"),
                 out.clone(),
             );
-            if let Some(limit) = memory_limit {
-                options.memory_limit = limit;
+            if let Some(budget) = data_budget {
+                options.data_budget = Some(budget);
             }
             let report = training_set(&registry, options)
                 .await
                 .expect("training set");
-            assert_eq!(report.views[0].partitions > 1, memory_limit.is_some());
+            assert_eq!(report.views[0].partitions > 1, data_budget.is_some());
             // Spill files are gone.
             let left: Vec<_> = std::fs::read_dir(dir.path())
                 .unwrap()

@@ -18,7 +18,7 @@ mod output;
 mod partitioned;
 mod probes;
 
-use crate::batch_compute::BatchCompute;
+use crate::batch_compute::{BatchCompute, MemoryReport};
 use crate::error::JobError;
 use crate::parquet_file::ParquetBatches;
 use crate::progress::events_bar;
@@ -114,11 +114,19 @@ pub struct TrainingSetOptions {
     pub encryption_key: Option<Vec<u8>>,
     /// Count only events already available (committed to the store) at each spine time.
     pub as_known_at: bool,
-    /// Bytes the export may hold in memory: events and spine rows are partitioned by key,
-    /// held in memory while they take at most half of it (else in spill files beside the
-    /// output), and evaluated a few partitions at a time within the other half (one entity's
-    /// events always stay in one partition).
-    pub memory_limit: usize,
+    /// The peak resident memory the export is to stay under (`--memory-limit`); `None`:
+    /// [`DEFAULT_MEMORY_LIMIT`], which only sizes the work. What the process holds before
+    /// the export reads anything is taken off it, and a limit that leaves too little beside
+    /// that is refused. Of the rest, events and spine rows are partitioned by key, held in
+    /// memory while they take at most half of it (else in spill files beside the output), and
+    /// evaluated a few partitions at a time within the other half (one entity's events always
+    /// stay in one partition).
+    pub memory_limit: Option<usize>,
+    /// The bytes the export's data may take, given directly instead of made from
+    /// `memory_limit` and the process's resident size (nothing is then checked against that
+    /// size). For embedders that budget memory themselves, and for tests that drive small
+    /// inputs through spill files.
+    pub data_budget: Option<usize>,
 }
 
 impl TrainingSetOptions {
@@ -136,7 +144,8 @@ impl TrainingSetOptions {
             device: Device::Auto,
             encryption_key: None,
             as_known_at: false,
-            memory_limit: DEFAULT_MEMORY_LIMIT,
+            memory_limit: None,
+            data_budget: None,
         }
     }
 }
@@ -187,6 +196,8 @@ pub struct TrainingSetReport {
     pub out: PathBuf,
     /// Wall time.
     pub elapsed: Duration,
+    /// The process's resident memory against the limit.
+    pub memory: MemoryReport,
 }
 
 impl std::fmt::Display for TrainingSetReport {
@@ -213,7 +224,7 @@ impl std::fmt::Display for TrainingSetReport {
                 view.columns.join(", ")
             )?;
         }
-        Ok(())
+        crate::summary::write_memory(f, &self.memory)
     }
 }
 
@@ -226,6 +237,20 @@ pub async fn training_set(
     options: TrainingSetOptions,
 ) -> Result<TrainingSetReport, JobError> {
     let started = Instant::now();
+    // Measured before anything is read, and a limit too small for it refused before any
+    // work.
+    let held_before_reading = crate::resident::resident_bytes();
+    let strict_limit = options
+        .memory_limit
+        .filter(|_| options.data_budget.is_none());
+    let budget = match (options.data_budget, strict_limit) {
+        (Some(budget), _) => budget,
+        (None, Some(limit)) => crate::resident::strict_data_budget(limit)
+            .map_err(|e| JobError::Other(e.to_string()))?,
+        // What the rest (reading, spilling, assembling, writing) takes is small and bounded;
+        // what the process holds already is not the data's.
+        (None, None) => crate::resident::data_budget(DEFAULT_MEMORY_LIMIT),
+    };
     let spine = ParquetBatches::open(&options.spine, "the spine", Some(&[]))?;
     let spine_schema = Arc::clone(spine.schema());
     let spine_rows = spine.rows();
@@ -287,13 +312,15 @@ pub async fn training_set(
     }
     // Spill files go beside the output (not to a temporary directory that may be in memory).
     let scratch = ScratchDir::beside(&options.out);
+    // The output's writer holds a row group: small enough to take an eighth of the budget,
+    // and the partitions share the rest.
+    let out_row_bytes = output::row_bytes(&spine_schema, out_names.len() - spine_names.len());
+    let group_rows = (budget / 8 / out_row_bytes).clamp(4096, output::ROW_GROUP_ROWS);
     let inputs = partitioned::Inputs {
         spine: &options.spine,
         time_column: &time_column,
         as_known_at: options.as_known_at,
-        // What the rest (reading, spilling, assembling, writing) takes is small and bounded;
-        // what the process holds already is not the data's.
-        budget: crate::resident::data_budget(options.memory_limit),
+        budget: budget.saturating_sub(group_rows * out_row_bytes),
         scratch: scratch.path(),
         progress: options.progress,
         threads: crate::batch_compute::cores(),
@@ -324,6 +351,7 @@ pub async fn training_set(
         &options.out,
         Arc::clone(&schema),
         options.encryption_key.as_deref(),
+        group_rows,
     )?;
     let bar = events_bar(Some(spine_rows as u64), options.progress, "training set");
     bar.set_message("writing");
@@ -343,6 +371,12 @@ pub async fn training_set(
         views,
         out: options.out,
         elapsed: started.elapsed(),
+        memory: MemoryReport {
+            limit_bytes: options.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT) as u64,
+            explicit: strict_limit.is_some(),
+            held_before_reading_bytes: held_before_reading.map(|b| b as u64),
+            peak_bytes: crate::resident::peak_resident_bytes().map(|b| b as u64),
+        },
     })
 }
 

@@ -12,6 +12,19 @@ use quiver_store::column_layout::lay_out_columns;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+/// Rows of a training set's row group at most (parquet-rs's default).
+pub(crate) const ROW_GROUP_ROWS: usize = 1 << 20;
+
+/// About the bytes a row of a training set takes in its writer's row group: the spine's
+/// columns (`spine`; strings and other variable widths counted as 32 bytes) and `features`
+/// feature columns of up to 16 bytes.
+pub(crate) fn row_bytes(spine: &arrow::datatypes::Schema, features: usize) -> usize {
+    let spine_bytes: usize = (spine.fields().iter())
+        .map(|f| f.data_type().primitive_width().unwrap_or(32) + 1)
+        .sum();
+    spine_bytes + features * 17
+}
+
 /// A training set being written.
 pub(crate) struct TrainingSetWriter {
     /// `None` once a step failed.
@@ -39,13 +52,20 @@ impl TrainingSetWriter {
         JobError::Other(format!("cannot write `{}`: {e}", path.display()))
     }
 
-    /// Starts the file at `path` with `schema`.
-    pub fn create(path: &Path, schema: SchemaRef, key: Option<&[u8]>) -> Result<Self, JobError> {
+    /// Starts the file at `path` with `schema`, in row groups of at most `row_group_rows`
+    /// rows (the writer holds one in memory).
+    pub fn create(
+        path: &Path,
+        schema: SchemaRef,
+        key: Option<&[u8]>,
+        row_group_rows: usize,
+    ) -> Result<Self, JobError> {
         let fail = |e: &dyn std::fmt::Display| Self::fail(path, e);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
         }
-        let mut properties = WriterProperties::builder();
+        let mut properties =
+            WriterProperties::builder().set_max_row_group_row_count(Some(row_group_rows.max(1)));
         if let Some(key) = key {
             let encryption =
                 parquet::encryption::encrypt::FileEncryptionProperties::builder(key.to_vec())
