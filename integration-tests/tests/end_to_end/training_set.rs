@@ -291,6 +291,24 @@ async fn event_columns_and_unknown_features_are_clear_errors() {
     );
     let err = attempt("other_view:x").await.unwrap_err().to_string();
     assert!(err.contains("other_view"), "{err}");
+    // A spine without a view's key column is refused before any view is evaluated.
+    let keyless = spine(6)
+        .project(&[0, 2, 3])
+        .expect("the spine without card_id");
+    write_parquet(&dir.path().join("keyless.parquet"), &keyless);
+    let options = TrainingSetOptions::new(
+        dir.path().join("keyless.parquet"),
+        parse_feature_list("card_view:*").expect("features"),
+        dir.path().join("t.parquet"),
+    );
+    let err = training_set(&registry, options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no column `card_id`, the key of view `card_view`") && err.contains("row_id"),
+        "{err}"
+    );
     assert!(!dir.path().join("t.parquet").exists());
 }
 

@@ -237,20 +237,6 @@ pub async fn training_set(
     options: TrainingSetOptions,
 ) -> Result<TrainingSetReport, JobError> {
     let started = Instant::now();
-    // Measured before anything is read, and a limit too small for it refused before any
-    // work.
-    let held_before_reading = crate::resident::resident_bytes();
-    let strict_limit = options
-        .memory_limit
-        .filter(|_| options.data_budget.is_none());
-    let budget = match (options.data_budget, strict_limit) {
-        (Some(budget), _) => budget,
-        (None, Some(limit)) => crate::resident::strict_data_budget(limit)
-            .map_err(|e| JobError::Other(e.to_string()))?,
-        // What the rest (reading, spilling, assembling, writing) takes is small and bounded;
-        // what the process holds already is not the data's.
-        (None, None) => crate::resident::data_budget(DEFAULT_MEMORY_LIMIT),
-    };
     let spine = ParquetBatches::open(&options.spine, "the spine", Some(&[]))?;
     let spine_schema = Arc::clone(spine.schema());
     let spine_rows = spine.rows();
@@ -262,6 +248,9 @@ pub async fn training_set(
     for request in &options.features {
         let definition = registry.definition(&request.view, request.version.as_deref())?;
         let view = compile_registered(registry, &definition).await?;
+        if let Some(key) = (view.key_names().iter()).find(|k| spine_schema.index_of(k).is_err()) {
+            return Err(probes::missing_spine_key(&view, key, &spine_schema));
+        }
         let available = view.point_in_time_features();
         let wanted: Vec<String> = match &request.features {
             None => available.clone(),
@@ -310,6 +299,20 @@ pub async fn training_set(
         }
         named.push(names);
     }
+    // Measured once the views are compiled, before their events are read, and a limit too
+    // small for it refused before any work.
+    let held_before_reading = crate::resident::resident_bytes();
+    let strict_limit = options
+        .memory_limit
+        .filter(|_| options.data_budget.is_none());
+    let budget = match (options.data_budget, strict_limit) {
+        (Some(budget), _) => budget,
+        (None, Some(limit)) => crate::resident::strict_data_budget(limit)
+            .map_err(|e| JobError::Other(e.to_string()))?,
+        // What the rest (reading, spilling, assembling, writing) takes is small and bounded;
+        // what the process holds already is not the data's.
+        (None, None) => crate::resident::data_budget(DEFAULT_MEMORY_LIMIT),
+    };
     // Spill files go beside the output (not to a temporary directory that may be in memory).
     let scratch = ScratchDir::beside(&options.out);
     // The output's writer holds a row group: small enough to take an eighth of the budget,
