@@ -309,6 +309,23 @@ async fn event_columns_and_unknown_features_are_clear_errors() {
         err.contains("no column `card_id`, the key of view `card_view`") && err.contains("row_id"),
         "{err}"
     );
+    // A memory limit smaller than what the process holds is refused with one that would do.
+    let options = TrainingSetOptions {
+        memory_limit: Some(1 << 20),
+        ..TrainingSetOptions::new(
+            dir.path().join("spine.parquet"),
+            parse_feature_list("card_view:*").expect("features"),
+            dir.path().join("t.parquet"),
+        )
+    };
+    let err = training_set(&registry, options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is too small") && err.contains("give --memory-limit"),
+        "{err}"
+    );
     assert!(!dir.path().join("t.parquet").exists());
 }
 

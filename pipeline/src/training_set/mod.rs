@@ -181,6 +181,9 @@ pub struct ViewReport {
     pub events: usize,
     /// Key partitions its events and spine rows were evaluated in (1: all in memory at once).
     pub partitions: usize,
+    /// Events and spine rows of its largest key partition, evaluated whole (one key's events
+    /// stay together, however many they are).
+    pub largest_partition_rows: usize,
     /// The output columns it added.
     pub columns: Vec<String>,
 }
@@ -224,7 +227,19 @@ impl std::fmt::Display for TrainingSetReport {
                 view.columns.join(", ")
             )?;
         }
-        crate::summary::write_memory(f, &self.memory)
+        crate::summary::write_memory(f, &self.memory)?;
+        if self.memory.over_limit().is_some() {
+            if let Some(largest) = self.views.iter().max_by_key(|v| v.largest_partition_rows) {
+                writeln!(
+                    f,
+                    "  (a key's events are evaluated together: {}'s largest key partition held {} \
+                     events and spine rows)",
+                    largest.view,
+                    crate::summary::thousands(largest.largest_partition_rows as u64)
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -319,7 +334,7 @@ pub async fn training_set(
     // and the partitions share the rest.
     let out_row_bytes = output::row_bytes(&spine_schema, out_names.len() - spine_names.len());
     let group_rows = (budget / 8 / out_row_bytes).clamp(4096, output::ROW_GROUP_ROWS);
-    let inputs = partitioned::Inputs {
+    let mut inputs = partitioned::Inputs {
         spine: &options.spine,
         time_column: &time_column,
         as_known_at: options.as_known_at,
@@ -334,11 +349,17 @@ pub async fn training_set(
         let log = EventLogReader::open(registry, definition, view.stream_columns_read(), false)?;
         let features =
             partitioned::evaluate_view(view, log, wanted, names, &inputs, &compute).await?;
+        if !features.results.in_files_now() {
+            // Held until the assembly: the views after it have that much less.
+            let held = partitioned::held_results_bytes(spine_rows, names.len());
+            inputs.budget = inputs.budget.saturating_sub(held);
+        }
         views.push(ViewReport {
             view: definition.view.clone(),
             version: definition.version.clone(),
             events: features.events,
             partitions: features.partitions,
+            largest_partition_rows: features.largest_partition_rows,
             columns: names.clone(),
         });
         evaluated.push(features);

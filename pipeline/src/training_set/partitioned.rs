@@ -45,6 +45,9 @@ pub(crate) struct ViewFeatures {
     pub events: usize,
     /// Partitions used.
     pub partitions: usize,
+    /// Events and spine rows of the largest partition (evaluated whole: one key's events
+    /// stay together).
+    pub largest_partition_rows: usize,
 }
 
 /// What a view's evaluation needs besides the view.
@@ -216,6 +219,13 @@ impl RowBytes {
     }
 }
 
+/// About the bytes a view's results for `spine_rows` spine rows take in memory until the
+/// training set is assembled: `features` values of up to 16 bytes with their validity, and
+/// each row's route.
+pub(crate) fn held_results_bytes(spine_rows: usize, features: usize) -> usize {
+    spine_rows * (17 * features + std::mem::size_of::<u16>())
+}
+
 /// Evaluates `wanted` features (output names `names`) of `view` over its event log `log` at
 /// every spine row; see the module's description.
 pub(crate) async fn evaluate_view(
@@ -243,7 +253,10 @@ pub(crate) async fn evaluate_view(
     // enough partitions that `threads` of them fit it at once; with enough work to share,
     // about `PARTITION_ROWS` rows each (smaller sorts and key tables stay in cache), a
     // multiple of the threads so they finish together.
-    let stored = log_rows as usize * bytes.stored_event + spine_rows * bytes.stored_probe;
+    // The results stay until the training set is assembled (after every view).
+    let stored = log_rows as usize * bytes.stored_event
+        + spine_rows * bytes.stored_probe
+        + held_results_bytes(spine_rows, wanted.len());
     let working = log_rows as usize * bytes.working_event + spine_rows * bytes.working_probe;
     let evaluating = inputs.budget / 2;
     let rows = log_rows as usize + spine_rows;
@@ -332,6 +345,9 @@ pub(crate) async fn evaluate_view(
     // Largest first, so a partition of hot keys does not start last.
     let mut order: Vec<usize> = (0..partitions).collect();
     order.sort_by_key(|&p| std::cmp::Reverse(events.rows(p) + probes.rows(p)));
+    let largest_partition_rows = order
+        .first()
+        .map_or(0, |&p| events.rows(p) + probes.rows(p));
     let work = std::sync::Mutex::new((order.into_iter(), events, probes));
     let permits = EvaluationPermits::new(inputs.threads, evaluating);
     let evaluate_next = || -> Result<bool, JobError> {
@@ -398,6 +414,7 @@ pub(crate) async fn evaluate_view(
         routes,
         events: event_count,
         partitions,
+        largest_partition_rows,
     })
 }
 
