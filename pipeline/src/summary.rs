@@ -174,10 +174,11 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// Backfill's memory line: its peak against its limit, and a warning when it went over one
-/// the user set.
+/// The memory line of a backfill's or a training set's summary: its peak against its limit,
+/// and a warning when it went over one the user set.
 pub(crate) fn write_memory(f: &mut fmt::Formatter<'_>, memory: &MemoryReport) -> fmt::Result {
-    let mib = |bytes: u64| thousands(bytes.div_ceil(1 << 20));
+    // To a tenth of a MiB: a peak just under a limit must not read as equal to it.
+    let mib = |bytes: u64| format!("{:.1}", bytes as f64 / (1u64 << 20) as f64);
     let Some(peak) = memory.peak_bytes else {
         return Ok(());
     };
@@ -197,8 +198,7 @@ pub(crate) fn write_memory(f: &mut fmt::Formatter<'_>, memory: &MemoryReport) ->
     if let Some(over) = memory.over_limit() {
         writeln!(
             f,
-            "  over the memory limit by {} MiB: the job's estimates of its buffers fell short \
-             for this input; give a larger --memory-limit",
+            "  over the memory limit by {} MiB: give a larger --memory-limit",
             mib(over)
         )?;
     }

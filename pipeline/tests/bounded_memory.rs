@@ -76,12 +76,12 @@ fn input_mib(summary: &str) -> u64 {
 }
 
 /// The peak resident memory in MiB that the summary of a backfill reports.
-fn reported_peak_mib(summary: &str) -> u64 {
+fn reported_peak_mib(summary: &str) -> f64 {
     let (_, after) = summary
         .split_once("memory: peak ")
         .expect("the memory line");
     let mib = after.split_once(" MiB resident").expect("its peak").0;
-    mib.replace(',', "").parse().expect("a number of MiB")
+    mib.parse().expect("a number of MiB")
 }
 
 /// Backfills the demo generator's 3M events as `file` (its extension picks the format) under
@@ -120,8 +120,9 @@ fn check_under_the_limit(file: &str) -> String {
     );
     // The summary's own figure is the process's high-water mark before it exits.
     let reported = reported_peak_mib(&summary);
+    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
     assert!(
-        reported <= limit >> 20 && reported + 8 >= peak >> 20,
+        reported <= mib(limit) && reported + 8.0 >= mib(peak),
         "{file}: the summary says a peak of {reported} MiB, the process had {} MiB: {summary}",
         peak >> 20
     );
@@ -195,6 +196,6 @@ fn a_limit_too_small_for_the_process_is_refused_before_anything_is_written() {
         .unwrap();
     let ran = succeed(ran, "backfill under the suggested limit");
     let summary = String::from_utf8_lossy(&ran.stdout);
-    let limit: u64 = suggested.parse().unwrap();
+    let limit: f64 = suggested.parse().unwrap();
     assert!(reported_peak_mib(&summary) <= limit, "{summary}");
 }
