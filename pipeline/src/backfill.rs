@@ -456,8 +456,8 @@ pub async fn backfill(
                     let evaluator = evaluator.ok_or_else(|| {
                         JobError::Other("backfill's views evaluate whole partitions".into())
                     })?;
-                    let permits = (evaluations, evaluated_row_bytes);
-                    send_partitions(task, split.keyed, evaluator, permits).await?;
+                    let row_bytes = evaluated_row_bytes;
+                    send_partitions(task, split.keyed, evaluator, evaluations, row_bytes).await?;
                     Ok::<_, JobError>((split.sliced, split.sliced_rows))
                 }
             });
@@ -651,7 +651,8 @@ async fn send_partitions(
     task: &ViewTask,
     mut keyed: KeyedInput,
     evaluator: BatchEvaluator,
-    (evaluations, row_bytes): (EvaluationPermits, usize),
+    evaluations: EvaluationPermits,
+    row_bytes: usize,
 ) -> Result<(), JobError> {
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     for p in 0..keyed.partitions() {

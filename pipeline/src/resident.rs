@@ -18,20 +18,23 @@ pub fn data_budget(limit: usize) -> usize {
     left_beside(limit, resident_bytes().unwrap_or(0))
 }
 
-/// [`data_budget`] for a limit the user set, which the peak must stay under: a tenth, and at
-/// least [`SLACK_BYTES`], is kept back for what the job's estimates of its buffers miss
+/// What a limit the user set, which the peak must stay under, leaves for data: the limit
+/// less what the process holds now, of which a tenth, and at least [`SLACK_BYTES`], is kept
+/// back for what the job's estimates of its buffers miss
 /// (allocator slack, pages not returned yet). Without the tenth, a backfill of 3M events under
 /// `--memory-limit 160MiB` peaked at 159-161 MiB. A limit that leaves less than
 /// [`MIN_DATA_BUDGET`] for data is refused: the peak could not stay under it.
 pub fn strict_data_budget(limit: usize) -> Result<usize, LimitTooSmall> {
     let held = resident_bytes().unwrap_or(0);
-    let budget = keep_back(left_beside(limit, held));
+    // No floor here (`data_budget` never goes below a quarter of the limit): what the
+    // process holds is what the limit cannot give to data.
+    let budget = keep_back(limit.saturating_sub(held));
     if budget >= MIN_DATA_BUDGET {
         return Ok(budget);
     }
     // The smallest limit that leaves enough, to the next MiB.
     let mut smallest = (held + MIN_DATA_BUDGET + SLACK_BYTES).next_multiple_of(1 << 20);
-    while keep_back(left_beside(smallest, held)) < MIN_DATA_BUDGET {
+    while keep_back(smallest - held) < MIN_DATA_BUDGET {
         smallest += 1 << 20;
     }
     // What the process holds varies by a MiB or two from run to run: the limit suggested
