@@ -273,15 +273,24 @@ async fn event_columns_and_unknown_features_are_clear_errors() {
     write_parquet(&dir.path().join("events.parquet"), &events(5));
     write_parquet(&dir.path().join("spine.parquet"), &spine(6));
     let registry = apply_view(dir.path(), VIEW).await;
-    let attempt = |features: &str| {
+    // A keyless spine: every column but card_id.
+    let keyless = spine(6)
+        .project(&[0, 2, 3])
+        .expect("the spine without card_id");
+    write_parquet(&dir.path().join("keyless.parquet"), &keyless);
+    let attempt_with = |spine: &str, features: &str, memory_limit: Option<usize>| {
         let registry = &registry;
-        let options = TrainingSetOptions::new(
-            dir.path().join("spine.parquet"),
-            parse_feature_list(features).expect("features"),
-            dir.path().join("t.parquet"),
-        );
+        let options = TrainingSetOptions {
+            memory_limit,
+            ..TrainingSetOptions::new(
+                dir.path().join(spine),
+                parse_feature_list(features).expect("features"),
+                dir.path().join("t.parquet"),
+            )
+        };
         async move { training_set(registry, options).await }
     };
+    let attempt = |features: &str| attempt_with("spine.parquet", features, None);
     let err = attempt("card_view:ratio_1d").await.unwrap_err().to_string();
     assert!(err.contains("not a window feature"), "{err}");
     let err = attempt("card_view:n_1y").await.unwrap_err().to_string();
@@ -292,36 +301,15 @@ async fn event_columns_and_unknown_features_are_clear_errors() {
     let err = attempt("other_view:x").await.unwrap_err().to_string();
     assert!(err.contains("other_view"), "{err}");
     // A spine without a view's key column is refused before any view is evaluated.
-    let keyless = spine(6)
-        .project(&[0, 2, 3])
-        .expect("the spine without card_id");
-    write_parquet(&dir.path().join("keyless.parquet"), &keyless);
-    let options = TrainingSetOptions::new(
-        dir.path().join("keyless.parquet"),
-        parse_feature_list("card_view:*").expect("features"),
-        dir.path().join("t.parquet"),
-    );
-    let err = training_set(&registry, options)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = attempt_with("keyless.parquet", "card_view:*", None).await;
+    let err = err.unwrap_err().to_string();
     assert!(
         err.contains("no column `card_id`, the key of view `card_view`") && err.contains("row_id"),
         "{err}"
     );
     // A memory limit smaller than what the process holds is refused with one that would do.
-    let options = TrainingSetOptions {
-        memory_limit: Some(1 << 20),
-        ..TrainingSetOptions::new(
-            dir.path().join("spine.parquet"),
-            parse_feature_list("card_view:*").expect("features"),
-            dir.path().join("t.parquet"),
-        )
-    };
-    let err = training_set(&registry, options)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = attempt_with("spine.parquet", "card_view:*", Some(1 << 20)).await;
+    let err = err.unwrap_err().to_string();
     assert!(
         err.contains("is too small") && err.contains("give --memory-limit"),
         "{err}"
