@@ -44,9 +44,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
-/// The memory a backfill may take by default (`--memory-limit`).
-pub const DEFAULT_MEMORY_LIMIT: usize = 4 << 30;
-
 /// The most key partitions of one view.
 const MAX_PARTITIONS: usize = 4096;
 
@@ -214,7 +211,7 @@ pub async fn backfill(
             crate::resident::strict_data_budget(limit)
                 .map_err(|e| JobError::Other(e.to_string()))?
         }
-        (None, None) => crate::resident::data_budget(DEFAULT_MEMORY_LIMIT),
+        (None, None) => crate::resident::data_budget(crate::resident::default_memory_limit()),
     };
     let paths = OutputPaths::of(&pipeline, options.output.clone());
     let mut origin = match &options.from_event_log {
@@ -510,7 +507,8 @@ pub async fn backfill(
         sliced_rows,
     });
     report.memory = Some(crate::batch_compute::MemoryReport {
-        limit_bytes: options.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT) as u64,
+        limit_bytes: (options.memory_limit).unwrap_or_else(crate::resident::default_memory_limit)
+            as u64,
         explicit: strict_limit.is_some(),
         held_before_reading_bytes: held_before_reading.map(|b| b as u64),
         peak_bytes: crate::resident::peak_resident_bytes().map(|b| b as u64),

@@ -83,7 +83,7 @@ struct JobArgs {
     /// config's serve.listen), while running and, once the input ends, until Ctrl-C.
     #[arg(long, value_name = "ADDR", num_args = 0..=1)]
     serve: Option<Option<String>>,
-    /// `backfill` only: the peak resident memory it may use (e.g. 512MiB, 8GiB; default 4GiB);
+    /// `backfill` only: the peak resident memory it may use (e.g. 512MiB, 8GiB; default 4GiB, or three quarters of a smaller machine's memory);
     /// a larger input goes to spill files in the output directory and is evaluated a key
     /// partition at a time (a hot key's partition in time slices). Given explicitly, freed
     /// memory is returned to the system as it goes (a little slower).
@@ -142,7 +142,7 @@ enum Command {
         /// Number of events to generate (datagen sources only).
         #[arg(long)]
         events: Option<u64>,
-        /// The peak resident memory the backfill may use (e.g. 512MiB; default 4GiB); a larger
+        /// The peak resident memory the backfill may use (e.g. 512MiB; default 4GiB, or three quarters of a smaller machine's memory); a larger
         /// input is spilled and evaluated a key partition at a time (a hot key's partition in
         /// time slices).
         #[arg(long, value_parser = quiver_pipeline::byte_size::parse_byte_size)]
@@ -208,7 +208,7 @@ enum Command {
         /// then): what a model in production could have seen.
         #[arg(long)]
         as_known_at: bool,
-        /// The peak resident memory the export may use (e.g. 512MiB, 8GiB; default 4GiB): larger
+        /// The peak resident memory the export may use (e.g. 512MiB, 8GiB; default 4GiB, or three quarters of a smaller machine's memory): larger
         /// inputs are partitioned by key into spill files beside the output and evaluated a
         /// partition at a time. Given explicitly, freed memory is returned to the system as it
         /// goes (a little slower).

@@ -11,6 +11,63 @@ pub fn resident_bytes() -> Option<usize> {
     Some(pages * usize::try_from(page).ok()?)
 }
 
+/// The memory limit backfills and training sets get when none is given, at most: the limit
+/// sizes their work (in memory or spilled, how many key partitions) but is not held strictly.
+pub const MAX_DEFAULT_MEMORY_LIMIT: usize = 4 << 30;
+
+/// The memory limit a job gets when none is given: [`MAX_DEFAULT_MEMORY_LIMIT`], or three
+/// quarters of the memory the process can have when that is less (the machine's, or its
+/// control group's limit in a container), so that a job on a small machine spills instead of
+/// being killed for want of memory.
+pub fn default_memory_limit() -> usize {
+    default_limit_within(
+        [total_memory(), cgroup_memory_limit()]
+            .into_iter()
+            .flatten()
+            .min(),
+    )
+}
+
+/// [`default_memory_limit`] for a process that can have `available` bytes (`None`: unknown).
+fn default_limit_within(available: Option<usize>) -> usize {
+    available.map_or(MAX_DEFAULT_MEMORY_LIMIT, |a| {
+        MAX_DEFAULT_MEMORY_LIMIT.min(a / 4 * 3)
+    })
+}
+
+/// The machine's memory (`MemTotal` in `/proc/meminfo`); `None` where that cannot be read.
+fn total_memory() -> Option<usize> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The memory limit of this process's control group (cgroup v2 `memory.max`, else v1
+/// `memory.limit_in_bytes`); `None` where there is none (`max`, or v1's near-`i64::MAX`) or it
+/// cannot be read.
+fn cgroup_memory_limit() -> Option<usize> {
+    let groups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let limits = groups.lines().filter_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let file = match controllers {
+            "" => format!("/sys/fs/cgroup{path}/memory.max"),
+            c if c.split(',').any(|c| c == "memory") => {
+                format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+            }
+            _ => return None,
+        };
+        std::fs::read_to_string(file)
+            .ok()?
+            .trim()
+            .parse::<usize>()
+            .ok()
+    });
+    // v1 writes "no limit" as the largest page-aligned i64.
+    limits.filter(|&l| l < 1 << 60).min()
+}
+
 /// What a job's data may take of memory limit `limit`: the limit less what the process holds
 /// now, before it reads anything (its code, the runtime, the compiled plans), never less than
 /// a quarter of the limit.
@@ -184,6 +241,17 @@ mod tests {
         drop(std::hint::black_box(touched));
         // (The kernel's resident counts are approximate, so only a wide margin is checked.)
         assert!(peak_resident_bytes().unwrap() >= 80 << 20);
+    }
+
+    #[test]
+    fn the_default_limit_is_four_gib_or_three_quarters_of_a_smaller_machine() {
+        const GIB: usize = 1 << 30;
+        assert_eq!(default_limit_within(None), 4 * GIB);
+        assert_eq!(default_limit_within(Some(24 * GIB)), 4 * GIB);
+        assert_eq!(default_limit_within(Some(2 * GIB)), 3 * GIB / 2);
+        // This machine's memory is readable, and the default within it.
+        let total = total_memory().expect("Linux has MemTotal");
+        assert!(default_memory_limit() <= total);
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub struct RunOptions {
     pub gauges: Option<Arc<crate::run_gauges::RunGauges>>,
     /// The checkpoints' lock, already taken (a standby that waited for it).
     pub held_lock: Option<crate::checkpoint::lock::HeldLock>,
-    /// Backfill: the memory it may take (`None`: [`crate::backfill::DEFAULT_MEMORY_LIMIT`]);
+    /// Backfill: the memory it may take (`None`: [`crate::resident::default_memory_limit`]);
     /// above a quarter of it the input is spilled and evaluated a key partition at a time. A
     /// limit given here is the peak resident size to stay under: one too small for what the
     /// process holds before reading is refused.

@@ -495,12 +495,12 @@ FROM source WHERE amount > 20";
             .expect("training set");
             assert_eq!(
                 report.views[0].partitions > 1,
-                data_budget < quiver_pipeline::training_set::DEFAULT_MEMORY_LIMIT
+                data_budget < quiver_pipeline::resident::MAX_DEFAULT_MEMORY_LIMIT
             );
             read_parquet(&out)
         }
     };
-    let all = quiver_pipeline::training_set::DEFAULT_MEMORY_LIMIT;
+    let all = quiver_pipeline::resident::MAX_DEFAULT_MEMORY_LIMIT;
     check("as known at", &known_at("known.parquet", all).await);
     // Partitioned by key into spill files: the same answer.
     check(

@@ -115,7 +115,7 @@ pub struct TrainingSetOptions {
     /// Count only events already available (committed to the store) at each spine time.
     pub as_known_at: bool,
     /// The peak resident memory the export is to stay under (`--memory-limit`); `None`:
-    /// [`DEFAULT_MEMORY_LIMIT`], which only sizes the work. What the process holds before
+    /// [`crate::resident::default_memory_limit`], which only sizes the work. What the process holds before
     /// the export reads anything is taken off it, and a limit that leaves too little beside
     /// that is refused. Of the rest, events and spine rows are partitioned by key, held in
     /// memory while they take at most half of it (else in spill files beside the output), and
@@ -243,9 +243,6 @@ impl std::fmt::Display for TrainingSetReport {
     }
 }
 
-/// The memory a training set may take by default (`--memory-limit`).
-pub const DEFAULT_MEMORY_LIMIT: usize = 4 << 30;
-
 /// Builds a point-in-time training set from the store `registry`.
 pub async fn training_set(
     registry: &Registry,
@@ -326,7 +323,7 @@ pub async fn training_set(
             .map_err(|e| JobError::Other(e.to_string()))?,
         // What the rest (reading, spilling, assembling, writing) takes is small and bounded;
         // what the process holds already is not the data's.
-        (None, None) => crate::resident::data_budget(DEFAULT_MEMORY_LIMIT),
+        (None, None) => crate::resident::data_budget(crate::resident::default_memory_limit()),
     };
     // Spill files go beside the output (not to a temporary directory that may be in memory).
     let scratch = ScratchDir::beside(&options.out);
@@ -396,7 +393,9 @@ pub async fn training_set(
         out: options.out,
         elapsed: started.elapsed(),
         memory: MemoryReport {
-            limit_bytes: options.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT) as u64,
+            limit_bytes: (options.memory_limit)
+                .unwrap_or_else(crate::resident::default_memory_limit)
+                as u64,
             explicit: strict_limit.is_some(),
             held_before_reading_bytes: held_before_reading.map(|b| b as u64),
             peak_bytes: crate::resident::peak_resident_bytes().map(|b| b as u64),
