@@ -27,6 +27,7 @@ use crate::progress::events_bar;
 use crate::reading_split::ReadingSplit;
 use crate::registry::event_log::EventLogReader;
 use crate::reorder::ReorderBuffer;
+use crate::resident::JobMemory;
 use crate::run::{view_operators, RunOptions};
 use crate::shared_input::SharedInput;
 use crate::source::{Source, SourceEvent, SourceOverrides};
@@ -199,20 +200,8 @@ pub async fn backfill(
     )?;
     // Measured before anything is read, and a limit too small for it refused before any
     // output is touched.
-    let held_before_reading = crate::resident::resident_bytes();
-    // A limit the peak must stay under (the budget is then cut again after reading).
-    let strict_limit = options
-        .memory_limit
-        .filter(|_| options.data_budget.is_none());
-    let mut budget = match (options.data_budget, strict_limit) {
-        (Some(budget), _) => budget,
-        (None, Some(limit)) => {
-            crate::resident::return_freed_memory();
-            crate::resident::strict_data_budget(limit)
-                .map_err(|e| JobError::Other(e.to_string()))?
-        }
-        (None, None) => crate::resident::data_budget(crate::resident::default_memory_limit()),
-    };
+    let (memory, mut budget) = JobMemory::start(options.memory_limit, options.data_budget)
+        .map_err(|e| JobError::Other(e.to_string()))?;
     let paths = OutputPaths::of(&pipeline, options.output.clone());
     let mut origin = match &options.from_event_log {
         Some((registry, definition)) => Origin::EventLog {
@@ -340,7 +329,7 @@ pub async fn backfill(
     }
     // Whether the input is out of memory: split into spill files as it was read, or spilled.
     let spilled = split_as_read || stream.in_files_now();
-    if let Some(limit) = strict_limit {
+    if let Some(limit) = memory.strict_limit() {
         let held_input = if spilled { 0 } else { input_bytes };
         budget = crate::resident::strict_budget_now(limit, budget, held_input);
     }
@@ -506,13 +495,7 @@ pub async fn backfill(
         sliced,
         sliced_rows,
     });
-    report.memory = Some(crate::batch_compute::MemoryReport {
-        limit_bytes: (options.memory_limit).unwrap_or_else(crate::resident::default_memory_limit)
-            as u64,
-        explicit: strict_limit.is_some(),
-        held_before_reading_bytes: held_before_reading.map(|b| b as u64),
-        peak_bytes: crate::resident::peak_resident_bytes().map(|b| b as u64),
-    });
+    report.memory = Some(memory.report());
     summary.compute = Some(report);
     Ok(summary)
 }

@@ -226,28 +226,7 @@ pub struct ComputeReport {
     /// How backfill held and split its input (`None` elsewhere).
     pub input: Option<InputReport>,
     /// Backfill's resident memory against its limit (`None` elsewhere).
-    pub memory: Option<MemoryReport>,
-}
-
-/// Backfill's resident memory (as `ps` and `time` report it) against its limit.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct MemoryReport {
-    /// The limit in bytes: `--memory-limit`, else the default, which only sizes the work.
-    pub limit_bytes: u64,
-    /// Whether the limit was given (`--memory-limit`): the peak is meant to stay under it.
-    pub explicit: bool,
-    /// Bytes the process held before it read anything (code, runtime, compiled SQL).
-    pub held_before_reading_bytes: Option<u64>,
-    /// The most bytes it held at once (its high-water mark at the end of the run).
-    pub peak_bytes: Option<u64>,
-}
-
-impl MemoryReport {
-    /// Bytes the peak went over an explicit limit, if it did.
-    pub fn over_limit(&self) -> Option<u64> {
-        let over = self.peak_bytes?.checked_sub(self.limit_bytes)?;
-        (self.explicit && over > 0).then_some(over)
-    }
+    pub memory: Option<crate::resident::MemoryReport>,
 }
 
 /// How backfill held and split its input.

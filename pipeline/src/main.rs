@@ -800,9 +800,6 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             use quiver_pipeline::training_set::{
                 parse_encryption_key, parse_feature_list, training_set, TrainingSetOptions,
             };
-            if memory_limit.is_some() {
-                quiver_pipeline::resident::return_freed_memory();
-            }
             let encryption_key = match encrypt_key_env {
                 Some(var) => {
                     let text = std::env::var(&var).map_err(|_| {

@@ -68,22 +68,95 @@ fn cgroup_memory_limit() -> Option<usize> {
     limits.filter(|&l| l < 1 << 60).min()
 }
 
-/// What a job's data may take of memory limit `limit`: the limit less what the process holds
-/// now, before it reads anything (its code, the runtime, the compiled plans), never less than
-/// a quarter of the limit.
-pub fn data_budget(limit: usize) -> usize {
-    left_beside(limit, resident_bytes().unwrap_or(0))
+/// How a backfill or a training set sizes its memory: its limit, whether the peak must stay
+/// under it, and what the process held when the job started.
+#[derive(Debug, Clone)]
+pub struct JobMemory {
+    /// The limit: the one given, else [`default_memory_limit`].
+    limit: usize,
+    /// Whether the peak must stay under it: it was given, and the data's budget was not.
+    strict: bool,
+    /// Bytes the process held when the job started (code, runtime, compiled plans).
+    held: Option<usize>,
 }
 
-/// What a limit the user set, which the peak must stay under, leaves for data: the limit
-/// less what the process holds now, of which a tenth, and at least [`SLACK_BYTES`], is kept
-/// back for what the job's estimates of its buffers miss
-/// (allocator slack, pages not returned yet). Without the tenth, a backfill of 3M events under
-/// `--memory-limit 160MiB` peaked at 159-161 MiB. A limit that leaves less than
-/// [`MIN_DATA_BUDGET`] for data is refused: the peak could not stay under it.
-pub fn strict_data_budget(limit: usize) -> Result<usize, LimitTooSmall> {
-    let held = resident_bytes().unwrap_or(0);
-    // No floor here (`data_budget` never goes below a quarter of the limit): what the
+impl JobMemory {
+    /// Measures the process before the job reads anything and makes its data's budget:
+    /// `data_budget` when given (nothing is then checked against the process's size); else
+    /// what `memory_limit` leaves beside the process, strictly ([`strict_budget`]: freed
+    /// memory then goes back to the system, and a limit that leaves too little is refused);
+    /// else what the default limit leaves, never less than a quarter of it.
+    pub fn start(
+        memory_limit: Option<usize>,
+        data_budget: Option<usize>,
+    ) -> Result<(Self, usize), LimitTooSmall> {
+        let held = resident_bytes();
+        let strict = memory_limit.is_some() && data_budget.is_none();
+        let limit = memory_limit.unwrap_or_else(default_memory_limit);
+        let budget = match data_budget {
+            Some(budget) => budget,
+            None if strict => {
+                let budget = strict_budget(limit, held.unwrap_or(0))?;
+                return_freed_memory();
+                budget
+            }
+            None => left_beside(limit, held.unwrap_or(0)),
+        };
+        Ok((
+            JobMemory {
+                limit,
+                strict,
+                held,
+            },
+            budget,
+        ))
+    }
+
+    /// The limit the peak must stay under, if it must.
+    pub fn strict_limit(&self) -> Option<usize> {
+        self.strict.then_some(self.limit)
+    }
+
+    /// The process's peak so far against the limit.
+    pub fn report(&self) -> MemoryReport {
+        MemoryReport {
+            limit_bytes: self.limit as u64,
+            explicit: self.strict,
+            held_before_reading_bytes: self.held.map(|b| b as u64),
+            peak_bytes: peak_resident_bytes().map(|b| b as u64),
+        }
+    }
+}
+
+/// A job's resident memory (as `ps` and `time` report it) against its limit.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MemoryReport {
+    /// The limit in bytes: `--memory-limit`, else the default, which only sizes the work.
+    pub limit_bytes: u64,
+    /// Whether the limit was given (`--memory-limit`): the peak is meant to stay under it.
+    pub explicit: bool,
+    /// Bytes the process held before it read anything (code, runtime, compiled SQL).
+    pub held_before_reading_bytes: Option<u64>,
+    /// The most bytes it held at once (its high-water mark at the end of the run).
+    pub peak_bytes: Option<u64>,
+}
+
+impl MemoryReport {
+    /// Bytes the peak went over an explicit limit, if it did.
+    pub fn over_limit(&self) -> Option<u64> {
+        let over = self.peak_bytes?.checked_sub(self.limit_bytes)?;
+        (self.explicit && over > 0).then_some(over)
+    }
+}
+
+/// What a limit the user set, which the peak must stay under, leaves for data beside `held`
+/// bytes the process holds: the rest, of which a tenth, and at least [`SLACK_BYTES`], is kept
+/// back for what the job's estimates of its buffers miss (allocator slack, pages not returned
+/// yet). Without the tenth, a backfill of 3M events under `--memory-limit 160MiB` peaked at
+/// 159-161 MiB. A limit that leaves less than [`MIN_DATA_BUDGET`] for data is refused: the
+/// peak could not stay under it.
+fn strict_budget(limit: usize, held: usize) -> Result<usize, LimitTooSmall> {
+    // No floor here (a default limit's budget is never less than a quarter of it): what the
     // process holds is what the limit cannot give to data.
     let budget = keep_back(limit.saturating_sub(held));
     if budget >= MIN_DATA_BUDGET {
@@ -157,9 +230,10 @@ pub fn peak_resident_bytes() -> Option<usize> {
     Some(kib * 1024)
 }
 
-/// [`strict_data_budget`] again once a job has read its input, for what it does next:
-/// `budget` cut to what `limit` leaves beside the most the process has held so far, less
-/// `counted` bytes of it that the budget already counts (an input kept in memory).
+/// A strict limit's budget ([`JobMemory::start`]) again once a job has read its input, for
+/// what it does next: `budget` cut to what `limit` leaves beside the most the process has
+/// held so far, less `counted` bytes of it that the budget already counts (an input kept in
+/// memory).
 ///
 /// Reading leaves more resident than it keeps (decode buffers, memory freed on threads that
 /// then idle, code touched for the first time), and how much of it the allocator has
@@ -284,19 +358,44 @@ mod tests {
 
     #[test]
     fn a_limit_that_leaves_too_little_for_data_is_refused_with_one_that_would_do() {
-        let held = resident_bytes().unwrap();
-        let Err(refused) = strict_data_budget(held + MIN_DATA_BUDGET) else {
+        const MIB: usize = 1 << 20;
+        let held = 66 * MIB + 12_345;
+        let Err(refused) = strict_budget(held + MIN_DATA_BUDGET, held) else {
             panic!("a limit of what is held and the data budget leaves no slack");
         };
         assert!(refused.suggested > held + MIN_DATA_BUDGET, "{refused}");
-        // Other tests allocate beside this one: the process may have grown since.
-        let grown = resident_bytes().unwrap().saturating_sub(held);
-        let budget = strict_data_budget(refused.suggested + grown).expect("the limit suggested");
+        // The suggestion has room for the process to hold a little more next time.
+        let budget = strict_budget(refused.suggested, held + 2 * MIB).expect("the suggestion");
         assert!(budget >= MIN_DATA_BUDGET);
         let message = refused.to_string();
         let suggested = format!("give --memory-limit {}MiB", refused.suggested >> 20);
         assert!(message.contains(&suggested), "{message}");
         assert!(message.contains("before reading anything"), "{message}");
-        assert!(strict_data_budget(4 << 30).is_ok());
+        assert!(strict_budget(4 << 30, held).is_ok());
+    }
+
+    #[test]
+    fn a_job_given_a_data_budget_or_a_limit_sizes_its_work_by_it() {
+        let (memory, budget) = JobMemory::start(None, Some(12_345)).unwrap();
+        assert_eq!((budget, memory.strict_limit()), (12_345, None));
+        let (memory, budget) = JobMemory::start(Some(1 << 40), Some(12_345)).unwrap();
+        assert_eq!(
+            (budget, memory.strict_limit()),
+            (12_345, None),
+            "the budget wins"
+        );
+        let (memory, budget) = JobMemory::start(None, None).unwrap();
+        assert_eq!(memory.strict_limit(), None);
+        assert!(budget >= default_memory_limit() / 4);
+        assert!(
+            JobMemory::start(Some(1 << 20), None).is_err(),
+            "1 MiB is too small"
+        );
+        // (A strict limit large enough also has freed memory returned to the system, a
+        // setting of the whole process: not tried beside the other tests.)
+        let report = memory.report();
+        assert!(!report.explicit && report.over_limit().is_none());
+        // The high-water mark is never below what was held when the job started.
+        assert!(report.peak_bytes.unwrap() >= report.held_before_reading_bytes.unwrap());
     }
 }

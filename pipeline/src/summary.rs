@@ -1,8 +1,9 @@
 //! What a run did, printed at the end and optionally written as JSON.
 
-use crate::batch_compute::{ComputeReport, MemoryReport};
+use crate::batch_compute::ComputeReport;
 use crate::coordinator::CheckpointStats;
 use crate::outputs::Outputs;
+use crate::resident::MemoryReport;
 use crate::view_operator::ViewOperator;
 use quiver_store::FeatureRowWriter;
 use serde::Serialize;

@@ -18,12 +18,13 @@ mod output;
 mod partitioned;
 mod probes;
 
-use crate::batch_compute::{BatchCompute, MemoryReport};
+use crate::batch_compute::BatchCompute;
 use crate::error::JobError;
 use crate::parquet_file::ParquetBatches;
 use crate::progress::events_bar;
 use crate::registry::event_log::{compile_registered, EventLogReader};
 use crate::registry::{Registry, ViewDefinition};
+use crate::resident::{JobMemory, MemoryReport};
 use crate::spill::ScratchDir;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Schema};
@@ -312,19 +313,10 @@ pub async fn training_set(
         named.push(names);
     }
     // Measured once the views are compiled, before their events are read, and a limit too
-    // small for it refused before any work.
-    let held_before_reading = crate::resident::resident_bytes();
-    let strict_limit = options
-        .memory_limit
-        .filter(|_| options.data_budget.is_none());
-    let budget = match (options.data_budget, strict_limit) {
-        (Some(budget), _) => budget,
-        (None, Some(limit)) => crate::resident::strict_data_budget(limit)
-            .map_err(|e| JobError::Other(e.to_string()))?,
-        // What the rest (reading, spilling, assembling, writing) takes is small and bounded;
-        // what the process holds already is not the data's.
-        (None, None) => crate::resident::data_budget(crate::resident::default_memory_limit()),
-    };
+    // small for it refused before any work. What the rest (reading, spilling, assembling,
+    // writing) takes is small and bounded.
+    let (memory, budget) = JobMemory::start(options.memory_limit, options.data_budget)
+        .map_err(|e| JobError::Other(e.to_string()))?;
     // Spill files go beside the output (not to a temporary directory that may be in memory).
     let scratch = ScratchDir::beside(&options.out);
     // The output's writer holds a row group: small enough to take an eighth of the budget,
@@ -392,14 +384,7 @@ pub async fn training_set(
         views,
         out: options.out,
         elapsed: started.elapsed(),
-        memory: MemoryReport {
-            limit_bytes: (options.memory_limit)
-                .unwrap_or_else(crate::resident::default_memory_limit)
-                as u64,
-            explicit: strict_limit.is_some(),
-            held_before_reading_bytes: held_before_reading.map(|b| b as u64),
-            peak_bytes: crate::resident::peak_resident_bytes().map(|b| b as u64),
-        },
+        memory: memory.report(),
     })
 }
 
