@@ -358,7 +358,7 @@ impl Chunks {
 /// Where to cut rows with event times `times` into about `slices` slices of equal row
 /// counts: ascending times, a row of time `t` going to the slice of the bounds at or before
 /// `t` (so all rows of one time share a slice, which may then hold more).
-fn slice_bounds(mut times: Vec<i64>, slices: usize) -> Vec<i64> {
+pub(crate) fn slice_bounds(mut times: Vec<i64>, slices: usize) -> Vec<i64> {
     if times.is_empty() {
         return Vec::new();
     }

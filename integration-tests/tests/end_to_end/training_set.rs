@@ -60,12 +60,16 @@ impl Rng {
     }
 }
 
-/// 3,000 events of 40 cards over 3 days on a one-minute grid (many ties), some NULL amounts.
-fn events(seed: u64) -> RecordBatch {
+/// 3,000 events of 40 cards over 3 days on a one-minute grid (many ties), some NULL amounts;
+/// with `hot`, card `c0` has about 60% of them.
+fn events(seed: u64, hot: bool) -> RecordBatch {
     let mut rng = Rng(seed);
     let (mut cards, mut times, mut amounts, mut ids) = (vec![], vec![], vec![], vec![]);
     for i in 0..3000 {
-        cards.push(format!("c{}", rng.below(40)));
+        match hot && rng.below(10) < 6 {
+            true => cards.push("c0".to_string()),
+            false => cards.push(format!("c{}", rng.below(40))),
+        }
         times.push(START + rng.below(3 * 24 * 60) as i64 * MINUTE);
         amounts.push(match rng.below(20) {
             0 => None,
@@ -97,14 +101,15 @@ fn events(seed: u64) -> RecordBatch {
 
 /// 600 spine rows in no particular order: known cards, cards without history, NULL cards and
 /// times, times on the events' grid (ties at exactly t) and before, between and after them,
-/// and every 10th row repeated.
-fn spine(seed: u64) -> RecordBatch {
+/// and every 10th row repeated; with `hot`, about half of them of card `c0`.
+fn spine(seed: u64, hot: bool) -> RecordBatch {
     let mut rng = Rng(seed);
     let (mut rows, mut cards, mut times, mut labels) = (vec![], vec![], vec![], vec![]);
     for i in 0..600i64 {
         let card = match rng.below(20) {
             0 => None,
             1 => Some(format!("nobody{}", rng.below(3))),
+            _ if hot && rng.below(2) == 0 => Some("c0".to_string()),
             _ => Some(format!("c{}", rng.below(40))),
         };
         let minute = rng.below(5 * 24 * 60) as i64 - 24 * 60; // a day before to two after
@@ -166,8 +171,9 @@ fn float(column: &ArrayRef, row: usize) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn features_as_of_spine_times_equal_the_range_join_reference() {
-    // The second round filters below the windows (a WHERE), so every event column is read.
-    for (seed, filtered) in [(11u64, false), (2026, true)] {
+    // The second round filters below the windows (a WHERE), so every event column is read;
+    // the third has a hot card.
+    for (seed, filtered, hot) in [(11u64, false, false), (2026, true, false), (7, false, true)] {
         let (view, reference_sql) = if filtered {
             (
                 VIEW.replace("FROM source", "FROM source WHERE amount IS NOT NULL"),
@@ -180,9 +186,9 @@ async fn features_as_of_spine_times_equal_the_range_join_reference() {
             (VIEW.to_string(), REFERENCE.to_string())
         };
         let dir = tempfile::tempdir().expect("tempdir");
-        let events = events(seed);
+        let events = events(seed, hot);
         write_parquet(&dir.path().join("events.parquet"), &events);
-        let spine = spine(seed ^ 0x5eed);
+        let spine = spine(seed ^ 0x5eed, hot);
         write_parquet(&dir.path().join("spine.parquet"), &spine);
         let registry = if filtered {
             apply_view_spilled(dir.path(), &view).await
@@ -190,8 +196,14 @@ async fn features_as_of_spine_times_equal_the_range_join_reference() {
             apply_view(dir.path(), &view).await
         };
 
-        // All in memory, and partitioned by key into spill files under a tiny data budget.
-        for data_budget in [None, Some(16 << 10)] {
+        // All in memory, and partitioned by key into spill files under a tiny data budget
+        // (many partitions then cut by time); with a hot card, a budget that its partition
+        // does not fit, and most others do.
+        let budgets = match hot {
+            false => [None, Some(16 << 10)],
+            true => [None, Some(1 << 20)],
+        };
+        for data_budget in budgets {
             let out = dir.path().join("train.parquet");
             let mut options = TrainingSetOptions::new(
                 dir.path().join("spine.parquet"),
@@ -204,7 +216,17 @@ async fn features_as_of_spine_times_equal_the_range_join_reference() {
             let report = training_set(&registry, options)
                 .await
                 .expect("training set");
-            assert_eq!(report.views[0].partitions > 1, data_budget.is_some());
+            let view = &report.views[0];
+            assert_eq!(view.partitions > 1, data_budget.is_some());
+            match (data_budget, hot) {
+                (None, _) => assert_eq!(view.sliced_partitions, 0),
+                (Some(_), false) => assert!(view.sliced_partitions > 0, "{report}"),
+                (Some(_), true) => assert!(
+                    (1..view.partitions).contains(&view.sliced_partitions),
+                    "{report}"
+                ),
+            }
+            assert!(view.slices >= 2 * view.sliced_partitions, "{report}");
             // Spill files are gone.
             let left: Vec<_> = std::fs::read_dir(dir.path())
                 .unwrap()
@@ -270,11 +292,11 @@ async fn features_as_of_spine_times_equal_the_range_join_reference() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_columns_and_unknown_features_are_clear_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
-    write_parquet(&dir.path().join("events.parquet"), &events(5));
-    write_parquet(&dir.path().join("spine.parquet"), &spine(6));
+    write_parquet(&dir.path().join("events.parquet"), &events(5, false));
+    write_parquet(&dir.path().join("spine.parquet"), &spine(6, false));
     let registry = apply_view(dir.path(), VIEW).await;
     // A keyless spine: every column but card_id.
-    let keyless = spine(6)
+    let keyless = spine(6, false)
         .project(&[0, 2, 3])
         .expect("the spine without card_id");
     write_parquet(&dir.path().join("keyless.parquet"), &keyless);
@@ -322,8 +344,8 @@ async fn an_encrypted_training_set_reads_only_with_its_key() {
     use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
     use parquet::encryption::decrypt::FileDecryptionProperties;
     let dir = tempfile::tempdir().expect("tempdir");
-    write_parquet(&dir.path().join("events.parquet"), &events(8));
-    write_parquet(&dir.path().join("spine.parquet"), &spine(9));
+    write_parquet(&dir.path().join("events.parquet"), &events(8, false));
+    write_parquet(&dir.path().join("spine.parquet"), &spine(9, false));
     let registry = apply_view(dir.path(), VIEW).await;
     let key: Vec<u8> = (0u8..32).map(|b| b.wrapping_mul(37)).collect();
     let out = dir.path().join("secret.parquet");
@@ -359,7 +381,7 @@ async fn an_encrypted_training_set_reads_only_with_its_key() {
     .build()
     .expect("reader");
     let rows: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
-    assert_eq!(rows, spine(9).num_rows());
+    assert_eq!(rows, spine(9, false).num_rows());
 }
 
 /// The same numbers in training as in serving: a spine made of the view's own events (key and
@@ -367,7 +389,7 @@ async fn an_encrypted_training_set_reads_only_with_its_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spine_of_the_events_themselves_gets_the_backfilled_feature_rows() {
     let dir = tempfile::tempdir().expect("tempdir");
-    write_parquet(&dir.path().join("events.parquet"), &events(21));
+    write_parquet(&dir.path().join("events.parquet"), &events(21, false));
     let registry = apply_view(dir.path(), VIEW).await;
     let version = registry
         .latest("card_view")

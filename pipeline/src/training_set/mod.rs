@@ -14,9 +14,11 @@
 //! partition at a time (`partitioned`), then the output is written in spine order as it is
 //! assembled (`output`).
 
+mod assembly;
 mod output;
 mod partitioned;
 mod probes;
+mod time_slices;
 
 use crate::batch_compute::BatchCompute;
 use crate::error::JobError;
@@ -182,9 +184,14 @@ pub struct ViewReport {
     pub events: usize,
     /// Key partitions its events and spine rows were evaluated in (1: all in memory at once).
     pub partitions: usize,
-    /// Events and spine rows of its largest key partition, evaluated whole (one key's events
-    /// stay together, however many they are).
-    pub largest_partition_rows: usize,
+    /// Key partitions too large to evaluate at once (hot keys), evaluated in time slices
+    /// through the streaming windows instead, and their slices.
+    pub sliced_partitions: usize,
+    pub slices: usize,
+    /// Events and spine rows of the largest key partition or time slice evaluated at once.
+    /// With `--as-known-at` partitions are not cut: one key's events are evaluated together,
+    /// however many they are.
+    pub largest_evaluated_rows: usize,
     /// The output columns it added.
     pub columns: Vec<String>,
 }
@@ -214,11 +221,18 @@ impl std::fmt::Display for TrainingSetReport {
             self.out.display()
         )?;
         for view in &self.views {
-            let partitions = if view.partitions > 1 {
+            let mut partitions = if view.partitions > 1 {
                 format!(" in {} key partitions", view.partitions)
             } else {
                 String::new()
             };
+            if view.sliced_partitions > 0 {
+                partitions += &format!(
+                    " ({} hot, in {} time slices)",
+                    view.sliced_partitions,
+                    crate::summary::thousands(view.slices as u64)
+                );
+            }
             writeln!(
                 f,
                 "  {}@{}: {} events{partitions}, features {}",
@@ -230,13 +244,13 @@ impl std::fmt::Display for TrainingSetReport {
         }
         crate::summary::write_memory(f, &self.memory)?;
         if self.memory.over_limit().is_some() {
-            if let Some(largest) = self.views.iter().max_by_key(|v| v.largest_partition_rows) {
+            if let Some(largest) = self.views.iter().max_by_key(|v| v.largest_evaluated_rows) {
                 writeln!(
                     f,
-                    "  (a key's events are evaluated together: {}'s largest key partition held {} \
-                     events and spine rows)",
+                    "  ({}'s largest key partition or time slice evaluated at once held {} events \
+                     and spine rows)",
                     largest.view,
-                    crate::summary::thousands(largest.largest_partition_rows as u64)
+                    crate::summary::thousands(largest.largest_evaluated_rows as u64)
                 )?;
             }
         }
@@ -348,7 +362,9 @@ pub async fn training_set(
             version: definition.version.clone(),
             events: features.events,
             partitions: features.partitions,
-            largest_partition_rows: features.largest_partition_rows,
+            sliced_partitions: features.sliced_partitions,
+            slices: features.slices,
+            largest_evaluated_rows: features.largest_evaluated_rows,
             columns: names.clone(),
         });
         evaluated.push(features);
@@ -359,7 +375,7 @@ pub async fn training_set(
         .cloned()
         .collect::<Vec<_>>();
     let schema = Arc::new(Schema::new(fields));
-    let mut assembly = partitioned::Assembly::new(evaluated)?;
+    let mut assembly = assembly::Assembly::new(evaluated)?;
     let mut writer = output::TrainingSetWriter::create(
         &options.out,
         Arc::clone(&schema),

@@ -12,10 +12,11 @@ use crate::evaluation_permits::EvaluationPermits;
 use crate::parquet_file::ParquetBatches;
 use crate::progress::events_bar;
 use crate::registry::event_log::EventLogReader;
-use crate::spill::{partitions_of, push_partitioned, RowCursor, Spill, SpilledBatches};
+use crate::spill::{partitions_of, push_partitioned, Spill, SpilledBatches};
 use crate::training_set::probes::{
     missing_spine_key, null_times, probe_features, probe_windows, EncodedProbes, EventRows,
 };
+use crate::training_set::time_slices::{evaluate_in_slices, HotPartition, Slicing};
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, FixedSizeBinaryArray, Float64Array, Int64Array,
     RecordBatch, UInt16Array,
@@ -24,6 +25,7 @@ use arrow::buffer::{Buffer, NullBuffer};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
 use quiver_sql::{FeatureView, ViewInputs};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// The most partitions a view is split into (each is a spill file while written).
@@ -45,9 +47,12 @@ pub(crate) struct ViewFeatures {
     pub events: usize,
     /// Partitions used.
     pub partitions: usize,
-    /// Events and spine rows of the largest partition (evaluated whole: one key's events
-    /// stay together).
-    pub largest_partition_rows: usize,
+    /// Partitions too large to evaluate at once, evaluated in time slices instead, and
+    /// their slices.
+    pub sliced_partitions: usize,
+    pub slices: usize,
+    /// Events and spine rows of the largest partition or time slice evaluated at once.
+    pub largest_evaluated_rows: usize,
 }
 
 /// What a view's evaluation needs besides the view.
@@ -103,7 +108,8 @@ fn probe_schema() -> SchemaRef {
     ]))
 }
 
-fn route_schema() -> SchemaRef {
+/// Each spine row's partition (or each probe's time slice), in row order.
+pub(crate) fn route_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new(
         "partition",
         DataType::UInt16,
@@ -198,11 +204,11 @@ impl LogBatches {
 /// key and time order, the sort, per-window work — and each probe's outputs), estimated from
 /// the average encoded key length. The peak was calibrated on the fraud demo (13-byte keys,
 /// 7 windows): ~250 bytes per row.
-struct RowBytes {
-    stored_event: usize,
-    stored_probe: usize,
-    working_event: usize,
-    working_probe: usize,
+pub(crate) struct RowBytes {
+    pub stored_event: usize,
+    pub stored_probe: usize,
+    pub working_event: usize,
+    pub working_probe: usize,
 }
 
 impl RowBytes {
@@ -345,13 +351,29 @@ pub(crate) async fn evaluate_view(
     // Largest first, so a partition of hot keys does not start last.
     let mut order: Vec<usize> = (0..partitions).collect();
     order.sort_by_key(|&p| std::cmp::Reverse(events.rows(p) + probes.rows(p)));
-    let largest_partition_rows = order
-        .first()
-        .map_or(0, |&p| events.rows(p) + probes.rows(p));
     let work = std::sync::Mutex::new((order.into_iter(), events, probes));
     let permits = EvaluationPermits::new(inputs.threads, evaluating);
+    // A partition too large to share the evaluation budget with the other threads' (a hot
+    // key's) is cut by time, into slices of half that, unless availability decides what a
+    // probe sees (see `time_slices`).
+    let share = evaluating / threads;
+    let probe_schema = probe_schema();
+    let slicing = Slicing {
+        view,
+        event_schema: &event_schema,
+        probe_schema: &probe_schema,
+        wanted,
+        result_schema: &result_schema,
+        bytes: &bytes,
+        slice_bytes: (share / 2).max(1),
+        permits: &permits,
+        spill: &spill,
+        chunk,
+    };
+    let largest_evaluated = AtomicUsize::new(0);
+    let sliced = std::sync::Mutex::new((0usize, 0usize));
     let evaluate_next = || -> Result<bool, JobError> {
-        let (p, events, probes, rows, working) = {
+        let (p, events, probes, rows, working, reread) = {
             let mut work = work.lock().expect("not poisoned");
             let (next, events, probes) = &mut *work;
             let Some(p) = next.next() else {
@@ -360,29 +382,41 @@ pub(crate) async fn evaluate_view(
             let rows = events.rows(p) + probes.rows(p);
             let working =
                 events.rows(p) * bytes.working_event + probes.rows(p) * bytes.working_probe;
-            (p, events.take(p)?, probes.take(p)?, rows, working)
+            // Read for the times first: taking an in-memory partition leaves nothing.
+            let reread = match !inputs.as_known_at && working > share {
+                true => Some((events.read(p)?, probes.read(p)?)),
+                false => None,
+            };
+            (p, events.take(p)?, probes.take(p)?, rows, working, reread)
         };
-        let features = {
-            let _permit = permits.acquire_blocking(working)?;
-            evaluate_partition(view, events, probes, inputs.as_known_at, compute)?
-        };
-        let columns = wanted
-            .iter()
-            .map(|name| {
-                features
-                    .column_by_name(name)
-                    .cloned()
-                    .ok_or_else(|| fail(view, format!("no feature `{name}` (internal error)")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let features =
-            RecordBatch::try_new(Arc::clone(&result_schema), columns).map_err(|e| fail(view, e))?;
-        let mut results = results.lock().expect("not poisoned");
-        let mut offset = 0;
-        while offset < features.num_rows() {
-            let n = chunk.min(features.num_rows() - offset);
-            results.push(p, features.slice(offset, n))?;
-            offset += n;
+        if let Some((events_for_times, probes_for_times)) = reread {
+            let hot = HotPartition {
+                partition: p,
+                events_for_times,
+                probes_for_times,
+                events,
+                probes,
+                rows,
+                working,
+            };
+            let done = evaluate_in_slices(&slicing, hot, &results)?;
+            largest_evaluated.fetch_max(done.largest_slice_rows, Ordering::Relaxed);
+            let mut sliced = sliced.lock().expect("not poisoned");
+            sliced.0 += 1;
+            sliced.1 += done.slices;
+        } else {
+            largest_evaluated.fetch_max(rows, Ordering::Relaxed);
+            let features = {
+                let _permit = permits.acquire_blocking(working)?;
+                evaluate_partition(view, events, probes, inputs.as_known_at, compute)?
+            };
+            let features = wanted_features(view, &features, wanted, &result_schema)?;
+            push_in_chunks(
+                &mut results.lock().expect("not poisoned"),
+                p,
+                &features,
+                chunk,
+            )?;
         }
         bar.inc(rows as u64);
         Ok(true)
@@ -409,12 +443,15 @@ pub(crate) async fn evaluate_view(
     let mut results = results.into_inner().expect("not poisoned");
     results.finish()?;
     bar.finish_and_clear();
+    let (sliced_partitions, slices) = sliced.into_inner().expect("not poisoned");
     Ok(ViewFeatures {
         results,
         routes,
         events: event_count,
         partitions,
-        largest_partition_rows,
+        sliced_partitions,
+        slices,
+        largest_evaluated_rows: largest_evaluated.into_inner(),
     })
 }
 
@@ -469,13 +506,39 @@ fn evaluate_partition(
     let count = |batches: &[RecordBatch]| batches.iter().map(|b| b.num_rows()).sum::<usize>();
     let mut rows = EventRows::with_capacity(view, count(&events) + count(&probes));
     let mut available = Vec::new();
-    let first_input = if as_known_at { 3 } else { 2 };
-    for batch in &events {
+    append_events(&mut rows, &events, as_known_at.then_some(&mut available));
+    let mut probe_keys: Vec<&[u8]> = Vec::new();
+    for batch in &probes {
+        probe_keys.extend(probe_keys_of(batch));
+    }
+    let times = probe_times_of(&probes);
+    let probe_times: Vec<i64> = times.iter().map(|t| t.unwrap_or(0)).collect();
+    let count = probe_times.len();
+    let windows = probe_windows(
+        view,
+        rows,
+        as_known_at.then_some(available.as_slice()),
+        &probe_keys,
+        &probe_times,
+        compute,
+    )?;
+    probe_features(view, windows, count, null_times(&times).as_ref())
+}
+
+/// Appends the spilled `events` (of [`event_schema`]) to `rows`, and their availability to
+/// `available` when given (the schema has it then).
+pub(crate) fn append_events<'b>(
+    rows: &mut EventRows<'b>,
+    events: &'b [RecordBatch],
+    mut available: Option<&mut Vec<i64>>,
+) {
+    let first_input = if available.is_some() { 3 } else { 2 };
+    for batch in events {
         let keys = batch.column(0).as_binary::<i32>();
         rows.keys.extend(keys.iter().map(|k| k.unwrap_or(&[])));
         rows.times
             .extend_from_slice(batch.column(1).as_primitive::<Int64Type>().values());
-        if as_known_at {
+        if let Some(available) = available.as_deref_mut() {
             available.extend_from_slice(batch.column(2).as_primitive::<Int64Type>().values());
         }
         for i in 0..rows.values.len() {
@@ -498,84 +561,63 @@ fn evaluate_partition(
             }
         }
     }
-    let mut probe_keys: Vec<&[u8]> = Vec::new();
-    let mut probe_times: Vec<i64> = Vec::new();
-    let mut times: Vec<Option<i64>> = Vec::new();
-    for batch in &probes {
-        probe_keys.extend(
-            batch
-                .column(0)
-                .as_binary::<i32>()
-                .iter()
-                .map(|k| k.unwrap_or(&[])),
-        );
-        let t = batch.column(1).as_primitive::<Int64Type>();
-        probe_times.extend(t.iter().map(|t| t.unwrap_or(0)));
-        times.extend(t.iter());
-    }
-    let count = probe_times.len();
-    let windows = probe_windows(
-        view,
-        rows,
-        as_known_at.then_some(available.as_slice()),
-        &probe_keys,
-        &probe_times,
-        compute,
-    )?;
-    let times = Int64Array::from(times);
-    probe_features(view, windows, count, null_times(&times).as_ref())
 }
 
-/// The features of a training set's rows in spine order, a batch at a time, from every view's
-/// [`ViewFeatures`].
-pub(crate) struct Assembly {
-    views: Vec<(RowCursor, Vec<RowCursor>)>,
+/// Appends the spilled `probes` (of [`probe_schema`]) to `rows` as rows with every input
+/// NULL, a NULL time as 0; returns their times (NULL where the spine's is).
+pub(crate) fn append_probes<'b>(rows: &mut EventRows<'b>, probes: &'b [RecordBatch]) -> Int64Array {
+    let times = probe_times_of(probes);
+    let keys: Vec<&[u8]> = probes.iter().flat_map(probe_keys_of).collect();
+    let values: Vec<i64> = times.iter().map(|t| t.unwrap_or(0)).collect();
+    rows.append_probes(&keys, &values);
+    times
 }
 
-impl Assembly {
-    /// Reads back what every view left.
-    pub fn new(views: Vec<ViewFeatures>) -> Result<Self, JobError> {
-        let mut readers = Vec::new();
-        for mut view in views {
-            let routes = RowCursor::new(Arc::clone(view.routes.schema()), view.routes.take(0)?);
-            let schema = Arc::clone(view.results.schema());
-            let results = (0..view.partitions)
-                .map(|p| Ok(RowCursor::new(Arc::clone(&schema), view.results.take(p)?)))
-                .collect::<Result<Vec<_>, JobError>>()?;
-            readers.push((routes, results));
-        }
-        Ok(Assembly { views: readers })
-    }
+/// The keys of a spilled probe batch (empty for probes no event can match).
+fn probe_keys_of(batch: &RecordBatch) -> impl Iterator<Item = &[u8]> {
+    (batch.column(0).as_binary::<i32>().iter()).map(|k| k.unwrap_or(&[]))
+}
 
-    /// The feature columns (every view's, in order) of the next `rows` spine rows.
-    pub fn next(&mut self, rows: usize) -> Result<Vec<ArrayRef>, JobError> {
-        let mut columns = Vec::new();
-        for (routes, results) in &mut self.views {
-            let route = routes.next_rows(rows)?;
-            let route = route
-                .column(0)
-                .as_primitive::<arrow::datatypes::UInt16Type>();
-            let mut counts = vec![0usize; results.len()];
-            let mut indices = Vec::with_capacity(rows);
-            for &p in route.values() {
-                indices.push((p as usize, counts[p as usize]));
-                counts[p as usize] += 1;
-            }
-            let parts = results
-                .iter_mut()
-                .zip(&counts)
-                .map(|(cursor, &n)| cursor.next_rows(n))
-                .collect::<Result<Vec<_>, _>>()?;
-            let width = parts.first().map_or(0, |p| p.num_columns());
-            for c in 0..width {
-                let arrays: Vec<&dyn Array> = parts.iter().map(|p| p.column(c).as_ref()).collect();
-                columns.push(
-                    arrow::compute::interleave(&arrays, &indices).map_err(|e| {
-                        JobError::Other(format!("assembling the training set: {e}"))
-                    })?,
-                );
-            }
-        }
-        Ok(columns)
+/// The times of spilled probe batches, NULL where the spine's is.
+fn probe_times_of(probes: &[RecordBatch]) -> Int64Array {
+    probes
+        .iter()
+        .flat_map(|b| b.column(1).as_primitive::<Int64Type>().iter())
+        .collect()
+}
+
+/// The `wanted` columns of a partition's `features`, as `schema` names them.
+pub(crate) fn wanted_features(
+    view: &FeatureView,
+    features: &RecordBatch,
+    wanted: &[String],
+    schema: &SchemaRef,
+) -> Result<RecordBatch, JobError> {
+    let columns = wanted
+        .iter()
+        .map(|name| {
+            features
+                .column_by_name(name)
+                .cloned()
+                .ok_or_else(|| fail(view, format!("no feature `{name}` (internal error)")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| fail(view, e))
+}
+
+/// Pushes `batch` to `partition` of `spill` in batches of at most `chunk` rows (a result
+/// spilled to files is read back a batch at a time).
+pub(crate) fn push_in_chunks(
+    spill: &mut Spill,
+    partition: usize,
+    batch: &RecordBatch,
+    chunk: usize,
+) -> Result<(), JobError> {
+    let mut offset = 0;
+    while offset < batch.num_rows() {
+        let n = chunk.max(1).min(batch.num_rows() - offset);
+        spill.push(partition, batch.slice(offset, n))?;
+        offset += n;
     }
+    Ok(())
 }

@@ -133,6 +133,20 @@ impl<'a> EventRows<'a> {
         rows
     }
 
+    /// Appends probes: rows of `keys` at `times` with every input NULL.
+    pub fn append_probes(&mut self, keys: &[&'a [u8]], times: &[i64]) {
+        self.keys.extend_from_slice(keys);
+        self.times.extend_from_slice(times);
+        let total = self.times.len();
+        for i in 0..self.values.len() {
+            match &mut self.exact[i] {
+                Some(exact) => exact.resize(total, 0),
+                None => self.values[i].resize(total, 0.0),
+            }
+            self.validity[i].resize(total, false);
+        }
+    }
+
     /// The kernel input columns.
     pub fn columns(&self) -> Vec<InputColumn<'_>> {
         (0..self.values.len())
@@ -189,18 +203,9 @@ pub(crate) fn probe_windows<'a>(
         return evaluate_as_known_at(view.window_plan(), &known, probe_keys, probe_times)
             .map_err(|e| fail(&e));
     }
-    // The probes follow the events, with every input NULL.
+    // The probes follow the events.
     let probes = probe_times.len();
-    let total = event_rows + probes;
-    events.keys.extend_from_slice(probe_keys);
-    events.times.extend_from_slice(probe_times);
-    for i in 0..events.values.len() {
-        match &mut events.exact[i] {
-            Some(exact) => exact.resize(total, 0),
-            None => events.values[i].resize(total, 0.0),
-        }
-        events.validity[i].resize(total, false);
-    }
+    events.append_probes(probe_keys, probe_times);
     // Only the probes' windows are read: events are evaluated but not emitted.
     let emit: Vec<u32> = std::iter::repeat_n(Scatter::SKIP, event_rows)
         .chain(0..probes as u32)
