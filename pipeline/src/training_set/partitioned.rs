@@ -232,6 +232,14 @@ pub(crate) fn held_results_bytes(spine_rows: usize, features: usize) -> usize {
     spine_rows * (17 * features + std::mem::size_of::<u16>())
 }
 
+/// Rows of a stored result batch of `features` features when `cursors` such batches are read
+/// back at once (a spilled view's partitions at assembly, a hot partition's slices) within
+/// `bytes`.
+pub(crate) fn result_chunk_rows(bytes: usize, cursors: usize, features: usize) -> usize {
+    let row_bytes = held_results_bytes(1, features);
+    (bytes / (cursors.max(1) * row_bytes)).clamp(256, 64 * 1024)
+}
+
 /// Evaluates `wanted` features (output names `names`) of `view` over its event log `log` at
 /// every spine row; see the module's description.
 pub(crate) async fn evaluate_view(
@@ -347,15 +355,17 @@ pub(crate) async fn evaluate_view(
     bar.set_message(format!("evaluating {partitions} partitions"));
     let result_schema = result_schema(view, wanted, names)?;
     let results = std::sync::Mutex::new(spill("features", Arc::clone(&result_schema), partitions));
-    let chunk = ((1 << 20) / partitions).clamp(1024, 64 * 1024);
+    // A spilled view's partitions are read back side by side at assembly, a batch each.
+    let chunk = result_chunk_rows(inputs.budget / 8, partitions, wanted.len());
     // Largest first, so a partition of hot keys does not start last.
     let mut order: Vec<usize> = (0..partitions).collect();
     order.sort_by_key(|&p| std::cmp::Reverse(events.rows(p) + probes.rows(p)));
     let work = std::sync::Mutex::new((order.into_iter(), events, probes));
     let permits = EvaluationPermits::new(inputs.threads, evaluating);
-    // A partition too large to share the evaluation budget with the other threads' (a hot
-    // key's) is cut by time, into slices of half that, unless availability decides what a
-    // probe sees (see `time_slices`).
+    // A partition too large for the evaluation budget (a hot key's) is cut by time into
+    // slices of half a thread's share, unless availability decides what a probe sees
+    // (see `time_slices`). One up to the whole budget is evaluated at once, the other threads
+    // waiting for what it leaves.
     let share = evaluating / threads;
     let probe_schema = probe_schema();
     let slicing = Slicing {
@@ -383,7 +393,7 @@ pub(crate) async fn evaluate_view(
             let working =
                 events.rows(p) * bytes.working_event + probes.rows(p) * bytes.working_probe;
             // Read for the times first: taking an in-memory partition leaves nothing.
-            let reread = match !inputs.as_known_at && working > share {
+            let reread = match !inputs.as_known_at && working > evaluating {
                 true => Some((events.read(p)?, probes.read(p)?)),
                 false => None,
             };

@@ -20,7 +20,8 @@ use crate::keyed_input::slice_bounds;
 use crate::spill::{push_partitioned, RowCursor, Spill, SpilledBatches};
 use crate::training_set::assembly::Routed;
 use crate::training_set::partitioned::{
-    append_events, append_probes, push_in_chunks, route_schema, wanted_features, RowBytes,
+    append_events, append_probes, push_in_chunks, result_chunk_rows, route_schema, wanted_features,
+    RowBytes,
 };
 use crate::training_set::probes::{null_times, probe_features, EventRows};
 use arrow::array::{Array, AsArray, Int64Array, RecordBatch, UInt16Array};
@@ -123,6 +124,9 @@ pub(crate) fn evaluate_in_slices(
         Arc::clone(slicing.result_schema),
         bounds.len() + 1,
     );
+    // The slices' features are read back side by side to put them in probe order.
+    let slice_chunk =
+        result_chunk_rows(slicing.slice_bytes, bounds.len() + 1, slicing.wanted.len());
     let mut largest_slice_rows = 0;
     for s in 0..events.partitions() {
         let (event_rows, probe_rows) = (events.rows(s), probes.rows(s));
@@ -154,7 +158,7 @@ pub(crate) fn evaluate_in_slices(
         let probe_features =
             probe_features(view, output, probe_rows, null_times(&probe_times).as_ref())?;
         let batch = wanted_features(view, &probe_features, slicing.wanted, slicing.result_schema)?;
-        push_in_chunks(&mut features, s, &batch, slicing.chunk)?;
+        push_in_chunks(&mut features, s, &batch, slice_chunk)?;
     }
     drop(windows);
     features.finish()?;
