@@ -395,6 +395,8 @@ pub async fn training_set(
     }
     writer.finish()?;
     bar.finish_and_clear();
+    // The peak is read once everything the export held is let go of, spill files removed.
+    drop((assembly, scratch, compute, plans));
     Ok(TrainingSetReport {
         rows: spine_rows,
         views,

@@ -7,6 +7,8 @@ use arrow::record_batch::RecordBatch;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+pub mod memory;
+
 /// A small deterministic generator (xorshift).
 pub struct Rng(pub u64);
 
