@@ -15,6 +15,7 @@ use crate::partition_copies::{variable_bytes, PartitionCopies};
 use crate::prepared_rows::{prepare_tracking_keys, prepare_tracking_rows};
 use crate::shared_input::SharedInput;
 use crate::spill::{partitions_of, push_partitioned, rows_by_partition, RowCursor, Spill};
+use crate::time_cuts::{slice_of, TimeCuts};
 use crate::unread_columns::UnreadColumns;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -182,14 +183,15 @@ impl KeyedInput {
             if !self.is_oversized(p, whole_rows) {
                 continue;
             }
-            let mut times = Vec::with_capacity(self.rows(p));
+            let mut cuts = TimeCuts::sampling(self.rows(p));
             for piece in self.pieces(p)? {
                 let piece = piece?;
                 progress.inc(piece.num_rows() as u64);
                 let (prepared, _) = prepare_tracking_rows(view, piece).await?;
-                times.extend_from_slice(&prepared.times);
+                cuts.add(prepared.times.len(), |r| prepared.times[r]);
             }
-            let bounds = slice_bounds(times, self.rows(p).div_ceil(slice_rows));
+            let slices = self.rows(p).div_ceil(slice_rows).min(MAX_SLICES);
+            let bounds = cuts.bounds(slices);
             let name = format!("{}-slices-{p}", view.name());
             let mut slices =
                 Spill::in_files(dir, &name, Arc::clone(&self.schema), bounds.len() + 1);
@@ -198,7 +200,7 @@ impl KeyedInput {
                 progress.inc(piece.num_rows() as u64);
                 let (prepared, kept) = prepare_tracking_rows(view, piece.clone()).await?;
                 let slice: Vec<u16> = (prepared.times.iter())
-                    .map(|t| bounds.partition_point(|b| b <= t) as u16)
+                    .map(|&t| slice_of(&bounds, t))
                     .collect();
                 push_partitioned(&mut slices, &piece, Some(&kept), &slice)?;
             }
@@ -353,22 +355,6 @@ impl Chunks {
             .map(Some)
             .map_err(|e| JobError::Other(format!("joining input batches to split: {e}")))
     }
-}
-
-/// Where to cut rows with event times `times` into about `slices` slices of equal row
-/// counts: ascending times, a row of time `t` going to the slice of the bounds at or before
-/// `t` (so all rows of one time share a slice, which may then hold more).
-pub(crate) fn slice_bounds(mut times: Vec<i64>, slices: usize) -> Vec<i64> {
-    if times.is_empty() {
-        return Vec::new();
-    }
-    times.sort_unstable();
-    let slices = slices.clamp(1, MAX_SLICES);
-    let mut bounds: Vec<i64> = (1..slices)
-        .map(|i| times[i * times.len() / slices])
-        .collect();
-    bounds.dedup();
-    bounds
 }
 
 /// Slices of one partition at most (each is a file open while the partition is cut).
@@ -543,22 +529,5 @@ mod tests {
         };
         // The view's own error, not that the split stopped.
         assert!(error.to_string().starts_with("view `v`"), "{error}");
-    }
-
-    #[test]
-    fn slice_bounds_cut_equal_counts_and_keep_a_time_together() {
-        let times: Vec<i64> = (0..100).map(|i| i / 2).collect(); // each time twice
-        let bounds = slice_bounds(times.clone(), 4);
-        assert_eq!(bounds, vec![12, 25, 37]);
-        let slice = |t: &i64| bounds.partition_point(|b| b <= t);
-        let mut sizes = [0; 4];
-        for t in &times {
-            sizes[slice(t)] += 1;
-        }
-        assert_eq!(sizes, [24, 26, 24, 26]);
-        // One time for everything: one slice, whatever was asked.
-        assert!(slice_bounds(vec![7; 50], 5).iter().all(|&b| b == 7));
-        assert_eq!(slice_bounds(vec![7; 50], 5).len(), 1);
-        assert!(slice_bounds(Vec::new(), 1).is_empty());
     }
 }

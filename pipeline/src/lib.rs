@@ -53,6 +53,7 @@ pub mod spill;
 pub mod sql_text;
 pub mod store_target;
 pub mod summary;
+pub mod time_cuts;
 pub mod training_set;
 pub mod unread_columns;
 pub mod validate;

@@ -16,8 +16,8 @@
 
 use crate::error::JobError;
 use crate::evaluation_permits::EvaluationPermits;
-use crate::keyed_input::slice_bounds;
 use crate::spill::{push_partitioned, RowCursor, Spill, SpilledBatches};
+use crate::time_cuts::{slice_of, TimeCuts};
 use crate::training_set::assembly::Routed;
 use crate::training_set::partitioned::{
     append_events, append_probes, push_in_chunks, result_chunk_rows, route_schema, wanted_features,
@@ -33,9 +33,6 @@ use std::sync::Arc;
 /// The most slices a partition is cut into: its events' and its probes' slices are files open
 /// at once while it is cut.
 const MAX_SLICES: usize = 256;
-
-/// Event and probe times sampled to choose where to cut (the cuts are quantiles).
-const SAMPLED_TIMES: usize = 1 << 16;
 
 /// What cutting and evaluating a hot partition needs from its view's evaluation.
 pub(crate) struct Slicing<'a> {
@@ -102,12 +99,12 @@ pub(crate) fn evaluate_in_slices(
     let mut routes = (slicing.spill)(&name("routes"), route_schema(), 1);
     for batch in hot.events {
         let batch = batch?;
-        let slice = slice_of(&bounds, batch.column(1).as_primitive::<Int64Type>());
+        let slice = slices_of(&bounds, batch.column(1).as_primitive::<Int64Type>());
         push_partitioned(&mut events, &batch, None, &slice)?;
     }
     for batch in hot.probes {
         let batch = batch?;
-        let slice = slice_of(&bounds, batch.column(1).as_primitive::<Int64Type>());
+        let slice = slices_of(&bounds, batch.column(1).as_primitive::<Int64Type>());
         push_partitioned(&mut probes, &batch, None, &slice)?;
         let route = RecordBatch::try_new(route_schema(), vec![Arc::new(UInt16Array::from(slice))])
             .map_err(|e| fail(&e))?;
@@ -190,25 +187,21 @@ pub(crate) fn evaluate_in_slices(
     })
 }
 
-/// Where to cut rows of `rows` events and probes (their times sampled from `events` and
-/// `probes`) into about `slices` slices: the slice boundaries, ascending.
+/// Where to cut the `rows` events and probes of `events` and `probes` into about `slices`
+/// slices: the slices' lower bounds.
 fn cut_times(
     events: SpilledBatches,
     probes: SpilledBatches,
     rows: usize,
     slices: usize,
 ) -> Result<Vec<i64>, JobError> {
-    let stride = rows.div_ceil(SAMPLED_TIMES).max(1);
-    let mut sampled = Vec::with_capacity(rows / stride + 1);
-    let mut seen = 0usize;
+    let mut cuts = TimeCuts::sampling(rows);
     for batch in events.chain(probes) {
         let batch = batch?;
         let times = batch.column(1).as_primitive::<Int64Type>();
-        let first = (stride - seen % stride) % stride;
-        sampled.extend((first..times.len()).step_by(stride).map(|r| time(times, r)));
-        seen += times.len();
+        cuts.add(times.len(), |r| time(times, r));
     }
-    Ok(slice_bounds(sampled, slices.min(MAX_SLICES)))
+    Ok(cuts.bounds(slices.min(MAX_SLICES)))
 }
 
 /// A row's time as it is sliced and evaluated: a probe's NULL time as 0 (its features are
@@ -222,12 +215,9 @@ fn time(times: &Int64Array, row: usize) -> i64 {
 }
 
 /// The slice of each of `times`, given the slices' lower `bounds`.
-fn slice_of(bounds: &[i64], times: &Int64Array) -> Vec<u16> {
+fn slices_of(bounds: &[i64], times: &Int64Array) -> Vec<u16> {
     (0..times.len())
-        .map(|r| {
-            let t = time(times, r);
-            bounds.partition_point(|&b| b <= t) as u16
-        })
+        .map(|r| slice_of(bounds, time(times, r)))
         .collect()
 }
 
@@ -250,7 +240,7 @@ mod tests {
     fn rows_of_a_time_share_a_slice_and_null_times_count_as_zero() {
         let bounds = vec![10, 20];
         let times = Int64Array::from(vec![Some(5), Some(10), Some(19), None, Some(20), Some(99)]);
-        assert_eq!(slice_of(&bounds, &times), vec![0, 1, 1, 0, 2, 2]);
+        assert_eq!(slices_of(&bounds, &times), vec![0, 1, 1, 0, 2, 2]);
     }
 
     #[test]
