@@ -461,7 +461,10 @@ fn convert_batches(
         let chunk = read.map_err(|e| {
             file_error(
                 partition,
-                format!("cannot decode data near row {base}: {e}; the file is corrupt"),
+                format!(
+                    "cannot decode data near row {base}: {e}; the file is corrupt, or written \
+                     in a way Quiver does not read"
+                ),
             )
         })?;
         let rows = chunk.num_rows();
@@ -668,6 +671,46 @@ mod tests {
         assert_eq!(t.value(0), 1_767_225_600_000_000);
         let second = &decoded.batches[1].batch;
         assert!(second.column(1).is_null(0), "null amount stays null");
+    }
+
+    #[test]
+    fn files_of_every_common_codec_decode_alike() {
+        use parquet::arrow::ArrowWriter;
+        use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
+        use parquet::file::properties::WriterProperties;
+        // What other tools write: Polars zstd by default, Spark and pyarrow Snappy, Hive gzip.
+        let codecs = [
+            Compression::UNCOMPRESSED,
+            Compression::SNAPPY,
+            Compression::ZSTD(ZstdLevel::default()),
+            Compression::GZIP(GzipLevel::default()),
+            Compression::LZ4_RAW,
+            Compression::LZ4,
+            Compression::BROTLI(BrotliLevel::default()),
+        ];
+        let mut decoded = Vec::new();
+        for codec in codecs {
+            let mut data = Vec::new();
+            let batch = file_batch();
+            let properties = WriterProperties::builder().set_compression(codec).build();
+            let mut writer = ArrowWriter::try_new(&mut data, batch.schema(), Some(properties))
+                .expect("a writer");
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+            let file = decode_file(FileFormat::Parquet, "x.parquet", &data, &schema(), 2)
+                .unwrap_or_else(|e| panic!("{codec:?}: {e}"));
+            let rows: Vec<RecordBatch> = file.batches.iter().map(|b| b.batch.clone()).collect();
+            assert_eq!(
+                rows.iter().map(|b| b.num_rows()).sum::<usize>(),
+                2,
+                "{codec:?}"
+            );
+            decoded.push((codec, rows, file.dead_letters.len()));
+        }
+        for (codec, rows, dead) in &decoded[1..] {
+            assert_eq!(rows, &decoded[0].1, "{codec:?}");
+            assert_eq!(*dead, decoded[0].2, "{codec:?}");
+        }
     }
 
     #[test]
