@@ -5,10 +5,9 @@
 
 mod common;
 
-use common::memory::{demo_config, reported_peak_mib, run_measured, view_rows};
+use common::memory::{demo_config, generate_demo, reported_peak_mib, run_measured, view_rows};
 use common::{quiver_command, succeed};
 use std::path::Path;
-use std::process::Stdio;
 
 /// Runs `quiver backfill` of `input` into `out` (with `--memory-limit limit` if given); its
 /// summary and its peak resident memory in bytes.
@@ -39,15 +38,7 @@ fn check_under_the_limit(file: &str) -> String {
     let input = dir.path().join(file);
     // The demo's generator: its hottest card and merchant hold 13% and 17% of the events, so
     // their key partitions are cut by time.
-    let generate = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args(["generate", "--events", "3000000", "--seed", "3", "--from"])
-        .arg(demo_config())
-        .arg("--out")
-        .arg(&input)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    succeed(generate, "quiver generate");
+    generate_demo(3_000_000, 3, &input);
     let limit: u64 = 160 << 20;
 
     let (summary, peak) = backfill(&input, &dir.path().join("limited"), Some("160MiB"));

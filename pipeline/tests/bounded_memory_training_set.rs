@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::memory::{demo_config, reported_peak_mib, run_measured, view_rows};
+use common::memory::{demo_config, generate_demo, reported_peak_mib, run_measured, view_rows};
 use common::{quiver_command, succeed};
-use std::process::Stdio;
 
 #[test]
 fn a_training_set_of_hot_keys_stays_under_the_limit() {
@@ -21,15 +20,7 @@ fn a_training_set_of_hot_keys_stays_under_the_limit() {
         "quiver apply",
     );
     let spine = dir.path().join("spine.parquet");
-    let generate = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args(["generate", "--events", "1000000", "--seed", "42", "--from"])
-        .arg(demo_config())
-        .arg("--out")
-        .arg(&spine)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    succeed(generate, "quiver generate");
+    generate_demo(1_000_000, 42, &spine);
     let export = |out: &str, limit: Option<&str>| {
         let out = dir.path().join(out);
         std::fs::create_dir(&out).unwrap();

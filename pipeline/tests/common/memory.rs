@@ -63,3 +63,18 @@ pub fn reported_peak_mib(summary: &str) -> f64 {
     let mib = after.split_once(" MiB resident").expect("its peak").0;
     mib.parse().expect("a number of MiB")
 }
+
+/// Writes `events` of the demo's generator with `seed` to `out` (its extension picks the
+/// format).
+pub fn generate_demo(events: u64, seed: u64, out: &Path) {
+    let generate = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["generate", "--events", &events.to_string()])
+        .args(["--seed", &seed.to_string(), "--from"])
+        .arg(demo_config())
+        .arg("--out")
+        .arg(out)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    super::succeed(generate, "quiver generate");
+}
