@@ -379,6 +379,7 @@ pub(crate) async fn evaluate_view(
         permits: &permits,
         spill: &spill,
         chunk,
+        progress: &bar,
     };
     let largest_evaluated = AtomicUsize::new(0);
     let sliced = std::sync::Mutex::new((0usize, 0usize));
@@ -414,20 +415,21 @@ pub(crate) async fn evaluate_view(
             let mut sliced = sliced.lock().expect("not poisoned");
             sliced.0 += 1;
             sliced.1 += done.slices;
-        } else {
-            largest_evaluated.fetch_max(rows, Ordering::Relaxed);
-            let features = {
-                let _permit = permits.acquire_blocking(working)?;
-                evaluate_partition(view, events, probes, inputs.as_known_at, compute)?
-            };
-            let features = wanted_features(view, &features, wanted, &result_schema)?;
-            push_in_chunks(
-                &mut results.lock().expect("not poisoned"),
-                p,
-                &features,
-                chunk,
-            )?;
+            // Its rows were counted slice by slice.
+            return Ok(true);
         }
+        largest_evaluated.fetch_max(rows, Ordering::Relaxed);
+        let features = {
+            let _permit = permits.acquire_blocking(working)?;
+            evaluate_partition(view, events, probes, inputs.as_known_at, compute)?
+        };
+        let features = wanted_features(view, &features, wanted, &result_schema)?;
+        push_in_chunks(
+            &mut results.lock().expect("not poisoned"),
+            p,
+            &features,
+            chunk,
+        )?;
         bar.inc(rows as u64);
         Ok(true)
     };

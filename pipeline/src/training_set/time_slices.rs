@@ -53,6 +53,8 @@ pub(crate) struct Slicing<'a> {
     pub spill: &'a (dyn Fn(&str, SchemaRef, usize) -> Spill + Sync),
     /// Rows of a stored result batch.
     pub chunk: usize,
+    /// Counts each slice's events and probes once evaluated.
+    pub progress: &'a indicatif::ProgressBar,
 }
 
 /// One partition's rows, read twice: once for their times (where to cut), once to cut them.
@@ -144,6 +146,7 @@ pub(crate) fn evaluate_in_slices(
             .map_err(|e| fail(&e))?;
         drop(inputs);
         drop(rows);
+        slicing.progress.inc((event_rows + probe_rows) as u64);
         if let Some(&next) = bounds.get(s) {
             // Every later row is at `next` or after it.
             windows.expire(next);
