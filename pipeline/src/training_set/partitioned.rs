@@ -524,7 +524,7 @@ fn evaluate_partition(
         probe_keys.extend(probe_keys_of(batch));
     }
     let times = probe_times_of(&probes);
-    let probe_times: Vec<i64> = times.iter().map(|t| t.unwrap_or(0)).collect();
+    let probe_times = evaluated_times(&times);
     let count = probe_times.len();
     let windows = probe_windows(
         view,
@@ -580,9 +580,23 @@ pub(crate) fn append_events<'b>(
 pub(crate) fn append_probes<'b>(rows: &mut EventRows<'b>, probes: &'b [RecordBatch]) -> Int64Array {
     let times = probe_times_of(probes);
     let keys: Vec<&[u8]> = probes.iter().flat_map(probe_keys_of).collect();
-    let values: Vec<i64> = times.iter().map(|t| t.unwrap_or(0)).collect();
-    rows.append_probes(&keys, &values);
+    rows.append_probes(&keys, &evaluated_times(&times));
     times
+}
+
+/// The time probe `row` of `times` is evaluated (and cut) at: its spine time, 0 when that is
+/// NULL (its features are nulled).
+pub(crate) fn evaluated_time(times: &Int64Array, row: usize) -> i64 {
+    if times.is_null(row) {
+        0
+    } else {
+        times.value(row)
+    }
+}
+
+/// [`evaluated_time`] of every probe of `times`.
+fn evaluated_times(times: &Int64Array) -> Vec<i64> {
+    (0..times.len()).map(|r| evaluated_time(times, r)).collect()
 }
 
 /// The keys of a spilled probe batch (empty for probes no event can match).

@@ -20,11 +20,11 @@ use crate::spill::{push_partitioned, RowCursor, Spill, SpilledBatches};
 use crate::time_cuts::{slice_of, TimeCuts};
 use crate::training_set::assembly::Routed;
 use crate::training_set::partitioned::{
-    append_events, append_probes, push_in_chunks, result_chunk_rows, route_schema, wanted_features,
-    RowBytes,
+    append_events, append_probes, evaluated_time, push_in_chunks, result_chunk_rows, route_schema,
+    wanted_features, RowBytes,
 };
 use crate::training_set::probes::{null_times, probe_features, EventRows};
-use arrow::array::{Array, AsArray, Int64Array, RecordBatch, UInt16Array};
+use arrow::array::{AsArray, Int64Array, RecordBatch, UInt16Array};
 use arrow::datatypes::{Int64Type, SchemaRef};
 use quiver_gpu::{FeatureOutput, KeyedWindows};
 use quiver_sql::FeatureView;
@@ -202,25 +202,15 @@ fn cut_times(
     for batch in events.chain(probes) {
         let batch = batch?;
         let times = batch.column(1).as_primitive::<Int64Type>();
-        cuts.add(times.len(), |r| time(times, r));
+        cuts.add(times.len(), |r| evaluated_time(times, r));
     }
     Ok(cuts.bounds(slices.min(MAX_SLICES)))
-}
-
-/// A row's time as it is sliced and evaluated: a probe's NULL time as 0 (its features are
-/// nulled).
-fn time(times: &Int64Array, row: usize) -> i64 {
-    if times.is_null(row) {
-        0
-    } else {
-        times.value(row)
-    }
 }
 
 /// The slice of each of `times`, given the slices' lower `bounds`.
 fn slices_of(bounds: &[i64], times: &Int64Array) -> Vec<u16> {
     (0..times.len())
-        .map(|r| slice_of(bounds, time(times, r)))
+        .map(|r| slice_of(bounds, evaluated_time(times, r)))
         .collect()
 }
 
